@@ -1,0 +1,1 @@
+//! The ShardSet operator (built in the operator issue).

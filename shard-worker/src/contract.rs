@@ -1,0 +1,234 @@
+//! The contract between the operator and the worker pods, in one place:
+//! the env variables the operator writes into every worker pod, the worker's HTTP endpoints, and
+//! the Redis key layout of the Identify protocol (documented in `docs/redis-protocol.md`) with the
+//! records stored under those keys.
+//!
+//! The operator imports this module; nothing here does I/O, so both sides (and bots written with
+//! other libraries, following the protocol document) agree by construction.
+
+use serde::{Deserialize, Serialize};
+
+/// Environment variables of a worker pod. Each has a command-line flag of the same meaning
+/// (`SHARD_FIRST` / `--shard-first`) for runs by hand; the token is env-only.
+pub mod env {
+    /// First shard id this pod runs (inclusive).
+    pub const SHARD_FIRST: &str = "SHARD_FIRST";
+    /// Last shard id this pod runs (inclusive).
+    pub const SHARD_LAST: &str = "SHARD_LAST";
+    /// Total shard count of the layout (`num_shards` in Identify).
+    pub const SHARD_TOTAL: &str = "SHARD_TOTAL";
+    /// Optional override of Discord's `max_concurrency`; else read from `GET /gateway/bot`.
+    pub const MAX_CONCURRENCY: &str = "MAX_CONCURRENCY";
+    /// Redis URL (`redis://host:port/db`), shared by every pod of the bot.
+    pub const REDIS_URL: &str = "REDIS_URL";
+    /// Optional Redis password, set by the operator from `spec.redis.secretRef` by `secretKeyRef`.
+    pub const REDIS_PASSWORD: &str = "REDIS_PASSWORD";
+    /// Discord REST base (`https://discord.com/api`); the gateway URL comes from `/gateway/bot`.
+    pub const DISCORD_API_URL: &str = "DISCORD_API_URL";
+    /// The bot token. Set only by `secretKeyRef`, never as a literal, never logged.
+    pub const DISCORD_TOKEN: &str = "DISCORD_TOKEN";
+    /// Gateway intents bitfield.
+    pub const DISCORD_INTENTS: &str = "DISCORD_INTENTS";
+    /// The layout this pod belongs to (see [`super::layout_name`]).
+    pub const SHARDSET_LAYOUT: &str = "SHARDSET_LAYOUT";
+    /// Name of the owning ShardSet (for logs and shard status).
+    pub const SHARDSET_NAME: &str = "SHARDSET_NAME";
+    /// This pod's name (downward API), written into leases and shard status.
+    pub const POD_NAME: &str = "POD_NAME";
+    /// Session starts kept in reserve: the worker never spends the budget below this.
+    pub const IDENTIFY_RESERVE: &str = "IDENTIFY_RESERVE";
+    /// Identify window in ms (Discord: 5000). Only shorter against a fake gateway, for tests.
+    pub const IDENTIFY_WINDOW_MS: &str = "IDENTIFY_WINDOW_MS";
+}
+
+/// Port of the worker's HTTP server (`/healthz`, `/readyz`, `/metrics`).
+pub const WORKER_HTTP_PORT: u16 = 8080;
+/// Liveness path of the worker.
+pub const HEALTHZ_PATH: &str = "/healthz";
+/// Readiness path of the worker: 200 when every owned shard is READY or RESUMED.
+pub const READYZ_PATH: &str = "/readyz";
+/// Prometheus metrics path of the worker.
+pub const METRICS_PATH: &str = "/metrics";
+
+/// Discord's Identify window: one Identify per rate-limit key per 5 s.
+/// Source: discord-api-docs `developers/events/gateway.mdx`, "Session start limit".
+pub const DISCORD_IDENTIFY_WINDOW_MS: u64 = 5_000;
+
+/// The rate-limit key ("bucket") of a shard: `shard_id % max_concurrency`.
+/// Source: discord-api-docs `developers/events/gateway.mdx`, "Max concurrency".
+pub fn bucket(shard_id: u32, max_concurrency: u32) -> u32 {
+    shard_id % max_concurrency.max(1)
+}
+
+/// The name of the layout that runs `total` shards. A layout is one complete set of sessions
+/// with one `num_shards`; during a BlueGreen reshard two layouts run side by side.
+pub fn layout_name(total: u32) -> String {
+    total.to_string()
+}
+
+/// The Redis keys of one bot. Every key shares the hash tag `{<app_id>}` so that the Lua scripts
+/// of the protocol run on Redis Cluster too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys of the bot (application) `app_id`.
+    pub fn new(app_id: u64) -> Self {
+        Self {
+            prefix: format!("shardset:{{{app_id}}}"),
+        }
+    }
+
+    /// The common prefix `shardset:{<app_id>}`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Marker with no TTL; its absence means Redis lost data and no gate is granted for a window.
+    pub fn epoch(&self) -> String {
+        format!("{}:epoch", self.prefix)
+    }
+
+    /// The Identify gate of one bucket (`shard_id % max_concurrency`).
+    pub fn gate(&self, bucket: u32) -> String {
+        format!("{}:gate:{bucket}", self.prefix)
+    }
+
+    /// Remaining session starts (from `/gateway/bot`), expiring at Discord's `reset_after`.
+    pub fn budget(&self) -> String {
+        format!("{}:budget", self.prefix)
+    }
+
+    /// Saved session of one shard of a layout, for hand-over and crash recovery.
+    pub fn session(&self, total: u32, shard: u32) -> String {
+        format!("{}:session:{total}:{shard}", self.prefix)
+    }
+
+    /// Which pod owns the live session of one shard of a layout.
+    pub fn lease(&self, total: u32, shard: u32) -> String {
+        format!("{}:lease:{total}:{shard}", self.prefix)
+    }
+
+    /// Shard state for the operator's status summary.
+    pub fn status(&self, total: u32, shard: u32) -> String {
+        format!("{}:status:{total}:{shard}", self.prefix)
+    }
+
+    /// Which layout acts on events during a BlueGreen reshard.
+    pub fn active_layout(&self) -> String {
+        format!("{}:active-layout", self.prefix)
+    }
+
+    /// A `SCAN MATCH` pattern for every key of one layout kind, e.g. `pattern("session")`.
+    pub fn pattern(&self, kind: &str) -> String {
+        format!("{}:{kind}:*", self.prefix)
+    }
+}
+
+/// A session saved for the next owner of the shard (`Keys::session`), as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionRecord {
+    pub session_id: String,
+    /// Sequence number of the last dispatch that was handled; a resume replays what follows.
+    pub seq: u64,
+    pub resume_gateway_url: String,
+    /// Unix time in ms when the record was written.
+    pub saved_at_ms: u64,
+}
+
+/// The state of one shard as the worker reports it under `Keys::status`, as JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ShardState {
+    /// Connecting or waiting for Hello.
+    Connecting,
+    /// Waiting for the bucket's Identify gate.
+    WaitingForGate,
+    /// Waiting because the daily session-start budget is at the reserve.
+    WaitingForBudget,
+    /// Waiting for another pod to release the shard's lease.
+    WaitingForLease,
+    /// Identify sent, READY not yet received.
+    Identifying,
+    /// Resume sent, RESUMED not yet received.
+    Resuming,
+    /// READY or RESUMED: receiving dispatches.
+    Ready,
+    /// Lost the connection; will reconnect.
+    Reconnecting,
+    /// Closed with a code that forbids reconnecting (4004, 4010–4014); `reason` says which.
+    Fatal,
+    /// Stopped (shutdown).
+    Stopped,
+}
+
+/// One shard's status record (`Keys::status`), refreshed by the worker with a TTL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardStatus {
+    pub state: ShardState,
+    /// Guilds the shard holds (from READY plus GUILD_CREATE/DELETE).
+    pub guilds: u32,
+    pub pod: String,
+    /// Why the shard is in this state, when it is not `Ready` (a close code, "budget at reserve").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Unix time in ms of the last update.
+    pub updated_at_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_one_hash_tag() {
+        let keys = Keys::new(42);
+        for key in [
+            keys.epoch(),
+            keys.gate(3),
+            keys.budget(),
+            keys.session(16, 5),
+            keys.lease(16, 5),
+            keys.status(16, 5),
+            keys.active_layout(),
+        ] {
+            assert!(key.starts_with("shardset:{42}:"), "{key}");
+        }
+        assert_eq!(keys.gate(3), "shardset:{42}:gate:3");
+        assert_eq!(keys.session(16, 5), "shardset:{42}:session:16:5");
+        assert_eq!(keys.pattern("lease"), "shardset:{42}:lease:*");
+    }
+
+    #[test]
+    fn bucket_is_shard_modulo_concurrency() {
+        assert_eq!(bucket(0, 16), 0);
+        assert_eq!(bucket(17, 16), 1);
+        assert_eq!(bucket(5, 1), 0);
+        // A zero concurrency is treated as one rather than dividing by zero.
+        assert_eq!(bucket(5, 0), 0);
+    }
+
+    #[test]
+    fn records_round_trip_as_camel_case_json() {
+        let status = ShardStatus {
+            state: ShardState::WaitingForGate,
+            guilds: 7,
+            pod: "bot-16-0-3".into(),
+            reason: None,
+            updated_at_ms: 1,
+        };
+        let json = serde_json::to_string(&status).expect("serialize");
+        assert_eq!(
+            json,
+            r#"{"state":"waitingForGate","guilds":7,"pod":"bot-16-0-3","updatedAtMs":1}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<ShardStatus>(&json).expect("parse"),
+            status
+        );
+    }
+}

@@ -1,0 +1,232 @@
+//! The few Discord REST calls that the operator and the worker both make:
+//! `GET /v10/gateway/bot` (gateway URL, recommended shards, session start limit) and
+//! `GET /v10/users/@me` (the bot's id, which keys the Redis protocol).
+//!
+//! Source: discord-api-docs `developers/events/gateway.mdx` ("Get Gateway Bot") and
+//! `developers/topics/rate-limits.mdx` (429 bodies carry `retry_after` in seconds).
+//! Errors never contain the token: it travels only in the `Authorization` header.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::token::Token;
+
+/// Discord's public REST base; `DISCORD_API_URL` / `spec.gateway.apiUrl` override it.
+pub const DEFAULT_API_URL: &str = "https://discord.com/api";
+
+/// The answer of `GET /gateway/bot`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct GatewayBot {
+    /// The gateway WebSocket URL (`wss://gateway.discord.gg`).
+    pub url: String,
+    /// Discord's recommended shard count.
+    pub shards: u32,
+    pub session_start_limit: SessionStartLimit,
+}
+
+/// `session_start_limit` of `GET /gateway/bot`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct SessionStartLimit {
+    /// Session starts allowed per 24 h.
+    pub total: u32,
+    /// Session starts left in the current period.
+    pub remaining: u32,
+    /// Milliseconds until `remaining` resets to `total`.
+    pub reset_after: u64,
+    /// Identify buckets: shards with equal `shard_id % max_concurrency` share one.
+    pub max_concurrency: u32,
+}
+
+/// The parts of `GET /users/@me` we use.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CurrentUser {
+    /// The bot user's snowflake, which is also its application id.
+    #[serde(deserialize_with = "snowflake")]
+    pub id: u64,
+    pub username: String,
+}
+
+/// Why a REST call failed. `metric_label` gives a fixed label for metrics.
+#[derive(Debug, thiserror::Error)]
+pub enum RestError {
+    /// 401: the token is wrong or was reset. Retrying will not help.
+    #[error("Discord refused the bot token (401 Unauthorized)")]
+    Unauthorized,
+    /// 429: wait `retry_after` before asking again.
+    #[error("Discord rate limited the request; retry after {retry_after:?}")]
+    RateLimited { retry_after: Duration },
+    /// Any other non-success status.
+    #[error("Discord answered {status} to {path}")]
+    Status { status: u16, path: &'static str },
+    /// Connection, TLS, timeout or body errors.
+    #[error("cannot reach the Discord API at {base}: {reason}")]
+    Unreachable { base: String, reason: String },
+    /// The configured base URL is not a URL.
+    #[error("invalid Discord API URL {0:?}")]
+    InvalidBase(String),
+}
+
+impl RestError {
+    /// A fixed, low-cardinality label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Status { .. } => "status",
+            Self::Unreachable { .. } => "unreachable",
+            Self::InvalidBase(_) => "invalid_base",
+        }
+    }
+}
+
+/// A small Discord REST client: one base URL, one token.
+#[derive(Clone)]
+pub struct DiscordRest {
+    http: reqwest::Client,
+    base: String,
+    token: Token,
+}
+
+impl std::fmt::Debug for DiscordRest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiscordRest")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DiscordRest {
+    /// A client for `base` (e.g. `https://discord.com/api` or `http://fake-discord:8080/api`).
+    pub fn new(base: &str, token: Token) -> Result<Self, RestError> {
+        install_crypto_provider();
+        let parsed = url::Url::parse(base).map_err(|_| RestError::InvalidBase(base.to_owned()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(RestError::InvalidBase(base.to_owned()));
+        }
+        let http = reqwest::Client::builder()
+            .user_agent(concat!(
+                "DiscordBot (https://github.com/shardset/shardset-operator, ",
+                env!("CARGO_PKG_VERSION"),
+                ")"
+            ))
+            .timeout(Duration::from_secs(15))
+            .build()
+            .map_err(|e| RestError::Unreachable {
+                base: base.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    /// The REST base this client talks to.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET /v10/gateway/bot`.
+    pub async fn gateway_bot(&self) -> Result<GatewayBot, RestError> {
+        self.get("/v10/gateway/bot").await
+    }
+
+    /// `GET /v10/users/@me`.
+    pub async fn current_user(&self) -> Result<CurrentUser, RestError> {
+        self.get("/v10/users/@me").await
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &'static str,
+    ) -> Result<T, RestError> {
+        let unreachable = |e: reqwest::Error| RestError::Unreachable {
+            base: self.base.clone(),
+            // Without the URL: it holds no secret, but the base is already named above.
+            reason: e.without_url().to_string(),
+        };
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header(reqwest::header::AUTHORIZATION, self.token.authorization())
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = response.status();
+        match status.as_u16() {
+            200..=299 => response.json::<T>().await.map_err(unreachable),
+            401 => Err(RestError::Unauthorized),
+            429 => {
+                let header = retry_after_header(&response);
+                let body = response.json::<RateLimitBody>().await.ok();
+                let retry_after = body
+                    .map(|b| Duration::from_secs_f64(b.retry_after.max(0.0)))
+                    .or(header)
+                    .unwrap_or(Duration::from_secs(5));
+                Err(RestError::RateLimited { retry_after })
+            }
+            code => Err(RestError::Status { status: code, path }),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RateLimitBody {
+    retry_after: f64,
+}
+
+fn retry_after_header(response: &reqwest::Response) -> Option<Duration> {
+    let value = response.headers().get(reqwest::header::RETRY_AFTER)?;
+    let secs: f64 = value.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs_f64(secs.max(0.0)))
+}
+
+/// Discord sends snowflakes as strings; accept numbers too.
+fn snowflake<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Str(String),
+        Num(u64),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Num(n) => Ok(n),
+        Raw::Str(s) => s.parse().map_err(serde::de::Error::custom),
+    }
+}
+
+/// rustls needs one process-wide crypto provider; we use ring, as kube does.
+pub fn install_crypto_provider() {
+    // Err means another part of the process installed one already: fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_gateway_bot() {
+        let json = r#"{"url":"wss://gateway.discord.gg","shards":9,
+            "session_start_limit":{"total":1000,"remaining":999,"reset_after":14400000,"max_concurrency":1}}"#;
+        let parsed: GatewayBot = serde_json::from_str(json).expect("parse");
+        assert_eq!(parsed.shards, 9);
+        assert_eq!(parsed.session_start_limit.max_concurrency, 1);
+        assert_eq!(parsed.session_start_limit.reset_after, 14_400_000);
+    }
+
+    #[test]
+    fn parses_string_snowflakes() {
+        let user: CurrentUser =
+            serde_json::from_str(r#"{"id":"80351110224678912","username":"bot"}"#).expect("parse");
+        assert_eq!(user.id, 80351110224678912);
+    }
+
+    #[test]
+    fn refuses_non_http_base() {
+        let err = DiscordRest::new("ftp://x", Token::new("t")).expect_err("refused");
+        assert_eq!(err.metric_label(), "invalid_base");
+    }
+}

@@ -1,0 +1,1 @@
+//! Helpers for tests on the kind cluster (built in the test-cluster issue).

@@ -1,0 +1,1 @@
+//! Fake Discord (built in the fake Discord issue).
