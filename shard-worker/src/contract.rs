@@ -39,6 +39,17 @@ pub mod env {
     pub const IDENTIFY_RESERVE: &str = "IDENTIFY_RESERVE";
     /// Identify window in ms (Discord: 5000). Only shorter against a fake gateway, for tests.
     pub const IDENTIFY_WINDOW_MS: &str = "IDENTIFY_WINDOW_MS";
+    /// Optional: extra hold of a used gate after the window, in ms (default: 5 % of the window,
+    /// between 10 and 500 ms). Covers the time between our send and Discord's receipt.
+    pub const IDENTIFY_MARGIN_MS: &str = "IDENTIFY_MARGIN_MS";
+    /// Optional: how long a saved session stays resumable, in ms (the TTL of `Keys::session`;
+    /// default 180000). Only shorter against a time-scaled fake gateway.
+    pub const RESUME_WINDOW_MS: &str = "RESUME_WINDOW_MS";
+    /// Optional: an in-pod HTTP endpoint (e.g. `http://127.0.0.1:9000/dispatch`) that receives
+    /// every dispatch the pod acts on, as JSON, in order per shard.
+    pub const FORWARD_URL: &str = "FORWARD_URL";
+    /// Optional: the worker's HTTP listen address (default `0.0.0.0:8080`).
+    pub const WORKER_LISTEN: &str = "WORKER_LISTEN";
 }
 
 /// Port of the worker's HTTP server (`/healthz`, `/readyz`, `/metrics`).
@@ -114,6 +125,16 @@ impl Keys {
     /// Shard state for the operator's status summary.
     pub fn status(&self, total: u32, shard: u32) -> String {
         format!("{}:status:{total}:{shard}", self.prefix)
+    }
+
+    /// The waiting line of one bucket (ZSET of shard ids): lower shard ids identify first.
+    pub fn queue(&self, bucket: u32) -> String {
+        format!("{}:queue:{bucket}", self.prefix)
+    }
+
+    /// When each waiter of one bucket last asked (HASH shard id → ms), to drop departed waiters.
+    pub fn seen(&self, bucket: u32) -> String {
+        format!("{}:seen:{bucket}", self.prefix)
     }
 
     /// Which layout acts on events during a BlueGreen reshard.
@@ -195,6 +216,8 @@ mod tests {
             keys.lease(16, 5),
             keys.status(16, 5),
             keys.active_layout(),
+            keys.queue(3),
+            keys.seen(3),
         ] {
             assert!(key.starts_with("shardset:{42}:"), "{key}");
         }

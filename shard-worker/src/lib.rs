@@ -1,12 +1,37 @@
 //! Discord gateway shards for the ShardSet operator.
 //!
 //! The crate is both the worker library (gateway sessions, the Redis Identify protocol, the
-//! `Handler` trait) and the home of everything the operator and the worker must agree on.
+//! [`handler::Handler`] trait) and the home of everything the operator and the worker must agree
+//! on ([`contract`]).
 //!
-//! - [`contract`]: the pod env contract and the Redis key layout, shared with the operator.
-//! - [`token`]: the bot token in a type that never prints it.
-//! - [`rest`]: the few Discord REST calls both sides make (`/gateway/bot`, `/users/@me`).
+//! Pure decisions, each with its unit tests:
+//! - [`session`]: one shard's lifecycle as a state machine, `step(input) -> actions`.
+//! - [`close_code`]: resume, identify anew, or stop, per gateway close code.
+//! - [`compression`]: zlib-stream inflate, one context per connection.
+//! - [`ratelimit`]: 120 commands per 60 s per connection, with a heartbeat reserve.
+//!
+//! I/O around them:
+//! - [`shard`]: the async loop that drives one shard's machine over tokio-tungstenite.
+//! - [`identify`]: the Identify queue trait and the Redis protocol (`docs/redis-protocol.md`).
+//! - [`board`], [`bookkeeper`]: shard states, checkpoints, status records and lease renewals.
+//! - [`handler`], [`default_handler`], [`forward`]: what happens to dispatches.
+//! - [`worker`], [`server`], [`metrics`]: a worker's shards, its HTTP endpoints, its metrics.
+//! - [`contract`], [`token`], [`rest`]: shared with the operator.
 
+pub mod board;
+pub mod bookkeeper;
+pub mod close_code;
+pub mod compression;
 pub mod contract;
+pub mod default_handler;
+pub mod forward;
+pub mod handler;
+pub mod identify;
+pub mod metrics;
+pub mod ratelimit;
 pub mod rest;
+pub mod server;
+pub mod session;
+pub mod shard;
 pub mod token;
+pub mod worker;

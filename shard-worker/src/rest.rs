@@ -138,6 +138,33 @@ impl DiscordRest {
         self.get("/v10/users/@me").await
     }
 
+    /// `POST /v10/channels/{channel_id}/messages` with plain `content` (the worker's "act" path).
+    pub async fn create_message(&self, channel_id: &str, content: &str) -> Result<(), RestError> {
+        let unreachable = |e: reqwest::Error| RestError::Unreachable {
+            base: self.base.clone(),
+            reason: e.without_url().to_string(),
+        };
+        let response = self
+            .http
+            .post(format!("{}/v10/channels/{channel_id}/messages", self.base))
+            .header(reqwest::header::AUTHORIZATION, self.token.authorization())
+            .json(&serde_json::json!({ "content": content }))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        match response.status().as_u16() {
+            200..=299 => Ok(()),
+            401 => Err(RestError::Unauthorized),
+            429 => Err(RestError::RateLimited {
+                retry_after: retry_after_header(&response).unwrap_or(Duration::from_secs(1)),
+            }),
+            code => Err(RestError::Status {
+                status: code,
+                path: "/v10/channels/{channel_id}/messages",
+            }),
+        }
+    }
+
     async fn get<T: serde::de::DeserializeOwned>(
         &self,
         path: &'static str,

@@ -1,5 +1,334 @@
-//! The default shard worker binary (wired up in the worker issue).
-fn main() {
-    eprintln!("shard-worker: not built yet");
-    std::process::exit(2);
+//! The default shard worker: runs shards `SHARD_FIRST..=SHARD_LAST` of a `SHARD_TOTAL` layout,
+//! configured by the env contract the operator writes (each variable has a flag of the same
+//! meaning for runs by hand; the token is env-only). See the README's "Shard worker" section.
+//!
+//! SIGTERM: stop dispatching, save each session to Redis, close with a resumable code, release
+//! the leases, drain the forward queue, exit 0.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use prometheus_client::registry::Registry;
+use shard_worker::bookkeeper::BookkeeperConfig;
+use shard_worker::contract::{self, Keys, env};
+use shard_worker::default_handler::DefaultHandler;
+use shard_worker::forward::Forwarder;
+use shard_worker::identify::records::Records;
+use shard_worker::identify::redis::{GateConfig, RedisQueue, connect};
+use shard_worker::identify::{IdentifyQueue, http_facade};
+use shard_worker::metrics::Metrics;
+use shard_worker::rest::{DEFAULT_API_URL, DiscordRest, RestError};
+use shard_worker::session::SessionConfig;
+use shard_worker::shard::{ShardConfig, Shared};
+use shard_worker::token::Token;
+use shard_worker::{server, worker};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shard-worker",
+    version,
+    about = "Runs a range of Discord gateway shards"
+)]
+struct Args {
+    /// First shard id of this worker (inclusive).
+    #[arg(long, env = env::SHARD_FIRST)]
+    shard_first: u32,
+    /// Last shard id of this worker (inclusive).
+    #[arg(long, env = env::SHARD_LAST)]
+    shard_last: u32,
+    /// Shard count of the layout (`num_shards`).
+    #[arg(long, env = env::SHARD_TOTAL)]
+    shard_total: u32,
+    /// Override of Discord's max_concurrency (else read from GET /gateway/bot).
+    #[arg(long, env = env::MAX_CONCURRENCY)]
+    max_concurrency: Option<u32>,
+    /// Redis shared by every pod of the bot.
+    #[arg(long, env = env::REDIS_URL)]
+    redis_url: String,
+    /// Discord REST base; the gateway URL comes from GET /gateway/bot.
+    #[arg(long, env = env::DISCORD_API_URL, default_value = DEFAULT_API_URL)]
+    discord_api_url: String,
+    /// Gateway intents bitfield (default: GUILDS | GUILD_MESSAGES).
+    #[arg(long, env = env::DISCORD_INTENTS, default_value_t = 513)]
+    intents: u64,
+    /// This layout's name (default: the shard total).
+    #[arg(long, env = env::SHARDSET_LAYOUT)]
+    layout: Option<String>,
+    /// The owning ShardSet (logs).
+    #[arg(long, env = env::SHARDSET_NAME, default_value = "")]
+    shardset: String,
+    /// This pod's name (leases, status records); default: the host name.
+    #[arg(long, env = env::POD_NAME)]
+    pod: Option<String>,
+    /// Session starts never spent.
+    #[arg(long, env = env::IDENTIFY_RESERVE, default_value_t = 0)]
+    identify_reserve: u32,
+    /// Identify window in ms (Discord: 5000; shorter only against a time-scaled fake).
+    #[arg(long, env = env::IDENTIFY_WINDOW_MS, default_value_t = contract::DISCORD_IDENTIFY_WINDOW_MS)]
+    identify_window_ms: u64,
+    /// Extra hold of a used gate after the window, in ms (default: 5 % of the window).
+    #[arg(long, env = env::IDENTIFY_MARGIN_MS)]
+    identify_margin_ms: Option<u64>,
+    /// How long saved sessions stay resumable, in ms.
+    #[arg(long, env = env::RESUME_WINDOW_MS, default_value_t = 180_000)]
+    resume_window_ms: u64,
+    /// Forward every dispatch as JSON to this in-pod endpoint.
+    #[arg(long, env = env::FORWARD_URL)]
+    forward_url: Option<String>,
+    /// Answer each MESSAGE_CREATE (while this layout is active) with a REST message "ack <id>".
+    #[arg(long)]
+    reply_to_messages: bool,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = env::WORKER_LISTEN, default_value_t = SocketAddr::from(([0, 0, 0, 0], contract::WORKER_HTTP_PORT)))]
+    listen: SocketAddr,
+    /// Also serve the twilight-compatible Identify queue (`GET /?shard=N`) on this address.
+    #[arg(long)]
+    queue_listen: Option<SocketAddr>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    init_tracing(args.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the runtime");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = format!("{e:#}"), "shard worker failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Asks until Discord answers; a refused token stops at once (no retry loop on 401).
+async fn with_retries<T, F, Fut>(what: &str, mut call: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, RestError>>,
+{
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(RestError::Unauthorized) => bail!("{what}: {}", RestError::Unauthorized),
+            Err(RestError::InvalidBase(base)) => bail!("{what}: invalid Discord API URL {base:?}"),
+            Err(e) => {
+                let wait = match &e {
+                    RestError::RateLimited { retry_after } => *retry_after,
+                    _ => delay,
+                };
+                warn!(error = %e, "{what} failed; retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+fn redis_url(url: &str) -> anyhow::Result<String> {
+    let Ok(password) = std::env::var(env::REDIS_PASSWORD) else {
+        return Ok(url.to_owned());
+    };
+    let mut parsed = url::Url::parse(url).context("REDIS_URL is not a URL")?;
+    parsed
+        .set_password(Some(&password))
+        .map_err(|()| anyhow::anyhow!("REDIS_URL cannot carry a password"))?;
+    Ok(parsed.to_string())
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    if args.shard_first > args.shard_last || args.shard_last >= args.shard_total {
+        bail!(
+            "invalid shard range {}..={} of {} (need first <= last < total)",
+            args.shard_first,
+            args.shard_last,
+            args.shard_total
+        );
+    }
+    let token = Token::new(std::env::var(env::DISCORD_TOKEN).unwrap_or_default());
+    if token.is_empty() {
+        bail!("{} is not set", env::DISCORD_TOKEN);
+    }
+    let pod = args
+        .pod
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("shard-worker-{}", std::process::id()));
+    let layout = args
+        .layout
+        .clone()
+        .unwrap_or_else(|| contract::layout_name(args.shard_total));
+
+    let rest = DiscordRest::new(&args.discord_api_url, token.clone())?;
+    let me = with_retries("GET /users/@me", || rest.current_user()).await?;
+    let bot = with_retries("GET /gateway/bot", || rest.gateway_bot()).await?;
+    let max_concurrency = args
+        .max_concurrency
+        .unwrap_or(bot.session_start_limit.max_concurrency);
+    let keys = Keys::new(me.id);
+    info!(
+        shardset = %args.shardset, pod = %pod, layout = %layout,
+        first = args.shard_first, last = args.shard_last, total = args.shard_total,
+        max_concurrency, remaining = bot.session_start_limit.remaining,
+        "starting shards"
+    );
+
+    let conn = connect(&redis_url(&args.redis_url)?).context("invalid REDIS_URL")?;
+    let window = Duration::from_millis(args.identify_window_ms);
+    let mut gate = GateConfig::new(max_concurrency, window, args.identify_reserve);
+    if let Some(margin) = args.identify_margin_ms {
+        gate.margin = Duration::from_millis(margin);
+        gate.connect_bound = gate.connect_bound.max(gate.hold() * 2);
+    }
+    let queue = RedisQueue::new(conn.clone(), keys.clone(), gate, &pod, Some(rest.clone()));
+    let limit = bot.session_start_limit;
+    if let Err(e) = queue.sync_budget(limit.remaining, limit.reset_after).await {
+        warn!(error = %e, "cannot store the session start budget yet; it is read again when needed");
+    }
+    let queue: Arc<dyn IdentifyQueue> = Arc::new(queue);
+    let records = Records::new(conn, keys, args.shard_total);
+
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut registry));
+    let registry = Arc::new(registry);
+    let board = worker::board(args.shard_first, args.shard_last, Arc::clone(&metrics));
+
+    let (forwarder, forward_task) = match &args.forward_url {
+        Some(url) => {
+            let (f, task) = Forwarder::spawn(url.clone());
+            (Some(f), Some(task))
+        }
+        None => (None, None),
+    };
+    let replier = args.reply_to_messages.then(|| rest.clone());
+    let handler = Arc::new(DefaultHandler::new(forwarder, replier));
+
+    let (server_stop_tx, server_stop_rx) = watch::channel(false);
+    let (addr, server_task) = server::serve(
+        args.listen,
+        server::router(Arc::clone(&board), registry),
+        server_stop_rx.clone(),
+    )
+    .await
+    .with_context(|| format!("cannot listen on {}", args.listen))?;
+    info!(%addr, "serving /healthz, /readyz, /metrics");
+    if let Some(queue_addr) = args.queue_listen {
+        let (addr, _) = server::serve(
+            queue_addr,
+            http_facade::router(Arc::clone(&queue)),
+            server_stop_rx,
+        )
+        .await
+        .with_context(|| format!("cannot listen on {queue_addr}"))?;
+        info!(%addr, "serving the Identify queue (GET /?shard=N)");
+    }
+
+    let resume_window = Duration::from_millis(args.resume_window_ms);
+    let shared = Arc::new(Shared {
+        config: ShardConfig {
+            total: args.shard_total,
+            intents: args.intents,
+            gateway_url: bot.url.clone(),
+            session: SessionConfig::default(),
+            lease_ttl: Duration::from_secs(15),
+            resume_window,
+            pod: pod.clone(),
+            read_buffer: 8 * 1024,
+        },
+        token,
+        queue,
+        records: Some(records),
+        handler: Arc::clone(&handler),
+        board,
+        active: Arc::new(AtomicBool::new(true)),
+    });
+    let bookkeeping = BookkeeperConfig {
+        tick: Duration::from_millis(500),
+        checkpoint_every: Duration::from_secs(2),
+        resume_window,
+        lease_ttl: shared.config.lease_ttl,
+        status_ttl: Duration::from_secs(30),
+        pod,
+    };
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutting down: saving sessions for the next owner");
+        let _ = shutdown_tx.send(true);
+    });
+    let outcome = worker::run(Arc::clone(&shared), bookkeeping, layout, shutdown_rx).await;
+    drop(shared);
+    // The forwarder's queue drains once the handler (its only sender) is gone.
+    if let Some(task) = forward_task {
+        match Arc::try_unwrap(handler) {
+            Ok(mut handler) => drop(handler.take_forwarder()),
+            Err(_) => warn!("handler still shared at exit; the forward queue may not drain"),
+        }
+        match tokio::time::timeout(Duration::from_secs(10), task).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(dropped)) => warn!(dropped, "dispatches could not be forwarded"),
+            _ => warn!("the forward queue did not drain in time"),
+        }
+    }
+    let _ = server_stop_tx.send(true);
+    let _ = server_task.await;
+    if !outcome.fatal.is_empty() && outcome.stopped.is_empty() {
+        let (shard, code) = outcome.fatal[0];
+        bail!("every shard closed fatally (shard {shard}: {code})");
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }

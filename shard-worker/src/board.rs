@@ -1,0 +1,159 @@
+//! The worker's shared view of its shards: each shard's state (for `/readyz`, metrics and the
+//! Redis status record), its live session (for checkpoints) and its lease.
+//!
+//! Shard loops write here and never wait on Redis; the [`crate::bookkeeper`] copies the board to
+//! Redis in the background, so a slow or absent Redis never stalls a gateway connection.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use crate::contract::ShardState;
+use crate::metrics::Metrics;
+
+/// The live session of a shard, as checkpoints save it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSession {
+    pub session_id: String,
+    pub resume_gateway_url: String,
+}
+
+/// Mutable facts of one shard.
+#[derive(Debug, Clone)]
+pub struct SlotState {
+    pub state: ShardState,
+    pub reason: Option<String>,
+    pub session: Option<LiveSession>,
+    /// The lease owner while this pod holds the shard's lease.
+    pub lease_owner: Option<String>,
+    /// Set once the shard saved its final record: checkpoints must not overwrite it.
+    pub finalized: bool,
+    /// Bumped on every state change, so the bookkeeper writes changed statuses at once.
+    pub version: u64,
+}
+
+/// One shard's slot on the board.
+#[derive(Debug)]
+pub struct Slot {
+    pub shard: u32,
+    state: Mutex<SlotState>,
+    /// Sequence number of the last dispatch the handler finished.
+    pub handled_seq: AtomicU64,
+    /// Serialises this shard's Redis writes (checkpoint, final save, lease renew and release),
+    /// so that a background write can never land after the shard's last one.
+    pub io: tokio::sync::Mutex<()>,
+    /// Signalled when the lease was found held by another owner.
+    pub lease_lost: Notify,
+    /// Set with `lease_lost`, cleared when the shard takes the lease again.
+    pub lease_lost_flag: AtomicBool,
+}
+
+impl Slot {
+    fn new(shard: u32) -> Self {
+        Self {
+            shard,
+            state: Mutex::new(SlotState {
+                state: ShardState::Connecting,
+                reason: None,
+                session: None,
+                lease_owner: None,
+                finalized: false,
+                version: 0,
+            }),
+            handled_seq: AtomicU64::new(0),
+            io: tokio::sync::Mutex::new(()),
+            lease_lost: Notify::new(),
+            lease_lost_flag: AtomicBool::new(false),
+        }
+    }
+
+    /// The slot's facts (a short critical section; never held across an await).
+    pub fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn state(&self) -> ShardState {
+        self.lock().state
+    }
+
+    pub fn handled_seq(&self) -> u64 {
+        self.handled_seq.load(Ordering::Acquire)
+    }
+
+    pub fn set_handled_seq(&self, seq: u64) {
+        self.handled_seq.store(seq, Ordering::Release);
+    }
+}
+
+/// Every shard of the worker.
+#[derive(Debug)]
+pub struct Board {
+    slots: BTreeMap<u32, Arc<Slot>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Board {
+    /// A board for shards `first..=last`, all `Connecting`.
+    pub fn new(first: u32, last: u32, metrics: Arc<Metrics>) -> Self {
+        let slots = (first..=last)
+            .map(|shard| {
+                metrics.set_state(shard, None, ShardState::Connecting);
+                (shard, Arc::new(Slot::new(shard)))
+            })
+            .collect();
+        Self { slots, metrics }
+    }
+
+    pub fn slot(&self, shard: u32) -> Option<&Arc<Slot>> {
+        self.slots.get(&shard)
+    }
+
+    pub fn slots(&self) -> impl Iterator<Item = &Arc<Slot>> {
+        self.slots.values()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Moves `shard` to `state` with an optional reason (metrics follow).
+    pub fn set_state(&self, shard: u32, state: ShardState, reason: Option<String>) {
+        let Some(slot) = self.slots.get(&shard) else {
+            return;
+        };
+        let old = {
+            let mut s = slot.lock();
+            if s.state == state && s.reason == reason {
+                return;
+            }
+            let old = s.state;
+            s.state = state;
+            s.reason = reason;
+            s.version += 1;
+            old
+        };
+        if old != state {
+            self.metrics.set_state(shard, Some(old), state);
+        }
+    }
+
+    /// True when every shard is READY or RESUMED (`/readyz`).
+    pub fn all_ready(&self) -> bool {
+        !self.slots.is_empty() && self.slots.values().all(|s| s.state() == ShardState::Ready)
+    }
+
+    /// `(shard, state, reason)` of every shard, for `/readyz` bodies and logs.
+    pub fn summary(&self) -> Vec<(u32, ShardState, Option<String>)> {
+        self.slots
+            .values()
+            .map(|slot| {
+                let s = slot.lock();
+                (slot.shard, s.state, s.reason.clone())
+            })
+            .collect()
+    }
+}

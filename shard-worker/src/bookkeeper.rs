@@ -1,0 +1,176 @@
+//! Copies the board to Redis in the background: session checkpoints (every few seconds, so a
+//! crash can still resume from the last one), shard status records for the operator, and lease
+//! renewals. Redis errors are counted and retried on the next tick; they never reach a gateway
+//! connection (DESIGN.md §3: live sessions keep running while Redis is away).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::board::{Board, LiveSession, Slot};
+use crate::contract::{SessionRecord, ShardStatus};
+use crate::identify::records::{Lease, Records};
+use crate::metrics::ReasonLabels;
+
+/// Timing of the background writes.
+#[derive(Debug, Clone)]
+pub struct BookkeeperConfig {
+    /// How often the board is looked at.
+    pub tick: Duration,
+    /// How often a live session is checkpointed (when its seq moved).
+    pub checkpoint_every: Duration,
+    /// TTL of saved sessions: the resume window.
+    pub resume_window: Duration,
+    /// TTL of a lease; renewed every third of it.
+    pub lease_ttl: Duration,
+    /// TTL of status records; rewritten every third of it, and on every change.
+    pub status_ttl: Duration,
+    /// This pod's name, written into status records.
+    pub pod: String,
+}
+
+/// How many guilds a shard holds, from the handler.
+pub type GuildCount = Arc<dyn Fn(u32) -> Option<u32> + Send + Sync>;
+
+#[derive(Default)]
+struct Written {
+    session: Option<(LiveSession, u64)>,
+    checkpoint_at: Option<Instant>,
+    status_version: Option<u64>,
+    status_at: Option<Instant>,
+    lease_at: Option<Instant>,
+}
+
+/// Runs until `stop` turns true.
+pub async fn run(
+    board: Arc<Board>,
+    records: Records,
+    config: BookkeeperConfig,
+    guilds: GuildCount,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut written: HashMap<u32, Written> = HashMap::new();
+    let mut ticker = tokio::time::interval(config.tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        for slot in board.slots() {
+            let w = written.entry(slot.shard).or_default();
+            tend(&board, slot, &records, &config, &guilds, w).await;
+        }
+    }
+}
+
+async fn tend(
+    board: &Board,
+    slot: &Slot,
+    records: &Records,
+    config: &BookkeeperConfig,
+    guilds: &GuildCount,
+    w: &mut Written,
+) {
+    let now = Instant::now();
+    let due =
+        |at: Option<Instant>, every: Duration| at.is_none_or(|t| now.duration_since(t) >= every);
+    let errors = |what: &'static str| {
+        board
+            .metrics()
+            .redis_errors
+            .get_or_create(&ReasonLabels { reason: what })
+            .inc()
+    };
+
+    let _io = slot.io.lock().await;
+    let snapshot = slot.lock().clone();
+
+    if let (Some(session), Some(_), false) =
+        (&snapshot.session, &snapshot.lease_owner, snapshot.finalized)
+    {
+        let seq = slot.handled_seq();
+        let changed = w.session.as_ref() != Some(&(session.clone(), seq));
+        if changed && due(w.checkpoint_at, config.checkpoint_every) {
+            let record = SessionRecord {
+                session_id: session.session_id.clone(),
+                seq,
+                resume_gateway_url: session.resume_gateway_url.clone(),
+                saved_at_ms: unix_ms(),
+            };
+            match records
+                .save_session(slot.shard, &record, config.resume_window)
+                .await
+            {
+                Ok(()) => {
+                    w.session = Some((session.clone(), seq));
+                    w.checkpoint_at = Some(now);
+                }
+                Err(e) => {
+                    errors("checkpoint");
+                    debug!(shard_id = slot.shard, error = %e, "checkpoint failed");
+                }
+            }
+        }
+    }
+
+    if let Some(owner) = &snapshot.lease_owner
+        && due(w.lease_at, config.lease_ttl / 3)
+    {
+        match records
+            .claim_lease(slot.shard, owner, config.lease_ttl)
+            .await
+        {
+            Ok(Lease::Held) => w.lease_at = Some(now),
+            Ok(Lease::Taken { .. }) => {
+                warn!(
+                    shard_id = slot.shard,
+                    "another pod took this shard's lease; giving the shard up"
+                );
+                slot.lock().lease_owner = None;
+                slot.lease_lost_flag
+                    .store(true, std::sync::atomic::Ordering::Release);
+                slot.lease_lost.notify_one();
+            }
+            Err(e) => {
+                errors("lease");
+                debug!(shard_id = slot.shard, error = %e, "lease renewal failed");
+            }
+        }
+    }
+
+    if w.status_version != Some(snapshot.version) || due(w.status_at, config.status_ttl / 3) {
+        let status = ShardStatus {
+            state: snapshot.state,
+            guilds: guilds(slot.shard).unwrap_or(0),
+            pod: config.pod.clone(),
+            reason: snapshot.reason.clone(),
+            updated_at_ms: unix_ms(),
+        };
+        match records
+            .write_status(slot.shard, &status, config.status_ttl)
+            .await
+        {
+            Ok(()) => {
+                w.status_version = Some(snapshot.version);
+                w.status_at = Some(now);
+            }
+            Err(e) => {
+                errors("status");
+                debug!(shard_id = slot.shard, error = %e, "status write failed");
+            }
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}

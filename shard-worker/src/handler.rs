@@ -1,0 +1,140 @@
+//! What a bot does with its events: the [`Handler`] trait.
+//!
+//! Each shard hands its dispatches to the handler **in order**, one at a time: the next one is
+//! read from the gateway only when the handler's future for this one completed. A slow handler
+//! therefore slows its shard (backpressure) rather than piling events up in memory; a handler
+//! that blocks longer than a heartbeat interval makes the connection a zombie, and the shard
+//! resumes (replaying what it had not handled).
+
+use std::future::Future;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// One dispatch (op 0) as it arrived, parsed only as far as routing needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Dispatch<'a> {
+    /// The shard that received it.
+    pub shard: u32,
+    /// Its sequence number in the shard's session.
+    pub seq: u64,
+    /// The event name (`t`), e.g. `MESSAGE_CREATE`.
+    pub event: &'a str,
+    /// The guild it concerns, if any (`d.guild_id`, or `d.id` for `GUILD_*` events).
+    pub guild_id: Option<u64>,
+    /// The raw `d` payload.
+    pub data: &'a RawValue,
+    /// Whether this shard's layout is the one that acts on events (`P:active-layout`). A standby
+    /// layout (during a BlueGreen reshard) should cache but not act.
+    pub active: bool,
+}
+
+/// Receives the dispatches of every shard of the worker.
+///
+/// ```
+/// use shard_worker::handler::{Dispatch, Handler};
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// #[derive(Default)]
+/// struct CountMessages(AtomicU64);
+///
+/// impl Handler for CountMessages {
+///     async fn dispatch(&self, dispatch: Dispatch<'_>) {
+///         if dispatch.active && dispatch.event == "MESSAGE_CREATE" {
+///             self.0.fetch_add(1, Ordering::Relaxed);
+///         }
+///     }
+/// }
+/// ```
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one dispatch. Called in order per shard; shards run concurrently.
+    fn dispatch(&self, dispatch: Dispatch<'_>) -> impl Future<Output = ()> + Send;
+
+    /// Guilds the handler knows on `shard` (for the shard's status record); `None` if it does
+    /// not track guilds.
+    fn guilds_on(&self, _shard: u32) -> Option<u32> {
+        None
+    }
+}
+
+/// The envelope of every gateway payload, borrowing from the inflated message.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Envelope<'a> {
+    pub op: u8,
+    #[serde(default)]
+    pub s: Option<u64>,
+    #[serde(default, borrow)]
+    pub t: Option<&'a str>,
+    #[serde(default, borrow)]
+    pub d: Option<&'a RawValue>,
+}
+
+/// The guild a payload concerns.
+pub(crate) fn guild_id(event: &str, data: &RawValue) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Refs {
+        #[serde(default, deserialize_with = "opt_snowflake")]
+        guild_id: Option<u64>,
+        #[serde(default, deserialize_with = "opt_snowflake")]
+        id: Option<u64>,
+    }
+    let refs: Refs = serde_json::from_str(data.get()).ok()?;
+    if matches!(event, "GUILD_CREATE" | "GUILD_UPDATE" | "GUILD_DELETE") {
+        refs.id
+    } else {
+        refs.guild_id
+    }
+}
+
+/// Discord snowflakes are strings; accept numbers and null too.
+pub(crate) fn opt_snowflake<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw<'a> {
+        Str(&'a str),
+        Num(u64),
+    }
+    Ok(match Option::<Raw<'de>>::deserialize(d)? {
+        Some(Raw::Str(s)) => s.parse().ok(),
+        Some(Raw::Num(n)) => Some(n),
+        None => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_guild_of_guild_and_member_events() {
+        let raw = |s: &str| RawValue::from_string(s.to_owned()).expect("raw");
+        assert_eq!(
+            guild_id("GUILD_CREATE", &raw(r#"{"id":"41","name":"g"}"#)),
+            Some(41)
+        );
+        assert_eq!(
+            guild_id(
+                "MESSAGE_CREATE",
+                &raw(r#"{"id":"9","guild_id":"41","content":"hi"}"#)
+            ),
+            Some(41)
+        );
+        assert_eq!(guild_id("MESSAGE_CREATE", &raw(r#"{"id":"9"}"#)), None);
+        assert_eq!(guild_id("TYPING_START", &raw(r#"{"guild_id":null}"#)), None);
+    }
+
+    #[test]
+    fn parses_envelopes_without_copying_the_payload() {
+        let text = r#"{"op":0,"s":5,"t":"MESSAGE_CREATE","d":{"id":"1","nested":{"a":[1,2]}}}"#;
+        let env: Envelope<'_> = serde_json::from_str(text).expect("parse");
+        assert_eq!((env.op, env.s, env.t), (0, Some(5), Some("MESSAGE_CREATE")));
+        assert_eq!(
+            env.d.expect("d").get(),
+            r#"{"id":"1","nested":{"a":[1,2]}}"#
+        );
+        let hello: Envelope<'_> = serde_json::from_str(r#"{"op":11,"d":null}"#).expect("parse");
+        assert!(hello.d.is_none() && hello.t.is_none());
+    }
+}

@@ -1,0 +1,9 @@
+-- After the Identify was SENT: make the gate last window + margin from now (owner-checked).
+-- KEYS[1] P:gate:<bucket>; ARGV[1] owner; ARGV[2] hold_ms (window + margin)
+-- Returns 1 when shrunk, 0 when the gate is no longer ours (it expired or Redis lost it;
+-- the epoch marker covers the second case).
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0

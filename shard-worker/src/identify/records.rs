@@ -1,0 +1,174 @@
+//! The per-shard records of the protocol, besides the gate: the shard lease (one live session per
+//! shard across pods), the saved session (hand-over and crash recovery), the status record (read
+//! by the operator), and the active layout of a BlueGreen reshard.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+
+use crate::contract::{Keys, SessionRecord, ShardStatus};
+
+static CLAIM_LEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("claim_lease.lua")));
+static RELEASE_LEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("release_lease.lua")));
+
+/// Why a record could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("malformed record under {key}: {source}")]
+    Malformed {
+        key: String,
+        source: serde_json::Error,
+    },
+}
+
+impl RecordError {
+    /// A fixed label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Redis(_) => "redis",
+            Self::Malformed { .. } => "malformed",
+        }
+    }
+}
+
+/// The answer to a lease claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// Ours (taken or renewed).
+    Held,
+    /// Another owner holds it for this long.
+    Taken { pttl: Duration },
+}
+
+/// Records of one layout (`total`) of one bot.
+#[derive(Clone)]
+pub struct Records {
+    conn: ConnectionManager,
+    keys: Keys,
+    total: u32,
+}
+
+impl std::fmt::Debug for Records {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Records")
+            .field("keys", &self.keys)
+            .field("total", &self.total)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Records {
+    pub fn new(conn: ConnectionManager, keys: Keys, total: u32) -> Self {
+        Self { conn, keys, total }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Takes or renews the lease of `shard` for `owner`.
+    pub async fn claim_lease(
+        &self,
+        shard: u32,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Lease, RecordError> {
+        let (held, pttl): (i64, i64) = CLAIM_LEASE
+            .key(self.keys.lease(self.total, shard))
+            .arg(owner)
+            .arg(ttl.as_millis() as u64)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(if held == 1 {
+            Lease::Held
+        } else {
+            Lease::Taken {
+                pttl: Duration::from_millis(pttl.max(0) as u64),
+            }
+        })
+    }
+
+    /// Gives the lease of `shard` up if `owner` still holds it.
+    pub async fn release_lease(&self, shard: u32, owner: &str) -> Result<bool, RecordError> {
+        let deleted: i64 = RELEASE_LEASE
+            .key(self.keys.lease(self.total, shard))
+            .arg(owner)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(deleted == 1)
+    }
+
+    /// Saves the session of `shard` for the next owner, for `ttl` (the resume window).
+    pub async fn save_session(
+        &self,
+        shard: u32,
+        record: &SessionRecord,
+        ttl: Duration,
+    ) -> Result<(), RecordError> {
+        let json = serde_json::to_string(record).map_err(|source| RecordError::Malformed {
+            key: self.keys.session(self.total, shard),
+            source,
+        })?;
+        let _: () = self
+            .conn
+            .clone()
+            .pset_ex(
+                self.keys.session(self.total, shard),
+                json,
+                ttl.as_millis() as u64,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The saved session of `shard`, if any.
+    pub async fn load_session(&self, shard: u32) -> Result<Option<SessionRecord>, RecordError> {
+        let key = self.keys.session(self.total, shard);
+        let json: Option<String> = self.conn.clone().get(&key).await?;
+        json.map(|j| {
+            serde_json::from_str(&j).map_err(|source| RecordError::Malformed { key, source })
+        })
+        .transpose()
+    }
+
+    /// Forgets the saved session of `shard` (it can no longer be resumed).
+    pub async fn delete_session(&self, shard: u32) -> Result<(), RecordError> {
+        let _: () = self
+            .conn
+            .clone()
+            .del(self.keys.session(self.total, shard))
+            .await?;
+        Ok(())
+    }
+
+    /// Writes the status record of `shard`, kept for `ttl`.
+    pub async fn write_status(
+        &self,
+        shard: u32,
+        status: &ShardStatus,
+        ttl: Duration,
+    ) -> Result<(), RecordError> {
+        let key = self.keys.status(self.total, shard);
+        let json = serde_json::to_string(status).map_err(|source| RecordError::Malformed {
+            key: key.clone(),
+            source,
+        })?;
+        let _: () = self
+            .conn
+            .clone()
+            .pset_ex(key, json, ttl.as_millis() as u64)
+            .await?;
+        Ok(())
+    }
+
+    /// The layout that acts on events (`P:active-layout`), if one was set.
+    pub async fn active_layout(&self) -> Result<Option<String>, RecordError> {
+        Ok(self.conn.clone().get(self.keys.active_layout()).await?)
+    }
+}

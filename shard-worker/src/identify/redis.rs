@@ -1,0 +1,304 @@
+//! The Redis Identify queue: the protocol of `docs/redis-protocol.md` (summary in [`super`]).
+//!
+//! Every script runs atomically on the server and touches only keys of one hash tag, so the
+//! protocol works on a single Redis and on Redis Cluster alike. The scripts live beside this file.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::Script;
+use redis::aio::ConnectionManager;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::{BoxFuture, IdentifyQueue, Permit, PermitHandle, WaitReason, WaitReporter, jitter};
+use crate::contract::{self, Keys};
+use crate::rest::DiscordRest;
+
+static TAKE_GATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("take_gate.lua")));
+static CONFIRM_GATE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("confirm_gate.lua")));
+static RELEASE_GATE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("release_gate.lua")));
+static SYNC_BUDGET: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("sync_budget.lua")));
+
+/// Timing and limits of the gate.
+#[derive(Debug, Clone)]
+pub struct GateConfig {
+    /// Discord's `max_concurrency`: the number of buckets.
+    pub max_concurrency: u32,
+    /// Discord's Identify window (5 s; shorter only against a time-scaled fake).
+    pub window: Duration,
+    /// Extra hold after the window, covering clock and network skew between send and arrival.
+    pub margin: Duration,
+    /// The gate's first TTL, from take to send. Kept at least `window + margin` so that losing
+    /// Redis right after the send still leaves a full window.
+    pub connect_bound: Duration,
+    /// Session starts never spent (`IDENTIFY_RESERVE`).
+    pub reserve: u32,
+    /// Most random delay added to each wait.
+    pub jitter: Duration,
+}
+
+impl GateConfig {
+    /// Sensible timing for a window: margin 5 % of it (at least 10 ms, at most 500 ms),
+    /// `connect_bound` twice the hold, jitter 1 % (at least 2 ms).
+    pub fn new(max_concurrency: u32, window: Duration, reserve: u32) -> Self {
+        let margin = (window / 20).clamp(Duration::from_millis(10), Duration::from_millis(500));
+        Self {
+            max_concurrency: max_concurrency.max(1),
+            window,
+            margin,
+            connect_bound: (window + margin) * 2,
+            reserve,
+            jitter: (window / 100).max(Duration::from_millis(2)),
+        }
+    }
+
+    /// How long a used gate is held: window + margin.
+    pub fn hold(&self) -> Duration {
+        self.window + self.margin
+    }
+
+    fn connect_bound(&self) -> Duration {
+        self.connect_bound.max(self.hold())
+    }
+
+    /// A waiter that has not asked for this long has left its bucket's line.
+    fn stale(&self) -> Duration {
+        self.connect_bound() * 3 + Duration::from_secs(1)
+    }
+}
+
+/// The outcome of one `take_gate.lua` call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// Granted; this many session starts remain.
+    Granted { remaining: i64 },
+    /// Not now: why, and how long until asking again makes sense.
+    Wait { reason: WaitReason, after: Duration },
+}
+
+impl Take {
+    fn from_reply(code: i64, n: i64) -> Self {
+        let after = Duration::from_millis(n.max(0) as u64);
+        let wait = |reason| Self::Wait { reason, after };
+        match code {
+            0 => Self::Granted { remaining: n },
+            1 => wait(WaitReason::Gate),
+            2 => wait(WaitReason::Epoch),
+            3 => wait(WaitReason::Budget),
+            4 => wait(WaitReason::BudgetUnknown),
+            _ => wait(WaitReason::Line),
+        }
+    }
+}
+
+/// Identify permits from Redis, shared by every pod of the bot.
+#[derive(Clone)]
+pub struct RedisQueue {
+    conn: ConnectionManager,
+    keys: Keys,
+    config: GateConfig,
+    /// Identifies this process in gate owners (`<pod>/<nonce>`).
+    owner: String,
+    /// Reads the budget when Redis has none.
+    rest: Option<DiscordRest>,
+}
+
+impl std::fmt::Debug for RedisQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisQueue")
+            .field("keys", &self.keys)
+            .field("config", &self.config)
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisQueue {
+    /// A queue on `conn` for the bot's `keys`. `owner` names this process (e.g. the pod name);
+    /// `rest` reads the budget from `GET /gateway/bot` when Redis has none.
+    pub fn new(
+        conn: ConnectionManager,
+        keys: Keys,
+        config: GateConfig,
+        owner: &str,
+        rest: Option<DiscordRest>,
+    ) -> Self {
+        Self {
+            conn,
+            keys,
+            config,
+            owner: format!("{owner}/{:016x}", rand::random::<u64>()),
+            rest,
+        }
+    }
+
+    pub fn config(&self) -> &GateConfig {
+        &self.config
+    }
+
+    /// One attempt to take the gate of `shard`'s bucket, with a fresh owner token.
+    pub async fn try_take(&self, shard: u32, owner: &str) -> redis::RedisResult<Take> {
+        let bucket = contract::bucket(shard, self.config.max_concurrency);
+        let (code, n): (i64, i64) = TAKE_GATE
+            .key(self.keys.epoch())
+            .key(self.keys.gate(bucket))
+            .key(self.keys.budget())
+            .key(self.keys.queue(bucket))
+            .key(self.keys.seen(bucket))
+            .arg(owner)
+            .arg(self.config.connect_bound().as_millis() as u64)
+            .arg(self.config.hold().as_millis() as u64)
+            .arg(self.config.reserve)
+            .arg(shard)
+            .arg(self.config.stale().as_millis() as u64)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(Take::from_reply(code, n))
+    }
+
+    /// Stores the budget read from `GET /gateway/bot` (never raising a lower count).
+    pub async fn sync_budget(
+        &self,
+        remaining: u32,
+        reset_after_ms: u64,
+    ) -> redis::RedisResult<i64> {
+        SYNC_BUDGET
+            .key(self.keys.budget())
+            .arg(remaining)
+            .arg(reset_after_ms)
+            .invoke_async(&mut self.conn.clone())
+            .await
+    }
+
+    async fn refresh_budget(&self) {
+        let Some(rest) = &self.rest else { return };
+        match rest.gateway_bot().await {
+            Ok(bot) => {
+                let limit = bot.session_start_limit;
+                if let Err(e) = self.sync_budget(limit.remaining, limit.reset_after).await {
+                    warn!(error = %e, "cannot store the session start budget in Redis");
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, reason = e.metric_label(), "cannot read the session start budget")
+            }
+        }
+    }
+}
+
+struct RedisPermit {
+    conn: ConnectionManager,
+    gate: String,
+    budget: String,
+    owner: String,
+    hold: Duration,
+}
+
+impl PermitHandle for RedisPermit {
+    fn sent(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let result: redis::RedisResult<i64> = CONFIRM_GATE
+                .key(&self.gate)
+                .arg(&self.owner)
+                .arg(self.hold.as_millis() as u64)
+                .invoke_async(&mut self.conn.clone())
+                .await;
+            match result {
+                Ok(1) => {}
+                // The gate outlives the send by connect_bound ≥ hold either way: never unsafe.
+                Ok(_) => {
+                    warn!(gate = %self.gate, "the Identify gate was gone when confirming the send")
+                }
+                Err(e) => {
+                    warn!(gate = %self.gate, error = %e, "cannot shrink the Identify gate; it expires on its own")
+                }
+            }
+        })
+    }
+
+    fn release(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let result: redis::RedisResult<i64> = RELEASE_GATE
+                .key(&self.gate)
+                .key(&self.budget)
+                .arg(&self.owner)
+                .invoke_async(&mut self.conn.clone())
+                .await;
+            if let Err(e) = result {
+                debug!(gate = %self.gate, error = %e, "cannot release the unused gate; it expires on its own");
+            }
+        })
+    }
+}
+
+impl IdentifyQueue for RedisQueue {
+    fn acquire<'a>(&'a self, shard: u32, waiting: WaitReporter<'a>) -> BoxFuture<'a, Permit> {
+        Box::pin(async move {
+            let bucket = contract::bucket(shard, self.config.max_concurrency);
+            let mut redis_failures = 0u32;
+            let mut attempt = 0u64;
+            loop {
+                attempt += 1;
+                let owner = format!("{}/{shard}/{attempt}", self.owner);
+                // The permit's deadline counts from before the request: conservative.
+                let asked_at = Instant::now();
+                let outcome = self.try_take(shard, &owner).await;
+                let pause = match outcome {
+                    Ok(Take::Granted { remaining }) => {
+                        debug!(shard_id = shard, bucket, remaining, "Identify gate taken");
+                        let handle = RedisPermit {
+                            conn: self.conn.clone(),
+                            gate: self.keys.gate(bucket),
+                            budget: self.keys.budget(),
+                            owner,
+                            hold: self.config.hold(),
+                        };
+                        let valid_until =
+                            asked_at + (self.config.connect_bound() - self.config.hold());
+                        return Permit::new(Box::new(handle), valid_until);
+                    }
+                    Ok(Take::Wait { reason, after }) => {
+                        redis_failures = 0;
+                        waiting(reason);
+                        match reason {
+                            WaitReason::BudgetUnknown => {
+                                self.refresh_budget().await;
+                                Duration::from_millis(200)
+                            }
+                            // Let the lower shard id (asking at the same moment) go first.
+                            WaitReason::Line => after + self.config.jitter * 2,
+                            // A budget at the reserve: ask again now and then, not only at reset.
+                            WaitReason::Budget => after.min(Duration::from_secs(30)),
+                            _ => after,
+                        }
+                    }
+                    Err(e) => {
+                        waiting(WaitReason::Redis);
+                        redis_failures += 1;
+                        if redis_failures == 1 {
+                            warn!(shard_id = shard, error = %e, "Redis unreachable: no Identify until it is back");
+                        }
+                        Duration::from_millis(250 * u64::from(redis_failures.min(20)))
+                    }
+                };
+                tokio::time::sleep(pause + jitter(self.config.jitter)).await;
+            }
+        })
+    }
+}
+
+/// Opens the shared Redis connection: reconnects with backoff on its own, and answers errors
+/// quickly (rather than hanging) while Redis is away, so callers can fail closed.
+pub fn connect(url: &str) -> redis::RedisResult<ConnectionManager> {
+    let client = redis::Client::open(url)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_secs(2));
+    ConnectionManager::new_lazy_with_config(client, config)
+}

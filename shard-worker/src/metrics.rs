@@ -1,0 +1,150 @@
+//! The worker's Prometheus metrics (served on `/metrics`).
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::contract::ShardState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardLabels {
+    pub shard: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardStateLabels {
+    pub shard: u32,
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub event: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// Every metric of the worker.
+#[derive(Debug)]
+pub struct Metrics {
+    /// 1 for the state each shard is in, 0 for the others.
+    pub shard_state: Family<ShardStateLabels, Gauge>,
+    /// Last heartbeat round trip per shard, in seconds.
+    pub heartbeat_latency: Family<ShardLabels, Gauge<f64, AtomicU64>>,
+    /// Dispatches handled, by event name.
+    pub events: Family<EventLabels, Counter>,
+    /// Time from asking for the Identify permit to getting it.
+    pub identify_wait: Histogram,
+    /// Identifies sent.
+    pub identifies: Family<ShardLabels, Counter>,
+    /// Sessions resumed.
+    pub resumes: Family<ShardLabels, Counter>,
+    /// Reconnections (every connection after a shard's first).
+    pub reconnects: Family<ShardLabels, Counter>,
+    /// Reasons shards waited for their permit (gate, budget, redis, …).
+    pub identify_waits: Family<ReasonLabels, Counter>,
+    /// Redis record writes that failed (checkpoints, status, leases).
+    pub redis_errors: Family<ReasonLabels, Counter>,
+}
+
+impl Metrics {
+    /// The metrics, registered under the `shardset_worker` prefix.
+    pub fn new(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            shard_state: Family::default(),
+            heartbeat_latency: Family::default(),
+            events: Family::default(),
+            identify_wait: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
+            identifies: Family::default(),
+            resumes: Family::default(),
+            reconnects: Family::default(),
+            identify_waits: Family::default(),
+            redis_errors: Family::default(),
+        };
+        let r = registry.sub_registry_with_prefix("shardset_worker");
+        r.register(
+            "shard_state",
+            "1 for the state each shard is in",
+            metrics.shard_state.clone(),
+        );
+        r.register(
+            "heartbeat_latency_seconds",
+            "Last heartbeat round trip per shard",
+            metrics.heartbeat_latency.clone(),
+        );
+        r.register(
+            "events",
+            "Dispatches handled, by event name",
+            metrics.events.clone(),
+        );
+        r.register(
+            "identify_wait_seconds",
+            "Time from asking for the Identify permit to getting it",
+            metrics.identify_wait.clone(),
+        );
+        r.register(
+            "identifies",
+            "Identify payloads sent",
+            metrics.identifies.clone(),
+        );
+        r.register("resumes", "Sessions resumed", metrics.resumes.clone());
+        r.register(
+            "reconnects",
+            "Gateway reconnections",
+            metrics.reconnects.clone(),
+        );
+        r.register(
+            "identify_waits",
+            "Times a shard was told to wait for its Identify permit, by reason",
+            metrics.identify_waits.clone(),
+        );
+        r.register(
+            "redis_errors",
+            "Redis record operations that failed, by record",
+            metrics.redis_errors.clone(),
+        );
+        metrics
+    }
+
+    /// Moves `shard`'s one-hot state gauge from `old` to `new`.
+    pub fn set_state(&self, shard: u32, old: Option<ShardState>, new: ShardState) {
+        if let Some(old) = old {
+            self.shard_state
+                .get_or_create(&ShardStateLabels {
+                    shard,
+                    state: state_label(old),
+                })
+                .set(0);
+        }
+        self.shard_state
+            .get_or_create(&ShardStateLabels {
+                shard,
+                state: state_label(new),
+            })
+            .set(1);
+    }
+}
+
+/// A fixed label for a shard state.
+pub fn state_label(state: ShardState) -> &'static str {
+    match state {
+        ShardState::Connecting => "connecting",
+        ShardState::WaitingForGate => "waiting_for_gate",
+        ShardState::WaitingForBudget => "waiting_for_budget",
+        ShardState::WaitingForLease => "waiting_for_lease",
+        ShardState::Identifying => "identifying",
+        ShardState::Resuming => "resuming",
+        ShardState::Ready => "ready",
+        ShardState::Reconnecting => "reconnecting",
+        ShardState::Fatal => "fatal",
+        ShardState::Stopped => "stopped",
+    }
+}

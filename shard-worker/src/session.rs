@@ -1,0 +1,740 @@
+//! One shard's gateway session as a pure state machine: `step(machine, input) -> actions`.
+//!
+//! The async loop in [`crate::shard`] owns the socket, the timers and the Identify permit; it
+//! turns what happens into [`Input`]s and carries out the [`Action`]s this module returns. Every
+//! rule of the lifecycle lives here, where paused-time unit tests can reach it
+//! (discord-api-docs `developers/events/gateway.mdx`, "Connection Lifecycle"):
+//!
+//! - Hello → first heartbeat after `interval × random(0..1)`, then every interval; a server
+//!   heartbeat request (op 1) is answered at once.
+//! - No ACK before the next beat: a zombie connection. Close with a code other than 1000/1001
+//!   and resume.
+//! - No session: ask for the Identify permit (the bucket gate), then Identify. A session: Resume.
+//! - op 7 Reconnect and resumable close codes: reconnect and Resume. op 9 `true`: Resume;
+//!   `false`: wait 1–5 s and Identify anew (through the gate again). Fatal codes: stop for good.
+//! - Reconnects back off exponentially with jitter; the first one after a live session is
+//!   immediate. Hello and READY/RESUMED have deadlines.
+
+use std::time::Duration;
+
+use crate::close_code::{self, CloseAction, RESUMABLE_CLOSE};
+
+/// Timing of one shard's session.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Time to wait for Hello after the WebSocket opened.
+    pub hello_timeout: Duration,
+    /// Time to wait for READY or RESUMED after Identify or Resume was sent.
+    pub ready_timeout: Duration,
+    /// First non-immediate reconnect delay; doubles per failed attempt.
+    pub backoff_base: Duration,
+    /// Longest reconnect delay.
+    pub backoff_max: Duration,
+    /// The wait after op 9 `false` before identifying again (Discord: 1–5 s).
+    pub invalid_session_wait: (Duration, Duration),
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            hello_timeout: Duration::from_secs(20),
+            ready_timeout: Duration::from_secs(60),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            invalid_session_wait: (Duration::from_secs(1), Duration::from_secs(5)),
+        }
+    }
+}
+
+/// What a shard can resume: the session of its last READY.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resumable {
+    pub session_id: String,
+    pub resume_gateway_url: String,
+}
+
+/// Where the shard is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Not started yet.
+    Idle,
+    /// Waiting before the next connection attempt.
+    Backoff,
+    /// Opening the WebSocket.
+    Connecting,
+    /// Connected, waiting for op 10 Hello.
+    AwaitingHello,
+    /// Heartbeating, waiting for the Identify permit (the bucket's gate).
+    AwaitingPermit,
+    /// Identify sent, waiting for READY.
+    Identifying,
+    /// Resume sent, waiting for RESUMED.
+    Resuming,
+    /// READY or RESUMED: dispatches flow.
+    Active,
+    /// Closed with a code that forbids reconnecting.
+    Fatal(u16),
+    /// Shut down.
+    Stopped,
+}
+
+impl Phase {
+    /// True while a WebSocket is open (or opening).
+    pub fn connected(self) -> bool {
+        matches!(
+            self,
+            Self::Connecting
+                | Self::AwaitingHello
+                | Self::AwaitingPermit
+                | Self::Identifying
+                | Self::Resuming
+                | Self::Active
+        )
+    }
+
+    fn heartbeating(self) -> bool {
+        matches!(
+            self,
+            Self::AwaitingPermit | Self::Identifying | Self::Resuming | Self::Active
+        )
+    }
+}
+
+/// Something that happened to the shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Begin: connect for the first time.
+    Start,
+    /// The WebSocket opened.
+    Connected,
+    /// The WebSocket could not be opened.
+    ConnectFailed,
+    /// op 10 Hello.
+    Hello { heartbeat_interval: Duration },
+    /// op 11 Heartbeat ACK.
+    HeartbeatAck,
+    /// op 1 from the server: send a heartbeat now.
+    HeartbeatRequest,
+    /// The heartbeat timer fired.
+    HeartbeatDue,
+    /// The Identify permit (bucket gate) was granted.
+    PermitGranted,
+    /// Any op 0 dispatch, with its sequence number.
+    Dispatch { seq: u64 },
+    /// The READY dispatch (after its `Dispatch`).
+    Ready(Resumable),
+    /// The RESUMED dispatch (after its `Dispatch`).
+    Resumed,
+    /// op 7 Reconnect.
+    Reconnect,
+    /// op 9 Invalid Session; `resumable` is its `d`.
+    InvalidSession { resumable: bool },
+    /// The connection ended: a close frame with `code`, or none (TCP dropped).
+    Closed { code: Option<u16> },
+    /// The phase deadline (Hello/READY timeout, end of a backoff) passed.
+    Deadline,
+    /// SIGTERM or the owner dropped the shard.
+    Shutdown,
+}
+
+/// Where to connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The gateway URL from `GET /gateway/bot`, to Identify.
+    Gateway,
+    /// The session's `resume_gateway_url`, to Resume.
+    Resume(String),
+}
+
+/// What the loop must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Open a WebSocket to the target.
+    Connect(Target),
+    /// Close the WebSocket with this code and forget it.
+    Disconnect { code: u16 },
+    /// Send op 1 with the last sequence number.
+    SendHeartbeat { seq: Option<u64> },
+    /// Send op 2 Identify (the loop holds the permit and confirms it once sent).
+    SendIdentify,
+    /// Send op 6 Resume.
+    SendResume { session_id: String, seq: u64 },
+    /// (Re)arm the heartbeat timer to fire after this long.
+    ArmHeartbeat(Duration),
+    /// Stop the heartbeat timer.
+    DisarmHeartbeat,
+    /// Set the phase deadline this long from now (replaces any other).
+    SetDeadline(Duration),
+    /// No phase deadline.
+    ClearDeadline,
+    /// Start waiting for the Identify permit.
+    RequestPermit,
+    /// Give up any pending or held permit (nothing was sent with it).
+    CancelPermit,
+    /// The session is live (READY or RESUMED): save it, report it.
+    SessionLive { resumed: bool },
+    /// The connection was declared a zombie (missed ACK).
+    Zombie,
+    /// Leave the loop. `code` is the close code if a connection is still open.
+    Stop { code: Option<u16> },
+}
+
+/// One shard's session state.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    config: SessionConfig,
+    phase: Phase,
+    resumable: Option<Resumable>,
+    /// Last sequence number received (0: none yet in this session).
+    seq: u64,
+    heartbeat_interval: Option<Duration>,
+    awaiting_ack: bool,
+    /// Connection attempts since the last live session.
+    attempt: u32,
+    rng: u64,
+}
+
+impl Machine {
+    /// A machine that resumes `resumable` (a saved session) or identifies, seeded for jitter.
+    pub fn new(config: SessionConfig, resumable: Option<(Resumable, u64)>, seed: u64) -> Self {
+        let (resumable, seq) = match resumable {
+            Some((r, seq)) => (Some(r), seq),
+            None => (None, 0),
+        };
+        Self {
+            config,
+            phase: Phase::Idle,
+            resumable,
+            seq,
+            heartbeat_interval: None,
+            awaiting_ack: false,
+            attempt: 0,
+            rng: splitmix(seed) | 1,
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub fn resumable(&self) -> Option<&Resumable> {
+        self.resumable.as_ref()
+    }
+
+    /// Last sequence number received.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub fn heartbeat_interval(&self) -> Option<Duration> {
+        self.heartbeat_interval
+    }
+
+    /// A uniform random number in `[0, 1)` (xorshift64*: enough for jitter).
+    fn random(&mut self) -> f64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let x = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// The delay before connection attempt number `attempt` (0: immediate).
+    fn backoff(&mut self) -> Duration {
+        let attempt = self.attempt;
+        self.attempt = self.attempt.saturating_add(1);
+        if attempt == 0 {
+            return Duration::ZERO;
+        }
+        let exp = self
+            .config
+            .backoff_base
+            .saturating_mul(1 << (attempt - 1).min(16));
+        let capped = exp.min(self.config.backoff_max);
+        capped.mul_f64(0.5 + 0.5 * self.random())
+    }
+
+    fn target(&self) -> Target {
+        match &self.resumable {
+            Some(r) => Target::Resume(r.resume_gateway_url.clone()),
+            None => Target::Gateway,
+        }
+    }
+
+    /// Drops the connection (if any) and schedules the next one after `wait`.
+    fn reconnect_after(&mut self, code: Option<u16>, wait: Duration) -> Vec<Action> {
+        let mut actions = Vec::with_capacity(5);
+        if self.phase == Phase::AwaitingPermit {
+            actions.push(Action::CancelPermit);
+        }
+        if let Some(code) = code {
+            actions.push(Action::Disconnect { code });
+        }
+        actions.push(Action::DisarmHeartbeat);
+        self.heartbeat_interval = None;
+        self.awaiting_ack = false;
+        if wait.is_zero() {
+            self.phase = Phase::Connecting;
+            actions.push(Action::ClearDeadline);
+            actions.push(Action::Connect(self.target()));
+        } else {
+            self.phase = Phase::Backoff;
+            actions.push(Action::SetDeadline(wait));
+        }
+        actions
+    }
+
+    fn reconnect_with_backoff(&mut self, code: Option<u16>) -> Vec<Action> {
+        let wait = self.backoff();
+        self.reconnect_after(code, wait)
+    }
+
+    fn forget_session(&mut self) {
+        self.resumable = None;
+        self.seq = 0;
+    }
+
+    /// Applies one input; returns what the loop must do, in order.
+    pub fn step(&mut self, input: Input) -> Vec<Action> {
+        use Phase::*;
+        if matches!(self.phase, Fatal(_) | Stopped) {
+            return Vec::new();
+        }
+        match (self.phase, input) {
+            (_, Input::Shutdown) => {
+                let code = self
+                    .phase
+                    .connected()
+                    .then_some(if self.resumable.is_some() {
+                        RESUMABLE_CLOSE
+                    } else {
+                        close_code::SESSION_ENDING_CLOSE
+                    });
+                let mut actions = Vec::with_capacity(4);
+                if self.phase == AwaitingPermit {
+                    actions.push(Action::CancelPermit);
+                }
+                self.phase = Stopped;
+                actions.extend([
+                    Action::DisarmHeartbeat,
+                    Action::ClearDeadline,
+                    Action::Stop { code },
+                ]);
+                actions
+            }
+            (Idle, Input::Start) => {
+                self.phase = Connecting;
+                vec![Action::Connect(self.target())]
+            }
+            (Backoff, Input::Deadline) => {
+                self.phase = Connecting;
+                vec![Action::Connect(self.target())]
+            }
+            (Connecting, Input::Connected) => {
+                self.phase = AwaitingHello;
+                vec![Action::SetDeadline(self.config.hello_timeout)]
+            }
+            (Connecting, Input::ConnectFailed) => self.reconnect_with_backoff(None),
+            (AwaitingHello, Input::Hello { heartbeat_interval }) => {
+                self.heartbeat_interval = Some(heartbeat_interval);
+                self.awaiting_ack = false;
+                let first = heartbeat_interval.mul_f64(self.random());
+                let mut actions = vec![Action::ArmHeartbeat(first)];
+                match &self.resumable {
+                    Some(r) => {
+                        self.phase = Resuming;
+                        actions.push(Action::SendResume {
+                            session_id: r.session_id.clone(),
+                            seq: self.seq,
+                        });
+                        actions.push(Action::SetDeadline(self.config.ready_timeout));
+                    }
+                    None => {
+                        self.phase = AwaitingPermit;
+                        actions.push(Action::ClearDeadline);
+                        actions.push(Action::RequestPermit);
+                    }
+                }
+                actions
+            }
+            (AwaitingHello | Identifying | Resuming, Input::Deadline) => {
+                self.reconnect_with_backoff(Some(RESUMABLE_CLOSE))
+            }
+            (AwaitingPermit, Input::PermitGranted) => {
+                self.phase = Identifying;
+                vec![
+                    Action::SendIdentify,
+                    Action::SetDeadline(self.config.ready_timeout),
+                ]
+            }
+            (_, Input::PermitGranted) => vec![Action::CancelPermit],
+            (phase, Input::HeartbeatDue) if phase.heartbeating() => {
+                if self.awaiting_ack {
+                    let mut actions = vec![Action::Zombie];
+                    actions.extend(self.reconnect_with_backoff(Some(RESUMABLE_CLOSE)));
+                    return actions;
+                }
+                self.awaiting_ack = true;
+                let interval = self.heartbeat_interval.unwrap_or(Duration::from_secs(41));
+                vec![
+                    Action::SendHeartbeat {
+                        seq: (self.seq > 0).then_some(self.seq),
+                    },
+                    Action::ArmHeartbeat(interval),
+                ]
+            }
+            (phase, Input::HeartbeatRequest) if phase.connected() => {
+                vec![Action::SendHeartbeat {
+                    seq: (self.seq > 0).then_some(self.seq),
+                }]
+            }
+            (_, Input::HeartbeatAck) => {
+                self.awaiting_ack = false;
+                Vec::new()
+            }
+            (phase, Input::Dispatch { seq }) if phase.connected() => {
+                self.seq = seq;
+                Vec::new()
+            }
+            (Identifying, Input::Ready(resumable)) => {
+                self.resumable = Some(resumable);
+                self.phase = Active;
+                self.attempt = 0;
+                vec![
+                    Action::ClearDeadline,
+                    Action::SessionLive { resumed: false },
+                ]
+            }
+            (Resuming, Input::Resumed) => {
+                self.phase = Active;
+                self.attempt = 0;
+                vec![Action::ClearDeadline, Action::SessionLive { resumed: true }]
+            }
+            (phase, Input::Reconnect) if phase.connected() => {
+                self.reconnect_with_backoff(Some(RESUMABLE_CLOSE))
+            }
+            (phase, Input::InvalidSession { resumable }) if phase.connected() => {
+                if resumable && self.resumable.is_some() {
+                    self.reconnect_with_backoff(Some(RESUMABLE_CLOSE))
+                } else {
+                    self.forget_session();
+                    let (low, high) = self.config.invalid_session_wait;
+                    let wait = low + (high.saturating_sub(low)).mul_f64(self.random());
+                    self.reconnect_after(Some(RESUMABLE_CLOSE), wait)
+                }
+            }
+            (phase, Input::Closed { code }) if phase.connected() => {
+                match close_code::action(code) {
+                    CloseAction::Fatal => {
+                        let code = code.unwrap_or_default();
+                        let mut actions = Vec::with_capacity(4);
+                        if phase == AwaitingPermit {
+                            actions.push(Action::CancelPermit);
+                        }
+                        self.phase = Fatal(code);
+                        actions.extend([
+                            Action::DisarmHeartbeat,
+                            Action::ClearDeadline,
+                            Action::Stop { code: None },
+                        ]);
+                        actions
+                    }
+                    CloseAction::Reidentify => {
+                        self.forget_session();
+                        self.reconnect_with_backoff(None)
+                    }
+                    CloseAction::Resume => self.reconnect_with_backoff(None),
+                }
+            }
+            // Anything else is stale (a timer that fired after the phase moved on): ignore it.
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Spreads any seed (even 0, 1, 2, …) over the whole state space of the xorshift generator.
+fn splitmix(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INTERVAL: Duration = Duration::from_millis(41_250);
+
+    fn session() -> Resumable {
+        Resumable {
+            session_id: "abc".into(),
+            resume_gateway_url: "ws://resume".into(),
+        }
+    }
+
+    /// A machine driven to Active through Identify.
+    fn active() -> Machine {
+        let mut m = Machine::new(SessionConfig::default(), None, 7);
+        m.step(Input::Start);
+        m.step(Input::Connected);
+        m.step(Input::Hello {
+            heartbeat_interval: INTERVAL,
+        });
+        m.step(Input::PermitGranted);
+        m.step(Input::Dispatch { seq: 1 });
+        m.step(Input::Ready(session()));
+        assert_eq!(m.phase(), Phase::Active);
+        m
+    }
+
+    #[test]
+    fn identifies_only_with_the_permit() {
+        let mut m = Machine::new(SessionConfig::default(), None, 7);
+        assert_eq!(m.step(Input::Start), vec![Action::Connect(Target::Gateway)]);
+        assert_eq!(
+            m.step(Input::Connected),
+            vec![Action::SetDeadline(Duration::from_secs(20))]
+        );
+        let actions = m.step(Input::Hello {
+            heartbeat_interval: INTERVAL,
+        });
+        assert!(matches!(actions[0], Action::ArmHeartbeat(d) if d < INTERVAL));
+        assert!(actions.contains(&Action::RequestPermit));
+        assert!(!actions.contains(&Action::SendIdentify));
+        assert_eq!(m.phase(), Phase::AwaitingPermit);
+        let actions = m.step(Input::PermitGranted);
+        assert_eq!(actions[0], Action::SendIdentify);
+        m.step(Input::Dispatch { seq: 1 });
+        let actions = m.step(Input::Ready(session()));
+        assert!(actions.contains(&Action::SessionLive { resumed: false }));
+    }
+
+    #[test]
+    fn a_saved_session_resumes_without_a_permit() {
+        let mut m = Machine::new(SessionConfig::default(), Some((session(), 42)), 7);
+        assert_eq!(
+            m.step(Input::Start),
+            vec![Action::Connect(Target::Resume("ws://resume".into()))]
+        );
+        m.step(Input::Connected);
+        let actions = m.step(Input::Hello {
+            heartbeat_interval: INTERVAL,
+        });
+        assert!(actions.contains(&Action::SendResume {
+            session_id: "abc".into(),
+            seq: 42
+        }));
+        assert!(!actions.contains(&Action::RequestPermit));
+        let actions = m.step(Input::Resumed);
+        assert!(actions.contains(&Action::SessionLive { resumed: true }));
+    }
+
+    #[test]
+    fn first_heartbeat_is_jittered_then_regular() {
+        let mut firsts = Vec::new();
+        for seed in 1..50 {
+            let mut m = Machine::new(SessionConfig::default(), None, seed);
+            m.step(Input::Start);
+            m.step(Input::Connected);
+            let actions = m.step(Input::Hello {
+                heartbeat_interval: INTERVAL,
+            });
+            let Action::ArmHeartbeat(first) = actions[0] else {
+                panic!("{actions:?}")
+            };
+            assert!(first < INTERVAL);
+            firsts.push(first);
+        }
+        firsts.sort();
+        firsts.dedup();
+        assert!(firsts.len() > 40, "jitter differs per seed");
+        let mut m = active();
+        assert_eq!(
+            m.step(Input::HeartbeatDue),
+            vec![
+                Action::SendHeartbeat { seq: Some(1) },
+                Action::ArmHeartbeat(INTERVAL)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missed_ack_is_a_zombie_that_resumes() {
+        let mut m = active();
+        m.step(Input::HeartbeatDue);
+        let actions = m.step(Input::HeartbeatDue);
+        assert_eq!(actions[0], Action::Zombie);
+        assert!(actions.contains(&Action::Disconnect {
+            code: RESUMABLE_CLOSE
+        }));
+        assert!(actions.contains(&Action::Connect(Target::Resume("ws://resume".into()))));
+        // An ACK in time keeps the connection.
+        let mut m = active();
+        m.step(Input::HeartbeatDue);
+        m.step(Input::HeartbeatAck);
+        assert!(matches!(
+            m.step(Input::HeartbeatDue)[0],
+            Action::SendHeartbeat { .. }
+        ));
+    }
+
+    #[test]
+    fn server_heartbeat_requests_are_answered_at_once() {
+        let mut m = active();
+        assert_eq!(
+            m.step(Input::HeartbeatRequest),
+            vec![Action::SendHeartbeat { seq: Some(1) }]
+        );
+    }
+
+    #[test]
+    fn op7_resumes_at_once_with_a_resumable_close() {
+        let mut m = active();
+        let actions = m.step(Input::Reconnect);
+        assert_eq!(
+            actions[0],
+            Action::Disconnect {
+                code: RESUMABLE_CLOSE
+            }
+        );
+        assert!(actions.contains(&Action::Connect(Target::Resume("ws://resume".into()))));
+    }
+
+    #[test]
+    fn invalid_session_true_resumes_false_waits_and_identifies() {
+        let mut m = active();
+        let actions = m.step(Input::InvalidSession { resumable: true });
+        assert!(actions.contains(&Action::Connect(Target::Resume("ws://resume".into()))));
+
+        let mut m = active();
+        let actions = m.step(Input::InvalidSession { resumable: false });
+        let wait = actions
+            .iter()
+            .find_map(|a| match a {
+                Action::SetDeadline(d) => Some(*d),
+                _ => None,
+            })
+            .expect("a wait");
+        assert!(
+            (Duration::from_secs(1)..=Duration::from_secs(5)).contains(&wait),
+            "{wait:?}"
+        );
+        assert_eq!(m.phase(), Phase::Backoff);
+        assert!(m.resumable().is_none());
+        assert_eq!(
+            m.step(Input::Deadline),
+            vec![Action::Connect(Target::Gateway)]
+        );
+        m.step(Input::Connected);
+        assert!(
+            m.step(Input::Hello {
+                heartbeat_interval: INTERVAL
+            })
+            .contains(&Action::RequestPermit)
+        );
+    }
+
+    #[test]
+    fn close_codes_follow_the_rules() {
+        let mut m = active();
+        let actions = m.step(Input::Closed { code: Some(4000) });
+        assert!(actions.contains(&Action::Connect(Target::Resume("ws://resume".into()))));
+
+        let mut m = active();
+        let actions = m.step(Input::Closed { code: None });
+        assert!(actions.contains(&Action::Connect(Target::Resume("ws://resume".into()))));
+
+        let mut m = active();
+        let actions = m.step(Input::Closed { code: Some(4009) });
+        assert!(actions.contains(&Action::Connect(Target::Gateway)));
+        assert!(m.resumable().is_none());
+
+        let mut m = active();
+        let actions = m.step(Input::Closed { code: Some(4004) });
+        assert!(actions.contains(&Action::Stop { code: None }));
+        assert_eq!(m.phase(), Phase::Fatal(4004));
+        // Nothing brings a fatal shard back.
+        assert!(m.step(Input::Deadline).is_empty());
+        assert!(m.step(Input::Start).is_empty());
+    }
+
+    #[test]
+    fn failed_connects_back_off_exponentially_with_jitter() {
+        let mut m = Machine::new(SessionConfig::default(), None, 3);
+        m.step(Input::Start);
+        let mut waits = Vec::new();
+        // Attempt 0 already happened (Start); every failure then waits.
+        for _ in 0..8 {
+            let actions = m.step(Input::ConnectFailed);
+            match actions.last() {
+                Some(Action::SetDeadline(d)) => waits.push(*d),
+                Some(Action::Connect(_)) => waits.push(Duration::ZERO),
+                other => panic!("{other:?}"),
+            }
+            m.step(Input::Deadline);
+        }
+        assert_eq!(waits[0], Duration::ZERO, "first reconnect is immediate");
+        for (i, wait) in waits.iter().enumerate().skip(1) {
+            let full = Duration::from_secs(1 << (i - 1)).min(Duration::from_secs(60));
+            assert!(*wait >= full / 2 && *wait <= full, "attempt {i}: {wait:?}");
+        }
+        // A live session resets the attempts.
+        let mut m = active();
+        let actions = m.step(Input::Closed { code: Some(4000) });
+        assert!(matches!(actions.last(), Some(Action::Connect(_))));
+    }
+
+    #[test]
+    fn hello_and_ready_timeouts_reconnect() {
+        let mut m = Machine::new(SessionConfig::default(), None, 7);
+        m.step(Input::Start);
+        m.step(Input::Connected);
+        let actions = m.step(Input::Deadline);
+        assert!(actions.contains(&Action::Disconnect {
+            code: RESUMABLE_CLOSE
+        }));
+        let mut m = Machine::new(SessionConfig::default(), None, 7);
+        m.step(Input::Start);
+        m.step(Input::Connected);
+        m.step(Input::Hello {
+            heartbeat_interval: INTERVAL,
+        });
+        m.step(Input::PermitGranted);
+        let actions = m.step(Input::Deadline);
+        assert!(actions.contains(&Action::Disconnect {
+            code: RESUMABLE_CLOSE
+        }));
+    }
+
+    #[test]
+    fn shutdown_keeps_the_session_resumable_and_gives_back_a_waiting_permit() {
+        let mut m = active();
+        let actions = m.step(Input::Shutdown);
+        assert!(actions.contains(&Action::Stop {
+            code: Some(RESUMABLE_CLOSE)
+        }));
+        let mut m = Machine::new(SessionConfig::default(), None, 7);
+        m.step(Input::Start);
+        m.step(Input::Connected);
+        m.step(Input::Hello {
+            heartbeat_interval: INTERVAL,
+        });
+        let actions = m.step(Input::Shutdown);
+        assert_eq!(actions[0], Action::CancelPermit);
+        assert!(actions.contains(&Action::Stop { code: Some(1000) }));
+    }
+
+    #[test]
+    fn a_permit_granted_after_the_connection_dropped_is_returned() {
+        let mut m = Machine::new(SessionConfig::default(), None, 7);
+        m.step(Input::Start);
+        m.step(Input::Connected);
+        m.step(Input::Hello {
+            heartbeat_interval: INTERVAL,
+        });
+        let actions = m.step(Input::Closed { code: None });
+        assert_eq!(actions[0], Action::CancelPermit);
+        assert_eq!(m.step(Input::PermitGranted), vec![Action::CancelPermit]);
+    }
+}

@@ -1,0 +1,824 @@
+//! The thin async loop around one shard's [`session::Machine`](crate::session::Machine): it owns
+//! the WebSocket, the inflater, the timers and the Identify permit, turns what happens into
+//! inputs, and carries out the machine's actions. No Discord rule is decided here.
+//!
+//! Around each session sit the hand-over duties (DESIGN.md §3–4): take the shard's lease before
+//! connecting, resume from the saved session if there is one, and on shutdown save the session,
+//! close with a resumable code and release the lease, in that order.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use prometheus_client::metrics::counter::Counter;
+use serde::Deserialize;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tracing::{debug, info, warn};
+
+use crate::board::{Board, LiveSession, Slot};
+use crate::close_code;
+use crate::compression::ZlibStream;
+use crate::contract::{SessionRecord, ShardState};
+use crate::handler::{Dispatch, Envelope, Handler, guild_id};
+use crate::identify::records::{Lease, Records};
+use crate::identify::{IdentifyQueue, Permit, WaitReason, jitter};
+use crate::metrics::{EventLabels, ReasonLabels, ShardLabels};
+use crate::ratelimit::CommandLimiter;
+use crate::session::{Action, Input, Machine, Phase, Resumable, SessionConfig, Target};
+use crate::token::Token;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type PermitFuture = Pin<Box<dyn Future<Output = Permit> + Send>>;
+
+/// Settings shared by every shard of a worker.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    /// `num_shards` of the layout.
+    pub total: u32,
+    /// Gateway intents.
+    pub intents: u64,
+    /// The gateway URL from `GET /gateway/bot`.
+    pub gateway_url: String,
+    pub session: SessionConfig,
+    /// TTL of the shard lease.
+    pub lease_ttl: Duration,
+    /// TTL of saved sessions (the resume window).
+    pub resume_window: Duration,
+    /// This pod's name (lease owners, logs).
+    pub pod: String,
+    /// WebSocket read buffer per connection (small: thousands of idle shards each hold one).
+    pub read_buffer: usize,
+}
+
+/// What every shard of a worker shares.
+pub struct Shared<H> {
+    pub config: ShardConfig,
+    pub token: Token,
+    pub queue: Arc<dyn IdentifyQueue>,
+    /// Leases and saved sessions; `None` runs without hand-over (tests, single process).
+    pub records: Option<Records>,
+    pub handler: Arc<H>,
+    pub board: Arc<Board>,
+    /// Whether this layout acts on events (`P:active-layout`).
+    pub active: Arc<AtomicBool>,
+}
+
+/// How a shard's task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Shut down; the session was saved for the next owner.
+    Stopped,
+    /// Closed with a fatal code; never retried.
+    Fatal(u16),
+}
+
+enum SessionEnd {
+    Stopped,
+    Fatal(u16),
+    LeaseLost,
+}
+
+/// Runs shard `shard` until `shutdown` turns true or the gateway closes it fatally.
+pub async fn run<H: Handler>(
+    shared: Arc<Shared<H>>,
+    shard: u32,
+    mut shutdown: watch::Receiver<bool>,
+) -> Exit {
+    let Some(slot) = shared.board.slot(shard).cloned() else {
+        warn!(shard_id = shard, "shard is not on this worker's board");
+        return Exit::Stopped;
+    };
+    loop {
+        let owner = format!("{}/{:08x}", shared.config.pod, rand::random::<u32>());
+        let saved = match &shared.records {
+            Some(records) => {
+                match take_lease(&shared, &slot, records, &owner, &mut shutdown).await {
+                    Some(saved) => saved,
+                    None => {
+                        shared.board.set_state(shard, ShardState::Stopped, None);
+                        return Exit::Stopped;
+                    }
+                }
+            }
+            None => None,
+        };
+        if let Some((_, seq)) = &saved {
+            slot.set_handled_seq(*seq);
+            info!(shard_id = shard, seq, "resuming the saved session");
+        }
+        let seed = rand::random::<u64>();
+        let machine = Machine::new(shared.config.session.clone(), saved, seed);
+        let mut runner = Runner::new(&shared, &slot, shard, machine, owner);
+        match runner.run(&mut shutdown).await {
+            SessionEnd::Stopped => return Exit::Stopped,
+            SessionEnd::Fatal(code) => return Exit::Fatal(code),
+            SessionEnd::LeaseLost => continue,
+        }
+    }
+}
+
+/// Waits for the shard's lease, then reads its saved session. `None`: shut down while waiting.
+async fn take_lease<H: Handler>(
+    shared: &Shared<H>,
+    slot: &Slot,
+    records: &Records,
+    owner: &str,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Option<(Resumable, u64)>> {
+    let shard = slot.shard;
+    loop {
+        if *shutdown.borrow() {
+            return None;
+        }
+        let pause = {
+            let _io = slot.io.lock().await;
+            match records
+                .claim_lease(shard, owner, shared.config.lease_ttl)
+                .await
+            {
+                Ok(Lease::Held) => {
+                    let mut s = slot.lock();
+                    s.lease_owner = Some(owner.to_owned());
+                    s.finalized = false;
+                    slot.lease_lost_flag.store(false, Ordering::Release);
+                    None
+                }
+                Ok(Lease::Taken { pttl }) => {
+                    shared.board.set_state(
+                        shard,
+                        ShardState::WaitingForLease,
+                        Some("held by another pod".into()),
+                    );
+                    Some(pttl + jitter(Duration::from_millis(50)))
+                }
+                Err(e) => {
+                    debug!(shard_id = shard, error = %e, "cannot claim the lease");
+                    shared.board.set_state(
+                        shard,
+                        ShardState::WaitingForLease,
+                        Some("redis unreachable".into()),
+                    );
+                    Some(Duration::from_millis(500) + jitter(Duration::from_millis(250)))
+                }
+            }
+        };
+        match pause {
+            None => break,
+            Some(pause) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.wait_for(|s| *s) => return None,
+                }
+            }
+        }
+    }
+    // The lease is ours: the previous owner saved before releasing, so the record is final.
+    loop {
+        match records.load_session(shard).await {
+            Ok(record) => {
+                return Some(record.map(|r| {
+                    (
+                        Resumable {
+                            session_id: r.session_id,
+                            resume_gateway_url: r.resume_gateway_url,
+                        },
+                        r.seq,
+                    )
+                }));
+            }
+            Err(e) => {
+                debug!(shard_id = shard, error = %e, "cannot read the saved session");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shutdown.wait_for(|s| *s) => return None,
+                }
+            }
+        }
+    }
+}
+
+enum Wake {
+    Frame(Option<Result<Message, WsError>>),
+    Heartbeat,
+    Deadline,
+    Permit(Permit),
+    Shutdown,
+    LeaseLost,
+}
+
+/// The gateway's `READY` fields we keep.
+#[derive(Deserialize)]
+struct ReadyData {
+    session_id: String,
+    resume_gateway_url: String,
+}
+
+#[derive(Deserialize)]
+struct HelloData {
+    heartbeat_interval: u64,
+}
+
+struct Runner<'a, H> {
+    shared: &'a Shared<H>,
+    slot: &'a Slot,
+    shard: u32,
+    owner: String,
+    machine: Machine,
+    ws: Option<Ws>,
+    inflater: ZlibStream,
+    limiter: CommandLimiter,
+    heartbeat_at: Option<Instant>,
+    heartbeat_sent: Option<Instant>,
+    deadline_at: Option<Instant>,
+    permit_future: Option<PermitFuture>,
+    permit: Option<Permit>,
+    permit_asked: Option<Instant>,
+    connections: u64,
+    phase: Phase,
+    /// Per-event counters, looked up without allocating after the first of each kind.
+    counters: HashMap<Box<str>, Counter>,
+    labels: ShardLabels,
+}
+
+impl<'a, H: Handler> Runner<'a, H> {
+    fn new(
+        shared: &'a Shared<H>,
+        slot: &'a Slot,
+        shard: u32,
+        machine: Machine,
+        owner: String,
+    ) -> Self {
+        Self {
+            shared,
+            slot,
+            shard,
+            owner,
+            machine,
+            ws: None,
+            inflater: ZlibStream::new(),
+            limiter: CommandLimiter::new(Duration::from_secs(41)),
+            heartbeat_at: None,
+            heartbeat_sent: None,
+            deadline_at: None,
+            permit_future: None,
+            permit: None,
+            permit_asked: None,
+            connections: 0,
+            phase: Phase::Idle,
+            counters: HashMap::new(),
+            labels: ShardLabels { shard },
+        }
+    }
+
+    fn board(&self) -> &Board {
+        &self.shared.board
+    }
+
+    async fn run(&mut self, shutdown: &mut watch::Receiver<bool>) -> SessionEnd {
+        let mut pending = self.machine.step(Input::Start);
+        loop {
+            // Carry out the actions; they may produce more inputs (connect results).
+            let mut i = 0;
+            while i < pending.len() {
+                let action = pending[i].clone();
+                i += 1;
+                match self.execute(action).await {
+                    Step::Continue => {}
+                    Step::Inputs(inputs) => {
+                        for input in inputs {
+                            pending.extend(self.machine.step(input));
+                        }
+                    }
+                    Step::End(end) => return end,
+                }
+            }
+            pending.clear();
+            self.report_phase();
+
+            let wake = tokio::select! {
+                frame = next_frame(&mut self.ws) => Wake::Frame(frame),
+                () = sleep_opt(self.heartbeat_at) => Wake::Heartbeat,
+                () = sleep_opt(self.deadline_at) => Wake::Deadline,
+                permit = await_permit(&mut self.permit_future) => Wake::Permit(permit),
+                _ = shutdown.wait_for(|s| *s) => Wake::Shutdown,
+                () = self.slot.lease_lost.notified() => Wake::LeaseLost,
+            };
+            let inputs = match wake {
+                Wake::Frame(frame) => self.on_frame(frame).await,
+                Wake::Heartbeat => {
+                    self.heartbeat_at = None;
+                    vec![Input::HeartbeatDue]
+                }
+                Wake::Deadline => {
+                    self.deadline_at = None;
+                    vec![Input::Deadline]
+                }
+                Wake::Permit(permit) => {
+                    self.permit_future = None;
+                    if let Some(asked) = self.permit_asked.take() {
+                        self.board()
+                            .metrics()
+                            .identify_wait
+                            .observe(asked.elapsed().as_secs_f64());
+                    }
+                    self.permit = Some(permit);
+                    vec![Input::PermitGranted]
+                }
+                Wake::Shutdown => vec![Input::Shutdown],
+                Wake::LeaseLost => {
+                    if !self.slot.lease_lost_flag.load(Ordering::Acquire) {
+                        continue;
+                    }
+                    self.drop_permit().await;
+                    self.close(close_code::RESUMABLE_CLOSE).await;
+                    return SessionEnd::LeaseLost;
+                }
+            };
+            for input in inputs {
+                pending.extend(self.machine.step(input));
+            }
+        }
+    }
+
+    fn report_phase(&mut self) {
+        let phase = self.machine.phase();
+        if phase == self.phase {
+            return;
+        }
+        self.phase = phase;
+        let state = match phase {
+            Phase::Idle | Phase::Connecting | Phase::AwaitingHello if self.connections <= 1 => {
+                ShardState::Connecting
+            }
+            Phase::Idle | Phase::Connecting | Phase::AwaitingHello | Phase::Backoff => {
+                ShardState::Reconnecting
+            }
+            Phase::AwaitingPermit => ShardState::WaitingForGate,
+            Phase::Identifying => ShardState::Identifying,
+            Phase::Resuming => ShardState::Resuming,
+            Phase::Active => ShardState::Ready,
+            Phase::Fatal(_) => ShardState::Fatal,
+            Phase::Stopped => ShardState::Stopped,
+        };
+        let reason = match phase {
+            Phase::Fatal(code) => Some(close_code::fatal_reason(code).to_owned()),
+            _ => None,
+        };
+        self.board().set_state(self.shard, state, reason);
+        if self.machine.resumable().is_none() {
+            self.slot.lock().session = None;
+        }
+    }
+
+    async fn execute(&mut self, action: Action) -> Step {
+        match action {
+            Action::Connect(target) => return Step::Inputs(vec![self.connect(target).await]),
+            Action::Disconnect { code } => self.close(code).await,
+            Action::SendHeartbeat { seq } => {
+                let payload = match seq {
+                    Some(seq) => format!(r#"{{"op":1,"d":{seq}}}"#),
+                    None => r#"{"op":1,"d":null}"#.to_owned(),
+                };
+                // Heartbeats use the reserve: never delayed by ordinary commands.
+                self.limiter.record(Instant::now());
+                self.heartbeat_sent = Some(Instant::now());
+                self.send(payload).await;
+            }
+            Action::SendIdentify => {
+                let Some(permit) = self.permit.take() else {
+                    return Step::Inputs(vec![Input::Deadline]);
+                };
+                if !permit.is_valid() {
+                    // Taking the gate took so long that its TTL may not cover a window any more.
+                    permit.release().await;
+                    return Step::Inputs(vec![Input::Deadline]);
+                }
+                self.limiter.acquire().await;
+                let payload = serde_json::json!({
+                    "op": 2,
+                    "d": {
+                        "token": self.shared.token.expose(),
+                        "properties": {"os": std::env::consts::OS, "browser": "shardset", "device": "shardset"},
+                        "shard": [self.shard, self.shared.config.total],
+                        "intents": self.shared.config.intents,
+                    }
+                })
+                .to_string();
+                if self.send(payload).await {
+                    permit.sent().await;
+                    self.board()
+                        .metrics()
+                        .identifies
+                        .get_or_create(&self.labels)
+                        .inc();
+                    debug!(shard_id = self.shard, "Identify sent");
+                } else {
+                    permit.release().await;
+                }
+            }
+            Action::SendResume { session_id, seq } => {
+                self.limiter.acquire().await;
+                let payload = serde_json::json!({
+                    "op": 6,
+                    "d": {"token": self.shared.token.expose(), "session_id": session_id, "seq": seq}
+                })
+                .to_string();
+                self.send(payload).await;
+            }
+            Action::ArmHeartbeat(after) => self.heartbeat_at = Some(Instant::now() + after),
+            Action::DisarmHeartbeat => self.heartbeat_at = None,
+            Action::SetDeadline(after) => self.deadline_at = Some(Instant::now() + after),
+            Action::ClearDeadline => self.deadline_at = None,
+            Action::RequestPermit => {
+                let queue = Arc::clone(&self.shared.queue);
+                let board = Arc::clone(&self.shared.board);
+                let shard = self.shard;
+                self.permit_asked = Some(Instant::now());
+                self.permit_future = Some(Box::pin(async move {
+                    let report = |reason: WaitReason| {
+                        board
+                            .metrics()
+                            .identify_waits
+                            .get_or_create(&ReasonLabels {
+                                reason: reason.label(),
+                            })
+                            .inc();
+                        let state = match reason {
+                            WaitReason::Budget => ShardState::WaitingForBudget,
+                            _ => ShardState::WaitingForGate,
+                        };
+                        board.set_state(shard, state, Some(reason.label().to_owned()));
+                    };
+                    queue.acquire(shard, &report).await
+                }));
+            }
+            Action::CancelPermit => self.drop_permit().await,
+            Action::SessionLive { resumed } => {
+                if let Some(r) = self.machine.resumable() {
+                    self.slot.lock().session = Some(LiveSession {
+                        session_id: r.session_id.clone(),
+                        resume_gateway_url: r.resume_gateway_url.clone(),
+                    });
+                }
+                let metrics = self.board().metrics();
+                if resumed {
+                    metrics.resumes.get_or_create(&self.labels).inc();
+                }
+                info!(
+                    shard_id = self.shard,
+                    resumed,
+                    seq = self.machine.seq(),
+                    "session live"
+                );
+            }
+            Action::Zombie => warn!(
+                shard_id = self.shard,
+                "no heartbeat ACK: zombie connection, reconnecting"
+            ),
+            Action::Stop { code } => return Step::End(self.stop(code).await),
+        }
+        Step::Continue
+    }
+
+    async fn drop_permit(&mut self) {
+        self.permit_future = None;
+        self.permit_asked = None;
+        if let Some(permit) = self.permit.take() {
+            permit.release().await;
+        }
+    }
+
+    async fn connect(&mut self, target: Target) -> Input {
+        let base = match &target {
+            Target::Gateway => self.shared.config.gateway_url.as_str(),
+            Target::Resume(url) => url.as_str(),
+        };
+        let Some(url) = gateway_query(base) else {
+            warn!(shard_id = self.shard, url = base, "invalid gateway URL");
+            return Input::ConnectFailed;
+        };
+        self.connections += 1;
+        if self.connections > 1 {
+            self.board()
+                .metrics()
+                .reconnects
+                .get_or_create(&self.labels)
+                .inc();
+        }
+        let config = WebSocketConfig::default()
+            .read_buffer_size(self.shared.config.read_buffer)
+            .write_buffer_size(0);
+        let connect =
+            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true);
+        match tokio::time::timeout(self.shared.config.session.hello_timeout, connect).await {
+            Ok(Ok((ws, _))) => {
+                self.ws = Some(ws);
+                self.inflater = ZlibStream::new();
+                Input::Connected
+            }
+            Ok(Err(e)) => {
+                debug!(shard_id = self.shard, error = %e, "gateway connect failed");
+                Input::ConnectFailed
+            }
+            Err(_) => Input::ConnectFailed,
+        }
+    }
+
+    async fn close(&mut self, code: u16) {
+        if let Some(mut ws) = self.ws.take() {
+            let frame = CloseFrame {
+                code: CloseCode::from(code),
+                reason: "".into(),
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(Some(frame))).await;
+        }
+    }
+
+    async fn send(&mut self, payload: String) -> bool {
+        let Some(ws) = self.ws.as_mut() else {
+            return false;
+        };
+        match ws.send(Message::text(payload)).await {
+            Ok(()) => true,
+            Err(e) => {
+                debug!(shard_id = self.shard, error = %e, "gateway send failed");
+                false
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, frame: Option<Result<Message, WsError>>) -> Vec<Input> {
+        let bytes = match frame {
+            Some(Ok(Message::Binary(bytes))) => bytes,
+            Some(Ok(Message::Text(text))) => {
+                let text = text.to_string();
+                return self.on_payload_owned(text.into_bytes()).await;
+            }
+            Some(Ok(Message::Close(frame))) => {
+                self.ws = None;
+                let code = frame.map(|f| u16::from(f.code));
+                info!(shard_id = self.shard, code, "gateway closed the connection");
+                return vec![Input::Closed { code }];
+            }
+            Some(Ok(_)) => return Vec::new(),
+            Some(Err(e)) => {
+                debug!(shard_id = self.shard, error = %e, "gateway connection lost");
+                self.ws = None;
+                return vec![Input::Closed { code: None }];
+            }
+            None => {
+                self.ws = None;
+                return vec![Input::Closed { code: None }];
+            }
+        };
+        let mut inflater = std::mem::take(&mut self.inflater);
+        let inputs = match inflater.push(&bytes) {
+            Ok(Some(json)) => self.on_payload(json).await,
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                warn!(shard_id = self.shard, error = %e, "corrupt zlib stream; reconnecting");
+                self.close(close_code::RESUMABLE_CLOSE).await;
+                vec![Input::Closed { code: None }]
+            }
+        };
+        self.inflater = inflater;
+        inputs
+    }
+
+    async fn on_payload_owned(&mut self, json: Vec<u8>) -> Vec<Input> {
+        self.on_payload(&json).await
+    }
+
+    async fn on_payload(&mut self, json: &[u8]) -> Vec<Input> {
+        let envelope: Envelope<'_> = match serde_json::from_slice(json) {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(shard_id = self.shard, error = %e, "unparsable gateway payload skipped");
+                return Vec::new();
+            }
+        };
+        match envelope.op {
+            0 => {
+                let (Some(seq), Some(event)) = (envelope.s, envelope.t) else {
+                    return Vec::new();
+                };
+                let data = envelope.d.unwrap_or_else(|| null_raw());
+                let mut inputs = vec![Input::Dispatch { seq }];
+                match event {
+                    "READY" => match serde_json::from_str::<ReadyData>(data.get()) {
+                        Ok(ready) => inputs.push(Input::Ready(Resumable {
+                            session_id: ready.session_id,
+                            resume_gateway_url: ready.resume_gateway_url,
+                        })),
+                        Err(e) => warn!(shard_id = self.shard, error = %e, "malformed READY"),
+                    },
+                    "RESUMED" => inputs.push(Input::Resumed),
+                    _ => {}
+                }
+                // The machine learns the seq first (heartbeats carry it), then the handler runs.
+                for input in inputs.drain(..1) {
+                    let actions = self.machine.step(input);
+                    debug_assert!(actions.is_empty());
+                }
+                let dispatch = Dispatch {
+                    shard: self.shard,
+                    seq,
+                    event,
+                    guild_id: guild_id(event, data),
+                    data,
+                    active: self.shared.active.load(Ordering::Relaxed),
+                };
+                self.shared.handler.dispatch(dispatch).await;
+                self.slot.set_handled_seq(seq);
+                self.count(event);
+                inputs
+            }
+            1 => vec![Input::HeartbeatRequest],
+            7 => {
+                info!(shard_id = self.shard, "gateway asked to reconnect (op 7)");
+                vec![Input::Reconnect]
+            }
+            9 => {
+                let resumable = envelope.d.is_some_and(|d| d.get() == "true");
+                info!(shard_id = self.shard, resumable, "invalid session (op 9)");
+                vec![Input::InvalidSession { resumable }]
+            }
+            10 => match envelope
+                .d
+                .map(|d| serde_json::from_str::<HelloData>(d.get()))
+            {
+                Some(Ok(hello)) => {
+                    let interval = Duration::from_millis(hello.heartbeat_interval.max(1));
+                    self.limiter = CommandLimiter::new(interval);
+                    vec![Input::Hello {
+                        heartbeat_interval: interval,
+                    }]
+                }
+                _ => {
+                    warn!(shard_id = self.shard, "malformed Hello");
+                    Vec::new()
+                }
+            },
+            11 => {
+                if let Some(sent) = self.heartbeat_sent.take() {
+                    self.board()
+                        .metrics()
+                        .heartbeat_latency
+                        .get_or_create(&self.labels)
+                        .set(sent.elapsed().as_secs_f64());
+                }
+                vec![Input::HeartbeatAck]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn count(&mut self, event: &str) {
+        if let Some(counter) = self.counters.get(event) {
+            counter.inc();
+            return;
+        }
+        let counter = self
+            .board()
+            .metrics()
+            .events
+            .get_or_create(&EventLabels {
+                event: event.to_owned(),
+            })
+            .clone();
+        counter.inc();
+        self.counters.insert(event.into(), counter);
+    }
+
+    /// Shutdown or a fatal close: the hand-over duties, then the end of the task.
+    async fn stop(&mut self, code: Option<u16>) -> SessionEnd {
+        self.drop_permit().await;
+        let fatal = match self.machine.phase() {
+            Phase::Fatal(code) => Some(code),
+            _ => None,
+        };
+        let Some(records) = &self.shared.records else {
+            if let Some(code) = code {
+                self.close(code).await;
+            }
+            self.report_phase();
+            return fatal.map_or(SessionEnd::Stopped, SessionEnd::Fatal);
+        };
+        let io = self.slot.io.lock().await;
+        self.slot.lock().finalized = true;
+        let resume_window = self.shared.config.resume_window;
+        if fatal.is_some() {
+            if let Err(e) = records.delete_session(self.shard).await {
+                debug!(shard_id = self.shard, error = %e, "cannot delete the dead session");
+            }
+        } else if let (Some(r), Some(close_code::RESUMABLE_CLOSE)) =
+            (self.machine.resumable(), code)
+        {
+            let record = SessionRecord {
+                session_id: r.session_id.clone(),
+                seq: self.slot.handled_seq(),
+                resume_gateway_url: r.resume_gateway_url.clone(),
+                saved_at_ms: crate::bookkeeper::unix_ms(),
+            };
+            match records
+                .save_session(self.shard, &record, resume_window)
+                .await
+            {
+                Ok(()) => info!(
+                    shard_id = self.shard,
+                    seq = record.seq,
+                    "session saved for the next owner"
+                ),
+                Err(e) => {
+                    warn!(shard_id = self.shard, error = %e, "cannot save the session; the next owner resumes from the last checkpoint")
+                }
+            }
+        }
+        if let Some(code) = code {
+            self.close(code).await;
+        }
+        if let Err(e) = records.release_lease(self.shard, &self.owner).await {
+            debug!(shard_id = self.shard, error = %e, "cannot release the lease; it expires on its own");
+        }
+        self.slot.lock().lease_owner = None;
+        drop(io);
+        self.report_phase();
+        fatal.map_or(SessionEnd::Stopped, SessionEnd::Fatal)
+    }
+}
+
+enum Step {
+    Continue,
+    Inputs(Vec<Input>),
+    End(SessionEnd),
+}
+
+fn null_raw() -> &'static serde_json::value::RawValue {
+    static NULL: std::sync::LazyLock<Box<serde_json::value::RawValue>> =
+        std::sync::LazyLock::new(|| {
+            serde_json::value::RawValue::from_string("null".to_owned())
+                .unwrap_or_else(|_| unreachable!())
+        });
+    &NULL
+}
+
+/// `url` with `?v=10&encoding=json&compress=zlib-stream`.
+pub fn gateway_query(url: &str) -> Option<String> {
+    let mut parsed = url::Url::parse(url).ok()?;
+    parsed
+        .query_pairs_mut()
+        .clear()
+        .append_pair("v", "10")
+        .append_pair("encoding", "json")
+        .append_pair("compress", "zlib-stream");
+    Some(parsed.to_string())
+}
+
+async fn next_frame(ws: &mut Option<Ws>) -> Option<Result<Message, WsError>> {
+    match ws {
+        Some(ws) => ws.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn await_permit(future: &mut Option<PermitFuture>) -> Permit {
+    match future {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adds_the_gateway_query() {
+        assert_eq!(
+            gateway_query("wss://gateway.discord.gg").as_deref(),
+            Some("wss://gateway.discord.gg/?v=10&encoding=json&compress=zlib-stream")
+        );
+        assert_eq!(
+            gateway_query("ws://127.0.0.1:9/gw?v=9").as_deref(),
+            Some("ws://127.0.0.1:9/gw?v=10&encoding=json&compress=zlib-stream")
+        );
+        assert!(gateway_query("not a url").is_none());
+    }
+}
