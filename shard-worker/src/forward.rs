@@ -37,6 +37,7 @@ impl Forwarder {
 
 /// Posts every body in order; returns how many were dropped after failed attempts.
 async fn send_all(url: String, mut rx: mpsc::Receiver<Vec<u8>>) -> u64 {
+    crate::rest::install_crypto_provider();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

@@ -25,16 +25,6 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local hold = tonumber(ARGV[3])
 
-local epoch = redis.call('GET', KEYS[1])
-if not epoch then
-  redis.call('SET', KEYS[1], now)
-  return {2, hold}
-end
-local since = now - tonumber(epoch)
-if since < hold then
-  return {2, hold - since}
-end
-
 -- Join (or refresh our place in) the waiting line, drop waiters that went silent.
 local shard = ARGV[5]
 redis.call('ZADD', KEYS[4], tonumber(shard), shard)
@@ -55,6 +45,17 @@ while true do
 end
 redis.call('PEXPIRE', KEYS[4], stale)
 redis.call('PEXPIRE', KEYS[5], stale)
+
+-- Waiters are in line first, so that the order holds after an epoch hold too.
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  redis.call('SET', KEYS[1], now)
+  return {2, hold}
+end
+local since = now - tonumber(epoch)
+if since < hold then
+  return {2, hold - since}
+end
 
 local pttl = redis.call('PTTL', KEYS[2])
 if pttl == -1 then

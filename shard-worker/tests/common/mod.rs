@@ -1,0 +1,4 @@
+//! Helpers shared by the integration tests: real processes, cleaned up on drop.
+#![allow(dead_code)]
+
+pub mod redis;
