@@ -1,1 +1,44 @@
-//! Fake Discord (built in the fake Discord issue).
+//! The fake Discord: a gateway and REST API that behave as Discord documents them, enforce
+//! Discord's rules, and report every violation through a control API. Tests, benchmarks and the
+//! no-token demo run against it; users can run it to try the operator or load-test a setup.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use fake_discord::{Config, FakeDiscord};
+//! let fake = FakeDiscord::spawn(Config::default(), "127.0.0.1:0".parse().unwrap()).await?;
+//! println!("DISCORD_API_URL={}", fake.api_url());
+//! let violations = fake.state().violations();
+//! assert!(violations.is_empty());
+//! fake.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod clock;
+/// Every knob, as CLI flags and a plain struct.
+pub mod config;
+/// Public, `Deserialize`-able records of the control API.
+pub mod control;
+mod control_api;
+/// The WebSocket gateway: upgrade, connections, zlib-stream.
+pub mod gateway;
+mod load;
+/// Discord payloads written straight to bytes.
+pub mod payloads;
+mod replies;
+/// The REST endpoints.
+pub mod rest;
+/// Discord's rules as pure functions of time.
+pub mod rules;
+mod server;
+/// A session's sequence numbers and replay buffer.
+pub mod session;
+/// Snowflakes for messages created at run time.
+pub mod snowflake;
+/// Shared state: Identify/Resume decisions, routing, logs, counters.
+pub mod state;
+/// The guilds, their ids and their routing.
+pub mod world;
+
+pub use config::Config;
+pub use server::{FakeDiscord, RunningFake, public_base, router};
+pub use state::Fake;

@@ -1,0 +1,383 @@
+//! The records of the control API (`/control/...`), public and `Deserialize` so that tests can
+//! read them over HTTP with the same types the fake writes. Snowflakes travel as strings, as in
+//! Discord's own JSON; times are Unix milliseconds (`at_us` adds microseconds where windows are
+//! compared).
+
+use serde::{Deserialize, Serialize};
+
+/// A rule of Discord's that a client broke. Each breach is one [`Violation`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    /// Two Identifies of one bucket (`shard_id % max_concurrency`) inside the Identify window,
+    /// measured at arrival. Answered with op 9 `false`.
+    IdentifyTooFast,
+    /// An Identify with no session start left: every session is closed and the token is reset.
+    BudgetExhausted,
+    /// More than `send_limit` commands in one send window on one connection: close 4008.
+    SendRateLimit,
+    /// A shard would hold more than `max_guilds_per_shard` guilds: close 4011.
+    ShardingRequired,
+    /// Wrong (or reset) token in Identify or Resume: close 4004.
+    AuthenticationFailed,
+    /// A privileged intent the bot is not allowed: close 4014.
+    DisallowedIntents,
+    /// Unknown intent bits: close 4013.
+    InvalidIntents,
+    /// `shard` out of range or not a multiple of the large-bot shard count: close 4010.
+    InvalidShard,
+    /// A second Identify (or a Resume) on an authenticated connection: close 4005.
+    AlreadyAuthenticated,
+    /// A command other than Heartbeat before Identify/Resume: close 4003.
+    NotAuthenticated,
+    /// A payload that is not valid JSON or lacks a required field: close 4002.
+    DecodeError,
+    /// An opcode clients may not send: close 4001.
+    UnknownOpcode,
+    /// A field out of its documented range (`large_threshold`): close 4001.
+    InvalidPayload,
+    /// A Resume claiming a `seq` the session never sent: op 9 `false`.
+    InvalidResumeSeq,
+    /// No heartbeat within the interval plus tolerance: close 4000 (the session stays
+    /// resumable, as the docs say).
+    HeartbeatTimeout,
+    /// A `v` query parameter other than 9 or 10: close 4012.
+    InvalidApiVersion,
+}
+
+/// One breach of a rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Violation {
+    pub rule: Rule,
+    /// Unix ms when the offending payload arrived.
+    pub at_ms: u64,
+    #[serde(default)]
+    pub shard: Option<u32>,
+    #[serde(default)]
+    pub num_shards: Option<u32>,
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// The connection (numbered from 1 in accept order).
+    pub connection: u64,
+    pub details: String,
+}
+
+/// What became of an Identify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentifyOutcome {
+    /// READY was sent; a session start was spent.
+    Accepted,
+    /// op 9 `false` (too fast for its bucket).
+    InvalidSession,
+    /// The connection was closed (`close_code` says why).
+    Closed,
+}
+
+/// One Identify as it arrived at the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentifyRecord {
+    /// Unix ms of arrival.
+    pub at_ms: u64,
+    /// Unix µs of arrival (the bucket window is checked at this precision).
+    pub at_us: u64,
+    pub shard: u32,
+    pub num_shards: u32,
+    /// `shard % max_concurrency`.
+    pub bucket: u32,
+    pub outcome: IdentifyOutcome,
+    #[serde(default)]
+    pub close_code: Option<u16>,
+    /// The new session, when accepted.
+    #[serde(default)]
+    pub session_id: Option<String>,
+    pub connection: u64,
+}
+
+/// A session as the fake holds it (live, or disconnected but still resumable).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub session_id: String,
+    pub shard: u32,
+    pub num_shards: u32,
+    pub bucket: u32,
+    pub intents: u64,
+    /// Sequence number of the last dispatch queued for the session.
+    pub seq: u64,
+    /// Sequence number of the last dispatch written to the current connection.
+    pub sent_seq: u64,
+    /// READY was written to a connection.
+    pub ready: bool,
+    /// A connection is attached now.
+    pub connected: bool,
+    #[serde(default)]
+    pub connection: Option<u64>,
+    /// While disconnected: Unix ms until which a Resume is accepted.
+    #[serde(default)]
+    pub resumable_until_ms: Option<u64>,
+    /// Guilds routed to this session (READY's `guilds`).
+    pub guilds: u32,
+    /// Successful resumes of this session.
+    pub resumes: u32,
+    /// Dispatches kept for replay.
+    pub buffered: usize,
+    pub created_at_ms: u64,
+}
+
+/// `session_start_limit`, as `/gateway/bot` would answer now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetInfo {
+    pub total: u32,
+    pub remaining: u32,
+    pub reset_after: u64,
+    pub max_concurrency: u32,
+}
+
+/// Running totals since start (or the last reset).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Counters {
+    pub connections_open: u64,
+    pub connections_total: u64,
+    pub identifies: u64,
+    pub identifies_accepted: u64,
+    pub resumes: u64,
+    pub resumes_failed: u64,
+    pub heartbeats: u64,
+    /// Dispatch frames written to connections (replays included).
+    pub dispatches_sent: u64,
+    /// Uncompressed JSON bytes of those frames.
+    pub payload_bytes_sent: u64,
+    /// Bytes on the wire after compression (all frames).
+    pub wire_bytes_sent: u64,
+    /// Events generated by the world (synthetic load, injected events, replies).
+    pub events_generated: u64,
+    /// Sessions closed because their client fell further behind than the replay buffer.
+    pub overflows: u64,
+    pub violations: u64,
+    pub sessions: u64,
+    pub token_reset: bool,
+    pub budget: Option<BudgetInfo>,
+}
+
+/// The synthetic load (`GET`/`POST /control/load`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadSettings {
+    /// MESSAGE_CREATE events per second over all guilds (0 stops the load).
+    pub rate: u32,
+    /// Approximate bytes of each event's `d`.
+    #[serde(default = "default_payload_bytes")]
+    pub payload_bytes: usize,
+    /// Percentage of DMs (routed to shard 0 only).
+    #[serde(default)]
+    pub dm_percent: u8,
+}
+
+fn default_payload_bytes() -> usize {
+    1_024
+}
+
+/// The load's settings and what it generated so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadStatus {
+    pub running: bool,
+    #[serde(flatten)]
+    pub settings: LoadSettings,
+    /// Synthetic messages generated since start.
+    pub generated: u64,
+}
+
+/// Which connections a fault applies to. Empty: all of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_shards: Option<u32>,
+}
+
+/// A fault to inject (`POST /control/faults`, body `{"kind": ..., <target fields>}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Fault {
+    /// Send op 7 Reconnect; close with 4000 if the client has not after the grace period.
+    Reconnect,
+    /// Send op 9 Invalid Session; `resumable: false` ends the session.
+    InvalidSession {
+        #[serde(default)]
+        resumable: bool,
+    },
+    /// Stop (or resume) answering heartbeats with op 11.
+    Zombie {
+        #[serde(default = "yes")]
+        enabled: bool,
+    },
+    /// Send op 1 Heartbeat: the client must heartbeat at once.
+    HeartbeatRequest,
+    /// Close the connection with this code.
+    Close {
+        code: u16,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// Drop the TCP connection without a close frame.
+    Drop,
+    /// Hold every frame to the client for this many ms (0 ends the delay).
+    Delay { ms: u64 },
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A fault and its target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultRequest {
+    #[serde(flatten)]
+    pub fault: Fault,
+    #[serde(flatten)]
+    pub target: Target,
+}
+
+/// How many connections a fault reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultResult {
+    pub affected: u32,
+}
+
+/// Create synthetic messages now (`POST /control/messages`), as users posting.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRequest {
+    /// The guild (a snowflake, string or number); absent: a DM (routed to shard 0).
+    #[serde(default, with = "opt_snowflake")]
+    pub guild_id: Option<u64>,
+    #[serde(default)]
+    pub content: Option<String>,
+    /// How many messages (default 1).
+    #[serde(default)]
+    pub count: Option<u32>,
+}
+
+/// The ids of created messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessagesCreated {
+    pub ids: Vec<String>,
+}
+
+/// Any dispatch (`POST /control/dispatch`): routed by `guild_id` like Discord's events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DispatchRequest {
+    /// Event name, e.g. `GUILD_UPDATE`.
+    pub t: String,
+    pub d: serde_json::Value,
+    /// Absent: shard 0 only.
+    #[serde(default, with = "opt_snowflake")]
+    pub guild_id: Option<u64>,
+}
+
+/// How many sessions an injected dispatch reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DispatchResult {
+    pub sessions: u32,
+}
+
+/// Overrides of the session start budget (`POST /control/budget`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetUpdate {
+    #[serde(default)]
+    pub remaining: Option<u32>,
+}
+
+/// For the synthetic messages created in `[since_ms, until_ms)`: how many got exactly one
+/// reply (`POST /channels/{id}/messages` with `message_reference`), none, or more than one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepliesReport {
+    pub since_ms: u64,
+    pub until_ms: u64,
+    pub messages: u64,
+    pub exactly_once: u64,
+    pub none: u64,
+    pub multiple: u64,
+    /// Replies counted (to messages of the period).
+    pub replies: u64,
+    /// Replies since start to messages the fake does not know (or forgot).
+    pub replies_to_unknown: u64,
+    /// Up to 20 ids of messages without a reply.
+    pub unanswered_sample: Vec<String>,
+    /// Up to 20 ids of messages with more than one reply.
+    pub multiple_sample: Vec<String>,
+}
+
+/// Routing help for tests: the guilds a shard receives (`GET /control/guilds?shard=&num_shards=`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuildList {
+    pub shard: u32,
+    pub num_shards: u32,
+    pub guild_ids: Vec<String>,
+}
+
+/// Serde for an optional snowflake: written as a string, read from a string or a number.
+pub mod opt_snowflake {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(v) => s.serialize_str(&v.to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Str(String),
+            Num(u64),
+        }
+        match Option::<Raw>::deserialize(d)? {
+            None => Ok(None),
+            Some(Raw::Num(n)) => Ok(Some(n)),
+            Some(Raw::Str(s)) => s.parse().map(Some).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_requests_are_flat_json() {
+        let req: FaultRequest =
+            serde_json::from_str(r#"{"kind":"close","code":4000,"shard":3}"#).expect("parse");
+        assert_eq!(
+            req,
+            FaultRequest {
+                fault: Fault::Close {
+                    code: 4000,
+                    reason: None
+                },
+                target: Target {
+                    shard: Some(3),
+                    ..Target::default()
+                },
+            }
+        );
+        let req: FaultRequest = serde_json::from_str(r#"{"kind":"zombie"}"#).expect("parse");
+        assert_eq!(req.fault, Fault::Zombie { enabled: true });
+        assert_eq!(req.target, Target::default());
+    }
+
+    #[test]
+    fn snowflakes_read_from_strings_and_numbers() {
+        let a: MessageRequest = serde_json::from_str(r#"{"guild_id":"42"}"#).expect("parse");
+        let b: MessageRequest = serde_json::from_str(r#"{"guild_id":42}"#).expect("parse");
+        assert_eq!(a.guild_id, Some(42));
+        assert_eq!(b.guild_id, Some(42));
+        assert_eq!(
+            serde_json::to_string(&a).expect("json"),
+            r#"{"guild_id":"42","content":null,"count":null}"#
+        );
+    }
+}

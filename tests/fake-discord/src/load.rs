@@ -1,0 +1,103 @@
+//! The synthetic load: MESSAGE_CREATE events at a steady rate, each in a random guild (or DM),
+//! from a random user, with random text of the configured size. Each event is created once in
+//! the world and delivered to every session that routes its guild, in every layout.
+//!
+//! The generator runs on a 5 ms tick and emits what the elapsed time owes. When the machine
+//! cannot keep up it drops the debt beyond 100 ms instead of bursting, so `generated` shows the
+//! rate actually achieved.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::control::LoadSettings;
+use crate::payloads::{self, Author};
+use crate::state::Fake;
+use crate::world;
+
+const TICK: Duration = Duration::from_millis(5);
+/// Most catch-up a tick may emit, in seconds of load.
+const MAX_DEBT_SECS: f64 = 0.1;
+
+/// Runs until shutdown, following the load settings as they change.
+pub async fn run(fake: Arc<Fake>) {
+    let mut settings = fake.load.subscribe();
+    let mut shutdown = fake.shutdown.subscribe();
+    let mut rng = SmallRng::seed_from_u64(rand::random());
+    let mut targets = Vec::new();
+    loop {
+        let current = *settings.borrow_and_update();
+        if current.rate == 0 {
+            tokio::select! {
+                changed = settings.changed() => if changed.is_err() { return },
+                _ = shutdown.changed() => return,
+            }
+            continue;
+        }
+        tracing::info!(
+            rate = current.rate,
+            payload_bytes = current.payload_bytes,
+            "load running"
+        );
+        let mut ticks = tokio::time::interval(TICK);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut start = Instant::now();
+        let mut emitted = 0u64;
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                changed = settings.changed() => {
+                    if changed.is_err() { return }
+                    break;
+                }
+                _ = shutdown.changed() => return,
+            }
+            let rate = f64::from(current.rate);
+            let due = (start.elapsed().as_secs_f64() * rate) as u64;
+            let mut n = due.saturating_sub(emitted);
+            let cap = (rate * MAX_DEBT_SECS).max(1.0) as u64;
+            if n > cap {
+                // Behind: forgive the debt rather than burst.
+                n = cap;
+                start = Instant::now() - Duration::from_secs_f64(cap as f64 / rate);
+                emitted = 0;
+            }
+            for _ in 0..n {
+                emit(&fake, &current, &mut rng, &mut targets);
+            }
+            emitted += n;
+            fake.load_generated.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One synthetic message.
+fn emit(
+    fake: &Fake,
+    settings: &LoadSettings,
+    rng: &mut SmallRng,
+    targets: &mut Vec<Arc<crate::session::Session>>,
+) {
+    let user = rng.random_range(0..world::USERS);
+    let dm = fake.config.guilds == 0 || rng.random_range(0..100u8) < settings.dm_percent;
+    let (guild, channel) = if dm {
+        (None, world::dm_channel_id(user))
+    } else {
+        let guild = world::guild_id(rng.random_range(0..fake.config.guilds));
+        (Some(guild), world::text_channel_id(guild))
+    };
+    let content = payloads::random_text(rng, payloads::content_len_for(settings.payload_bytes));
+    fake.create_message(
+        guild,
+        channel,
+        Author::User(user),
+        content,
+        None,
+        true,
+        targets,
+    );
+}

@@ -1,0 +1,150 @@
+//! The Identify rules: bucket windows measured at arrival, the daily budget, and validation.
+
+use std::time::Duration;
+
+use fake_discord::control::{IdentifyOutcome, IdentifyRecord, Rule, Violation};
+use serde_json::json;
+
+use crate::client::{Client, INTENTS};
+use crate::fixture::{self, TOKEN};
+
+#[tokio::test]
+async fn a_second_identify_in_a_bucket_within_the_window_gets_op9_and_a_violation()
+-> anyhow::Result<()> {
+    let fake = fixture::spawn(fake_discord::Config {
+        max_concurrency: 2,
+        identify_window_ms: 60_000,
+        ..fixture::config()
+    })
+    .await;
+    let (_a, _) = Client::start(&fake.gateway_url(), TOKEN, [0, 4]).await?;
+    // Shard 1 is bucket 1: its own window.
+    let (_b, _) = Client::start(&fake.gateway_url(), TOKEN, [1, 4]).await?;
+    // Shard 2 is bucket 0 again, inside the window.
+    let mut c = Client::connect(&fake.gateway_url(), true).await?;
+    c.expect_op(10).await?;
+    c.identify(TOKEN, [2, 4], INTENTS).await?;
+    let invalid = c.expect_op(9).await?;
+    assert_eq!(invalid["d"], false);
+
+    let violations: Vec<Violation> = fixture::get(&fake, "violations").await;
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_eq!(violations[0].rule, Rule::IdentifyTooFast);
+    assert_eq!(
+        (violations[0].shard, violations[0].num_shards),
+        (Some(2), Some(4))
+    );
+
+    let log: Vec<IdentifyRecord> = fixture::get(&fake, "identifies").await;
+    let outcomes: Vec<(u32, u32, IdentifyOutcome)> =
+        log.iter().map(|r| (r.shard, r.bucket, r.outcome)).collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            (0, 0, IdentifyOutcome::Accepted),
+            (1, 1, IdentifyOutcome::Accepted),
+            (2, 0, IdentifyOutcome::InvalidSession)
+        ]
+    );
+    assert!(log[0].session_id.is_some() && log[2].session_id.is_none());
+    // The budget paid for the two accepted Identifies only.
+    let budget: fake_discord::control::BudgetInfo = fixture::get(&fake, "budget").await;
+    assert_eq!(budget.remaining, 998);
+    Ok(())
+}
+
+#[tokio::test]
+async fn identifies_spaced_by_the_window_pass() -> anyhow::Result<()> {
+    let fake = fixture::spawn(fake_discord::Config {
+        identify_window_ms: 300,
+        ..fixture::config()
+    })
+    .await;
+    let (_a, _) = Client::start(&fake.gateway_url(), TOKEN, [0, 2]).await?;
+    tokio::time::sleep(Duration::from_millis(320)).await;
+    let (_b, _) = Client::start(&fake.gateway_url(), TOKEN, [1, 2]).await?;
+    let violations: Vec<Violation> = fixture::get(&fake, "violations").await;
+    assert_eq!(violations, vec![]);
+    let log: Vec<IdentifyRecord> = fixture::get(&fake, "identifies").await;
+    assert_eq!(log.len(), 2);
+    assert!(log[1].at_us - log[0].at_us >= 300_000);
+    Ok(())
+}
+
+async fn closes_with(
+    config: fake_discord::Config,
+    identify: serde_json::Value,
+) -> anyhow::Result<(Option<u16>, Vec<Violation>)> {
+    let fake = fixture::spawn(config).await;
+    let mut client = Client::connect(&fake.gateway_url(), true).await?;
+    client.expect_op(10).await?;
+    client.send(json!({"op": 2, "d": identify})).await?;
+    let code = client.closed().await?;
+    Ok((code, fixture::get(&fake, "violations").await))
+}
+
+fn identify_d(shard: [u64; 2], intents: u64) -> serde_json::Value {
+    json!({"token": TOKEN, "properties": {"os": "linux", "browser": "t", "device": "t"},
+           "shard": shard, "intents": intents})
+}
+
+#[tokio::test]
+async fn identify_validation_closes_with_discords_codes() -> anyhow::Result<()> {
+    let cases = [
+        (
+            fixture::config(),
+            json!({"token": "wrong", "properties": {}, "intents": 1}),
+            4004,
+            Rule::AuthenticationFailed,
+        ),
+        (
+            fixture::config(),
+            identify_d([2, 2], 1),
+            4010,
+            Rule::InvalidShard,
+        ),
+        (
+            fixture::config(),
+            identify_d([0, 1], 1 << 30),
+            4013,
+            Rule::InvalidIntents,
+        ),
+        (
+            fake_discord::Config {
+                privileged_intents: 0,
+                ..fixture::config()
+            },
+            identify_d([0, 1], 1 << 15),
+            4014,
+            Rule::DisallowedIntents,
+        ),
+        (
+            fake_discord::Config {
+                guilds: 6_000,
+                ..fixture::config()
+            },
+            identify_d([0, 2], 1),
+            4011,
+            Rule::ShardingRequired,
+        ),
+        (
+            fixture::config(),
+            json!({"token": TOKEN, "properties": {}, "intents": 1, "large_threshold": 10}),
+            4001,
+            Rule::InvalidPayload,
+        ),
+        (
+            fixture::config(),
+            json!({"token": TOKEN, "properties": {}}),
+            4002,
+            Rule::DecodeError,
+        ),
+    ];
+    for (config, identify, code, rule) in cases {
+        let (closed, violations) = closes_with(config, identify.clone()).await?;
+        assert_eq!(closed, Some(code), "{identify}");
+        assert_eq!(violations.len(), 1, "{identify}: {violations:?}");
+        assert_eq!(violations[0].rule, rule, "{identify}");
+    }
+    Ok(())
+}

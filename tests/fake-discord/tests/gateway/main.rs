@@ -1,0 +1,9 @@
+//! The fake Discord's rules, over real WebSockets with a client of our own that can break them.
+
+mod client;
+mod fixture;
+
+mod identify;
+mod lifecycle;
+mod rest;
+mod resume;
