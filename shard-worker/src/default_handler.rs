@@ -194,7 +194,10 @@ impl DefaultHandler {
             return;
         }
         let content = format!("ack {}", message.id);
-        if let Err(e) = rest.create_message(message.channel_id, &content).await {
+        if let Err(e) = rest
+            .create_message(message.channel_id, &content, Some(message.id))
+            .await
+        {
             warn!(error = %e, reason = e.metric_label(), "reply failed");
         }
     }

@@ -138,8 +138,14 @@ impl DiscordRest {
         self.get("/v10/users/@me").await
     }
 
-    /// `POST /v10/channels/{channel_id}/messages` with plain `content` (the worker's "act" path).
-    pub async fn create_message(&self, channel_id: &str, content: &str) -> Result<(), RestError> {
+    /// `POST /v10/channels/{channel_id}/messages` with plain `content`, as a reply to
+    /// `reply_to` when given (`message_reference`): the worker's "act" path.
+    pub async fn create_message(
+        &self,
+        channel_id: &str,
+        content: &str,
+        reply_to: Option<&str>,
+    ) -> Result<(), RestError> {
         let unreachable = |e: reqwest::Error| RestError::Unreachable {
             base: self.base.clone(),
             reason: e.without_url().to_string(),
@@ -148,7 +154,10 @@ impl DiscordRest {
             .http
             .post(format!("{}/v10/channels/{channel_id}/messages", self.base))
             .header(reqwest::header::AUTHORIZATION, self.token.authorization())
-            .json(&serde_json::json!({ "content": content }))
+            .json(&match reply_to {
+                Some(id) => serde_json::json!({ "content": content, "message_reference": { "message_id": id } }),
+                None => serde_json::json!({ "content": content }),
+            })
             .send()
             .await
             .map_err(unreachable)?;

@@ -1,4 +1,7 @@
 //! Helpers shared by the integration tests: real processes, cleaned up on drop.
 #![allow(dead_code)]
 
+pub mod collector;
 pub mod redis;
+pub mod scenario;
+pub mod worker;
