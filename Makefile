@@ -19,7 +19,9 @@ unit: ## Unit tests and the in-process tests (fake Discord, real redis-server).
 	$(CARGO) test --workspace --exclude shardset-e2e
 
 generate: ## Regenerate the CRD YAML from the Rust types.
-	@true
+	$(CARGO) run -q -p shardset-operator --bin crdgen > crds/shardset.io_shardsets.yaml.tmp
+	mv crds/shardset.io_shardsets.yaml.tmp crds/shardset.io_shardsets.yaml
 
 check-generated: ## Fail when the checked-in generated files are stale.
-	@true
+	@$(CARGO) run -q -p shardset-operator --bin crdgen | diff -u crds/shardset.io_shardsets.yaml - \
+		|| { echo "crds/shardset.io_shardsets.yaml is stale: run make generate" >&2; exit 1; }

@@ -1,0 +1,579 @@
+//! Building a worker Pod for one shard range, without a client.
+//!
+//! The pod carries the env contract of `shard_worker::contract::env` (the token only by
+//! `secretKeyRef`), the worker's probes, a restricted security context, our labels and owner
+//! reference, and a `spec-hash` label: a hash of everything else the operator put into it, so
+//! that a later spec change is seen as drift without comparing fields the apiserver defaults.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, Probe, SeccompProfile,
+    SecretKeySelector, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::{api::resource::Quantity, util::intstr::IntOrString};
+use kube::api::ObjectMeta;
+use kube::{Resource, ResourceExt};
+use shard_worker::contract::{self, env};
+
+use crate::crd::ShardSet;
+use crate::names::{self, labels};
+use crate::plan::{self, DesiredPod, ObservedPod, ShardRange};
+
+/// UID and GID the worker runs as (the distroless "nonroot" user; images are `FROM scratch`).
+pub const WORKER_UID: i64 = 65532;
+/// Name of the worker container.
+pub const CONTAINER_NAME: &str = "worker";
+
+/// Why a pod could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("the ShardSet has no {0} yet")]
+    MissingMetadata(&'static str),
+}
+
+/// The desired pods of layout `total`, each with its planning record.
+pub fn desired_pods(shardset: &ShardSet, total: u32) -> Result<Vec<(DesiredPod, Pod)>, BuildError> {
+    plan::ranges(total, shardset.spec.shards_per_pod)
+        .into_iter()
+        .map(|range| {
+            let pod = build_pod(shardset, total, range)?;
+            let desired = DesiredPod {
+                name: pod.name_any(),
+                range,
+                hash: pod
+                    .labels()
+                    .get(labels::SPEC_HASH)
+                    .cloned()
+                    .unwrap_or_default(),
+            };
+            Ok((desired, pod))
+        })
+        .collect()
+}
+
+/// The pod running `range` of the layout with `total` shards.
+pub fn build_pod(shardset: &ShardSet, total: u32, range: ShardRange) -> Result<Pod, BuildError> {
+    let name = shardset
+        .metadata
+        .name
+        .as_deref()
+        .ok_or(BuildError::MissingMetadata("name"))?;
+    let namespace = shardset
+        .metadata
+        .namespace
+        .as_deref()
+        .ok_or(BuildError::MissingMetadata("namespace"))?;
+    let owner = shardset
+        .controller_owner_ref(&())
+        .ok_or(BuildError::MissingMetadata("uid"))?;
+    let layout = contract::layout_name(total);
+    let spec = &shardset.spec;
+    let overrides = spec.pod.clone().unwrap_or_default();
+
+    let mut pod_labels = overrides.labels.clone().unwrap_or_default();
+    pod_labels.extend(selector_labels(name));
+    pod_labels.extend([
+        (labels::NAME.to_owned(), names::APP_NAME.to_owned()),
+        (labels::COMPONENT.to_owned(), names::COMPONENT.to_owned()),
+        (labels::PART_OF.to_owned(), names::PART_OF.to_owned()),
+        (labels::LAYOUT.to_owned(), layout.clone()),
+        (labels::SHARD_FIRST.to_owned(), range.first.to_string()),
+        (labels::SHARD_LAST.to_owned(), range.last.to_string()),
+    ]);
+
+    let http_get = |path: &str| HTTPGetAction {
+        path: Some(path.to_owned()),
+        port: IntOrString::String("http".into()),
+        ..HTTPGetAction::default()
+    };
+
+    let container = Container {
+        name: CONTAINER_NAME.into(),
+        image: Some(spec.image.clone()),
+        image_pull_policy: overrides.image_pull_policy.map(|p| p.as_str().to_owned()),
+        env: Some(worker_env(shardset, name, total, range)),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: i32::from(contract::WORKER_HTTP_PORT),
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(Probe {
+            http_get: Some(http_get(contract::READYZ_PATH)),
+            period_seconds: Some(2),
+            timeout_seconds: Some(2),
+            failure_threshold: Some(3),
+            ..Probe::default()
+        }),
+        liveness_probe: Some(Probe {
+            http_get: Some(http_get(contract::HEALTHZ_PATH)),
+            initial_delay_seconds: Some(10),
+            period_seconds: Some(10),
+            timeout_seconds: Some(3),
+            failure_threshold: Some(3),
+            ..Probe::default()
+        }),
+        resources: overrides.resources.clone(),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..VolumeMount::default()
+        }]),
+        ..Container::default()
+    };
+
+    let pod_spec = PodSpec {
+        containers: vec![container],
+        restart_policy: Some("Always".into()),
+        // Workers talk to Discord and Redis, never to the Kubernetes API.
+        automount_service_account_token: Some(false),
+        // Hundreds of `*_SERVICE_HOST` variables are noise to a worker.
+        enable_service_links: Some(false),
+        // Time to save every session to Redis and close resumably on SIGTERM.
+        termination_grace_period_seconds: Some(30),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(WORKER_UID),
+            run_as_group: Some(WORKER_UID),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..SeccompProfile::default()
+            }),
+            ..PodSecurityContext::default()
+        }),
+        volumes: Some(vec![Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity("16Mi".into())),
+                ..EmptyDirVolumeSource::default()
+            }),
+            ..Volume::default()
+        }]),
+        node_selector: overrides.node_selector.clone(),
+        tolerations: overrides.tolerations.clone(),
+        affinity: overrides.affinity.clone(),
+        image_pull_secrets: overrides.image_pull_secrets.clone(),
+        priority_class_name: overrides.priority_class_name.clone(),
+        ..PodSpec::default()
+    };
+
+    let mut pod = Pod {
+        metadata: ObjectMeta {
+            name: Some(plan::pod_name(name, &layout, range)),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(pod_labels),
+            annotations: overrides.annotations.clone(),
+            owner_references: Some(vec![owner]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(pod_spec),
+        status: None,
+    };
+    let hash = spec_hash(&pod);
+    pod.labels_mut().insert(labels::SPEC_HASH.to_owned(), hash);
+    Ok(pod)
+}
+
+/// Labels shared by every pod of a ShardSet; the operator lists its pods by them.
+pub fn selector_labels(shardset: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (labels::SHARDSET.to_owned(), shardset.to_owned()),
+        (labels::INSTANCE.to_owned(), shardset.to_owned()),
+        (labels::MANAGED_BY.to_owned(), names::MANAGED_BY.to_owned()),
+    ])
+}
+
+/// The worker's env contract for one pod, then the user's extra variables.
+fn worker_env(shardset: &ShardSet, name: &str, total: u32, range: ShardRange) -> Vec<EnvVar> {
+    let spec = &shardset.spec;
+    let value = |name: &str, value: String| EnvVar {
+        name: name.to_owned(),
+        value: Some(value),
+        value_from: None,
+    };
+    let secret = |name: &str, secret: &str, key: &str| EnvVar {
+        name: name.to_owned(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_owned(),
+                key: key.to_owned(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+    };
+
+    let mut vars = vec![
+        value(env::SHARDSET_NAME, name.to_owned()),
+        value(env::SHARDSET_LAYOUT, contract::layout_name(total)),
+        value(env::SHARD_FIRST, range.first.to_string()),
+        value(env::SHARD_LAST, range.last.to_string()),
+        value(env::SHARD_TOTAL, total.to_string()),
+        value(env::DISCORD_INTENTS, spec.intents.to_string()),
+        value(env::DISCORD_API_URL, spec.api_url().to_owned()),
+        value(env::REDIS_URL, spec.redis.url.clone()),
+        value(env::IDENTIFY_RESERVE, spec.identify_reserve.to_string()),
+    ];
+    if let Some(max_concurrency) = spec.max_concurrency {
+        vars.push(value(env::MAX_CONCURRENCY, max_concurrency.to_string()));
+    }
+    if let Some(window) = spec.gateway.as_ref().and_then(|g| g.identify_window_ms) {
+        vars.push(value(env::IDENTIFY_WINDOW_MS, window.to_string()));
+    }
+    vars.push(secret(
+        env::DISCORD_TOKEN,
+        &spec.token_secret_ref.name,
+        &spec.token_secret_ref.key,
+    ));
+    if let Some(redis_secret) = &spec.redis.secret_ref {
+        vars.push(secret(
+            env::REDIS_PASSWORD,
+            &redis_secret.name,
+            &redis_secret.key,
+        ));
+    }
+    vars.push(EnvVar {
+        name: env::POD_NAME.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "metadata.name".into(),
+                api_version: Some("v1".into()),
+            }),
+            ..EnvVarSource::default()
+        }),
+    });
+    vars.extend(
+        spec.pod
+            .as_ref()
+            .and_then(|p| p.env.clone())
+            .unwrap_or_default(),
+    );
+    vars
+}
+
+/// What planning needs to know of an existing pod. `owner_uid` is the ShardSet's uid: only a
+/// pod whose controller reference carries it is ours.
+pub fn observe(pod: &Pod, owner_uid: &str) -> ObservedPod {
+    let labels = pod.labels();
+    let number = |key: &str| labels.get(key).and_then(|v| v.parse::<u32>().ok());
+    let range = match (number(labels::SHARD_FIRST), number(labels::SHARD_LAST)) {
+        (Some(first), Some(last)) if first <= last => Some(ShardRange { first, last }),
+        _ => None,
+    };
+    let owned = pod
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && o.uid == owner_uid);
+    let ready = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    ObservedPod {
+        name: pod.name_any(),
+        owned,
+        layout: labels.get(labels::LAYOUT).cloned(),
+        range,
+        hash: labels.get(labels::SPEC_HASH).cloned(),
+        ready,
+        terminating: pod.metadata.deletion_timestamp.is_some(),
+    }
+}
+
+/// Container states that mean the pod will not become Ready without a change.
+const STUCK_REASONS: &[&str] = &[
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+/// Why a pod is stuck, e.g. `bot-10-0-2: ErrImageNeverPull (Container image "x" is not present
+/// with pull policy of Never)`, or `None` when it is not.
+pub fn stuck_reason(pod: &Pod) -> Option<String> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    statuses.iter().find_map(|cs| {
+        let waiting = cs.state.as_ref()?.waiting.as_ref()?;
+        let reason = waiting.reason.as_deref()?;
+        STUCK_REASONS.contains(&reason).then(|| {
+            let detail: String = waiting
+                .message
+                .as_deref()
+                .unwrap_or_default()
+                .chars()
+                .take(160)
+                .collect();
+            if detail.is_empty() {
+                format!("{}: {reason}", pod.name_any())
+            } else {
+                format!("{}: {reason} ({detail})", pod.name_any())
+            }
+        })
+    })
+}
+
+/// FNV-1a (64 bit) of the pod's labels, annotations and spec as JSON: stable across processes
+/// and versions of the operator (unlike `std`'s hasher), 16 hex digits, a valid label value.
+pub fn spec_hash(pod: &Pod) -> String {
+    #[derive(serde::Serialize)]
+    struct Hashed<'a> {
+        labels: Option<&'a BTreeMap<String, String>>,
+        annotations: Option<&'a BTreeMap<String, String>>,
+        spec: Option<&'a PodSpec>,
+    }
+    let mut labels = pod.metadata.labels.clone();
+    if let Some(labels) = labels.as_mut() {
+        labels.remove(labels::SPEC_HASH);
+    }
+    let bytes = serde_json::to_vec(&Hashed {
+        labels: labels.as_ref(),
+        annotations: pod.metadata.annotations.as_ref(),
+        spec: pod.spec.as_ref(),
+    })
+    .unwrap_or_default();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{GatewaySpec, PodOverrides, ShardSetSpec};
+
+    pub(crate) fn shardset(spec: serde_json::Value) -> ShardSet {
+        let spec: ShardSetSpec = serde_json::from_value(spec).expect("spec");
+        let mut ss = ShardSet::new("bot", spec);
+        ss.metadata.namespace = Some("ns".into());
+        ss.metadata.uid = Some("uid-1".into());
+        ss
+    }
+
+    fn basic() -> ShardSet {
+        shardset(serde_json::json!({
+            "shards": 10,
+            "shardsPerPod": 3,
+            "intents": 513,
+            "image": "worker:dev",
+            "tokenSecretRef": {"name": "bot-token", "key": "token"},
+            "redis": {"url": "redis://redis:6379"}
+        }))
+    }
+
+    fn env_of(pod: &Pod) -> BTreeMap<String, EnvVar> {
+        pod.spec.as_ref().expect("spec").containers[0]
+            .env
+            .clone()
+            .expect("env")
+            .into_iter()
+            .map(|e| (e.name.clone(), e))
+            .collect()
+    }
+
+    fn value<'a>(env: &'a BTreeMap<String, EnvVar>, name: &str) -> &'a str {
+        env[name].value.as_deref().expect("literal value")
+    }
+
+    #[test]
+    fn ten_shards_at_three_per_pod_make_four_pods() {
+        let pods = desired_pods(&basic(), 10).expect("build");
+        let names: Vec<_> = pods.iter().map(|(d, _)| d.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["bot-10-0-2", "bot-10-3-5", "bot-10-6-8", "bot-10-9-9"]
+        );
+        let (_, last) = &pods[3];
+        let env = env_of(last);
+        assert_eq!(value(&env, env::SHARD_FIRST), "9");
+        assert_eq!(value(&env, env::SHARD_LAST), "9");
+        assert_eq!(value(&env, env::SHARD_TOTAL), "10");
+        assert_eq!(value(&env, env::SHARDSET_LAYOUT), "10");
+        assert_eq!(value(&env, env::DISCORD_INTENTS), "513");
+        assert_eq!(value(&env, env::REDIS_URL), "redis://redis:6379");
+        assert_eq!(value(&env, env::DISCORD_API_URL), "https://discord.com/api");
+        assert!(!env.contains_key(env::MAX_CONCURRENCY));
+        let labels = last.labels();
+        assert_eq!(labels[labels::SHARDSET], "bot");
+        assert_eq!(labels[labels::LAYOUT], "10");
+        assert_eq!(labels[labels::SHARD_FIRST], "9");
+        assert_eq!(labels[labels::SHARD_LAST], "9");
+        assert_eq!(labels[labels::MANAGED_BY], names::MANAGED_BY);
+    }
+
+    #[test]
+    fn the_token_is_only_a_secret_key_ref() {
+        let (_, pod) = desired_pods(&basic(), 10).expect("build").remove(0);
+        let env = env_of(&pod);
+        let token = &env[env::DISCORD_TOKEN];
+        assert!(token.value.is_none());
+        let from = token
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .expect("secretKeyRef");
+        assert_eq!(
+            (from.name.as_str(), from.key.as_str()),
+            ("bot-token", "token")
+        );
+        assert_eq!(
+            env[env::POD_NAME]
+                .value_from
+                .as_ref()
+                .and_then(|v| v.field_ref.as_ref())
+                .map(|f| f.field_path.as_str()),
+            Some("metadata.name")
+        );
+    }
+
+    #[test]
+    fn pods_are_restricted_and_probed() {
+        let (_, pod) = desired_pods(&basic(), 10).expect("build").remove(0);
+        let spec = pod.spec.as_ref().expect("spec");
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        let psc = spec.security_context.as_ref().expect("pod security");
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(
+            psc.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+            Some("RuntimeDefault")
+        );
+        let c = &spec.containers[0];
+        let sc = c.security_context.as_ref().expect("container security");
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
+            Some(vec!["ALL".to_string()])
+        );
+        let path = |p: &Option<Probe>| {
+            p.as_ref()
+                .and_then(|p| p.http_get.as_ref())
+                .and_then(|h| h.path.clone())
+        };
+        assert_eq!(path(&c.readiness_probe).as_deref(), Some("/readyz"));
+        assert_eq!(path(&c.liveness_probe).as_deref(), Some("/healthz"));
+        let owner = &pod.metadata.owner_references.as_ref().expect("owner")[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("ShardSet", "uid-1")
+        );
+        assert_eq!(owner.controller, Some(true));
+    }
+
+    #[test]
+    fn the_hash_is_stable_and_follows_the_spec() {
+        let a = desired_pods(&basic(), 10).expect("build");
+        let b = desired_pods(&basic(), 10).expect("build");
+        assert_eq!(a[0].0.hash, b[0].0.hash);
+        assert_eq!(a[0].0.hash.len(), 16);
+        assert_ne!(a[0].0.hash, a[1].0.hash, "ranges differ, so do the pods");
+
+        let mut changed = basic();
+        changed.spec.image = "worker:v2".into();
+        let c = desired_pods(&changed, 10).expect("build");
+        assert_ne!(a[0].0.hash, c[0].0.hash);
+        // The hash label itself is not part of the hash.
+        assert_eq!(spec_hash(&a[0].1), a[0].0.hash);
+    }
+
+    #[test]
+    fn observing_reads_labels_ownership_and_readiness() {
+        use k8s_openapi::api::core::v1::{
+            ContainerState, ContainerStateWaiting, ContainerStatus, PodCondition, PodStatus,
+        };
+        let (desired, mut pod) = desired_pods(&basic(), 10).expect("build").remove(1);
+        let seen = observe(&pod, "uid-1");
+        assert!(seen.owned && !seen.ready && !seen.terminating);
+        assert_eq!(seen.range, Some(desired.range));
+        assert_eq!(seen.hash.as_deref(), Some(desired.hash.as_str()));
+        assert_eq!(seen.layout.as_deref(), Some("10"));
+        assert!(!observe(&pod, "another-uid").owned);
+
+        pod.status = Some(PodStatus {
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                ..PodCondition::default()
+            }]),
+            container_statuses: Some(vec![ContainerStatus {
+                name: CONTAINER_NAME.into(),
+                state: Some(ContainerState {
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some("ErrImageNeverPull".into()),
+                        message: Some("image not present".into()),
+                    }),
+                    ..ContainerState::default()
+                }),
+                ..ContainerStatus::default()
+            }]),
+            ..PodStatus::default()
+        });
+        assert!(observe(&pod, "uid-1").ready);
+        assert_eq!(
+            stuck_reason(&pod).as_deref(),
+            Some("bot-10-3-5: ErrImageNeverPull (image not present)")
+        );
+    }
+
+    #[test]
+    fn optional_settings_reach_the_pod() {
+        let mut ss = basic();
+        ss.spec.max_concurrency = Some(16);
+        ss.spec.gateway = Some(GatewaySpec {
+            api_url: Some("http://fake:8080/api".into()),
+            identify_window_ms: Some(500),
+        });
+        ss.spec.redis.secret_ref = Some(crate::crd::RedisSecretRef {
+            name: "redis".into(),
+            key: "password".into(),
+        });
+        ss.spec.pod = Some(PodOverrides {
+            labels: Some(BTreeMap::from([
+                ("team".to_string(), "bots".to_string()),
+                (labels::SHARDSET.to_string(), "hijack".to_string()),
+            ])),
+            env: Some(vec![EnvVar {
+                name: "RUST_LOG".into(),
+                value: Some("debug".into()),
+                value_from: None,
+            }]),
+            priority_class_name: Some("high".into()),
+            ..PodOverrides::default()
+        });
+        let (_, pod) = desired_pods(&ss, 10).expect("build").remove(0);
+        let env = env_of(&pod);
+        assert_eq!(value(&env, env::MAX_CONCURRENCY), "16");
+        assert_eq!(value(&env, env::IDENTIFY_WINDOW_MS), "500");
+        assert_eq!(value(&env, env::DISCORD_API_URL), "http://fake:8080/api");
+        assert_eq!(value(&env, "RUST_LOG"), "debug");
+        assert!(env[env::REDIS_PASSWORD].value.is_none());
+        assert_eq!(pod.labels()["team"], "bots");
+        assert_eq!(pod.labels()[labels::SHARDSET], "bot", "our labels win");
+        assert_eq!(
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.priority_class_name.as_deref()),
+            Some("high")
+        );
+    }
+}

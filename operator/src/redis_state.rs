@@ -1,0 +1,265 @@
+//! The operator's two uses of the bot's Redis: reading the shard status records the workers
+//! write (`Keys::status`, for `status.guilds` and failed shards), and deleting all of the bot's
+//! keys when its ShardSet is deleted.
+//!
+//! One lazy connection manager per Redis (URL and password); a Redis that failed is not tried
+//! again for [`RETRY_AFTER_FAILURE`], so an unreachable Redis never slows every reconcile.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, IntoConnectionInfo};
+use shard_worker::contract::{Keys, ShardState, ShardStatus};
+use tokio::sync::Mutex;
+
+/// Bound on one Redis round of the operator.
+pub const TIMEOUT: Duration = Duration::from_secs(3);
+/// Quiet period after a failure before the same Redis is tried again.
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(20);
+
+/// Why Redis could not be used. Messages carry the URL (as the user wrote it, minus any
+/// password in it) and the cause.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot use Redis at {url}: {reason}")]
+pub struct RedisError {
+    pub url: String,
+    pub reason: String,
+}
+
+/// Connections to the Redis servers of all ShardSets.
+#[derive(Default)]
+pub struct RedisPool {
+    connections: Mutex<HashMap<u64, Slot>>,
+}
+
+enum Slot {
+    Ready(ConnectionManager),
+    Failed(Instant, RedisError),
+}
+
+impl RedisPool {
+    async fn connection(
+        &self,
+        url: &str,
+        password: Option<&str>,
+    ) -> Result<(u64, ConnectionManager), RedisError> {
+        let key = {
+            let mut h = DefaultHasher::new();
+            (url, password).hash(&mut h);
+            h.finish()
+        };
+        let mut connections = self.connections.lock().await;
+        match connections.get(&key) {
+            Some(Slot::Ready(conn)) => return Ok((key, conn.clone())),
+            Some(Slot::Failed(at, error)) if at.elapsed() < RETRY_AFTER_FAILURE => {
+                return Err(error.clone());
+            }
+            _ => {}
+        }
+        let error = |reason: String| RedisError {
+            url: redact_url(url),
+            reason,
+        };
+        let mut info = url
+            .into_connection_info()
+            .map_err(|e| error(e.to_string()))?;
+        if let Some(password) = password {
+            let settings = info.redis_settings().clone().set_password(password);
+            info = info.set_redis_settings(settings);
+        }
+        let client = redis::Client::open(info).map_err(|e| error(e.to_string()))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1);
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| error(e.to_string()))?;
+        connections.insert(key, Slot::Ready(conn.clone()));
+        Ok((key, conn))
+    }
+
+    async fn failed(&self, key: u64, error: &RedisError) {
+        self.connections
+            .lock()
+            .await
+            .insert(key, Slot::Failed(Instant::now(), error.clone()));
+    }
+
+    /// Runs `op` on the connection for `url`, bounded by [`TIMEOUT`]; a failure parks the
+    /// connection for [`RETRY_AFTER_FAILURE`].
+    async fn with<T, F, Fut>(
+        &self,
+        url: &str,
+        password: Option<&str>,
+        op: F,
+    ) -> Result<T, RedisError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let (key, conn) = self.connection(url, password).await?;
+        let result = match tokio::time::timeout(TIMEOUT, op(conn)).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {}s", TIMEOUT.as_secs()),
+        };
+        let error = RedisError {
+            url: redact_url(url),
+            reason: result,
+        };
+        self.failed(key, &error).await;
+        Err(error)
+    }
+
+    /// The status records of shards `0..total` of layout `total`.
+    pub async fn shard_statuses(
+        &self,
+        url: &str,
+        password: Option<&str>,
+        app_id: u64,
+        total: u32,
+    ) -> Result<Vec<Option<ShardStatus>>, RedisError> {
+        let keys = Keys::new(app_id);
+        let names: Vec<String> = (0..total).map(|shard| keys.status(total, shard)).collect();
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let raw: Vec<Option<String>> = self
+            .with(
+                url,
+                password,
+                |mut conn| async move { conn.mget(names).await },
+            )
+            .await?;
+        Ok(raw
+            .into_iter()
+            .map(|v| v.and_then(|json| serde_json::from_str(&json).ok()))
+            .collect())
+    }
+
+    /// Deletes every key of the bot (`shardset:{<app_id>}:*`): sessions, leases, shard status,
+    /// gates, queues, budget, active layout, and the epoch marker. Deleting the epoch is what
+    /// makes deleting gates safe: the take-gate script grants nothing for a full window after it
+    /// finds the marker missing (DESIGN §3, the epoch marker). Returns how many keys went.
+    ///
+    /// The keys belong to the bot, not to one ShardSet: run one ShardSet per bot.
+    pub async fn cleanup(
+        &self,
+        url: &str,
+        password: Option<&str>,
+        app_id: u64,
+    ) -> Result<u64, RedisError> {
+        let pattern = format!("{}:*", Keys::new(app_id).prefix());
+        self.with(url, password, |mut conn| async move {
+            let mut deleted: u64 = 0;
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(500)
+                    .query_async(&mut conn)
+                    .await?;
+                if !batch.is_empty() {
+                    let n: u64 = conn.unlink(batch).await?;
+                    deleted += n;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            Ok(deleted)
+        })
+        .await
+    }
+}
+
+/// What the shard records say, for the status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardSummary {
+    /// Sum of guilds over the shards that reported; `None` when none did.
+    pub guilds: Option<u64>,
+    /// Shards closed for good: `(shard, pod, reason)`.
+    pub failed: Vec<(u32, String, String)>,
+}
+
+/// Sums the records of one layout.
+pub fn summarize(records: &[Option<ShardStatus>]) -> ShardSummary {
+    let mut summary = ShardSummary::default();
+    for (shard, record) in records.iter().enumerate() {
+        let Some(record) = record else { continue };
+        *summary.guilds.get_or_insert(0) += u64::from(record.guilds);
+        if record.state == ShardState::Fatal {
+            summary.failed.push((
+                shard as u32,
+                record.pod.clone(),
+                record
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "closed for good".into()),
+            ));
+        }
+    }
+    summary
+}
+
+/// The URL without a password (`redis://:secret@host` → `redis://:***@host`).
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => "<unparsable URL>".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(state: ShardState, guilds: u32) -> Option<ShardStatus> {
+        Some(ShardStatus {
+            state,
+            guilds,
+            pod: "bot-4-0-1".into(),
+            reason: (state == ShardState::Fatal).then(|| "4014 disallowed intents".into()),
+            updated_at_ms: 1,
+        })
+    }
+
+    #[test]
+    fn sums_guilds_and_lists_failed_shards() {
+        let s = summarize(&[
+            record(ShardState::Ready, 10),
+            None,
+            record(ShardState::Fatal, 0),
+            record(ShardState::Ready, 5),
+        ]);
+        assert_eq!(s.guilds, Some(15));
+        assert_eq!(
+            s.failed,
+            vec![(
+                2,
+                "bot-4-0-1".to_string(),
+                "4014 disallowed intents".to_string()
+            )]
+        );
+        assert_eq!(summarize(&[None, None]).guilds, None);
+    }
+
+    #[test]
+    fn urls_lose_their_password() {
+        assert_eq!(
+            redact_url("redis://:hunter2@redis:6379/0"),
+            "redis://:***@redis:6379/0"
+        );
+        assert_eq!(redact_url("redis://redis:6379"), "redis://redis:6379");
+    }
+}

@@ -1,0 +1,531 @@
+//! The ShardSet status, without a client: counts from the plan, facts from Discord and Redis,
+//! and the `Ready` / `Progressing` / `Degraded` conditions with reasons a user can act on.
+//!
+//! A condition keeps its `lastTransitionTime` while its status does not change, and fields that
+//! drift by themselves (the budget's reset time) keep their old value within a tolerance, so that
+//! an unchanged world produces an identical status and no write.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use crate::crd::{LayoutStatus, SessionStartLimitStatus, ShardSetStatus};
+use crate::plan::Progress;
+
+/// Condition types.
+pub mod condition {
+    pub const READY: &str = "Ready";
+    pub const PROGRESSING: &str = "Progressing";
+    pub const DEGRADED: &str = "Degraded";
+}
+
+/// Something the user (or the world) must fix. The variant is the condition reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// The token Secret or its key is missing or empty. Blocks pod creation.
+    TokenSecretMissing(String),
+    /// Discord answered 401 to the token. Blocks pod creation.
+    InvalidToken(String),
+    /// The Redis password Secret or its key is missing. Blocks pod creation.
+    RedisSecretMissing(String),
+    /// `autoShards` is set but Discord has not told us a shard count yet. Blocks pod creation.
+    ShardCountUnknown(String),
+    /// Discord's REST API cannot be reached or answers errors.
+    GatewayUnreachable(String),
+    /// Discord rate limited us; we wait as told.
+    DiscordRateLimited(String),
+    /// The operator cannot read the workers' shard status from Redis.
+    RedisUnreachable(String),
+    /// A worker reports a shard closed for good (4004, 4010–4014).
+    ShardFailed(String),
+    /// Pods cannot start (image pull, crash loop, bad config).
+    PodsFailing(String),
+}
+
+impl Problem {
+    /// The condition reason (and Event reason).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::TokenSecretMissing(_) => "TokenSecretMissing",
+            Self::InvalidToken(_) => "InvalidToken",
+            Self::RedisSecretMissing(_) => "RedisSecretMissing",
+            Self::ShardCountUnknown(_) => "ShardCountUnknown",
+            Self::GatewayUnreachable(_) => "GatewayUnreachable",
+            Self::DiscordRateLimited(_) => "DiscordRateLimited",
+            Self::RedisUnreachable(_) => "RedisUnreachable",
+            Self::ShardFailed(_) => "ShardFailed",
+            Self::PodsFailing(_) => "PodsFailing",
+        }
+    }
+
+    /// What is wrong and what to do, for a human.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::TokenSecretMissing(m)
+            | Self::InvalidToken(m)
+            | Self::RedisSecretMissing(m)
+            | Self::ShardCountUnknown(m)
+            | Self::GatewayUnreachable(m)
+            | Self::DiscordRateLimited(m)
+            | Self::RedisUnreachable(m)
+            | Self::ShardFailed(m)
+            | Self::PodsFailing(m) => m,
+        }
+    }
+
+    /// True when no pod may be created while this holds: pods would crash-loop and could burn the
+    /// daily Identify budget.
+    pub fn blocks_pods(&self) -> bool {
+        matches!(
+            self,
+            Self::TokenSecretMissing(_)
+                | Self::InvalidToken(_)
+                | Self::RedisSecretMissing(_)
+                | Self::ShardCountUnknown(_)
+        )
+    }
+}
+
+/// `GET /gateway/bot` as last read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayFacts {
+    pub recommended_shards: u32,
+    pub max_concurrency: u32,
+    pub session_total: u32,
+    pub session_remaining: u32,
+    /// When the budget resets (fetch time + `reset_after`).
+    pub reset_at: Timestamp,
+}
+
+/// Everything the status is made of.
+#[derive(Debug, Clone, Default)]
+pub struct Observed<'a> {
+    pub generation: Option<i64>,
+    pub total: Option<u32>,
+    pub target_layout: Option<String>,
+    pub progress: Progress,
+    pub problems: &'a [Problem],
+    pub gateway: Option<&'a GatewayFacts>,
+    /// `spec.maxConcurrency`, which wins over Discord's.
+    pub max_concurrency_override: Option<u32>,
+    pub application_id: Option<u64>,
+    pub guilds: Option<u64>,
+    pub selector: String,
+}
+
+/// A budget reset time that moved less than this is not rewritten (each read of `reset_after`
+/// gives a slightly different instant).
+const RESET_AT_TOLERANCE: SignedDuration = SignedDuration::from_secs(120);
+
+/// Builds the status; `previous` supplies transition times and tolerated values.
+pub fn build(
+    observed: &Observed<'_>,
+    previous: Option<&ShardSetStatus>,
+    now: Timestamp,
+) -> ShardSetStatus {
+    let p = &observed.progress;
+    let session_start_limit = observed.gateway.map(|g| {
+        let reset_at = previous
+            .and_then(|s| s.session_start_limit.as_ref())
+            .map(|s| s.reset_at.0)
+            .filter(|old| old.duration_since(g.reset_at).abs() < RESET_AT_TOLERANCE)
+            .unwrap_or(g.reset_at);
+        SessionStartLimitStatus {
+            total: g.session_total,
+            remaining: g.session_remaining,
+            reset_at: Time(reset_at),
+        }
+    });
+    let previous_conditions = previous.map(|s| s.conditions.as_slice()).unwrap_or(&[]);
+    let conditions = conditions(observed)
+        .into_iter()
+        .map(|(type_, status, reason, message)| {
+            let last_transition_time = previous_conditions
+                .iter()
+                .find(|c| c.type_ == type_ && c.status == status)
+                .map(|c| c.last_transition_time.clone())
+                .unwrap_or(Time(now));
+            Condition {
+                type_: type_.to_owned(),
+                status: status.to_owned(),
+                reason: reason.to_owned(),
+                message,
+                observed_generation: observed.generation,
+                last_transition_time,
+            }
+        })
+        .collect();
+
+    ShardSetStatus {
+        observed_generation: observed.generation,
+        shards: observed.total,
+        ready_shards: p.ready_shards,
+        pods: p.owned_pods,
+        ready_pods: p.owned_ready_pods,
+        guilds: observed.guilds,
+        recommended_shards: observed.gateway.map(|g| g.recommended_shards),
+        max_concurrency: observed
+            .max_concurrency_override
+            .or(observed.gateway.map(|g| g.max_concurrency)),
+        session_start_limit,
+        application_id: observed.application_id.map(|id| id.to_string()),
+        layout: observed.target_layout.as_ref().map(|target| LayoutStatus {
+            current: current_layout(target, p),
+            target: target.clone(),
+        }),
+        selector: Some(observed.selector.clone()),
+        conditions,
+    }
+}
+
+/// The layout that serves: the target once complete, else a complete older one.
+fn current_layout(target: &str, p: &Progress) -> Option<String> {
+    if p.desired_pods > 0 && p.target_complete() {
+        Some(target.to_owned())
+    } else {
+        p.complete_old_layouts.last().cloned()
+    }
+}
+
+type Cond = (&'static str, &'static str, &'static str, String);
+
+fn conditions(o: &Observed<'_>) -> Vec<Cond> {
+    let p = &o.progress;
+    let blocking = o.problems.iter().find(|p| p.blocks_pods());
+    let layout = o.target_layout.as_deref().unwrap_or("?");
+
+    let ready: Cond = if let Some(problem) = blocking {
+        (
+            condition::READY,
+            "False",
+            problem.reason(),
+            problem.message().to_owned(),
+        )
+    } else if p.desired_pods > 0 && p.target_complete() && p.old_layout_pods == 0 {
+        (
+            condition::READY,
+            "True",
+            "AllShardsReady",
+            format!(
+                "{} of {} shards ready in {} pods (layout {layout})",
+                p.ready_shards, p.desired_shards, p.ready_pods
+            ),
+        )
+    } else if p.old_layout_pods > 0 {
+        (
+            condition::READY,
+            "False",
+            "Resharding",
+            format!(
+                "layout {layout} is starting beside the old one: {} of {} shards ready",
+                p.ready_shards, p.desired_shards
+            ),
+        )
+    } else {
+        (
+            condition::READY,
+            "False",
+            "ShardsNotReady",
+            format!(
+                "{} of {} shards ready ({} of {} pods)",
+                p.ready_shards, p.desired_shards, p.ready_pods, p.desired_pods
+            ),
+        )
+    };
+
+    let progressing: Cond = if let Some(problem) = blocking {
+        (
+            condition::PROGRESSING,
+            "False",
+            problem.reason(),
+            "no pods are created until the problem in the Degraded condition is fixed".into(),
+        )
+    } else if p.settled() {
+        (
+            condition::PROGRESSING,
+            "False",
+            "Stable",
+            format!(
+                "layout {layout} runs {} shards in {} pods",
+                p.desired_shards, p.desired_pods
+            ),
+        )
+    } else if p.old_layout_pods > 0 {
+        (
+            condition::PROGRESSING,
+            "True",
+            "Resharding",
+            format!(
+                "moving to layout {layout}: {} pods of older layouts remain",
+                p.old_layout_pods
+            ),
+        )
+    } else if p.drifted_pods > 0 || p.outside_plan_pods > 0 {
+        (
+            condition::PROGRESSING,
+            "True",
+            "RollingUpdate",
+            format!(
+                "replacing pods one at a time: {} with a changed spec, {} with an old shard range",
+                p.drifted_pods, p.outside_plan_pods
+            ),
+        )
+    } else if p.present_pods < p.desired_pods {
+        (
+            condition::PROGRESSING,
+            "True",
+            "CreatingPods",
+            format!("{} of {} pods exist", p.present_pods, p.desired_pods),
+        )
+    } else if p.terminating_pods > 0 {
+        (
+            condition::PROGRESSING,
+            "True",
+            "DeletingPods",
+            format!("{} pods are terminating", p.terminating_pods),
+        )
+    } else {
+        (
+            condition::PROGRESSING,
+            "True",
+            "WaitingForPods",
+            format!("{} of {} pods Ready", p.ready_pods, p.desired_pods),
+        )
+    };
+
+    let degraded: Cond = match o.problems {
+        [] => (condition::DEGRADED, "False", "AsExpected", String::new()),
+        [first, rest @ ..] => {
+            let mut message = first.message().to_owned();
+            for other in rest {
+                message.push_str(&format!("; also {}: {}", other.reason(), other.message()));
+            }
+            (condition::DEGRADED, "True", first.reason(), message)
+        }
+    };
+
+    vec![ready, progressing, degraded]
+}
+
+/// The `Degraded` condition's reason and message in `status`, if it is True.
+pub fn degraded(status: Option<&ShardSetStatus>) -> Option<(&str, &str)> {
+    status?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::DEGRADED && c.status == "True")
+        .map(|c| (c.reason.as_str(), c.message.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).expect("time")
+    }
+
+    fn settled() -> Progress {
+        Progress {
+            desired_pods: 4,
+            desired_shards: 10,
+            present_pods: 4,
+            ready_pods: 4,
+            ready_shards: 10,
+            owned_pods: 4,
+            owned_ready_pods: 4,
+            ..Progress::default()
+        }
+    }
+
+    fn observed(progress: Progress, problems: &[Problem]) -> Observed<'_> {
+        Observed {
+            generation: Some(3),
+            total: Some(10),
+            target_layout: Some("10".into()),
+            progress,
+            problems,
+            selector: "shardset.io/shardset=bot".into(),
+            ..Observed::default()
+        }
+    }
+
+    fn cond<'a>(status: &'a ShardSetStatus, type_: &str) -> &'a Condition {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .expect("condition")
+    }
+
+    #[test]
+    fn settled_shardset_is_ready_and_stable() {
+        let status = build(&observed(settled(), &[]), None, t(0));
+        assert_eq!(status.shards, Some(10));
+        assert_eq!(status.ready_shards, 10);
+        assert_eq!(status.pods, 4);
+        assert_eq!(status.observed_generation, Some(3));
+        let ready = cond(&status, condition::READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "AllShardsReady")
+        );
+        assert_eq!(ready.message, "10 of 10 shards ready in 4 pods (layout 10)");
+        assert_eq!(cond(&status, condition::PROGRESSING).reason, "Stable");
+        assert_eq!(cond(&status, condition::DEGRADED).status, "False");
+        assert_eq!(
+            status.layout,
+            Some(LayoutStatus {
+                current: Some("10".into()),
+                target: "10".into()
+            })
+        );
+    }
+
+    #[test]
+    fn unchanged_world_gives_an_identical_status() {
+        let first = build(&observed(settled(), &[]), None, t(0));
+        let again = build(&observed(settled(), &[]), Some(&first), t(60));
+        assert_eq!(first, again, "no write in a steady state");
+    }
+
+    #[test]
+    fn transition_time_changes_only_with_the_status() {
+        let starting = Progress {
+            ready_pods: 2,
+            ready_shards: 6,
+            owned_ready_pods: 2,
+            ..settled()
+        };
+        let first = build(&observed(starting.clone(), &[]), None, t(0));
+        let later = build(
+            &observed(
+                Progress {
+                    ready_pods: 3,
+                    ..starting
+                },
+                &[],
+            ),
+            Some(&first),
+            t(5),
+        );
+        assert_eq!(
+            cond(&later, condition::READY).last_transition_time,
+            Time(t(0)),
+            "still False: time kept though the message changed"
+        );
+        let ready = build(&observed(settled(), &[]), Some(&later), t(9));
+        assert_eq!(
+            cond(&ready, condition::READY).last_transition_time,
+            Time(t(9))
+        );
+    }
+
+    #[test]
+    fn a_missing_secret_blocks_and_says_what_is_missing() {
+        let problems = [Problem::TokenSecretMissing(
+            "Secret \"bot-token\" not found in namespace \"ns\"".into(),
+        )];
+        let status = build(&observed(Progress::default(), &problems), None, t(0));
+        for type_ in [condition::READY, condition::DEGRADED] {
+            let c = cond(&status, type_);
+            assert_eq!(c.reason, "TokenSecretMissing");
+            assert!(c.message.contains("bot-token"), "{}", c.message);
+        }
+        assert_eq!(cond(&status, condition::READY).status, "False");
+        assert_eq!(cond(&status, condition::DEGRADED).status, "True");
+        assert_eq!(cond(&status, condition::PROGRESSING).status, "False");
+    }
+
+    #[test]
+    fn non_blocking_problems_degrade_but_keep_ready() {
+        let problems = [
+            Problem::GatewayUnreachable("cannot reach the Discord API".into()),
+            Problem::RedisUnreachable("connection refused".into()),
+        ];
+        let status = build(&observed(settled(), &problems), None, t(0));
+        assert_eq!(cond(&status, condition::READY).status, "True");
+        let degraded = cond(&status, condition::DEGRADED);
+        assert_eq!(degraded.reason, "GatewayUnreachable");
+        assert!(degraded.message.contains("also RedisUnreachable"));
+        assert_eq!(
+            super::degraded(Some(&status)).map(|d| d.0),
+            Some("GatewayUnreachable")
+        );
+    }
+
+    #[test]
+    fn progress_reasons() {
+        let creating = Progress {
+            present_pods: 1,
+            ready_pods: 1,
+            ..settled()
+        };
+        let s = build(&observed(creating, &[]), None, t(0));
+        assert_eq!(cond(&s, condition::PROGRESSING).reason, "CreatingPods");
+        assert_eq!(cond(&s, condition::READY).reason, "ShardsNotReady");
+
+        let resharding = Progress {
+            old_layout_pods: 4,
+            complete_old_layouts: vec!["8".into()],
+            ready_pods: 0,
+            ready_shards: 0,
+            ..settled()
+        };
+        let s = build(&observed(resharding, &[]), None, t(0));
+        assert_eq!(cond(&s, condition::PROGRESSING).reason, "Resharding");
+        assert_eq!(cond(&s, condition::READY).reason, "Resharding");
+        assert_eq!(s.layout.and_then(|l| l.current), Some("8".into()));
+
+        let rolling = Progress {
+            drifted_pods: 2,
+            ..settled()
+        };
+        let s = build(&observed(rolling, &[]), None, t(0));
+        assert_eq!(cond(&s, condition::PROGRESSING).reason, "RollingUpdate");
+    }
+
+    #[test]
+    fn budget_reset_jitter_is_not_a_change() {
+        let facts = |reset: i64, remaining| GatewayFacts {
+            recommended_shards: 9,
+            max_concurrency: 1,
+            session_total: 1000,
+            session_remaining: remaining,
+            reset_at: t(reset),
+        };
+        let a = facts(86_000, 990);
+        let first = build(
+            &Observed {
+                gateway: Some(&a),
+                ..observed(settled(), &[])
+            },
+            None,
+            t(0),
+        );
+        let b = facts(86_003, 990);
+        let again = build(
+            &Observed {
+                gateway: Some(&b),
+                ..observed(settled(), &[])
+            },
+            Some(&first),
+            t(3),
+        );
+        assert_eq!(first, again);
+        assert_eq!(again.recommended_shards, Some(9));
+        assert_eq!(again.max_concurrency, Some(1));
+
+        let c = facts(90_000, 980);
+        let moved = build(
+            &Observed {
+                gateway: Some(&c),
+                max_concurrency_override: Some(4),
+                ..observed(settled(), &[])
+            },
+            Some(&first),
+            t(3),
+        );
+        let limit = moved.session_start_limit.expect("limit");
+        assert_eq!((limit.remaining, limit.reset_at), (980, Time(t(90_000))));
+        assert_eq!(moved.max_concurrency, Some(4), "the override wins");
+    }
+}

@@ -1,0 +1,32 @@
+//! Logging: JSON lines by default (one object per event, stable keys `shardset`, `namespace`,
+//! `pod`, `layout`), or human-readable text for runs by hand. `RUST_LOG` filters as usual.
+//! The token never reaches a log line: it lives in `shard_worker::token::Token`, which prints
+//! `<redacted>`.
+
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Installs the global subscriber. Default filter: `info` for us, `warn` for the libraries.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,kube=warn,kube_lease_manager=warn"));
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(true),
+            )
+            .init(),
+        LogFormat::Text => registry.with(fmt::layer()).init(),
+    }
+}
