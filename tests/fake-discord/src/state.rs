@@ -299,7 +299,15 @@ impl Fake {
     pub fn disconnect(&self, connection: u64, session: Option<&Arc<Session>>, code: Option<u16>) {
         lock(&self.connections).remove(&connection);
         self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
-        let Some(session) = session else { return };
+        if let Some(session) = session {
+            self.release(connection, session, code);
+        }
+    }
+
+    /// Detaches a session from a connection that is closing with `code` (or dropped: `None`):
+    /// it stays resumable or ends as the close code says.
+    pub fn release(&self, connection: u64, session: &Arc<Session>, code: Option<u16>) {
+        self.set_connection_session(connection, None);
         let now = self.clock.now_us();
         let end = {
             let mut state = session.state();

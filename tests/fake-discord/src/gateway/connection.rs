@@ -197,8 +197,12 @@ where
         self.fake.violation(rule, self.origin(), details);
     }
 
-    /// Sends a close frame, waits briefly for the client's, and ends.
+    /// Sends a close frame, waits briefly for the client's, and ends. The session's fate is
+    /// settled before the frame leaves, so reports are right as soon as the client sees it.
     async fn close(&mut self, code: u16, reason: &str) -> End {
+        if let Some(session) = self.session.take() {
+            self.fake.release(self.id, &session, Some(code));
+        }
         let frame = CloseFrame {
             code: WsCloseCode::from(code),
             reason: Utf8Bytes::from(reason.to_owned()),

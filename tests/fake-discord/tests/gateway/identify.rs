@@ -148,3 +148,73 @@ async fn identify_validation_closes_with_discords_codes() -> anyhow::Result<()> 
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn an_exhausted_budget_terminates_every_session_and_resets_the_token() -> anyhow::Result<()> {
+    let fake = fixture::spawn(fake_discord::Config {
+        session_start_limit: 2,
+        identify_window_ms: 0,
+        ..fixture::config()
+    })
+    .await;
+    let (mut a, _) = Client::start(&fake.gateway_url(), TOKEN, [0, 2]).await?;
+    let (mut b, _) = Client::start(&fake.gateway_url(), TOKEN, [1, 2]).await?;
+    let mut c = Client::connect(&fake.gateway_url(), true).await?;
+    c.expect_op(10).await?;
+    c.identify(TOKEN, [0, 2], INTENTS).await?;
+    assert_eq!(c.closed().await?, Some(4004));
+    assert_eq!(a.closed().await?, Some(4004));
+    assert_eq!(b.closed().await?, Some(4004));
+
+    let violations: Vec<Violation> = fixture::get(&fake, "violations").await;
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_eq!(violations[0].rule, Rule::BudgetExhausted);
+    let sessions: Vec<fake_discord::control::SessionInfo> = fixture::get(&fake, "sessions").await;
+    assert!(sessions.is_empty());
+
+    // The token is reset: REST and the gateway refuse it.
+    let http = fixture::http();
+    let bot = http
+        .get(format!("{}/v10/gateway/bot", fake.api_url()))
+        .header("Authorization", format!("Bot {TOKEN}"))
+        .send()
+        .await?;
+    assert_eq!(bot.status(), 401);
+    let mut d = Client::connect(&fake.gateway_url(), true).await?;
+    d.expect_op(10).await?;
+    d.identify(TOKEN, [0, 1], INTENTS).await?;
+    assert_eq!(d.closed().await?, Some(4004));
+
+    // A reset brings everything back.
+    let reset = http
+        .post(format!("{}/reset", fake.control_url()))
+        .send()
+        .await?;
+    assert!(reset.status().is_success());
+    let budget: fake_discord::control::BudgetInfo = fixture::get(&fake, "budget").await;
+    assert_eq!(budget.remaining, 2);
+    Client::start(&fake.gateway_url(), TOKEN, [0, 1]).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_budget_refills_after_its_period_and_can_be_set() -> anyhow::Result<()> {
+    let fake = fixture::spawn(fake_discord::Config {
+        session_start_limit: 5,
+        budget_reset_ms: 400,
+        identify_window_ms: 0,
+        ..fixture::config()
+    })
+    .await;
+    Client::start(&fake.gateway_url(), TOKEN, [0, 1]).await?;
+    let budget: fake_discord::control::BudgetInfo = fixture::get(&fake, "budget").await;
+    assert_eq!(budget.remaining, 4);
+    assert!(budget.reset_after <= 400);
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let budget: fake_discord::control::BudgetInfo = fixture::get(&fake, "budget").await;
+    assert_eq!(budget.remaining, 5);
+    let budget: fake_discord::control::BudgetInfo =
+        fixture::post(&fake, "budget", json!({"remaining": 1})).await;
+    assert_eq!(budget.remaining, 1);
+    Ok(())
+}
