@@ -4,12 +4,12 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help test lint unit generate check-generated cluster cluster-down images demo bench
+.PHONY: help test lint unit generate check-generated cluster cluster-down images e2e demo bench
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-test: lint check-generated unit ## Everything CI runs: lint, generated files, unit and in-process tests.
+test: lint check-generated unit e2e ## Everything CI runs: lint, generated files, unit, in-process and cluster tests.
 
 lint: ## cargo fmt --check and clippy -D warnings.
 	$(CARGO) fmt --all -- --check
@@ -21,7 +21,22 @@ unit: ## Unit tests and the in-process tests (fake Discord, real redis-server).
 generate: ## Regenerate the CRD YAML from the Rust types.
 	$(CARGO) run -q -p shardset-operator --bin crdgen > crds/shardset.io_shardsets.yaml.tmp
 	mv crds/shardset.io_shardsets.yaml.tmp crds/shardset.io_shardsets.yaml
+	cp crds/shardset.io_shardsets.yaml charts/shardset-operator/crds/shardset.io_shardsets.yaml
 
 check-generated: ## Fail when the checked-in generated files are stale.
 	@$(CARGO) run -q -p shardset-operator --bin crdgen | diff -u crds/shardset.io_shardsets.yaml - \
 		|| { echo "crds/shardset.io_shardsets.yaml is stale: run make generate" >&2; exit 1; }
+	@diff -u crds/shardset.io_shardsets.yaml charts/shardset-operator/crds/shardset.io_shardsets.yaml \
+		|| { echo "the chart's CRD differs from crds/: run make generate" >&2; exit 1; }
+
+cluster: ## Bring the kind test cluster up (idempotent). Prints exports: eval "$$(make -s cluster)".
+	@tests/cluster/up.sh
+
+cluster-down: ## Delete the test cluster; stop what the harness started (by PID).
+	@tests/cluster/down.sh
+
+images: ## Build the project's images (static, FROM scratch) and kind-load them into the cluster.
+	@tests/cluster/images.sh
+
+e2e: ## Cluster tests on kind: make cluster, make images, then tests/e2e (SHARDSET_E2E=1).
+	@tests/cluster/e2e.sh
