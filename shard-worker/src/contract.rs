@@ -39,8 +39,8 @@ pub mod env {
     pub const IDENTIFY_RESERVE: &str = "IDENTIFY_RESERVE";
     /// Identify window in ms (Discord: 5000). Only shorter against a fake gateway, for tests.
     pub const IDENTIFY_WINDOW_MS: &str = "IDENTIFY_WINDOW_MS";
-    /// Optional: extra hold of a used gate after the window, in ms (default: 5 % of the window,
-    /// between 10 and 500 ms). Covers the time between our send and Discord's receipt.
+    /// Optional: extra hold of a used gate after the window, in ms (default: 2 % of the window,
+    /// between 10 and 250 ms). Covers the time between our send and Discord's receipt.
     pub const IDENTIFY_MARGIN_MS: &str = "IDENTIFY_MARGIN_MS";
     /// Optional: how long a saved session stays resumable, in ms (the TTL of `Keys::session`;
     /// default 180000). Only shorter against a time-scaled fake gateway.

@@ -72,7 +72,7 @@ struct Args {
     /// Identify window in ms (Discord: 5000; shorter only against a time-scaled fake).
     #[arg(long, env = env::IDENTIFY_WINDOW_MS, default_value_t = contract::DISCORD_IDENTIFY_WINDOW_MS)]
     identify_window_ms: u64,
-    /// Extra hold of a used gate after the window, in ms (default: 5 % of the window).
+    /// Extra hold of a used gate after the window, in ms (default: 2 % of the window, 10..250 ms).
     #[arg(long, env = env::IDENTIFY_MARGIN_MS)]
     identify_margin_ms: Option<u64>,
     /// How long saved sessions stay resumable, in ms.

@@ -42,17 +42,17 @@ pub struct GateConfig {
 }
 
 impl GateConfig {
-    /// Sensible timing for a window: margin 5 % of it (at least 10 ms, at most 500 ms),
-    /// `connect_bound` twice the hold, jitter 1 % (at least 2 ms).
+    /// Sensible timing for a window: margin 2 % of it (at least 10 ms, at most 250 ms: 100 ms
+    /// at Discord's 5 s), `connect_bound` twice the hold, jitter 0.5 % (at least 2 ms).
     pub fn new(max_concurrency: u32, window: Duration, reserve: u32) -> Self {
-        let margin = (window / 20).clamp(Duration::from_millis(10), Duration::from_millis(500));
+        let margin = (window / 50).clamp(Duration::from_millis(10), Duration::from_millis(250));
         Self {
             max_concurrency: max_concurrency.max(1),
             window,
             margin,
             connect_bound: (window + margin) * 2,
             reserve,
-            jitter: (window / 100).max(Duration::from_millis(2)),
+            jitter: (window / 200).max(Duration::from_millis(2)),
         }
     }
 
@@ -67,7 +67,7 @@ impl GateConfig {
 
     /// A waiter that has not asked for this long has left its bucket's line.
     fn stale(&self) -> Duration {
-        self.connect_bound() * 3 + Duration::from_secs(1)
+        self.connect_bound() * 2 + Duration::from_secs(1)
     }
 }
 
@@ -190,6 +190,41 @@ impl RedisQueue {
     }
 }
 
+/// Takes a shard out of its bucket's waiting line when its wait is abandoned (the acquire future
+/// dropped: shutdown, lost connection), so it does not hold up higher shard ids until it is stale.
+struct LineGuard {
+    conn: ConnectionManager,
+    queue: String,
+    seen: String,
+    shard: u32,
+    armed: bool,
+}
+
+impl Drop for LineGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut conn = self.conn.clone();
+        let (queue, seen, shard) = (self.queue.clone(), self.seen.clone(), self.shard);
+        runtime.spawn(async move {
+            let result: redis::RedisResult<()> = redis::pipe()
+                .zrem(&queue, shard)
+                .ignore()
+                .hdel(&seen, shard)
+                .ignore()
+                .query_async(&mut conn)
+                .await;
+            if let Err(e) = result {
+                debug!(shard_id = shard, error = %e, "cannot leave the waiting line; it goes stale on its own");
+            }
+        });
+    }
+}
+
 struct RedisPermit {
     conn: ConnectionManager,
     gate: String,
@@ -239,6 +274,13 @@ impl IdentifyQueue for RedisQueue {
     fn acquire<'a>(&'a self, shard: u32, waiting: WaitReporter<'a>) -> BoxFuture<'a, Permit> {
         Box::pin(async move {
             let bucket = contract::bucket(shard, self.config.max_concurrency);
+            let mut line = LineGuard {
+                conn: self.conn.clone(),
+                queue: self.keys.queue(bucket),
+                seen: self.keys.seen(bucket),
+                shard,
+                armed: true,
+            };
             let mut redis_failures = 0u32;
             let mut attempt = 0u64;
             loop {
@@ -249,6 +291,8 @@ impl IdentifyQueue for RedisQueue {
                 let outcome = self.try_take(shard, &owner).await;
                 let pause = match outcome {
                     Ok(Take::Granted { remaining }) => {
+                        // The script already took the shard out of the line.
+                        line.armed = false;
                         debug!(shard_id = shard, bucket, remaining, "Identify gate taken");
                         let handle = RedisPermit {
                             conn: self.conn.clone(),
