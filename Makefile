@@ -41,6 +41,9 @@ images: ## Build the project's images (static, FROM scratch) and kind-load them 
 e2e: ## Cluster tests on kind: make cluster, make images, then tests/e2e (SHARDSET_E2E=1).
 	@tests/cluster/e2e.sh
 
+demo: ## The no-token demo: cluster, images, operator chart + Redis, fake Discord, a ShardSet reaching Ready.
+	@tests/demo/demo.sh
+
 bench: ## Side-by-side benchmarks vs twilight-gateway on the fake Discord (release; prints ratios). BENCH_ARGS=--help
 	$(CARGO) build --release -p shard-worker -p shardset-bench
 	"$${CARGO_TARGET_DIR:-target}/release/shardset-bench" $(BENCH_ARGS)
