@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# `make images`: builds the project's images and, when the cluster is up, loads them into it with
+# `kind load docker-image` (as a user would). Rust binaries are static (musl) and built once, in one
+# cargo invocation; each image is a FROM-scratch Dockerfile in the repo, given a build context that
+# holds its binary. An image whose binary does not build is reported and skipped; the script then
+# exits non-zero after building and loading the others.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+export PATH="$BIN_DIR:$PATH"
+
+TARGET=x86_64-unknown-linux-musl
+TAG="${SHARDSET_IMAGE_TAG:-dev}"
+# The one list: image | Dockerfile | binary (cargo --bin; empty: not a Rust binary).
+IMAGE_LIST=(
+  "shardset/shardset-operator:$TAG|operator/Dockerfile|shardset-operator"
+  "shardset/shard-worker:$TAG|shard-worker/Dockerfile|shard-worker"
+  "shardset/fake-discord:$TAG|tests/fake-discord/Dockerfile|fake-discord"
+  "shardset/cluster-probe:$TAG|tests/cluster/probe/Dockerfile|cluster-probe"
+  "shardset/redis:$TAG|tests/cluster/redis/Dockerfile|"
+)
+
+cd "$REPO_DIR"
+export CC_x86_64_unknown_linux_musl="${CC_x86_64_unknown_linux_musl:-musl-gcc}"
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
+OUT="$TARGET_DIR/$TARGET/release"
+STAGE="$TARGET_DIR/images"
+
+bins=()
+for e in "${IMAGE_LIST[@]}"; do IFS='|' read -r _ _ b <<<"$e"; [[ -n $b ]] && bins+=("--bin" "$b"); done
+failed=()
+log "cargo build --release --target $TARGET ${bins[*]}"
+if ! cargo build --release --target "$TARGET" "${bins[@]}" >&2; then
+  # Find which ones do build (cargo stops at the first error).
+  for e in "${IMAGE_LIST[@]}"; do
+    IFS='|' read -r _ _ b <<<"$e"
+    [[ -z $b ]] && continue
+    cargo build --release --target "$TARGET" --bin "$b" >&2 || failed+=("$b")
+  done
+fi
+
+stage_redis() {
+  local ctx=$1 lib
+  command -v redis-server >/dev/null || { log "redis-server is not installed (deps.sh installs it)"; return 1; }
+  mkdir -p "$ctx/rootfs/usr/bin" "$ctx/data"
+  cp "$(readlink -f "$(command -v redis-server)")" "$ctx/rootfs/usr/bin/redis-server"
+  for lib in $(ldd "$(command -v redis-server)" | grep -oE '/[^ ]+'); do
+    mkdir -p "$ctx/rootfs$(dirname "$lib")"
+    cp -L "$lib" "$ctx/rootfs$lib"
+  done
+}
+
+built=()
+for e in "${IMAGE_LIST[@]}"; do
+  IFS='|' read -r image dockerfile bin <<<"$e"
+  [[ -n $bin && " ${failed[*]} " == *" $bin "* ]] && continue
+  ctx="$STAGE/${image//[\/:]/_}"
+  rm -rf "$ctx"
+  mkdir -p "$ctx"
+  if [[ -n $bin ]]; then
+    cp "$OUT/$bin" "$ctx/"
+    cp /etc/ssl/certs/ca-certificates.crt "$ctx/"
+  else
+    stage_redis "$ctx" || { failed+=("$image"); continue; }
+  fi
+  if DOCKER_BUILDKIT=0 docker build -q -f "$dockerfile" -t "$image" "$ctx" >/dev/null 2>"$ctx.err"; then
+    built+=("$image")
+    log "built $image ($(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.1f MB", $1/1e6}'))"
+  else
+    cat "$ctx.err" >&2
+    failed+=("$image")
+  fi
+done
+
+if kind get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME" && ((${#built[@]})); then
+  t=$SECONDS
+  kind load docker-image --name "$CLUSTER_NAME" "${built[@]}" >&2
+  log "loaded ${#built[@]} images into cluster $CLUSTER_NAME in $((SECONDS - t)) s"
+else
+  log "cluster $CLUSTER_NAME is not up: images built, not loaded (make cluster, then make images)"
+fi
+if ((${#failed[@]})); then
+  log "NOT built (their binaries or Dockerfiles failed): ${failed[*]}"
+  exit 1
+fi

@@ -1,0 +1,170 @@
+//! `cluster-probe`: a tiny program the test cluster's tests run inside pods (image
+//! `shardset/cluster-probe:dev`, built by `make images`).
+//!
+//! - no arguments (or `serve`): serve `/healthz` and `/readyz` (200) on `PORT` (8080), log a line at
+//!   start, and on SIGTERM log it and exit (after `--term-delay` seconds; `--ignore-term` never
+//!   exits on its own: the kubelet's SIGKILL at the end of the grace period ends it). It also
+//!   stands in for the shard worker in operator tests until the real worker image exists.
+//! - `api <path>`: LIST the collection at an API path through the `kubernetes` Service with the pod's service-account
+//!   token (in-cluster config) and print `{"path", "status", "message"}`: 200, or the API's refusal.
+//! - `dns <name>`: resolve a name with the pod's resolver (cluster DNS) and print the addresses.
+//! - `get <host:port> <path>`: one plain HTTP/1.1 GET; print the status code.
+//!
+//! One-shot modes print one JSON line on stdout and exit 0 when the operation itself ran (the
+//! tests judge the answer), non-zero when it could not run at all.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Parser)]
+#[command(version, about = "In-cluster probe for the ShardSet test cluster")]
+struct Cli {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Serve /healthz and /readyz until SIGTERM (the default).
+    Serve(ServeArgs),
+    /// LIST an API collection path in-cluster with the service-account token; report the answer.
+    Api { path: String },
+    /// Resolve a DNS name with the pod's resolver.
+    Dns { name: String },
+    /// One HTTP/1.1 GET of `path` from `addr` (host:port); report the status code.
+    Get { addr: String, path: String },
+}
+
+#[derive(clap::Args, Default)]
+struct ServeArgs {
+    /// Port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    port: u16,
+    /// Seconds to wait after SIGTERM before exiting (shows the grace period is honoured).
+    #[arg(long, default_value_t = 0)]
+    term_delay: u64,
+    /// Log SIGTERM but do not exit (the kubelet's SIGKILL ends the container).
+    #[arg(long)]
+    ignore_term: bool,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().mode.unwrap_or(Mode::Serve(ServeArgs {
+        port: std::env::var("PORT")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(8080),
+        ..ServeArgs::default()
+    })) {
+        Mode::Serve(args) => serve(args).await,
+        Mode::Api { path } => api(&path).await,
+        Mode::Dns { name } => dns(&name).await,
+        Mode::Get { addr, path } => get(&addr, &path).await,
+    }
+}
+
+fn whoami() -> String {
+    let pod = std::env::var("POD_NAME").unwrap_or_else(|_| "?".into());
+    let node = std::env::var("NODE_NAME").unwrap_or_else(|_| "?".into());
+    format!("pod={pod} node={node}")
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let app = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/readyz", axum::routing::get(|| async { "ok\n" }));
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", args.port))
+        .await
+        .with_context(|| format!("bind port {}", args.port))?;
+    let mut term = signal(SignalKind::terminate())?;
+    println!(
+        "cluster-probe serving /healthz and /readyz on :{} ({})",
+        args.port,
+        whoami()
+    );
+    let server = axum::serve(listener, app);
+    tokio::select! {
+        res = server => res.context("server")?,
+        _ = term.recv() => {}
+    }
+    println!("cluster-probe received SIGTERM ({})", whoami());
+    if args.ignore_term {
+        println!("cluster-probe ignoring SIGTERM");
+        loop {
+            term.recv().await;
+            println!("cluster-probe received SIGTERM again, still ignoring it");
+        }
+    }
+    if args.term_delay > 0 {
+        tokio::time::sleep(Duration::from_secs(args.term_delay)).await;
+    }
+    println!("cluster-probe exiting {} s after SIGTERM", args.term_delay);
+    Ok(())
+}
+
+async fn api(path: &str) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("in-cluster kube config")?;
+    // A LIST of the collection at `path` (e.g. /api/v1/namespaces/x/pods).
+    let req = kube::api::Request::new(path)
+        .list(&kube::api::ListParams::default().limit(1))
+        .context("build request")?;
+    let line = match client.request_text(req).await {
+        Ok(_) => json!({"path": path, "status": 200, "message": "ok"}),
+        Err(kube::Error::Api(status)) => {
+            json!({"path": path, "status": status.code, "message": status.message})
+        }
+        Err(e) => bail!("GET {path}: {e}"),
+    };
+    println!("{line}");
+    Ok(())
+}
+
+async fn dns(name: &str) -> anyhow::Result<()> {
+    let addrs: Vec<String> = match tokio::net::lookup_host((name, 0)).await {
+        Ok(it) => it.map(|a| a.ip().to_string()).collect(),
+        Err(e) => {
+            println!(
+                "{}",
+                json!({"name": name, "addresses": [], "error": e.to_string()})
+            );
+            return Ok(());
+        }
+    };
+    println!("{}", json!({"name": name, "addresses": addrs}));
+    Ok(())
+}
+
+async fn get(addr: &str, path: &str) -> anyhow::Result<()> {
+    let host = addr.split(':').next().unwrap_or(addr);
+    let reply = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf).into_owned())
+    })
+    .await;
+    let line = match reply {
+        Ok(Ok(text)) => {
+            let status: u16 = text
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            json!({"addr": addr, "path": path, "status": status})
+        }
+        Ok(Err(e)) => json!({"addr": addr, "path": path, "status": 0, "error": e.to_string()}),
+        Err(_) => json!({"addr": addr, "path": path, "status": 0, "error": "timed out after 10 s"}),
+    };
+    println!("{line}");
+    Ok(())
+}
