@@ -34,12 +34,27 @@ use crate::{Error, Result, apply, names, pods};
 
 /// Requeue while pods are starting, moving or blocked (watch events usually come first).
 const REQUEUE_BUSY: Duration = Duration::from_secs(10);
-/// Requeue in a steady state: refreshes guilds from Redis; writes only if something changed.
-const REQUEUE_STEADY: Duration = Duration::from_secs(60);
 /// How long cleanup waits for the ShardSet's pods to terminate before cleaning Redis anyway.
 const CLEANUP_POD_WAIT: Duration = Duration::from_secs(30);
-/// After this long in deletion, cleanup stops retrying Redis and lets the ShardSet go.
-const CLEANUP_GIVE_UP: SignedDuration = SignedDuration::from_secs(120);
+
+/// Tunables of the controller.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Requeue of a settled ShardSet: refreshes guilds from Redis (and Discord when due);
+    /// writes only if something changed.
+    pub resync: Duration,
+    /// After this long in deletion, cleanup stops retrying Redis and lets the ShardSet go.
+    pub cleanup_give_up: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            resync: Duration::from_secs(60),
+            cleanup_give_up: Duration::from_secs(120),
+        }
+    }
+}
 
 /// Shared state of all reconciles.
 pub struct Context {
@@ -48,11 +63,17 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub discord: Discord,
     pub redis: RedisPool,
+    pub settings: Settings,
 }
 
 impl Context {
     /// `instance` names this replica in Events (`reportingInstance`).
-    pub fn new(client: Client, metrics: Arc<Metrics>, instance: String) -> Self {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        instance: String,
+        settings: Settings,
+    ) -> Self {
         let reporter = Reporter {
             controller: names::EVENT_REPORTER.into(),
             instance: Some(instance),
@@ -63,6 +84,7 @@ impl Context {
             discord: Discord::new(metrics.clone()),
             redis: RedisPool::default(),
             metrics,
+            settings,
         }
     }
 
@@ -407,7 +429,7 @@ async fn apply_shardset(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result
     let mut requeue = if blocked || !plan.is_noop() || !plan.progress.settled() {
         REQUEUE_BUSY
     } else {
-        REQUEUE_STEADY
+        ctx.settings.resync
     };
     if token.is_some() {
         requeue = requeue.min(lookup.next_call_in.max(Duration::from_secs(1)));
@@ -487,6 +509,8 @@ async fn cleanup(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result<Action
         .as_ref()
         .map(|t| Timestamp::now().duration_since(t.0))
         .unwrap_or_default();
+    let give_up =
+        SignedDuration::try_from(ctx.settings.cleanup_give_up).unwrap_or(SignedDuration::MAX);
     let app_id = ctx.discord.cached_app_id(&key).or_else(|| {
         ss.status
             .as_ref()
@@ -533,7 +557,7 @@ async fn cleanup(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result<Action
                     )
                     .await;
                 }
-                Err(error) if in_deletion_for < CLEANUP_GIVE_UP => {
+                Err(error) if in_deletion_for < give_up => {
                     return Err(Error::Cleanup(error.to_string()));
                 }
                 Err(error) => {

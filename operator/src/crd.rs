@@ -97,17 +97,16 @@ pub const RESERVED_ENV: &[&str] = &[
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
     ),
-    validation = Rule::new("size(self.metadata.name) <= 40").message(
-        "metadata.name must be at most 40 characters: pod names append the shard total and range"
-    )
+    validation = Rule::new("size(self.metadata.name) <= 40")
+        .message("metadata.name must be at most 40 characters: pod names append the shard total and range")
 )]
 #[x_kube(
     validation = Rule::new("has(self.shards) != has(self.autoShards)").message(
         "set exactly one of spec.shards (a fixed shard count) or spec.autoShards (count from Discord's recommendation); `kubectl scale` works only with spec.shards"
     ),
-    validation = Rule::new("!has(self.shards) || self.shardsPerPod <= self.shards").message(
-        "spec.shardsPerPod must not exceed spec.shards"
-    )
+    validation = Rule::new("!has(self.shards) || self.shardsPerPod <= self.shards")
+        .message("spec.shardsPerPod must not exceed spec.shards")
+        .field_path(".shardsPerPod")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ShardSetSpec {
@@ -241,9 +240,9 @@ fn default_redis_key() -> String {
 /// Discord REST settings.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[x_kube(
-    validation = Rule::new("!has(self.identifyWindowMs) || self.identifyWindowMs >= 5000 || has(self.apiUrl)").message(
-        "spec.gateway.identifyWindowMs below 5000 (Discord's Identify window) is only allowed together with spec.gateway.apiUrl pointing at a fake Discord"
-    )
+    validation = Rule::new("!has(self.identifyWindowMs) || self.identifyWindowMs >= 5000 || has(self.apiUrl)")
+        .message("spec.gateway.identifyWindowMs below 5000 (Discord's Identify window) is only allowed together with spec.gateway.apiUrl pointing at a fake Discord")
+        .field_path(".identifyWindowMs")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct GatewaySpec {
@@ -409,10 +408,39 @@ impl ShardSetSpec {
 /// Where `make generate` writes the CRD, relative to the repository root.
 pub const CRD_PATH: &str = "crds/shardset.io_shardsets.yaml";
 
+/// The CRD to install: the derived one, with the unsigned integer formats schemars writes
+/// (`uint32`, `uint64`) replaced by the OpenAPI ones the apiserver knows (it warns on every apply
+/// otherwise); the `minimum: 0` beside them keeps the meaning.
+pub fn crd()
+-> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    use kube::CustomResourceExt;
+    fn fix(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::String(format)) = map.get_mut("format") {
+                    match format.as_str() {
+                        "uint32" => *format = "int32".into(),
+                        "uint64" => *format = "int64".into(),
+                        _ => {}
+                    }
+                }
+                map.values_mut().for_each(fix);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(fix),
+            _ => {}
+        }
+    }
+    let crd = ShardSet::crd();
+    let Ok(mut json) = serde_json::to_value(&crd) else {
+        return crd;
+    };
+    fix(&mut json);
+    serde_json::from_value(json).unwrap_or(crd)
+}
+
 /// The CRD as the checked-in YAML file holds it (what `crdgen` prints).
 pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
-    use kube::CustomResourceExt;
-    let yaml = serde_saphyr::to_string(&ShardSet::crd())?;
+    let yaml = serde_saphyr::to_string(&crd())?;
     Ok(format!(
         "# Generated from operator/src/crd.rs by `make generate` (crdgen). Do not edit.\n{yaml}"
     ))
@@ -437,7 +465,14 @@ mod tests {
     }
 
     fn schema_json() -> serde_json::Value {
-        serde_json::to_value(ShardSet::crd()).expect("crd to json")
+        serde_json::to_value(crd()).expect("crd to json")
+    }
+
+    #[test]
+    fn only_openapi_integer_formats() {
+        let json = schema_json().to_string();
+        assert!(!json.contains("uint32") && !json.contains("uint64"));
+        assert!(json.contains("\"int32\""));
     }
 
     #[test]

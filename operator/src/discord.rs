@@ -209,7 +209,11 @@ fn problem(error: &RestError, base: &str, secret: &str, retry: Duration) -> Prob
         RestError::RateLimited { .. } => Problem::DiscordRateLimited(format!(
             "Discord at {base} rate limited the operator; next request in {retry}s"
         )),
-        other => Problem::GatewayUnreachable(format!("{other}; retrying in {retry}s")),
+        // No countdown in the message: it would change the status at every retry.
+        other => Problem::GatewayUnreachable(format!(
+            "{other}; the operator retries with backoff, at most {} s apart",
+            MAX_BACKOFF.as_secs()
+        )),
     }
 }
 

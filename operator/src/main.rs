@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
@@ -14,7 +15,7 @@ use clap::Parser;
 use kube::api::{Api, ListParams};
 use kube::client::ClientBuilder;
 use kube_lease_manager::LeaseManagerBuilder;
-use shardset_operator::controller::{self, Context};
+use shardset_operator::controller::{self, Context, Settings};
 use shardset_operator::crd::ShardSet;
 use shardset_operator::metrics::{self, Metrics};
 use shardset_operator::names;
@@ -49,6 +50,14 @@ struct Args {
     /// This replica's identity in the Lease and in Events (default: pod name, else host-pid).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Seconds between reconciles of a settled ShardSet (shard status from Redis; no write
+    /// unless something changed).
+    #[arg(long, env = "RESYNC_SECONDS", default_value_t = 60)]
+    resync_seconds: u64,
+    /// Seconds after a ShardSet's deletion began when cleanup stops retrying an unreachable
+    /// Redis and lets the ShardSet go.
+    #[arg(long, env = "CLEANUP_GIVE_UP_SECONDS", default_value_t = 120)]
+    cleanup_give_up_seconds: u64,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     log_format: LogFormat,
@@ -109,10 +118,15 @@ async fn main() -> anyhow::Result<()> {
         .context("cannot list ShardSets: is the CRD (crds/shardset.io_shardsets.yaml) installed, and may this service account list shardsets.shardset.io?")?;
 
     let identity = args.identity.clone().unwrap_or_else(default_identity);
+    let settings = Settings {
+        resync: Duration::from_secs(args.resync_seconds.max(1)),
+        cleanup_give_up: Duration::from_secs(args.cleanup_give_up_seconds),
+    };
     let ctx = Arc::new(Context::new(
         client.clone(),
         metrics.clone(),
         identity.clone(),
+        settings,
     ));
 
     if args.no_leader_election {

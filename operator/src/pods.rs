@@ -294,39 +294,49 @@ pub fn observe(pod: &Pod, owner_uid: &str) -> ObservedPod {
     }
 }
 
-/// Container states that mean the pod will not become Ready without a change.
-const STUCK_REASONS: &[&str] = &[
-    "CrashLoopBackOff",
-    "ImagePullBackOff",
-    "ErrImagePull",
-    "ErrImageNeverPull",
-    "InvalidImageName",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-    "RunContainerError",
-];
-
-/// Why a pod is stuck, e.g. `bot-10-0-2: ErrImageNeverPull (Container image "x" is not present
-/// with pull policy of Never)`, or `None` when it is not.
+/// Why a pod is stuck (it will not become Ready without a change), or `None`.
+///
+/// The text is stable while the cause lasts, so the status does not churn: the kubelet alternates
+/// `ErrImagePull` and `ImagePullBackOff`, and a crash-looping container is `Running` between
+/// back-offs, so both are described by what stays true (the image, the last exit code).
 pub fn stuck_reason(pod: &Pod) -> Option<String> {
-    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
-    statuses.iter().find_map(|cs| {
-        let waiting = cs.state.as_ref()?.waiting.as_ref()?;
-        let reason = waiting.reason.as_deref()?;
-        STUCK_REASONS.contains(&reason).then(|| {
-            let detail: String = waiting
-                .message
-                .as_deref()
-                .unwrap_or_default()
-                .chars()
-                .take(160)
-                .collect();
-            if detail.is_empty() {
-                format!("{}: {reason}", pod.name_any())
-            } else {
-                format!("{}: {reason} ({detail})", pod.name_any())
+    let status = pod.status.as_ref()?;
+    let name = pod.name_any();
+    let ready = status
+        .conditions
+        .as_ref()
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    status.container_statuses.as_ref()?.iter().find_map(|cs| {
+        let waiting = cs.state.as_ref().and_then(|s| s.waiting.as_ref());
+        let reason = waiting
+            .and_then(|w| w.reason.as_deref())
+            .unwrap_or_default();
+        let last_exit = cs
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .map(|t| t.exit_code);
+        match reason {
+            "ErrImagePull" | "ImagePullBackOff" | "ErrImageNeverPull" | "InvalidImageName" => {
+                Some(format!("{name}: cannot pull image \"{}\"", cs.image))
             }
-        })
+            "CreateContainerConfigError" | "CreateContainerError" | "RunContainerError" => {
+                let detail: String = waiting
+                    .and_then(|w| w.message.as_deref())
+                    .unwrap_or_default()
+                    .chars()
+                    .take(160)
+                    .collect();
+                Some(format!("{name}: {reason} ({detail})"))
+            }
+            _ if !ready && (reason == "CrashLoopBackOff" || cs.restart_count >= 2) => {
+                Some(match last_exit {
+                    Some(code) => format!("{name}: keeps restarting (last exit code {code})"),
+                    None => format!("{name}: keeps restarting"),
+                })
+            }
+            _ => None,
+        }
     })
 }
 
@@ -529,10 +539,23 @@ mod tests {
             ..PodStatus::default()
         });
         assert!(observe(&pod, "uid-1").ready);
-        assert_eq!(
-            stuck_reason(&pod).as_deref(),
-            Some("bot-10-3-5: ErrImageNeverPull (image not present)")
-        );
+        let stuck = stuck_reason(&pod);
+        assert_eq!(stuck.as_deref(), Some("bot-10-3-5: cannot pull image \"\""));
+        // The kubelet's back-off state reads the same, so the status does not churn.
+        if let Some(cs) = pod
+            .status
+            .as_mut()
+            .and_then(|s| s.container_statuses.as_mut())
+        {
+            cs[0].state = Some(ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some("ImagePullBackOff".into()),
+                    message: Some("Back-off pulling image".into()),
+                }),
+                ..ContainerState::default()
+            });
+        }
+        assert_eq!(stuck_reason(&pod), stuck);
     }
 
     #[test]
