@@ -14,8 +14,9 @@ use flate2::{Decompress, FlushDecompress, Status};
 pub const ZLIB_SUFFIX: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
 /// Output capacity kept between messages; a larger buffer (after a big GUILD_CREATE) is released
-/// so that thousands of idle shards do not each hold their largest message forever.
-const KEEP_CAPACITY: usize = 32 * 1024;
+/// so that thousands of idle shards do not each hold their largest message forever. Typical
+/// events (MESSAGE_CREATE, presence updates) fit.
+const KEEP_CAPACITY: usize = 8 * 1024;
 
 /// Why a frame could not be inflated: the stream is corrupt and the connection must be dropped.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +64,7 @@ impl ZlibStream {
             return Ok(None);
         }
         if self.output.capacity() > KEEP_CAPACITY {
-            self.output = Vec::with_capacity(KEEP_CAPACITY);
+            self.output = Vec::new();
         }
         self.output.clear();
         if self.pending.is_empty() {

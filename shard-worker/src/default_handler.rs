@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use tracing::warn;
 
 use crate::forward::Forwarder;
-use crate::handler::{Dispatch, Handler, opt_snowflake};
+use crate::handler::{Dispatch, Handler, guild_id, opt_snowflake};
 use crate::rest::DiscordRest;
 
 /// What the cache knows of a guild.
@@ -54,7 +54,7 @@ impl GuildCache {
     }
 
     /// Applies one dispatch; returns false when the event does not concern the cache.
-    pub fn apply(&self, shard: u32, event: &str, guild_id: Option<u64>, data: &RawValue) -> bool {
+    pub fn apply(&self, shard: u32, event: &str, data: &RawValue) -> bool {
         match event {
             "READY" => {
                 let Ok(ready) = serde_json::from_str::<ReadyGuilds>(data.get()) else {
@@ -110,7 +110,9 @@ impl GuildCache {
                 }
             }
             "GUILD_MEMBER_ADD" | "GUILD_MEMBER_REMOVE" => {
-                let Some(id) = guild_id else { return false };
+                let Some(id) = guild_id(event, data) else {
+                    return false;
+                };
                 if let Some(count) = self
                     .lock()
                     .get_mut(&id)
@@ -220,7 +222,7 @@ pub fn forward_body(dispatch: &Dispatch<'_>) -> Vec<u8> {
         shard: dispatch.shard,
         seq: dispatch.seq,
         event: dispatch.event,
-        guild_id: dispatch.guild_id.map(|g| g.to_string()),
+        guild_id: dispatch.guild_id().map(|g| g.to_string()),
         active: dispatch.active,
         d: dispatch.data,
     })
@@ -229,12 +231,8 @@ pub fn forward_body(dispatch: &Dispatch<'_>) -> Vec<u8> {
 
 impl Handler for DefaultHandler {
     async fn dispatch(&self, dispatch: Dispatch<'_>) {
-        self.cache.apply(
-            dispatch.shard,
-            dispatch.event,
-            dispatch.guild_id,
-            dispatch.data,
-        );
+        self.cache
+            .apply(dispatch.shard, dispatch.event, dispatch.data);
         if let Some(forwarder) = &self.forwarder {
             forwarder.forward(forward_body(&dispatch)).await;
         }
@@ -265,7 +263,6 @@ mod tests {
         cache.apply(
             1,
             "READY",
-            None,
             &raw(r#"{"guilds":[{"id":"10","unavailable":true},{"id":"11","unavailable":true}]}"#),
         );
         assert_eq!(cache.count_on(1), 2);
@@ -273,7 +270,6 @@ mod tests {
         cache.apply(
             1,
             "GUILD_CREATE",
-            Some(10),
             &raw(r#"{"id":"10","name":"ten","member_count":5}"#),
         );
         let g = cache.get(10).expect("cached");
@@ -281,39 +277,28 @@ mod tests {
             (g.name.as_deref(), g.member_count, g.available),
             (Some("ten"), Some(5), true)
         );
-        cache.apply(
-            1,
-            "GUILD_MEMBER_ADD",
-            Some(10),
-            &raw(r#"{"guild_id":"10"}"#),
-        );
+        cache.apply(1, "GUILD_MEMBER_ADD", &raw(r#"{"guild_id":"10"}"#));
         assert_eq!(cache.get(10).and_then(|g| g.member_count), Some(6));
-        cache.apply(
-            1,
-            "GUILD_DELETE",
-            Some(10),
-            &raw(r#"{"id":"10","unavailable":true}"#),
-        );
+        cache.apply(1, "GUILD_DELETE", &raw(r#"{"id":"10","unavailable":true}"#));
         assert!(!cache.get(10).expect("kept").available);
-        cache.apply(1, "GUILD_DELETE", Some(10), &raw(r#"{"id":"10"}"#));
+        cache.apply(1, "GUILD_DELETE", &raw(r#"{"id":"10"}"#));
         assert!(cache.get(10).is_none());
-        assert!(!cache.apply(1, "MESSAGE_CREATE", Some(11), &raw("{}")));
+        assert!(!cache.apply(1, "MESSAGE_CREATE", &raw("{}")));
     }
 
     #[test]
     fn forward_body_carries_routing_and_raw_data() {
-        let data = raw(r#"{"id":"1","content":"hi"}"#);
+        let data = raw(r#"{"id":"1","guild_id":"77","content":"hi"}"#);
         let body = forward_body(&Dispatch {
             shard: 3,
             seq: 9,
             event: "MESSAGE_CREATE",
-            guild_id: Some(77),
             data: &data,
             active: true,
         });
         assert_eq!(
             String::from_utf8(body).expect("utf8"),
-            r#"{"shard":3,"seq":9,"event":"MESSAGE_CREATE","guildId":"77","active":true,"d":{"id":"1","content":"hi"}}"#
+            r#"{"shard":3,"seq":9,"event":"MESSAGE_CREATE","guildId":"77","active":true,"d":{"id":"1","guild_id":"77","content":"hi"}}"#
         );
     }
 }

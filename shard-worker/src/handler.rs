@@ -20,13 +20,19 @@ pub struct Dispatch<'a> {
     pub seq: u64,
     /// The event name (`t`), e.g. `MESSAGE_CREATE`.
     pub event: &'a str,
-    /// The guild it concerns, if any (`d.guild_id`, or `d.id` for `GUILD_*` events).
-    pub guild_id: Option<u64>,
     /// The raw `d` payload.
     pub data: &'a RawValue,
     /// Whether this shard's layout is the one that acts on events (`P:active-layout`). A standby
     /// layout (during a BlueGreen reshard) should cache but not act.
     pub active: bool,
+}
+
+impl Dispatch<'_> {
+    /// The guild it concerns, if any (`d.guild_id`, or `d.id` for `GUILD_*` events). Parsed on
+    /// demand: most handlers never need it for most events.
+    pub fn guild_id(&self) -> Option<u64> {
+        guild_id(self.event, self.data)
+    }
 }
 
 /// Receives the dispatches of every shard of the worker.
@@ -69,8 +75,8 @@ pub(crate) struct Envelope<'a> {
     pub d: Option<&'a RawValue>,
 }
 
-/// The guild a payload concerns.
-pub(crate) fn guild_id(event: &str, data: &RawValue) -> Option<u64> {
+/// The guild a payload concerns (`d.guild_id`, or `d.id` for `GUILD_*` events).
+pub fn guild_id(event: &str, data: &RawValue) -> Option<u64> {
     #[derive(Deserialize)]
     struct Refs {
         #[serde(default, deserialize_with = "opt_snowflake")]

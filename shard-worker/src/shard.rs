@@ -29,7 +29,7 @@ use crate::board::{Board, LiveSession, Slot};
 use crate::close_code;
 use crate::compression::ZlibStream;
 use crate::contract::{SessionRecord, ShardState};
-use crate::handler::{Dispatch, Envelope, Handler, guild_id};
+use crate::handler::{Dispatch, Envelope, Handler};
 use crate::identify::records::{Lease, Records};
 use crate::identify::{IdentifyQueue, Permit, WaitReason, jitter};
 use crate::metrics::{EventLabels, ReasonLabels, ShardLabels};
@@ -235,11 +235,15 @@ struct Runner<'a, H> {
     owner: String,
     machine: Machine,
     ws: Option<Ws>,
-    inflater: ZlibStream,
+    /// The connection's inflater (taken out while a payload borrows its output).
+    inflater: Option<ZlibStream>,
     limiter: CommandLimiter,
     heartbeat_at: Option<Instant>,
     heartbeat_sent: Option<Instant>,
     deadline_at: Option<Instant>,
+    /// Timers kept across loop turns (re-registering two timers per dispatch is measurable).
+    heartbeat_timer: Pin<Box<tokio::time::Sleep>>,
+    deadline_timer: Pin<Box<tokio::time::Sleep>>,
     permit_future: Option<PermitFuture>,
     permit: Option<Permit>,
     permit_asked: Option<Instant>,
@@ -265,11 +269,13 @@ impl<'a, H: Handler> Runner<'a, H> {
             owner,
             machine,
             ws: None,
-            inflater: ZlibStream::new(),
+            inflater: None,
             limiter: CommandLimiter::new(Duration::from_secs(41)),
             heartbeat_at: None,
             heartbeat_sent: None,
             deadline_at: None,
+            heartbeat_timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            deadline_timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             permit_future: None,
             permit: None,
             permit_asked: None,
@@ -286,6 +292,12 @@ impl<'a, H: Handler> Runner<'a, H> {
 
     async fn run(&mut self, shutdown: &mut watch::Receiver<bool>) -> SessionEnd {
         let mut pending = self.machine.step(Input::Start);
+        // Long-lived futures for the rare events, polled cheaply on every turn.
+        let shutdown_requested = shutdown.wait_for(|s| *s);
+        tokio::pin!(shutdown_requested);
+        let slot = self.slot;
+        let lease_lost = slot.lease_lost.notified();
+        tokio::pin!(lease_lost);
         loop {
             // Carry out the actions; they may produce more inputs (connect results).
             let mut i = 0;
@@ -306,12 +318,13 @@ impl<'a, H: Handler> Runner<'a, H> {
             self.report_phase();
 
             let wake = tokio::select! {
-                frame = next_frame(&mut self.ws) => Wake::Frame(frame),
-                () = sleep_opt(self.heartbeat_at) => Wake::Heartbeat,
-                () = sleep_opt(self.deadline_at) => Wake::Deadline,
+                biased;
+                _ = &mut shutdown_requested => Wake::Shutdown,
+                () = &mut lease_lost => Wake::LeaseLost,
+                () = &mut self.heartbeat_timer, if self.heartbeat_at.is_some() => Wake::Heartbeat,
+                () = &mut self.deadline_timer, if self.deadline_at.is_some() => Wake::Deadline,
                 permit = await_permit(&mut self.permit_future) => Wake::Permit(permit),
-                _ = shutdown.wait_for(|s| *s) => Wake::Shutdown,
-                () = self.slot.lease_lost.notified() => Wake::LeaseLost,
+                frame = next_frame(&mut self.ws) => Wake::Frame(frame),
             };
             let inputs = match wake {
                 Wake::Frame(frame) => self.on_frame(frame).await,
@@ -337,6 +350,7 @@ impl<'a, H: Handler> Runner<'a, H> {
                 Wake::Shutdown => vec![Input::Shutdown],
                 Wake::LeaseLost => {
                     if !self.slot.lease_lost_flag.load(Ordering::Acquire) {
+                        lease_lost.set(slot.lease_lost.notified());
                         continue;
                     }
                     self.drop_permit().await;
@@ -435,9 +449,17 @@ impl<'a, H: Handler> Runner<'a, H> {
                 .to_string();
                 self.send(payload).await;
             }
-            Action::ArmHeartbeat(after) => self.heartbeat_at = Some(Instant::now() + after),
+            Action::ArmHeartbeat(after) => {
+                let at = Instant::now() + after;
+                self.heartbeat_at = Some(at);
+                self.heartbeat_timer.as_mut().reset(at);
+            }
             Action::DisarmHeartbeat => self.heartbeat_at = None,
-            Action::SetDeadline(after) => self.deadline_at = Some(Instant::now() + after),
+            Action::SetDeadline(after) => {
+                let at = Instant::now() + after;
+                self.deadline_at = Some(at);
+                self.deadline_timer.as_mut().reset(at);
+            }
             Action::ClearDeadline => self.deadline_at = None,
             Action::RequestPermit => {
                 let queue = Arc::clone(&self.shared.queue);
@@ -523,7 +545,7 @@ impl<'a, H: Handler> Runner<'a, H> {
         match tokio::time::timeout(self.shared.config.session.hello_timeout, connect).await {
             Ok(Ok((ws, _))) => {
                 self.ws = Some(ws);
-                self.inflater = ZlibStream::new();
+                self.inflater = Some(ZlibStream::new());
                 Input::Connected
             }
             Ok(Err(e)) => {
@@ -581,7 +603,9 @@ impl<'a, H: Handler> Runner<'a, H> {
                 return vec![Input::Closed { code: None }];
             }
         };
-        let mut inflater = std::mem::take(&mut self.inflater);
+        let Some(mut inflater) = self.inflater.take() else {
+            return Vec::new();
+        };
         let inputs = match inflater.push(&bytes) {
             Ok(Some(json)) => self.on_payload(json).await,
             Ok(None) => Vec::new(),
@@ -591,7 +615,9 @@ impl<'a, H: Handler> Runner<'a, H> {
                 vec![Input::Closed { code: None }]
             }
         };
-        self.inflater = inflater;
+        if self.ws.is_some() && self.inflater.is_none() {
+            self.inflater = Some(inflater);
+        }
         inputs
     }
 
@@ -613,35 +639,34 @@ impl<'a, H: Handler> Runner<'a, H> {
                     return Vec::new();
                 };
                 let data = envelope.d.unwrap_or_else(|| null_raw());
-                let mut inputs = vec![Input::Dispatch { seq }];
-                match event {
+                // The machine learns the seq first (heartbeats carry it), then the handler runs.
+                let actions = self.machine.step(Input::Dispatch { seq });
+                debug_assert!(actions.is_empty());
+                let input = match event {
                     "READY" => match serde_json::from_str::<ReadyData>(data.get()) {
-                        Ok(ready) => inputs.push(Input::Ready(Resumable {
+                        Ok(ready) => Some(Input::Ready(Resumable {
                             session_id: ready.session_id,
                             resume_gateway_url: ready.resume_gateway_url,
                         })),
-                        Err(e) => warn!(shard_id = self.shard, error = %e, "malformed READY"),
+                        Err(e) => {
+                            warn!(shard_id = self.shard, error = %e, "malformed READY");
+                            None
+                        }
                     },
-                    "RESUMED" => inputs.push(Input::Resumed),
-                    _ => {}
-                }
-                // The machine learns the seq first (heartbeats carry it), then the handler runs.
-                for input in inputs.drain(..1) {
-                    let actions = self.machine.step(input);
-                    debug_assert!(actions.is_empty());
-                }
+                    "RESUMED" => Some(Input::Resumed),
+                    _ => None,
+                };
                 let dispatch = Dispatch {
                     shard: self.shard,
                     seq,
                     event,
-                    guild_id: guild_id(event, data),
                     data,
                     active: self.shared.active.load(Ordering::Relaxed),
                 };
                 self.shared.handler.dispatch(dispatch).await;
                 self.slot.set_handled_seq(seq);
                 self.count(event);
-                inputs
+                input.into_iter().collect()
             }
             1 => vec![Input::HeartbeatRequest],
             7 => {
@@ -787,13 +812,6 @@ pub fn gateway_query(url: &str) -> Option<String> {
 async fn next_frame(ws: &mut Option<Ws>) -> Option<Result<Message, WsError>> {
     match ws {
         Some(ws) => ws.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }

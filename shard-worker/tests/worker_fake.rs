@@ -270,8 +270,24 @@ async fn many_workers_start_together_without_a_violation() {
             w.log_text()
         );
     }
-    assert_eq!(s.identifies(), 16, "one Identify per shard");
+    if !s.fake.state().violations().is_empty() {
+        for w in &workers {
+            eprintln!("--- {}\n{}", w.spec.pod, w.log_text());
+        }
+        eprintln!("{:#?}", s.fake.state().identifies());
+    }
     s.assert_no_violations();
+    assert_eq!(
+        s.identifies(),
+        16,
+        "one Identify per shard: {:#?}\n{}",
+        s.fake.state().identifies(),
+        workers
+            .iter()
+            .map(|w| w.log_text())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     // Status records for the operator.
     let mut conn = s.redis.conn();
     let keys: Vec<String> = redis::cmd("KEYS")

@@ -208,7 +208,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut gate = GateConfig::new(max_concurrency, window, args.identify_reserve);
     if let Some(margin) = args.identify_margin_ms {
         gate.margin = Duration::from_millis(margin);
-        gate.connect_bound = gate.connect_bound.max(gate.hold() * 2);
+        gate.connect_bound = gate
+            .connect_bound
+            .max(gate.hold() + gate.hold().max(Duration::from_secs(2)));
     }
     let queue = RedisQueue::new(conn.clone(), keys.clone(), gate, &pod, Some(rest.clone()));
     let limit = bot.session_start_limit;

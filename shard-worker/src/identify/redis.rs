@@ -43,14 +43,16 @@ pub struct GateConfig {
 
 impl GateConfig {
     /// Sensible timing for a window: margin 2 % of it (at least 10 ms, at most 250 ms: 100 ms
-    /// at Discord's 5 s), `connect_bound` twice the hold, jitter 0.5 % (at least 2 ms).
+    /// at Discord's 5 s), `connect_bound` the hold plus at least 2 s (a stalled process must not
+    /// outlive its gate between the validity check and the send), jitter 0.5 % (at least 2 ms).
     pub fn new(max_concurrency: u32, window: Duration, reserve: u32) -> Self {
         let margin = (window / 50).clamp(Duration::from_millis(10), Duration::from_millis(250));
+        let hold = window + margin;
         Self {
             max_concurrency: max_concurrency.max(1),
             window,
             margin,
-            connect_bound: (window + margin) * 2,
+            connect_bound: hold + hold.max(Duration::from_secs(2)),
             reserve,
             jitter: (window / 200).max(Duration::from_millis(2)),
         }
@@ -301,8 +303,10 @@ impl IdentifyQueue for RedisQueue {
                             owner,
                             hold: self.config.hold(),
                         };
-                        let valid_until =
-                            asked_at + (self.config.connect_bound() - self.config.hold());
+                        // Half of the slack the gate leaves: a process stalled between this
+                        // check and the send still sends while the gate is held.
+                        let slack = self.config.connect_bound() - self.config.hold();
+                        let valid_until = asked_at + slack / 2;
                         return Permit::new(Box::new(handle), valid_until);
                     }
                     Ok(Take::Wait { reason, after }) => {
