@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help test lint unit generate check-generated cluster cluster-down images e2e demo bench
+.PHONY: help test lint unit generate check-generated cluster cluster-down images e2e demo bench bench-operator
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -43,6 +43,12 @@ e2e: ## Cluster tests on kind: make cluster, make images, then tests/e2e (SHARDS
 
 demo: ## The no-token demo: cluster, images, operator chart + Redis, fake Discord, a ShardSet reaching Ready.
 	@tests/demo/demo.sh
+
+bench-operator: ## Benchmark on kind: kubectl apply of a 100-pod ShardSet -> all pods created, all Ready (prints seconds).
+	@set -e; eval "$$(tests/cluster/up.sh)"; tests/cluster/images.sh; \
+	SHARDSET_E2E=1 SHARDSET_BENCH=1 \
+	SHARDSET_OPERATOR_BIN="$${CARGO_TARGET_DIR:-$(CURDIR)/target}/x86_64-unknown-linux-musl/release/shardset-operator" \
+	$(CARGO) test -q -p shardset-e2e --test operator_bench -- --nocapture
 
 bench: ## Side-by-side benchmarks vs twilight-gateway on the fake Discord (release; prints ratios). BENCH_ARGS=--help
 	$(CARGO) build --release -p shard-worker -p shardset-bench

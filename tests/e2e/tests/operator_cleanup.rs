@@ -1,0 +1,110 @@
+//! Scenario: deleting a ShardSet, through its finalizer.
+//!
+//! 1. With Redis reachable: the pods go, every key of the bot (`shardset:{<app_id>}:*`) is
+//!    deleted and another bot's keys are not, the ShardSet is gone, and a `RedisKeysDeleted`
+//!    Event says so.
+//! 2. With Redis unreachable: deletion is not blocked forever: after the give-up period the
+//!    finalizer is removed anyway, with a `CleanupSkipped` Warning.
+
+mod operator_support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, ListParams};
+use operator_support::*;
+use redis::Commands;
+use shard_worker::contract::Keys;
+use shardset_e2e::{TestNamespace, conditions};
+use shardset_operator::crd::ShardSet;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_cleans_redis_and_never_hangs() -> anyhow::Result<()> {
+    let Some(ns) = TestNamespace::new("op-cleanup").await else {
+        return Ok(());
+    };
+    let stage = Stage::with_token(&ns, 100).await?;
+    let _operator = Operator::start(&ns, "op-a", &["--cleanup-give-up-seconds", "10"])?;
+
+    // 1. Reachable Redis.
+    ns.apply(&stage.manifest("bot", serde_json::json!({"shards": 2})))?;
+    wait_pods(&ns, "bot", Duration::from_secs(120), |p| {
+        exactly_ready(p, &["bot-2-0-0", "bot-2-1-1"])
+    })
+    .await?;
+    wait_shardset(&ns, "bot", Duration::from_secs(60), |s| {
+        s.status
+            .as_ref()
+            .is_some_and(|st| st.application_id.is_some())
+    })
+    .await?;
+    let ours = Keys::new(fake_application_id());
+    let theirs = Keys::new(42);
+    let mut conn = stage.redis.conn()?;
+    for key in [
+        ours.epoch(),
+        ours.gate(0),
+        ours.session(2, 1),
+        ours.lease(2, 1),
+        ours.status(2, 0),
+        ours.queue(0),
+        ours.active_layout(),
+        theirs.session(2, 1),
+    ] {
+        let _: () = conn.set(&key, "x")?;
+    }
+    let shardsets = ns.api::<ShardSet>();
+    shardsets.delete("bot", &DeleteParams::default()).await?;
+    ns.wait_for(&shardsets, "bot", conditions::gone, Duration::from_secs(90))
+        .await?;
+    let left = ns
+        .api::<Pod>()
+        .list(&ListParams::default().labels("shardset.io/shardset=bot"))
+        .await?;
+    assert!(left.items.is_empty(), "pods left: {}", left.items.len());
+    let keys: Vec<String> = conn.keys("shardset:*")?;
+    assert_eq!(
+        keys,
+        vec![theirs.session(2, 1)],
+        "only the other bot's keys remain"
+    );
+    assert!(events_yaml(&ns).contains("RedisKeysDeleted"));
+
+    // 2. Unreachable Redis: deletion completes after the give-up period.
+    let closed = format!("redis://127.0.0.1:{}/", {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    });
+    ns.apply(&shardset_manifest(
+        "lost",
+        &stage.fake.api_url(),
+        &closed,
+        serde_json::json!({"shards": 1}),
+    ))?;
+    wait_shardset(&ns, "lost", Duration::from_secs(60), |s| {
+        s.status
+            .as_ref()
+            .is_some_and(|st| st.application_id.is_some())
+            && s.metadata
+                .finalizers
+                .as_ref()
+                .is_some_and(|f| !f.is_empty())
+    })
+    .await?;
+    let started = std::time::Instant::now();
+    shardsets.delete("lost", &DeleteParams::default()).await?;
+    ns.wait_for(
+        &shardsets,
+        "lost",
+        conditions::gone,
+        Duration::from_secs(120),
+    )
+    .await?;
+    println!(
+        "deletion with Redis unreachable took {:?}",
+        started.elapsed()
+    );
+    assert!(events_yaml(&ns).contains("CleanupSkipped"));
+    stage.shutdown().await;
+    Ok(())
+}
