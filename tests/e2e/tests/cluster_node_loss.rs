@@ -98,7 +98,8 @@ async fn stopped_worker_goes_not_ready_and_its_pod_moves() -> anyhow::Result<()>
         "the pod on the lost node was evicted"
     );
 
-    // Back: the node is Ready again, and a pod on it reaches cluster DNS (routes re-applied).
+    // Back: the node is Ready again, and a pod on it reaches cluster DNS once its kube-proxy and
+    // bridge-cni pods have restarted with the node (rules and routes re-applied; the probe retries).
     docker(&["start", &lost])?;
     shardset_e2e::wait_for(
         &nodes,
@@ -110,7 +111,12 @@ async fn stopped_worker_goes_not_ready_and_its_pod_moves() -> anyhow::Result<()>
     let resolved = ns
         .run_probe(
             "dns-on-returned-node",
-            &["dns", "kubernetes.default.svc.cluster.local"],
+            &[
+                "dns",
+                "kubernetes.default.svc.cluster.local",
+                "--wait",
+                "90",
+            ],
             Some(&lost),
         )
         .await?;

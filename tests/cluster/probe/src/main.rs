@@ -7,7 +7,8 @@
 //!   stands in for the shard worker in operator tests until the real worker image exists.
 //! - `api <path>`: LIST the collection at an API path through the `kubernetes` Service with the pod's service-account
 //!   token (in-cluster config) and print `{"path", "status", "message"}`: 200, or the API's refusal.
-//! - `dns <name>`: resolve a name with the pod's resolver (cluster DNS) and print the addresses.
+//! - `dns <name> [--wait S]`: resolve a name with the pod's resolver (cluster DNS), retrying for up to
+//!   S seconds, and print the addresses.
 //! - `get <host:port> <path>`: one plain HTTP/1.1 GET; print the status code.
 //!
 //! One-shot modes print one JSON line on stdout and exit 0 when the operation itself ran (the
@@ -35,7 +36,12 @@ enum Mode {
     /// LIST an API collection path in-cluster with the service-account token; report the answer.
     Api { path: String },
     /// Resolve a DNS name with the pod's resolver.
-    Dns { name: String },
+    Dns {
+        name: String,
+        /// Keep trying for up to this many seconds (a node just back may still be setting up).
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+    },
     /// One HTTP/1.1 GET of `path` from `addr` (host:port); report the status code.
     Get { addr: String, path: String },
 }
@@ -64,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
     })) {
         Mode::Serve(args) => serve(args).await,
         Mode::Api { path } => api(&path).await,
-        Mode::Dns { name } => dns(&name).await,
+        Mode::Dns { name, wait } => dns(&name, wait).await,
         Mode::Get { addr, path } => get(&addr, &path).await,
     }
 }
@@ -127,19 +133,26 @@ async fn api(path: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn dns(name: &str) -> anyhow::Result<()> {
-    let addrs: Vec<String> = match tokio::net::lookup_host((name, 0)).await {
-        Ok(it) => it.map(|a| a.ip().to_string()).collect(),
-        Err(e) => {
-            println!(
-                "{}",
-                json!({"name": name, "addresses": [], "error": e.to_string()})
-            );
-            return Ok(());
+async fn dns(name: &str, wait: u64) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match tokio::net::lookup_host((name, 0)).await {
+            Ok(it) => {
+                let addrs: Vec<String> = it.map(|a| a.ip().to_string()).collect();
+                let line = json!({"name": name, "addresses": addrs, "attempts": attempts});
+                println!("{line}");
+                return Ok(());
+            }
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                let line = json!({"name": name, "addresses": [], "attempts": attempts, "error": e.to_string()});
+                println!("{line}");
+                return Ok(());
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
-    };
-    println!("{}", json!({"name": name, "addresses": addrs}));
-    Ok(())
+    }
 }
 
 async fn get(addr: &str, path: &str) -> anyhow::Result<()> {
