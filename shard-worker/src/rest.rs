@@ -128,6 +128,27 @@ impl DiscordRest {
         &self.base
     }
 
+    /// A transport error as a user reads it: reqwest's own text ("error sending request") says
+    /// little, so the causes follow ("...: tcp connect error: Connection refused"). The URL is left
+    /// out: it holds no secret, but the base is already named by the error.
+    fn unreachable(&self, error: reqwest::Error) -> RestError {
+        let error = error.without_url();
+        let mut reason = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !reason.ends_with(&text) {
+                reason.push_str(": ");
+                reason.push_str(&text);
+            }
+            source = cause.source();
+        }
+        RestError::Unreachable {
+            base: self.base.clone(),
+            reason,
+        }
+    }
+
     /// `GET /v10/gateway/bot`.
     pub async fn gateway_bot(&self) -> Result<GatewayBot, RestError> {
         self.get("/v10/gateway/bot").await
@@ -146,10 +167,7 @@ impl DiscordRest {
         content: &str,
         reply_to: Option<&str>,
     ) -> Result<(), RestError> {
-        let unreachable = |e: reqwest::Error| RestError::Unreachable {
-            base: self.base.clone(),
-            reason: e.without_url().to_string(),
-        };
+        let unreachable = |e| self.unreachable(e);
         let response = self
             .http
             .post(format!("{}/v10/channels/{channel_id}/messages", self.base))
@@ -178,11 +196,7 @@ impl DiscordRest {
         &self,
         path: &'static str,
     ) -> Result<T, RestError> {
-        let unreachable = |e: reqwest::Error| RestError::Unreachable {
-            base: self.base.clone(),
-            // Without the URL: it holds no secret, but the base is already named above.
-            reason: e.without_url().to_string(),
-        };
+        let unreachable = |e| self.unreachable(e);
         let response = self
             .http
             .get(format!("{}{path}", self.base))
@@ -258,6 +272,21 @@ mod tests {
         let user: CurrentUser =
             serde_json::from_str(r#"{"id":"80351110224678912","username":"bot"}"#).expect("parse");
         assert_eq!(user.id, 80351110224678912);
+    }
+
+    #[tokio::test]
+    async fn unreachable_names_the_cause() {
+        // A port nothing listens on: bind one, then close it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let rest = DiscordRest::new(&format!("http://127.0.0.1:{port}/api"), Token::new("t"))
+            .expect("client");
+        let err = rest.gateway_bot().await.expect_err("nothing listens");
+        let text = err.to_string();
+        assert_eq!(err.metric_label(), "unreachable");
+        assert!(text.to_lowercase().contains("refused"), "{text}");
     }
 
     #[test]
