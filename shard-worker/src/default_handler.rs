@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use tracing::warn;
 
 use crate::forward::Forwarder;
@@ -54,10 +53,10 @@ impl GuildCache {
     }
 
     /// Applies one dispatch; returns false when the event does not concern the cache.
-    pub fn apply(&self, shard: u32, event: &str, data: &RawValue) -> bool {
+    pub fn apply(&self, shard: u32, event: &str, data: &str) -> bool {
         match event {
             "READY" => {
-                let Ok(ready) = serde_json::from_str::<ReadyGuilds>(data.get()) else {
+                let Ok(ready) = serde_json::from_str::<ReadyGuilds>(data) else {
                     return false;
                 };
                 let mut guilds = self.lock();
@@ -75,7 +74,7 @@ impl GuildCache {
                 }
             }
             "GUILD_CREATE" | "GUILD_UPDATE" => {
-                let Ok(fields) = serde_json::from_str::<GuildFields>(data.get()) else {
+                let Ok(fields) = serde_json::from_str::<GuildFields>(data) else {
                     return false;
                 };
                 let Some(id) = fields.id else { return false };
@@ -96,7 +95,7 @@ impl GuildCache {
                 }
             }
             "GUILD_DELETE" => {
-                let Ok(fields) = serde_json::from_str::<GuildFields>(data.get()) else {
+                let Ok(fields) = serde_json::from_str::<GuildFields>(data) else {
                     return false;
                 };
                 let Some(id) = fields.id else { return false };
@@ -188,8 +187,8 @@ impl DefaultHandler {
         self.forwarder.take()
     }
 
-    async fn reply(&self, rest: &DiscordRest, data: &RawValue) {
-        let Ok(message) = serde_json::from_str::<MessageFields<'_>>(data.get()) else {
+    async fn reply(&self, rest: &DiscordRest, data: &str) {
+        let Ok(message) = serde_json::from_str::<MessageFields<'_>>(data) else {
             return;
         };
         if message.author.is_some_and(|a| a.bot) {
@@ -205,28 +204,33 @@ impl DefaultHandler {
     }
 }
 
-/// The JSON a forward endpoint receives for each dispatch.
+/// The JSON a forward endpoint receives for each dispatch:
+/// `{"shard":..,"seq":..,"event":..,"guildId":..?,"active":..,"d":<d as received>}`.
 pub fn forward_body(dispatch: &Dispatch<'_>) -> Vec<u8> {
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
-    struct Body<'a> {
+    struct Head<'a> {
         shard: u32,
         seq: u64,
         event: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         guild_id: Option<String>,
         active: bool,
-        d: &'a RawValue,
     }
-    serde_json::to_vec(&Body {
+    let head = Head {
         shard: dispatch.shard,
         seq: dispatch.seq,
         event: dispatch.event,
         guild_id: dispatch.guild_id().map(|g| g.to_string()),
         active: dispatch.active,
-        d: dispatch.data,
-    })
-    .unwrap_or_default()
+    };
+    let mut body = serde_json::to_vec(&head).unwrap_or_default();
+    // `d` goes in as the gateway sent it: valid JSON, never re-serialised.
+    body.pop();
+    body.extend_from_slice(b",\"d\":");
+    body.extend_from_slice(dispatch.data.as_bytes());
+    body.push(b'}');
+    body
 }
 
 impl Handler for DefaultHandler {
@@ -240,7 +244,8 @@ impl Handler for DefaultHandler {
             && dispatch.event == "MESSAGE_CREATE"
             && let Some(rest) = &self.replier
         {
-            self.reply(rest, dispatch.data).await;
+            // Boxed: an HTTP request's state would otherwise sit in every shard's task.
+            Box::pin(self.reply(rest, dispatch.data)).await;
         }
     }
 
@@ -253,8 +258,8 @@ impl Handler for DefaultHandler {
 mod tests {
     use super::*;
 
-    fn raw(s: &str) -> Box<RawValue> {
-        RawValue::from_string(s.to_owned()).expect("raw")
+    fn raw(s: &str) -> &str {
+        s
     }
 
     #[test]
@@ -263,27 +268,27 @@ mod tests {
         cache.apply(
             1,
             "READY",
-            &raw(r#"{"guilds":[{"id":"10","unavailable":true},{"id":"11","unavailable":true}]}"#),
+            raw(r#"{"guilds":[{"id":"10","unavailable":true},{"id":"11","unavailable":true}]}"#),
         );
         assert_eq!(cache.count_on(1), 2);
         assert!(!cache.get(10).expect("cached").available);
         cache.apply(
             1,
             "GUILD_CREATE",
-            &raw(r#"{"id":"10","name":"ten","member_count":5}"#),
+            raw(r#"{"id":"10","name":"ten","member_count":5}"#),
         );
         let g = cache.get(10).expect("cached");
         assert_eq!(
             (g.name.as_deref(), g.member_count, g.available),
             (Some("ten"), Some(5), true)
         );
-        cache.apply(1, "GUILD_MEMBER_ADD", &raw(r#"{"guild_id":"10"}"#));
+        cache.apply(1, "GUILD_MEMBER_ADD", raw(r#"{"guild_id":"10"}"#));
         assert_eq!(cache.get(10).and_then(|g| g.member_count), Some(6));
-        cache.apply(1, "GUILD_DELETE", &raw(r#"{"id":"10","unavailable":true}"#));
+        cache.apply(1, "GUILD_DELETE", raw(r#"{"id":"10","unavailable":true}"#));
         assert!(!cache.get(10).expect("kept").available);
-        cache.apply(1, "GUILD_DELETE", &raw(r#"{"id":"10"}"#));
+        cache.apply(1, "GUILD_DELETE", raw(r#"{"id":"10"}"#));
         assert!(cache.get(10).is_none());
-        assert!(!cache.apply(1, "MESSAGE_CREATE", &raw("{}")));
+        assert!(!cache.apply(1, "MESSAGE_CREATE", raw("{}")));
     }
 
     #[test]
@@ -293,7 +298,7 @@ mod tests {
             shard: 3,
             seq: 9,
             event: "MESSAGE_CREATE",
-            data: &data,
+            data,
             active: true,
         });
         assert_eq!(

@@ -9,7 +9,6 @@
 use std::future::Future;
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 /// One dispatch (op 0) as it arrived, parsed only as far as routing needs.
 #[derive(Debug, Clone, Copy)]
@@ -20,8 +19,8 @@ pub struct Dispatch<'a> {
     pub seq: u64,
     /// The event name (`t`), e.g. `MESSAGE_CREATE`.
     pub event: &'a str,
-    /// The raw `d` payload.
-    pub data: &'a RawValue,
+    /// The raw JSON text of `d` (`null` when absent), parsed by whoever needs its fields.
+    pub data: &'a str,
     /// Whether this shard's layout is the one that acts on events (`P:active-layout`). A standby
     /// layout (during a BlueGreen reshard) should cache but not act.
     pub active: bool,
@@ -63,20 +62,8 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
-/// The envelope of every gateway payload, borrowing from the inflated message.
-#[derive(Debug, Deserialize)]
-pub(crate) struct Envelope<'a> {
-    pub op: u8,
-    #[serde(default)]
-    pub s: Option<u64>,
-    #[serde(default, borrow)]
-    pub t: Option<&'a str>,
-    #[serde(default, borrow)]
-    pub d: Option<&'a RawValue>,
-}
-
 /// The guild a payload concerns (`d.guild_id`, or `d.id` for `GUILD_*` events).
-pub fn guild_id(event: &str, data: &RawValue) -> Option<u64> {
+pub fn guild_id(event: &str, data: &str) -> Option<u64> {
     #[derive(Deserialize)]
     struct Refs {
         #[serde(default, deserialize_with = "opt_snowflake")]
@@ -84,7 +71,7 @@ pub fn guild_id(event: &str, data: &RawValue) -> Option<u64> {
         #[serde(default, deserialize_with = "opt_snowflake")]
         id: Option<u64>,
     }
-    let refs: Refs = serde_json::from_str(data.get()).ok()?;
+    let refs: Refs = serde_json::from_str(data).ok()?;
     if matches!(event, "GUILD_CREATE" | "GUILD_UPDATE" | "GUILD_DELETE") {
         refs.id
     } else {
@@ -115,32 +102,19 @@ mod tests {
 
     #[test]
     fn finds_the_guild_of_guild_and_member_events() {
-        let raw = |s: &str| RawValue::from_string(s.to_owned()).expect("raw");
+        let raw = |s: &'static str| s;
         assert_eq!(
-            guild_id("GUILD_CREATE", &raw(r#"{"id":"41","name":"g"}"#)),
+            guild_id("GUILD_CREATE", raw(r#"{"id":"41","name":"g"}"#)),
             Some(41)
         );
         assert_eq!(
             guild_id(
                 "MESSAGE_CREATE",
-                &raw(r#"{"id":"9","guild_id":"41","content":"hi"}"#)
+                raw(r#"{"id":"9","guild_id":"41","content":"hi"}"#)
             ),
             Some(41)
         );
-        assert_eq!(guild_id("MESSAGE_CREATE", &raw(r#"{"id":"9"}"#)), None);
-        assert_eq!(guild_id("TYPING_START", &raw(r#"{"guild_id":null}"#)), None);
-    }
-
-    #[test]
-    fn parses_envelopes_without_copying_the_payload() {
-        let text = r#"{"op":0,"s":5,"t":"MESSAGE_CREATE","d":{"id":"1","nested":{"a":[1,2]}}}"#;
-        let env: Envelope<'_> = serde_json::from_str(text).expect("parse");
-        assert_eq!((env.op, env.s, env.t), (0, Some(5), Some("MESSAGE_CREATE")));
-        assert_eq!(
-            env.d.expect("d").get(),
-            r#"{"id":"1","nested":{"a":[1,2]}}"#
-        );
-        let hello: Envelope<'_> = serde_json::from_str(r#"{"op":11,"d":null}"#).expect("parse");
-        assert!(hello.d.is_none() && hello.t.is_none());
+        assert_eq!(guild_id("MESSAGE_CREATE", raw(r#"{"id":"9"}"#)), None);
+        assert_eq!(guild_id("TYPING_START", raw(r#"{"guild_id":null}"#)), None);
     }
 }

@@ -8,6 +8,7 @@
 //! - [`session`]: one shard's lifecycle as a state machine, `step(input) -> actions`.
 //! - [`close_code`]: resume, identify anew, or stop, per gateway close code.
 //! - [`compression`]: zlib-stream inflate, one context per connection.
+//! - [`envelope`]: `op`/`s`/`t` of a payload, `d` left raw (read once, by whoever needs it).
 //! - [`ratelimit`]: 120 commands per 60 s per connection, with a heartbeat reserve.
 //!
 //! I/O around them:
@@ -24,6 +25,7 @@ pub mod close_code;
 pub mod compression;
 pub mod contract;
 pub mod default_handler;
+pub mod envelope;
 pub mod forward;
 pub mod handler;
 pub mod identify;

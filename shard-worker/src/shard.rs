@@ -29,7 +29,8 @@ use crate::board::{Board, LiveSession, Slot};
 use crate::close_code;
 use crate::compression::ZlibStream;
 use crate::contract::{SessionRecord, ShardState};
-use crate::handler::{Dispatch, Envelope, Handler};
+use crate::envelope;
+use crate::handler::{Dispatch, Handler};
 use crate::identify::records::{Lease, Records};
 use crate::identify::{IdentifyQueue, Permit, WaitReason, jitter};
 use crate::metrics::{EventLabels, ReasonLabels, ShardLabels};
@@ -102,7 +103,7 @@ pub async fn run<H: Handler>(
         let owner = format!("{}/{:08x}", shared.config.pod, rand::random::<u32>());
         let saved = match &shared.records {
             Some(records) => {
-                match take_lease(&shared, &slot, records, &owner, &mut shutdown).await {
+                match Box::pin(take_lease(&shared, &slot, records, &owner, &mut shutdown)).await {
                     Some(saved) => saved,
                     None => {
                         shared.board.set_state(shard, ShardState::Stopped, None);
@@ -304,7 +305,9 @@ impl<'a, H: Handler> Runner<'a, H> {
             while i < pending.len() {
                 let action = pending[i].clone();
                 i += 1;
-                match self.execute(action).await {
+                // Boxed: actions are rare (connects, heartbeats) and their futures are large;
+                // inline they would sit in every idle shard's task.
+                match Box::pin(self.execute(action)).await {
                     Step::Continue => {}
                     Step::Inputs(inputs) => {
                         for input in inputs {
@@ -507,7 +510,7 @@ impl<'a, H: Handler> Runner<'a, H> {
                 shard_id = self.shard,
                 "no heartbeat ACK: zombie connection, reconnecting"
             ),
-            Action::Stop { code } => return Step::End(self.stop(code).await),
+            Action::Stop { code } => return Step::End(Box::pin(self.stop(code)).await),
         }
         Step::Continue
     }
@@ -562,7 +565,12 @@ impl<'a, H: Handler> Runner<'a, H> {
                 code: CloseCode::from(code),
                 reason: "".into(),
             };
-            let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(Some(frame))).await;
+            // Boxed: rare, and large next to an idle shard's state.
+            let closing = Box::pin(tokio::time::timeout(
+                Duration::from_secs(2),
+                ws.close(Some(frame)),
+            ));
+            let _ = closing.await;
         }
     }
 
@@ -584,7 +592,7 @@ impl<'a, H: Handler> Runner<'a, H> {
             Some(Ok(Message::Binary(bytes))) => bytes,
             Some(Ok(Message::Text(text))) => {
                 let text = text.to_string();
-                return self.on_payload_owned(text.into_bytes()).await;
+                return Box::pin(self.on_payload_owned(text.into_bytes())).await;
             }
             Some(Ok(Message::Close(frame))) => {
                 self.ws = None;
@@ -626,7 +634,7 @@ impl<'a, H: Handler> Runner<'a, H> {
     }
 
     async fn on_payload(&mut self, json: &[u8]) -> Vec<Input> {
-        let envelope: Envelope<'_> = match serde_json::from_slice(json) {
+        let envelope = match envelope::parse(json) {
             Ok(e) => e,
             Err(e) => {
                 warn!(shard_id = self.shard, error = %e, "unparsable gateway payload skipped");
@@ -635,15 +643,15 @@ impl<'a, H: Handler> Runner<'a, H> {
         };
         match envelope.op {
             0 => {
-                let (Some(seq), Some(event)) = (envelope.s, envelope.t) else {
+                let (Some(seq), Some(event)) = (envelope.s, envelope.t.as_deref()) else {
                     return Vec::new();
                 };
-                let data = envelope.d.unwrap_or_else(|| null_raw());
+                let data = envelope.d.unwrap_or("null");
                 // The machine learns the seq first (heartbeats carry it), then the handler runs.
                 let actions = self.machine.step(Input::Dispatch { seq });
                 debug_assert!(actions.is_empty());
                 let input = match event {
-                    "READY" => match serde_json::from_str::<ReadyData>(data.get()) {
+                    "READY" => match serde_json::from_str::<ReadyData>(data) {
                         Ok(ready) => Some(Input::Ready(Resumable {
                             session_id: ready.session_id,
                             resume_gateway_url: ready.resume_gateway_url,
@@ -674,14 +682,11 @@ impl<'a, H: Handler> Runner<'a, H> {
                 vec![Input::Reconnect]
             }
             9 => {
-                let resumable = envelope.d.is_some_and(|d| d.get() == "true");
+                let resumable = envelope.d.is_some_and(|d| d.trim() == "true");
                 info!(shard_id = self.shard, resumable, "invalid session (op 9)");
                 vec![Input::InvalidSession { resumable }]
             }
-            10 => match envelope
-                .d
-                .map(|d| serde_json::from_str::<HelloData>(d.get()))
-            {
+            10 => match envelope.d.map(serde_json::from_str::<HelloData>) {
                 Some(Ok(hello)) => {
                     let interval = Duration::from_millis(hello.heartbeat_interval.max(1));
                     self.limiter = CommandLimiter::new(interval);
@@ -786,15 +791,6 @@ enum Step {
     Continue,
     Inputs(Vec<Input>),
     End(SessionEnd),
-}
-
-fn null_raw() -> &'static serde_json::value::RawValue {
-    static NULL: std::sync::LazyLock<Box<serde_json::value::RawValue>> =
-        std::sync::LazyLock::new(|| {
-            serde_json::value::RawValue::from_string("null".to_owned())
-                .unwrap_or_else(|_| unreachable!())
-        });
-    &NULL
 }
 
 /// `url` with `?v=10&encoding=json&compress=zlib-stream`.

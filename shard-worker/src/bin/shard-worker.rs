@@ -265,7 +265,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             lease_ttl: Duration::from_secs(15),
             resume_window,
             pod: pod.clone(),
-            read_buffer: 8 * 1024,
+            read_buffer: 4 * 1024,
         },
         token,
         queue,
