@@ -20,6 +20,8 @@ LOCAL_PATH_IMAGE=localhost/shardset/local-path-provisioner:$LOCAL_PATH_VERSION
 CNI_IMAGE=localhost/shardset/bridge-cni:1
 # Bump to force a rebuild of everything when this script's logic changes.
 RECIPE=3
+# Bump for a change in how the node image alone is assembled.
+NODE_RECIPE=2
 
 TOOLS_PACKAGES="iptables,nftables,conntrack,ipset,kmod,iproute2"
 BASE_PACKAGES="systemd,dbus,conntrack,iptables,nftables,iproute2,ethtool,util-linux,mount,kmod,libseccomp2,pigz,fuse-overlayfs,e2fsprogs,bash,ca-certificates,curl,jq,procps,runc,containernetworking-plugins"
@@ -255,7 +257,7 @@ build_node() {
   k8s=$("$GO_BUILD" dir kubernetes)
   base_id=$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")
   for img in "${IMAGES[@]}"; do images_ids+="$img=$(docker image inspect -f '{{.Id}}' "$img") "; done
-  hash=$(hash_inputs "node $RECIPE" "$base_id" "$k8s/kubeadm" "$k8s/kubelet" "$k8s/kubectl" "$images_ids" \
+  hash=$(hash_inputs "node $RECIPE $NODE_RECIPE" "$base_id" "$k8s/kubeadm" "$k8s/kubelet" "$k8s/kubectl" "$images_ids" \
     "$CLUSTER_DIR/cni/bridge-cni.yaml" "$(storage_manifest)")
   image="$NODE_REPO:$K8S_VERSION"
   if fresh "$image" "$hash"; then echo "$image"; return 0; fi
@@ -275,12 +277,13 @@ build_node() {
   storage_manifest >"$w/default-storage.yaml"
   docker cp "$w/default-storage.yaml" "$c:/kind/manifests/default-storage.yaml"
   # Import every image into the node's containerd, pinned (kubelet's GC leaves them alone), unpacked
-  # later on first use, as kind's own build does.
+  # later on first use, as kind's own build does; `docker save` layers are uncompressed tars, so
+  # compress them (the node image's size roughly halves).
   docker exec -d "$c" sh -c 'containerd >/var/log/containerd-build.log 2>&1'
   local i
   for i in $(seq 30); do docker exec "$c" ctr version >/dev/null 2>&1 && break; sleep 1; done
   docker save "${IMAGES[@]}" | docker exec -i "$c" ctr -n k8s.io images import \
-    --label=io.cri-containerd.pinned=pinned --all-platforms --no-unpack --digests - >/dev/null
+    --label=io.cri-containerd.pinned=pinned --all-platforms --no-unpack --digests --compress-blobs - >/dev/null
   docker exec "$c" sh -c 'ctr -n k8s.io images ls -q' | sort >"$w/imported"
   for img in "${IMAGES[@]}"; do
     grep -qxF "$img" "$w/imported" || grep -qxF "docker.io/$img" "$w/imported" \
@@ -288,12 +291,18 @@ build_node() {
   done
   docker exec "$c" sh -c 'pkill containerd; while pgrep -x containerd >/dev/null; do sleep 0.2; done; rm -f /var/log/containerd-build.log'
   docker stop -t 1 "$c" >/dev/null
+  local old
+  old=$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)
   docker commit \
     --change 'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]' \
     --change 'ENV HTTP_PROXY="" HTTPS_PROXY="" NO_PROXY=""' \
     --change "LABEL $INPUTS_LABEL=$hash" \
     "$c" "$image" >/dev/null
   docker rm -f "$c" >/dev/null
+  # The image it replaces, unless a cluster still runs on it (then Docker refuses: fine), and
+  # earlier ones left untagged that no container uses any more.
+  [[ -n $old ]] && docker rmi "$old" >/dev/null 2>&1 || true
+  docker image prune -f --filter "label=$INPUTS_LABEL" >/dev/null 2>&1 || true
   rm -rf "$w"
   log "built $image ($(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}'))"
   echo "$image"

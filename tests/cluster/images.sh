@@ -10,6 +10,7 @@ export PATH="$BIN_DIR:$PATH"
 
 TARGET=x86_64-unknown-linux-musl
 TAG="${SHARDSET_IMAGE_TAG:-dev}"
+PROJECT_LABEL=io.shardset.image
 # The one list: image | Dockerfile | binary (cargo --bin; empty: not a Rust binary).
 IMAGE_LIST=(
   "shardset/shardset-operator:$TAG|operator/Dockerfile|shardset-operator"
@@ -62,7 +63,7 @@ for e in "${IMAGE_LIST[@]}"; do
   else
     stage_redis "$ctx" || { failed+=("$image"); continue; }
   fi
-  if DOCKER_BUILDKIT=0 docker build -q -f "$dockerfile" -t "$image" "$ctx" >/dev/null 2>"$ctx.err"; then
+  if DOCKER_BUILDKIT=0 docker build -q --label "$PROJECT_LABEL=$TAG" -f "$dockerfile" -t "$image" "$ctx" >/dev/null 2>"$ctx.err"; then
     built+=("$image")
     log "built $image ($(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.1f MB", $1/1e6}'))"
   else
@@ -70,6 +71,9 @@ for e in "${IMAGE_LIST[@]}"; do
     failed+=("$image")
   fi
 done
+
+# Earlier builds of these images, now untagged.
+docker image prune -f --filter "label=$PROJECT_LABEL" >/dev/null 2>&1 || true
 
 if kind get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME" && ((${#built[@]})); then
   t=$SECONDS

@@ -8,10 +8,9 @@
 //!   shared cluster comes back (repaired, or made anew).
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use shardset_e2e::{cluster_configured, docker};
 
@@ -49,6 +48,49 @@ fn containers(label_value: &str) -> Vec<String> {
     .collect()
 }
 
+/// SIGKILLs `root` and every process descended from it, each by its own (positive) PID: the tree
+/// is read from /proc first, stopped with SIGSTOP so nothing new is forked, then killed.
+fn kill_tree(root: u32) {
+    assert!(
+        root > 1 && root != std::process::id(),
+        "refusing to kill pid {root}"
+    );
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    for entry in std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok())
+    {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces, so split after the last ')'.
+        let Some(after) = stat.rsplit_once(')').map(|(_, a)| a) else {
+            continue;
+        };
+        if let Some(ppid) = after.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
+            parents.push((pid, ppid));
+        }
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let p = tree[i];
+        tree.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    tree.retain(|&p| p > 1 && p != std::process::id());
+    let pids: Vec<String> = tree.iter().map(u32::to_string).collect();
+    for signal in ["STOP", "KILL"] {
+        let _ = Command::new("kill")
+            .args(["-s", signal, "--"])
+            .args(&pids)
+            .status();
+    }
+}
+
 /// Processes whose command line mentions `word` (other than this test process).
 fn processes_mentioning(word: &str) -> Vec<String> {
     let me = std::process::id().to_string();
@@ -83,6 +125,9 @@ fn killed_cluster_run_recovers_and_cluster_down_leaves_nothing() {
         ("SHARDSET_CLUSTER_WORKERS", "0"),
     ];
 
+    // 0. Start clean: a leftover of an earlier run of this test would make the kill below moot.
+    script("down.sh", &env);
+
     // 1. Kill `make cluster` as soon as kind has started the node's container.
     let mut events = Command::new("docker")
         .args([
@@ -104,24 +149,32 @@ fn killed_cluster_run_recovers_and_cluster_down_leaves_nothing() {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .process_group(0)
         .spawn()
         .expect("start up.sh");
-    let mut first = String::new();
-    BufReader::new(events.stdout.take().expect("stdout"))
-        .read_line(&mut first)
-        .expect("read docker events");
+    // Read the first start event on a thread, so that a run that fails before starting a node
+    // ends the wait instead of hanging the test.
+    let stdout = events.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut first = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut first);
+        let _ = tx.send(first);
+    });
+    let mut first = None;
+    for _ in 0..900 {
+        if let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) {
+            first = Some(line);
+            break;
+        }
+        if let Ok(Some(status)) = up.try_wait() {
+            panic!("make cluster ended ({status}) before kind started a node");
+        }
+    }
     let _ = events.kill();
     let _ = events.wait();
-    // The whole process group: up.sh, kind and whatever they run.
-    let pgid = up.id() as i32;
-    let status = Command::new("kill")
-        .args(["-KILL", &format!("-{pgid}")])
-        .status();
-    assert!(
-        status.is_ok_and(|s| s.success()),
-        "kill the killed run's process group"
-    );
+    let first = first.expect("kind started no node within 15 min");
+    // The whole tree: up.sh, kind and whatever they run, each by its own PID.
+    kill_tree(up.id());
     let _ = up.wait();
     assert!(
         !containers(name).is_empty(),
@@ -217,11 +270,19 @@ fn dead_docker_is_restarted_and_the_cluster_comes_back() {
         return;
     }
     let pidfile = Path::new("/run/shardset-cluster/dockerd.pid");
-    let Some(pid) = std::fs::read_to_string(pidfile)
+    // Only a dockerd the harness started (its pid file names a live dockerd) is ever killed.
+    let pid = std::fs::read_to_string(pidfile)
         .ok()
-        .map(|s| s.trim().to_string())
-    else {
-        eprintln!(
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .filter(|&p| p > 1)
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "dockerd")
+        })
+        .map(|p| p.to_string());
+    let Some(pid) = pid else {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED dead_docker_is_restarted_and_the_cluster_comes_back: Docker was not started \
              by the harness here, and the harness never kills a Docker it did not start"
         );
@@ -229,7 +290,7 @@ fn dead_docker_is_restarted_and_the_cluster_comes_back() {
     };
     // A Docker left dead: SIGKILL, no clean-up (pid file, socket, containerd left behind).
     let killed = Command::new("kill")
-        .args(["-KILL", &pid])
+        .args(["-s", "KILL", "--", &pid])
         .status()
         .expect("kill");
     assert!(killed.success(), "kill dockerd {pid}");
