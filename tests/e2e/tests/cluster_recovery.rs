@@ -6,6 +6,8 @@
 //!   no cluster, container, kubeconfig or process of it. This one uses its own one-node cluster.
 //! - A dead Docker (our dockerd killed with SIGKILL) is restarted by `make cluster`, and the
 //!   shared cluster comes back (repaired, or made anew).
+//! - `make cluster-down` of the shared cluster leaves no container, kubeconfig or process of it,
+//!   and stops the dockerd the harness started; `make cluster` then brings it back.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -314,4 +316,69 @@ fn dead_docker_is_restarted_and_the_cluster_comes_back() {
         nodes.lines().count(),
         "every node Ready: {nodes}"
     );
+}
+
+#[test]
+#[ignore = "takes the shared cluster and Docker down: run by phase 2 of `make e2e`"]
+fn cluster_down_leaves_nothing_then_cluster_comes_back() {
+    if !cluster_configured("cluster_down_leaves_nothing_then_cluster_comes_back") {
+        return;
+    }
+    let owned = Command::new(cluster_dir().join("docker.sh"))
+        .arg("owned")
+        .status()
+        .is_ok_and(|s| s.success());
+    let dockerd = std::fs::read_to_string("/run/shardset-cluster/dockerd.pid").unwrap_or_default();
+    let name = std::env::var("SHARDSET_CLUSTER_NAME").unwrap_or_else(|_| "shardset".into());
+    let kubeconfig = std::env::var("KUBECONFIG").unwrap_or_default();
+
+    let t = Instant::now();
+    script("down.sh", &[]);
+    eprintln!("make cluster-down: {:?}", t.elapsed());
+    assert!(
+        !Path::new(&kubeconfig).exists(),
+        "kubeconfig {kubeconfig} left"
+    );
+    assert_eq!(
+        processes_mentioning(&format!("{name}-control-plane")),
+        Vec::<String>::new(),
+        "processes of the cluster left"
+    );
+    if owned {
+        // No other cluster was left on it (phase 2 runs alone), so Docker itself is gone.
+        assert!(docker(&["info"]).is_err(), "our dockerd still answers");
+        let pid = dockerd.trim();
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "dockerd {pid} still runs"
+        );
+        for left in [
+            "containerd-shim",
+            "docker-proxy",
+            "/var/run/docker/containerd",
+        ] {
+            assert_eq!(
+                processes_mentioning(left),
+                Vec::<String>::new(),
+                "{left} left behind"
+            );
+        }
+    } else {
+        assert_eq!(
+            containers(&name),
+            Vec::<String>::new(),
+            "node containers left"
+        );
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "NOTE cluster_down_leaves_nothing: Docker was not started by the harness, so it stays"
+        );
+    }
+
+    // Bring it back for whatever runs next.
+    let t = Instant::now();
+    let out = script("up.sh", &[]);
+    eprintln!("make cluster after make cluster-down: {:?}", t.elapsed());
+    assert!(out.contains("export KUBECONFIG="), "{out}");
 }
