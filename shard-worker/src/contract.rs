@@ -40,7 +40,7 @@ pub mod env {
     /// Identify window in ms (Discord: 5000). Only shorter against a fake gateway, for tests.
     pub const IDENTIFY_WINDOW_MS: &str = "IDENTIFY_WINDOW_MS";
     /// Optional: extra hold of a used gate after the window, in ms (default: 2 % of the window,
-    /// between 10 and 250 ms). Covers the time between our send and Discord's receipt.
+    /// between 50 and 250 ms). Covers the time between our send and Discord's receipt.
     pub const IDENTIFY_MARGIN_MS: &str = "IDENTIFY_MARGIN_MS";
     /// Optional: how long a saved session stays resumable, in ms (the TTL of `Keys::session`;
     /// default 180000). Only shorter against a time-scaled fake gateway.
@@ -50,6 +50,8 @@ pub mod env {
     pub const FORWARD_URL: &str = "FORWARD_URL";
     /// Optional: the worker's HTTP listen address (default `0.0.0.0:8080`).
     pub const WORKER_LISTEN: &str = "WORKER_LISTEN";
+    /// Optional: runtime threads of the worker (default 1; raise for pods with many busy shards).
+    pub const WORKER_THREADS: &str = "WORKER_THREADS";
 }
 
 /// Port of the worker's HTTP server (`/healthz`, `/readyz`, `/metrics`).

@@ -72,7 +72,7 @@ struct Args {
     /// Identify window in ms (Discord: 5000; shorter only against a time-scaled fake).
     #[arg(long, env = env::IDENTIFY_WINDOW_MS, default_value_t = contract::DISCORD_IDENTIFY_WINDOW_MS)]
     identify_window_ms: u64,
-    /// Extra hold of a used gate after the window, in ms (default: 2 % of the window, 10..250 ms).
+    /// Extra hold of a used gate after the window, in ms (default: 2 % of the window, 50..250 ms).
     #[arg(long, env = env::IDENTIFY_MARGIN_MS)]
     identify_margin_ms: Option<u64>,
     /// How long saved sessions stay resumable, in ms.
@@ -93,15 +93,24 @@ struct Args {
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+    /// Runtime threads. 1 (the default) runs every shard on one thread: a gateway shard is light,
+    /// and one thread avoids cross-thread wake-ups on every dispatch. Raise it for pods with many
+    /// busy shards.
+    #[arg(long, env = env::WORKER_THREADS, default_value_t = 1)]
+    threads: usize,
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     init_tracing(args.log_json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(args.threads);
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             error!(error = %e, "cannot start the runtime");

@@ -42,11 +42,11 @@ pub struct GateConfig {
 }
 
 impl GateConfig {
-    /// Sensible timing for a window: margin 2 % of it (at least 10 ms, at most 250 ms: 100 ms
-    /// at Discord's 5 s), `connect_bound` the hold plus at least 2 s (a stalled process must not
+    /// Sensible timing for a window: margin 2 % of it (at least 50 ms, at most 250 ms: 100 ms
+    /// at Discord's 5 s; the floor covers scheduling delays on a busy host at scaled windows), `connect_bound` the hold plus at least 2 s (a stalled process must not
     /// outlive its gate between the validity check and the send), jitter 0.5 % (at least 2 ms).
     pub fn new(max_concurrency: u32, window: Duration, reserve: u32) -> Self {
-        let margin = (window / 50).clamp(Duration::from_millis(10), Duration::from_millis(250));
+        let margin = (window / 50).clamp(Duration::from_millis(50), Duration::from_millis(250));
         let hold = window + margin;
         Self {
             max_concurrency: max_concurrency.max(1),

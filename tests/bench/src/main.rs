@@ -58,6 +58,10 @@ struct Args {
     /// Throughput: bytes of each MESSAGE_CREATE's `d`.
     #[arg(long, default_value_t = 1_024)]
     payload_bytes: usize,
+    /// Use this shard-worker binary instead of the one beside this benchmark (e.g. a build with
+    /// symbols, for perf).
+    #[arg(long)]
+    worker_bin: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -70,7 +74,10 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let bins = Binaries::beside_me()?;
+    let mut bins = Binaries::beside_me()?;
+    if let Some(worker) = &args.worker_bin {
+        bins.worker = worker.clone();
+    }
     let mut redis = Redis::start().await?;
     if args.only.iter().any(|o| o == "cold") {
         cold_start(&args, &bins, &mut redis).await?;

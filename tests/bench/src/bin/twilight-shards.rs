@@ -33,7 +33,8 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     shard_worker::rest::install_crypto_provider();
-    tokio::runtime::Builder::new_multi_thread()
+    // One thread, like the shard-worker's default: the same runtime on both sides.
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(run(args))
