@@ -200,17 +200,17 @@ impl Operator {
 impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
+        // Captured by the test harness: shown only when the test fails (by panic or by Err).
+        let log = self.log();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        eprintln!("--- operator {} log tail ---", self.identity);
+        for line in tail.iter().rev() {
+            eprintln!("{line}");
+        }
         if std::thread::panicking() {
-            let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            eprintln!(
-                "--- operator {} log tail ({}) ---",
-                self.identity,
-                self.log_path.display()
-            );
-            for line in tail.iter().rev() {
-                eprintln!("{line}");
-            }
+            eprintln!("(full log kept at {})", self.log_path.display());
+        } else {
+            let _ = std::fs::remove_file(&self.log_path);
         }
         // Without an operator the finalizer would keep the ShardSets (and the namespace) forever.
         if let Ok(names) = kubectl(&["-n", &self.namespace, "get", "shardsets", "-o", "name"]) {
