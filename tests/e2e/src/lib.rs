@@ -29,8 +29,12 @@
 //!
 //! # What is here
 //! - [`TestNamespace`]: a namespace (labelled [`E2E_LABEL`]), its [`kube::Client`], `api::<K>()`,
-//!   `kubectl`/`helm` run from the harness's bin dir against it, `wait_for` (watch-based),
-//!   `wait_pods` (a watch on a label selector until a predicate holds), and pod logs.
+//!   `kubectl`/`apply`/`helm` run from the harness's bin dir against it, `wait_for` (watch-based),
+//!   `wait_pods` (a watch on a label selector until a predicate holds), `logs`/`follow_logs`,
+//!   `run_probe` (a one-shot probe pod, optionally on a given node; its JSON answer), `nodes`
+//!   (control planes, workers). On drop it prints `kubectl get all,events` of the namespace to the
+//!   captured output (shown only when the test failed) and deletes it ([`KEEP_ENV`] keeps it).
+//! - [`wait_for`], [`wait_list`], [`delete_and_wait`] for objects outside the namespace (Nodes, ...).
 //! - [`conditions`]: predicates for `wait_for` (pod ready, phase, node ready, ...).
 //! - [`probe_pod`]: a pod spec running `shardset/cluster-probe:dev` (see tests/cluster/probe) with
 //!   the restricted security context our pods use; [`PROBE_IMAGE`].
