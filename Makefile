@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help test lint unit generate check-generated cluster cluster-down images e2e demo bench bench-operator
+.PHONY: help test lint unit generate check-generated cluster cluster-down images e2e demo bench bench-operator bench-fake
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -53,3 +53,6 @@ bench-operator: ## Benchmark on kind: kubectl apply of a 100-pod ShardSet -> all
 bench: ## Side-by-side benchmarks vs twilight-gateway on the fake Discord (release; prints ratios). BENCH_ARGS=--help
 	$(CARGO) build --release -p shard-worker -p shardset-bench
 	"$${CARGO_TARGET_DIR:-target}/release/shardset-bench" $(BENCH_ARGS)
+
+bench-fake: ## Capacity of one fake-discord process: 2,000 zlib-stream connections, dispatches/s (release; prints figures).
+	$(CARGO) bench -p fake-discord --bench capacity

@@ -2,7 +2,7 @@
 //! from a random user, with random text of the configured size. Each event is created once in
 //! the world and delivered to every session that routes its guild, in every layout.
 //!
-//! The generator runs on a 5 ms tick and emits what the elapsed time owes. When the machine
+//! The generator runs on a 10 ms tick and emits what the elapsed time owes. When the machine
 //! cannot keep up it drops the debt beyond 100 ms instead of bursting, so `generated` shows the
 //! rate actually achieved.
 
@@ -19,7 +19,9 @@ use crate::payloads::{self, Author};
 use crate::state::Fake;
 use crate::world;
 
-const TICK: Duration = Duration::from_millis(5);
+/// Events of one tick go out together, so a connection that receives several writes them in one
+/// batch (one syscall) instead of one by one.
+const TICK: Duration = Duration::from_millis(10);
 /// Most catch-up a tick may emit, in seconds of load.
 const MAX_DEBT_SECS: f64 = 0.1;
 

@@ -48,13 +48,26 @@ fn string(buf: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *buf, s);
 }
 
-/// An ISO 8601 timestamp as Discord writes it: `2017-07-11T17:27:07.299000+00:00`.
+/// An ISO 8601 timestamp as Discord writes it: `2017-07-11T17:27:07.299000+00:00`. The date
+/// and time of day are formatted once per second per thread (messages are stamped at high rates).
 pub fn timestamp(unix_us: Micros) -> String {
+    thread_local! {
+        static SECOND: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((-1, String::new())) };
+    }
     let secs = (unix_us / 1_000_000) as i64;
-    let date = jiff::Timestamp::from_second(secs)
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S").to_string())
-        .unwrap_or_else(|_| "1970-01-01T00:00:00".to_owned());
-    format!("{date}.{:06}+00:00", unix_us % 1_000_000)
+    SECOND.with_borrow_mut(|(cached, date)| {
+        if *cached != secs {
+            *date = jiff::Timestamp::from_second(secs)
+                .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S").to_string())
+                .unwrap_or_else(|_| "1970-01-01T00:00:00".to_owned());
+            *cached = secs;
+        }
+        let mut out = String::with_capacity(32);
+        out.push_str(date);
+        let _ =
+            std::fmt::Write::write_fmt(&mut out, format_args!(".{:06}+00:00", unix_us % 1_000_000));
+        out
+    })
 }
 
 /// When the bot joined every guild (fixed: the guilds exist before the fake starts).
@@ -85,13 +98,18 @@ pub fn invalid_session(resumable: bool) -> &'static [u8] {
 /// A dispatch frame `{"t":..,"s":..,"op":0,"d":..}` around an already serialized `d`.
 pub fn write_dispatch(buf: &mut Vec<u8>, event: &str, seq: u64, d: &[u8]) {
     buf.reserve(d.len() + event.len() + 40);
+    write_dispatch_prefix(buf, event, seq);
+    buf.extend_from_slice(d);
+    buf.push(b'}');
+}
+
+/// What comes before `d` in a dispatch frame (the frame ends with `}` after `d`).
+pub fn write_dispatch_prefix(buf: &mut Vec<u8>, event: &str, seq: u64) {
     raw(buf, "{\"t\":\"");
     raw(buf, event);
     raw(buf, "\",\"s\":");
     num(buf, seq);
     raw(buf, ",\"op\":0,\"d\":");
-    buf.extend_from_slice(d);
-    buf.push(b'}');
 }
 
 /// RESUMED's `d`.

@@ -6,6 +6,7 @@
 //! accumulating, so a Resume with the last `seq` the client saw replays exactly what it missed
 //! (gateway.mdx "Resuming"). The buffer keeps the newest `replay_buffer` entries.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -17,8 +18,9 @@ use crate::rules::Micros;
 /// An event the world created once and shares with every session that receives it.
 #[derive(Debug)]
 pub struct Event {
-    /// The dispatch name (`t`).
-    pub name: Box<str>,
+    /// The dispatch name (`t`); static for the fake's own events, so creating one allocates
+    /// nothing but its body.
+    pub name: Cow<'static, str>,
     /// The serialized `d`.
     pub d: Bytes,
 }
@@ -240,7 +242,7 @@ mod tests {
 
     fn event() -> Payload {
         Payload::Event(Arc::new(Event {
-            name: "MESSAGE_CREATE".into(),
+            name: Cow::Borrowed("MESSAGE_CREATE"),
             d: Bytes::from_static(b"{}"),
         }))
     }

@@ -6,6 +6,7 @@
 //! every session of every layout whose shard is `(g >> 22) % num_shards`, so old and new layouts
 //! side by side each receive it (gateway.mdx "Sharding"); guild-less events go to shard 0 only.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -686,7 +687,7 @@ impl Fake {
         let mut targets = Vec::new();
         self.route(guild, 0, &mut targets);
         let event = Arc::new(Event {
-            name: name.into(),
+            name: Cow::Owned(name.to_owned()),
             d,
         });
         for session in &targets {
@@ -736,7 +737,7 @@ impl Fake {
             let mut d = Vec::with_capacity(content.len() + 900);
             payloads::write_message_create(&mut d, &self.bot, &msg, with_content);
             Arc::new(Event {
-                name: "MESSAGE_CREATE".into(),
+                name: Cow::Borrowed("MESSAGE_CREATE"),
                 d: Bytes::from(d),
             })
         };

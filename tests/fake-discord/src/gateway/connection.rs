@@ -2,7 +2,9 @@
 //! the send limit, and the faults the control API injects. One task owns the socket, so frames
 //! (and the zlib-stream context) stay in order without locks.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,13 +12,13 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use super::zlib::ZlibStream;
+use super::encoder::Encoder;
 use crate::control::{Fault, Rule};
 use crate::payloads;
 use crate::rules::{self, CloseCode, IdentifyFields, Micros, SendLimiter};
@@ -56,7 +58,7 @@ struct Connection<S> {
     fake: Arc<Fake>,
     id: u64,
     ws: WebSocketStream<S>,
-    zlib: Option<ZlibStream>,
+    encoder: Encoder,
     params: Params,
     limiter: SendLimiter,
     session: Option<Arc<Session>>,
@@ -64,13 +66,17 @@ struct Connection<S> {
     cursor: u64,
     /// READY/RESUMED entries from this sequence number on belong to this connection.
     fresh_from: u64,
-    heartbeat_deadline: Instant,
-    reconnect_deadline: Option<Instant>,
+    /// Fires when the client has missed its heartbeat; reset by each heartbeat.
+    heartbeat_deadline: Pin<Box<Sleep>>,
+    /// After an injected op 7: fires when the client has not reconnected in time.
+    reconnect_deadline: Option<Pin<Box<Sleep>>>,
     zombie: bool,
     delay: Duration,
     scratch: Vec<Entry>,
-    frame: Vec<u8>,
+    messages: Vec<Message>,
     guild_buf: Vec<u8>,
+    /// Encoder totals already added to the shared counters.
+    counted: (u64, u64),
 }
 
 /// Serves one upgraded connection until it closes.
@@ -81,9 +87,13 @@ where
     let (id, commands) = fake.connect();
     let interval = fake.config.heartbeat_interval_ms;
     let mut conn = Connection {
-        zlib: params.zlib.then(|| ZlibStream::new(fake.config.zlib_level)),
+        encoder: Encoder::new(params.zlib.then_some(fake.config.zlib_level)),
         limiter: SendLimiter::new(fake.config.send_limit, fake.config.send_window_ms),
-        heartbeat_deadline: deadline_after(&fake, fake.clock.now_us(), interval),
+        heartbeat_deadline: Box::pin(sleep_until(deadline_after(
+            &fake,
+            fake.clock.now_us(),
+            interval,
+        ))),
         fake,
         id,
         ws,
@@ -95,8 +105,9 @@ where
         zombie: false,
         delay: Duration::ZERO,
         scratch: Vec::with_capacity(BATCH),
-        frame: Vec::with_capacity(2_048),
+        messages: Vec::with_capacity(BATCH),
         guild_buf: Vec::with_capacity(4_096),
+        counted: (0, 0),
     };
     let end = conn.run(commands).await;
     let code = match end {
@@ -146,7 +157,6 @@ where
         let mut shutdown = self.fake.shutdown.subscribe();
         loop {
             let session = self.session.clone();
-            let far = Instant::now() + Duration::from_secs(86_400);
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => {
@@ -171,14 +181,14 @@ where
                         return end;
                     }
                 }
-                () = sleep_until(self.heartbeat_deadline) => {
+                () = self.heartbeat_deadline.as_mut() => {
                     self.violation(Rule::HeartbeatTimeout, format!(
                         "no heartbeat within {} ms plus tolerance",
                         self.fake.config.heartbeat_interval_ms
                     ));
                     return self.close(CloseCode::UnknownError.code(), "heartbeat timed out").await;
                 }
-                () = sleep_until(self.reconnect_deadline.unwrap_or(far)), if self.reconnect_deadline.is_some() => {
+                () = wait(self.reconnect_deadline.as_mut()) => {
                     return self.close(CloseCode::UnknownError.code(), "reconnect requested").await;
                 }
             }
@@ -223,30 +233,22 @@ where
 
     /// Writes one frame (compressed when asked) and flushes.
     async fn send_raw(&mut self, json: &[u8]) -> Result<(), ()> {
-        let message = self.encode(json)?;
+        let message = self.encoder.single(json).map_err(|_| ())?;
+        self.count_bytes();
         self.ws.send(message).await.map_err(|_| ())
     }
 
-    fn encode(&mut self, json: &[u8]) -> Result<Message, ()> {
+    /// Adds what the encoder wrote since last time to the shared counters.
+    fn count_bytes(&mut self) {
         let stats = &self.fake.stats;
-        let message = match self.zlib.as_mut() {
-            Some(zlib) => {
-                let compressed = zlib.compress(json).map_err(|_| ())?;
-                stats.wire_bytes_sent.fetch_add(
-                    compressed.len() as u64,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
-                Message::Binary(Bytes::from(compressed))
-            }
-            None => {
-                stats
-                    .wire_bytes_sent
-                    .fetch_add(json.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                let text = Utf8Bytes::try_from(Bytes::copy_from_slice(json)).map_err(|_| ())?;
-                Message::Text(text)
-            }
-        };
-        Ok(message)
+        let (json, wire) = (self.encoder.json_bytes, self.encoder.wire_bytes);
+        stats
+            .payload_bytes_sent
+            .fetch_add(json - self.counted.0, Ordering::Relaxed);
+        stats
+            .wire_bytes_sent
+            .fetch_add(wire - self.counted.1, Ordering::Relaxed);
+        self.counted = (json, wire);
     }
 
     /// Writes the session's queued dispatches after the cursor, a batch at a time.
@@ -263,10 +265,7 @@ where
                 oldest = overrun.oldest,
                 "client fell behind the replay buffer; closing"
             );
-            self.fake
-                .stats
-                .overflows
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.fake.stats.overflows.fetch_add(1, Ordering::Relaxed);
             self.fake.end_session(&session);
             return Some(
                 self.close(
@@ -283,12 +282,12 @@ where
             tokio::time::sleep(self.delay).await;
         }
         let entries = std::mem::take(&mut self.scratch);
-        let (mut count, mut bytes, mut ready) = (0u64, 0u64, false);
+        let mut ready = false;
+        let mut encoded = Ok(());
         for entry in &entries {
-            self.frame.clear();
-            match &entry.payload {
+            encoded = match &entry.payload {
                 Payload::Event(event) => {
-                    payloads::write_dispatch(&mut self.frame, &event.name, entry.seq, &event.d)
+                    self.encoder.push_dispatch(&event.name, entry.seq, &event.d)
                 }
                 Payload::GuildCreate(index) => {
                     self.guild_buf.clear();
@@ -298,50 +297,45 @@ where
                         *index,
                         session.large_threshold,
                     );
-                    payloads::write_dispatch(
-                        &mut self.frame,
-                        "GUILD_CREATE",
-                        entry.seq,
-                        &self.guild_buf,
-                    )
+                    self.encoder
+                        .push_dispatch("GUILD_CREATE", entry.seq, &self.guild_buf)
                 }
                 Payload::Ready(d) => {
                     ready = true;
-                    payloads::write_dispatch(&mut self.frame, "READY", entry.seq, d)
+                    self.encoder.push_dispatch("READY", entry.seq, d)
                 }
-                Payload::Resumed => payloads::write_dispatch(
-                    &mut self.frame,
-                    "RESUMED",
-                    entry.seq,
-                    payloads::RESUMED,
-                ),
-            }
-            let frame = std::mem::take(&mut self.frame);
-            let message = self.encode(&frame);
-            bytes += frame.len() as u64;
-            self.frame = frame;
-            let Ok(message) = message else {
-                return Some(End::Dropped);
+                Payload::Resumed => {
+                    self.encoder
+                        .push_dispatch("RESUMED", entry.seq, payloads::RESUMED)
+                }
             };
+            if encoded.is_err() {
+                break;
+            }
+        }
+        let last_seq = entries.last().map_or(self.cursor, |e| e.seq);
+        let count = entries.len() as u64;
+        let full = entries.len() == BATCH;
+        self.scratch = entries;
+        if let Err(e) = encoded.and_then(|()| self.encoder.finish(&mut self.messages)) {
+            tracing::error!(connection = self.id, error = %e, "dropping the connection");
+            return Some(End::Dropped);
+        }
+        self.count_bytes();
+        for message in self.messages.drain(..) {
             if self.ws.feed(message).await.is_err() {
                 return Some(End::ByClient(None));
             }
-            self.cursor = entry.seq;
-            count += 1;
         }
-        let full = entries.len() == BATCH;
-        self.scratch = entries;
         if self.ws.flush().await.is_err() {
             return Some(End::ByClient(None));
         }
+        self.cursor = last_seq;
         session.mark_sent(self.cursor, ready);
-        let stats = &self.fake.stats;
-        stats
+        self.fake
+            .stats
             .dispatches_sent
-            .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
-        stats
-            .payload_bytes_sent
-            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(count, Ordering::Relaxed);
         if full {
             // More may be queued: come back after looking at the socket.
             session.wake.notify_one();
@@ -372,7 +366,7 @@ where
                     return Some(End::ByClient(None));
                 }
                 let grace = Duration::from_millis(self.fake.config.reconnect_grace_ms);
-                self.reconnect_deadline = Some(Instant::now() + grace);
+                self.reconnect_deadline = Some(Box::pin(sleep_until(Instant::now() + grace)));
             }
             Fault::InvalidSession { resumable } => {
                 if !resumable && let Some(session) = self.session.take() {
@@ -482,12 +476,9 @@ where
     }
 
     async fn heartbeat(&mut self, at: Micros) -> Option<End> {
-        self.fake
-            .stats
-            .heartbeats
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.heartbeat_deadline =
-            deadline_after(&self.fake, at, self.fake.config.heartbeat_interval_ms);
+        self.fake.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+        let deadline = deadline_after(&self.fake, at, self.fake.config.heartbeat_interval_ms);
+        self.heartbeat_deadline.as_mut().reset(deadline);
         if self.zombie {
             return None;
         }
@@ -583,6 +574,14 @@ where
                 Some(self.close(code.code(), code.description()).await)
             }
         }
+    }
+}
+
+/// Resolves when the timer fires (never, without one).
+async fn wait(timer: Option<&mut Pin<Box<Sleep>>>) {
+    match timer {
+        Some(timer) => timer.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 

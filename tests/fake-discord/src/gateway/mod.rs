@@ -7,6 +7,7 @@
 //! runs on the same tokio-tungstenite as the rest of the project.
 
 pub mod connection;
+pub mod encoder;
 pub mod zlib;
 
 use std::sync::Arc;
@@ -62,7 +63,11 @@ pub async fn upgrade(State(fake): State<Arc<Fake>>, mut request: Request) -> Res
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
+                // Clients send small payloads (4 KiB at most), so a small read buffer; writes
+                // go out in batches, flushed past 32 KiB. Thousands of connections stay cheap.
                 let config = WebSocketConfig::default()
+                    .read_buffer_size(8 * 1024)
+                    .write_buffer_size(32 * 1024)
                     .max_message_size(Some(1 << 20))
                     .max_frame_size(Some(1 << 20));
                 let ws = WebSocketStream::from_raw_socket(

@@ -34,26 +34,45 @@ impl ZlibStream {
     /// Compresses one whole message into a new buffer ending in the sync-flush suffix.
     pub fn compress(&mut self, input: &[u8]) -> Result<Vec<u8>, flate2::CompressError> {
         let mut out = Vec::with_capacity(input.len() / 2 + 64);
-        let start = self.deflate.total_in();
-        loop {
-            if out.capacity() - out.len() < 64 {
-                out.reserve(input.len() / 2 + 256);
-            }
-            let consumed = (self.deflate.total_in() - start) as usize;
-            let status =
-                self.deflate
-                    .compress_vec(&input[consumed..], &mut out, FlushCompress::Sync)?;
-            let consumed = (self.deflate.total_in() - start) as usize;
-            // The flush is complete once all input is in and deflate stopped with room to spare.
-            if consumed == input.len() && out.len() < out.capacity() {
-                break;
-            }
-            if status == Status::BufError && out.len() < out.capacity() {
-                break;
+        self.compress_parts(&[input], &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends to `out` one message made of `parts` (concatenated), ending in the sync-flush
+    /// suffix. Taking the message in parts spares copying a shared event body into a frame.
+    pub fn compress_parts(
+        &mut self,
+        parts: &[&[u8]],
+        out: &mut Vec<u8>,
+    ) -> Result<(), flate2::CompressError> {
+        for (i, part) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            let flush = if last {
+                FlushCompress::Sync
+            } else {
+                FlushCompress::None
+            };
+            let start = self.deflate.total_in();
+            loop {
+                if out.capacity() - out.len() < 64 {
+                    out.reserve(part.len() / 2 + 256);
+                }
+                let consumed = (self.deflate.total_in() - start) as usize;
+                let status = self.deflate.compress_vec(&part[consumed..], out, flush)?;
+                let consumed = (self.deflate.total_in() - start) as usize;
+                let room_left = out.len() < out.capacity();
+                // Without a flush, deflate may keep output pending: all input taken is enough.
+                // With the sync flush, it is complete once deflate stops with room to spare.
+                if consumed == part.len() && (!last || room_left) {
+                    break;
+                }
+                if status == Status::BufError && room_left {
+                    break;
+                }
             }
         }
         debug_assert!(out.ends_with(&SYNC_FLUSH_SUFFIX));
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -68,7 +87,16 @@ mod tests {
         let mut inflate = Decompress::new(true);
         let big = "x".repeat(100_000) + &"abc".repeat(30_000);
         for msg in ["{\"op\":10}", big.as_str(), "{\"op\":11}", big.as_str()] {
-            let frame = zlib.compress(msg.as_bytes()).expect("compress");
+            // Half the messages in three parts, as dispatches are written.
+            let mut frame = Vec::new();
+            if msg.len() > 100 {
+                let (a, rest) = msg.as_bytes().split_at(7);
+                let (b, c) = rest.split_at(rest.len() - 1);
+                zlib.compress_parts(&[a, b, c], &mut frame)
+                    .expect("compress");
+            } else {
+                frame = zlib.compress(msg.as_bytes()).expect("compress");
+            }
             assert!(frame.ends_with(&SYNC_FLUSH_SUFFIX));
             let mut out = Vec::with_capacity(msg.len() + 64);
             let before = inflate.total_in();

@@ -103,3 +103,39 @@ async fn a_missed_heartbeat_closes_the_connection_and_is_reported() -> anyhow::R
     assert_eq!(violations[0].rule, Rule::HeartbeatTimeout);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_quarter_million_guilds_spread_over_a_hundred_shards() -> anyhow::Result<()> {
+    let fake = fixture::spawn(fake_discord::Config {
+        guilds: 250_000,
+        ..fixture::config()
+    })
+    .await;
+    let bot: Value = fixture::http()
+        .get(format!("{}/v10/gateway/bot", fake.api_url()))
+        .header("Authorization", format!("Bot {TOKEN}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(bot["shards"], 250);
+
+    let (mut client, ready) = Client::start(&fake.gateway_url(), TOKEN, [7, 100]).await?;
+    let guilds = ready["guilds"].as_array().map_or(0, Vec::len);
+    assert_eq!(guilds, 2_500);
+    for _ in 0..guilds {
+        let event = client.expect_op(0).await?;
+        assert_eq!(event["t"], "GUILD_CREATE");
+        let id = event["d"]["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("id");
+        assert_eq!(shard_for_guild(id, 100), 7);
+    }
+    // 99 shards would put 2,526 guilds on some: sharding required.
+    let mut too_few = Client::connect(&fake.gateway_url(), true).await?;
+    too_few.expect_op(10).await?;
+    too_few.identify(TOKEN, [0, 99], INTENTS).await?;
+    assert_eq!(too_few.closed().await?, Some(4011));
+    Ok(())
+}
