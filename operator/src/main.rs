@@ -140,7 +140,10 @@ async fn main() -> anyhow::Result<()> {
             .with_identity(&identity)
             .with_duration(args.lease_duration)
             .with_grace((args.lease_duration / 3).max(1))
-            .with_field_manager(names::FIELD_MANAGER)
+            // One field manager per replica: the Lease's server-side apply detects a competing
+            // holder only through a conflict between managers; a shared name would let a second
+            // replica overwrite the holder silently and both would lead.
+            .with_field_manager(format!("{}-{identity}", names::FIELD_MANAGER))
             .build()
             .await
             .context("cannot set up leader election")?;

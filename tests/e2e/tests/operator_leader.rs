@@ -56,6 +56,21 @@ async fn two_replicas_never_both_act() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(!standby.metrics().await?.leader());
+    // Each replica applies the Lease under its own field manager: that is what makes a competing
+    // replica's apply a conflict instead of a silent takeover.
+    let managers: Vec<String> = leases
+        .get("shardset-operator")
+        .await?
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
+    assert!(
+        managers.contains(&format!("shardset-operator-{first}")),
+        "{managers:?}"
+    );
 
     // 2. Only the leader acts.
     ns.apply(&stage.manifest("bot", serde_json::json!({"shards": 2})))?;
