@@ -2,7 +2,7 @@
 # `make e2e`: the cluster tests. Brings the cluster up (make cluster), builds and loads the images
 # (make images), then runs tests/e2e with SHARDSET_E2E=1 (so a missing cluster fails, never skips).
 #   phase 1: every tests/e2e/tests/cluster_*.rs test on the shared cluster;
-#   phase 2: the #[ignore]d recovery scenarios (a killed `make cluster`, cluster-down leaving
+#   phase 2: the #[ignore]d recovery scenarios of cluster_recovery.rs (a killed `make cluster`, cluster-down leaving
 #            nothing, a dead Docker) that tear things down, alone, after phase 1.
 # SHARDSET_E2E_PHASES=1 runs phase 1 only (for a developer sharing the cluster with others).
 set -euo pipefail
@@ -17,5 +17,5 @@ log "phase 1: cluster tests on $CLUSTER_NAME"
 cargo test -p shardset-e2e
 if [[ ${SHARDSET_E2E_PHASES:-2} -ge 2 ]]; then
   log "phase 2: recovery scenarios (they stop and remake clusters and Docker)"
-  cargo test -p shardset-e2e -- --ignored --test-threads=1
+  cargo test -p shardset-e2e --test cluster_recovery -- --ignored --test-threads=1
 fi
