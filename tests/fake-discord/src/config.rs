@@ -104,6 +104,10 @@ pub struct Config {
     #[arg(long, default_value_t = 1)]
     pub zlib_level: u32,
 
+    /// zstd level for `compress=zstd-stream` (1–22).
+    #[arg(long, default_value_t = 1)]
+    pub zstd_level: i32,
+
     /// Synthetic MESSAGE_CREATE load at startup, in events per second over all guilds (0 = off;
     /// a layout of S shards receives about rate/S per shard). Changeable via the control API.
     #[arg(long, default_value_t = 0)]

@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsClos
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::encoder::Encoder;
+pub use super::encoder::Transport;
 use crate::control::{Fault, Rule};
 use crate::payloads;
 use crate::rules::{self, CloseCode, IdentifyFields, Micros, SendLimiter};
@@ -35,7 +36,7 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// What the upgrade request asked for.
 #[derive(Debug, Clone)]
 pub struct Params {
-    pub zlib: bool,
+    pub transport: Transport,
     /// `Some(v)` when `v` is not a version the gateway serves (closes with 4012).
     pub bad_version: Option<String>,
     /// `Some(e)` when `encoding` is not `json` (the fake does not speak ETF).
@@ -84,10 +85,17 @@ pub async fn serve<S>(fake: Arc<Fake>, ws: WebSocketStream<S>, params: Params)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let encoder = match Encoder::new(params.transport) {
+        Ok(encoder) => encoder,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot set up transport compression");
+            return;
+        }
+    };
     let (id, commands) = fake.connect();
     let interval = fake.config.heartbeat_interval_ms;
     let mut conn = Connection {
-        encoder: Encoder::new(params.zlib.then_some(fake.config.zlib_level)),
+        encoder,
         limiter: SendLimiter::new(fake.config.send_limit, fake.config.send_window_ms),
         heartbeat_deadline: Box::pin(sleep_until(deadline_after(
             &fake,

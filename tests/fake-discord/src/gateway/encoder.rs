@@ -1,5 +1,5 @@
 //! Turns gateway payloads into WebSocket messages for one connection: JSON text frames, or
-//! binary zlib-stream frames through the connection's single deflate context.
+//! binary zlib-stream or zstd-stream frames through the connection's single compression context.
 //!
 //! A batch of messages is written into one buffer and handed out as slices of it, so a busy
 //! connection allocates once per batch rather than once per message, and a shared event body is
@@ -11,6 +11,25 @@ use bytes::Bytes;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::zlib::ZlibStream;
+use super::zstd::ZstdStream;
+
+/// The transport compression a connection asked for (`compress=` query parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// JSON text frames.
+    Plain,
+    /// `zlib-stream`, at this deflate level.
+    Zlib(u32),
+    /// `zstd-stream`, at this zstd level.
+    Zstd(i32),
+}
+
+#[derive(Debug)]
+enum Compressor {
+    Plain,
+    Zlib(ZlibStream),
+    Zstd(ZstdStream),
+}
 
 /// Encoding failed (a deflate error; or invalid UTF-8, which our writers never produce).
 #[derive(Debug, thiserror::Error)]
@@ -20,7 +39,7 @@ pub struct EncodeError(String);
 /// One connection's encoder.
 #[derive(Debug)]
 pub struct Encoder {
-    zlib: Option<ZlibStream>,
+    compressor: Compressor,
     batch: Vec<u8>,
     ranges: Vec<Range<usize>>,
     prefix: Vec<u8>,
@@ -31,27 +50,36 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// `zlib_level`: `Some(level)` for `compress=zlib-stream`.
-    pub fn new(zlib_level: Option<u32>) -> Self {
-        Self {
-            zlib: zlib_level.map(ZlibStream::new),
+    pub fn new(transport: Transport) -> Result<Self, EncodeError> {
+        let compressor = match transport {
+            Transport::Plain => Compressor::Plain,
+            Transport::Zlib(level) => Compressor::Zlib(ZlibStream::new(level)),
+            Transport::Zstd(level) => {
+                Compressor::Zstd(ZstdStream::new(level).map_err(|e| EncodeError(e.to_string()))?)
+            }
+        };
+        Ok(Self {
+            compressor,
             batch: Vec::new(),
             ranges: Vec::new(),
             prefix: Vec::with_capacity(64),
             json_bytes: 0,
             wire_bytes: 0,
-        }
+        })
     }
 
     /// Adds a message made of `parts` to the batch.
     pub fn push(&mut self, parts: &[&[u8]]) -> Result<(), EncodeError> {
         let start = self.batch.len();
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        match self.zlib.as_mut() {
-            Some(zlib) => zlib
+        match &mut self.compressor {
+            Compressor::Zlib(zlib) => zlib
                 .compress_parts(parts, &mut self.batch)
                 .map_err(|e| EncodeError(e.to_string()))?,
-            None => {
+            Compressor::Zstd(zstd) => zstd
+                .compress_parts(parts, &mut self.batch)
+                .map_err(|e| EncodeError(e.to_string()))?,
+            Compressor::Plain => {
                 self.batch.reserve(len);
                 for part in parts {
                     self.batch.extend_from_slice(part);
@@ -83,7 +111,7 @@ impl Encoder {
         ));
         for range in self.ranges.drain(..) {
             let bytes = all.slice(range);
-            out.push(if self.zlib.is_some() {
+            out.push(if !matches!(self.compressor, Compressor::Plain) {
                 Message::Binary(bytes)
             } else {
                 Message::Text(Utf8Bytes::try_from(bytes).map_err(|e| EncodeError(e.to_string()))?)
@@ -122,7 +150,8 @@ mod tests {
     #[test]
     fn a_batch_decodes_message_by_message_in_both_encodings() {
         for zlib in [None, Some(1), Some(6)] {
-            let mut encoder = Encoder::new(zlib);
+            let transport = zlib.map_or(Transport::Plain, Transport::Zlib);
+            let mut encoder = Encoder::new(transport).expect("encoder");
             let mut inflater = Decompress::new(true);
             let mut out = Vec::new();
             encoder.push(&[br#"{"op":10}"#]).expect("push");

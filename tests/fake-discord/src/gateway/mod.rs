@@ -9,6 +9,7 @@
 pub mod connection;
 pub mod encoder;
 pub mod zlib;
+pub mod zstd;
 
 use std::sync::Arc;
 
@@ -46,15 +47,21 @@ pub async fn upgrade(State(fake): State<Arc<Fake>>, mut request: Request) -> Res
     let version = param("v");
     let encoding = param("encoding");
     let compress = param("compress");
-    if let Some(c) = compress.as_deref().filter(|c| *c != "zlib-stream") {
-        tracing::warn!(
-            compress = c,
-            "unsupported transport compression; sending uncompressed"
-        );
-    }
+    let transport = match compress.as_deref() {
+        None | Some("") => connection::Transport::Plain,
+        Some("zlib-stream") => connection::Transport::Zlib(fake.config.zlib_level),
+        Some("zstd-stream") => connection::Transport::Zstd(fake.config.zstd_level),
+        Some(other) => {
+            tracing::warn!(
+                compress = other,
+                "unknown transport compression; sending uncompressed"
+            );
+            connection::Transport::Plain
+        }
+    };
     let base = crate::server::public_base(&fake, request.headers());
     let params = connection::Params {
-        zlib: compress.as_deref() == Some("zlib-stream"),
+        transport,
         bad_version: version.filter(|v| !VERSIONS.contains(&v.as_str())),
         bad_encoding: encoding.filter(|e| e != "json"),
         resume_url: format!("{base}/resume"),

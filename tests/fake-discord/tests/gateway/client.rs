@@ -29,6 +29,7 @@ pub enum Frame {
 pub struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     inflate: Option<Decompress>,
+    zstd: Option<zstd_safe::DCtx<'static>>,
     pending: Vec<u8>,
     /// The last dispatch sequence number seen.
     pub seq: Option<u64>,
@@ -49,10 +50,22 @@ impl Client {
         let (ws, _) = tokio_tungstenite::connect_async(url).await?;
         Ok(Self {
             ws,
+            zstd: None,
             inflate: zlib.then(|| Decompress::new(true)),
             pending: Vec::new(),
             seq: None,
         })
+    }
+
+    /// Connects with `compress=zstd-stream`.
+    pub async fn connect_zstd(base: &str) -> anyhow::Result<Self> {
+        let mut client = Self::connect_url(
+            &format!("{base}/?v=10&encoding=json&compress=zstd-stream"),
+            false,
+        )
+        .await?;
+        client.zstd = Some(zstd_safe::DCtx::create());
+        Ok(client)
     }
 
     /// The next frame, decompressed and parsed.
@@ -71,6 +84,25 @@ impl Client {
                         bail!("text frame on a zlib-stream connection");
                     }
                     text.as_bytes().to_vec()
+                }
+                Some(Ok(Message::Binary(data))) if self.zstd.is_some() => {
+                    let Some(dctx) = self.zstd.as_mut() else {
+                        continue;
+                    };
+                    let mut input = zstd_safe::InBuffer::around(&data);
+                    let mut out: Vec<u8> = Vec::with_capacity(data.len() * 4 + 1_024);
+                    loop {
+                        out.reserve(16 * 1_024);
+                        let pos = out.len();
+                        let mut output = zstd_safe::OutBuffer::around_pos(&mut out, pos);
+                        dctx.decompress_stream(&mut output, &mut input)
+                            .map_err(|c| anyhow::anyhow!(zstd_safe::get_error_name(c)))?;
+                        // Done when all input is in and the output did not fill its room.
+                        if input.pos() == data.len() && output.pos() < output.capacity() {
+                            break;
+                        }
+                    }
+                    out
                 }
                 Some(Ok(Message::Binary(data))) => {
                     let Some(inflate) = self.inflate.as_mut() else {

@@ -81,6 +81,26 @@ async fn zlib_stream_connection_gets_ready_and_every_routed_guild() -> anyhow::R
 }
 
 #[tokio::test]
+async fn zstd_stream_connection_gets_ready_and_every_routed_guild() -> anyhow::Result<()> {
+    let fake = fixture::spawn(fixture::config()).await;
+    let mut client = Client::connect_zstd(&fake.gateway_url()).await?;
+    client.expect_op(10).await?;
+    client.identify(TOKEN, [0, 2], INTENTS).await?;
+    let ready = client.expect_dispatch("READY").await?;
+    assert_eq!(ready["d"]["guilds"].as_array().map(Vec::len), Some(5));
+    for seq in 2..=6 {
+        let event = client.expect_op(0).await?;
+        assert_eq!(
+            (event["t"].as_str(), event["s"].as_u64()),
+            (Some("GUILD_CREATE"), Some(seq))
+        );
+    }
+    client.heartbeat().await?;
+    client.expect_op(11).await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn uncompressed_connection_gets_ready_and_every_routed_guild() -> anyhow::Result<()> {
     ready_then_guilds(false).await
 }
