@@ -320,14 +320,17 @@ impl<'a, H: Handler> Runner<'a, H> {
             pending.clear();
             self.report_phase();
 
+            // Frames first: while a socket has data the other branches are not even polled
+            // (tokio's cooperative budget still yields every 128 frames, so timers and shutdown
+            // are seen within milliseconds under any load).
             let wake = tokio::select! {
                 biased;
-                _ = &mut shutdown_requested => Wake::Shutdown,
-                () = &mut lease_lost => Wake::LeaseLost,
+                frame = next_frame(&mut self.ws) => Wake::Frame(frame),
                 () = &mut self.heartbeat_timer, if self.heartbeat_at.is_some() => Wake::Heartbeat,
                 () = &mut self.deadline_timer, if self.deadline_at.is_some() => Wake::Deadline,
                 permit = await_permit(&mut self.permit_future) => Wake::Permit(permit),
-                frame = next_frame(&mut self.ws) => Wake::Frame(frame),
+                _ = &mut shutdown_requested => Wake::Shutdown,
+                () = &mut lease_lost => Wake::LeaseLost,
             };
             let inputs = match wake {
                 Wake::Frame(frame) => self.on_frame(frame).await,
