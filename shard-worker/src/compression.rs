@@ -17,10 +17,34 @@ use flate2::{Decompress, FlushDecompress, Status};
 /// The suffix that ends every complete zlib-stream message.
 pub const ZLIB_SUFFIX: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
-/// Output capacity kept between messages; a larger buffer (after a big GUILD_CREATE) is released
-/// so that thousands of idle shards do not each hold their largest message forever. Typical
-/// events (MESSAGE_CREATE, presence updates) fit.
-const KEEP_CAPACITY: usize = 8 * 1024;
+/// Output buffers are not kept per connection (thousands of idle shards would each hold one):
+/// a message is inflated into a buffer from a small per-thread pool, and [`ZlibStream::recycle`]
+/// gives it back once the message is handled. Buffers larger than this are dropped instead.
+const POOLED_CAPACITY: usize = 256 * 1024;
+/// Buffers kept per thread (about the number of shards handling a message at the same moment).
+const POOL_SIZE: usize = 16;
+
+thread_local! {
+    static POOL: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn take_buffer() -> Vec<u8> {
+    POOL.with(|pool| pool.borrow_mut().pop())
+        .unwrap_or_default()
+}
+
+fn give_buffer(mut buffer: Vec<u8>) {
+    if buffer.capacity() == 0 || buffer.capacity() > POOLED_CAPACITY {
+        return;
+    }
+    buffer.clear();
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.len() < POOL_SIZE {
+            pool.push(buffer);
+        }
+    });
+}
 
 /// Why a frame could not be inflated: the stream is corrupt and the connection must be dropped.
 #[derive(Debug, thiserror::Error)]
@@ -76,8 +100,8 @@ impl ZlibStream {
             self.pending.extend_from_slice(frame);
             return Ok(None);
         }
-        if self.output.capacity() > KEEP_CAPACITY {
-            self.output = Vec::new();
+        if self.output.capacity() == 0 {
+            self.output = take_buffer();
         }
         self.output.clear();
         if self.pending.is_empty() {
@@ -92,6 +116,12 @@ impl ZlibStream {
 }
 
 impl ZlibStream {
+    /// Gives the output buffer back to the pool: call it once the last message returned by
+    /// [`ZlibStream::push`] is no longer needed, so that an idle connection holds no buffer.
+    pub fn recycle(&mut self) {
+        give_buffer(std::mem::take(&mut self.output));
+    }
+
     /// Consumes the two zlib header bytes at the start of the stream (checking them), returns
     /// the rest of the frame.
     fn skip_header<'f>(&mut self, frame: &'f [u8]) -> Result<&'f [u8], InflateError> {
@@ -187,6 +217,21 @@ mod tests {
         assert!(stream.push(head).expect("partial").is_none());
         let out = stream.push(tail).expect("inflate").expect("complete");
         assert_eq!(out, br#"{"op":10,"d":{"heartbeat_interval":41250}}"#);
+    }
+
+    #[test]
+    fn recycled_buffers_are_reused_not_kept() {
+        let frames = compress_stream(&[br#"{"op":10}"#, br#"{"op":11}"#]);
+        let mut stream = ZlibStream::new();
+        stream.push(&frames[0]).expect("inflate");
+        stream.recycle();
+        assert_eq!(
+            stream.output.capacity(),
+            0,
+            "an idle stream holds no buffer"
+        );
+        let out = stream.push(&frames[1]).expect("inflate").expect("complete");
+        assert_eq!(out, br#"{"op":11}"#);
     }
 
     #[test]

@@ -626,6 +626,7 @@ impl<'a, H: Handler> Runner<'a, H> {
                 vec![Input::Closed { code: None }]
             }
         };
+        inflater.recycle();
         if self.ws.is_some() && self.inflater.is_none() {
             self.inflater = Some(inflater);
         }

@@ -274,7 +274,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             lease_ttl: Duration::from_secs(15),
             resume_window,
             pod: pod.clone(),
-            read_buffer: 4 * 1024,
+            read_buffer: 2 * 1024,
         },
         token,
         queue,

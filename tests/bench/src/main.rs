@@ -49,11 +49,12 @@ struct Args {
     /// Throughput: shards per client.
     #[arg(long, default_value_t = 4)]
     load_shards: u32,
-    /// Throughput: synthetic MESSAGE_CREATE per second.
-    #[arg(long, default_value_t = 5_000)]
+    /// Throughput: synthetic MESSAGE_CREATE per second (high enough that the clients' own work,
+    /// not the wake-up per message, dominates; try 5000 for a lighter load).
+    #[arg(long, default_value_t = 20_000)]
     load_rate: u32,
     /// Throughput: seconds of load.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 15)]
     load_seconds: u64,
     /// Throughput: bytes of each MESSAGE_CREATE's `d`.
     #[arg(long, default_value_t = 1_024)]
