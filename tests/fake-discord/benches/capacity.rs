@@ -261,8 +261,15 @@ async fn main() -> anyhow::Result<()> {
 
     // Phase 3: stream at increasing rates.
     println!(
-        "  {:>10} {:>14} {:>14} {:>10} {:>10} {:>9} {:>14}",
-        "rate/s", "delivered/s", "fake sent/s", "wire MB/s", "fake CPU", "RSS MiB", "load average"
+        "  {:>10} {:>12} {:>12} {:>10} {:>9} {:>11} {:>8} {:>15}",
+        "rate/s",
+        "delivered/s",
+        "fake sent/s",
+        "wire MB/s",
+        "fake CPU",
+        "clients CPU",
+        "RSS MiB",
+        "load average"
     );
     for &rate in &rates {
         http.post(format!("{control}/load"))

@@ -2,17 +2,16 @@
 //! from a random user, with random text of the configured size. Each event is created once in
 //! the world and delivered to every session that routes its guild, in every layout.
 //!
-//! The generator runs on a 10 ms tick and emits what the elapsed time owes. When the machine
-//! cannot keep up it drops the debt beyond 100 ms instead of bursting, so `generated` shows the
-//! rate actually achieved.
+//! The generator runs on its own thread, on a 10 ms tick, and emits what the elapsed time owes.
+//! When the machine cannot keep up it drops the debt beyond 100 ms instead of bursting, so
+//! `generated` shows the rate actually achieved.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
-use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::control::LoadSettings;
 use crate::payloads::{self, Author};
@@ -25,19 +24,28 @@ const TICK: Duration = Duration::from_millis(10);
 /// Most catch-up a tick may emit, in seconds of load.
 const MAX_DEBT_SECS: f64 = 0.1;
 
+/// How often an idle generator looks at its settings.
+const IDLE_POLL: Duration = Duration::from_millis(20);
+
+/// Starts the generator on its own thread: on the runtime it would queue behind thousands of
+/// connection tasks under load, tick late, and fall short of its rate.
+pub fn spawn(fake: Arc<Fake>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("fake-discord-load".into())
+        .spawn(move || run(&fake))
+}
+
 /// Runs until shutdown, following the load settings as they change.
-pub async fn run(fake: Arc<Fake>) {
+fn run(fake: &Fake) {
     let mut settings = fake.load.subscribe();
-    let mut shutdown = fake.shutdown.subscribe();
+    let shutdown = fake.shutdown.subscribe();
     let mut rng = SmallRng::seed_from_u64(rand::random());
     let mut targets = Vec::new();
-    loop {
+    let stopping = || *shutdown.borrow();
+    while !stopping() {
         let current = *settings.borrow_and_update();
         if current.rate == 0 {
-            tokio::select! {
-                changed = settings.changed() => if changed.is_err() { return },
-                _ = shutdown.changed() => return,
-            }
+            std::thread::sleep(IDLE_POLL);
             continue;
         }
         tracing::info!(
@@ -45,23 +53,14 @@ pub async fn run(fake: Arc<Fake>) {
             payload_bytes = current.payload_bytes,
             "load running"
         );
-        let mut ticks = tokio::time::interval(TICK);
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let rate = f64::from(current.rate);
+        let cap = (rate * MAX_DEBT_SECS).max(1.0) as u64;
         let mut start = Instant::now();
         let mut emitted = 0u64;
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {}
-                changed = settings.changed() => {
-                    if changed.is_err() { return }
-                    break;
-                }
-                _ = shutdown.changed() => return,
-            }
-            let rate = f64::from(current.rate);
+        while !stopping() && !settings.has_changed().unwrap_or(true) {
+            std::thread::sleep(TICK);
             let due = (start.elapsed().as_secs_f64() * rate) as u64;
             let mut n = due.saturating_sub(emitted);
-            let cap = (rate * MAX_DEBT_SECS).max(1.0) as u64;
             if n > cap {
                 // Behind: forgive the debt rather than burst.
                 n = cap;
@@ -69,7 +68,7 @@ pub async fn run(fake: Arc<Fake>) {
                 emitted = 0;
             }
             for _ in 0..n {
-                emit(&fake, &current, &mut rng, &mut targets);
+                emit(fake, &current, &mut rng, &mut targets);
             }
             emitted += n;
             fake.load_generated.fetch_add(n, Ordering::Relaxed);

@@ -72,10 +72,9 @@ impl FakeDiscord {
                 tracing::error!(error = %e, "server failed");
             }
         });
-        let background = vec![
-            tokio::spawn(load::run(Arc::clone(&fake))),
-            tokio::spawn(expire_sessions(Arc::clone(&fake))),
-        ];
+        let background = vec![tokio::spawn(expire_sessions(Arc::clone(&fake)))];
+        // The generator thread ends by itself on shutdown (it watches the same flag).
+        load::spawn(Arc::clone(&fake))?;
         tracing::info!(%addr, "fake Discord listening");
         Ok(RunningFake {
             addr,
