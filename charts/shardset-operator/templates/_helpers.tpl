@@ -25,17 +25,43 @@
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{- define "shardset-operator.labels" -}}
+{{/* Labels of every object of the release. */}}
+{{- define "shardset-operator.commonLabels" -}}
 helm.sh/chart: {{ include "shardset-operator.chart" . }}
-{{ include "shardset-operator.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: shardset
 {{- end }}
 
-{{- define "shardset-operator.selectorLabels" -}}
+{{/* Labels of the operator's objects (its Deployment, Service, RBAC, ...). */}}
+{{- define "shardset-operator.labels" -}}
+{{ include "shardset-operator.commonLabels" . }}
+{{ include "shardset-operator.selectorLabels" . }}
+{{- end }}
+
+{{/* Labels of the in-chart Redis objects. */}}
+{{- define "shardset-operator.redisLabels" -}}
+{{ include "shardset-operator.commonLabels" . }}
+{{ include "shardset-operator.redisSelectorLabels" . }}
+{{- end }}
+
+{{/* Labels every object of the release shares (never a selector on their own: see below). */}}
+{{- define "shardset-operator.instanceLabels" -}}
 app.kubernetes.io/name: {{ include "shardset-operator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Selects the operator pods only: without the component, the operator's Deployment, metrics
+Service, anti-affinity and NetworkPolicy would also select the in-chart Redis pod. */}}
+{{- define "shardset-operator.selectorLabels" -}}
+{{ include "shardset-operator.instanceLabels" . }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{/* Selects the in-chart Redis pod. */}}
+{{- define "shardset-operator.redisSelectorLabels" -}}
+{{ include "shardset-operator.instanceLabels" . }}
+app.kubernetes.io/component: redis
 {{- end }}
 
 {{- define "shardset-operator.serviceAccountName" -}}
