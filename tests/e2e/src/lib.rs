@@ -39,8 +39,11 @@
 //! - [`probe_pod`]: a pod spec running `shardset/cluster-probe:dev` (see tests/cluster/probe) with
 //!   the restricted security context our pods use; [`PROBE_IMAGE`].
 //! - [`kubectl`], [`helm`], [`docker`]: the harness's own binaries (never the system's kubectl).
+//! - [`shardsets`]: waits on ShardSets and their pods, `kubectl edit` driven by `sed`.
 //!
 //! No sleeps as synchronisation: waits watch the API until the condition holds or the timeout ends.
+
+pub mod shardsets;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;

@@ -1,0 +1,232 @@
+//! End to end, the way a user runs it: `helm install` the operator chart (two leader-elected
+//! replicas, the chart's RBAC and Redis) and the fake Discord chart, then with `kubectl`:
+//!
+//! 1. apply a ShardSet of 8 shards at 2 per pod → 4 worker pods Running and Ready, every shard
+//!    READY in the fake (one accepted Identify each), `kubectl get shardsets` shows 8/8/4 and the
+//!    guilds, zero violations;
+//! 2. `kubectl edit` `spec.shards` 8 → 12, then `kubectl scale --replicas=6` → each new layout
+//!    Ready, the old one gone, zero violations;
+//! 3. delete a worker pod → replaced, and its sessions **resumed**: same session ids, one more
+//!    resume each, no new Identify in the fake's log;
+//! 4. delete the ShardSet → its pods gone and its Redis keys deleted;
+//! 5. the token appears in no log, Event, status or `kubectl get -o yaml`, and the operator's log
+//!    has no `forbidden`.
+
+mod e2e_support;
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use e2e_support::*;
+use fake_discord::control::IdentifyOutcome;
+use kube::ResourceExt;
+use shardset_e2e::TestNamespace;
+use shardset_e2e::shardsets::{exactly_ready, kubectl_edit, settled_at, wait_pods, wait_shardset};
+
+const READY_WITHIN: Duration = Duration::from_secs(180);
+
+fn report(line: &str) {
+    // Straight to stderr, past the test harness's capture: the timings show in `make e2e`.
+    let _ = writeln!(std::io::stderr(), "e2e_lifecycle: {line}");
+}
+
+fn layout_pods(total: u32, per_pod: u32) -> Vec<String> {
+    (0..total)
+        .step_by(per_pod as usize)
+        .map(|first| {
+            format!(
+                "bot-{total}-{first}-{}",
+                (first + per_pod - 1).min(total - 1)
+            )
+        })
+        .collect()
+}
+
+/// Waits until layout `total` (at `per_pod`) serves alone: status settled, exactly its pods Ready,
+/// every shard live in the fake, no violation.
+async fn wait_layout(
+    ns: &TestNamespace,
+    stack: &Stack<'_>,
+    total: u32,
+    per_pod: u32,
+) -> anyhow::Result<()> {
+    let ss = wait_shardset(ns, "bot", READY_WITHIN, move |s| {
+        settled_at(s, total)
+            && s.status.as_ref().and_then(|st| st.guilds) == Some(u64::from(GUILDS))
+    })
+    .await?;
+    stack.remember("ShardSet", &ss);
+    stack.snapshot(&format!("layout {total}"))?;
+    let expected = layout_pods(total, per_pod);
+    let want: Vec<&str> = expected.iter().map(String::as_str).collect();
+    let pods = wait_pods(ns, "bot", READY_WITHIN, |p| exactly_ready(p, &want)).await?;
+    for pod in &pods {
+        let restarts: i32 = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .map(|cs| cs.iter().map(|c| c.restart_count).sum())
+            .unwrap_or_default();
+        ensure!(
+            restarts == 0,
+            "{} restarted {restarts} times",
+            pod.name_any()
+        );
+    }
+    stack.fake.wait_layout_live(total, READY_WITHIN).await?;
+    stack
+        .fake
+        .assert_no_violations(&format!("with layout {total}"))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_scale_replace_delete() -> anyhow::Result<()> {
+    let Some(ns) = TestNamespace::new("e2e-life").await else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    let stack = Stack::install(&ns, Placement::Anywhere).await?;
+    report(&format!(
+        "charts installed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+
+    // 1. The first layout.
+    let step = Instant::now();
+    ns.apply(&stack.shardset_yaml("bot", 8, 2, ""))?;
+    wait_layout(&ns, &stack, 8, 2).await?;
+    report(&format!(
+        "8 shards / 4 pods Ready and live in the fake {:.1} s after kubectl apply",
+        step.elapsed().as_secs_f64()
+    ));
+    let identifies = stack.fake.identifies().await?;
+    let accepted: Vec<u32> = identifies
+        .iter()
+        .filter(|r| r.num_shards == 8 && r.outcome == IdentifyOutcome::Accepted)
+        .map(|r| r.shard)
+        .collect();
+    ensure!(
+        accepted.iter().copied().collect::<BTreeSet<_>>() == (0..8).collect()
+            && accepted.len() == 8,
+        "expected one accepted Identify per shard, got {identifies:#?}"
+    );
+    let table = ns.kubectl(&["get", "shardsets"])?;
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    ensure!(
+        rows.len() == 2 && rows[0][..5] == ["NAME", "SHARDS", "READY", "PODS", "GUILDS"],
+        "kubectl get shardsets:\n{table}"
+    );
+    let guilds = GUILDS.to_string();
+    ensure!(
+        rows[1][..5] == ["bot", "8", "8", "4", guilds.as_str()],
+        "kubectl get shardsets:\n{table}"
+    );
+
+    // 2. Reshard: kubectl edit, then kubectl scale (BlueGreen, the default).
+    let step = Instant::now();
+    kubectl_edit(&ns.name, "shardset/bot", "s/^  shards: 8$/  shards: 12/")?;
+    wait_layout(&ns, &stack, 12, 2).await?;
+    report(&format!(
+        "kubectl edit 8 -> 12 shards: Ready in {:.1} s",
+        step.elapsed().as_secs_f64()
+    ));
+    let step = Instant::now();
+    ns.kubectl(&["scale", "shardset/bot", "--replicas=6"])?;
+    wait_layout(&ns, &stack, 6, 2).await?;
+    report(&format!(
+        "kubectl scale 12 -> 6 shards: Ready in {:.1} s",
+        step.elapsed().as_secs_f64()
+    ));
+
+    // 3. A deleted worker pod is replaced and resumes its sessions.
+    let victim = "bot-6-2-3";
+    let moved: BTreeSet<u32> = [2, 3].into();
+    let before_identifies = stack.fake.identifies().await?;
+    let before = live_sessions(&stack.fake.sessions().await?, 6);
+    let old_uid = ns
+        .api::<k8s_openapi::api::core::v1::Pod>()
+        .get(victim)
+        .await?
+        .uid()
+        .context("pod uid")?;
+    let step = Instant::now();
+    ns.kubectl(&["delete", "pod", victim, "--wait=false"])?;
+    wait_pods(&ns, "bot", READY_WITHIN, |pods| {
+        pods.iter().any(|p| {
+            p.name_any() == victim
+                && p.uid().as_deref() != Some(old_uid.as_str())
+                && shardset_e2e::conditions::is_pod_ready(p)
+        }) && exactly_ready(pods, &["bot-6-0-1", "bot-6-2-3", "bot-6-4-5"])
+    })
+    .await?;
+    let after = stack.fake.wait_layout_live(6, READY_WITHIN).await?;
+    report(&format!(
+        "deleted {victim}: replaced and live again in {:.1} s",
+        step.elapsed().as_secs_f64()
+    ));
+    for shard in &moved {
+        let (old, new) = (
+            &before[shard],
+            after
+                .iter()
+                .find(|s| s.shard == *shard)
+                .context("live session")?,
+        );
+        ensure!(
+            new.session_id == old.session_id && new.resumes > old.resumes,
+            "shard {shard} was not resumed: before {old:#?}, after {new:#?}"
+        );
+    }
+    let after_identifies = stack.fake.identifies().await?;
+    ensure!(
+        identifies_of(&after_identifies, 6, &moved) == identifies_of(&before_identifies, 6, &moved),
+        "the replacement pod identified instead of resuming: {:#?}",
+        &after_identifies[before_identifies.len()..]
+    );
+    stack
+        .fake
+        .assert_no_violations("after the pod was replaced")
+        .await?;
+
+    // 4. Delete: pods gone, Redis keys cleaned.
+    let app_id = ns
+        .api::<shardset_operator::crd::ShardSet>()
+        .get("bot")
+        .await?
+        .status
+        .and_then(|s| s.application_id)
+        .context("status.applicationId")?;
+    let keys = stack.redis_keys(&app_id).await?;
+    ensure!(
+        [":session:6:", ":lease:6:", ":status:6:", ":epoch"]
+            .iter()
+            .all(|kind| keys.iter().any(|k| k.contains(kind))),
+        "expected the bot's sessions, leases, status and epoch in Redis before the delete, found {keys:?}"
+    );
+    let step = Instant::now();
+    ns.kubectl(&["delete", "shardset", "bot", "--timeout=120s"])?;
+    wait_pods(&ns, "bot", Duration::from_secs(60), |p| p.is_empty()).await?;
+    let left = stack.redis_keys(&app_id).await?;
+    if !left.is_empty() {
+        bail!("Redis keys left after the ShardSet was deleted: {left:?}");
+    }
+    report(&format!(
+        "kubectl delete shardset: pods and {} Redis keys gone in {:.1} s",
+        keys.len(),
+        step.elapsed().as_secs_f64()
+    ));
+
+    // 5. What a user could see holds no token, and RBAC never refused the operator.
+    stack.finish().await?;
+    report(&format!(
+        "whole scenario {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
