@@ -70,6 +70,25 @@ pub async fn delete_pods(
     pods: &[Pod],
     targets: &[String],
 ) -> Result<Vec<String>, kube::Error> {
+    delete_with_grace(api, pods, targets, None).await
+}
+
+/// Force-deletes (grace period 0) pods stuck on a lost node (see `node_loss`): the API object goes
+/// at once, without the kubelet's confirmation, so that the plan can create the pod elsewhere.
+pub async fn force_delete_pods(
+    api: &Api<Pod>,
+    pods: &[Pod],
+    targets: &[String],
+) -> Result<Vec<String>, kube::Error> {
+    delete_with_grace(api, pods, targets, Some(0)).await
+}
+
+async fn delete_with_grace(
+    api: &Api<Pod>,
+    pods: &[Pod],
+    targets: &[String],
+    grace_period_seconds: Option<u32>,
+) -> Result<Vec<String>, kube::Error> {
     let uids: Vec<(String, Option<String>)> = targets
         .iter()
         .map(|name| {
@@ -87,6 +106,7 @@ pub async fn delete_pods(
                     uid,
                     resource_version: None,
                 }),
+                grace_period_seconds,
                 ..DeleteParams::default()
             };
             match api.delete(&name, &params).await {

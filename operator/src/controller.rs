@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::plan::{self, DeleteReason};
 use crate::redis_state::{self, RedisPool};
 use crate::status::{self, Observed, Problem};
-use crate::{Error, Result, apply, names, pods};
+use crate::{Error, Result, apply, names, node_loss, pods};
 
 /// Requeue while pods are starting, moving or blocked (watch events usually come first).
 const REQUEUE_BUSY: Duration = Duration::from_secs(10);
@@ -377,6 +377,9 @@ async fn apply_shardset(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result
         }
     }
 
+    // Pods stuck on a lost node: their replacements can only start once they are gone.
+    let recheck_stuck = force_delete_lost_pods(ss, &pods_api, &existing, &observed, ctx).await?;
+
     // What the workers report.
     let mut guilds = None;
     let redis_usable = spec.redis.secret_ref.is_none() || redis_password.is_some();
@@ -434,7 +437,64 @@ async fn apply_shardset(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result
     if token.is_some() {
         requeue = requeue.min(lookup.next_call_in.max(Duration::from_secs(1)));
     }
+    if let Some(recheck) = recheck_stuck {
+        requeue = requeue.min(recheck);
+    }
     Ok(Action::requeue(requeue))
+}
+
+/// Force-deletes the owned pods that `node_loss::assess` finds stuck on a lost node, with a
+/// Warning Event naming them. Returns when to look again at pods that may become stuck.
+async fn force_delete_lost_pods(
+    ss: &ShardSet,
+    pods_api: &Api<Pod>,
+    existing: &[Pod],
+    observed: &[plan::ObservedPod],
+    ctx: &Context,
+) -> Result<Option<Duration>> {
+    let now = Timestamp::now();
+    let mut recheck: Option<Duration> = None;
+    let mut stuck: Vec<(String, String)> = Vec::new();
+    for (pod, _) in existing
+        .iter()
+        .zip(observed)
+        .filter(|(_, o)| o.owned && o.terminating)
+    {
+        match node_loss::assess(pod, now) {
+            node_loss::Verdict::ForceDelete(why) => stuck.push((pod.name_any(), why)),
+            node_loss::Verdict::Wait(Some(later)) => {
+                recheck = Some(recheck.map_or(later, |r| r.min(later)));
+            }
+            node_loss::Verdict::Wait(None) => {}
+        }
+    }
+    if stuck.is_empty() {
+        return Ok(recheck);
+    }
+    let targets: Vec<String> = stuck.iter().map(|(name, _)| name.clone()).collect();
+    let deleted = apply::force_delete_pods(pods_api, existing, &targets).await?;
+    ctx.metrics.pod_action("force_delete", deleted.len());
+    if !deleted.is_empty() {
+        let described: Vec<String> = stuck
+            .iter()
+            .filter(|(name, _)| deleted.contains(name))
+            .map(|(name, why)| format!("{name} ({why})"))
+            .collect();
+        warn!(count = deleted.len(), pods = ?described, "force-deleted pods stuck on a lost node");
+        ctx.publish(
+            ss,
+            EventType::Warning,
+            "PodForceDeleted",
+            "DeletePods",
+            format!(
+                "force-deleted {} pods stuck on a lost node, to recreate them elsewhere (their shards wait for the old Redis leases): {}",
+                deleted.len(),
+                summarize_list(&described, 10)
+            ),
+        )
+        .await;
+    }
+    Ok(recheck)
 }
 
 /// A Warning Event when the Degraded reason changes to a problem, a Normal one when it clears.

@@ -6,6 +6,7 @@
 //! - [`names`]: label keys, finalizer, field manager: every name we write on objects.
 //! - [`plan`]: shard ranges and the pods to create, delete or replace.
 //! - [`pods`]: the worker Pod for one range.
+//! - [`node_loss`]: when a pod on a lost node is force-deleted, and its node-loss tolerations.
 //! - [`status`]: status summary and conditions.
 //!
 //! I/O parts:
@@ -17,6 +18,7 @@
 
 pub mod crd;
 pub mod names;
+pub mod node_loss;
 pub mod plan;
 pub mod pods;
 pub mod status;

@@ -19,6 +19,7 @@ use shard_worker::contract::{self, env};
 
 use crate::crd::ShardSet;
 use crate::names::{self, labels};
+use crate::node_loss;
 use crate::plan::{self, DesiredPod, ObservedPod, ShardRange};
 
 /// UID and GID the worker runs as (the distroless "nonroot" user; images are `FROM scratch`).
@@ -162,7 +163,8 @@ pub fn build_pod(shardset: &ShardSet, total: u32, range: ShardRange) -> Result<P
             ..Volume::default()
         }]),
         node_selector: overrides.node_selector.clone(),
-        tolerations: overrides.tolerations.clone(),
+        // Kubernetes' default keeps pods on a lost node for 300 s; see `node_loss`.
+        tolerations: Some(node_loss::tolerations(overrides.tolerations.as_deref())),
         affinity: overrides.affinity.clone(),
         image_pull_secrets: overrides.image_pull_secrets.clone(),
         priority_class_name: overrides.priority_class_name.clone(),
@@ -488,6 +490,20 @@ mod tests {
             ("ShardSet", "uid-1")
         );
         assert_eq!(owner.controller, Some(true));
+        // Evicted from a lost node after 30 s, not Kubernetes' default 300 s (see node_loss).
+        let lost: Vec<(Option<&str>, Option<i64>)> = spec
+            .tolerations
+            .iter()
+            .flatten()
+            .map(|t| (t.key.as_deref(), t.toleration_seconds))
+            .collect();
+        assert_eq!(
+            lost,
+            [
+                (Some(node_loss::TAINT_UNREACHABLE), Some(30)),
+                (Some(node_loss::TAINT_NOT_READY), Some(30))
+            ]
+        );
     }
 
     #[test]

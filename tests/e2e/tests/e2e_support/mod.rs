@@ -129,6 +129,8 @@ pub struct Stack<'a> {
     pub logs: LogCollector,
     /// Objects seen during the run (ShardSet statuses, ...), swept for the token at the end.
     seen: Mutex<Vec<(String, String)>>,
+    /// Other secrets the sweep looks for (a wrong token the scenario put in a Secret).
+    also_secret: Mutex<Vec<String>>,
 }
 
 impl<'a> Stack<'a> {
@@ -196,12 +198,14 @@ impl<'a> Stack<'a> {
             },
             logs,
             seen: Mutex::new(Vec::new()),
+            also_secret: Mutex::new(Vec::new()),
         })
     }
 
     /// A ShardSet manifest (YAML, for `kubectl apply`) against this stack: `shards` shards at
     /// `per_pod` per pod, the token Secret, the chart's Redis, the fake as the REST base with
-    /// its Identify window; `extra_spec` lines (indented two spaces, under `spec:`) are appended.
+    /// its Identify window. `extra_spec` is appended right after `spec.pod.imagePullPolicy`: lines
+    /// indented four spaces extend `spec.pod`, lines indented two add other `spec` fields.
     pub fn shardset_yaml(&self, name: &str, shards: u32, per_pod: u32, extra_spec: &str) -> String {
         format!(
             "apiVersion: shardset.io/v1alpha1
@@ -269,6 +273,42 @@ spec:
         Ok(keys)
     }
 
+    /// The final sweep also fails when `secret` appears anywhere.
+    pub fn sweep_for(&self, secret: &str) {
+        if let Ok(mut also) = self.also_secret.lock() {
+            also.push(secret.to_owned());
+        }
+    }
+
+    /// The leading operator replica's metrics (the holder of the chart's Lease), through the
+    /// API server's pod proxy: `name{labels}` → value.
+    pub async fn leader_metrics(&self) -> anyhow::Result<BTreeMap<String, f64>> {
+        let lease = self
+            .ns
+            .api::<k8s_openapi::api::coordination::v1::Lease>()
+            .get(OPERATOR_RELEASE)
+            .await?;
+        let holder = lease
+            .spec
+            .and_then(|s| s.holder_identity)
+            .filter(|h| !h.is_empty())
+            .context("no operator replica holds the Lease")?;
+        let path = format!(
+            "/api/v1/namespaces/{}/pods/{holder}:8080/proxy/metrics",
+            self.ns.name
+        );
+        let req = http::Request::get(path).body(Vec::new())?;
+        let text = self.ns.client.request_text(req).await?;
+        Ok(text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (name, value) = l.rsplit_once(' ')?;
+                Some((name.to_owned(), value.parse().ok()?))
+            })
+            .collect())
+    }
+
     /// The operator's Prometheus text, through the metrics Service (the leader's or a standby's).
     pub async fn operator_metrics(&self) -> anyhow::Result<String> {
         let path = format!(
@@ -325,14 +365,17 @@ spec:
                 logs.keys().collect::<Vec<_>>()
             );
         }
+        let mut secrets = vec![self.token.clone()];
+        secrets.extend(self.also_secret.lock().map(|s| s.clone()).unwrap_or_default());
         for (source, text) in &evidence {
-            if text.contains(&self.token) {
-                let at = text.find(&self.token).unwrap_or_default();
-                let from = at.saturating_sub(200);
-                bail!(
-                    "the bot token appears in {source}: ...{}...",
-                    &text[from..at].replace(&self.token, "<TOKEN>")
-                );
+            for secret in &secrets {
+                if let Some(at) = text.find(secret.as_str()) {
+                    let from = text.floor_char_boundary(at.saturating_sub(200));
+                    bail!(
+                        "a bot token appears in {source}: ...{}<TOKEN>...",
+                        &text[from..at]
+                    );
+                }
             }
         }
         for (pod, text) in logs
@@ -348,7 +391,7 @@ spec:
         }
         let _ = writeln!(
             std::io::stderr(),
-            "swept {} sources ({} pod logs, {} bytes) for the token and `forbidden`: clean",
+            "swept {} sources ({} container logs, {} bytes) for the token and `forbidden`: clean",
             evidence.len(),
             logs.len(),
             evidence.iter().map(|(_, t)| t.len()).sum::<usize>()
@@ -520,7 +563,7 @@ impl Drop for PortForward {
 }
 
 /// Follows the logs of every container of every pod in a namespace, from the moment it runs
-/// until the pod goes (deleted pods included), keyed `<pod>/<container>#<restart>`.
+/// until the pod goes (deleted pods included), keyed `<pod>@<uid prefix>/<container>#<restart>`.
 pub struct LogCollector {
     logs: Arc<Mutex<BTreeMap<String, String>>>,
     task: JoinHandle<()>,
@@ -539,9 +582,15 @@ impl LogCollector {
                     watcher::Event::Apply(p) | watcher::Event::InitApply(p) => p,
                     _ => continue,
                 };
+                let uid = pod.uid().unwrap_or_default();
                 for (container, restarts) in started_containers(&pod) {
-                    let key = format!("{}/{container}#{restarts}", pod.name_any());
-                    if !following.insert(format!("{}{key}", pod.uid().unwrap_or_default())) {
+                    // A pod replaced under the same name is another pod: the uid tells them apart.
+                    let key = format!(
+                        "{}@{}/{container}#{restarts}",
+                        pod.name_any(),
+                        uid.get(..8).unwrap_or_default()
+                    );
+                    if !following.insert(key.clone()) {
                         continue;
                     }
                     let (api, sink, name) = (api.clone(), Arc::clone(&sink), pod.name_any());
