@@ -1,0 +1,218 @@
+//! The Helm charts, without a cluster (helm of the harness): `helm lint` is clean with the default
+//! values and with every optional part on; `values.schema.json` refuses bad values with a message
+//! naming the value (and the template `fail`s guard the invariants the schema cannot express); the
+//! chart's CRD is byte for byte `crds/`; the RBAC the chart grants is exactly what the operator
+//! needs (the e2e scenarios prove it is enough: any `forbidden` fails them).
+
+use std::collections::BTreeSet;
+
+use anyhow::{Context as _, bail, ensure};
+use shardset_e2e::{cluster_configured, helm};
+
+fn chart(name: &str) -> String {
+    format!("{}/../../charts/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn template(chart_name: &str, sets: &[&str]) -> anyhow::Result<String> {
+    let path = chart(chart_name);
+    let mut args = vec!["template", "release", path.as_str()];
+    for set in sets {
+        // `--set-string=...` and other flags pass as they are; bare items are `--set` values.
+        if set.starts_with("--") {
+            args.push(set);
+        } else {
+            args.extend(["--set", set]);
+        }
+    }
+    helm(&args)
+}
+
+#[test]
+fn charts_lint_clean() -> anyhow::Result<()> {
+    if !cluster_configured("charts_lint_clean") {
+        return Ok(());
+    }
+    for (name, sets) in [
+        ("shardset-operator", ""),
+        (
+            "shardset-operator",
+            "redis.enabled=true,networkPolicy.enabled=true,metrics.serviceMonitor.enabled=true,watchNamespace=bots",
+        ),
+        ("shardset-operator", "replicaCount=1,leaderElection.enabled=false"),
+        ("fake-discord", ""),
+        ("fake-discord", "token=,existingSecret=bot-token,maxConcurrency=16"),
+    ] {
+        let path = chart(name);
+        let mut args = vec!["lint", "--strict", path.as_str()];
+        if !sets.is_empty() {
+            args.extend(["--set", sets]);
+        }
+        let out = helm(&args).with_context(|| format!("helm lint {name} --set {sets}"))?;
+        ensure!(
+            out.contains("0 chart(s) failed") && !out.contains("[WARNING]"),
+            "helm lint {name} --set {sets}:\n{out}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn bad_values_are_refused_with_their_name() -> anyhow::Result<()> {
+    if !cluster_configured("bad_values_are_refused_with_their_name") {
+        return Ok(());
+    }
+    // (chart, --set, what the error must mention)
+    let cases = [
+        ("shardset-operator", "replicaCount=-1", "replicaCount"),
+        ("shardset-operator", "logFormat=xml", "logFormat"),
+        ("shardset-operator", "image.pullPolicy=Sometimes", "pullPolicy"),
+        ("shardset-operator", "image.repository=", "repository"),
+        ("shardset-operator", "metrics.port=70000", "port"),
+        ("shardset-operator", "metrics.serviceMonitor.interval=soon", "interval"),
+        ("shardset-operator", "leaderElection.leaseDurationSeconds=1", "leaseDurationSeconds"),
+        ("shardset-operator", "redis.image.tag=", "tag"),
+        ("shardset-operator", "watchNamespaces=bots", "watchNamespaces"),
+        ("fake-discord", "maxConcurrency=0", "maxConcurrency"),
+        ("fake-discord", "identifyWindowMs=0", "identifyWindowMs"),
+        ("fake-discord", "applicationId=my-bot", "applicationId"),
+        ("fake-discord", "service.port=0", "port"),
+        ("fake-discord", "guild=10", "guild"),
+    ];
+    for (chart_name, set, field) in cases {
+        match template(chart_name, &[set]) {
+            Ok(_) => bail!("helm template {chart_name} --set {set} was accepted"),
+            Err(e) => {
+                let message = format!("{e:#}");
+                ensure!(
+                    message.contains("values don't meet the specifications of the schema")
+                        && message.contains(field),
+                    "helm template {chart_name} --set {set}: the error should be the schema's and name {field}: {message}"
+                );
+            }
+        }
+    }
+    // What the schema cannot say, the templates refuse with a reason.
+    for (set, reason) in [
+        (
+            "replicaCount=2,leaderElection.enabled=false",
+            "replicaCount > 1 needs leaderElection.enabled",
+        ),
+        (
+            "metrics.serviceMonitor.enabled=true,metrics.service.enabled=false",
+            "metrics.serviceMonitor.enabled needs metrics.service.enabled",
+        ),
+        (
+            "serviceAccount.create=false",
+            "serviceAccount.name is required when serviceAccount.create is false",
+        ),
+    ] {
+        match template("shardset-operator", &[set]) {
+            Ok(_) => bail!("helm template --set {set} was accepted"),
+            Err(e) => ensure!(
+                format!("{e:#}").contains(reason),
+                "--set {set} should fail with {reason:?}: {e:#}"
+            ),
+        }
+    }
+    // The same values, corrected, render: the refusals above come from the values alone.
+    template("shardset-operator", &["replicaCount=1", "logFormat=text"])?;
+    template(
+        "fake-discord",
+        &["maxConcurrency=16", "--set-string=applicationId=42"],
+    )?;
+    Ok(())
+}
+
+#[test]
+fn the_charts_crd_is_the_generated_one() -> anyhow::Result<()> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let generated = std::fs::read(format!("{root}/crds/shardset.io_shardsets.yaml"))?;
+    let shipped = std::fs::read(format!(
+        "{root}/charts/shardset-operator/crds/shardset.io_shardsets.yaml"
+    ))?;
+    ensure!(
+        generated == shipped,
+        "charts/shardset-operator/crds/ differs from crds/: run make generate"
+    );
+    Ok(())
+}
+
+/// `(apiGroup, resource, verb)` of every rule in the rendered Roles and ClusterRoles of `kind`.
+fn rules(rendered: &str, kind: &str) -> anyhow::Result<BTreeSet<(String, String, String)>> {
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(rendered)?;
+    let mut out = BTreeSet::new();
+    for doc in docs.iter().filter(|d| d["kind"] == kind) {
+        for rule in doc["rules"].as_array().into_iter().flatten() {
+            let all = |key: &str| -> Vec<String> {
+                rule[key]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            };
+            for group in all("apiGroups") {
+                for resource in all("resources") {
+                    for verb in all("verbs") {
+                        out.insert((group.clone(), resource.clone(), verb));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn rbac_is_exactly_what_the_operator_uses() -> anyhow::Result<()> {
+    if !cluster_configured("rbac_is_exactly_what_the_operator_uses") {
+        return Ok(());
+    }
+    let expected: BTreeSet<(String, String, String)> = [
+        ("shardset.io", "shardsets", "get"),
+        ("shardset.io", "shardsets", "list"),
+        ("shardset.io", "shardsets", "watch"),
+        ("shardset.io", "shardsets", "patch"),
+        ("shardset.io", "shardsets/status", "get"),
+        ("shardset.io", "shardsets/status", "patch"),
+        ("", "pods", "get"),
+        ("", "pods", "list"),
+        ("", "pods", "watch"),
+        ("", "pods", "create"),
+        ("", "pods", "delete"),
+        ("", "secrets", "get"),
+        ("events.k8s.io", "events", "create"),
+        ("events.k8s.io", "events", "patch"),
+    ]
+    .into_iter()
+    .map(|(g, r, v)| (g.to_owned(), r.to_owned(), v.to_owned()))
+    .collect();
+    let lease: BTreeSet<(String, String, String)> = ["get", "create", "patch"]
+        .into_iter()
+        .map(|v| ("coordination.k8s.io".to_owned(), "leases".to_owned(), v.to_owned()))
+        .collect();
+
+    // Watching one namespace: a Role there (plus the Lease Role), no cluster-wide grant.
+    let scoped = template("shardset-operator", &["watchNamespace=bots"])?;
+    ensure!(
+        rules(&scoped, "ClusterRole")?.is_empty(),
+        "a namespaced install must not grant cluster-wide rights"
+    );
+    let mut want = expected.clone();
+    want.extend(lease.iter().cloned());
+    ensure!(
+        rules(&scoped, "Role")? == want,
+        "Roles: {:#?}",
+        rules(&scoped, "Role")?
+    );
+
+    // Watching every namespace: the same rules in a ClusterRole.
+    let cluster = template("shardset-operator", &[])?;
+    ensure!(
+        rules(&cluster, "ClusterRole")? == expected,
+        "ClusterRole: {:#?}",
+        rules(&cluster, "ClusterRole")?
+    );
+    ensure!(rules(&cluster, "Role")? == lease, "the Lease Role");
+    Ok(())
+}
