@@ -46,7 +46,10 @@ fn refused_calls(metrics: &BTreeMap<String, f64>) -> f64 {
 
 /// Polls the leader's metrics until `reconciles_total` reaches `at_least` (the operator has no
 /// watchable record of its passes; the wait ends as soon as it holds).
-async fn wait_reconciles(stack: &Stack<'_>, at_least: f64) -> anyhow::Result<BTreeMap<String, f64>> {
+async fn wait_reconciles(
+    stack: &Stack<'_>,
+    at_least: f64,
+) -> anyhow::Result<BTreeMap<String, f64>> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let metrics = stack.leader_metrics().await?;
@@ -149,7 +152,10 @@ async fn refused_token_is_a_condition_and_costs_nothing() -> anyhow::Result<()> 
             .collect::<Vec<_>>()
     );
     let seen = pods_seen.lock().map(|s| s.clone()).unwrap_or_default();
-    ensure!(seen.is_empty(), "pods were created for a refused token: {seen:?}");
+    ensure!(
+        seen.is_empty(),
+        "pods were created for a refused token: {seen:?}"
+    );
     let identifies = stack.fake.identifies().await?;
     let counters = stack.fake.raw("counters").await?;
     let counters: fake_discord::control::Counters = serde_json::from_str(&counters)?;
@@ -163,7 +169,10 @@ async fn refused_token_is_a_condition_and_costs_nothing() -> anyhow::Result<()> 
     put_token_secret(&ns, "wrong-token", &stack.token)?;
     let ss = wait_shardset(&ns, "bot", Duration::from_secs(180), |s| settled_at(s, 4)).await?;
     stack.remember("ShardSet", &ss);
-    stack.fake.wait_layout_live(4, Duration::from_secs(60)).await?;
+    stack
+        .fake
+        .wait_layout_live(4, Duration::from_secs(60))
+        .await?;
     report(&format!(
         "token fixed in the Secret: Ready {:.1} s later",
         step.elapsed().as_secs_f64()
@@ -172,7 +181,10 @@ async fn refused_token_is_a_condition_and_costs_nothing() -> anyhow::Result<()> 
         stack.fake.identifies().await?.len() == 4,
         "expected one Identify per shard once the token is right"
     );
-    stack.fake.assert_no_violations("after the token was fixed").await?;
+    stack
+        .fake
+        .assert_no_violations("after the token was fixed")
+        .await?;
     recorder.abort();
 
     // 4. Neither token anywhere; no RBAC refusal.

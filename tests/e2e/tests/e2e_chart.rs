@@ -38,9 +38,15 @@ fn charts_lint_clean() -> anyhow::Result<()> {
             "shardset-operator",
             "redis.enabled=true,networkPolicy.enabled=true,metrics.serviceMonitor.enabled=true,watchNamespace=bots",
         ),
-        ("shardset-operator", "replicaCount=1,leaderElection.enabled=false"),
+        (
+            "shardset-operator",
+            "replicaCount=1,leaderElection.enabled=false",
+        ),
         ("fake-discord", ""),
-        ("fake-discord", "token=,existingSecret=bot-token,maxConcurrency=16"),
+        (
+            "fake-discord",
+            "token=,existingSecret=bot-token,maxConcurrency=16",
+        ),
     ] {
         let path = chart(name);
         let mut args = vec!["lint", "--strict", path.as_str()];
@@ -65,13 +71,29 @@ fn bad_values_are_refused_with_their_name() -> anyhow::Result<()> {
     let cases = [
         ("shardset-operator", "replicaCount=-1", "replicaCount"),
         ("shardset-operator", "logFormat=xml", "logFormat"),
-        ("shardset-operator", "image.pullPolicy=Sometimes", "pullPolicy"),
+        (
+            "shardset-operator",
+            "image.pullPolicy=Sometimes",
+            "pullPolicy",
+        ),
         ("shardset-operator", "image.repository=", "repository"),
         ("shardset-operator", "metrics.port=70000", "port"),
-        ("shardset-operator", "metrics.serviceMonitor.interval=soon", "interval"),
-        ("shardset-operator", "leaderElection.leaseDurationSeconds=1", "leaseDurationSeconds"),
+        (
+            "shardset-operator",
+            "metrics.serviceMonitor.interval=soon",
+            "interval",
+        ),
+        (
+            "shardset-operator",
+            "leaderElection.leaseDurationSeconds=1",
+            "leaseDurationSeconds",
+        ),
         ("shardset-operator", "redis.image.tag=", "tag"),
-        ("shardset-operator", "watchNamespaces=bots", "watchNamespaces"),
+        (
+            "shardset-operator",
+            "watchNamespaces=bots",
+            "watchNamespaces",
+        ),
         ("fake-discord", "maxConcurrency=0", "maxConcurrency"),
         ("fake-discord", "identifyWindowMs=0", "identifyWindowMs"),
         ("fake-discord", "applicationId=my-bot", "applicationId"),
@@ -189,7 +211,13 @@ fn rbac_is_exactly_what_the_operator_uses() -> anyhow::Result<()> {
     .collect();
     let lease: BTreeSet<(String, String, String)> = ["get", "create", "patch"]
         .into_iter()
-        .map(|v| ("coordination.k8s.io".to_owned(), "leases".to_owned(), v.to_owned()))
+        .map(|v| {
+            (
+                "coordination.k8s.io".to_owned(),
+                "leases".to_owned(),
+                v.to_owned(),
+            )
+        })
         .collect();
 
     // Watching one namespace: a Role there (plus the Lease Role), no cluster-wide grant.

@@ -71,8 +71,14 @@ async fn shards_of_a_lost_node_come_back_elsewhere() -> anyhow::Result<()> {
 ";
     ns.apply(&stack.shardset_yaml("bot", 8, 2, spread))?;
     wait_shardset(&ns, "bot", Duration::from_secs(180), |s| settled_at(s, 8)).await?;
-    let pods = wait_pods(&ns, "bot", Duration::from_secs(60), |p| exactly_ready(p, &PODS)).await?;
-    stack.fake.wait_layout_live(8, Duration::from_secs(60)).await?;
+    let pods = wait_pods(&ns, "bot", Duration::from_secs(60), |p| {
+        exactly_ready(p, &PODS)
+    })
+    .await?;
+    stack
+        .fake
+        .wait_layout_live(8, Duration::from_secs(60))
+        .await?;
     stack.snapshot("before the node loss")?;
 
     // The worker holding the most shard pods goes.
@@ -91,8 +97,14 @@ async fn shards_of_a_lost_node_come_back_elsewhere() -> anyhow::Result<()> {
         .iter()
         .flat_map(|name| {
             let mut parts = name.rsplitn(3, '-');
-            let last: u32 = parts.next().and_then(|s| s.parse().ok()).unwrap_or_default();
-            let first: u32 = parts.next().and_then(|s| s.parse().ok()).unwrap_or_default();
+            let last: u32 = parts
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_default();
+            let first: u32 = parts
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_default();
             first..=last
         })
         .collect();
@@ -132,8 +144,14 @@ async fn shards_of_a_lost_node_come_back_elsewhere() -> anyhow::Result<()> {
     stack.remember("ShardSet", &ss);
 
     // 2. Every shard live again, zero violations, the moved ones resumed.
-    let after_sessions = stack.fake.wait_layout_live(8, Duration::from_secs(120)).await?;
-    stack.fake.assert_no_violations("after the node loss").await?;
+    let after_sessions = stack
+        .fake
+        .wait_layout_live(8, Duration::from_secs(120))
+        .await?;
+    stack
+        .fake
+        .assert_no_violations("after the node loss")
+        .await?;
     let after_identifies = stack.fake.identifies().await?;
     let new_identifies = &after_identifies[before_identifies.len()..];
     ensure!(
@@ -151,7 +169,12 @@ async fn shards_of_a_lost_node_come_back_elsewhere() -> anyhow::Result<()> {
             "shard {shard} was not resumed: before {old:#?}, after {new:#?}"
         );
     }
-    let events = ns.kubectl(&["get", "events", "--field-selector", "reason=PodForceDeleted"])?;
+    let events = ns.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=PodForceDeleted",
+    ])?;
     ensure!(
         events.contains("shardset/bot") && events.contains("force-deleted"),
         "expected a PodForceDeleted Event (was {lost} restarted by someone else meanwhile?): {events}"

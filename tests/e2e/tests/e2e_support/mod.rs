@@ -366,7 +366,12 @@ spec:
             );
         }
         let mut secrets = vec![self.token.clone()];
-        secrets.extend(self.also_secret.lock().map(|s| s.clone()).unwrap_or_default());
+        secrets.extend(
+            self.also_secret
+                .lock()
+                .map(|s| s.clone())
+                .unwrap_or_default(),
+        );
         for (source, text) in &evidence {
             for secret in &secrets {
                 if let Some(at) = text.find(secret.as_str()) {
