@@ -231,6 +231,7 @@ mod tests {
             pod: "bot-4-0-1".into(),
             reason: (state == ShardState::Fatal).then(|| "4014 disallowed intents".into()),
             updated_at_ms: 1,
+            layout_revision: 0,
         })
     }
 

@@ -81,6 +81,7 @@ fn record(state: ShardState, guilds: u32) -> String {
         pod: "bot-4-0-1".into(),
         reason: None,
         updated_at_ms: 1,
+        layout_revision: 0,
     })
     .expect("json")
 }

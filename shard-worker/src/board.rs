@@ -94,6 +94,10 @@ impl Slot {
 pub struct Board {
     slots: BTreeMap<u32, Arc<Slot>>,
     metrics: Arc<Metrics>,
+    /// The `LayoutRoles` revision the worker has applied (every shard's acknowledgement).
+    layout_revision: AtomicU64,
+    /// Wakes the bookkeeper for a write now rather than at its next tick.
+    pub changed: Notify,
 }
 
 impl Board {
@@ -105,7 +109,27 @@ impl Board {
                 (shard, Arc::new(Slot::new(shard)))
             })
             .collect();
-        Self { slots, metrics }
+        Self {
+            slots,
+            metrics,
+            layout_revision: AtomicU64::new(0),
+            changed: Notify::new(),
+        }
+    }
+
+    /// The roles revision every shard acknowledges in its status record.
+    pub fn layout_revision(&self) -> u64 {
+        self.layout_revision.load(Ordering::Acquire)
+    }
+
+    /// Records that the worker applied roles `revision`, and has every shard's status record
+    /// rewritten at once (that write is the acknowledgement the operator waits for).
+    pub fn acknowledge_layout(&self, revision: u64) {
+        self.layout_revision.store(revision, Ordering::Release);
+        for slot in self.slots.values() {
+            slot.lock().version += 1;
+        }
+        self.changed.notify_one();
     }
 
     pub fn slot(&self, shard: u32) -> Option<&Arc<Slot>> {
@@ -139,6 +163,7 @@ impl Board {
         if old != state {
             self.metrics.set_state(shard, Some(old), state);
         }
+        self.changed.notify_one();
     }
 
     /// True when every shard is READY or RESUMED (`/readyz`).

@@ -59,6 +59,9 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
+            // A state change or an acknowledgement: write it now (statuses only change on
+            // their version, so an early pass costs nothing else).
+            () = board.changed.notified() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
         for slot in board.slots() {
@@ -150,6 +153,7 @@ async fn tend(
             pod: config.pod.clone(),
             reason: snapshot.reason.clone(),
             updated_at_ms: unix_ms(),
+            layout_revision: board.layout_revision(),
         };
         match records
             .write_status(slot.shard, &status, config.status_ttl)

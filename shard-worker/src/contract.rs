@@ -48,11 +48,27 @@ pub mod env {
     /// Optional: an in-pod HTTP endpoint (e.g. `http://127.0.0.1:9000/dispatch`) that receives
     /// every dispatch the pod acts on, as JSON, in order per shard.
     pub const FORWARD_URL: &str = "FORWARD_URL";
+    /// Optional: `true` makes the default worker answer each MESSAGE_CREATE it acts on with a
+    /// REST reply `ack <message id>` (the demo's and the hand-over tests' visible action); unset,
+    /// empty, `false`, `0`, `no` or `off`: it does not.
+    pub const REPLY_TO_MESSAGES: &str = "REPLY_TO_MESSAGES";
     /// Optional: the worker's HTTP listen address (default `0.0.0.0:8080`).
     pub const WORKER_LISTEN: &str = "WORKER_LISTEN";
     /// Optional: runtime threads of the worker (default 1; raise for pods with many busy shards).
     pub const WORKER_THREADS: &str = "WORKER_THREADS";
+    /// Optional: `W` of the hand-over protocol (`docs/resharding.md`), in ms: the longest time
+    /// between two layouts receiving one event. Default [`super::DEFAULT_HANDOVER_WINDOW_MS`];
+    /// the operator waits the same `W` (it sets this from `spec.handover.windowMs`).
+    pub const HANDOVER_WINDOW_MS: &str = "HANDOVER_WINDOW_MS";
+    /// Optional: how long a claim (`Keys::claim`) lives, in ms. Default
+    /// [`super::DEFAULT_HANDOVER_CLAIM_TTL_MS`]; never below 3 × `HANDOVER_WINDOW_MS`.
+    pub const HANDOVER_CLAIM_TTL_MS: &str = "HANDOVER_CLAIM_TTL_MS";
 }
+
+/// Default `W` of the hand-over protocol: 10 s.
+pub const DEFAULT_HANDOVER_WINDOW_MS: u64 = 10_000;
+/// Default lifetime of a claim: 10 min (a claim only has to outlive `2 W`; the slack is cheap).
+pub const DEFAULT_HANDOVER_CLAIM_TTL_MS: u64 = 600_000;
 
 /// Port of the worker's HTTP server (`/healthz`, `/readyz`, `/metrics`).
 pub const WORKER_HTTP_PORT: u16 = 8080;
@@ -139,9 +155,30 @@ impl Keys {
         format!("{}:seen:{bucket}", self.prefix)
     }
 
-    /// Which layout acts on events during a BlueGreen reshard.
+    /// The `max_concurrency` (bucket map) of the last granted gate, kept for `connect_bound`
+    /// after each grant: `take_gate.lua` refuses callers with another map meanwhile, so two
+    /// bucket maps are never live at once.
+    pub fn max_concurrency(&self) -> String {
+        format!("{}:max-concurrency", self.prefix)
+    }
+
+    /// A shard of a layout closed for good by the gateway (4004, 4010–4014): the reason, kept for
+    /// the budget period. Checked before every Identify, so a restarted pod does not spend a
+    /// session start on a shard Discord already refused; deleted by the operator when the
+    /// ShardSet changes (a new token, intents or shard count).
+    pub fn fatal(&self, total: u32, shard: u32) -> String {
+        format!("{}:fatal:{total}:{shard}", self.prefix)
+    }
+
+    /// The roles of the layouts ([`LayoutRoles`] as JSON): which layout acts on events.
     pub fn active_layout(&self) -> String {
         format!("{}:active-layout", self.prefix)
+    }
+
+    /// A claim on one event during a hand-over (`docs/resharding.md`); `event_key` is the 32 hex
+    /// digits of [`crate::roles::ClaimKey`].
+    pub fn claim(&self, event_key: &str) -> String {
+        format!("{}:claim:{event_key}", self.prefix)
     }
 
     /// A `SCAN MATCH` pattern for every key of one layout kind, e.g. `pattern("session")`.
@@ -201,6 +238,85 @@ pub struct ShardStatus {
     pub reason: Option<String>,
     /// Unix time in ms of the last update.
     pub updated_at_ms: u64,
+    /// The `revision` of [`LayoutRoles`] the worker has applied (its acknowledgement; 0: the
+    /// document was unset). Every dispatch handled after this record was written follows it.
+    #[serde(default)]
+    pub layout_revision: u64,
+}
+
+/// What a layout does with its events during a reshard (`docs/resharding.md`, "Roles").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Role {
+    /// Acts on every event: the steady state.
+    Active,
+    /// Connected and caching, acts on nothing.
+    Standby,
+    /// Acts on an event only after winning its claim (`SET P:claim:<key> NX`).
+    Claiming,
+    /// Acts on nothing; on shutdown ends its sessions (close 1000) instead of handing them over.
+    Retired,
+}
+
+impl Role {
+    /// Whether the handler may act at all (unconditionally or through a claim).
+    pub fn may_act(self) -> bool {
+        matches!(self, Self::Active | Self::Claiming)
+    }
+
+    /// A fixed label (metrics, logs).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Standby => "standby",
+            Self::Claiming => "claiming",
+            Self::Retired => "retired",
+        }
+    }
+}
+
+/// The document under `Keys::active_layout`, written only by the operator (compare-and-set on
+/// `revision`), read by every worker. Unset: every layout is active (one layout, no reshard ever
+/// ran). Set: a layout it does not name does **not** act (a leftover pod of an abandoned layout
+/// must never act).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayoutRoles {
+    /// Grows by one with every change of `roles`; workers acknowledge it in
+    /// [`ShardStatus::layout_revision`].
+    pub revision: u64,
+    /// Role per layout name ([`layout_name`]).
+    #[serde(default)]
+    pub roles: std::collections::BTreeMap<String, Role>,
+    /// Operator bookkeeping, ignored by workers: the hand-over under way (source layout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Operator bookkeeping: the layout a hand-over brings in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Operator bookkeeping: Redis time (ms) when every shard concerned had acknowledged
+    /// `revision` (the `W` waits run from it, on one clock whichever operator replica leads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acked_at_ms: Option<u64>,
+    /// Operator bookkeeping: Redis time (ms) when the hand-over began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<u64>,
+}
+
+impl LayoutRoles {
+    /// The role of `layout` under `doc` (see the type's documentation for the defaults).
+    pub fn role_of(doc: Option<&Self>, layout: &str) -> Role {
+        match doc {
+            None => Role::Active,
+            Some(doc) => doc.roles.get(layout).copied().unwrap_or(Role::Standby),
+        }
+    }
+
+    /// True while the document names more than one layout: a hand-over may need what the
+    /// active layout acted on recently (its back-fill), so workers remember it.
+    pub fn reshard_under_way(doc: Option<&Self>) -> bool {
+        doc.is_some_and(|d| d.roles.len() > 1)
+    }
 }
 
 #[cfg(test)]
@@ -220,12 +336,17 @@ mod tests {
             keys.active_layout(),
             keys.queue(3),
             keys.seen(3),
+            keys.max_concurrency(),
+            keys.claim("00ff"),
+            keys.fatal(16, 5),
         ] {
             assert!(key.starts_with("shardset:{42}:"), "{key}");
         }
         assert_eq!(keys.gate(3), "shardset:{42}:gate:3");
         assert_eq!(keys.session(16, 5), "shardset:{42}:session:16:5");
         assert_eq!(keys.pattern("lease"), "shardset:{42}:lease:*");
+        assert_eq!(keys.fatal(16, 5), "shardset:{42}:fatal:16:5");
+        assert_eq!(keys.pattern("fatal"), "shardset:{42}:fatal:*");
     }
 
     #[test]
@@ -245,15 +366,44 @@ mod tests {
             pod: "bot-16-0-3".into(),
             reason: None,
             updated_at_ms: 1,
+            layout_revision: 3,
         };
         let json = serde_json::to_string(&status).expect("serialize");
         assert_eq!(
             json,
-            r#"{"state":"waitingForGate","guilds":7,"pod":"bot-16-0-3","updatedAtMs":1}"#
+            r#"{"state":"waitingForGate","guilds":7,"pod":"bot-16-0-3","updatedAtMs":1,"layoutRevision":3}"#
         );
         assert_eq!(
             serde_json::from_str::<ShardStatus>(&json).expect("parse"),
             status
+        );
+    }
+
+    #[test]
+    fn older_status_records_read_with_revision_zero() {
+        let old = r#"{"state":"ready","guilds":1,"pod":"p","updatedAtMs":1}"#;
+        let status: ShardStatus = serde_json::from_str(old).expect("parse");
+        assert_eq!(status.layout_revision, 0);
+    }
+
+    #[test]
+    fn roles_default_to_active_only_without_a_document() {
+        assert_eq!(LayoutRoles::role_of(None, "16"), Role::Active);
+        let doc: LayoutRoles =
+            serde_json::from_str(r#"{"revision":7,"roles":{"16":"claiming","32":"standby"}}"#)
+                .expect("parse");
+        assert_eq!(LayoutRoles::role_of(Some(&doc), "16"), Role::Claiming);
+        assert_eq!(LayoutRoles::role_of(Some(&doc), "32"), Role::Standby);
+        assert_eq!(
+            LayoutRoles::role_of(Some(&doc), "8"),
+            Role::Standby,
+            "a layout the document does not name never acts"
+        );
+        assert!(LayoutRoles::reshard_under_way(Some(&doc)));
+        assert!(!LayoutRoles::reshard_under_way(None));
+        assert_eq!(
+            serde_json::to_string(&doc).expect("json"),
+            r#"{"revision":7,"roles":{"16":"claiming","32":"standby"}}"#
         );
     }
 }

@@ -187,11 +187,16 @@ impl DefaultHandler {
         self.forwarder.take()
     }
 
-    async fn reply(&self, rest: &DiscordRest, data: &str) {
-        let Ok(message) = serde_json::from_str::<MessageFields<'_>>(data) else {
+    async fn reply(&self, rest: &DiscordRest, dispatch: &Dispatch<'_>) {
+        let Ok(message) = serde_json::from_str::<MessageFields<'_>>(dispatch.data) else {
             return;
         };
+        // Our own replies come back as MESSAGE_CREATE: never answer them (nor claim them).
         if message.author.is_some_and(|a| a.bot) {
+            return;
+        }
+        // The claim decision: exactly one layout answers each message, also mid-reshard.
+        if !dispatch.act().await {
             return;
         }
         let content = format!("ack {}", message.id);
@@ -244,8 +249,9 @@ impl Handler for DefaultHandler {
             && dispatch.event == "MESSAGE_CREATE"
             && let Some(rest) = &self.replier
         {
-            // Boxed: an HTTP request's state would otherwise sit in every shard's task.
-            Box::pin(self.reply(rest, dispatch.data)).await;
+            // Boxed: an HTTP request's (and a claim's) state would otherwise sit in every
+            // shard's task.
+            Box::pin(self.reply(rest, &dispatch)).await;
         }
     }
 
@@ -294,12 +300,14 @@ mod tests {
     #[test]
     fn forward_body_carries_routing_and_raw_data() {
         let data = raw(r#"{"id":"1","guild_id":"77","content":"hi"}"#);
+        let acting = crate::acting::Acting::always_active("16");
         let body = forward_body(&Dispatch {
             shard: 3,
             seq: 9,
             event: "MESSAGE_CREATE",
             data,
             active: true,
+            acting: &acting,
         });
         assert_eq!(
             String::from_utf8(body).expect("utf8"),

@@ -5,10 +5,17 @@
 //! therefore slows its shard (backpressure) rather than piling events up in memory; a handler
 //! that blocks longer than a heartbeat interval makes the connection a zombie, and the shard
 //! resumes (replaying what it had not handled).
+//!
+//! **Acting on events.** During a reshard two layouts receive the same events. A handler that
+//! does something with an event beyond its own memory (replies, writes, calls) asks
+//! [`Dispatch::act`] right before; across layouts exactly one gets `true` for each event
+//! (`docs/resharding.md`). Caches may be filled from every dispatch.
 
 use std::future::Future;
 
 use serde::Deserialize;
+
+use crate::acting::Acting;
 
 /// One dispatch (op 0) as it arrived, parsed only as far as routing needs.
 #[derive(Debug, Clone, Copy)]
@@ -21,12 +28,21 @@ pub struct Dispatch<'a> {
     pub event: &'a str,
     /// The raw JSON text of `d` (`null` when absent), parsed by whoever needs its fields.
     pub data: &'a str,
-    /// Whether this shard's layout is the one that acts on events (`P:active-layout`). A standby
-    /// layout (during a BlueGreen reshard) should cache but not act.
+    /// Whether this shard's layout may act on events now (role `active` or `claiming`): a hint
+    /// for cheap filtering. The decision itself is [`Dispatch::act`].
     pub active: bool,
+    /// The layout's role, for [`Dispatch::act`].
+    pub acting: &'a Acting,
 }
 
 impl Dispatch<'_> {
+    /// Whether to act on this dispatch: true for exactly one layout across a hand-over. Call it
+    /// once, right before acting; during a hand-over it may take a claim in Redis (one round
+    /// trip), so call it only for events the handler acts on.
+    pub async fn act(&self) -> bool {
+        self.acting.act(self.event, self.data).await
+    }
+
     /// The guild it concerns, if any (`d.guild_id`, or `d.id` for `GUILD_*` events). Parsed on
     /// demand: most handlers never need it for most events.
     pub fn guild_id(&self) -> Option<u64> {
@@ -45,7 +61,8 @@ impl Dispatch<'_> {
 ///
 /// impl Handler for CountMessages {
 ///     async fn dispatch(&self, dispatch: Dispatch<'_>) {
-///         if dispatch.active && dispatch.event == "MESSAGE_CREATE" {
+///         // `active` filters cheaply; `act()` decides (exactly one layout acts on each event).
+///         if dispatch.active && dispatch.event == "MESSAGE_CREATE" && dispatch.act().await {
 ///             self.0.fetch_add(1, Ordering::Relaxed);
 ///         }
 ///     }

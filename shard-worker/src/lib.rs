@@ -10,15 +10,18 @@
 //! - [`compression`]: zlib-stream inflate, one context per connection.
 //! - [`envelope`]: `op`/`s`/`t` of a payload, `d` left raw (read once, by whoever needs it).
 //! - [`ratelimit`]: 120 commands per 60 s per connection, with a heartbeat reserve.
+//! - [`roles`]: a layout's role during a reshard: act, skip, or claim first; the back-fill.
 //!
 //! I/O around them:
 //! - [`shard`]: the async loop that drives one shard's machine over tokio-tungstenite.
 //! - [`identify`]: the Identify queue trait and the Redis protocol (`docs/redis-protocol.md`).
 //! - [`board`], [`bookkeeper`]: shard states, checkpoints, status records and lease renewals.
+//! - [`acting`]: the roles from Redis, event claims, acknowledgements (`docs/resharding.md`).
 //! - [`handler`], [`default_handler`], [`forward`]: what happens to dispatches.
 //! - [`worker`], [`server`], [`metrics`]: a worker's shards, its HTTP endpoints, its metrics.
 //! - [`contract`], [`token`], [`rest`]: shared with the operator.
 
+pub mod acting;
 pub mod board;
 pub mod bookkeeper;
 pub mod close_code;
@@ -32,6 +35,7 @@ pub mod identify;
 pub mod metrics;
 pub mod ratelimit;
 pub mod rest;
+pub mod roles;
 pub mod server;
 pub mod session;
 pub mod shard;

@@ -9,7 +9,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::contract::ShardState;
+use crate::contract::{Role, ShardState};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShardLabels {
@@ -25,6 +25,11 @@ pub struct ShardStateLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabels {
     pub event: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoleLabels {
+    pub role: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -53,6 +58,17 @@ pub struct Metrics {
     pub identify_waits: Family<ReasonLabels, Counter>,
     /// Redis record writes that failed (checkpoints, status, leases).
     pub redis_errors: Family<ReasonLabels, Counter>,
+    /// 1 for the layout's role (`docs/resharding.md`), 0 for the others.
+    pub layout_role: Family<RoleLabels, Gauge>,
+    /// The roles revision the worker applied and acknowledged.
+    pub layout_revision: Gauge,
+    /// Claims taken during hand-overs, by result (won, lost, error, role_unknown).
+    pub handover_claims: Family<ReasonLabels, Counter>,
+    /// Events claimed on going from active to claiming (the back-fill).
+    pub handover_backfill: Counter,
+    /// Dispatches replayed by a resume while a reshard was under way (the protocol assumes
+    /// each arrives within `W` of the other layout's copy; a long replay may break that).
+    pub handover_replays: Counter,
 }
 
 impl Metrics {
@@ -68,6 +84,11 @@ impl Metrics {
             reconnects: Family::default(),
             identify_waits: Family::default(),
             redis_errors: Family::default(),
+            layout_role: Family::default(),
+            layout_revision: Gauge::default(),
+            handover_claims: Family::default(),
+            handover_backfill: Counter::default(),
+            handover_replays: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("shardset_worker");
         r.register(
@@ -111,7 +132,44 @@ impl Metrics {
             "Redis record operations that failed, by record",
             metrics.redis_errors.clone(),
         );
+        r.register(
+            "layout_role",
+            "1 for the role of this worker's layout (active, standby, claiming, retired)",
+            metrics.layout_role.clone(),
+        );
+        r.register(
+            "layout_revision",
+            "Revision of the layout roles applied and acknowledged",
+            metrics.layout_revision.clone(),
+        );
+        r.register(
+            "handover_claims",
+            "Event claims during hand-overs, by result",
+            metrics.handover_claims.clone(),
+        );
+        r.register(
+            "handover_backfill",
+            "Events claimed on going from active to claiming",
+            metrics.handover_backfill.clone(),
+        );
+        r.register(
+            "handover_replays",
+            "Dispatches replayed by a resume while a reshard was under way",
+            metrics.handover_replays.clone(),
+        );
         metrics
+    }
+
+    /// Moves the one-hot role gauge from `old` to `new`.
+    pub fn set_role(&self, old: Option<Role>, new: Role) {
+        if let Some(old) = old {
+            self.layout_role
+                .get_or_create(&RoleLabels { role: old.label() })
+                .set(0);
+        }
+        self.layout_role
+            .get_or_create(&RoleLabels { role: new.label() })
+            .set(1);
     }
 
     /// Moves `shard`'s one-hot state gauge from `old` to `new`.

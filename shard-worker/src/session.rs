@@ -14,6 +14,11 @@
 //!   `false`: wait 1–5 s and Identify anew (through the gate again). Fatal codes: stop for good.
 //! - Reconnects back off exponentially with jitter; the first one after a live session is
 //!   immediate. Hello and READY/RESUMED have deadlines.
+//! - Every Identify spends a session start, so Identifies that do not lead to a session lasting
+//!   [`SessionConfig::stable_after`] are counted: each further Identify waits exponentially
+//!   longer, and after [`SessionConfig::identify_loop_limit`] of them in a row the shard stops
+//!   ([`Phase::IdentifyLoop`]) instead of draining the daily budget (op 9 `false` answered to
+//!   every Identify, READY followed at once by 4007/4009, Identifies that never see READY).
 
 use std::time::Duration;
 
@@ -32,6 +37,17 @@ pub struct SessionConfig {
     pub backoff_max: Duration,
     /// The wait after op 9 `false` before identifying again (Discord: 1–5 s).
     pub invalid_session_wait: (Duration, Duration),
+    /// A session live (READY or RESUMED) this long proves its Identify worked: the count of
+    /// Identifies in a row without a lasting session starts over.
+    pub stable_after: Duration,
+    /// The least wait before an Identify that follows one without a lasting session; doubles
+    /// with each such Identify (with jitter), up to `identify_backoff_max`.
+    pub identify_backoff_base: Duration,
+    /// The longest such wait.
+    pub identify_backoff_max: Duration,
+    /// Identifies in a row without a lasting session after which the shard stops for good
+    /// ([`Phase::IdentifyLoop`]); at least 1.
+    pub identify_loop_limit: u32,
 }
 
 impl Default for SessionConfig {
@@ -42,6 +58,10 @@ impl Default for SessionConfig {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
             invalid_session_wait: (Duration::from_secs(1), Duration::from_secs(5)),
+            stable_after: Duration::from_secs(60),
+            identify_backoff_base: Duration::from_secs(5),
+            identify_backoff_max: Duration::from_secs(300),
+            identify_loop_limit: 5,
         }
     }
 }
@@ -74,6 +94,9 @@ pub enum Phase {
     Active,
     /// Closed with a code that forbids reconnecting.
     Fatal(u16),
+    /// Stopped for good: `identify_loop_limit` Identifies in a row led to no lasting session
+    /// (each spent a session start; more would only drain the budget).
+    IdentifyLoop,
     /// Shut down.
     Stopped,
 }
@@ -191,6 +214,8 @@ pub struct Machine {
     awaiting_ack: bool,
     /// Connection attempts since the last live session.
     attempt: u32,
+    /// Identifies sent since the last session that lasted `stable_after`.
+    identify_streak: u32,
     rng: u64,
 }
 
@@ -209,6 +234,7 @@ impl Machine {
             heartbeat_interval: None,
             awaiting_ack: false,
             attempt: 0,
+            identify_streak: 0,
             rng: splitmix(seed) | 1,
         }
     }
@@ -228,6 +254,11 @@ impl Machine {
 
     pub fn heartbeat_interval(&self) -> Option<Duration> {
         self.heartbeat_interval
+    }
+
+    /// Identifies sent since the last session that lasted `stable_after`.
+    pub fn identify_streak(&self) -> u32 {
+        self.identify_streak
     }
 
     /// A uniform random number in `[0, 1)` (xorshift64*: enough for jitter).
@@ -254,6 +285,20 @@ impl Machine {
         capped.mul_f64(0.5 + 0.5 * self.random())
     }
 
+    /// The least wait before the next Identify: zero after a lasting session, else
+    /// `identify_backoff_base × 2^(streak − 1)` (capped), with jitter in its upper half.
+    fn identify_backoff(&mut self) -> Duration {
+        if self.identify_streak == 0 {
+            return Duration::ZERO;
+        }
+        let exp = self
+            .config
+            .identify_backoff_base
+            .saturating_mul(1 << (self.identify_streak - 1).min(16));
+        let capped = exp.min(self.config.identify_backoff_max);
+        capped.mul_f64(0.5 + 0.5 * self.random())
+    }
+
     fn target(&self) -> Target {
         match &self.resumable {
             Some(r) => Target::Resume(r.resume_gateway_url.clone()),
@@ -261,8 +306,10 @@ impl Machine {
         }
     }
 
-    /// Drops the connection (if any) and schedules the next one after `wait`.
-    fn reconnect_after(&mut self, code: Option<u16>, wait: Duration) -> Vec<Action> {
+    /// Drops the connection (if any) and schedules the next one after `wait`. When the next
+    /// connection must Identify after Identifies that led to no lasting session, it waits at
+    /// least the Identify backoff, or the shard stops once the streak reached the limit.
+    fn reconnect_after(&mut self, code: Option<u16>, mut wait: Duration) -> Vec<Action> {
         let mut actions = Vec::with_capacity(5);
         if self.phase == Phase::AwaitingPermit {
             actions.push(Action::CancelPermit);
@@ -273,6 +320,15 @@ impl Machine {
         actions.push(Action::DisarmHeartbeat);
         self.heartbeat_interval = None;
         self.awaiting_ack = false;
+        if self.resumable.is_none() && self.identify_streak > 0 {
+            if self.identify_streak >= self.config.identify_loop_limit.max(1) {
+                self.phase = Phase::IdentifyLoop;
+                actions.push(Action::ClearDeadline);
+                actions.push(Action::Stop { code: None });
+                return actions;
+            }
+            wait = wait.max(self.identify_backoff());
+        }
         if wait.is_zero() {
             self.phase = Phase::Connecting;
             actions.push(Action::ClearDeadline);
@@ -289,6 +345,16 @@ impl Machine {
         self.reconnect_after(code, wait)
     }
 
+    /// The deadline of a session that just went live: none when no Identify is in question,
+    /// else `stable_after`, when the streak of Identifies starts over.
+    fn stability_deadline(&self) -> Action {
+        if self.identify_streak == 0 {
+            Action::ClearDeadline
+        } else {
+            Action::SetDeadline(self.config.stable_after)
+        }
+    }
+
     fn forget_session(&mut self) {
         self.resumable = None;
         self.seq = 0;
@@ -297,7 +363,7 @@ impl Machine {
     /// Applies one input; returns what the loop must do, in order.
     pub fn step(&mut self, input: Input) -> Vec<Action> {
         use Phase::*;
-        if matches!(self.phase, Fatal(_) | Stopped) {
+        if matches!(self.phase, Fatal(_) | IdentifyLoop | Stopped) {
             return Vec::new();
         }
         match (self.phase, input) {
@@ -362,6 +428,7 @@ impl Machine {
             }
             (AwaitingPermit, Input::PermitGranted) => {
                 self.phase = Identifying;
+                self.identify_streak = self.identify_streak.saturating_add(1);
                 vec![
                     Action::SendIdentify,
                     Action::SetDeadline(self.config.ready_timeout),
@@ -401,14 +468,22 @@ impl Machine {
                 self.phase = Active;
                 self.attempt = 0;
                 vec![
-                    Action::ClearDeadline,
+                    self.stability_deadline(),
                     Action::SessionLive { resumed: false },
                 ]
             }
             (Resuming, Input::Resumed) => {
                 self.phase = Active;
                 self.attempt = 0;
-                vec![Action::ClearDeadline, Action::SessionLive { resumed: true }]
+                vec![
+                    self.stability_deadline(),
+                    Action::SessionLive { resumed: true },
+                ]
+            }
+            // The session lasted `stable_after`: the Identifies that led to it worked.
+            (Active, Input::Deadline) => {
+                self.identify_streak = 0;
+                Vec::new()
             }
             (phase, Input::Reconnect) if phase.connected() => {
                 self.reconnect_with_backoff(Some(RESUMABLE_CLOSE))
@@ -646,6 +721,7 @@ mod tests {
         assert!(actions.contains(&Action::Connect(Target::Resume("ws://resume".into()))));
 
         let mut m = active();
+        m.step(Input::Deadline); // the session lasted: its Identify is not in question
         let actions = m.step(Input::Closed { code: Some(4009) });
         assert!(actions.contains(&Action::Connect(Target::Gateway)));
         assert!(m.resumable().is_none());
@@ -723,6 +799,167 @@ mod tests {
         let actions = m.step(Input::Shutdown);
         assert_eq!(actions[0], Action::CancelPermit);
         assert!(actions.contains(&Action::Stop { code: Some(1000) }));
+    }
+
+    /// How an Identify fails in [`identify_loop`].
+    #[derive(Clone, Copy)]
+    enum Failure {
+        /// op 9 `false` right after the Identify.
+        InvalidSession,
+        /// READY, then at once 4009 (session timed out: Identify anew).
+        ReadyThen4009,
+        /// No READY before the deadline.
+        NoReady,
+    }
+
+    /// Runs the machine through Identifies that fail as `failure` says, on a virtual clock,
+    /// until it stops or `max` Identifies were sent. Returns the clock time of each Identify.
+    fn identify_loop(
+        config: SessionConfig,
+        failure: Failure,
+        max: usize,
+    ) -> (Machine, Vec<Duration>) {
+        let mut m = Machine::new(config, None, 11);
+        let mut clock = Duration::ZERO;
+        let mut sent = Vec::new();
+        let mut actions = m.step(Input::Start);
+        while sent.len() < max {
+            // Carry the machine to its next Identify: backoffs pass on the virtual clock.
+            if let Some(Action::SetDeadline(wait)) = actions.last() {
+                assert_eq!(m.phase(), Phase::Backoff, "{actions:?}");
+                clock += *wait;
+                actions = m.step(Input::Deadline);
+            }
+            if actions.contains(&Action::Stop { code: None }) {
+                break;
+            }
+            assert!(
+                matches!(actions.last(), Some(Action::Connect(Target::Gateway))),
+                "{actions:?}"
+            );
+            m.step(Input::Connected);
+            m.step(Input::Hello {
+                heartbeat_interval: INTERVAL,
+            });
+            assert_eq!(m.step(Input::PermitGranted)[0], Action::SendIdentify);
+            sent.push(clock);
+            actions = match failure {
+                Failure::InvalidSession => m.step(Input::InvalidSession { resumable: false }),
+                Failure::ReadyThen4009 => {
+                    m.step(Input::Dispatch { seq: 1 });
+                    let live = m.step(Input::Ready(session()));
+                    assert!(live.contains(&Action::SetDeadline(m.config.stable_after)));
+                    m.step(Input::Closed { code: Some(4009) })
+                }
+                Failure::NoReady => m.step(Input::Deadline),
+            };
+        }
+        (m, sent)
+    }
+
+    #[test]
+    fn identifies_without_a_lasting_session_back_off_then_stop() {
+        for failure in [
+            Failure::InvalidSession,
+            Failure::ReadyThen4009,
+            Failure::NoReady,
+        ] {
+            let config = SessionConfig::default();
+            let (m, sent) = identify_loop(config.clone(), failure, 100);
+            assert_eq!(m.phase(), Phase::IdentifyLoop);
+            assert_eq!(sent.len(), config.identify_loop_limit as usize);
+            assert_eq!(m.identify_streak(), config.identify_loop_limit);
+            // Each Identify after a failed one waits at least half of base × 2^(n − 1).
+            for (n, pair) in sent.windows(2).enumerate() {
+                let least = config.identify_backoff_base * (1 << n) / 2;
+                assert!(pair[1] - pair[0] >= least, "Identify {}: {sent:?}", n + 2);
+            }
+            // Nothing brings it back; shutdown has nothing to close.
+            assert!(m.clone().step(Input::Deadline).is_empty());
+            assert!(m.clone().step(Input::Shutdown).is_empty());
+        }
+    }
+
+    #[test]
+    fn a_lasting_session_forgives_earlier_identifies() {
+        let mut m = Machine::new(SessionConfig::default(), None, 5);
+        for round in 0..20 {
+            m.step(Input::Start);
+            m.step(Input::Connected);
+            m.step(Input::Hello {
+                heartbeat_interval: INTERVAL,
+            });
+            m.step(Input::PermitGranted);
+            assert_eq!(m.identify_streak(), 1, "round {round}");
+            m.step(Input::Dispatch { seq: 1 });
+            m.step(Input::Ready(session()));
+            // The stability deadline passes: the Identify worked.
+            assert!(m.step(Input::Deadline).is_empty());
+            assert_eq!(m.identify_streak(), 0);
+            // A later 4009 identifies again at once (the first reconnect after a live session).
+            let actions = m.step(Input::Closed { code: Some(4009) });
+            assert_eq!(actions.last(), Some(&Action::Connect(Target::Gateway)));
+            m = Machine {
+                phase: Phase::Idle,
+                ..m
+            };
+        }
+        // A resumed session that lasts counts too.
+        let mut m = active();
+        assert_eq!(m.identify_streak(), 1);
+        m.step(Input::Closed { code: None });
+        m.step(Input::Connected);
+        m.step(Input::Hello {
+            heartbeat_interval: INTERVAL,
+        });
+        let actions = m.step(Input::Resumed);
+        assert!(actions.contains(&Action::SetDeadline(SessionConfig::default().stable_after)));
+        m.step(Input::Deadline);
+        assert_eq!(m.identify_streak(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_op9_loop_spends_at_most_the_limit_in_an_hour() {
+        // The loop as the shard task runs it, on tokio's paused clock: every Identify is answered
+        // with op 9 false. Before the guard this spent one session start every 1–5 s (~1,200 an
+        // hour); now the limit, over about base × (2^limit − 1) s.
+        let config = SessionConfig::default();
+        let mut m = Machine::new(config.clone(), None, 3);
+        let start = tokio::time::Instant::now();
+        let mut identifies = 0;
+        let mut actions = m.step(Input::Start);
+        while start.elapsed() < Duration::from_secs(3_600) {
+            let mut inputs = Vec::new();
+            for action in actions.drain(..) {
+                match action {
+                    Action::Connect(_) => inputs.push(Input::Connected),
+                    Action::SetDeadline(d) if m.phase() == Phase::Backoff => {
+                        tokio::time::sleep(d).await;
+                        inputs.push(Input::Deadline);
+                    }
+                    Action::RequestPermit => inputs.push(Input::PermitGranted),
+                    Action::SendIdentify => {
+                        identifies += 1;
+                        inputs.push(Input::InvalidSession { resumable: false });
+                    }
+                    _ => {}
+                }
+            }
+            if m.phase() == Phase::AwaitingHello {
+                inputs.push(Input::Hello {
+                    heartbeat_interval: INTERVAL,
+                });
+            }
+            if inputs.is_empty() {
+                break;
+            }
+            for input in inputs {
+                actions.extend(m.step(input));
+            }
+        }
+        assert_eq!(m.phase(), Phase::IdentifyLoop);
+        assert_eq!(identifies, config.identify_loop_limit);
+        assert!(start.elapsed() < Duration::from_secs(3_600));
     }
 
     #[test]

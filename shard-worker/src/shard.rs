@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -25,6 +25,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::{debug, info, warn};
 
+use crate::acting::Acting;
 use crate::board::{Board, LiveSession, Slot};
 use crate::close_code;
 use crate::compression::ZlibStream;
@@ -39,6 +40,9 @@ use crate::session::{Action, Input, Machine, Phase, Resumable, SessionConfig, Ta
 use crate::token::Token;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The reason (prefix) a shard stopped by the Identify-loop guard reports (`P:status`, `/readyz`).
+pub const IDENTIFY_LOOP: &str = "IdentifyLoop";
 type PermitFuture = Pin<Box<dyn Future<Output = Permit> + Send>>;
 
 /// Settings shared by every shard of a worker.
@@ -70,8 +74,8 @@ pub struct Shared<H> {
     pub records: Option<Records>,
     pub handler: Arc<H>,
     pub board: Arc<Board>,
-    /// Whether this layout acts on events (`P:active-layout`).
-    pub active: Arc<AtomicBool>,
+    /// The layout's role during reshards (`P:active-layout`): whether and how it acts.
+    pub acting: Arc<Acting>,
 }
 
 /// How a shard's task ended.
@@ -250,6 +254,8 @@ struct Runner<'a, H> {
     permit_asked: Option<Instant>,
     connections: u64,
     phase: Phase,
+    /// From sending Resume until RESUMED: the dispatches in between are replays.
+    replaying: bool,
     /// Per-event counters, looked up without allocating after the first of each kind.
     counters: HashMap<Box<str>, Counter>,
     labels: ShardLabels,
@@ -282,6 +288,7 @@ impl<'a, H: Handler> Runner<'a, H> {
             permit_asked: None,
             connections: 0,
             phase: Phase::Idle,
+            replaying: false,
             counters: HashMap::new(),
             labels: ShardLabels { shard },
         }
@@ -320,17 +327,24 @@ impl<'a, H: Handler> Runner<'a, H> {
             pending.clear();
             self.report_phase();
 
-            // Frames first: while a socket has data the other branches are not even polled
-            // (tokio's cooperative budget still yields every 128 frames, so timers and shutdown
-            // are seen within milliseconds under any load).
-            let wake = tokio::select! {
-                biased;
-                frame = next_frame(&mut self.ws) => Wake::Frame(frame),
-                () = &mut self.heartbeat_timer, if self.heartbeat_at.is_some() => Wake::Heartbeat,
-                () = &mut self.deadline_timer, if self.deadline_at.is_some() => Wake::Deadline,
-                permit = await_permit(&mut self.permit_future) => Wake::Permit(permit),
-                _ = &mut shutdown_requested => Wake::Shutdown,
-                () = &mut lease_lost => Wake::LeaseLost,
+            // Frames first: while a socket has data the other branches are not even polled.
+            // A frame already in tungstenite's buffer is returned without touching the socket
+            // (no cooperative budget spent), so a shard that is behind always has a frame ready
+            // and would never see its heartbeat timer: check that deadline by hand first (one
+            // clock read per turn), or a slow handler turns into a zombie connection.
+            let heartbeat_due = self.heartbeat_at.is_some_and(|at| Instant::now() >= at);
+            let wake = if heartbeat_due {
+                Wake::Heartbeat
+            } else {
+                tokio::select! {
+                    biased;
+                    frame = next_frame(&mut self.ws) => Wake::Frame(frame),
+                    () = &mut self.heartbeat_timer, if self.heartbeat_at.is_some() => Wake::Heartbeat,
+                    () = &mut self.deadline_timer, if self.deadline_at.is_some() => Wake::Deadline,
+                    permit = await_permit(&mut self.permit_future) => Wake::Permit(permit),
+                    _ = &mut shutdown_requested => Wake::Shutdown,
+                    () = &mut lease_lost => Wake::LeaseLost,
+                }
             };
             let inputs = match wake {
                 Wake::Frame(frame) => self.on_frame(frame).await,
@@ -387,11 +401,16 @@ impl<'a, H: Handler> Runner<'a, H> {
             Phase::Identifying => ShardState::Identifying,
             Phase::Resuming => ShardState::Resuming,
             Phase::Active => ShardState::Ready,
-            Phase::Fatal(_) => ShardState::Fatal,
+            Phase::Fatal(_) | Phase::IdentifyLoop => ShardState::Fatal,
             Phase::Stopped => ShardState::Stopped,
         };
         let reason = match phase {
             Phase::Fatal(code) => Some(close_code::fatal_reason(code).to_owned()),
+            Phase::IdentifyLoop => Some(format!(
+                "{IDENTIFY_LOOP}: {} Identifies in a row led to no session lasting {:?}",
+                self.machine.identify_streak(),
+                self.shared.config.session.stable_after
+            )),
             _ => None,
         };
         self.board().set_state(self.shard, state, reason);
@@ -447,6 +466,7 @@ impl<'a, H: Handler> Runner<'a, H> {
                 }
             }
             Action::SendResume { session_id, seq } => {
+                self.replaying = true;
                 self.limiter.acquire().await;
                 let payload = serde_json::json!({
                     "op": 6,
@@ -568,11 +588,19 @@ impl<'a, H: Handler> Runner<'a, H> {
                 code: CloseCode::from(code),
                 reason: "".into(),
             };
+            // The close handshake (RFC 6455 §5.5.1): send ours, then read until the gateway's
+            // answer. Exiting right after sending could reset the connection with frames unread,
+            // and the gateway might never see our code (1000 would then not end the session).
             // Boxed: rare, and large next to an idle shard's state.
-            let closing = Box::pin(tokio::time::timeout(
-                Duration::from_secs(2),
-                ws.close(Some(frame)),
-            ));
+            let closing = Box::pin(tokio::time::timeout(Duration::from_secs(2), async move {
+                if ws.close(Some(frame)).await.is_ok() {
+                    while let Some(Ok(message)) = ws.next().await {
+                        if message.is_close() {
+                            break;
+                        }
+                    }
+                }
+            }));
             let _ = closing.await;
         }
     }
@@ -665,15 +693,23 @@ impl<'a, H: Handler> Runner<'a, H> {
                             None
                         }
                     },
-                    "RESUMED" => Some(Input::Resumed),
+                    "RESUMED" => {
+                        self.replaying = false;
+                        Some(Input::Resumed)
+                    }
                     _ => None,
                 };
+                let acting = &*self.shared.acting;
+                if self.replaying && acting.reshard_under_way() {
+                    self.board().metrics().handover_replays.inc();
+                }
                 let dispatch = Dispatch {
                     shard: self.shard,
                     seq,
                     event,
                     data,
-                    active: self.shared.active.load(Ordering::Relaxed),
+                    active: acting.may_act(),
+                    acting,
                 };
                 self.shared.handler.dispatch(dispatch).await;
                 self.slot.set_handled_seq(seq);
@@ -751,7 +787,25 @@ impl<'a, H: Handler> Runner<'a, H> {
         let io = self.slot.io.lock().await;
         self.slot.lock().finalized = true;
         let resume_window = self.shared.config.resume_window;
-        if fatal.is_some() {
+        // A retired layout's sessions will never be resumed: end them (1000) and leave no
+        // records behind (docs/resharding.md, "Roles").
+        let retired = fatal.is_none() && self.shared.acting.retired();
+        let code = match code {
+            Some(close_code::RESUMABLE_CLOSE) if retired => Some(close_code::SESSION_ENDING_CLOSE),
+            other => other,
+        };
+        if retired {
+            if let Err(e) = records.delete_session(self.shard).await {
+                debug!(shard_id = self.shard, error = %e, "cannot delete the retired session");
+            }
+            if let Err(e) = records.delete_status(self.shard).await {
+                debug!(shard_id = self.shard, error = %e, "cannot delete the retired status");
+            }
+            info!(
+                shard_id = self.shard,
+                "retired layout: ending the session (close 1000)"
+            );
+        } else if fatal.is_some() {
             if let Err(e) = records.delete_session(self.shard).await {
                 debug!(shard_id = self.shard, error = %e, "cannot delete the dead session");
             }

@@ -2,8 +2,6 @@
 //! The binary wires it to the environment; tests and other binaries can build one directly.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -12,7 +10,6 @@ use tracing::{info, warn};
 use crate::board::Board;
 use crate::bookkeeper::{self, BookkeeperConfig, GuildCount};
 use crate::handler::Handler;
-use crate::identify::records::Records;
 use crate::shard::{self, Exit, Shared};
 
 /// How a worker's shards ended.
@@ -24,11 +21,10 @@ pub struct Outcome {
 }
 
 /// Runs every shard on the board until `shutdown` turns true (or all ended fatally), with the
-/// bookkeeper and the layout watcher when Redis records are configured.
+/// bookkeeper and the layout-roles watcher when Redis records are configured.
 pub async fn run<H: Handler>(
     shared: Arc<Shared<H>>,
     bookkeeping: BookkeeperConfig,
-    layout: String,
     shutdown: watch::Receiver<bool>,
 ) -> Outcome {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -43,19 +39,19 @@ pub async fn run<H: Handler>(
             guilds,
             stop_rx.clone(),
         ));
-        background.spawn(watch_layout(
-            records,
-            layout,
-            Arc::clone(&shared.active),
+        background.spawn(crate::acting::watch(
+            Arc::clone(&shared.acting),
+            Arc::clone(&shared.board),
             stop_rx,
         ));
     }
 
     let mut shards = JoinSet::new();
+    let shutdown_for_shards = shutdown.clone();
     let ids: Vec<u32> = shared.board.slots().map(|s| s.shard).collect();
     for shard in ids {
         let shared = Arc::clone(&shared);
-        let shutdown = shutdown.clone();
+        let shutdown = shutdown_for_shards.clone();
         shards.spawn(async move { (shard, shard::run(shared, shard, shutdown).await) });
     }
     let mut outcome = Outcome::default();
@@ -69,6 +65,13 @@ pub async fn run<H: Handler>(
             Err(e) => warn!(error = %e, "shard task failed"),
         }
     }
+    // Shards closed for good stay reported (status records, metrics, /readyz) until shutdown:
+    // ending the process would only restart it and call Discord again.
+    let mut shutdown = shutdown;
+    if !*shutdown.borrow() && !outcome.fatal.is_empty() {
+        info!("every shard ended; reporting until shutdown");
+        let _ = shutdown.wait_for(|s| *s).await;
+    }
     let _ = stop_tx.send(true);
     while background.join_next().await.is_some() {}
     outcome.stopped.sort_unstable();
@@ -78,30 +81,6 @@ pub async fn run<H: Handler>(
         "all shards ended"
     );
     outcome
-}
-
-/// Keeps `active` equal to "this layout acts on events": true when `P:active-layout` is unset
-/// (no reshard under way) or names `layout`. Polled every second; on Redis errors the last known
-/// value stays.
-async fn watch_layout(
-    records: Records,
-    layout: String,
-    active: Arc<AtomicBool>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        if let Ok(current) = records.active_layout().await {
-            let is_active = current.as_deref().is_none_or(|c| c == layout);
-            if active.swap(is_active, Ordering::Relaxed) != is_active {
-                info!(layout = %layout, active = is_active, "layout activity changed");
-            }
-        }
-    }
 }
 
 /// A board with shards `first..=last`.

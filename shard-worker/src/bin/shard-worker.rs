@@ -3,18 +3,23 @@
 //! meaning for runs by hand; the token is env-only). See the README's "Shard worker" section.
 //!
 //! SIGTERM: stop dispatching, save each session to Redis, close with a resumable code, release
-//! the leases, drain the forward queue, exit 0.
+//! the leases, drain the forward queue, exit 0. (A retired layout ends its sessions instead.)
+//!
+//! A token Discord refuses (401) or shards closed for good (4004, 4010–4014) do not end the
+//! process: a restart would only call Discord again (a crash loop spends requests and, for
+//! Identify, session starts). The worker reports them (shard state Fatal with the reason in
+//! `P:status` and `/metrics`, `/readyz` 503, `/healthz` 200) and waits for SIGTERM.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use prometheus_client::registry::Registry;
+use shard_worker::acting::{Acting, HandoverConfig};
 use shard_worker::bookkeeper::BookkeeperConfig;
-use shard_worker::contract::{self, Keys, env};
+use shard_worker::contract::{self, Keys, ShardState, ShardStatus, env};
 use shard_worker::default_handler::DefaultHandler;
 use shard_worker::forward::Forwarder;
 use shard_worker::identify::records::Records;
@@ -78,11 +83,17 @@ struct Args {
     /// How long saved sessions stay resumable, in ms.
     #[arg(long, env = env::RESUME_WINDOW_MS, default_value_t = 180_000)]
     resume_window_ms: u64,
+    /// `W` of the hand-over protocol in ms (docs/resharding.md); the operator sets it.
+    #[arg(long, env = env::HANDOVER_WINDOW_MS, default_value_t = contract::DEFAULT_HANDOVER_WINDOW_MS)]
+    handover_window_ms: u64,
+    /// Lifetime of a hand-over claim in ms (at least 3 × the window).
+    #[arg(long, env = env::HANDOVER_CLAIM_TTL_MS, default_value_t = contract::DEFAULT_HANDOVER_CLAIM_TTL_MS)]
+    handover_claim_ttl_ms: u64,
     /// Forward every dispatch as JSON to this in-pod endpoint.
     #[arg(long, env = env::FORWARD_URL)]
     forward_url: Option<String>,
     /// Answer each MESSAGE_CREATE (while this layout is active) with a REST message "ack <id>".
-    #[arg(long)]
+    #[arg(long, env = env::REPLY_TO_MESSAGES)]
     reply_to_messages: bool,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = env::WORKER_LISTEN, default_value_t = SocketAddr::from(([0, 0, 0, 0], contract::WORKER_HTTP_PORT)))]
@@ -126,21 +137,42 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// `RUST_LOG` (default `info`) decides what is logged, except the targets that can carry the
+/// token ([`shard_worker::token::NEVER_LOGGED_TARGETS`]): a second filter turns those off, so
+/// even `RUST_LOG=trace` (or `tungstenite=trace`) cannot bring them back.
 fn init_tracing(json: bool) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let never = shard_worker::token::NEVER_LOGGED_TARGETS.iter().fold(
+        Targets::new().with_default(LevelFilter::TRACE),
+        |t, target| t.with_target(*target, LevelFilter::OFF),
+    );
+    let registry = tracing_subscriber::registry().with(filter).with(never);
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     if json {
-        builder.json().init();
+        registry.with(layer.json()).init();
     } else {
-        builder.init();
+        registry.with(layer).init();
     }
 }
 
-/// Asks until Discord answers; a refused token stops at once (no retry loop on 401).
-async fn with_retries<T, F, Fut>(what: &str, mut call: F) -> anyhow::Result<T>
+/// Why the worker cannot start its shards.
+enum Refused {
+    /// Discord refused the token (401): report it and wait; never retry.
+    Token,
+    /// Our own configuration is wrong (a malformed REST base).
+    Config(String),
+}
+
+/// Asks until Discord answers; a refused token stops at once (no retry loop on 401). `None`:
+/// shut down while waiting.
+async fn with_retries<T, F, Fut>(
+    what: &str,
+    shutdown: &mut watch::Receiver<bool>,
+    mut call: F,
+) -> Result<Option<T>, Refused>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, RestError>>,
@@ -148,18 +180,77 @@ where
     let mut delay = Duration::from_millis(500);
     loop {
         match call().await {
-            Ok(value) => return Ok(value),
-            Err(RestError::Unauthorized) => bail!("{what}: {}", RestError::Unauthorized),
-            Err(RestError::InvalidBase(base)) => bail!("{what}: invalid Discord API URL {base:?}"),
+            Ok(value) => return Ok(Some(value)),
+            Err(RestError::Unauthorized) => {
+                error!("{what}: {}", RestError::Unauthorized);
+                return Err(Refused::Token);
+            }
+            Err(RestError::InvalidBase(base)) => {
+                return Err(Refused::Config(format!(
+                    "{what}: invalid Discord API URL {base:?}"
+                )));
+            }
             Err(e) => {
                 let wait = match &e {
                     RestError::RateLimited { retry_after } => *retry_after,
                     _ => delay,
                 };
                 warn!(error = %e, "{what} failed; retrying in {wait:?}");
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.wait_for(|s| *s) => return Ok(None),
+                }
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
+        }
+    }
+}
+
+/// The reason every shard reports when Discord refused the token.
+const REFUSED_TOKEN: &str = "invalid token (401)";
+
+/// A refused token: every shard Fatal (metrics, `/readyz`) and, when the bot id can be read
+/// from the token, in `P:status` too (refreshed within its TTL) until SIGTERM. No retry.
+async fn report_refused_token(
+    args: &Args,
+    token: &Token,
+    pod: &str,
+    board: &shard_worker::board::Board,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    for shard in args.shard_first..=args.shard_last {
+        board.set_state(shard, ShardState::Fatal, Some(REFUSED_TOKEN.into()));
+    }
+    error!(
+        "Discord refused the bot token; every shard stays down until the pod is replaced with a valid token (no retries)"
+    );
+    let records = match (token.bot_id(), redis_url(&args.redis_url)) {
+        (Some(id), Ok(url)) => connect(&url)
+            .ok()
+            .map(|conn| Records::new(conn, Keys::new(id), args.shard_total)),
+        _ => None,
+    };
+    let status_ttl = Duration::from_secs(30);
+    loop {
+        if let Some(records) = &records {
+            for shard in args.shard_first..=args.shard_last {
+                let status = ShardStatus {
+                    state: ShardState::Fatal,
+                    guilds: 0,
+                    pod: pod.to_owned(),
+                    reason: Some(REFUSED_TOKEN.into()),
+                    updated_at_ms: shard_worker::bookkeeper::unix_ms(),
+                    layout_revision: 0,
+                };
+                if let Err(e) = records.write_status(shard, &status, status_ttl).await {
+                    warn!(error = %e, "cannot report the refused token in Redis");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(status_ttl / 3) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
         }
     }
 }
@@ -198,9 +289,53 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| contract::layout_name(args.shard_total));
 
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut registry));
+    let registry = Arc::new(registry);
+    let board = worker::board(args.shard_first, args.shard_last, Arc::clone(&metrics));
+
+    // The endpoints first: the pod is live (and says why it is not ready) while Discord is asked.
+    let (server_stop_tx, server_stop_rx) = watch::channel(false);
+    let (addr, server_task) = server::serve(
+        args.listen,
+        server::router(Arc::clone(&board), registry),
+        server_stop_rx.clone(),
+    )
+    .await
+    .with_context(|| format!("cannot listen on {}", args.listen))?;
+    info!(%addr, "serving /healthz, /readyz, /metrics");
+
+    let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutting down: saving sessions for the next owner");
+        let _ = shutdown_tx.send(true);
+    });
+
     let rest = DiscordRest::new(&args.discord_api_url, token.clone())?;
-    let me = with_retries("GET /users/@me", || rest.current_user()).await?;
-    let bot = with_retries("GET /gateway/bot", || rest.gateway_bot()).await?;
+    let asked = async {
+        let Some(me) =
+            with_retries("GET /users/@me", &mut shutdown_rx, || rest.current_user()).await?
+        else {
+            return Ok(None);
+        };
+        let bot = with_retries("GET /gateway/bot", &mut shutdown_rx, || rest.gateway_bot()).await?;
+        Ok(bot.map(|bot| (me, bot)))
+    }
+    .await;
+    let (me, bot) = match asked {
+        Ok(Some(answers)) => answers,
+        Ok(None) => {
+            stop_server(server_stop_tx, server_task).await;
+            return Ok(());
+        }
+        Err(Refused::Token) => {
+            report_refused_token(&args, &token, &pod, &board, shutdown_rx).await;
+            stop_server(server_stop_tx, server_task).await;
+            return Ok(());
+        }
+        Err(Refused::Config(message)) => bail!(message),
+    };
     let max_concurrency = args
         .max_concurrency
         .unwrap_or(bot.session_start_limit.max_concurrency);
@@ -228,11 +363,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let queue: Arc<dyn IdentifyQueue> = Arc::new(queue);
     let records = Records::new(conn, keys, args.shard_total);
-
-    let mut registry = Registry::default();
-    let metrics = Arc::new(Metrics::new(&mut registry));
-    let registry = Arc::new(registry);
-    let board = worker::board(args.shard_first, args.shard_last, Arc::clone(&metrics));
+    let handover = HandoverConfig {
+        window: Duration::from_millis(args.handover_window_ms),
+        claim_ttl: Duration::from_millis(args.handover_claim_ttl_ms),
+    };
+    let acting = Arc::new(Acting::with_redis(
+        layout.clone(),
+        records.clone(),
+        handover,
+        Arc::clone(&metrics),
+    ));
 
     let (forwarder, forward_task) = match &args.forward_url {
         Some(url) => {
@@ -244,15 +384,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let replier = args.reply_to_messages.then(|| rest.clone());
     let handler = Arc::new(DefaultHandler::new(forwarder, replier));
 
-    let (server_stop_tx, server_stop_rx) = watch::channel(false);
-    let (addr, server_task) = server::serve(
-        args.listen,
-        server::router(Arc::clone(&board), registry),
-        server_stop_rx.clone(),
-    )
-    .await
-    .with_context(|| format!("cannot listen on {}", args.listen))?;
-    info!(%addr, "serving /healthz, /readyz, /metrics");
     if let Some(queue_addr) = args.queue_listen {
         let (addr, _) = server::serve(
             queue_addr,
@@ -281,7 +412,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         records: Some(records),
         handler: Arc::clone(&handler),
         board,
-        active: Arc::new(AtomicBool::new(true)),
+        acting,
     });
     let bookkeeping = BookkeeperConfig {
         tick: Duration::from_millis(500),
@@ -292,13 +423,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         pod,
     };
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        info!("shutting down: saving sessions for the next owner");
-        let _ = shutdown_tx.send(true);
-    });
-    let outcome = worker::run(Arc::clone(&shared), bookkeeping, layout, shutdown_rx).await;
+    let outcome = worker::run(Arc::clone(&shared), bookkeeping, shutdown_rx).await;
     drop(shared);
     // The forwarder's queue drains once the handler (its only sender) is gone.
     if let Some(task) = forward_task {
@@ -312,13 +437,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
             _ => warn!("the forward queue did not drain in time"),
         }
     }
-    let _ = server_stop_tx.send(true);
-    let _ = server_task.await;
-    if !outcome.fatal.is_empty() && outcome.stopped.is_empty() {
-        let (shard, code) = outcome.fatal[0];
-        bail!("every shard closed fatally (shard {shard}: {code})");
+    stop_server(server_stop_tx, server_task).await;
+    if !outcome.fatal.is_empty() {
+        info!(
+            fatal = outcome.fatal.len(),
+            "exiting after SIGTERM; shards closed for good are reported in P:status until then"
+        );
     }
     Ok(())
+}
+
+async fn stop_server(stop: watch::Sender<bool>, task: tokio::task::JoinHandle<()>) {
+    let _ = stop.send(true);
+    let _ = task.await;
 }
 
 async fn wait_for_signal() {

@@ -1,6 +1,6 @@
 //! The per-shard records of the protocol, besides the gate: the shard lease (one live session per
 //! shard across pods), the saved session (hand-over and crash recovery), the status record (read
-//! by the operator), and the active layout of a BlueGreen reshard.
+//! by the operator), the layouts' roles during a reshard, and the claims of the hand-over.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
-use crate::contract::{Keys, SessionRecord, ShardStatus};
+use crate::contract::{Keys, LayoutRoles, SessionRecord, ShardStatus};
 
 static CLAIM_LEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("claim_lease.lua")));
@@ -167,8 +167,66 @@ impl Records {
         Ok(())
     }
 
-    /// The layout that acts on events (`P:active-layout`), if one was set.
-    pub async fn active_layout(&self) -> Result<Option<String>, RecordError> {
-        Ok(self.conn.clone().get(self.keys.active_layout()).await?)
+    /// Deletes the status record of `shard` (a retired layout leaves nothing behind).
+    pub async fn delete_status(&self, shard: u32) -> Result<(), RecordError> {
+        let _: () = self
+            .conn
+            .clone()
+            .del(self.keys.status(self.total, shard))
+            .await?;
+        Ok(())
+    }
+
+    /// The roles of the layouts (`P:active-layout`), if the operator set them.
+    pub async fn layout_roles(&self) -> Result<Option<LayoutRoles>, RecordError> {
+        let key = self.keys.active_layout();
+        let json: Option<String> = self.conn.clone().get(&key).await?;
+        json.map(|j| {
+            serde_json::from_str(&j).map_err(|source| RecordError::Malformed { key, source })
+        })
+        .transpose()
+    }
+
+    /// Claims one event for `layout`: `SET P:claim:<key> <layout> NX PX <ttl>`. True when this
+    /// call took it (nobody had).
+    pub async fn claim(
+        &self,
+        event_key: &str,
+        layout: &str,
+        ttl: Duration,
+    ) -> Result<bool, RecordError> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.keys.claim(event_key))
+            .arg(layout)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Claims every event of `event_keys` for `layout` in one round trip (the back-fill of a
+    /// layout going from `active` to `claiming`: it acted on them, so they are its own).
+    pub async fn claim_all(
+        &self,
+        event_keys: &[String],
+        layout: &str,
+        ttl: Duration,
+    ) -> Result<(), RecordError> {
+        for chunk in event_keys.chunks(1_000) {
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                pipe.cmd("SET")
+                    .arg(self.keys.claim(key))
+                    .arg(layout)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl.as_millis() as u64)
+                    .ignore();
+            }
+            let _: () = pipe.query_async(&mut self.conn.clone()).await?;
+        }
+        Ok(())
     }
 }

@@ -17,17 +17,29 @@ pub struct Scenario {
 impl Scenario {
     /// Redis and a fake with `max_concurrency`, a scaled Identify window and heartbeat.
     pub async fn start(max_concurrency: u32, window_ms: u64, heartbeat_ms: u64) -> Self {
-        shard_worker::rest::install_crypto_provider();
-        let redis = RedisServer::start();
-        let config = Config {
+        Self::start_with(Config {
             max_concurrency,
             identify_window_ms: window_ms,
             heartbeat_interval_ms: heartbeat_ms,
+            ..Self::config()
+        })
+        .await
+    }
+
+    /// The scenarios' common fake settings.
+    pub fn config() -> Config {
+        Config {
             guilds: 256,
             resume_window_ms: 60_000,
             reconnect_grace_ms: 2_000,
             ..Config::default()
-        };
+        }
+    }
+
+    /// Redis and a fake with `config`.
+    pub async fn start_with(config: Config) -> Self {
+        shard_worker::rest::install_crypto_provider();
+        let redis = RedisServer::start();
         let fake = FakeDiscord::spawn(config, "127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("fake Discord");
@@ -48,6 +60,7 @@ impl Scenario {
             forward_url: None,
             pod: pod.to_owned(),
             extra_args: Vec::new(),
+            extra_env: Vec::new(),
         }
     }
 

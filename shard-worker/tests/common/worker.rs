@@ -20,6 +20,8 @@ pub struct WorkerSpec {
     pub forward_url: Option<String>,
     pub pod: String,
     pub extra_args: Vec<String>,
+    /// Extra environment (e.g. `HANDOVER_WINDOW_MS`, or a `DISCORD_TOKEN` of another shape).
+    pub extra_env: Vec<(String, String)>,
 }
 
 pub struct WorkerProcess {
@@ -61,6 +63,7 @@ impl WorkerProcess {
             .env(env::IDENTIFY_WINDOW_MS, spec.window_ms.to_string())
             .env(env::WORKER_LISTEN, &listen)
             .args(&spec.extra_args)
+            .envs(spec.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(file);
         if let Some(c) = spec.max_concurrency {
@@ -79,6 +82,13 @@ impl WorkerProcess {
             log,
             spec,
         }
+    }
+
+    /// True while the process has not exited.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     pub fn pid(&self) -> Option<u32> {

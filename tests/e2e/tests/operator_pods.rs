@@ -41,6 +41,7 @@ async fn ten_shards_at_three_per_pod() -> anyhow::Result<()> {
             pod: "x".into(),
             reason: None,
             updated_at_ms: 1,
+            layout_revision: 0,
         };
         let _: () = conn.set(keys.status(10, shard), serde_json::to_string(&record)?)?;
     }

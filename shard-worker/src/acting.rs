@@ -1,0 +1,338 @@
+//! Whether this layout acts on an event: the worker's side of the hand-over protocol
+//! (`docs/resharding.md`), around the pure [`crate::roles::Roles`].
+//!
+//! - [`Acting::act`] is the one question a handler asks before it acts (replies, writes, ...):
+//!   `active` → yes; `standby`/`retired` → no; `claiming` → yes only if this layout wins the
+//!   event's claim (`SET P:claim:<key> <layout> NX PX <ttl>`), so across layouts exactly one acts.
+//! - [`watch`] polls `P:active-layout` every [`POLL`] and applies the layout's role: on going
+//!   from `active` to `claiming` it first claims what it acted on recently (the back-fill), then
+//!   acknowledges the revision in every shard's status record (through the [`Board`]).
+//!
+//! Why a poll and not pub/sub: one `GET` per pod every 250 ms is nothing for Redis (a thousand
+//! pods make 4,000 small reads per second), it works unchanged on Redis Cluster and through
+//! proxies, and it cannot miss a change: a pub/sub message published while a worker reconnects
+//! is lost, so a poll would be needed anyway. The operator waits for acknowledgements, not for
+//! delivery, so the poll period only adds its half (125 ms on average) to each of the few steps
+//! of a hand-over.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::watch as tokio_watch;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::board::Board;
+use crate::contract::{LayoutRoles, Role};
+use crate::identify::records::Records;
+use crate::metrics::{Metrics, ReasonLabels};
+use crate::roles::{ClaimKey, Decision, Roles};
+
+/// How often `P:active-layout` is read.
+pub const POLL: Duration = Duration::from_millis(250);
+/// How long [`Acting::act`] waits for the first read of the roles before skipping the event.
+pub const ROLE_WAIT: Duration = Duration::from_secs(10);
+/// How long a claim is retried while Redis does not answer, before the event is skipped.
+pub const CLAIM_GIVE_UP: Duration = Duration::from_secs(5);
+
+/// Hand-over settings of a worker.
+#[derive(Debug, Clone)]
+pub struct HandoverConfig {
+    /// `W`: the longest time between two layouts receiving one event.
+    pub window: Duration,
+    /// Lifetime of a claim.
+    pub claim_ttl: Duration,
+}
+
+impl Default for HandoverConfig {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_millis(crate::contract::DEFAULT_HANDOVER_WINDOW_MS),
+            claim_ttl: Duration::from_millis(crate::contract::DEFAULT_HANDOVER_CLAIM_TTL_MS),
+        }
+    }
+}
+
+impl HandoverConfig {
+    /// The settings with the claim TTL raised to at least `3 W` (a claim must outlive the time
+    /// in which the other layout can still see its event).
+    pub fn normalized(mut self) -> Self {
+        self.claim_ttl = self.claim_ttl.max(self.window * 3);
+        self
+    }
+}
+
+/// The role of this worker's layout, shared by its shards and its handler.
+pub struct Acting {
+    layout: String,
+    config: HandoverConfig,
+    roles: Mutex<Roles>,
+    /// The role as a number, for the per-dispatch `may_act` without the lock.
+    role_code: AtomicU8,
+    /// Turns true after the first successful read of the roles.
+    known: tokio_watch::Sender<bool>,
+    records: Option<Records>,
+    metrics: Option<Arc<Metrics>>,
+    epoch: Instant,
+    /// Back-fill claims not written yet (Redis failed): written before the next acknowledgement.
+    pending_backfill: Mutex<Vec<String>>,
+}
+
+impl std::fmt::Debug for Acting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acting")
+            .field("layout", &self.layout)
+            .field("role", &self.role())
+            .finish_non_exhaustive()
+    }
+}
+
+const UNKNOWN: u8 = 0;
+
+fn code(role: Role) -> u8 {
+    match role {
+        Role::Active => 1,
+        Role::Standby => 2,
+        Role::Claiming => 3,
+        Role::Retired => 4,
+    }
+}
+
+fn role_of_code(code: u8) -> Option<Role> {
+    match code {
+        1 => Some(Role::Active),
+        2 => Some(Role::Standby),
+        3 => Some(Role::Claiming),
+        4 => Some(Role::Retired),
+        _ => None,
+    }
+}
+
+impl Acting {
+    /// Always active: a worker without Redis (tests, a single process).
+    pub fn always_active(layout: impl Into<String>) -> Self {
+        let (known, _) = tokio_watch::channel(true);
+        Self {
+            layout: layout.into(),
+            config: HandoverConfig::default(),
+            roles: Mutex::new(Roles::fixed(Role::Active)),
+            role_code: AtomicU8::new(code(Role::Active)),
+            known,
+            records: None,
+            metrics: None,
+            epoch: Instant::now(),
+            pending_backfill: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The role of `layout` as [`watch`] reads it from Redis; unknown (nothing acts) until the
+    /// first read.
+    pub fn with_redis(
+        layout: impl Into<String>,
+        records: Records,
+        config: HandoverConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let config = config.normalized();
+        let (known, _) = tokio_watch::channel(false);
+        Self {
+            layout: layout.into(),
+            roles: Mutex::new(Roles::new(config.window * 2)),
+            config,
+            role_code: AtomicU8::new(UNKNOWN),
+            known,
+            records: Some(records),
+            metrics: Some(metrics),
+            epoch: Instant::now(),
+            pending_backfill: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn layout(&self) -> &str {
+        &self.layout
+    }
+
+    fn roles(&self) -> MutexGuard<'_, Roles> {
+        self.roles.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The role applied now (`None` before the first read).
+    pub fn role(&self) -> Option<Role> {
+        role_of_code(self.role_code.load(Ordering::Acquire))
+    }
+
+    /// Whether the handler may act at all now (`active` or `claiming`): the `Dispatch::active`
+    /// hint. Acting itself must go through [`Acting::act`].
+    pub fn may_act(&self) -> bool {
+        self.role().is_some_and(Role::may_act)
+    }
+
+    /// True when this layout is retired: its sessions end with the pod (close 1000).
+    pub fn retired(&self) -> bool {
+        self.role() == Some(Role::Retired)
+    }
+
+    /// Whether this worker would act on the event `event` with payload `data`: exactly one
+    /// layout answers true for each event, also during a hand-over. Call it once per event, right
+    /// before acting (a `claiming` layout's answer is a claim taken in Redis).
+    pub async fn act(&self, event: &str, data: &str) -> bool {
+        let key = ClaimKey::of(event, data);
+        let mut waited = false;
+        loop {
+            let decision = self.roles().decide(key, self.now_ms());
+            match decision {
+                Decision::Act => return true,
+                Decision::Skip => return false,
+                Decision::Claim => return self.claim(key).await,
+                Decision::Unknown if waited => {
+                    self.count("role_unknown");
+                    warn!(layout = %self.layout, "roles still unknown; not acting on the event");
+                    return false;
+                }
+                Decision::Unknown => {
+                    let mut known = self.known.subscribe();
+                    let _ = tokio::time::timeout(ROLE_WAIT, known.wait_for(|k| *k)).await;
+                    waited = true;
+                }
+            }
+        }
+    }
+
+    async fn claim(&self, key: ClaimKey) -> bool {
+        let Some(records) = &self.records else {
+            return true;
+        };
+        let hex = key.hex();
+        let deadline = Instant::now() + CLAIM_GIVE_UP;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match records
+                .claim(&hex, &self.layout, self.config.claim_ttl)
+                .await
+            {
+                Ok(won) => {
+                    self.count(if won { "won" } else { "lost" });
+                    return won;
+                }
+                Err(e) if Instant::now() + pause < deadline => {
+                    debug!(error = %e, "claim failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => {
+                    // At most once: without Redis nobody can know whether the other layout acted.
+                    self.count("error");
+                    warn!(error = %e, "cannot claim an event; not acting on it");
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn count(&self, result: &'static str) {
+        if let Some(metrics) = &self.metrics {
+            metrics
+                .handover_claims
+                .get_or_create(&ReasonLabels { reason: result })
+                .inc();
+        }
+    }
+
+    /// Applies the document `doc` (None: unset). The revision is acknowledged once the change
+    /// is complete: after the back-fill claims are written. `Err` leaves it unacknowledged; the
+    /// next poll tries the back-fill again.
+    async fn apply(&self, doc: Option<&LayoutRoles>, board: &Board) -> Result<(), String> {
+        let role = LayoutRoles::role_of(doc, &self.layout);
+        let revision = doc.map_or(0, |d| d.revision);
+        let recording = LayoutRoles::reshard_under_way(doc);
+        let change = self.roles().apply(role, revision, recording, self.now_ms());
+        self.role_code.store(code(role), Ordering::Release);
+        self.known.send_replace(true);
+        if let Some(change) = &change {
+            if let Some(metrics) = &self.metrics {
+                metrics.set_role(change.from, change.to);
+                metrics.layout_revision.set(revision as i64);
+            }
+            info!(
+                layout = %self.layout,
+                from = change.from.map_or("unknown", Role::label),
+                to = change.to.label(),
+                revision,
+                backfill = change.backfill.len(),
+                "layout role applied"
+            );
+            self.pending()
+                .extend(change.backfill.iter().map(ClaimKey::hex));
+        }
+        let backfill = self.pending().clone();
+        if !backfill.is_empty()
+            && let Some(records) = &self.records
+        {
+            records
+                .claim_all(&backfill, &self.layout, self.config.claim_ttl)
+                .await
+                .map_err(|e| format!("back-fill of {} claims failed: {e}", backfill.len()))?;
+            if let Some(metrics) = &self.metrics {
+                metrics.handover_backfill.inc_by(backfill.len() as u64);
+            }
+            self.pending().clear();
+        }
+        if board.layout_revision() != revision || change.is_some() {
+            board.acknowledge_layout(revision);
+        }
+        Ok(())
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Vec<String>> {
+        self.pending_backfill
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True while a reshard is under way (the roles name more than one layout).
+    pub fn reshard_under_way(&self) -> bool {
+        self.roles().recording()
+    }
+}
+
+/// Keeps `acting` in step with `P:active-layout` until `stop` turns true. Redis errors keep the
+/// last role (live sessions go on) and are retried on the next poll.
+pub async fn watch(acting: Arc<Acting>, board: Arc<Board>, mut stop: tokio_watch::Receiver<bool>) {
+    let Some(records) = acting.records.clone() else {
+        return;
+    };
+    let mut ticker = tokio::time::interval(POLL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut complained = false;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match records.layout_roles().await {
+            Ok(doc) => {
+                complained = false;
+                if let Err(e) = acting.apply(doc.as_ref(), &board).await {
+                    warn!(error = %e, "layout role not acknowledged yet");
+                }
+            }
+            Err(e) => {
+                if !complained {
+                    warn!(error = %e, reason = e.metric_label(), "cannot read the layout roles; keeping the last one");
+                    complained = true;
+                }
+                if let Some(metrics) = &acting.metrics {
+                    metrics
+                        .redis_errors
+                        .get_or_create(&ReasonLabels { reason: "roles" })
+                        .inc();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! The hand-over protocol (`docs/resharding.md`) with real worker processes, the fake Discord
+//! and a real redis-server. The test plays the operator's part (writes `P:active-layout`, waits
+//! for every shard's acknowledgement and for `W`), two layouts run side by side under a steady
+//! synthetic load, and the fake's reply log proves that every message was answered exactly once.
+//! This is the fastest proof of the claim phase; `tests/e2e/tests/reshard_*.rs` repeat it on kind
+//! with the operator driving.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::scenario::{Scenario, wait_until};
+use common::worker::{WorkerProcess, WorkerSpec};
+use fake_discord::control::{Fault, FaultRequest, LoadSettings, Target};
+use redis::Commands;
+use shard_worker::contract::{Keys, LayoutRoles, Role, ShardState, ShardStatus, env};
+
+const READY: Duration = Duration::from_secs(30);
+const ACKS: Duration = Duration::from_secs(10);
+/// `W` of these scenarios. The fake delivers an event to both layouts within milliseconds, but a
+/// debug build answering every message through REST on a busy 2-core machine lags behind the
+/// load by up to a second; `W` must cover the whole difference between the two layouts'
+/// *handling* of an event, lag included.
+const WINDOW_MS: u64 = 2_500;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+fn set_load(s: &Scenario, rate: u32) {
+    s.fake.state().load.send_replace(LoadSettings {
+        rate,
+        payload_bytes: 256,
+        dm_percent: 0,
+    });
+}
+
+/// A replying worker of shards `first..=last` of `total` with this scenario's `W`.
+fn replier(s: &Scenario, pod: &str, first: u32, last: u32, total: u32) -> WorkerSpec {
+    let mut spec = s.spec(pod, first, last, total);
+    spec.extra_args.push("--reply-to-messages".into());
+    spec.extra_env
+        .push((env::HANDOVER_WINDOW_MS.into(), WINDOW_MS.to_string()));
+    spec
+}
+
+/// The operator's side: writes the roles document and waits for acknowledgements.
+struct Roles {
+    conn: redis::Connection,
+    keys: Keys,
+    revision: u64,
+}
+
+impl Roles {
+    fn new(s: &Scenario) -> Self {
+        Self {
+            conn: s.redis.conn(),
+            keys: Keys::new(s.fake.state().config.application_id),
+            revision: 0,
+        }
+    }
+
+    fn write(&mut self, roles: &[(u32, Role)]) -> u64 {
+        self.revision += 1;
+        let doc = LayoutRoles {
+            revision: self.revision,
+            roles: roles.iter().map(|(l, r)| (l.to_string(), *r)).collect(),
+            ..LayoutRoles::default()
+        };
+        let json = serde_json::to_string(&doc).expect("json");
+        let _: () = self
+            .conn
+            .set(self.keys.active_layout(), json)
+            .expect("write roles");
+        self.revision
+    }
+
+    fn status(&mut self, total: u32, shard: u32) -> Option<ShardStatus> {
+        let json: Option<String> = self
+            .conn
+            .get(self.keys.status(total, shard))
+            .expect("read status");
+        json.and_then(|j| serde_json::from_str(&j).ok())
+    }
+
+    /// Waits until every shard of layout `total` acknowledged the current revision.
+    async fn acked(&mut self, total: u32) -> bool {
+        let revision = self.revision;
+        let deadline = tokio::time::Instant::now() + ACKS;
+        while tokio::time::Instant::now() < deadline {
+            if (0..total).all(|shard| {
+                self.status(total, shard)
+                    .is_some_and(|s| s.layout_revision >= revision)
+            }) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+}
+
+/// The protocol's own wait (not a synchronisation): `W` after the acknowledgements.
+async fn wait_window() {
+    tokio::time::sleep(Duration::from_millis(WINDOW_MS)).await;
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The fake's `delay` fault: it holds each batch of frames to a connection this long, so that
+/// layout receives every event 200–400 ms after the other (well below `W`).
+const SKEW_MS: u64 = 200;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_over_acts_on_every_message_exactly_once_with_the_new_layout_late() {
+    hand_over(Some(8)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_over_acts_on_every_message_exactly_once_with_the_old_layout_late() {
+    hand_over(Some(4)).await;
+}
+
+/// Delays every frame to the sessions of layout `total` by `ms` (0 ends the delay).
+fn delay_layout(s: &Scenario, total: u32, ms: u64) {
+    let affected = s.fake.state().inject(&FaultRequest {
+        fault: Fault::Delay { ms },
+        target: Target {
+            num_shards: Some(total),
+            ..Target::default()
+        },
+    });
+    assert_eq!(
+        affected, total,
+        "one connection per shard of layout {total}"
+    );
+}
+
+/// Layout 4 (one worker) hands over to layout 8 (one worker) under load, with the frames of
+/// `late` (if any) delayed so the two layouts see each event [`SKEW_MS`] apart: the case the
+/// back-fill and the `W` waits exist for.
+async fn hand_over(late: Option<u32>) {
+    // Heartbeats every 3 s: a debug build answering every message through REST on a busy
+    // 2-core machine can hold a shard's loop long enough to miss a 1 s heartbeat.
+    let s = Scenario::start(16, 100, 3_000).await;
+    let mut roles = Roles::new(&s);
+    let mut old = WorkerProcess::start(replier(&s, "old", 0, 3, 4));
+    assert!(
+        old.wait_ready(READY).await,
+        "old layout:\n{}",
+        old.log_text()
+    );
+    if late == Some(4) {
+        delay_layout(&s, 4, SKEW_MS);
+    }
+
+    set_load(&s, 150);
+    let since = now_ms();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Standby: the new layout connects beside the old one, acting on nothing.
+    roles.write(&[(4, Role::Active), (8, Role::Standby)]);
+    let mut new = WorkerProcess::start(replier(&s, "new", 0, 7, 8));
+    assert!(
+        new.wait_ready(READY).await,
+        "new layout:\n{}",
+        new.log_text()
+    );
+    if late == Some(8) {
+        delay_layout(&s, 8, SKEW_MS);
+    }
+    assert!(
+        roles.acked(4).await && roles.acked(8).await,
+        "standby acked"
+    );
+    wait_window().await;
+    // The old layout claims (after back-filling what it acted on), then the new one too.
+    roles.write(&[(4, Role::Claiming), (8, Role::Standby)]);
+    assert!(roles.acked(4).await, "old layout claiming");
+    roles.write(&[(4, Role::Claiming), (8, Role::Claiming)]);
+    assert!(roles.acked(8).await, "new layout claiming");
+    wait_window().await;
+    roles.write(&[(4, Role::Retired), (8, Role::Claiming)]);
+    assert!(roles.acked(4).await, "old layout retired");
+    wait_window().await;
+    roles.write(&[(4, Role::Retired), (8, Role::Active)]);
+    assert!(roles.acked(8).await, "new layout active");
+
+    if let Some(total) = late {
+        // The fake reads a client's close frame only after the frames it holds back.
+        delay_layout(&s, total, 0);
+    }
+    let old_metrics = old.metrics().await;
+    assert_eq!(old.terminate(Duration::from_secs(20)).await, Some(0));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    set_load(&s, 0);
+    let until = now_ms();
+
+    // Every message of the whole run (before, during and after the hand-over) got its reply...
+    let answered = wait_until(Duration::from_secs(20), || async {
+        s.fake.state().replies_report(since, until).none == 0
+    })
+    .await;
+    // ...and once the new layout stopped, nothing more can arrive: the counts are final.
+    let new_metrics = new.metrics().await;
+    assert_eq!(new.terminate(Duration::from_secs(20)).await, Some(0));
+    let report = s.fake.state().replies_report(since, until);
+    eprintln!("replies: {report:?}");
+    assert!(answered, "unanswered messages: {report:?}");
+    assert!(report.messages > 600, "the load ran: {report:?}");
+    assert_eq!(report.multiple, 0, "answered twice: {report:?}");
+    assert_eq!(report.exactly_once, report.messages, "{report:?}");
+
+    // Both layouts took part in the claim phase, and the old one back-filled.
+    let backfill = metric(&old_metrics, "shardset_worker_handover_backfill_total");
+    let old_won = metric(
+        &old_metrics,
+        "shardset_worker_handover_claims_total{reason=\"won\"}",
+    );
+    let new_won = metric(
+        &new_metrics,
+        "shardset_worker_handover_claims_total{reason=\"won\"}",
+    );
+    let lost = metric(
+        &new_metrics,
+        "shardset_worker_handover_claims_total{reason=\"lost\"}",
+    ) + metric(
+        &old_metrics,
+        "shardset_worker_handover_claims_total{reason=\"lost\"}",
+    );
+    eprintln!("backfill {backfill}, old won {old_won}, new won {new_won}, lost {lost}");
+    assert!(backfill > 0.0, "back-fill on entering claiming");
+    assert!(old_won > 0.0 && new_won > 0.0, "both layouts won claims");
+    assert!(
+        lost > 0.0,
+        "the later layout lost the claims the earlier one won"
+    );
+
+    // The retired layout ended its sessions (1000) and left no session records behind.
+    let sessions: Vec<String> = roles
+        .conn
+        .keys(roles.keys.pattern("session:4"))
+        .expect("keys");
+    assert!(sessions.is_empty(), "retired session records: {sessions:?}");
+    let ended = wait_until(Duration::from_secs(5), || async {
+        s.fake
+            .state()
+            .sessions()
+            .iter()
+            .filter(|x| x.num_shards == 4)
+            .all(|x| !x.connected && x.resumable_until_ms.is_none())
+    })
+    .await;
+    assert!(
+        ended,
+        "the old layout's sessions ended (not resumable): {:#?}",
+        s.fake.state().sessions()
+    );
+    assert_eq!(
+        s.identifies(),
+        4 + 8,
+        "one Identify per shard of each layout"
+    );
+    s.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_active_layouts_answer_twice_and_the_count_shows_it() {
+    // The negative control of the test above: without the protocol (both layouts active), the
+    // same measurement finds doubles; and a layout the document does not name acts on nothing.
+    let s = Scenario::start(16, 100, 1_000).await;
+    let mut roles = Roles::new(&s);
+    roles.write(&[(2, Role::Active), (4, Role::Active)]);
+    let a = WorkerProcess::start(replier(&s, "a", 0, 1, 2));
+    let b = WorkerProcess::start(replier(&s, "b", 0, 3, 4));
+    let c = WorkerProcess::start(replier(&s, "c", 0, 0, 1));
+    for w in [&a, &b, &c] {
+        assert!(w.wait_ready(READY).await, "{}", w.log_text());
+    }
+    assert!(roles.acked(2).await && roles.acked(4).await && roles.acked(1).await);
+    set_load(&s, 200);
+    let since = now_ms();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    set_load(&s, 0);
+    let until = now_ms();
+    let doubled = wait_until(Duration::from_secs(10), || async {
+        let r = s.fake.state().replies_report(since, until);
+        r.none == 0 && r.multiple == r.messages
+    })
+    .await;
+    let report = s.fake.state().replies_report(since, until);
+    assert!(
+        doubled,
+        "every message answered by both named layouts: {report:?}"
+    );
+    assert!(report.messages > 50);
+    assert_eq!(
+        report.replies,
+        2 * report.messages,
+        "layout 1 (not named) never replied: {report:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_is_reported_and_the_process_waits_for_sigterm() {
+    let bot_id = Scenario::config().application_id;
+    let id_segment = base64_of(&bot_id.to_string());
+    let s = Scenario::start_with(fake_discord::Config {
+        token: Some(format!("{id_segment}.right.signature")),
+        max_concurrency: 16,
+        identify_window_ms: 100,
+        ..Scenario::config()
+    })
+    .await;
+    let mut spec = s.spec("refused", 0, 1, 2);
+    // Same bot id, wrong secret: Discord answers 401.
+    spec.extra_env.push((
+        env::DISCORD_TOKEN.into(),
+        format!("{id_segment}.wrong.signature"),
+    ));
+    let mut worker = WorkerProcess::start(spec);
+    assert!(
+        worker
+            .wait_readyz(READY, |code, body| code == 503
+                && body.contains("shard 0: fatal (invalid token (401))")
+                && body.contains("shard 1: fatal (invalid token (401))"))
+            .await,
+        "every shard reports the refused token:\n{}",
+        worker.log_text()
+    );
+    let mut conn = s.redis.conn();
+    let keys = Keys::new(bot_id);
+    let reported = wait_until(Duration::from_secs(10), || {
+        let json: Option<String> = conn.get(keys.status(2, 1)).unwrap_or(None);
+        let status = json.and_then(|j| serde_json::from_str::<ShardStatus>(&j).ok());
+        async move {
+            status.is_some_and(|s| {
+                s.state == ShardState::Fatal && s.reason.as_deref() == Some("invalid token (401)")
+            })
+        }
+    })
+    .await;
+    assert!(reported, "P:status says why");
+    let metrics = worker.metrics().await;
+    assert!(
+        metrics.contains("shardset_worker_shard_state{shard=\"0\",state=\"fatal\"} 1"),
+        "{metrics}"
+    );
+    let healthz = reqwest::get(format!("http://{}/healthz", worker.listen))
+        .await
+        .expect("healthz");
+    assert_eq!(healthz.status().as_u16(), 200, "the process itself is fine");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(worker.running(), "no exit, so no crash loop");
+    assert_eq!(s.identifies(), 0, "no Identify attempt");
+    assert_eq!(worker.terminate(Duration::from_secs(10)).await, Some(0));
+    assert!(
+        !worker.log_text().contains("wrong.signature"),
+        "token never logged"
+    );
+}
+
+fn base64_of(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(text)
+}
