@@ -2,8 +2,9 @@
 //! `finalizer()` (Apply and Cleanup arms), and `error_policy`.
 //!
 //! One Apply pass: read the token Secret (and the Redis password Secret) → ask Discord when due
-//! → decide the shard total → list pods → plan → create/delete pods → read shard status from
-//! Redis → apply the status if it changed. A pass over an unchanged world writes nothing.
+//! → decide the shard total → list pods → the reshard step ([`crate::handover`]: roles,
+//! acknowledgements, budget) → plan → create/delete pods → apply the status if it changed.
+//! A pass over an unchanged world writes nothing.
 //!
 //! Cleanup deletes the ShardSet's pods, waits for them (bounded), deletes the bot's per-layout
 //! Redis keys, and gives up with a Warning Event rather than block deletion forever.
@@ -30,7 +31,7 @@ use crate::metrics::Metrics;
 use crate::plan::{self, DeleteReason};
 use crate::redis_state::{self, RedisPool};
 use crate::status::{self, Observed, Problem};
-use crate::{Error, Result, apply, names, node_loss, pods};
+use crate::{Error, Result, apply, handover, names, node_loss, pods, reshard};
 
 /// Requeue while pods are starting, moving or blocked (watch events usually come first).
 const REQUEUE_BUSY: Duration = Duration::from_secs(10);
@@ -89,7 +90,7 @@ impl Context {
     }
 
     /// Publishes an Event on the ShardSet; a failure is logged, never fatal.
-    async fn publish(
+    pub(crate) async fn publish(
         &self,
         ss: &ShardSet,
         type_: EventType,
@@ -241,20 +242,43 @@ async fn apply_shardset(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result
             .and_then(|id| id.parse().ok())
     });
 
-    // The shard total: fixed, or from Discord's recommendation (the last one known).
+    // The shard total: fixed, or from Discord's recommendation (the last one known), changed
+    // by `autoShards` at most once per `minReshardIntervalSeconds`.
+    let current_total = ss.status.as_ref().and_then(|s| s.shards);
+    let mut auto_hold = None;
     let total = match (spec.shards, &spec.auto_shards) {
         (Some(total), _) => Some(total),
         (None, Some(auto)) => lookup
             .facts
             .as_ref()
             .map(|f| {
-                discord::auto_total(
+                let recommended = discord::auto_total(
                     f.recommended_shards,
                     spec.max_concurrency.unwrap_or(f.max_concurrency),
                     auto.guilds_per_shard,
-                )
+                );
+                let since = ss
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.layout.as_ref())
+                    .and_then(|l| l.target_since.as_ref())
+                    .map(|t| t.0.as_second());
+                let (total, held_until) = reshard::auto_target(
+                    recommended,
+                    current_total,
+                    since,
+                    Timestamp::now().as_second(),
+                    auto.min_reshard_interval_seconds,
+                );
+                if let Some(until) = held_until {
+                    auto_hold = Some(format!(
+                        "autoShards: Discord's recommendation gives {recommended} shards; the next automatic reshard may start at {} (spec.autoShards.minReshardIntervalSeconds)",
+                        Timestamp::from_second(until).map_or_else(|_| until.to_string(), |t| t.to_string())
+                    ));
+                }
+                total
             })
-            .or_else(|| ss.status.as_ref().and_then(|s| s.shards)),
+            .or(current_total),
         (None, None) => None,
     };
     if total.is_none() && !problems.iter().any(Problem::blocks_pods) {
@@ -271,17 +295,57 @@ async fn apply_shardset(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result
     let observed: Vec<plan::ObservedPod> =
         existing.iter().map(|p| pods::observe(p, &uid)).collect();
     let layout = total.map(contract::layout_name);
-    let desired = match total {
+    let blocked = total.is_none() || problems.iter().any(Problem::blocks_pods);
+    let redis_usable = spec.redis.secret_ref.is_none() || redis_password.is_some();
+
+    // The reshard (docs/resharding.md): which layout the pods follow, what may be created or
+    // deleted, and the next roles document in Redis.
+    let reshard = match (total, blocked) {
+        (Some(total), false) => Some(
+            handover::pass(
+                ctx,
+                handover::Args {
+                    ss,
+                    key: &key,
+                    total,
+                    observed: &observed,
+                    app_id,
+                    redis_password: if redis_usable {
+                        Ok(redis_password.as_deref())
+                    } else {
+                        Err(())
+                    },
+                    token: token.as_ref(),
+                    token_desc: &token_desc,
+                    lookup: &lookup,
+                    auto_hold: auto_hold.clone(),
+                },
+            )
+            .await,
+        ),
+        _ => None,
+    };
+    if let Some(problem) = reshard.as_ref().and_then(|r| r.problem.clone()) {
+        problems.push(problem);
+    }
+    let plan_total = reshard.as_ref().map(|r| r.decision.layout).or(total);
+    let desired = match plan_total {
         Some(total) => pods::desired_pods(ss, total)?,
         None => Vec::new(),
     };
     let records: Vec<plan::DesiredPod> = desired.iter().map(|(d, _)| d.clone()).collect();
-    let blocked = total.is_none() || problems.iter().any(Problem::blocks_pods);
+    let gates = match &reshard {
+        Some(r) => plan::Gates {
+            create: r.decision.create,
+            delete_layouts: &r.decision.delete,
+        },
+        None => plan::Gates::OPEN,
+    };
     let plan = plan::plan(
-        layout.as_deref().unwrap_or_default(),
+        &plan_total.map(contract::layout_name).unwrap_or_default(),
         &records,
         &observed,
-        spec.reshard_strategy,
+        gates,
         blocked,
     );
 
@@ -380,15 +444,23 @@ async fn apply_shardset(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result
     // Pods stuck on a lost node: their replacements can only start once they are gone.
     let recheck_stuck = force_delete_lost_pods(ss, &pods_api, &existing, &observed, ctx).await?;
 
-    // What the workers report.
+    // What the workers report (read with the roles when the reshard pass ran).
     let mut guilds = None;
-    let redis_usable = spec.redis.secret_ref.is_none() || redis_password.is_some();
-    if let (Some(app_id), Some(total), true) = (app_id, total, redis_usable) {
-        match ctx
-            .redis
-            .shard_statuses(&spec.redis.url, redis_password.as_deref(), app_id, total)
-            .await
-        {
+    let read = reshard
+        .as_ref()
+        .and_then(|r| r.statuses.as_ref())
+        .zip(plan_total)
+        .and_then(|(statuses, total)| statuses.get(&total).cloned());
+    if let (Some(app_id), Some(total), true) = (app_id, plan_total, redis_usable) {
+        let records = match read {
+            Some(records) => Ok(records),
+            None => {
+                ctx.redis
+                    .shard_statuses(&spec.redis.url, redis_password.as_deref(), app_id, total)
+                    .await
+            }
+        };
+        match records {
             Ok(records) => {
                 let summary = redis_state::summarize(&records);
                 guilds = summary.guilds;
@@ -421,6 +493,7 @@ async fn apply_shardset(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result
         application_id: app_id,
         guilds,
         selector: names::shardset_pods_selector(&name),
+        reshard: reshard.as_ref().and_then(|r| r.report.clone()),
     };
     let new_status = status::build(&observed_status, ss.status.as_ref(), Timestamp::now());
     if ss.status.as_ref() != Some(&new_status) {
@@ -439,6 +512,9 @@ async fn apply_shardset(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result
     }
     if let Some(recheck) = recheck_stuck {
         requeue = requeue.min(recheck);
+    }
+    if let Some(soon) = reshard.as_ref().and_then(|r| r.requeue) {
+        requeue = requeue.min(soon);
     }
     Ok(Action::requeue(requeue))
 }

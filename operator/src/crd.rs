@@ -41,6 +41,8 @@ pub const RESERVED_ENV: &[&str] = &[
     shard_worker::contract::env::POD_NAME,
     shard_worker::contract::env::IDENTIFY_RESERVE,
     shard_worker::contract::env::IDENTIFY_WINDOW_MS,
+    shard_worker::contract::env::HANDOVER_WINDOW_MS,
+    shard_worker::contract::env::HANDOVER_CLAIM_TTL_MS,
 ];
 
 /// A bot's gateway shards: how many, how they are packed into pods, and what the pods need.
@@ -159,6 +161,10 @@ pub struct ShardSetSpec {
     #[serde(default)]
     pub reshard_strategy: ReshardStrategy,
 
+    /// Timing of the BlueGreen hand-over between layouts (`docs/resharding.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<HandoverSpec>,
+
     /// Session starts (Identifies) kept in reserve: workers never spend the daily budget below it.
     #[serde(default)]
     pub identify_reserve: u32,
@@ -185,10 +191,46 @@ pub struct AutoShards {
     #[serde(default = "default_guilds_per_shard")]
     #[schemars(range(min = 100, max = 2500))]
     pub guilds_per_shard: u32,
+    /// The operator reshards by itself when Discord's recommendation moves the total, at most
+    /// once per this many seconds (default one day: a reshard spends one session start per new
+    /// shard, and the budget is daily).
+    #[serde(default = "default_min_reshard_interval")]
+    #[schemars(range(min = 60))]
+    pub min_reshard_interval_seconds: u32,
 }
 
 fn default_guilds_per_shard() -> u32 {
     1000
+}
+
+fn default_min_reshard_interval() -> u32 {
+    86_400
+}
+
+/// Timing of the BlueGreen hand-over.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct HandoverSpec {
+    /// `W`: the longest time between the two layouts handling one event, in ms (default
+    /// 10000). Every hand-over waits it twice; too short a value can let an event be handled
+    /// twice or not at all when a shard falls that far behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 600000))]
+    pub window_ms: Option<u32>,
+    /// How long a claim on an event lives in Redis, in ms (default 600000; at least 3 × W).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1000, max = 86400000))]
+    pub claim_ttl_ms: Option<u32>,
+}
+
+impl HandoverSpec {
+    /// `W` in ms.
+    pub fn window_ms(spec: Option<&Self>) -> u64 {
+        spec.and_then(|h| h.window_ms).map_or(
+            shard_worker::contract::DEFAULT_HANDOVER_WINDOW_MS,
+            u64::from,
+        )
+    }
 }
 
 /// Where the bot token lives.
@@ -312,9 +354,9 @@ pub struct PodOverrides {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 128))]
     #[x_kube(validation = Rule::new(
-        "self.all(e, !(e.name in ['SHARD_FIRST', 'SHARD_LAST', 'SHARD_TOTAL', 'MAX_CONCURRENCY', 'REDIS_URL', 'REDIS_PASSWORD', 'DISCORD_API_URL', 'DISCORD_TOKEN', 'DISCORD_INTENTS', 'SHARDSET_LAYOUT', 'SHARDSET_NAME', 'POD_NAME', 'IDENTIFY_RESERVE', 'IDENTIFY_WINDOW_MS']))"
+        "self.all(e, !(e.name in ['SHARD_FIRST', 'SHARD_LAST', 'SHARD_TOTAL', 'MAX_CONCURRENCY', 'REDIS_URL', 'REDIS_PASSWORD', 'DISCORD_API_URL', 'DISCORD_TOKEN', 'DISCORD_INTENTS', 'SHARDSET_LAYOUT', 'SHARDSET_NAME', 'POD_NAME', 'IDENTIFY_RESERVE', 'IDENTIFY_WINDOW_MS', 'HANDOVER_WINDOW_MS', 'HANDOVER_CLAIM_TTL_MS']))"
     ).message(
-        "spec.pod.env must not set the variables the operator sets itself (SHARD_*, DISCORD_*, REDIS_*, SHARDSET_*, POD_NAME, MAX_CONCURRENCY, IDENTIFY_*): use the matching spec fields, and spec.tokenSecretRef for the token"
+        "spec.pod.env must not set the variables the operator sets itself (SHARD_*, DISCORD_*, REDIS_*, SHARDSET_*, POD_NAME, MAX_CONCURRENCY, IDENTIFY_*, HANDOVER_*): use the matching spec fields, and spec.tokenSecretRef for the token"
     ))]
     pub env: Option<Vec<EnvVar>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -367,7 +409,7 @@ pub struct ShardSetStatus {
     /// Label selector of this ShardSet's pods (for the scale subresource).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
-    /// `Ready`, `Progressing` and `Degraded`, with reasons a user can act on.
+    /// `Ready`, `Progressing`, `Degraded` and `Resharding`, with reasons a user can act on.
     #[serde(default)]
     pub conditions: Vec<Condition>,
 }
@@ -385,14 +427,27 @@ pub struct SessionStartLimitStatus {
 }
 
 /// The layouts of a ShardSet. A layout is one complete set of sessions with one shard total.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LayoutStatus {
-    /// The layout whose pods all run and are Ready, if any.
+    /// The layout that acts on events (during a hand-over: the one it started from), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current: Option<String>,
     /// The layout the spec asks for.
     pub target: String,
+    /// The hand-over under way, `<from>→<to>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<String>,
+    /// The reshard step (the `Resharding` condition's reason) while one is under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// Revision of the layout roles in Redis (`P:active-layout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+    /// When the target layout last changed (`autoShards` reshards at most once per
+    /// `minReshardIntervalSeconds` from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_since: Option<Time>,
 }
 
 impl ShardSetSpec {

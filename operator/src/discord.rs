@@ -51,6 +51,8 @@ struct Entry {
     problem: Option<Problem>,
     next_call: Instant,
     failures: u32,
+    /// When `facts` were read.
+    fetched_at: Option<Instant>,
 }
 
 /// Per-ShardSet Discord state, shared by all reconciles.
@@ -70,6 +72,32 @@ impl Discord {
     /// Returns what is known for `key` (`namespace/name`), calling Discord first when a call is
     /// due. `secret` names where the token came from, for messages.
     pub async fn lookup(&self, key: &str, base: &str, token: &Token, secret: &str) -> Lookup {
+        self.lookup_within(key, base, token, secret, None).await
+    }
+
+    /// Like [`Discord::lookup`], but also calls when the last good answer is older than
+    /// `max_age` (a reshard checks the session start budget on a fresh answer). Error backoffs
+    /// and `retry_after` are still honoured.
+    pub async fn lookup_fresh(
+        &self,
+        key: &str,
+        base: &str,
+        token: &Token,
+        secret: &str,
+        max_age: Duration,
+    ) -> Lookup {
+        self.lookup_within(key, base, token, secret, Some(max_age))
+            .await
+    }
+
+    async fn lookup_within(
+        &self,
+        key: &str,
+        base: &str,
+        token: &Token,
+        secret: &str,
+        max_age: Option<Duration>,
+    ) -> Lookup {
         let now = Instant::now();
         let fingerprint = fingerprint(token);
         let entry = {
@@ -82,6 +110,7 @@ impl Discord {
                 problem: None,
                 next_call: now,
                 failures: 0,
+                fetched_at: None,
             };
             let entry = entries
                 .entry(key.to_owned())
@@ -91,7 +120,13 @@ impl Discord {
             }
             entry.clone()
         };
-        if now < entry.next_call {
+        let stale = max_age.is_some_and(|max| {
+            entry.failures == 0
+                && entry
+                    .fetched_at
+                    .is_none_or(|at| now.duration_since(at) > max)
+        });
+        if now < entry.next_call && !stale {
             return lookup_of(&entry, now);
         }
 
@@ -136,6 +171,7 @@ impl Discord {
                 entry.problem = None;
                 entry.failures = 0;
                 entry.next_call = now + REFRESH;
+                entry.fetched_at = Some(now);
             }
             Err(error) => {
                 entry.failures = entry.failures.saturating_add(1);

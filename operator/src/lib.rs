@@ -6,6 +6,7 @@
 //! - [`names`]: label keys, finalizer, field manager: every name we write on objects.
 //! - [`plan`]: shard ranges and the pods to create, delete or replace.
 //! - [`pods`]: the worker Pod for one range.
+//! - [`reshard`]: the hand-over between layouts, step by step (`docs/resharding.md`).
 //! - [`node_loss`]: when a pod on a lost node is force-deleted, and its node-loss tolerations.
 //! - [`status`]: status summary and conditions.
 //!
@@ -13,6 +14,7 @@
 //! - [`controller`]: context, `reconcile` (with a finalizer) and `error_policy`.
 //! - [`apply`]: server-side apply of pods and status, pruning.
 //! - [`discord`]: `GET /gateway/bot` and `/users/@me`, refreshed on a period with backoff.
+//! - [`handover`]: the reshard part of a pass: roles and acknowledgements in Redis, Events.
 //! - [`redis_state`]: the workers' shard status, and cleanup of the bot's keys.
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and JSON logs.
 
@@ -21,11 +23,13 @@ pub mod names;
 pub mod node_loss;
 pub mod plan;
 pub mod pods;
+pub mod reshard;
 pub mod status;
 
 pub mod apply;
 pub mod controller;
 pub mod discord;
+pub mod handover;
 pub mod metrics;
 pub mod redis_state;
 pub mod telemetry;

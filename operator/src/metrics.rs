@@ -3,7 +3,9 @@
 //!
 //! Names (prefix `shardset_operator_`): `reconciles_total`, `reconcile_failures_total{error}`,
 //! `reconcile_duration_seconds`, `kube_requests_total{verb,resource}`, `pod_actions_total{action}`,
-//! `discord_requests_total{endpoint,result}`, `leader` (1 while this replica holds the Lease).
+//! `discord_requests_total{endpoint,result}`, `leader` (1 while this replica holds the Lease),
+//! `reshard_steps_total{step}` (roles written and refusals, by step), `reshard_duration_seconds`
+//! (a BlueGreen hand-over, from its start to the new layout acting alone).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,6 +33,11 @@ struct ActionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabels {
+    step: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DiscordLabels {
     endpoint: &'static str,
     result: &'static str,
@@ -46,6 +53,8 @@ pub struct Metrics {
     pod_actions: Family<ActionLabels, Counter>,
     discord_requests: Family<DiscordLabels, Counter>,
     leader: Gauge,
+    reshard_steps: Family<StepLabels, Counter>,
+    reshard_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -97,8 +106,23 @@ impl Metrics {
             "1 while this replica holds the leader Lease and runs the controller",
             leader.clone(),
         );
+        let reshard_steps = Family::<StepLabels, Counter>::default();
+        registry.register(
+            "reshard_steps",
+            "Reshard steps written to Redis, and refusals, by step",
+            reshard_steps.clone(),
+        );
+        let reshard_duration =
+            Histogram::new([5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0]);
+        registry.register(
+            "reshard_duration_seconds",
+            "Duration of a BlueGreen hand-over, from its start to the new layout acting alone",
+            reshard_duration.clone(),
+        );
         Self {
             registry,
+            reshard_steps,
+            reshard_duration,
             reconciles,
             failures,
             duration,
@@ -107,6 +131,16 @@ impl Metrics {
             discord_requests,
             leader,
         }
+    }
+
+    /// Counts a reshard step (a condition reason; a fixed set).
+    pub fn reshard_step(&self, step: &'static str) {
+        self.reshard_steps.get_or_create(&StepLabels { step }).inc();
+    }
+
+    /// Observes a finished hand-over.
+    pub fn reshard_finished(&self, took: std::time::Duration) {
+        self.reshard_duration.observe(took.as_secs_f64());
     }
 
     /// Counts a reconciliation; the returned guard observes its duration when dropped.

@@ -4,11 +4,10 @@
 //! The rules, in order:
 //! - Pods not owned by the ShardSet are never touched (a foreign pod with our labels stays).
 //! - Owned pods without readable layout/range labels are garbage: deleted at once.
-//! - Pods of another layout (an older shard total): `Recreate` deletes them first and creates
-//!   the target layout only once they are gone; `BlueGreen` keeps them until every pod of the
-//!   target layout runs and is Ready, then deletes them all.
-//! - Missing pods of the target layout are created, unless a pod of the same layout that is
-//!   outside the plan (an older packing) still holds one of its shards.
+//! - Pods of another layout (an older shard total) are deleted only when [`Gates::delete_layouts`]
+//!   names their layout: the hand-over between layouts ([`crate::reshard`]) decides when.
+//! - Missing pods of the target layout are created when [`Gates::create`] allows it, unless a pod
+//!   of the same layout that is outside the plan (an older packing) still holds one of its shards.
 //! - Pods of the target layout outside the plan, and pods whose spec drifted, are replaced
 //!   **one at a time**: only when nothing in the target layout is terminating or missing, and
 //!   every desired pod is Ready (or the candidate itself is not Ready, so nothing is lost).
@@ -17,8 +16,6 @@
 //! callers pass `blocked` and get a plan with no actions.
 
 use std::collections::{BTreeMap, BTreeSet};
-
-use crate::crd::ReshardStrategy;
 
 /// A contiguous, inclusive range of shard ids run by one pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -184,6 +181,23 @@ impl Plan {
     }
 }
 
+/// What the reshard decision allows this pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gates<'a> {
+    /// Missing pods of the target layout may be created.
+    pub create: bool,
+    /// Layouts (other than the target) whose pods may be deleted.
+    pub delete_layouts: &'a [String],
+}
+
+impl Gates<'_> {
+    /// Create freely, delete no other layout (one layout, no reshard).
+    pub const OPEN: Gates<'static> = Gates {
+        create: true,
+        delete_layouts: &[],
+    };
+}
+
 enum Class<'a> {
     Desired(&'a DesiredPod),
     Unlabelled,
@@ -197,7 +211,7 @@ pub fn plan(
     target_layout: &str,
     desired: &[DesiredPod],
     observed: &[ObservedPod],
-    strategy: ReshardStrategy,
+    gates: Gates<'_>,
     blocked: bool,
 ) -> Plan {
     let desired_by_name: BTreeMap<&str, &DesiredPod> =
@@ -294,25 +308,24 @@ pub fn plan(
         })
         .collect();
 
-    // Old layouts: Recreate clears them first; BlueGreen once the target is complete.
-    let clear_old = match strategy {
-        ReshardStrategy::Recreate => true,
-        ReshardStrategy::BlueGreen => progress.target_complete(),
-    };
-    if clear_old {
-        delete.extend(old_layout.iter().map(|p| Deletion {
-            name: p.name.clone(),
-            reason: DeleteReason::OldLayout,
-        }));
-    }
-    let old_layout_remains = observed
-        .iter()
-        .filter(|o| o.owned)
-        .any(|o| o.layout.as_deref().is_some_and(|l| l != target_layout) && o.range.is_some());
+    // Old layouts: when the hand-over says so.
+    delete.extend(
+        old_layout
+            .iter()
+            .filter(|p| {
+                p.layout
+                    .as_ref()
+                    .is_some_and(|l| gates.delete_layouts.contains(l))
+            })
+            .map(|p| Deletion {
+                name: p.name.clone(),
+                reason: DeleteReason::OldLayout,
+            }),
+    );
 
     // Creates: missing desired pods whose shards no other pod of the layout holds.
     let mut create = Vec::new();
-    if !(strategy == ReshardStrategy::Recreate && old_layout_remains) {
+    if gates.create {
         create = desired
             .iter()
             .filter(|d| !observed_names.contains(d.name.as_str()))
@@ -428,7 +441,7 @@ mod tests {
     #[test]
     fn empty_start_creates_every_pod() {
         let want = desired(10, 3, "h");
-        let plan = plan("10", &want, &[], ReshardStrategy::BlueGreen, false);
+        let plan = plan("10", &want, &[], Gates::OPEN, false);
         assert_eq!(
             plan.create,
             ["bot-10-0-2", "bot-10-3-5", "bot-10-6-8", "bot-10-9-9"]
@@ -441,13 +454,7 @@ mod tests {
     #[test]
     fn steady_state_is_a_noop() {
         let want = desired(10, 3, "h");
-        let plan = plan(
-            "10",
-            &want,
-            &running(&want, "10"),
-            ReshardStrategy::BlueGreen,
-            false,
-        );
+        let plan = plan("10", &want, &running(&want, "10"), Gates::OPEN, false);
         assert!(plan.is_noop());
         assert!(plan.progress.settled());
         assert_eq!(plan.progress.ready_shards, 10);
@@ -458,7 +465,7 @@ mod tests {
         let want = desired(10, 3, "h");
         let mut seen = running(&want, "10");
         seen.remove(0);
-        let plan = plan("10", &want, &seen, ReshardStrategy::BlueGreen, true);
+        let plan = plan("10", &want, &seen, Gates::OPEN, true);
         assert!(plan.is_noop());
         assert_eq!(plan.progress.present_pods, 3);
     }
@@ -468,7 +475,7 @@ mod tests {
         let want = desired(10, 3, "h");
         let mut seen = running(&want, "10");
         seen.remove(1);
-        let plan = plan("10", &want, &seen, ReshardStrategy::BlueGreen, false);
+        let plan = plan("10", &want, &seen, Gates::OPEN, false);
         assert_eq!(plan.create, ["bot-10-3-5"]);
         assert!(plan.delete.is_empty());
     }
@@ -478,7 +485,7 @@ mod tests {
         let want = desired(10, 3, "h");
         let mut seen = running(&want, "10");
         seen[1].terminating = true;
-        let plan = plan("10", &want, &seen, ReshardStrategy::BlueGreen, false);
+        let plan = plan("10", &want, &seen, Gates::OPEN, false);
         assert!(plan.is_noop());
         assert_eq!(plan.progress.terminating_pods, 1);
     }
@@ -505,7 +512,7 @@ mod tests {
             ready: false,
             terminating: false,
         });
-        let plan = plan("10", &want, &seen, ReshardStrategy::BlueGreen, false);
+        let plan = plan("10", &want, &seen, Gates::OPEN, false);
         assert!(plan.is_noop());
         assert_eq!(plan.progress.owned_pods, 4);
     }
@@ -523,7 +530,7 @@ mod tests {
             ready: true,
             terminating: false,
         });
-        let plan = plan("10", &want, &seen, ReshardStrategy::BlueGreen, false);
+        let plan = plan("10", &want, &seen, Gates::OPEN, false);
         assert_eq!(
             names(&plan.delete),
             [("bot-10-20-29", DeleteReason::OutsidePlan)]
@@ -544,7 +551,7 @@ mod tests {
             ready: false,
             terminating: false,
         });
-        let plan = plan("4", &want, &seen, ReshardStrategy::BlueGreen, false);
+        let plan = plan("4", &want, &seen, Gates::OPEN, false);
         assert_eq!(names(&plan.delete), [("stray", DeleteReason::Unlabelled)]);
     }
 
@@ -553,7 +560,7 @@ mod tests {
         let old = desired(10, 3, "old");
         let want = desired(10, 3, "new");
         let mut seen = running(&old, "10");
-        let first = plan("10", &want, &seen, ReshardStrategy::BlueGreen, false);
+        let first = plan("10", &want, &seen, Gates::OPEN, false);
         assert_eq!(
             names(&first.delete),
             [("bot-10-0-2", DeleteReason::Drifted)]
@@ -562,12 +569,12 @@ mod tests {
 
         // While it terminates, nothing else moves.
         seen[0].terminating = true;
-        let waiting = plan("10", &want, &seen, ReshardStrategy::BlueGreen, false);
+        let waiting = plan("10", &want, &seen, Gates::OPEN, false);
         assert!(waiting.is_noop());
 
         // Gone: it is created again with the new spec, and nothing else moves.
         seen.remove(0);
-        let recreate = plan("10", &want, &seen, ReshardStrategy::BlueGreen, false);
+        let recreate = plan("10", &want, &seen, Gates::OPEN, false);
         assert_eq!(recreate.create, ["bot-10-0-2"]);
         assert!(recreate.delete.is_empty());
 
@@ -580,12 +587,12 @@ mod tests {
                 ..running(&want, "10").remove(0)
             },
         );
-        let not_ready = plan("10", &want, &seen, ReshardStrategy::BlueGreen, false);
+        let not_ready = plan("10", &want, &seen, Gates::OPEN, false);
         assert!(not_ready.is_noop());
 
         // Ready: the next drifted pod goes.
         seen[0].ready = true;
-        let next = plan("10", &want, &seen, ReshardStrategy::BlueGreen, false);
+        let next = plan("10", &want, &seen, Gates::OPEN, false);
         assert_eq!(names(&next.delete), [("bot-10-3-5", DeleteReason::Drifted)]);
     }
 
@@ -596,63 +603,57 @@ mod tests {
         let mut seen = running(&old, "4");
         seen[0].ready = false;
         seen[1].ready = false;
-        let plan = plan("4", &want, &seen, ReshardStrategy::BlueGreen, false);
+        let plan = plan("4", &want, &seen, Gates::OPEN, false);
         assert_eq!(names(&plan.delete), [("bot-4-0-1", DeleteReason::Drifted)]);
     }
 
     #[test]
-    fn blue_green_keeps_the_old_layout_until_the_new_one_is_ready() {
+    fn old_layouts_go_only_when_the_hand_over_says_so() {
         let old = desired(10, 3, "h");
         let want = desired(12, 3, "h");
         let mut seen = running(&old, "10");
 
-        let start = plan("12", &want, &seen, ReshardStrategy::BlueGreen, false);
+        // A reshard starts: the new layout's pods are created beside the old ones.
+        let start = plan("12", &want, &seen, Gates::OPEN, false);
         assert_eq!(start.create.len(), 4);
         assert!(start.delete.is_empty());
         assert_eq!(start.progress.old_layout_pods, 4);
         assert_eq!(start.progress.complete_old_layouts, ["10"]);
 
-        let mut new_pods = running(&want, "12");
-        for p in &mut new_pods {
-            p.ready = false;
-        }
-        seen.extend(new_pods);
-        let starting = plan("12", &want, &seen, ReshardStrategy::BlueGreen, false);
-        assert!(starting.is_noop());
+        // Even complete and Ready, the new layout does not remove the old one by itself.
+        seen.extend(running(&want, "12"));
+        let ready = plan("12", &want, &seen, Gates::OPEN, false);
+        assert!(ready.is_noop());
+        assert!(!ready.progress.settled());
 
-        for p in seen
-            .iter_mut()
-            .filter(|p| p.layout.as_deref() == Some("12"))
-        {
-            p.ready = true;
-        }
-        let flip = plan("12", &want, &seen, ReshardStrategy::BlueGreen, false);
+        // The hand-over retired layout 10: its pods go.
+        let retired = ["10".to_string()];
+        let gates = Gates {
+            create: true,
+            delete_layouts: &retired,
+        };
+        let flip = plan("12", &want, &seen, gates, false);
         assert_eq!(flip.delete.len(), 4);
         assert!(
             flip.delete
                 .iter()
-                .all(|d| d.reason == DeleteReason::OldLayout)
+                .all(|d| d.reason == DeleteReason::OldLayout && d.name.starts_with("bot-10-"))
         );
-        assert!(flip.delete.iter().all(|d| d.name.starts_with("bot-10-")));
     }
 
     #[test]
-    fn recreate_deletes_the_old_layout_first() {
+    fn creation_waits_when_the_gates_are_closed() {
+        // A refused reshard (budget) or Recreate's first half: no pod of the new layout starts.
         let old = desired(10, 3, "h");
         let want = desired(12, 3, "h");
-        let mut seen = running(&old, "10");
-        let first = plan("12", &want, &seen, ReshardStrategy::Recreate, false);
-        assert!(first.create.is_empty());
-        assert_eq!(first.delete.len(), 4);
-
-        for p in &mut seen {
-            p.terminating = true;
-        }
-        let waiting = plan("12", &want, &seen, ReshardStrategy::Recreate, false);
-        assert!(waiting.is_noop());
-
-        let gone = plan("12", &want, &[], ReshardStrategy::Recreate, false);
-        assert_eq!(gone.create.len(), 4);
+        let seen = running(&old, "10");
+        let closed = Gates {
+            create: false,
+            delete_layouts: &[],
+        };
+        let plan = plan("12", &want, &seen, closed, false);
+        assert!(plan.is_noop());
+        assert_eq!(plan.progress.old_layout_pods, 4);
     }
 
     #[test]
@@ -662,7 +663,7 @@ mod tests {
         let want = desired(6, 3, "h");
         let mut seen = running(&old, "6");
 
-        let first = plan("6", &want, &seen, ReshardStrategy::BlueGreen, false);
+        let first = plan("6", &want, &seen, Gates::OPEN, false);
         assert!(
             first.create.is_empty(),
             "every new range overlaps an old pod"
@@ -673,7 +674,7 @@ mod tests {
         );
 
         seen.remove(0);
-        let second = plan("6", &want, &seen, ReshardStrategy::BlueGreen, false);
+        let second = plan("6", &want, &seen, Gates::OPEN, false);
         assert!(second.create.is_empty(), "0-2 still overlaps 2-3");
         assert_eq!(
             names(&second.delete),
@@ -681,7 +682,7 @@ mod tests {
         );
 
         seen.remove(0);
-        let third = plan("6", &want, &seen, ReshardStrategy::BlueGreen, false);
+        let third = plan("6", &want, &seen, Gates::OPEN, false);
         assert_eq!(third.create, ["bot-6-0-2"]);
         assert!(third.delete.is_empty(), "wait for the new pod first");
     }
@@ -692,7 +693,7 @@ mod tests {
         let mut seen = running(&old, "10");
         seen[2].ready = false;
         let want = desired(12, 3, "h");
-        let plan = plan("12", &want, &seen, ReshardStrategy::BlueGreen, false);
+        let plan = plan("12", &want, &seen, Gates::OPEN, false);
         assert!(plan.progress.complete_old_layouts.is_empty());
     }
 }

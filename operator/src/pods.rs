@@ -235,6 +235,16 @@ fn worker_env(shardset: &ShardSet, name: &str, total: u32, range: ShardRange) ->
     if let Some(window) = spec.gateway.as_ref().and_then(|g| g.identify_window_ms) {
         vars.push(value(env::IDENTIFY_WINDOW_MS, window.to_string()));
     }
+    // Only when set: the worker's defaults are the operator's (one constant in `contract`), and
+    // a pod spec unchanged by this field keeps every running pod's hash.
+    if let Some(handover) = &spec.handover {
+        if let Some(window) = handover.window_ms {
+            vars.push(value(env::HANDOVER_WINDOW_MS, window.to_string()));
+        }
+        if let Some(ttl) = handover.claim_ttl_ms {
+            vars.push(value(env::HANDOVER_CLAIM_TTL_MS, ttl.to_string()));
+        }
+    }
     vars.push(secret(
         env::DISCORD_TOKEN,
         &spec.token_secret_ref.name,
@@ -582,6 +592,10 @@ mod tests {
             api_url: Some("http://fake:8080/api".into()),
             identify_window_ms: Some(500),
         });
+        ss.spec.handover = Some(crate::crd::HandoverSpec {
+            window_ms: Some(2000),
+            claim_ttl_ms: None,
+        });
         ss.spec.redis.secret_ref = Some(crate::crd::RedisSecretRef {
             name: "redis".into(),
             key: "password".into(),
@@ -603,6 +617,7 @@ mod tests {
         let env = env_of(&pod);
         assert_eq!(value(&env, env::MAX_CONCURRENCY), "16");
         assert_eq!(value(&env, env::IDENTIFY_WINDOW_MS), "500");
+        assert_eq!(value(&env, env::HANDOVER_WINDOW_MS), "2000");
         assert_eq!(value(&env, env::DISCORD_API_URL), "http://fake:8080/api");
         assert_eq!(value(&env, "RUST_LOG"), "debug");
         assert!(env[env::REDIS_PASSWORD].value.is_none());

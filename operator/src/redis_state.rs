@@ -1,17 +1,19 @@
-//! The operator's two uses of the bot's Redis: reading the shard status records the workers
-//! write (`Keys::status`, for `status.guilds` and failed shards), and deleting all of the bot's
-//! keys when its ShardSet is deleted.
+//! The operator's uses of the bot's Redis: reading the shard status records the workers write
+//! (`Keys::status`, for `status.guilds`, failed shards and the hand-over's acknowledgements),
+//! reading and writing the layouts' roles (`Keys::active_layout`, compare-and-set on its
+//! revision), and deleting all of the bot's keys when its ShardSet is deleted.
 //!
 //! One lazy connection manager per Redis (URL and password); a Redis that failed is not tried
 //! again for [`RETRY_AFTER_FAILURE`], so an unreachable Redis never slows every reconcile.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, IntoConnectionInfo};
-use shard_worker::contract::{Keys, ShardState, ShardStatus};
+use redis::{AsyncCommands, IntoConnectionInfo, Script};
+use shard_worker::contract::{Keys, LayoutRoles, ShardState, ShardStatus};
 use tokio::sync::Mutex;
 
 /// Bound on one Redis round of the operator.
@@ -27,6 +29,53 @@ pub struct RedisError {
     pub url: String,
     pub reason: String,
 }
+
+/// Writes the roles document only if the stored one still has the revision the decision was
+/// made on (`ARGV[1]`, 0 for none): two operator replicas, or a pass that read an older document,
+/// can never overwrite a newer step. Returns `{1, revision}` when written, `{0, revision}` (the
+/// stored one) when not.
+static WRITE_ROLES: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local current = redis.call('GET', KEYS[1])
+local revision = 0
+if current then
+  local ok, doc = pcall(cjson.decode, current)
+  if ok and type(doc) == 'table' and tonumber(doc.revision) then
+    revision = tonumber(doc.revision)
+  else
+    revision = -1
+  end
+end
+if revision ~= tonumber(ARGV[1]) then
+  return {0, revision}
+end
+redis.call('SET', KEYS[1], ARGV[2])
+return {1, revision}
+",
+    )
+});
+
+/// What a reshard decision reads from Redis, in one round trip.
+#[derive(Debug, Clone)]
+pub struct ReshardState {
+    /// `P:active-layout`; `Err` text when it could not be parsed.
+    pub roles: Result<Option<LayoutRoles>, String>,
+    /// Status records of shards `0..total` of each layout asked for.
+    pub statuses: BTreeMap<u32, Vec<Option<ShardStatus>>>,
+    /// `P:budget`: session starts left as the workers count them.
+    pub budget: Option<u32>,
+    /// Redis `TIME`, ms.
+    pub now_ms: u64,
+}
+
+/// What [`RedisPool::reshard_state`] reads, unparsed: roles, budget, `TIME`, status records.
+type RawReshardState = (
+    Option<String>,
+    Option<i64>,
+    (u64, u64),
+    Vec<Vec<Option<String>>>,
+);
 
 /// Connections to the Redis servers of all ShardSets.
 #[derive(Default)]
@@ -137,6 +186,100 @@ impl RedisPool {
             .into_iter()
             .map(|v| v.and_then(|json| serde_json::from_str(&json).ok()))
             .collect())
+    }
+
+    /// The roles document, the budget and the time (one pipeline), then the status records of
+    /// every layout in `totals` (one `MGET` each).
+    pub async fn reshard_state(
+        &self,
+        url: &str,
+        password: Option<&str>,
+        app_id: u64,
+        totals: &[u32],
+    ) -> Result<ReshardState, RedisError> {
+        let keys = Keys::new(app_id);
+        let totals = totals.to_vec();
+        let (roles, budget, time, raw): RawReshardState = self
+            .with(url, password, |mut conn| {
+                let keys = keys.clone();
+                let totals = totals.clone();
+                async move {
+                    let mut pipe = redis::pipe();
+                    pipe.get(keys.active_layout())
+                        .get(keys.budget())
+                        .cmd("TIME");
+                    let mut statuses = Vec::with_capacity(totals.len());
+                    for &total in &totals {
+                        let names: Vec<String> =
+                            (0..total).map(|shard| keys.status(total, shard)).collect();
+                        statuses.push(names);
+                    }
+                    let (roles, budget, time): (Option<String>, Option<i64>, (u64, u64)) =
+                        pipe.query_async(&mut conn).await?;
+                    let mut raw = Vec::with_capacity(statuses.len());
+                    for names in statuses {
+                        if names.is_empty() {
+                            raw.push(Vec::new());
+                            continue;
+                        }
+                        let values: Vec<Option<String>> = conn.mget(names).await?;
+                        raw.push(values);
+                    }
+                    Ok((roles, budget, time, raw))
+                }
+            })
+            .await?;
+        let roles = match roles {
+            None => Ok(None),
+            Some(json) => serde_json::from_str::<LayoutRoles>(&json)
+                .map(Some)
+                .map_err(|e| format!("{} is not a roles document: {e}", keys.active_layout())),
+        };
+        let statuses = totals
+            .iter()
+            .zip(raw)
+            .map(|(&total, values)| {
+                let parsed = values
+                    .into_iter()
+                    .map(|v| v.and_then(|json| serde_json::from_str(&json).ok()))
+                    .collect();
+                (total, parsed)
+            })
+            .collect();
+        Ok(ReshardState {
+            roles,
+            statuses,
+            budget: budget.and_then(|b| u32::try_from(b.max(0)).ok()),
+            now_ms: time.0 * 1000 + time.1 / 1000,
+        })
+    }
+
+    /// Writes `doc` if the stored document still has revision `expected` (0: none). `Ok(false)`:
+    /// someone else wrote first; decide again on what is there now.
+    pub async fn write_roles(
+        &self,
+        url: &str,
+        password: Option<&str>,
+        app_id: u64,
+        expected: u64,
+        doc: &LayoutRoles,
+    ) -> Result<bool, RedisError> {
+        let key = Keys::new(app_id).active_layout();
+        let json = serde_json::to_string(doc).map_err(|e| RedisError {
+            url: redact_url(url),
+            reason: e.to_string(),
+        })?;
+        let (written, _): (i64, i64) = self
+            .with(url, password, |mut conn| async move {
+                WRITE_ROLES
+                    .key(key)
+                    .arg(expected)
+                    .arg(json)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(written == 1)
     }
 
     /// Deletes every key of the bot (`shardset:{<app_id>}:*`): sessions, leases, shard status,

@@ -1,5 +1,6 @@
 //! The ShardSet status, without a client: counts from the plan, facts from Discord and Redis,
-//! and the `Ready` / `Progressing` / `Degraded` conditions with reasons a user can act on.
+//! the reshard's step, and the `Ready` / `Progressing` / `Degraded` / `Resharding` conditions
+//! with reasons a user can act on.
 //!
 //! A condition keeps its `lastTransitionTime` while its status does not change, and fields that
 //! drift by themselves (the budget's reset time) keep their old value within a tolerance, so that
@@ -10,12 +11,28 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::crd::{LayoutStatus, SessionStartLimitStatus, ShardSetStatus};
 use crate::plan::Progress;
+use crate::reshard::Phase;
 
 /// Condition types.
 pub mod condition {
     pub const READY: &str = "Ready";
     pub const PROGRESSING: &str = "Progressing";
     pub const DEGRADED: &str = "Degraded";
+    pub const RESHARDING: &str = "Resharding";
+}
+
+/// Where the reshard stands, as the status shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReshardReport {
+    pub phase: Phase,
+    /// A stable description of the step (no countdowns: it is written into the status).
+    pub message: String,
+    /// `(from, to)` of a hand-over under way.
+    pub handover: Option<(String, String)>,
+    /// Revision of the roles document.
+    pub revision: Option<u64>,
+    /// The layout acting on events (the hand-over's source until it completes).
+    pub current: Option<String>,
 }
 
 /// Something the user (or the world) must fix. The variant is the condition reason.
@@ -110,6 +127,8 @@ pub struct Observed<'a> {
     pub application_id: Option<u64>,
     pub guilds: Option<u64>,
     pub selector: String,
+    /// The reshard decision of this pass (`None`: the roles in Redis could not be read).
+    pub reshard: Option<ReshardReport>,
 }
 
 /// A budget reset time that moved less than this is not rewritten (each read of `reset_after`
@@ -168,9 +187,28 @@ pub fn build(
             .or(observed.gateway.map(|g| g.max_concurrency)),
         session_start_limit,
         application_id: observed.application_id.map(|id| id.to_string()),
-        layout: observed.target_layout.as_ref().map(|target| LayoutStatus {
-            current: current_layout(target, p),
-            target: target.clone(),
+        layout: observed.target_layout.as_ref().map(|target| {
+            let previous = previous.and_then(|s| s.layout.as_ref());
+            let reshard = observed.reshard.as_ref();
+            LayoutStatus {
+                current: reshard
+                    .and_then(|r| r.current.clone())
+                    .or_else(|| current_layout(target, p)),
+                target: target.clone(),
+                handover: reshard
+                    .and_then(|r| r.handover.as_ref())
+                    .map(|(from, to)| format!("{from}→{to}")),
+                step: reshard
+                    .filter(|r| r.phase.in_progress())
+                    .map(|r| r.phase.reason().to_owned()),
+                revision: reshard.and_then(|r| r.revision),
+                target_since: Some(
+                    previous
+                        .filter(|l| l.target == *target)
+                        .and_then(|l| l.target_since.clone())
+                        .unwrap_or(Time(now)),
+                ),
+            }
         }),
         selector: Some(observed.selector.clone()),
         conditions,
@@ -192,6 +230,7 @@ fn conditions(o: &Observed<'_>) -> Vec<Cond> {
     let p = &o.progress;
     let blocking = o.problems.iter().find(|p| p.blocks_pods());
     let layout = o.target_layout.as_deref().unwrap_or("?");
+    let refused = o.reshard.as_ref().filter(|r| r.phase.refused());
 
     let ready: Cond = if let Some(problem) = blocking {
         (
@@ -199,6 +238,13 @@ fn conditions(o: &Observed<'_>) -> Vec<Cond> {
             "False",
             problem.reason(),
             problem.message().to_owned(),
+        )
+    } else if let Some(r) = refused {
+        (
+            condition::READY,
+            "False",
+            r.phase.reason(),
+            r.message.clone(),
         )
     } else if p.desired_pods > 0 && p.target_complete() && p.old_layout_pods == 0 {
         (
@@ -238,6 +284,13 @@ fn conditions(o: &Observed<'_>) -> Vec<Cond> {
             "False",
             problem.reason(),
             "no pods are created until the problem in the Degraded condition is fixed".into(),
+        )
+    } else if let Some(r) = refused {
+        (
+            condition::PROGRESSING,
+            "False",
+            r.phase.reason(),
+            "the reshard was refused: see the Resharding condition".into(),
         )
     } else if p.settled() {
         (
@@ -292,6 +345,27 @@ fn conditions(o: &Observed<'_>) -> Vec<Cond> {
         )
     };
 
+    let resharding: Cond = match &o.reshard {
+        None => (
+            condition::RESHARDING,
+            "Unknown",
+            "RolesUnknown",
+            "the layout roles in Redis (P:active-layout) could not be read".into(),
+        ),
+        Some(r) if r.phase.in_progress() => (
+            condition::RESHARDING,
+            "True",
+            r.phase.reason(),
+            r.message.clone(),
+        ),
+        Some(r) => (
+            condition::RESHARDING,
+            "False",
+            r.phase.reason(),
+            r.message.clone(),
+        ),
+    };
+
     let degraded: Cond = match o.problems {
         [] => (condition::DEGRADED, "False", "AsExpected", String::new()),
         [first, rest @ ..] => {
@@ -303,7 +377,7 @@ fn conditions(o: &Observed<'_>) -> Vec<Cond> {
         }
     };
 
-    vec![ready, progressing, degraded]
+    vec![ready, progressing, degraded, resharding]
 }
 
 /// The `Degraded` condition's reason and message in `status`, if it is True.
@@ -375,7 +449,9 @@ mod tests {
             status.layout,
             Some(LayoutStatus {
                 current: Some("10".into()),
-                target: "10".into()
+                target: "10".into(),
+                target_since: Some(Time(t(0))),
+                ..Default::default()
             })
         );
     }
