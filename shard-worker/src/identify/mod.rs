@@ -46,6 +46,12 @@ pub enum WaitReason {
     Epoch,
     /// Redis cannot be reached: no Identify without the gate.
     Redis,
+    /// Gates were granted under another `max_concurrency` moments ago (a roll that changes it):
+    /// two bucket maps must never be live at once.
+    Concurrency,
+    /// Discord refused the token (401) when the budget was read: no Identify can succeed, and
+    /// nothing is asked again.
+    TokenRefused,
 }
 
 impl WaitReason {
@@ -58,6 +64,8 @@ impl WaitReason {
             Self::BudgetUnknown => "budget unknown",
             Self::Epoch => "redis epoch hold",
             Self::Redis => "redis unreachable",
+            Self::Concurrency => "another max_concurrency is in use",
+            Self::TokenRefused => "invalid token (401)",
         }
     }
 }

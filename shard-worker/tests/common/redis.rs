@@ -1,12 +1,15 @@
 //! A real `redis-server` per test, on a free port, killed when dropped (even when the test fails).
 
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
+    /// With persistence: the directory of its RDB file (`SAVE` writes it, a restart loads it).
+    dir: Option<PathBuf>,
 }
 
 fn free_port() -> u16 {
@@ -23,6 +26,26 @@ impl RedisServer {
         let mut server = Self {
             child: None,
             port: free_port(),
+            dir: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// Starts a server that persists to an RDB file only when told (`SAVE`) and loads it when
+    /// restarted: a restart then keeps what the last save held and loses what came after, as a
+    /// restart from RDB/AOF or a failover to a lagging replica does.
+    pub fn start_persistent() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "shard-worker-redis-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            dir: Some(dir),
         };
         server.restart();
         server
@@ -40,20 +63,27 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port, empty.
+    /// Starts it again on the same port: empty, or (persistent) with the last saved data.
     pub fn restart(&mut self) {
         self.stop();
+        let mut args: Vec<String> = [
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(dir) = &self.dir {
+            args.extend(["--dir".into(), dir.display().to_string()]);
+        }
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -83,5 +113,8 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }

@@ -321,10 +321,9 @@ impl Redis {
         let mut conn = client.get_multiplexed_async_connection().await?;
         let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await?;
         let app_id = Config::default().application_id;
-        let _: () = redis::cmd("SET")
-            .arg(Keys::new(app_id).epoch())
-            .arg(0)
-            .query_async(&mut conn)
+        let _: () = shard_worker::identify::redis::settle_epoch_script()
+            .key(Keys::new(app_id).epoch())
+            .invoke_async(&mut conn)
             .await?;
         Ok(())
     }
