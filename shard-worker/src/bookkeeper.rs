@@ -1,7 +1,12 @@
 //! Copies the board to Redis in the background: session checkpoints (every few seconds, so a
 //! crash can still resume from the last one), shard status records for the operator, and lease
 //! renewals. Redis errors are counted and retried on the next tick; they never reach a gateway
-//! connection (DESIGN.md §3: live sessions keep running while Redis is away).
+//! connection, with one exception: **self-fencing**. A shard whose lease was last confirmed
+//! longer ago than the lease TTL minus [`BookkeeperConfig::fence_margin`] gives its session up
+//! (closed resumably, so the next owner resumes it) before the lease can expire: another pod may
+//! take the lease then, and two live sessions of one shard must never run at once. So a Redis
+//! outage pauses the shards after about TTL − margin; they take their leases again and resume
+//! (no Identify) once Redis is back.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +32,8 @@ pub struct BookkeeperConfig {
     pub resume_window: Duration,
     /// TTL of a lease; renewed every third of it.
     pub lease_ttl: Duration,
+    /// A shard whose lease was last confirmed `lease_ttl − fence_margin` ago stands down.
+    pub fence_margin: Duration,
     /// TTL of status records; rewritten every third of it, and on every change.
     pub status_ttl: Duration,
     /// This pod's name, written into status records.
@@ -36,6 +43,10 @@ pub struct BookkeeperConfig {
 /// How many guilds a shard holds, from the handler.
 pub type GuildCount = Arc<dyn Fn(u32) -> Option<u32> + Send + Sync>;
 
+/// The seq a checkpoint may save for `(shard, handled seq)`: what the handler settled
+/// ([`crate::handler::Handler::settled_seq`]).
+pub type SettledSeq = Arc<dyn Fn(u32, u64) -> u64 + Send + Sync>;
+
 #[derive(Default)]
 struct Written {
     session: Option<(LiveSession, u64)>,
@@ -43,6 +54,10 @@ struct Written {
     status_version: Option<u64>,
     status_at: Option<Instant>,
     lease_at: Option<Instant>,
+    /// The owner whose lease `lease_confirmed` is about.
+    lease_owner: Option<String>,
+    /// When the lease was last known to be ours (taken, or a renewal was sent and answered).
+    lease_confirmed: Option<Instant>,
 }
 
 /// Runs until `stop` turns true.
@@ -51,6 +66,7 @@ pub async fn run(
     records: Records,
     config: BookkeeperConfig,
     guilds: GuildCount,
+    settled: SettledSeq,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut written: HashMap<u32, Written> = HashMap::new();
@@ -65,9 +81,49 @@ pub async fn run(
             _ = stop.wait_for(|s| *s) => return,
         }
         for slot in board.slots() {
+            // Before each shard's Redis calls (which may each take a timeout while Redis is
+            // away), every shard is checked for a lease too old to keep its session.
+            for other in board.slots() {
+                fence(other, &config, written.entry(other.shard).or_default());
+            }
             let w = written.entry(slot.shard).or_default();
-            tend(&board, slot, &records, &config, &guilds, w).await;
+            tend(&board, slot, &records, &config, &guilds, &settled, w).await;
         }
+    }
+}
+
+/// Tracks when each shard's lease was taken, and makes a shard whose lease could not be
+/// renewed in time give its session up (see the module documentation).
+fn fence(slot: &Slot, config: &BookkeeperConfig, w: &mut Written) {
+    let now = Instant::now();
+    let owner = slot.lock().lease_owner.clone();
+    if owner != w.lease_owner {
+        // Taken (the shard claimed it moments ago) or given up: renew at once if ours.
+        w.lease_confirmed = owner.as_ref().map(|_| now);
+        w.lease_owner = owner;
+        w.lease_at = None;
+        return;
+    }
+    let Some(confirmed) = w.lease_confirmed else {
+        return;
+    };
+    let limit = config.lease_ttl.saturating_sub(config.fence_margin);
+    if w.lease_owner.is_some() && now.duration_since(confirmed) >= limit {
+        warn!(
+            shard_id = slot.shard,
+            "the lease could not be renewed in time (Redis unreachable?): closing the session resumably before another pod may take it"
+        );
+        let mut s = slot.lock();
+        if s.lease_owner == w.lease_owner {
+            s.lease_owner = None;
+            drop(s);
+            slot.lease_lost_flag
+                .store(true, std::sync::atomic::Ordering::Release);
+            slot.lease_lost.notify_one();
+        }
+        w.lease_owner = None;
+        w.lease_confirmed = None;
+        w.lease_at = None;
     }
 }
 
@@ -77,6 +133,7 @@ async fn tend(
     records: &Records,
     config: &BookkeeperConfig,
     guilds: &GuildCount,
+    settled: &SettledSeq,
     w: &mut Written,
 ) {
     let now = Instant::now();
@@ -96,7 +153,7 @@ async fn tend(
     if let (Some(session), Some(_), false) =
         (&snapshot.session, &snapshot.lease_owner, snapshot.finalized)
     {
-        let seq = slot.handled_seq();
+        let seq = settled(slot.shard, slot.handled_seq());
         let changed = w.session.as_ref() != Some(&(session.clone(), seq));
         if changed && due(w.checkpoint_at, config.checkpoint_every) {
             let record = SessionRecord {
@@ -128,7 +185,13 @@ async fn tend(
             .claim_lease(slot.shard, owner, config.lease_ttl)
             .await
         {
-            Ok(Lease::Held) => w.lease_at = Some(now),
+            Ok(Lease::Held) => {
+                w.lease_at = Some(now);
+                // Renewed from the moment the request left (a conservative start).
+                if w.lease_owner.as_ref() == Some(owner) {
+                    w.lease_confirmed = Some(now);
+                }
+            }
             Ok(Lease::Taken { .. }) => {
                 warn!(
                     shard_id = slot.shard,

@@ -199,6 +199,42 @@ pub struct SessionRecord {
     pub saved_at_ms: u64,
 }
 
+/// How long a shard closed for good stays marked (`Keys::fatal`): Discord's session-start budget
+/// period (24 h). A marker that expires lets the shard try once more, at most once a period.
+pub const FATAL_MARKER_TTL_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// Why a shard of a layout was closed for good (`Keys::fatal`), as JSON. The worker writes it when
+/// the gateway closes a shard with 4004 or 4010–4014 (or the Identify-loop guard stops it), and
+/// reads it before every Identify: while it exists, the shard does not Identify (whichever pod
+/// runs it, however often the pod restarts). Deleting it lets the shard try again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FatalMarker {
+    /// The gateway's close code; `None` when the Identify-loop guard stopped the shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+    /// The same text as the shard's status `reason`.
+    pub reason: String,
+    /// The pod that saw it.
+    #[serde(default)]
+    pub pod: String,
+    /// Unix time in ms when it was written.
+    #[serde(default)]
+    pub at_ms: u64,
+}
+
+impl FatalMarker {
+    /// Reads a marker; a value that is not the JSON record (written by hand) is its reason.
+    pub fn parse(value: &str) -> Self {
+        serde_json::from_str(value).unwrap_or_else(|_| Self {
+            code: None,
+            reason: value.to_owned(),
+            pod: String::new(),
+            at_ms: 0,
+        })
+    }
+}
+
 /// The state of one shard as the worker reports it under `Keys::status`, as JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -377,6 +413,25 @@ mod tests {
             serde_json::from_str::<ShardStatus>(&json).expect("parse"),
             status
         );
+    }
+
+    #[test]
+    fn fatal_markers_round_trip_and_accept_plain_text() {
+        let marker = FatalMarker {
+            code: Some(4014),
+            reason: "disallowed intents (4014)".into(),
+            pod: "bot-2-0-1".into(),
+            at_ms: 5,
+        };
+        let json = serde_json::to_string(&marker).expect("json");
+        assert_eq!(
+            json,
+            r#"{"code":4014,"reason":"disallowed intents (4014)","pod":"bot-2-0-1","atMs":5}"#
+        );
+        assert_eq!(FatalMarker::parse(&json), marker);
+        let by_hand = FatalMarker::parse("keep shard 3 down");
+        assert_eq!(by_hand.code, None);
+        assert_eq!(by_hand.reason, "keep shard 3 down");
     }
 
     #[test]

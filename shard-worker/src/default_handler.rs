@@ -243,7 +243,9 @@ impl Handler for DefaultHandler {
         self.cache
             .apply(dispatch.shard, dispatch.event, dispatch.data);
         if let Some(forwarder) = &self.forwarder {
-            forwarder.forward(forward_body(&dispatch)).await;
+            forwarder
+                .forward(dispatch.shard, dispatch.seq, forward_body(&dispatch))
+                .await;
         }
         if dispatch.active
             && dispatch.event == "MESSAGE_CREATE"
@@ -253,6 +255,13 @@ impl Handler for DefaultHandler {
             // shard's task.
             Box::pin(self.reply(rest, &dispatch)).await;
         }
+    }
+
+    fn settled_seq(&self, shard: u32, handled: u64) -> u64 {
+        // A forwarded dispatch is settled once the endpoint answered it.
+        self.forwarder
+            .as_ref()
+            .map_or(handled, |f| f.settled(shard, handled))
     }
 
     fn guilds_on(&self, shard: u32) -> Option<u32> {

@@ -72,6 +72,15 @@ pub trait Handler: Send + Sync + 'static {
     /// Handles one dispatch. Called in order per shard; shards run concurrently.
     fn dispatch(&self, dispatch: Dispatch<'_>) -> impl Future<Output = ()> + Send;
 
+    /// The seq up to which `shard`'s dispatches are settled, given that [`Handler::dispatch`]
+    /// returned for every one up to `handled`. Checkpoints save this seq, so a resume (after a
+    /// crash or a hand-over) replays what follows. A handler that passes events on
+    /// asynchronously (a queue to another process) returns the last one that arrived there;
+    /// the default: everything it returned from.
+    fn settled_seq(&self, _shard: u32, handled: u64) -> u64 {
+        handled
+    }
+
     /// Guilds the handler knows on `shard` (for the shard's status record); `None` if it does
     /// not track guilds.
     fn guilds_on(&self, _shard: u32) -> Option<u32> {

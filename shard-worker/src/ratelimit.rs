@@ -5,6 +5,11 @@
 //! A sliding window of send times. Ordinary commands may use the window minus a reserve that is
 //! kept for heartbeats (enough for every beat a window can hold, plus one answer to a server
 //! heartbeat request), so a chatty bot can never starve its own heartbeats into a zombie close.
+//! Every heartbeat goes through [`CommandLimiter::try_heartbeat`]: a regular beat may use the
+//! reserve, an answer to the server's op 1 only what ordinary commands may use, and is skipped
+//! when there is no room (the next regular beat carries the same information). So a server that
+//! asks over and over can neither push the connection past the limit nor eat the regular beats'
+//! reserve.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -70,6 +75,23 @@ impl CommandLimiter {
         (self.sent[index] + WINDOW).saturating_duration_since(now)
     }
 
+    /// A heartbeat, if it may go now: recorded and `Ok`. A regular beat (`requested` false) may
+    /// use the reserve; an answer to a server's request only the ordinary part. `Err(wait)`:
+    /// not now (a regular beat waits that long and tries again; an answer is skipped).
+    pub fn try_heartbeat(&mut self, now: Instant, requested: bool) -> Result<(), Duration> {
+        let wait = if requested {
+            self.delay(now)
+        } else {
+            self.heartbeat_delay(now)
+        };
+        if wait.is_zero() {
+            self.record(now);
+            Ok(())
+        } else {
+            Err(wait)
+        }
+    }
+
     /// Records a send (call it for every command, heartbeats included).
     pub fn record(&mut self, now: Instant) {
         self.expire(now);
@@ -109,30 +131,78 @@ mod tests {
         assert_eq!(Instant::now() - start, WINDOW);
     }
 
+    /// The most sends any window of the log holds.
+    fn busiest_window(log: &[Instant]) -> usize {
+        log.iter()
+            .enumerate()
+            .map(|(i, t)| {
+                log[i..]
+                    .iter()
+                    .take_while(|u| u.duration_since(*t) < WINDOW)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn never_more_than_120_in_any_window() {
         let mut limiter = CommandLimiter::new(Duration::from_millis(100));
         let mut log = Vec::new();
         for i in 0..400 {
             if i % 3 == 0 {
-                let wait = limiter.heartbeat_delay(Instant::now());
-                tokio::time::sleep(wait).await;
-                limiter.record(Instant::now());
+                // The shard's regular beat, as `shard.rs` sends it.
+                while let Err(wait) = limiter.try_heartbeat(Instant::now(), false) {
+                    tokio::time::sleep(wait).await;
+                }
             } else {
                 limiter.acquire().await;
             }
             log.push(Instant::now());
         }
-        for (i, t) in log.iter().enumerate() {
-            let in_window = log[i..]
-                .iter()
-                .take_while(|u| u.duration_since(*t) < WINDOW)
-                .count();
-            assert!(
-                in_window <= COMMANDS_PER_WINDOW,
-                "{in_window} sends in one window"
-            );
+        assert!(busiest_window(&log) <= COMMANDS_PER_WINDOW);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_asking_for_heartbeats_cannot_push_past_the_limit() {
+        // Discord's interval; the server sends op 1 every 50 ms (1,200 a minute) while the
+        // shard also beats on its own and sends a few ordinary commands.
+        let interval = Duration::from_millis(41_250);
+        let mut limiter = CommandLimiter::new(interval);
+        let start = Instant::now();
+        let mut log = Vec::new();
+        let mut regular = Vec::new();
+        let mut next_beat = start + interval / 2;
+        let mut answered = 0;
+        while start.elapsed() < Duration::from_secs(300) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = Instant::now();
+            if limiter.try_heartbeat(now, true).is_ok() {
+                answered += 1;
+                log.push(now);
+            }
+            if now >= next_beat {
+                while let Err(wait) = limiter.try_heartbeat(Instant::now(), false) {
+                    tokio::time::sleep(wait).await;
+                }
+                log.push(Instant::now());
+                regular.push(Instant::now() - now);
+                next_beat = now + interval;
+            }
         }
+        assert!(
+            busiest_window(&log) <= COMMANDS_PER_WINDOW,
+            "{}",
+            busiest_window(&log)
+        );
+        assert!(
+            answered > 100,
+            "requests are still answered while there is room"
+        );
+        assert!(
+            regular.iter().all(|late| late.is_zero()),
+            "regular beats are never delayed: {regular:?}"
+        );
     }
 
     #[test]

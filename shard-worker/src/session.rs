@@ -176,8 +176,9 @@ pub enum Action {
     Connect(Target),
     /// Close the WebSocket with this code and forget it.
     Disconnect { code: u16 },
-    /// Send op 1 with the last sequence number.
-    SendHeartbeat { seq: Option<u64> },
+    /// Send op 1 with the last sequence number. `requested`: an answer to the server's op 1,
+    /// which may be skipped when the send limit has no room (the regular beats may not).
+    SendHeartbeat { seq: Option<u64>, requested: bool },
     /// Send op 2 Identify (the loop holds the permit and confirms it once sent).
     SendIdentify,
     /// Send op 6 Resume.
@@ -446,6 +447,7 @@ impl Machine {
                 vec![
                     Action::SendHeartbeat {
                         seq: (self.seq > 0).then_some(self.seq),
+                        requested: false,
                     },
                     Action::ArmHeartbeat(interval),
                 ]
@@ -453,6 +455,7 @@ impl Machine {
             (phase, Input::HeartbeatRequest) if phase.connected() => {
                 vec![Action::SendHeartbeat {
                     seq: (self.seq > 0).then_some(self.seq),
+                    requested: true,
                 }]
             }
             (_, Input::HeartbeatAck) => {
@@ -628,7 +631,10 @@ mod tests {
         assert_eq!(
             m.step(Input::HeartbeatDue),
             vec![
-                Action::SendHeartbeat { seq: Some(1) },
+                Action::SendHeartbeat {
+                    seq: Some(1),
+                    requested: false
+                },
                 Action::ArmHeartbeat(INTERVAL)
             ]
         );
@@ -659,7 +665,10 @@ mod tests {
         let mut m = active();
         assert_eq!(
             m.step(Input::HeartbeatRequest),
-            vec![Action::SendHeartbeat { seq: Some(1) }]
+            vec![Action::SendHeartbeat {
+                seq: Some(1),
+                requested: true
+            }]
         );
     }
 

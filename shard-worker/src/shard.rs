@@ -29,7 +29,7 @@ use crate::acting::Acting;
 use crate::board::{Board, LiveSession, Slot};
 use crate::close_code;
 use crate::compression::ZlibStream;
-use crate::contract::{SessionRecord, ShardState};
+use crate::contract::{FATAL_MARKER_TTL_MS, FatalMarker, SessionRecord, ShardState};
 use crate::envelope;
 use crate::handler::{Dispatch, Handler};
 use crate::identify::records::{Lease, Records};
@@ -83,15 +83,26 @@ pub struct Shared<H> {
 pub enum Exit {
     /// Shut down; the session was saved for the next owner.
     Stopped,
-    /// Closed with a fatal code; never retried.
+    /// Closed for good (the gateway's close code; 0: stopped by the Identify-loop guard) and
+    /// not retried while its marker (`Keys::fatal`) stayed.
     Fatal(u16),
 }
 
 enum SessionEnd {
     Stopped,
-    Fatal(u16),
+    /// Closed for good. `unwritten`: the marker Redis did not take yet (retried while waiting).
+    Fatal {
+        code: u16,
+        unwritten: Option<FatalMarker>,
+    },
     LeaseLost,
 }
+
+/// The longest a stopping shard waits for its handler to settle what it handled.
+const SETTLE_WAIT: Duration = Duration::from_secs(5);
+
+/// How often a shard closed for good looks whether its marker is still there.
+const FATAL_MARKER_POLL: Duration = Duration::from_secs(5);
 
 /// Runs shard `shard` until `shutdown` turns true or the gateway closes it fatally.
 pub async fn run<H: Handler>(
@@ -124,10 +135,119 @@ pub async fn run<H: Handler>(
         let seed = rand::random::<u64>();
         let machine = Machine::new(shared.config.session.clone(), saved, seed);
         let mut runner = Runner::new(&shared, &slot, shard, machine, owner);
-        match runner.run(&mut shutdown).await {
+        let end = runner.run(&mut shutdown).await;
+        drop(runner);
+        match end {
             SessionEnd::Stopped => return Exit::Stopped,
-            SessionEnd::Fatal(code) => return Exit::Fatal(code),
+            SessionEnd::Fatal { code, unwritten } => {
+                if marker_cleared(&shared, shard, unwritten, &mut shutdown).await {
+                    info!(
+                        shard_id = shard,
+                        "the shard's fatal marker was deleted: trying again"
+                    );
+                    continue;
+                }
+                return Exit::Fatal(code);
+            }
             SessionEnd::LeaseLost => continue,
+        }
+    }
+}
+
+/// The shard's fatal marker, if a pod saw it closed for good (checked before every Identify).
+/// Redis errors read as "none": the gate, which needs Redis too, still decides.
+async fn fatal_marker(records: Option<&Records>, shard: u32) -> Option<FatalMarker> {
+    let records = records?;
+    match tokio::time::timeout(Duration::from_secs(2), records.fatal(shard)).await {
+        Ok(Ok(marker)) => marker,
+        Ok(Err(e)) => {
+            debug!(shard_id = shard, error = %e, "cannot read the fatal marker");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// After shard `shard`'s task died (its handler panicked): saves the session it held (up to the
+/// last dispatch the handler settled, so the one that panicked is replayed on resume), gives the
+/// lease up and reports the shard Fatal with `reason`. The connection went with the task
+/// (dropped, so the session stays resumable).
+pub async fn abandon<H: Handler>(shared: &Shared<H>, shard: u32, reason: String) {
+    let Some(slot) = shared.board.slot(shard) else {
+        return;
+    };
+    shared
+        .board
+        .set_state(shard, ShardState::Fatal, Some(reason));
+    let Some(records) = &shared.records else {
+        return;
+    };
+    let _io = slot.io.lock().await;
+    let (session, owner) = {
+        let mut s = slot.lock();
+        s.finalized = true;
+        (s.session.clone(), s.lease_owner.take())
+    };
+    let Some(owner) = owner else {
+        return;
+    };
+    if let Some(session) = session {
+        let record = SessionRecord {
+            session_id: session.session_id,
+            seq: shared.handler.settled_seq(shard, slot.handled_seq()),
+            resume_gateway_url: session.resume_gateway_url,
+            saved_at_ms: crate::bookkeeper::unix_ms(),
+        };
+        match records
+            .save_session(shard, &record, shared.config.resume_window)
+            .await
+        {
+            Ok(()) => info!(
+                shard_id = shard,
+                seq = record.seq,
+                "session saved for the next owner"
+            ),
+            Err(e) => {
+                warn!(shard_id = shard, error = %e, "cannot save the session; the next owner resumes from the last checkpoint")
+            }
+        }
+    }
+    if let Err(e) = records.release_lease(shard, &owner).await {
+        debug!(shard_id = shard, error = %e, "cannot release the lease; it expires on its own");
+    }
+}
+
+/// After a shard was closed for good: waits while its marker (`Keys::fatal`) exists, writing it
+/// first if the close could not. True when the marker is gone (deleted by the operator or by
+/// hand, or expired after the budget period): the shard may try once more. False on shutdown,
+/// and without Redis records (nothing to watch: the shard stays down).
+async fn marker_cleared<H: Handler>(
+    shared: &Shared<H>,
+    shard: u32,
+    mut unwritten: Option<FatalMarker>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let Some(records) = &shared.records else {
+        let _ = shutdown.wait_for(|s| *s).await;
+        return false;
+    };
+    let ttl = Duration::from_millis(FATAL_MARKER_TTL_MS);
+    loop {
+        if let Some(marker) = &unwritten {
+            match records.mark_fatal(shard, marker, ttl).await {
+                Ok(()) => unwritten = None,
+                Err(e) => debug!(shard_id = shard, error = %e, "cannot write the fatal marker yet"),
+            }
+        } else {
+            match records.fatal(shard).await {
+                Ok(Some(_)) => {}
+                Ok(None) => return true,
+                Err(e) => debug!(shard_id = shard, error = %e, "cannot read the fatal marker"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(FATAL_MARKER_POLL + jitter(Duration::from_secs(1))) => {}
+            _ = shutdown.wait_for(|s| *s) => return false,
         }
     }
 }
@@ -406,11 +526,7 @@ impl<'a, H: Handler> Runner<'a, H> {
         };
         let reason = match phase {
             Phase::Fatal(code) => Some(close_code::fatal_reason(code).to_owned()),
-            Phase::IdentifyLoop => Some(format!(
-                "{IDENTIFY_LOOP}: {} Identifies in a row led to no session lasting {:?}",
-                self.machine.identify_streak(),
-                self.shared.config.session.stable_after
-            )),
+            Phase::IdentifyLoop => Some(self.identify_loop_reason()),
             _ => None,
         };
         self.board().set_state(self.shard, state, reason);
@@ -419,17 +535,67 @@ impl<'a, H: Handler> Runner<'a, H> {
         }
     }
 
+    fn identify_loop_reason(&self) -> String {
+        format!(
+            "{IDENTIFY_LOOP}: {} Identifies in a row led to no session lasting {:?}",
+            self.machine.identify_streak(),
+            self.shared.config.session.stable_after
+        )
+    }
+
+    /// The shard was closed for good before (its marker exists): no Identify. Ends the
+    /// connection (no session was started on it) and gives the lease up.
+    async fn stand_down(&mut self, marker: FatalMarker) -> SessionEnd {
+        self.drop_permit().await;
+        warn!(
+            shard_id = self.shard,
+            reason = %marker.reason,
+            "this shard was closed for good (fatal marker in Redis): not identifying; delete the marker to try again"
+        );
+        self.close(close_code::SESSION_ENDING_CLOSE).await;
+        self.board()
+            .set_state(self.shard, ShardState::Fatal, Some(marker.reason.clone()));
+        if let Some(records) = &self.shared.records {
+            let _io = self.slot.io.lock().await;
+            self.slot.lock().finalized = true;
+            if let Err(e) = records.release_lease(self.shard, &self.owner).await {
+                debug!(shard_id = self.shard, error = %e, "cannot release the lease; it expires on its own");
+            }
+            self.slot.lock().lease_owner = None;
+        }
+        SessionEnd::Fatal {
+            code: marker.code.unwrap_or(0),
+            unwritten: None,
+        }
+    }
+
     async fn execute(&mut self, action: Action) -> Step {
         match action {
             Action::Connect(target) => return Step::Inputs(vec![self.connect(target).await]),
             Action::Disconnect { code } => self.close(code).await,
-            Action::SendHeartbeat { seq } => {
+            Action::SendHeartbeat { seq, requested } => {
                 let payload = match seq {
                     Some(seq) => format!(r#"{{"op":1,"d":{seq}}}"#),
                     None => r#"{"op":1,"d":null}"#.to_owned(),
                 };
-                // Heartbeats use the reserve: never delayed by ordinary commands.
-                self.limiter.record(Instant::now());
+                // Regular beats use the reserve (never delayed by ordinary commands, waiting
+                // only if the window is full of beats); an answer to the server's request only
+                // what ordinary commands may use, else it is skipped: the next regular beat
+                // carries the same seq, and a server asking over and over cannot push the
+                // connection past the send limit (close 4008).
+                loop {
+                    match self.limiter.try_heartbeat(Instant::now(), requested) {
+                        Ok(()) => break,
+                        Err(_) if requested => {
+                            debug!(
+                                shard_id = self.shard,
+                                "heartbeat request not answered: no room under the send limit"
+                            );
+                            return Step::Continue;
+                        }
+                        Err(wait) => tokio::time::sleep(wait).await,
+                    }
+                }
                 self.heartbeat_sent = Some(Instant::now());
                 self.send(payload).await;
             }
@@ -488,6 +654,10 @@ impl<'a, H: Handler> Runner<'a, H> {
             }
             Action::ClearDeadline => self.deadline_at = None,
             Action::RequestPermit => {
+                let shared = self.shared;
+                if let Some(marker) = fatal_marker(shared.records.as_ref(), self.shard).await {
+                    return Step::End(Box::pin(self.stand_down(marker)).await);
+                }
                 let queue = Arc::clone(&self.shared.queue);
                 let board = Arc::clone(&self.shared.board);
                 let shard = self.shard;
@@ -770,22 +940,61 @@ impl<'a, H: Handler> Runner<'a, H> {
         self.counters.insert(event.into(), counter);
     }
 
+    /// Before the final save: gives the handler a moment (at most [`SETTLE_WAIT`]) to settle
+    /// what it returned from (e.g. the forward queue draining), so the next owner resumes right
+    /// after the last dispatch rather than replaying the queued ones: exactly once after a
+    /// SIGTERM while the endpoint keeps up, at least once when it does not.
+    fn await_settled(&self) -> impl Future<Output = ()> + Send + 'a {
+        let (handler, slot, shard) = (&*self.shared.handler, self.slot, self.shard);
+        async move {
+            let handled = slot.handled_seq();
+            let deadline = Instant::now() + SETTLE_WAIT;
+            while handler.settled_seq(shard, handled) < handled && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
     /// Shutdown or a fatal close: the hand-over duties, then the end of the task.
     async fn stop(&mut self, code: Option<u16>) -> SessionEnd {
         self.drop_permit().await;
+        // Closed for good (a fatal code, or the Identify-loop guard): marked in Redis so that no
+        // pod identifies the shard again for a budget period, however often it restarts.
         let fatal = match self.machine.phase() {
-            Phase::Fatal(code) => Some(code),
+            Phase::Fatal(code) => Some(FatalMarker {
+                code: Some(code),
+                reason: close_code::fatal_reason(code).to_owned(),
+                pod: self.shared.config.pod.clone(),
+                at_ms: crate::bookkeeper::unix_ms(),
+            }),
+            Phase::IdentifyLoop => Some(FatalMarker {
+                code: None,
+                reason: self.identify_loop_reason(),
+                pod: self.shared.config.pod.clone(),
+                at_ms: crate::bookkeeper::unix_ms(),
+            }),
             _ => None,
+        };
+        let end = |fatal: Option<FatalMarker>, unwritten: bool| match fatal {
+            None => SessionEnd::Stopped,
+            Some(marker) => SessionEnd::Fatal {
+                code: marker.code.unwrap_or(0),
+                unwritten: unwritten.then_some(marker),
+            },
         };
         let Some(records) = &self.shared.records else {
             if let Some(code) = code {
                 self.close(code).await;
             }
             self.report_phase();
-            return fatal.map_or(SessionEnd::Stopped, SessionEnd::Fatal);
+            return end(fatal, false);
         };
+        if fatal.is_none() && !self.shared.acting.retired() {
+            self.await_settled().await;
+        }
         let io = self.slot.io.lock().await;
         self.slot.lock().finalized = true;
+        let mut fatal_written = false;
         let resume_window = self.shared.config.resume_window;
         // A retired layout's sessions will never be resumed: end them (1000) and leave no
         // records behind (docs/resharding.md, "Roles").
@@ -805,16 +1014,32 @@ impl<'a, H: Handler> Runner<'a, H> {
                 shard_id = self.shard,
                 "retired layout: ending the session (close 1000)"
             );
-        } else if fatal.is_some() {
+        } else if let Some(marker) = &fatal {
+            let ttl = Duration::from_millis(FATAL_MARKER_TTL_MS);
+            match records.mark_fatal(self.shard, marker, ttl).await {
+                Ok(()) => {
+                    warn!(shard_id = self.shard, reason = %marker.reason, "closed for good: marked in Redis; no pod identifies this shard again until the marker is deleted or expires");
+                    fatal_written = true;
+                }
+                Err(e) => {
+                    warn!(shard_id = self.shard, error = %e, "cannot write the fatal marker yet; retrying")
+                }
+            }
             if let Err(e) = records.delete_session(self.shard).await {
                 debug!(shard_id = self.shard, error = %e, "cannot delete the dead session");
             }
-        } else if let (Some(r), Some(close_code::RESUMABLE_CLOSE)) =
-            (self.machine.resumable(), code)
+        } else if let Some(r) = self.machine.resumable()
+            && code != Some(close_code::SESSION_ENDING_CLOSE)
         {
+            // Connected (closing with 4000 next) or between connections (a backoff): either
+            // way the session is still resumable, and this record is newer than any checkpoint.
+            let seq = self
+                .shared
+                .handler
+                .settled_seq(self.shard, self.slot.handled_seq());
             let record = SessionRecord {
                 session_id: r.session_id.clone(),
-                seq: self.slot.handled_seq(),
+                seq,
                 resume_gateway_url: r.resume_gateway_url.clone(),
                 saved_at_ms: crate::bookkeeper::unix_ms(),
             };
@@ -841,7 +1066,7 @@ impl<'a, H: Handler> Runner<'a, H> {
         self.slot.lock().lease_owner = None;
         drop(io);
         self.report_phase();
-        fatal.map_or(SessionEnd::Stopped, SessionEnd::Fatal)
+        end(fatal, !fatal_written)
     }
 }
 

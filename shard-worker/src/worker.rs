@@ -1,14 +1,15 @@
 //! A worker: the shards `first..=last` of one layout, their bookkeeping and the layout watcher.
 //! The binary wires it to the environment; tests and other binaries can build one directly.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::board::Board;
-use crate::bookkeeper::{self, BookkeeperConfig, GuildCount};
+use crate::bookkeeper::{self, BookkeeperConfig, GuildCount, SettledSeq};
 use crate::handler::Handler;
 use crate::shard::{self, Exit, Shared};
 
@@ -16,27 +17,45 @@ use crate::shard::{self, Exit, Shared};
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub stopped: Vec<u32>,
-    /// `(shard, close code)` of shards closed fatally.
+    /// `(shard, close code)` of shards closed fatally (code 0: the Identify-loop guard).
     pub fatal: Vec<(u32, u16)>,
+    /// Shards whose task panicked (a bug in the handler). The worker then stopped every other
+    /// shard too (saving their sessions): the process should exit with an error and be
+    /// restarted, resuming every session.
+    pub panicked: Vec<u32>,
 }
 
-/// Runs every shard on the board until `shutdown` turns true (or all ended fatally), with the
-/// bookkeeper and the layout-roles watcher when Redis records are configured.
+/// The status reason of a shard whose handler panicked.
+pub const HANDLER_PANICKED: &str = "the handler panicked";
+
+/// Runs every shard on the board until `shutdown` turns true (or a shard's task panicked),
+/// with the bookkeeper and the layout-roles watcher when Redis records are configured.
+///
+/// A panic in the handler ends its shard's task: that shard's session is saved (up to the last
+/// settled dispatch, so the one that panicked is replayed) and its lease released, then every
+/// other shard stops as on shutdown. A process that went on without the shard would keep its
+/// lease renewed and hide the dead shard; a restart resumes every session instead.
 pub async fn run<H: Handler>(
     shared: Arc<Shared<H>>,
     bookkeeping: BookkeeperConfig,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
 ) -> Outcome {
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The shards' own shutdown: the caller's, or a panic of one of them.
+    let (shards_stop_tx, shards_stop) = watch::channel(false);
     let mut background = JoinSet::new();
     if let Some(records) = shared.records.clone() {
         let handler = Arc::clone(&shared.handler);
         let guilds: GuildCount = Arc::new(move |shard| handler.guilds_on(shard));
+        let handler = Arc::clone(&shared.handler);
+        let settled: SettledSeq =
+            Arc::new(move |shard, handled| handler.settled_seq(shard, handled));
         background.spawn(bookkeeper::run(
             Arc::clone(&shared.board),
             records.clone(),
             bookkeeping,
             guilds,
+            settled,
             stop_rx.clone(),
         ));
         background.spawn(crate::acting::watch(
@@ -47,37 +66,58 @@ pub async fn run<H: Handler>(
     }
 
     let mut shards = JoinSet::new();
-    let shutdown_for_shards = shutdown.clone();
+    let mut task_shards = HashMap::new();
     let ids: Vec<u32> = shared.board.slots().map(|s| s.shard).collect();
     for shard in ids {
-        let shared = Arc::clone(&shared);
-        let shutdown = shutdown_for_shards.clone();
-        shards.spawn(async move { (shard, shard::run(shared, shard, shutdown).await) });
+        let task_shared = Arc::clone(&shared);
+        let stop = shards_stop.clone();
+        let task = shards.spawn(async move { (shard, shard::run(task_shared, shard, stop).await) });
+        task_shards.insert(task.id(), shard);
     }
     let mut outcome = Outcome::default();
-    while let Some(result) = shards.join_next().await {
+    let mut caller_gone = false;
+    loop {
+        let result = tokio::select! {
+            result = shards.join_next_with_id() => match result {
+                Some(result) => result,
+                None => break,
+            },
+            stopped = shutdown.wait_for(|s| *s), if !caller_gone => {
+                caller_gone = stopped.is_err();
+                let _ = shards_stop_tx.send(true);
+                continue;
+            }
+        };
         match result {
-            Ok((shard, Exit::Stopped)) => outcome.stopped.push(shard),
-            Ok((shard, Exit::Fatal(code))) => {
-                warn!(shard_id = shard, code, "shard closed fatally; not retrying");
+            Ok((_, (shard, Exit::Stopped))) => outcome.stopped.push(shard),
+            Ok((_, (shard, Exit::Fatal(code)))) => {
+                warn!(shard_id = shard, code, "shard closed for good");
                 outcome.fatal.push((shard, code));
             }
-            Err(e) => warn!(error = %e, "shard task failed"),
+            Err(e) => {
+                let shard = task_shards.get(&e.id()).copied();
+                error!(shard_id = ?shard, error = %e, "shard task failed; stopping every shard so that a restart resumes them");
+                if let Some(shard) = shard {
+                    let reason = if e.is_panic() {
+                        HANDLER_PANICKED.to_owned()
+                    } else {
+                        format!("shard task failed: {e}")
+                    };
+                    shard::abandon(&shared, shard, reason).await;
+                    outcome.panicked.push(shard);
+                }
+                let _ = shards_stop_tx.send(true);
+            }
         }
-    }
-    // Shards closed for good stay reported (status records, metrics, /readyz) until shutdown:
-    // ending the process would only restart it and call Discord again.
-    let mut shutdown = shutdown;
-    if !*shutdown.borrow() && !outcome.fatal.is_empty() {
-        info!("every shard ended; reporting until shutdown");
-        let _ = shutdown.wait_for(|s| *s).await;
     }
     let _ = stop_tx.send(true);
     while background.join_next().await.is_some() {}
     outcome.stopped.sort_unstable();
+    outcome.panicked.sort_unstable();
     info!(
         stopped = outcome.stopped.len(),
         fatal = outcome.fatal.len(),
+        panicked = outcome.panicked.len(),
         "all shards ended"
     );
     outcome

@@ -23,7 +23,7 @@ use shard_worker::contract::{self, Keys, ShardState, ShardStatus, env};
 use shard_worker::default_handler::DefaultHandler;
 use shard_worker::forward::Forwarder;
 use shard_worker::identify::records::Records;
-use shard_worker::identify::redis::{GateConfig, RedisQueue, connect};
+use shard_worker::identify::redis::{GateConfig, RedisQueue, connect, effective_max_concurrency};
 use shard_worker::identify::{IdentifyQueue, http_facade};
 use shard_worker::metrics::Metrics;
 use shard_worker::rest::{DEFAULT_API_URL, DiscordRest, RestError};
@@ -209,20 +209,23 @@ where
 /// The reason every shard reports when Discord refused the token.
 const REFUSED_TOKEN: &str = "invalid token (401)";
 
-/// A refused token: every shard Fatal (metrics, `/readyz`) and, when the bot id can be read
-/// from the token, in `P:status` too (refreshed within its TTL) until SIGTERM. No retry.
-async fn report_refused_token(
+/// Shards that must not start (a refused token, a wrong configuration): every shard Fatal with
+/// `reason` (metrics, `/readyz`) and, when the bot id can be read from the token, in `P:status`
+/// too (refreshed within its TTL) until SIGTERM. No retry: a restart would only ask again.
+async fn report_refusal(
     args: &Args,
     token: &Token,
     pod: &str,
     board: &shard_worker::board::Board,
+    reason: &str,
     mut shutdown: watch::Receiver<bool>,
 ) {
     for shard in args.shard_first..=args.shard_last {
-        board.set_state(shard, ShardState::Fatal, Some(REFUSED_TOKEN.into()));
+        board.set_state(shard, ShardState::Fatal, Some(reason.to_owned()));
     }
     error!(
-        "Discord refused the bot token; every shard stays down until the pod is replaced with a valid token (no retries)"
+        reason,
+        "every shard stays down until the pod is replaced with a working configuration (no retries)"
     );
     let records = match (token.bot_id(), redis_url(&args.redis_url)) {
         (Some(id), Ok(url)) => connect(&url)
@@ -238,12 +241,12 @@ async fn report_refused_token(
                     state: ShardState::Fatal,
                     guilds: 0,
                     pod: pod.to_owned(),
-                    reason: Some(REFUSED_TOKEN.into()),
+                    reason: Some(reason.to_owned()),
                     updated_at_ms: shard_worker::bookkeeper::unix_ms(),
                     layout_revision: 0,
                 };
                 if let Err(e) = records.write_status(shard, &status, status_ttl).await {
-                    warn!(error = %e, "cannot report the refused token in Redis");
+                    warn!(error = %e, "cannot report the refusal in Redis");
                     break;
                 }
             }
@@ -330,15 +333,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
             return Ok(());
         }
         Err(Refused::Token) => {
-            report_refused_token(&args, &token, &pod, &board, shutdown_rx).await;
+            let reason = REFUSED_TOKEN;
+            report_refusal(&args, &token, &pod, &board, reason, shutdown_rx).await;
             stop_server(server_stop_tx, server_task).await;
             return Ok(());
         }
         Err(Refused::Config(message)) => bail!(message),
     };
-    let max_concurrency = args
-        .max_concurrency
-        .unwrap_or(bot.session_start_limit.max_concurrency);
+    // An override must divide Discord's value: else one Discord bucket would get several gates.
+    let max_concurrency = match effective_max_concurrency(
+        bot.session_start_limit.max_concurrency,
+        args.max_concurrency,
+    ) {
+        Ok(value) => value,
+        Err(reason) => {
+            report_refusal(&args, &token, &pod, &board, &reason, shutdown_rx).await;
+            stop_server(server_stop_tx, server_task).await;
+            return Ok(());
+        }
+    };
     let keys = Keys::new(me.id);
     info!(
         shardset = %args.shardset, pod = %pod, layout = %layout,
@@ -419,6 +432,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         checkpoint_every: Duration::from_secs(2),
         resume_window,
         lease_ttl: shared.config.lease_ttl,
+        fence_margin: Duration::from_secs(3),
         status_ttl: Duration::from_secs(30),
         pod,
     };
@@ -438,6 +452,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     stop_server(server_stop_tx, server_task).await;
+    if !outcome.panicked.is_empty() {
+        // A bug in the handler: exit with an error so the pod restarts; the restart resumes
+        // every session (saved above), replaying the dispatch that panicked.
+        bail!(
+            "the handler panicked on shard(s) {:?}; every session was saved for the restart",
+            outcome.panicked
+        );
+    }
     if !outcome.fatal.is_empty() {
         info!(
             fatal = outcome.fatal.len(),

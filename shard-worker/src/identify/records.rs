@@ -8,7 +8,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
-use crate::contract::{Keys, LayoutRoles, SessionRecord, ShardStatus};
+use crate::contract::{FatalMarker, Keys, LayoutRoles, SessionRecord, ShardStatus};
 
 static CLAIM_LEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("claim_lease.lua")));
@@ -175,6 +175,36 @@ impl Records {
             .del(self.keys.status(self.total, shard))
             .await?;
         Ok(())
+    }
+
+    /// Marks `shard` closed for good (`Keys::fatal`) for `ttl`: no pod identifies it meanwhile.
+    pub async fn mark_fatal(
+        &self,
+        shard: u32,
+        marker: &FatalMarker,
+        ttl: Duration,
+    ) -> Result<(), RecordError> {
+        let key = self.keys.fatal(self.total, shard);
+        let json = serde_json::to_string(marker).map_err(|source| RecordError::Malformed {
+            key: key.clone(),
+            source,
+        })?;
+        let _: () = self
+            .conn
+            .clone()
+            .pset_ex(key, json, ttl.as_millis() as u64)
+            .await?;
+        Ok(())
+    }
+
+    /// The marker of `shard` if it was closed for good (and the marker has not expired).
+    pub async fn fatal(&self, shard: u32) -> Result<Option<FatalMarker>, RecordError> {
+        let value: Option<String> = self
+            .conn
+            .clone()
+            .get(self.keys.fatal(self.total, shard))
+            .await?;
+        Ok(value.as_deref().map(FatalMarker::parse))
     }
 
     /// The roles of the layouts (`P:active-layout`), if the operator set them.

@@ -15,9 +15,21 @@ pub struct Forwarded {
     pub event: String,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Collector {
     pub seen: Arc<Mutex<Vec<Forwarded>>>,
+    /// While true, requests get no answer (and are recorded only once it turns false and the
+    /// client is still there): an endpoint that stalls.
+    stalled: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for Collector {
+    fn default() -> Self {
+        Self {
+            seen: Arc::default(),
+            stalled: Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
 }
 
 impl Collector {
@@ -36,12 +48,20 @@ impl Collector {
         (format!("http://{addr}/dispatch"), task)
     }
 
+    /// Stalls the endpoint; `send_replace(false)` on the result lets it answer again.
+    pub fn stall(&self) -> Arc<tokio::sync::watch::Sender<bool>> {
+        self.stalled.send_replace(true);
+        Arc::clone(&self.stalled)
+    }
+
     pub fn snapshot(&self) -> Vec<Forwarded> {
         self.seen.lock().expect("lock").clone()
     }
 }
 
 async fn record(State(collector): State<Collector>, body: axum::body::Bytes) {
+    let mut stalled = collector.stalled.subscribe();
+    let _ = stalled.wait_for(|s| !*s).await;
     if let Ok(f) = serde_json::from_slice::<Forwarded>(&body) {
         collector.seen.lock().expect("lock").push(f);
     }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod collector;
+pub mod cutter;
 pub mod redis;
 pub mod scenario;
 pub mod worker;
