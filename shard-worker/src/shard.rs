@@ -603,12 +603,13 @@ impl<'a, H: Handler> Runner<'a, H> {
                 let Some(permit) = self.permit.take() else {
                     return Step::Inputs(vec![Input::Deadline]);
                 };
+                // The send limit first: a wait there must not outlast the permit.
+                self.limiter.acquire().await;
                 if !permit.is_valid() {
                     // Taking the gate took so long that its TTL may not cover a window any more.
                     permit.release().await;
                     return Step::Inputs(vec![Input::Deadline]);
                 }
-                self.limiter.acquire().await;
                 let payload = serde_json::json!({
                     "op": 2,
                     "d": {
@@ -619,16 +620,29 @@ impl<'a, H: Handler> Runner<'a, H> {
                     }
                 })
                 .to_string();
-                if self.send(payload).await {
-                    permit.sent().await;
-                    self.board()
-                        .metrics()
-                        .identifies
-                        .get_or_create(&self.labels)
-                        .inc();
+                if self.ws.is_none() {
+                    // No connection: nothing can have left.
+                    permit.release().await;
+                    return Step::Continue;
+                }
+                let sent = self.send(payload).await;
+                // A failed send may still have put the Identify on the wire (a write error
+                // after some bytes left, a connection reset after the flush): count it as sent,
+                // so the window runs and the session start stays spent. Giving the gate back
+                // could let a second Identify into the bucket within 5 s.
+                permit.sent().await;
+                self.board()
+                    .metrics()
+                    .identifies
+                    .get_or_create(&self.labels)
+                    .inc();
+                if sent {
                     debug!(shard_id = self.shard, "Identify sent");
                 } else {
-                    permit.release().await;
+                    debug!(
+                        shard_id = self.shard,
+                        "Identify send failed; counted as sent (bytes may have left)"
+                    );
                 }
             }
             Action::SendResume { session_id, seq } => {
@@ -668,7 +682,7 @@ impl<'a, H: Handler> Runner<'a, H> {
                             .metrics()
                             .identify_waits
                             .get_or_create(&ReasonLabels {
-                                reason: reason.label(),
+                                reason: reason.metric_label(),
                             })
                             .inc();
                         let state = match reason {

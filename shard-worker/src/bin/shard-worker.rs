@@ -98,8 +98,10 @@ struct Args {
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = env::WORKER_LISTEN, default_value_t = SocketAddr::from(([0, 0, 0, 0], contract::WORKER_HTTP_PORT)))]
     listen: SocketAddr,
-    /// Also serve the twilight-compatible Identify queue (`GET /?shard=N`) on this address.
-    #[arg(long)]
+    /// Also serve the twilight-compatible Identify queue (`GET /?shard=N`) on this address. A
+    /// bare port binds to 127.0.0.1 only: the facade has no authentication and every `200`
+    /// spends a session start. Give a full address (`0.0.0.0:8081`) only behind a NetworkPolicy.
+    #[arg(long, value_parser = parse_queue_listen)]
     queue_listen: Option<SocketAddr>,
     /// Log as JSON lines.
     #[arg(long)]
@@ -109,6 +111,16 @@ struct Args {
     /// busy shards.
     #[arg(long, env = env::WORKER_THREADS, default_value_t = 1)]
     threads: usize,
+}
+
+/// `--queue-listen`: `PORT` (loopback only) or `HOST:PORT`.
+fn parse_queue_listen(value: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = value.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    value
+        .parse()
+        .map_err(|_| format!("{value:?} is neither a port nor an address like 127.0.0.1:8081"))
 }
 
 fn main() -> std::process::ExitCode {
@@ -494,5 +506,23 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_queue_port_listens_on_loopback_only() {
+        assert_eq!(
+            parse_queue_listen("8081"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 8081)))
+        );
+        assert_eq!(
+            parse_queue_listen("0.0.0.0:8081"),
+            Ok(SocketAddr::from(([0, 0, 0, 0], 8081)))
+        );
+        assert!(parse_queue_listen("everywhere").is_err());
     }
 }

@@ -55,7 +55,21 @@ pub enum WaitReason {
 }
 
 impl WaitReason {
-    /// A fixed label for metrics and the status record.
+    /// A fixed snake_case label for metrics (`identify_waits_total{reason}`).
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            Self::Gate => "gate",
+            Self::Line => "line",
+            Self::Budget => "budget_at_reserve",
+            Self::BudgetUnknown => "budget_unknown",
+            Self::Epoch => "redis_epoch_hold",
+            Self::Redis => "redis_unreachable",
+            Self::Concurrency => "other_max_concurrency",
+            Self::TokenRefused => "token_refused",
+        }
+    }
+
+    /// A fixed human-readable reason for the status record and `/readyz`.
     pub fn label(self) -> &'static str {
         match self {
             Self::Gate => "gate",
@@ -150,4 +164,32 @@ pub(crate) fn jitter(max: std::time::Duration) -> std::time::Duration {
         return max;
     }
     max.mul_f64(rand::rng().random_range(0.0..1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_labels_are_snake_case_and_distinct() {
+        let all = [
+            WaitReason::Gate,
+            WaitReason::Line,
+            WaitReason::Budget,
+            WaitReason::BudgetUnknown,
+            WaitReason::Epoch,
+            WaitReason::Redis,
+            WaitReason::Concurrency,
+            WaitReason::TokenRefused,
+        ];
+        let labels: std::collections::BTreeSet<&str> =
+            all.iter().map(|r| r.metric_label()).collect();
+        assert_eq!(labels.len(), all.len());
+        for label in labels {
+            assert!(
+                label.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{label}"
+            );
+        }
+    }
 }
