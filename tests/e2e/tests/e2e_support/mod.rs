@@ -516,6 +516,196 @@ impl Fake {
     }
 }
 
+/// The fake's load generator, budget and reply log (the resharding scenarios drive and measure
+/// with them).
+impl Fake {
+    /// `<method> /control/<path>` with a JSON body; the answer as text.
+    pub async fn send(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<String> {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(format!("{}/{path}", self.base))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(body)?)?;
+        Ok(self.client.request_text(req).await?)
+    }
+
+    /// Starts (or changes) the synthetic MESSAGE_CREATE load: `rate` messages per second over all
+    /// guilds, `0` stops it.
+    pub async fn set_load(&self, rate: u32) -> anyhow::Result<()> {
+        let body = serde_json::json!({"rate": rate, "payload_bytes": 256, "dm_percent": 0});
+        self.send(http::Method::POST, "load", &body).await?;
+        Ok(())
+    }
+
+    /// Sets the session starts left (`session_start_limit.remaining`).
+    pub async fn set_budget(&self, remaining: u32) -> anyhow::Result<()> {
+        let body = serde_json::json!({"remaining": remaining});
+        self.send(http::Method::POST, "budget", &body).await?;
+        Ok(())
+    }
+
+    /// The budget as `/gateway/bot` answers it now.
+    pub async fn budget(&self) -> anyhow::Result<fake_discord::control::BudgetInfo> {
+        self.get("budget").await
+    }
+
+    /// For the synthetic messages created in `[since_ms, until_ms)`: how many got exactly one
+    /// reply, none, or more.
+    pub async fn replies(
+        &self,
+        since_ms: u64,
+        until_ms: u64,
+    ) -> anyhow::Result<fake_discord::control::RepliesReport> {
+        self.get(&format!("replies?since_ms={since_ms}&until_ms={until_ms}"))
+            .await
+    }
+}
+
+/// Unix ms at which the fake created a message (its id is a snowflake stamped with it).
+pub fn snowflake_ms(id: &str) -> anyhow::Result<u64> {
+    let id: u64 = id.parse().with_context(|| format!("message id {id}"))?;
+    Ok((id >> 22) + 1_420_070_400_000)
+}
+
+/// The first and the last message created in `[since_ms, until_ms)` that got no reply (their
+/// creation times, ms), or `None` when every one was answered: the sample of a report lists
+/// the oldest unanswered first, and a binary search on `since_ms` finds the newest.
+pub async fn unanswered_span(
+    fake: &Fake,
+    since_ms: u64,
+    until_ms: u64,
+) -> anyhow::Result<Option<(u64, u64)>> {
+    let all = fake.replies(since_ms, until_ms).await?;
+    let Some(first) = all.unanswered_sample.first() else {
+        return Ok(None);
+    };
+    let first = snowflake_ms(first)?;
+    // Invariant: [lo, until) holds an unanswered message, [hi, until) none.
+    let (mut lo, mut hi) = (first, until_ms);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fake.replies(mid, until_ms).await?.none > 0 {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(Some((first, lo)))
+}
+
+/// Records every distinct `(Resharding reason, status.layout.step)` a ShardSet's status goes
+/// through, in order, from a watch (the steps of a reshard last from milliseconds to `W`; a
+/// watch sees each status write).
+pub struct StepLog {
+    steps: Arc<Mutex<Vec<String>>>,
+    task: JoinHandle<()>,
+}
+
+impl StepLog {
+    pub fn start(ns: &TestNamespace, name: &str) -> Self {
+        let steps: Arc<Mutex<Vec<String>>> = Arc::default();
+        let api = ns.api::<shardset_operator::crd::ShardSet>();
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let sink = Arc::clone(&steps);
+        let task = tokio::spawn(async move {
+            let mut events = std::pin::pin!(watcher(api, config));
+            while let Ok(Some(event)) = events.try_next().await {
+                let ss = match event {
+                    watcher::Event::Apply(s) | watcher::Event::InitApply(s) => s,
+                    _ => continue,
+                };
+                let Some(status) = ss.status.as_ref() else {
+                    continue;
+                };
+                let Some(cond) = status.conditions.iter().find(|c| c.type_ == "Resharding") else {
+                    continue;
+                };
+                let entry = format!("{}={}", cond.status, cond.reason);
+                if let Ok(mut steps) = sink.lock()
+                    && steps.last() != Some(&entry)
+                {
+                    steps.push(entry);
+                }
+            }
+        });
+        Self { steps, task }
+    }
+
+    /// The `status=reason` entries seen so far, in order.
+    pub fn seen(&self) -> Vec<String> {
+        self.steps.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for StepLog {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Records the name of every pod of the namespace that ever exists while it runs.
+pub struct PodLog {
+    names: Arc<Mutex<BTreeSet<String>>>,
+    task: JoinHandle<()>,
+}
+
+impl PodLog {
+    pub fn start(ns: &TestNamespace) -> Self {
+        let names: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+        let api = ns.api::<Pod>();
+        let sink = Arc::clone(&names);
+        let task = tokio::spawn(async move {
+            let mut events = std::pin::pin!(watcher(api, watcher::Config::default()));
+            while let Ok(Some(event)) = events.try_next().await {
+                if let watcher::Event::Apply(p) | watcher::Event::InitApply(p) = event
+                    && let Ok(mut names) = sink.lock()
+                {
+                    names.insert(p.name_any());
+                }
+            }
+        });
+        Self { names, task }
+    }
+
+    /// Every pod name seen so far.
+    pub fn seen(&self) -> BTreeSet<String> {
+        self.names.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for PodLog {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Unix time in ms (the fake stamps its messages on the same host clock: kind nodes are
+/// containers of this machine).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// The pod names of layout `total` at `per_pod` shards per pod (`bot-<total>-<first>-<last>`).
+pub fn layout_pods(name: &str, total: u32, per_pod: u32) -> Vec<String> {
+    (0..total)
+        .step_by(per_pod as usize)
+        .map(|first| {
+            format!(
+                "{name}-{total}-{first}-{}",
+                (first + per_pod - 1).min(total - 1)
+            )
+        })
+        .collect()
+}
+
 /// The live (connected, READY) session of each shard of layout `total`, by shard id.
 pub fn live_sessions(sessions: &[SessionInfo], total: u32) -> BTreeMap<u32, SessionInfo> {
     sessions
