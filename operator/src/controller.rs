@@ -328,6 +328,10 @@ async fn apply_shardset(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result
     if let Some(problem) = reshard.as_ref().and_then(|r| r.problem.clone()) {
         problems.push(problem);
     }
+    // A new token or new intents: shards the gateway refused for good (fatal markers) try again.
+    if let (Some(app_id), Some(token), true) = (app_id, token.as_ref(), redis_usable) {
+        clear_fatal_markers(ctx, ss, app_id, token, redis_password.as_deref()).await;
+    }
     let plan_total = reshard.as_ref().map(|r| r.decision.layout).or(total);
     let desired = match plan_total {
         Some(total) => pods::desired_pods(ss, total)?,
@@ -341,8 +345,11 @@ async fn apply_shardset(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result
         },
         None => plan::Gates::OPEN,
     };
+    // The layout the pods follow this pass (the hand-over's new layout, or the serving one while
+    // a reshard is refused): its pods are the ones created.
+    let pod_layout = plan_total.map(contract::layout_name);
     let plan = plan::plan(
-        &plan_total.map(contract::layout_name).unwrap_or_default(),
+        pod_layout.as_deref().unwrap_or_default(),
         &records,
         &observed,
         gates,
@@ -406,7 +413,7 @@ async fn apply_shardset(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result
         if !created.created.is_empty() {
             info!(
                 count = created.created.len(),
-                layout = layout.as_deref().unwrap_or_default(),
+                layout = pod_layout.as_deref().unwrap_or_default(),
                 "created pods"
             );
             ctx.publish(
@@ -417,7 +424,7 @@ async fn apply_shardset(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result
                 format!(
                     "created {} pods for layout {}: {}",
                     created.created.len(),
-                    layout.as_deref().unwrap_or_default(),
+                    pod_layout.as_deref().unwrap_or_default(),
                     summarize_list(&created.created, 10)
                 ),
             )
@@ -571,6 +578,48 @@ async fn force_delete_lost_pods(
         .await;
     }
     Ok(recheck)
+}
+
+/// Deletes the bot's fatal markers (`P:fatal:<total>:<shard>`) when the token or the intents
+/// changed since they were written (a Normal Event says how many); failures only log: the
+/// markers also expire by themselves.
+async fn clear_fatal_markers(
+    ctx: &Context,
+    ss: &ShardSet,
+    app_id: u64,
+    token: &Token,
+    password: Option<&str>,
+) {
+    let basis = fatal_basis(token, ss.spec.intents);
+    match ctx
+        .redis
+        .clear_fatal_on_new_basis(&ss.spec.redis.url, password, app_id, &basis)
+        .await
+    {
+        Ok(0) => {}
+        Ok(cleared) => {
+            info!(cleared, "token or intents changed: fatal markers cleared");
+            ctx.publish(
+                ss,
+                EventType::Normal,
+                "FatalMarkersCleared",
+                "Reconcile",
+                format!(
+                    "the token or the intents changed: {cleared} shards closed for good by Discord will identify once more"
+                ),
+            )
+            .await;
+        }
+        Err(error) => warn!(%error, "cannot check the fatal markers"),
+    }
+}
+
+/// What the fatal markers were written under: a digest of the token and the intents (64 bits
+/// of xxh3: stable across builds, and nothing of the token can be read back from it).
+fn fatal_basis(token: &Token, intents: u64) -> String {
+    let mut bytes = token.expose().as_bytes().to_vec();
+    bytes.extend_from_slice(&intents.to_le_bytes());
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes))
 }
 
 /// A Warning Event when the Degraded reason changes to a problem, a Normal one when it clears.
@@ -795,6 +844,16 @@ fn truncate(mut text: String, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fatal_basis_follows_token_and_intents_and_hides_the_token() {
+        let a = fatal_basis(&Token::new("a.b.c"), 513);
+        assert_eq!(a, fatal_basis(&Token::new("a.b.c"), 513), "stable");
+        assert_ne!(a, fatal_basis(&Token::new("a.b.d"), 513));
+        assert_ne!(a, fatal_basis(&Token::new("a.b.c"), 1));
+        assert_eq!(a.len(), 16);
+        assert!(!a.contains("a.b.c"));
+    }
 
     #[test]
     fn lists_are_summarized() {

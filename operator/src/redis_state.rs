@@ -282,6 +282,55 @@ impl RedisPool {
         Ok(written == 1)
     }
 
+    /// Deletes the bot's fatal markers (`Keys::fatal`, every layout) when `basis` (a digest of
+    /// the token and the intents) differs from the one they were kept under, so that shards
+    /// Discord refused with the old token or intents try once more with the new ones; then
+    /// remembers `basis` (`<prefix>:fatal-basis`). The first basis seen deletes nothing.
+    /// Returns how many markers went.
+    pub async fn clear_fatal_on_new_basis(
+        &self,
+        url: &str,
+        password: Option<&str>,
+        app_id: u64,
+        basis: &str,
+    ) -> Result<u64, RedisError> {
+        let keys = Keys::new(app_id);
+        let basis_key = format!("{}:fatal-basis", keys.prefix());
+        let pattern = keys.pattern("fatal");
+        let basis = basis.to_owned();
+        self.with(url, password, |mut conn| async move {
+            let known: Option<String> = conn.get(&basis_key).await?;
+            if known.as_deref() == Some(basis.as_str()) {
+                return Ok(0);
+            }
+            let mut deleted: u64 = 0;
+            if known.is_some() {
+                let mut cursor: u64 = 0;
+                loop {
+                    let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(500)
+                        .query_async(&mut conn)
+                        .await?;
+                    if !batch.is_empty() {
+                        let n: u64 = conn.unlink(batch).await?;
+                        deleted += n;
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+            let _: () = conn.set(&basis_key, &basis).await?;
+            Ok(deleted)
+        })
+        .await
+    }
+
     /// Deletes every key of the bot (`shardset:{<app_id>}:*`): sessions, leases, shard status,
     /// gates, queues, budget, active layout, and the epoch marker. Deleting the epoch is what
     /// makes deleting gates safe: the take-gate script grants nothing for a full window after it

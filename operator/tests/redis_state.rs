@@ -1,13 +1,15 @@
 //! The operator's Redis use against a real redis-server: reading the workers' shard status
-//! records, a password-protected Redis, deleting every key of a bot (and only that bot's), and
-//! an unreachable Redis failing fast and staying parked instead of slowing every reconcile.
+//! records, a password-protected Redis, deleting every key of a bot (and only that bot's),
+//! an unreachable Redis failing fast and staying parked instead of slowing every reconcile, the
+//! layout roles written by compare-and-set (and read with the acks), and the fatal markers
+//! cleared on a new token or new intents.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use redis::Commands;
-use shard_worker::contract::{Keys, ShardState, ShardStatus};
+use shard_worker::contract::{Keys, LayoutRoles, Role, ShardState, ShardStatus};
 use shardset_operator::redis_state::{RedisPool, summarize};
 
 /// A redis-server on a free port, killed on drop (also when the test fails).
@@ -170,4 +172,129 @@ async fn an_unreachable_redis_fails_fast_and_is_not_retried_at_once() {
         "no new attempt"
     );
     drop(server);
+}
+
+#[tokio::test]
+async fn roles_are_written_by_compare_and_set_and_read_with_the_acks() {
+    let server = Server::start(&[]);
+    let keys = Keys::new(42);
+    let mut conn = server.conn(None);
+    let _: () = conn
+        .set(keys.status(2, 1), record(ShardState::Ready, 3))
+        .expect("set");
+    let _: () = conn.set(keys.budget(), 17).expect("set");
+    let pool = RedisPool::default();
+    let doc = |revision: u64, role: Role| LayoutRoles {
+        revision,
+        roles: [("2".to_string(), role)].into(),
+        ..LayoutRoles::default()
+    };
+
+    let empty = pool
+        .reshard_state(&server.url(), None, 42, &[2, 4])
+        .await
+        .expect("read");
+    assert_eq!(empty.roles, Ok(None));
+    assert_eq!(empty.budget, Some(17));
+    assert!(empty.now_ms > 1_700_000_000_000, "Redis TIME in ms");
+    assert_eq!(empty.statuses[&2].len(), 2);
+    assert!(empty.statuses[&2][0].is_none() && empty.statuses[&2][1].is_some());
+    assert_eq!(empty.statuses[&4].len(), 4);
+
+    // Written on the revision read (0: none); a write made on a stale read fails.
+    let first = doc(1, Role::Active);
+    assert!(
+        pool.write_roles(&server.url(), None, 42, 0, &first)
+            .await
+            .expect("write")
+    );
+    assert!(
+        !pool
+            .write_roles(&server.url(), None, 42, 0, &doc(1, Role::Retired))
+            .await
+            .expect("write"),
+        "a second writer on the same read loses"
+    );
+    let second = doc(2, Role::Claiming);
+    assert!(
+        pool.write_roles(&server.url(), None, 42, 1, &second)
+            .await
+            .expect("write")
+    );
+    let read = pool
+        .reshard_state(&server.url(), None, 42, &[2])
+        .await
+        .expect("read");
+    assert_eq!(read.roles, Ok(Some(second)));
+
+    // Something else under the key is reported, never overwritten.
+    let _: () = conn.set(keys.active_layout(), "{oops").expect("set");
+    let bad = pool
+        .reshard_state(&server.url(), None, 42, &[2])
+        .await
+        .expect("read");
+    assert!(bad.roles.is_err());
+    assert!(
+        !pool
+            .write_roles(&server.url(), None, 42, 2, &doc(3, Role::Active))
+            .await
+            .expect("write")
+    );
+    let kept: String = conn.get(keys.active_layout()).expect("get");
+    assert_eq!(kept, "{oops");
+}
+
+#[tokio::test]
+async fn fatal_markers_go_when_the_basis_changes() {
+    let server = Server::start(&[]);
+    let ours = Keys::new(42);
+    let theirs = Keys::new(43);
+    let mut conn = server.conn(None);
+    let set_markers = |conn: &mut redis::Connection| {
+        for key in [ours.fatal(4, 1), ours.fatal(8, 7), theirs.fatal(4, 1)] {
+            let _: () = conn.set(&key, "disallowed intents (4014)").expect("set");
+        }
+    };
+    set_markers(&mut conn);
+    let pool = RedisPool::default();
+    let url = server.url();
+
+    // The first basis seen deletes nothing (the markers may be right).
+    assert_eq!(
+        pool.clear_fatal_on_new_basis(&url, None, 42, "aaaa")
+            .await
+            .expect("clear"),
+        0
+    );
+    assert_eq!(
+        pool.clear_fatal_on_new_basis(&url, None, 42, "aaaa")
+            .await
+            .expect("clear"),
+        0
+    );
+    let left: Vec<String> = conn.keys(ours.pattern("fatal")).expect("keys");
+    assert_eq!(left.len(), 2);
+
+    // A new token or intents: every marker of the bot goes, and only once.
+    assert_eq!(
+        pool.clear_fatal_on_new_basis(&url, None, 42, "bbbb")
+            .await
+            .expect("clear"),
+        2
+    );
+    let left: Vec<String> = conn.keys(ours.pattern("fatal")).expect("keys");
+    assert!(left.is_empty(), "{left:?}");
+    let other: Vec<String> = conn.keys(theirs.pattern("fatal")).expect("keys");
+    assert_eq!(
+        other,
+        vec![theirs.fatal(4, 1)],
+        "another bot's markers stay"
+    );
+    set_markers(&mut conn);
+    assert_eq!(
+        pool.clear_fatal_on_new_basis(&url, None, 42, "bbbb")
+            .await
+            .expect("clear"),
+        0
+    );
 }
