@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::redis::RedisServer;
+use common::redis::{Options, RedisServer};
 use redis::Commands;
 use shard_worker::contract::Keys;
 use shard_worker::identify::records::{Lease, Records};
@@ -329,7 +329,10 @@ async fn the_http_facade_answers_when_the_shard_may_identify() {
 
 #[tokio::test]
 async fn a_restart_from_disk_that_lost_a_gate_grants_nothing_for_one_window() {
-    let mut redis = RedisServer::start_persistent();
+    let mut redis = RedisServer::start_with(Options {
+        persistent: true,
+        ..Options::default()
+    });
     settle_epoch(&redis);
     set_budget(&redis, 10);
     // The last save holds the long-established epoch and the budget, not what follows.

@@ -21,6 +21,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use fake_discord::control::LoadSettings;
 use fake_discord::{Config, FakeDiscord, RunningFake};
+use redis_test_server::RedisServer;
 use shard_worker::contract::{Keys, env};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -274,44 +275,22 @@ fn clock_ticks() -> f64 {
 // Redis for the worker side.
 
 struct Redis {
-    child: Option<Child>,
-    port: u16,
+    server: RedisServer,
 }
 
 impl Redis {
     async fn start() -> anyhow::Result<Self> {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
+        // The workspace's fixture (a blocking start: it waits for PING).
+        let server = tokio::task::spawn_blocking(RedisServer::start)
+            .await
             .context("start redis-server (apt-get install redis-server)")?;
-        let redis = Self {
-            child: Some(child),
-            port,
-        };
-        for _ in 0..200 {
-            if redis.reset().await.is_ok() {
-                return Ok(redis);
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        bail!("redis-server did not come up")
+        let redis = Self { server };
+        redis.reset().await?;
+        Ok(redis)
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        self.server.url()
     }
 
     /// Empties Redis and marks its epoch as long established (a warm Redis, as in any running
@@ -329,9 +308,7 @@ impl Redis {
     }
 
     async fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill().await;
-        }
+        self.server.stop();
     }
 }
 
