@@ -4,7 +4,8 @@
 //!
 //! Around each session sit the hand-over duties (DESIGN.md §3–4): take the shard's lease before
 //! connecting, resume from the saved session if there is one, and on shutdown save the session,
-//! close with a resumable code and release the lease, in that order.
+//! close with a resumable code and release the lease, in that order. The Redis side of that
+//! (lease, saved session, fatal marker) is in [`custody`].
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -32,12 +33,17 @@ use crate::compression::ZlibStream;
 use crate::contract::{FATAL_MARKER_TTL_MS, FatalMarker, SessionRecord, ShardState};
 use crate::envelope;
 use crate::handler::{Dispatch, Handler};
-use crate::identify::records::{Lease, Records};
-use crate::identify::{IdentifyQueue, Permit, WaitReason, jitter};
+use crate::identify::records::Records;
+use crate::identify::{IdentifyQueue, Permit, WaitReason};
 use crate::metrics::{EventLabels, ReasonLabels, ShardLabels};
 use crate::ratelimit::CommandLimiter;
 use crate::session::{Action, Input, Machine, Phase, Resumable, SessionConfig, Target};
 use crate::token::Token;
+
+mod custody;
+
+pub use custody::abandon;
+use custody::{fatal_marker, marker_cleared, take_lease};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -150,184 +156,6 @@ pub async fn run<H: Handler>(
                 return Exit::Fatal(code);
             }
             SessionEnd::LeaseLost => continue,
-        }
-    }
-}
-
-/// The shard's fatal marker, if a pod saw it closed for good (checked before every Identify).
-/// Redis errors read as "none": the gate, which needs Redis too, still decides.
-async fn fatal_marker(records: Option<&Records>, shard: u32) -> Option<FatalMarker> {
-    let records = records?;
-    match tokio::time::timeout(Duration::from_secs(2), records.fatal(shard)).await {
-        Ok(Ok(marker)) => marker,
-        Ok(Err(e)) => {
-            debug!(shard_id = shard, error = %e, "cannot read the fatal marker");
-            None
-        }
-        Err(_) => None,
-    }
-}
-
-/// After shard `shard`'s task died (its handler panicked): saves the session it held (up to the
-/// last dispatch the handler settled, so the one that panicked is replayed on resume), gives the
-/// lease up and reports the shard Fatal with `reason`. The connection went with the task
-/// (dropped, so the session stays resumable).
-pub async fn abandon<H: Handler>(shared: &Shared<H>, shard: u32, reason: String) {
-    let Some(slot) = shared.board.slot(shard) else {
-        return;
-    };
-    shared
-        .board
-        .set_state(shard, ShardState::Fatal, Some(reason));
-    let Some(records) = &shared.records else {
-        return;
-    };
-    let _io = slot.io.lock().await;
-    let (session, owner) = {
-        let mut s = slot.lock();
-        s.finalized = true;
-        (s.session.clone(), s.lease_owner.take())
-    };
-    let Some(owner) = owner else {
-        return;
-    };
-    if let Some(session) = session {
-        let record = SessionRecord {
-            session_id: session.session_id,
-            seq: shared.handler.settled_seq(shard, slot.handled_seq()),
-            resume_gateway_url: session.resume_gateway_url,
-            saved_at_ms: crate::bookkeeper::unix_ms(),
-        };
-        match records
-            .save_session(shard, &record, shared.config.resume_window)
-            .await
-        {
-            Ok(()) => info!(
-                shard_id = shard,
-                seq = record.seq,
-                "session saved for the next owner"
-            ),
-            Err(e) => {
-                warn!(shard_id = shard, error = %e, "cannot save the session; the next owner resumes from the last checkpoint")
-            }
-        }
-    }
-    if let Err(e) = records.release_lease(shard, &owner).await {
-        debug!(shard_id = shard, error = %e, "cannot release the lease; it expires on its own");
-    }
-}
-
-/// After a shard was closed for good: waits while its marker (`Keys::fatal`) exists, writing it
-/// first if the close could not. True when the marker is gone (deleted by the operator or by
-/// hand, or expired after the budget period): the shard may try once more. False on shutdown,
-/// and without Redis records (nothing to watch: the shard stays down).
-async fn marker_cleared<H: Handler>(
-    shared: &Shared<H>,
-    shard: u32,
-    mut unwritten: Option<FatalMarker>,
-    shutdown: &mut watch::Receiver<bool>,
-) -> bool {
-    let Some(records) = &shared.records else {
-        let _ = shutdown.wait_for(|s| *s).await;
-        return false;
-    };
-    let ttl = Duration::from_millis(FATAL_MARKER_TTL_MS);
-    loop {
-        if let Some(marker) = &unwritten {
-            match records.mark_fatal(shard, marker, ttl).await {
-                Ok(()) => unwritten = None,
-                Err(e) => debug!(shard_id = shard, error = %e, "cannot write the fatal marker yet"),
-            }
-        } else {
-            match records.fatal(shard).await {
-                Ok(Some(_)) => {}
-                Ok(None) => return true,
-                Err(e) => debug!(shard_id = shard, error = %e, "cannot read the fatal marker"),
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(FATAL_MARKER_POLL + jitter(Duration::from_secs(1))) => {}
-            _ = shutdown.wait_for(|s| *s) => return false,
-        }
-    }
-}
-
-/// Waits for the shard's lease, then reads its saved session. `None`: shut down while waiting.
-async fn take_lease<H: Handler>(
-    shared: &Shared<H>,
-    slot: &Slot,
-    records: &Records,
-    owner: &str,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Option<Option<(Resumable, u64)>> {
-    let shard = slot.shard;
-    loop {
-        if *shutdown.borrow() {
-            return None;
-        }
-        let pause = {
-            let _io = slot.io.lock().await;
-            match records
-                .claim_lease(shard, owner, shared.config.lease_ttl)
-                .await
-            {
-                Ok(Lease::Held) => {
-                    let mut s = slot.lock();
-                    s.lease_owner = Some(owner.to_owned());
-                    s.finalized = false;
-                    slot.lease_lost_flag.store(false, Ordering::Release);
-                    None
-                }
-                Ok(Lease::Taken { pttl }) => {
-                    shared.board.set_state(
-                        shard,
-                        ShardState::WaitingForLease,
-                        Some("held by another pod".into()),
-                    );
-                    Some(pttl + jitter(Duration::from_millis(50)))
-                }
-                Err(e) => {
-                    debug!(shard_id = shard, error = %e, "cannot claim the lease");
-                    shared.board.set_state(
-                        shard,
-                        ShardState::WaitingForLease,
-                        Some("redis unreachable".into()),
-                    );
-                    Some(Duration::from_millis(500) + jitter(Duration::from_millis(250)))
-                }
-            }
-        };
-        match pause {
-            None => break,
-            Some(pause) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(pause) => {}
-                    _ = shutdown.wait_for(|s| *s) => return None,
-                }
-            }
-        }
-    }
-    // The lease is ours: the previous owner saved before releasing, so the record is final.
-    loop {
-        match records.load_session(shard).await {
-            Ok(record) => {
-                return Some(record.map(|r| {
-                    (
-                        Resumable {
-                            session_id: r.session_id,
-                            resume_gateway_url: r.resume_gateway_url,
-                        },
-                        r.seq,
-                    )
-                }));
-            }
-            Err(e) => {
-                debug!(shard_id = shard, error = %e, "cannot read the saved session");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    _ = shutdown.wait_for(|s| *s) => return None,
-                }
-            }
         }
     }
 }
