@@ -111,18 +111,25 @@ impl Records {
         record: &SessionRecord,
         ttl: Duration,
     ) -> Result<(), RecordError> {
-        let json = serde_json::to_string(record).map_err(|source| RecordError::Malformed {
-            key: self.keys.session(self.total, shard),
+        self.put_json(self.keys.session(self.total, shard), record, ttl)
+            .await
+    }
+
+    /// `SET key <value as JSON> PX ttl`.
+    async fn put_json<T: serde::Serialize>(
+        &self,
+        key: String,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<(), RecordError> {
+        let json = serde_json::to_string(value).map_err(|source| RecordError::Malformed {
+            key: key.clone(),
             source,
         })?;
         let _: () = self
             .conn
             .clone()
-            .pset_ex(
-                self.keys.session(self.total, shard),
-                json,
-                ttl.as_millis() as u64,
-            )
+            .pset_ex(key, json, ttl.as_millis() as u64)
             .await?;
         Ok(())
     }
@@ -154,17 +161,8 @@ impl Records {
         status: &ShardStatus,
         ttl: Duration,
     ) -> Result<(), RecordError> {
-        let key = self.keys.status(self.total, shard);
-        let json = serde_json::to_string(status).map_err(|source| RecordError::Malformed {
-            key: key.clone(),
-            source,
-        })?;
-        let _: () = self
-            .conn
-            .clone()
-            .pset_ex(key, json, ttl.as_millis() as u64)
-            .await?;
-        Ok(())
+        self.put_json(self.keys.status(self.total, shard), status, ttl)
+            .await
     }
 
     /// Deletes the status record of `shard` (a retired layout leaves nothing behind).
@@ -184,17 +182,8 @@ impl Records {
         marker: &FatalMarker,
         ttl: Duration,
     ) -> Result<(), RecordError> {
-        let key = self.keys.fatal(self.total, shard);
-        let json = serde_json::to_string(marker).map_err(|source| RecordError::Malformed {
-            key: key.clone(),
-            source,
-        })?;
-        let _: () = self
-            .conn
-            .clone()
-            .pset_ex(key, json, ttl.as_millis() as u64)
-            .await?;
-        Ok(())
+        self.put_json(self.keys.fatal(self.total, shard), marker, ttl)
+            .await
     }
 
     /// The marker of `shard` if it was closed for good (and the marker has not expired).
