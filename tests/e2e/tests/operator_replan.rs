@@ -25,10 +25,17 @@ async fn edit_and_scale_replan_the_pods() -> anyhow::Result<()> {
         return Ok(());
     };
     let stage = Stage::with_token(&ns, 100).await?;
+    // The probe pods do not speak Redis: this stands in for the workers' acknowledgements of
+    // each reshard step.
+    let _workers = WorkerStandIn::start(&ns, &stage.redis).await?;
     let _operator = Operator::start(&ns, "op-a", &[])?;
 
     // 1.
-    ns.apply(&stage.manifest("bot", serde_json::json!({"shards": 10, "shardsPerPod": 3})))?;
+    // W = 1 s: the hand-overs of steps 2 and 3 wait it three times each.
+    ns.apply(&stage.manifest(
+        "bot",
+        serde_json::json!({"shards": 10, "shardsPerPod": 3, "handover": {"windowMs": 1000}}),
+    ))?;
     wait_pods(&ns, "bot", LONG, |p| {
         exactly_ready(p, &["bot-10-0-2", "bot-10-3-5", "bot-10-6-8", "bot-10-9-9"])
     })

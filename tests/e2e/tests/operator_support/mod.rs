@@ -353,6 +353,74 @@ impl Drop for Redis {
     }
 }
 
+/// The workers' Redis side, for scenarios whose pods run the probe image: every 200 ms, each
+/// Ready (not terminating) pod's shards are reported READY in their status records, acknowledging
+/// the revision of the layout roles then in `P:active-layout`, as real workers do. Without it a
+/// reshard waits forever for acknowledgements (`docs/resharding.md`). Stops on drop.
+pub struct WorkerStandIn {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WorkerStandIn {
+    pub async fn start(ns: &TestNamespace, redis: &Redis) -> anyhow::Result<Self> {
+        use redis::AsyncCommands;
+        use shard_worker::contract::{Keys, LayoutRoles, ShardState, ShardStatus};
+
+        let mut conn = redis::Client::open(redis.url())?
+            .get_multiplexed_async_connection()
+            .await?;
+        let keys = Keys::new(fake_application_id());
+        let pods = ns.api::<Pod>();
+        let task = tokio::spawn(async move {
+            loop {
+                let roles: Option<String> =
+                    conn.get(keys.active_layout()).await.unwrap_or_default();
+                let revision = roles
+                    .and_then(|json| serde_json::from_str::<LayoutRoles>(&json).ok())
+                    .map_or(0, |doc| doc.revision);
+                let list = pods.list(&kube::api::ListParams::default()).await;
+                for pod in list.map(|l| l.items).unwrap_or_default() {
+                    if pod.metadata.deletion_timestamp.is_some()
+                        || !shardset_e2e::conditions::is_pod_ready(&pod)
+                    {
+                        continue;
+                    }
+                    // <shardset>-<total>-<first>-<last>
+                    let name = pod.metadata.name.clone().unwrap_or_default();
+                    let parts: Vec<u32> = name
+                        .rsplitn(4, '-')
+                        .take(3)
+                        .filter_map(|p| p.parse().ok())
+                        .collect();
+                    let [last, first, total] = parts[..] else {
+                        continue;
+                    };
+                    for shard in first..=last {
+                        let record = ShardStatus {
+                            state: ShardState::Ready,
+                            guilds: 0,
+                            pod: name.clone(),
+                            reason: None,
+                            updated_at_ms: 1,
+                            layout_revision: revision,
+                        };
+                        let json = serde_json::to_string(&record).unwrap_or_default();
+                        let _: Result<(), _> = conn.set(keys.status(total, shard), json).await;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Ok(Self { task })
+    }
+}
+
+impl Drop for WorkerStandIn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// What a ShardSet of these scenarios talks to, on the host beside the operator: the fake
 /// Discord (accepting [`TOKEN`] only) as its REST base, and a real Redis.
 pub struct Stage {
