@@ -79,6 +79,17 @@ impl Lab {
 
     /// Starts `worker::run` with `handler`; checkpoints every `checkpoint_every`.
     async fn worker<H: Handler>(&self, handler: Arc<H>, checkpoint_every: Duration) -> Running {
+        self.worker_with(handler, checkpoint_every, SessionConfig::default())
+            .await
+    }
+
+    /// [`Lab::worker`] with the shards' session settings.
+    async fn worker_with<H: Handler>(
+        &self,
+        handler: Arc<H>,
+        checkpoint_every: Duration,
+        session: SessionConfig,
+    ) -> Running {
         let fake = self.fake();
         let token = Token::new("t");
         let rest = DiscordRest::new(&fake.api_url(), token.clone()).expect("rest");
@@ -106,7 +117,7 @@ impl Lab {
                 total: TOTAL,
                 intents: 513,
                 gateway_url: bot.url.clone(),
-                session: SessionConfig::default(),
+                session,
                 lease_ttl: Duration::from_secs(15),
                 resume_window,
                 pod: "lib".into(),
@@ -280,4 +291,84 @@ async fn a_panicking_handler_ends_the_worker_and_frees_the_shard_for_a_restart()
         saved.seq < session.seq,
         "the event that panicked is replayed"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identifies_that_never_last_stop_the_shard_and_mark_it() {
+    // The gateway ends shard 0's session (4009: Identify anew) each time it goes live, so every
+    // session start is spent for nothing. The guard (short timings here) stops the shard after
+    // the limit instead of identifying every few seconds until the budget is gone.
+    let lab = Lab::start().await;
+    let session = SessionConfig {
+        stable_after: Duration::from_secs(5),
+        identify_backoff_base: Duration::from_millis(100),
+        identify_backoff_max: Duration::from_secs(1),
+        identify_loop_limit: 3,
+        ..SessionConfig::default()
+    };
+    let handler = Arc::new(Counting::default());
+    let running = lab
+        .worker_with(Arc::clone(&handler), Duration::from_secs(2), session)
+        .await;
+    let fake = lab.fake().state();
+    let mut ended = std::collections::HashSet::new();
+    let stopped = wait_until(Duration::from_secs(30), || {
+        // A session of shard 0 live for the first time: end it.
+        for live in fake.sessions() {
+            if live.shard == 0 && live.connected && live.ready && ended.insert(live.session_id) {
+                fake.inject(&fake_discord::control::FaultRequest {
+                    fault: fake_discord::control::Fault::Close {
+                        code: 4009,
+                        reason: None,
+                    },
+                    target: fake_discord::control::Target {
+                        shard: Some(0),
+                        ..Default::default()
+                    },
+                });
+            }
+        }
+        let state = running.board.slot(0).expect("slot").state();
+        async move { state == ShardState::Fatal }
+    })
+    .await;
+    assert!(
+        stopped,
+        "shard 0 stopped; it identified {} times",
+        ended.len()
+    );
+    let identifies = |shard: u32| {
+        fake.identifies()
+            .iter()
+            .filter(|i| i.shard == shard)
+            .count()
+    };
+    assert_eq!(identifies(0), 3, "exactly the limit was spent");
+    let reason = running.board.slot(0).expect("slot").lock().reason.clone();
+    assert!(
+        reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("IdentifyLoop")),
+        "{reason:?}"
+    );
+    // Marked in Redis (no close code): a restarted pod would not identify it either.
+    let marker: Option<String> = lab.redis.conn().get(lab.keys.fatal(TOTAL, 0)).expect("get");
+    let marker = shard_worker::contract::FatalMarker::parse(&marker.expect("a fatal marker"));
+    assert_eq!(marker.code, None);
+    assert!(marker.reason.starts_with("IdentifyLoop"), "{marker:?}");
+    // No more Identifies while it is marked; shard 1 was never in question.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(identifies(0), 3);
+    assert_eq!(identifies(1), 1);
+    assert_eq!(
+        running.board.slot(1).expect("slot").state(),
+        ShardState::Ready
+    );
+    running.stop.send_replace(true);
+    let outcome = tokio::time::timeout(Duration::from_secs(20), running.task)
+        .await
+        .expect("the worker stops")
+        .expect("task");
+    assert_eq!(outcome.fatal, vec![(0, 0)]);
+    assert_eq!(outcome.stopped, vec![1]);
 }
