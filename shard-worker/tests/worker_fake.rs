@@ -245,11 +245,26 @@ async fn no_identify_while_redis_is_down_and_recovery_once_it_is_back() {
         "the shard says why it waits"
     );
     assert_eq!(s.identifies(), identifies, "no Identify without the gate");
+    // Live sessions run on until their leases could expire; then they stand down (closed
+    // resumably: self-fencing), each waiting for its lease.
     assert!(
-        s.live_session(0).is_some() && s.live_session(3).is_some(),
-        "live sessions keep running"
+        worker
+            .wait_readyz(Duration::from_secs(30), |code, body| code == 503
+                && [0, 1, 3].iter().all(
+                    |shard| body.contains(&format!("shard {shard}: waiting_for_lease"))
+                ))
+            .await,
+        "the shards stood down without their leases"
+    );
+    assert!(
+        [0, 1, 3]
+            .iter()
+            .all(|&shard| s.live_session(shard).is_none()),
+        "no live session without a lease"
     );
 
+    // Redis comes back empty (no persistence): no record to resume from, so the shards resume
+    // the sessions they still hold in memory. Only shard 2 (op 9 false) identifies again.
     s.redis.restart();
     assert!(
         worker.wait_ready(READY).await,
@@ -257,6 +272,13 @@ async fn no_identify_while_redis_is_down_and_recovery_once_it_is_back() {
         worker.log_text()
     );
     assert_eq!(s.accepted_identifies(2), 2);
+    assert_eq!(s.identifies(), identifies + 1, "the others resumed");
+    for shard in [0, 1, 3] {
+        assert!(
+            s.live_session(shard).is_some_and(|x| x.resumes >= 1),
+            "shard {shard} resumed"
+        );
+    }
     s.assert_no_violations();
 }
 
