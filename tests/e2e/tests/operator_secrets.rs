@@ -6,6 +6,7 @@
 //! 2. The Secret without the key → `TokenSecretMissing` naming the key; zero pods.
 //! 3. A wrong token → Discord answers 401 → `InvalidToken` (and a Warning Event); zero pods.
 //! 4. The right token → pods, Ready, `Degraded=False` and a `Recovered` Event.
+//! 5. New intents → the bot's fatal markers in Redis are deleted (`FatalMarkersCleared` Event).
 //!
 //! The token never appears in the operator's log, the Events or the ShardSet.
 
@@ -122,6 +123,33 @@ async fn missing_then_wrong_then_right_token() -> anyhow::Result<()> {
         assert!(!shardset_yaml.contains(secret), "token in the ShardSet");
     }
     assert_eq!(ss.status.map(|s| s.pods), Some(3));
+
+    // 5. New intents: the shards Discord closed for good (fatal markers, written by workers on
+    //    4004/4010-4014) may try again, so the operator deletes the bot's markers.
+    let keys = shard_worker::contract::Keys::new(fake_application_id());
+    let mut conn = stage.redis.conn()?;
+    let _: () = redis::Commands::set(&mut conn, keys.fatal(3, 1), "disallowed intents (4014)")?;
+    ns.kubectl(&[
+        "patch",
+        "shardset",
+        "bot",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"intents":513}}"#,
+    ])?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while redis::Commands::exists::<_, bool>(&mut conn, keys.fatal(3, 1))? {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fatal marker outlived the intents change"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let events = events_yaml(&ns);
+    assert!(
+        events.contains("FatalMarkersCleared") && events.contains("1 shards closed for good"),
+        "{events}"
+    );
     stage.shutdown().await;
     Ok(())
 }
