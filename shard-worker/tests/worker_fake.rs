@@ -593,4 +593,13 @@ async fn a_max_concurrency_override_that_does_not_divide_discords_is_refused() {
     );
     assert!(worker.running(), "no crash loop");
     assert_eq!(s.identifies(), 0, "no Identify under a wrong bucket map");
+    // The operator reads the refusal from the shard status records.
+    let keys = Keys::new(s.fake.state().config.application_id);
+    let status = wait_until(Duration::from_secs(10), || async {
+        let json: Option<String> =
+            redis::Commands::get(&mut s.redis.conn(), keys.status(2, 1)).expect("get");
+        json.is_some_and(|j| j.contains("\"fatal\"") && j.contains("does not divide"))
+    })
+    .await;
+    assert!(status, "P:status says why");
 }

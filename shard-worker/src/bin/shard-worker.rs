@@ -222,11 +222,12 @@ where
 const REFUSED_TOKEN: &str = "invalid token (401)";
 
 /// Shards that must not start (a refused token, a wrong configuration): every shard Fatal with
-/// `reason` (metrics, `/readyz`) and, when the bot id can be read from the token, in `P:status`
-/// too (refreshed within its TTL) until SIGTERM. No retry: a restart would only ask again.
+/// `reason` (metrics, `/readyz`) and, when the bot id is known (`bot_id`: from `/users/@me`, or
+/// read from the token), in `P:status` too (refreshed within its TTL) until SIGTERM. No retry: a
+/// restart would only ask again.
 async fn report_refusal(
     args: &Args,
-    token: &Token,
+    bot_id: Option<u64>,
     pod: &str,
     board: &shard_worker::board::Board,
     reason: &str,
@@ -239,7 +240,7 @@ async fn report_refusal(
         reason,
         "every shard stays down until the pod is replaced with a working configuration (no retries)"
     );
-    let records = match (token.bot_id(), redis_url(&args.redis_url)) {
+    let records = match (bot_id, redis_url(&args.redis_url)) {
         (Some(id), Ok(url)) => connect(&url)
             .ok()
             .map(|conn| Records::new(conn, Keys::new(id), args.shard_total)),
@@ -346,7 +347,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         Err(Refused::Token) => {
             let reason = REFUSED_TOKEN;
-            report_refusal(&args, &token, &pod, &board, reason, shutdown_rx).await;
+            report_refusal(&args, token.bot_id(), &pod, &board, reason, shutdown_rx).await;
             stop_server(server_stop_tx, server_task).await;
             return Ok(());
         }
@@ -359,7 +360,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     ) {
         Ok(value) => value,
         Err(reason) => {
-            report_refusal(&args, &token, &pod, &board, &reason, shutdown_rx).await;
+            report_refusal(&args, Some(me.id), &pod, &board, &reason, shutdown_rx).await;
             stop_server(server_stop_tx, server_task).await;
             return Ok(());
         }
