@@ -75,15 +75,16 @@ pub async fn run<H: Handler>(
         task_shards.insert(task.id(), shard);
     }
     let mut outcome = Outcome::default();
-    let mut caller_gone = false;
+    // Set once the caller asked to stop (or went away): asked once, not on every turn.
+    let mut stopping = false;
     loop {
         let result = tokio::select! {
             result = shards.join_next_with_id() => match result {
                 Some(result) => result,
                 None => break,
             },
-            stopped = shutdown.wait_for(|s| *s), if !caller_gone => {
-                caller_gone = stopped.is_err();
+            _ = shutdown.wait_for(|s| *s), if !stopping => {
+                stopping = true;
                 let _ = shards_stop_tx.send(true);
                 continue;
             }
