@@ -4,7 +4,9 @@
 //! revision), and deleting all of the bot's keys when its ShardSet is deleted.
 //!
 //! One lazy connection manager per Redis (URL and password); a Redis that failed is not tried
-//! again for [`RETRY_AFTER_FAILURE`], so an unreachable Redis never slows every reconcile.
+//! again for [`RETRY_FIRST`], doubling while it keeps failing up to [`RETRY_AFTER_FAILURE`], so
+//! an unreachable Redis never slows every reconcile, and one slow answer (a busy node) holds a
+//! reshard back for a second, not for the whole period.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -20,6 +22,15 @@ use tokio::sync::Mutex;
 pub const TIMEOUT: Duration = Duration::from_secs(3);
 /// Quiet period after a failure before the same Redis is tried again.
 pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(20);
+/// How long a Redis is left alone after a first failure (then doubled per failure in a row).
+pub const RETRY_FIRST: Duration = Duration::from_secs(1);
+
+/// How long a Redis that failed `failures` times in a row is left alone.
+fn parked_for(failures: u32) -> Duration {
+    RETRY_FIRST
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(RETRY_AFTER_FAILURE)
+}
 
 /// Why Redis could not be used. Messages carry the URL (as the user wrote it, minus any
 /// password in it) and the cause.
@@ -84,8 +95,13 @@ pub struct RedisPool {
 }
 
 enum Slot {
-    Ready(ConnectionManager),
-    Failed(Instant, RedisError),
+    /// The connection, and how many rounds failed in a row before it (0 once one succeeded).
+    Ready(ConnectionManager, u32),
+    Failed {
+        at: Instant,
+        error: RedisError,
+        failures: u32,
+    },
 }
 
 impl RedisPool {
@@ -93,20 +109,27 @@ impl RedisPool {
         &self,
         url: &str,
         password: Option<&str>,
-    ) -> Result<(u64, ConnectionManager), RedisError> {
+    ) -> Result<(u64, ConnectionManager, u32), RedisError> {
         let key = {
             let mut h = DefaultHasher::new();
             (url, password).hash(&mut h);
             h.finish()
         };
         let mut connections = self.connections.lock().await;
-        match connections.get(&key) {
-            Some(Slot::Ready(conn)) => return Ok((key, conn.clone())),
-            Some(Slot::Failed(at, error)) if at.elapsed() < RETRY_AFTER_FAILURE => {
-                return Err(error.clone());
+        let failures = match connections.get(&key) {
+            Some(Slot::Ready(conn, failures)) => return Ok((key, conn.clone(), *failures)),
+            Some(Slot::Failed {
+                at,
+                error,
+                failures,
+            }) => {
+                if at.elapsed() < parked_for(*failures) {
+                    return Err(error.clone());
+                }
+                *failures
             }
-            _ => {}
-        }
+            None => 0,
+        };
         let error = |reason: String| RedisError {
             url: redact_url(url),
             reason,
@@ -125,19 +148,30 @@ impl RedisPool {
             .set_number_of_retries(1);
         let conn = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| error(e.to_string()))?;
-        connections.insert(key, Slot::Ready(conn.clone()));
-        Ok((key, conn))
+        connections.insert(key, Slot::Ready(conn.clone(), failures));
+        Ok((key, conn, failures))
     }
 
-    async fn failed(&self, key: u64, error: &RedisError) {
-        self.connections
-            .lock()
-            .await
-            .insert(key, Slot::Failed(Instant::now(), error.clone()));
+    async fn failed(&self, key: u64, error: &RedisError, failures: u32) {
+        self.connections.lock().await.insert(
+            key,
+            Slot::Failed {
+                at: Instant::now(),
+                error: error.clone(),
+                failures: failures.saturating_add(1),
+            },
+        );
+    }
+
+    /// A round succeeded: the next failure is a first one again.
+    async fn succeeded(&self, key: u64) {
+        if let Some(Slot::Ready(_, failures)) = self.connections.lock().await.get_mut(&key) {
+            *failures = 0;
+        }
     }
 
     /// Runs `op` on the connection for `url`, bounded by [`TIMEOUT`]; a failure parks the
-    /// connection for [`RETRY_AFTER_FAILURE`].
+    /// connection (see the module documentation).
     async fn with<T, F, Fut>(
         &self,
         url: &str,
@@ -148,9 +182,14 @@ impl RedisPool {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let (key, conn) = self.connection(url, password).await?;
+        let (key, conn, failures) = self.connection(url, password).await?;
         let result = match tokio::time::timeout(TIMEOUT, op(conn)).await {
-            Ok(Ok(value)) => return Ok(value),
+            Ok(Ok(value)) => {
+                if failures > 0 {
+                    self.succeeded(key).await;
+                }
+                return Ok(value);
+            }
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {}s", TIMEOUT.as_secs()),
         };
@@ -158,7 +197,7 @@ impl RedisPool {
             url: redact_url(url),
             reason: result,
         };
-        self.failed(key, &error).await;
+        self.failed(key, &error, failures).await;
         Err(error)
     }
 
@@ -415,6 +454,13 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failing_redis_is_left_alone_longer_each_time() {
+        let secs: Vec<u64> = (1..=7).map(|f| parked_for(f).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 20, 20]);
+        assert_eq!(parked_for(u32::MAX), RETRY_AFTER_FAILURE);
+    }
 
     fn record(state: ShardState, guilds: u32) -> Option<ShardStatus> {
         Some(ShardStatus {
