@@ -206,7 +206,9 @@ pub const FATAL_MARKER_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 /// Why a shard of a layout was closed for good (`Keys::fatal`), as JSON. The worker writes it when
 /// the gateway closes a shard with 4004 or 4010–4014 (or the Identify-loop guard stops it), and
 /// reads it before every Identify: while it exists, the shard does not Identify (whichever pod
-/// runs it, however often the pod restarts). Deleting it lets the shard try again.
+/// runs it, however often the pod restarts), unless the pod's intents differ from `intents`.
+/// Deleting it lets a pod that was held back by it try again (a pod whose own Identify was
+/// refused stays down until it is replaced).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FatalMarker {
@@ -221,6 +223,10 @@ pub struct FatalMarker {
     /// Unix time in ms when it was written.
     #[serde(default)]
     pub at_ms: u64,
+    /// The intents of the refused Identify: a pod configured with other intents (the fix for
+    /// 4013/4014) is not held back by the marker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intents: Option<u64>,
 }
 
 impl FatalMarker {
@@ -231,7 +237,14 @@ impl FatalMarker {
             reason: value.to_owned(),
             pod: String::new(),
             at_ms: 0,
+            intents: None,
         })
+    }
+
+    /// Whether the marker holds back a shard whose pod identifies with `intents`: always, unless
+    /// it names other intents.
+    pub fn applies_to(&self, intents: u64) -> bool {
+        self.intents.is_none_or(|refused| refused == intents)
     }
 }
 
@@ -422,16 +435,23 @@ mod tests {
             reason: "disallowed intents (4014)".into(),
             pod: "bot-2-0-1".into(),
             at_ms: 5,
+            intents: Some(515),
         };
         let json = serde_json::to_string(&marker).expect("json");
         assert_eq!(
             json,
-            r#"{"code":4014,"reason":"disallowed intents (4014)","pod":"bot-2-0-1","atMs":5}"#
+            r#"{"code":4014,"reason":"disallowed intents (4014)","pod":"bot-2-0-1","atMs":5,"intents":515}"#
         );
         assert_eq!(FatalMarker::parse(&json), marker);
+        assert!(marker.applies_to(515));
+        assert!(!marker.applies_to(513), "other intents may try");
         let by_hand = FatalMarker::parse("keep shard 3 down");
         assert_eq!(by_hand.code, None);
         assert_eq!(by_hand.reason, "keep shard 3 down");
+        assert!(
+            by_hand.applies_to(513),
+            "a marker without intents holds every pod back"
+        );
     }
 
     #[test]

@@ -97,9 +97,15 @@ pub enum Exit {
 enum SessionEnd {
     Stopped,
     /// Closed for good. `unwritten`: the marker Redis did not take yet (retried while waiting).
+    /// `stood_down`: this process never tried (a marker stopped it): it tries once the marker
+    /// is gone. A shard the gateway closed in this process stays down until the process ends:
+    /// its configuration (token, intents) is the one Discord refused, and a retry after the
+    /// operator cleared the markers for a new configuration would only mark the shard again,
+    /// blocking the replacement pod that has the new one.
     Fatal {
         code: u16,
         unwritten: Option<FatalMarker>,
+        stood_down: bool,
     },
     LeaseLost,
 }
@@ -172,8 +178,12 @@ pub async fn run<H: Handler>(
         drop(runner);
         match end {
             SessionEnd::Stopped => return Exit::Stopped,
-            SessionEnd::Fatal { code, unwritten } => {
-                if marker_cleared(&shared, shard, unwritten, &mut shutdown).await {
+            SessionEnd::Fatal {
+                code,
+                unwritten,
+                stood_down,
+            } => {
+                if marker_cleared(&shared, shard, unwritten, stood_down, &mut shutdown).await {
                     info!(
                         shard_id = shard,
                         "the shard's fatal marker was deleted: trying again"
@@ -421,6 +431,7 @@ impl<'a, H: Handler> Runner<'a, H> {
         SessionEnd::Fatal {
             code: marker.code.unwrap_or(0),
             unwritten: None,
+            stood_down: true,
         }
     }
 
@@ -524,7 +535,9 @@ impl<'a, H: Handler> Runner<'a, H> {
             Action::ClearDeadline => self.deadline_at = None,
             Action::RequestPermit => {
                 let shared = self.shared;
-                if let Some(marker) = fatal_marker(shared.records.as_ref(), self.shard).await {
+                if let Some(marker) = fatal_marker(shared.records.as_ref(), self.shard).await
+                    && marker.applies_to(shared.config.intents)
+                {
                     return Step::End(Box::pin(self.stand_down(marker)).await);
                 }
                 let queue = Arc::clone(&self.shared.queue);
@@ -835,12 +848,14 @@ impl<'a, H: Handler> Runner<'a, H> {
                 reason: close_code::fatal_reason(code).to_owned(),
                 pod: self.shared.config.pod.clone(),
                 at_ms: crate::bookkeeper::unix_ms(),
+                intents: Some(self.shared.config.intents),
             }),
             Phase::IdentifyLoop => Some(FatalMarker {
                 code: None,
                 reason: self.identify_loop_reason(),
                 pod: self.shared.config.pod.clone(),
                 at_ms: crate::bookkeeper::unix_ms(),
+                intents: Some(self.shared.config.intents),
             }),
             _ => None,
         };
@@ -849,6 +864,7 @@ impl<'a, H: Handler> Runner<'a, H> {
             Some(marker) => SessionEnd::Fatal {
                 code: marker.code.unwrap_or(0),
                 unwritten: unwritten.then_some(marker),
+                stood_down: false,
             },
         };
         let Some(records) = &self.shared.records else {

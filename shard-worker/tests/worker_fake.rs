@@ -427,6 +427,33 @@ async fn shards_closed_for_good_are_not_identified_again_by_a_restarted_pod() {
         second.log_text()
     );
     assert_eq!(s.identifies(), 3, "shard 0 still holds back");
+    // Shard 1 was closed again, by the gateway, in this process: its configuration is the one
+    // Discord refused, so it stays down even when the marker goes (the operator clears markers
+    // for a NEW configuration, which the replacement pod has; a retry here would mark it again).
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            redis::Commands::exists::<_, bool>(&mut s.redis.conn(), keys.fatal(2, 1))
+                .expect("exists")
+        })
+        .await,
+        "marked again"
+    );
+    let _: () = redis::Commands::del(&mut conn, keys.fatal(2, 1)).expect("del");
+    tokio::time::sleep(Duration::from_secs(7)).await; // more than a marker poll
+    assert_eq!(
+        s.identifies(),
+        3,
+        "no retry of a shard refused in this process"
+    );
+    // A pod with other intents (the fix for 4014) is not held back by the markers.
+    drop(second);
+    let fixed = WorkerProcess::start(s.spec("intents", 0, 1, 2));
+    assert!(
+        fixed.wait_ready(READY).await,
+        "ready with allowed intents:\n{}",
+        fixed.log_text()
+    );
+    assert_eq!(s.identifies(), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

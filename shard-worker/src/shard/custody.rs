@@ -79,24 +79,34 @@ pub async fn abandon<H: Handler>(shared: &Shared<H>, shard: u32, reason: String)
     }
 }
 
-/// After a shard was closed for good: waits while its marker (`Keys::fatal`) exists, writing it
-/// first if the close could not. True when the marker is gone (deleted by the operator or by
-/// hand, or expired after the budget period): the shard may try once more. False on shutdown,
-/// and without Redis records (nothing to watch: the shard stays down).
+/// After a shard was closed for good: writes its marker (`Keys::fatal`) if the close could not,
+/// then, if `watch` (it stood down for a marker without trying), waits while the marker exists.
+/// True when the marker is gone (deleted by the operator or by hand, or expired after the budget
+/// period): the shard may try once more. False on shutdown; without `watch` or Redis records it
+/// waits for the shutdown (the shard stays down in this process).
 pub(super) async fn marker_cleared<H: Handler>(
     shared: &Shared<H>,
     shard: u32,
     mut unwritten: Option<FatalMarker>,
+    watch: bool,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
     let Some(records) = &shared.records else {
         let _ = shutdown.wait_for(|s| *s).await;
         return false;
     };
+    if !watch && unwritten.is_none() {
+        let _ = shutdown.wait_for(|s| *s).await;
+        return false;
+    }
     let ttl = Duration::from_millis(FATAL_MARKER_TTL_MS);
     loop {
         if let Some(marker) = &unwritten {
             match records.mark_fatal(shard, marker, ttl).await {
+                Ok(()) if !watch => {
+                    let _ = shutdown.wait_for(|s| *s).await;
+                    return false;
+                }
                 Ok(()) => unwritten = None,
                 Err(e) => debug!(shard_id = shard, error = %e, "cannot write the fatal marker yet"),
             }
