@@ -8,8 +8,9 @@
 //!   `/control/replies` counts the answers per message id);
 //! - the reshard spent exactly 32 session starts (one accepted Identify per shard of the new
 //!   layout, the fake's budget down by 32) and the fake recorded no violation;
-//! - the status went through the hand-over's steps (`Resharding=True`, then `False/Idle`), and
-//!   the old layout's sessions ended for good (closed 1000, nothing left to resume).
+//! - the status went through the hand-over's steps (`Resharding=True`, then `False/Idle`), events
+//!   were claimed in Redis (the claim phase ran under the load), and the old layout's sessions
+//!   ended for good (closed 1000, nothing left to resume).
 
 mod e2e_support;
 
@@ -17,7 +18,7 @@ use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure};
+use anyhow::{Context as _, bail, ensure};
 use e2e_support::*;
 use fake_discord::control::IdentifyOutcome;
 use shardset_e2e::TestNamespace;
@@ -191,6 +192,26 @@ async fn scale_16_to_32_under_load_acts_on_every_message_exactly_once() -> anyho
     ensure!(
         events.contains("layout 32 acts on every event now"),
         "no HandedOver Event: {events}"
+    );
+    // The claim phase ran under the load: both layouts claimed events (`P:claim:<key>`, kept
+    // for the claim TTL).
+    let app_id = ns
+        .api::<shardset_operator::crd::ShardSet>()
+        .get("bot")
+        .await?
+        .status
+        .and_then(|s| s.application_id)
+        .context("status.applicationId")?;
+    let claims = stack
+        .redis_keys(&app_id)
+        .await?
+        .iter()
+        .filter(|k| k.contains(":claim:"))
+        .count();
+    report(&format!("events claimed during the hand-over: {claims}"));
+    ensure!(
+        claims > 0,
+        "no event was claimed: the claim phase never ran"
     );
     // The old layout ended its sessions (1000): none is left live or resumable.
     let old: Vec<_> = stack
