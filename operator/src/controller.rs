@@ -334,7 +334,15 @@ async fn apply_shardset(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result
     }
     let plan_total = reshard.as_ref().map(|r| r.decision.layout).or(total);
     let desired = match plan_total {
-        Some(total) => pods::desired_pods(ss, total)?,
+        // A new token (or new intents) is a new pod template: the pods read it when they start.
+        Some(total) => pods::desired_pods_for_token(
+            ss,
+            total,
+            token
+                .as_ref()
+                .map(|t| fatal_basis(t, spec.intents))
+                .as_deref(),
+        )?,
         None => Vec::new(),
     };
     let records: Vec<plan::DesiredPod> = desired.iter().map(|(d, _)| d.clone()).collect();

@@ -36,10 +36,31 @@ pub enum BuildError {
 
 /// The desired pods of layout `total`, each with its planning record.
 pub fn desired_pods(shardset: &ShardSet, total: u32) -> Result<Vec<(DesiredPod, Pod)>, BuildError> {
+    desired_pods_for_token(shardset, total, None)
+}
+
+/// [`desired_pods`], with `token_digest` (a digest of the bot token, never the token) folded
+/// into each pod's `spec-hash`: the pods read the token from the Secret only when they start, so
+/// a new token in the Secret must replace them (one at a time, each resuming its sessions), like
+/// any other change of what the pods run with.
+pub fn desired_pods_for_token(
+    shardset: &ShardSet,
+    total: u32,
+    token_digest: Option<&str>,
+) -> Result<Vec<(DesiredPod, Pod)>, BuildError> {
     plan::ranges(total, shardset.spec.shards_per_pod)
         .into_iter()
         .map(|range| {
-            let pod = build_pod(shardset, total, range)?;
+            let mut pod = build_pod(shardset, total, range)?;
+            if let Some(digest) = token_digest {
+                let spec = pod
+                    .labels()
+                    .get(labels::SPEC_HASH)
+                    .cloned()
+                    .unwrap_or_default();
+                let hash = fnv1a([spec.as_bytes(), b":", digest.as_bytes()].concat());
+                pod.labels_mut().insert(labels::SPEC_HASH.to_owned(), hash);
+            }
             let desired = DesiredPod {
                 name: pod.name_any(),
                 range,
@@ -371,6 +392,11 @@ pub fn spec_hash(pod: &Pod) -> String {
         spec: pod.spec.as_ref(),
     })
     .unwrap_or_default();
+    fnv1a(bytes)
+}
+
+/// FNV-1a (64 bit) of `bytes`, 16 hex digits.
+fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in bytes {
         hash ^= u64::from(byte);
@@ -383,6 +409,29 @@ pub fn spec_hash(pod: &Pod) -> String {
 mod tests {
     use super::*;
     use crate::crd::{GatewaySpec, PodOverrides, ShardSetSpec};
+
+    #[test]
+    fn a_new_token_changes_every_pods_hash_and_nothing_else() {
+        let hashes = |digest: Option<&str>| -> Vec<String> {
+            desired_pods_for_token(&basic(), 10, digest)
+                .expect("build")
+                .into_iter()
+                .map(|(d, p)| {
+                    assert_eq!(p.labels().get(labels::SPEC_HASH), Some(&d.hash));
+                    d.hash
+                })
+                .collect()
+        };
+        let (a, b) = (hashes(Some("00aa")), hashes(Some("00bb")));
+        assert_eq!(a, hashes(Some("00aa")), "stable");
+        assert!(a.iter().zip(&b).all(|(x, y)| x != y), "{a:?} {b:?}");
+        let without = desired_pods(&basic(), 10).expect("build");
+        let with = desired_pods_for_token(&basic(), 10, Some("00aa")).expect("build");
+        for ((_, p), (_, q)) in without.iter().zip(&with) {
+            assert_eq!(p.spec, q.spec, "the pod itself does not change");
+            assert!(!serde_json::to_string(q).expect("json").contains("00aa"));
+        }
+    }
 
     pub(crate) fn shardset(spec: serde_json::Value) -> ShardSet {
         let spec: ShardSetSpec = serde_json::from_value(spec).expect("spec");
