@@ -35,6 +35,10 @@ pub struct RedisServer {
     dir: Option<PathBuf>,
 }
 
+/// The port was taken by another process (see [`RedisServer::start_with`]).
+#[derive(Debug)]
+struct PortTaken;
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -51,21 +55,31 @@ impl RedisServer {
 
     /// A server started as `options` say.
     pub fn start_with(options: Options) -> Self {
-        let port = free_port();
-        let dir = options.persistent.then(|| {
-            let dir =
-                std::env::temp_dir().join(format!("redis-test-{}-{port}", std::process::id()));
-            std::fs::create_dir_all(&dir).expect("a directory for the RDB file");
-            dir
-        });
-        let mut server = Self {
-            child: None,
-            port,
-            options,
-            dir,
-        };
-        server.restart();
-        server
+        // `free_port` only says nobody listened a moment ago: two fixtures starting at once
+        // (tests of one binary run in parallel) can be told the same port. The loser's
+        // redis-server exits, and its PING would be answered by the winner: two tests sharing
+        // one Redis (and one bot's keys). So each start checks it reached its own process, and
+        // takes another port if not.
+        for _ in 0..10 {
+            let port = free_port();
+            let dir = options.persistent.then(|| {
+                let dir =
+                    std::env::temp_dir().join(format!("redis-test-{}-{port}", std::process::id()));
+                std::fs::create_dir_all(&dir).expect("a directory for the RDB file");
+                dir
+            });
+            let mut server = Self {
+                child: None,
+                port,
+                options: options.clone(),
+                dir,
+            };
+            match server.launch() {
+                Ok(()) => return server,
+                Err(PortTaken) => continue,
+            }
+        }
+        panic!("redis-server could not get a free port in 10 attempts");
     }
 
     /// `redis://127.0.0.1:<port>/`.
@@ -84,6 +98,17 @@ impl RedisServer {
     /// Starts it again on the same port (stopping it first): empty, or with the last saved data.
     /// Returns once it answers `PING` (with a password in `args`, once it answers at all).
     pub fn restart(&mut self) {
+        if self.launch().is_err() {
+            panic!(
+                "port {} was taken by another process while redis-server was down",
+                self.port
+            );
+        }
+    }
+
+    /// Stops the server if running, starts it on `self.port` and waits until this very
+    /// process answers.
+    fn launch(&mut self) -> Result<(), PortTaken> {
         self.stop();
         let mut args: Vec<String> = vec![
             "--port".into(),
@@ -105,22 +130,48 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is installed (apt-get install redis-server)");
+        let pid = child.id();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
+            if self.exited() {
+                // Most likely the port was taken between `free_port` and the bind.
+                self.child = None;
+                return Err(PortTaken);
+            }
             if let Ok(client) = redis::Client::open(self.url())
                 && let Ok(mut conn) = client.get_connection()
             {
-                match redis::cmd("PING").query::<String>(&mut conn) {
-                    Ok(_) => return,
-                    // Up, but wants a password: that is the caller's business.
-                    Err(e) if e.code() == Some("NOAUTH") => return,
+                match redis::cmd("INFO").arg("server").query::<String>(&mut conn) {
+                    Ok(info) if info.contains(&format!("process_id:{pid}\r")) => return Ok(()),
+                    // Someone else's server on our port.
+                    Ok(_) => {
+                        self.stop();
+                        return Err(PortTaken);
+                    }
+                    // Up, but wants a password: ours if it stays up (a redis-server that lost
+                    // the bind exits at once, before it could ever answer).
+                    Err(e) if e.code() == Some("NOAUTH") => {
+                        std::thread::sleep(Duration::from_millis(100));
+                        if self.exited() {
+                            self.child = None;
+                            return Err(PortTaken);
+                        }
+                        return Ok(());
+                    }
                     Err(_) => {}
                 }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("redis-server did not come up on port {}", self.port);
+    }
+
+    /// The child has ended.
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
     }
 
     /// A blocking connection (without a password).
@@ -179,6 +230,22 @@ mod tests {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
             "stopped on drop"
         );
+    }
+
+    #[test]
+    fn a_port_answered_by_another_server_is_not_taken_for_ours() {
+        let first = RedisServer::start();
+        // What two fixtures told the same port by `free_port` would do.
+        let mut second = RedisServer {
+            child: None,
+            port: first.port,
+            options: Options::default(),
+            dir: None,
+        };
+        assert!(second.launch().is_err(), "the port is the first server's");
+        // `start` takes another port instead, and reaches its own process.
+        let third = RedisServer::start();
+        assert_ne!(third.port, first.port);
     }
 
     #[test]
