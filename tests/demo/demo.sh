@@ -66,8 +66,8 @@ The demo bot's 8 shards are connected to the fake Discord, 2 per pod. To look ar
   kubectl port-forward -n $DEMO_NS svc/fake-discord 8080 &
   curl -s localhost:8080/control/identifies; curl -s localhost:8080/control/violations
 
-  # the operator's metrics
-  kubectl port-forward -n $OP_NS svc/shardset-operator-metrics 8081:8080 &
+  # the operator's metrics, from the leader (the replica holding the Lease; the standby's are idle)
+  kubectl port-forward -n $OP_NS pod/\$(kubectl get lease -n $OP_NS shardset-operator -o jsonpath='{.spec.holderIdentity}') 8081:8080 &
   curl -s localhost:8081/metrics | grep shardset_operator
 
 Remove it all with: make cluster-down
