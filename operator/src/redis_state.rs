@@ -342,28 +342,10 @@ impl RedisPool {
             if known.as_deref() == Some(basis.as_str()) {
                 return Ok(0);
             }
-            let mut deleted: u64 = 0;
-            if known.is_some() {
-                let mut cursor: u64 = 0;
-                loop {
-                    let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(500)
-                        .query_async(&mut conn)
-                        .await?;
-                    if !batch.is_empty() {
-                        let n: u64 = conn.unlink(batch).await?;
-                        deleted += n;
-                    }
-                    if next == 0 {
-                        break;
-                    }
-                    cursor = next;
-                }
-            }
+            let deleted = match known {
+                Some(_) => unlink_matching(&mut conn, &pattern).await?,
+                None => 0,
+            };
             let _: () = conn.set(&basis_key, &basis).await?;
             Ok(deleted)
         })
@@ -384,29 +366,34 @@ impl RedisPool {
     ) -> Result<u64, RedisError> {
         let pattern = format!("{}:*", Keys::new(app_id).prefix());
         self.with(url, password, |mut conn| async move {
-            let mut deleted: u64 = 0;
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(500)
-                    .query_async(&mut conn)
-                    .await?;
-                if !batch.is_empty() {
-                    let n: u64 = conn.unlink(batch).await?;
-                    deleted += n;
-                }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
-            Ok(deleted)
+            unlink_matching(&mut conn, &pattern).await
         })
         .await
+    }
+}
+
+/// Deletes every key matching `pattern` (SCAN, then UNLINK a batch at a time, so a large
+/// keyspace never blocks Redis); returns how many went.
+async fn unlink_matching(conn: &mut ConnectionManager, pattern: &str) -> redis::RedisResult<u64> {
+    let mut deleted: u64 = 0;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(500)
+            .query_async(conn)
+            .await?;
+        if !batch.is_empty() {
+            let n: u64 = conn.unlink(batch).await?;
+            deleted += n;
+        }
+        if next == 0 {
+            return Ok(deleted);
+        }
+        cursor = next;
     }
 }
 
