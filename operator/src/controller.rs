@@ -21,8 +21,7 @@ use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use shard_worker::contract;
-use shard_worker::token::Token;
+use shardset_contract::token::Token;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::crd::ShardSet;
@@ -294,7 +293,7 @@ async fn apply_shardset(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result
     let uid = ss.uid().unwrap_or_default();
     let observed: Vec<plan::ObservedPod> =
         existing.iter().map(|p| pods::observe(p, &uid)).collect();
-    let layout = total.map(contract::layout_name);
+    let layout = total.map(shardset_contract::layout_name);
     let blocked = total.is_none() || problems.iter().any(Problem::blocks_pods);
     let redis_usable = spec.redis.secret_ref.is_none() || redis_password.is_some();
 
@@ -355,7 +354,7 @@ async fn apply_shardset(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result
     };
     // The layout the pods follow this pass (the hand-over's new layout, or the serving one while
     // a reshard is refused): its pods are the ones created.
-    let pod_layout = plan_total.map(contract::layout_name);
+    let pod_layout = plan_total.map(shardset_contract::layout_name);
     let plan = plan::plan(
         pod_layout.as_deref().unwrap_or_default(),
         &records,

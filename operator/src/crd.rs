@@ -27,22 +27,22 @@ pub const MAX_NAME_LEN: usize = 40;
 /// Env names the operator sets itself; `spec.pod.env` may not override them (a literal
 /// `DISCORD_TOKEN` there would put the token into the pod spec).
 pub const RESERVED_ENV: &[&str] = &[
-    shard_worker::contract::env::SHARD_FIRST,
-    shard_worker::contract::env::SHARD_LAST,
-    shard_worker::contract::env::SHARD_TOTAL,
-    shard_worker::contract::env::MAX_CONCURRENCY,
-    shard_worker::contract::env::REDIS_URL,
-    shard_worker::contract::env::REDIS_PASSWORD,
-    shard_worker::contract::env::DISCORD_API_URL,
-    shard_worker::contract::env::DISCORD_TOKEN,
-    shard_worker::contract::env::DISCORD_INTENTS,
-    shard_worker::contract::env::SHARDSET_LAYOUT,
-    shard_worker::contract::env::SHARDSET_NAME,
-    shard_worker::contract::env::POD_NAME,
-    shard_worker::contract::env::IDENTIFY_RESERVE,
-    shard_worker::contract::env::IDENTIFY_WINDOW_MS,
-    shard_worker::contract::env::HANDOVER_WINDOW_MS,
-    shard_worker::contract::env::HANDOVER_CLAIM_TTL_MS,
+    shardset_contract::env::SHARD_FIRST,
+    shardset_contract::env::SHARD_LAST,
+    shardset_contract::env::SHARD_TOTAL,
+    shardset_contract::env::MAX_CONCURRENCY,
+    shardset_contract::env::REDIS_URL,
+    shardset_contract::env::REDIS_PASSWORD,
+    shardset_contract::env::DISCORD_API_URL,
+    shardset_contract::env::DISCORD_TOKEN,
+    shardset_contract::env::DISCORD_INTENTS,
+    shardset_contract::env::SHARDSET_LAYOUT,
+    shardset_contract::env::SHARDSET_NAME,
+    shardset_contract::env::POD_NAME,
+    shardset_contract::env::IDENTIFY_RESERVE,
+    shardset_contract::env::IDENTIFY_WINDOW_MS,
+    shardset_contract::env::HANDOVER_WINDOW_MS,
+    shardset_contract::env::HANDOVER_CLAIM_TTL_MS,
 ];
 
 /// A bot's gateway shards: how many, how they are packed into pods, and what the pods need.
@@ -226,10 +226,8 @@ pub struct HandoverSpec {
 impl HandoverSpec {
     /// `W` in ms.
     pub fn window_ms(spec: Option<&Self>) -> u64 {
-        spec.and_then(|h| h.window_ms).map_or(
-            shard_worker::contract::DEFAULT_HANDOVER_WINDOW_MS,
-            u64::from,
-        )
+        spec.and_then(|h| h.window_ms)
+            .map_or(shardset_contract::DEFAULT_HANDOVER_WINDOW_MS, u64::from)
     }
 }
 
@@ -456,7 +454,7 @@ impl ShardSetSpec {
         self.gateway
             .as_ref()
             .and_then(|g| g.api_url.as_deref())
-            .unwrap_or(shard_worker::rest::DEFAULT_API_URL)
+            .unwrap_or(shardset_contract::rest::DEFAULT_API_URL)
     }
 }
 

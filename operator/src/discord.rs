@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use shard_worker::rest::{DiscordRest, GatewayBot, RestError};
-use shard_worker::token::Token;
+use shardset_contract::rest::{DiscordRest, GatewayBot, RestError};
+use shardset_contract::token::Token;
 
 use crate::metrics::Metrics;
 use crate::status::{GatewayFacts, Problem};
@@ -276,7 +276,7 @@ pub fn auto_total(recommended: u32, max_concurrency: u32, guilds_per_shard: u32)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shard_worker::rest::SessionStartLimit;
+    use shardset_contract::rest::SessionStartLimit;
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use kube::runtime::events::EventType;
-use shard_worker::contract::{LayoutRoles, Role, ShardStatus, layout_name};
-use shard_worker::token::Token;
+use shardset_contract::token::Token;
+use shardset_contract::{LayoutRoles, Role, ShardStatus, layout_name};
 use tracing::{info, warn};
 
 use crate::controller::Context;

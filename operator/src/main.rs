@@ -67,7 +67,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init(args.log_format);
-    shard_worker::rest::install_crypto_provider();
+    shardset_contract::rest::install_crypto_provider();
 
     let metrics = Arc::new(Metrics::new());
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -1,6 +1,6 @@
 //! Building a worker Pod for one shard range, without a client.
 //!
-//! The pod carries the env contract of `shard_worker::contract::env` (the token only by
+//! The pod carries the env contract of `shardset_contract::env` (the token only by
 //! `secretKeyRef`), the worker's probes, a restricted security context, our labels and owner
 //! reference, and a `spec-hash` label: a hash of everything else the operator put into it, so
 //! that a later spec change is seen as drift without comparing fields the apiserver defaults.
@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::{api::resource::Quantity, util::intstr::IntOrString};
 use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
-use shard_worker::contract::{self, env};
+use shardset_contract::env;
 
 use crate::crd::ShardSet;
 use crate::names::{self, labels};
@@ -90,7 +90,7 @@ pub fn build_pod(shardset: &ShardSet, total: u32, range: ShardRange) -> Result<P
     let owner = shardset
         .controller_owner_ref(&())
         .ok_or(BuildError::MissingMetadata("uid"))?;
-    let layout = contract::layout_name(total);
+    let layout = shardset_contract::layout_name(total);
     let spec = &shardset.spec;
     let overrides = spec.pod.clone().unwrap_or_default();
 
@@ -118,19 +118,19 @@ pub fn build_pod(shardset: &ShardSet, total: u32, range: ShardRange) -> Result<P
         env: Some(worker_env(shardset, name, total, range)),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
-            container_port: i32::from(contract::WORKER_HTTP_PORT),
+            container_port: i32::from(shardset_contract::WORKER_HTTP_PORT),
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
         readiness_probe: Some(Probe {
-            http_get: Some(http_get(contract::READYZ_PATH)),
+            http_get: Some(http_get(shardset_contract::READYZ_PATH)),
             period_seconds: Some(2),
             timeout_seconds: Some(2),
             failure_threshold: Some(3),
             ..Probe::default()
         }),
         liveness_probe: Some(Probe {
-            http_get: Some(http_get(contract::HEALTHZ_PATH)),
+            http_get: Some(http_get(shardset_contract::HEALTHZ_PATH)),
             initial_delay_seconds: Some(10),
             period_seconds: Some(10),
             timeout_seconds: Some(3),
@@ -241,7 +241,7 @@ fn worker_env(shardset: &ShardSet, name: &str, total: u32, range: ShardRange) ->
 
     let mut vars = vec![
         value(env::SHARDSET_NAME, name.to_owned()),
-        value(env::SHARDSET_LAYOUT, contract::layout_name(total)),
+        value(env::SHARDSET_LAYOUT, shardset_contract::layout_name(total)),
         value(env::SHARD_FIRST, range.first.to_string()),
         value(env::SHARD_LAST, range.last.to_string()),
         value(env::SHARD_TOTAL, total.to_string()),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, IntoConnectionInfo, Script};
-use shard_worker::contract::{Keys, LayoutRoles, ShardState, ShardStatus};
+use shardset_contract::{Keys, LayoutRoles, ShardState, ShardStatus};
 use tokio::sync::Mutex;
 
 /// Bound on one Redis round of the operator.

@@ -28,7 +28,7 @@
 
 use std::collections::BTreeMap;
 
-use shard_worker::contract::{LayoutRoles, Role, ShardState, ShardStatus, layout_name};
+use shardset_contract::{LayoutRoles, Role, ShardState, ShardStatus, layout_name};
 
 use crate::crd::ReshardStrategy;
 use crate::plan::ObservedPod;

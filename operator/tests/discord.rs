@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use fake_discord::{Config, FakeDiscord};
-use shard_worker::token::Token;
+use shardset_contract::token::Token;
 use shardset_operator::discord::{Discord, REFRESH, UNAUTHORIZED_RETRY};
 use shardset_operator::metrics::Metrics;
 

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use redis::Commands;
-use shard_worker::contract::{Keys, LayoutRoles, Role, ShardState, ShardStatus};
+use shardset_contract::{Keys, LayoutRoles, Role, ShardState, ShardStatus};
 use shardset_operator::redis_state::{RedisPool, summarize};
 
 /// A redis-server on a free port, killed on drop (also when the test fails).

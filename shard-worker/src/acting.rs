@@ -24,10 +24,10 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::board::Board;
-use crate::contract::{LayoutRoles, Role};
 use crate::identify::records::Records;
 use crate::metrics::{Metrics, ReasonLabels};
 use crate::roles::{ClaimKey, Decision, Roles};
+use shardset_contract::{LayoutRoles, Role};
 
 /// How often `P:active-layout` is read.
 pub const POLL: Duration = Duration::from_millis(250);
@@ -48,8 +48,8 @@ pub struct HandoverConfig {
 impl Default for HandoverConfig {
     fn default() -> Self {
         Self {
-            window: Duration::from_millis(crate::contract::DEFAULT_HANDOVER_WINDOW_MS),
-            claim_ttl: Duration::from_millis(crate::contract::DEFAULT_HANDOVER_CLAIM_TTL_MS),
+            window: Duration::from_millis(shardset_contract::DEFAULT_HANDOVER_WINDOW_MS),
+            claim_ttl: Duration::from_millis(shardset_contract::DEFAULT_HANDOVER_CLAIM_TTL_MS),
         }
     }
 }

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use crate::contract::ShardState;
 use crate::metrics::Metrics;
+use shardset_contract::ShardState;
 
 /// The live session of a shard, as checkpoints save it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,9 +17,9 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::board::{Board, LiveSession, Slot};
-use crate::contract::{SessionRecord, ShardStatus};
 use crate::identify::records::{Lease, Records};
 use crate::metrics::ReasonLabels;
+use shardset_contract::{SessionRecord, ShardStatus};
 
 /// Timing of the background writes.
 #[derive(Debug, Clone)]

@@ -11,7 +11,7 @@ use tracing::warn;
 
 use crate::forward::Forwarder;
 use crate::handler::{Dispatch, Handler, guild_id, opt_snowflake};
-use crate::rest::DiscordRest;
+use shardset_contract::rest::DiscordRest;
 
 /// What the cache knows of a guild.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

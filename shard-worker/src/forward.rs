@@ -94,7 +94,7 @@ fn settle(pending: &Pending, shard: u32, seq: u64) {
 
 /// Posts every body in order; returns how many were dropped after failed attempts.
 async fn send_all(url: String, mut rx: mpsc::Receiver<Item>, pending: Pending) -> u64 {
-    crate::rest::install_crypto_provider();
+    shardset_contract::rest::install_crypto_provider();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

@@ -1,8 +1,7 @@
 //! Discord gateway shards for the ShardSet operator.
 //!
-//! The crate is both the worker library (gateway sessions, the Redis Identify protocol, the
-//! [`handler::Handler`] trait) and the home of everything the operator and the worker must agree
-//! on ([`contract`]).
+//! The worker library: gateway sessions, the Redis Identify protocol, the [`handler::Handler`]
+//! trait, and the default worker binary.
 //!
 //! Pure decisions, each with its unit tests:
 //! - [`session`]: one shard's lifecycle as a state machine, `step(input) -> actions`.
@@ -19,14 +18,15 @@
 //! - [`acting`]: the roles from Redis, event claims, acknowledgements (`docs/resharding.md`).
 //! - [`handler`], [`default_handler`], [`forward`]: what happens to dispatches.
 //! - [`worker`], [`server`], [`metrics`]: a worker's shards, its HTTP endpoints, its metrics.
-//! - [`contract`], [`token`], [`rest`]: shared with the operator.
+//!
+//! What the operator and the worker agree on (pod env, Redis keys and records, the token type, the
+//! Discord REST client) is the `shardset-contract` crate.
 
 pub mod acting;
 pub mod board;
 pub mod bookkeeper;
 pub mod close_code;
 pub mod compression;
-pub mod contract;
 pub mod default_handler;
 pub mod envelope;
 pub mod forward;
@@ -34,10 +34,8 @@ pub mod handler;
 pub mod identify;
 pub mod metrics;
 pub mod ratelimit;
-pub mod rest;
 pub mod roles;
 pub mod server;
 pub mod session;
 pub mod shard;
-pub mod token;
 pub mod worker;

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::contract::Role;
+use shardset_contract::Role;
 
 /// The identity of one event across layouts: XXH3-128 of the event name, one NUL byte, and the
 /// raw `d` text. Discord serialises an event once and sends the same `d` to every session that

@@ -13,8 +13,8 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::board::Board;
-use crate::contract::{HEALTHZ_PATH, METRICS_PATH, READYZ_PATH};
 use crate::metrics::state_label;
+use shardset_contract::{HEALTHZ_PATH, METRICS_PATH, READYZ_PATH};
 
 #[derive(Clone)]
 struct AppState {

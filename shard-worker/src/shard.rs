@@ -30,7 +30,6 @@ use crate::acting::Acting;
 use crate::board::{Board, LiveSession, Slot};
 use crate::close_code;
 use crate::compression::ZlibStream;
-use crate::contract::{FatalMarker, ShardState};
 use crate::envelope;
 use crate::handler::{Dispatch, Handler};
 use crate::identify::records::Records;
@@ -38,7 +37,8 @@ use crate::identify::{IdentifyQueue, Permit, WaitReason};
 use crate::metrics::{EventLabels, ReasonLabels, ShardLabels};
 use crate::ratelimit::CommandLimiter;
 use crate::session::{Action, Input, Machine, Phase, Resumable, SessionConfig, Target};
-use crate::token::Token;
+use shardset_contract::token::Token;
+use shardset_contract::{FatalMarker, ShardState};
 
 mod custody;
 mod ending;

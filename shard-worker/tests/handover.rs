@@ -13,7 +13,7 @@ use common::scenario::{Scenario, wait_until};
 use common::worker::{WorkerProcess, WorkerSpec};
 use fake_discord::control::{Fault, FaultRequest, LoadSettings, Target};
 use redis::Commands;
-use shard_worker::contract::{Keys, LayoutRoles, Role, ShardState, ShardStatus, env};
+use shardset_contract::{Keys, LayoutRoles, Role, ShardState, ShardStatus, env};
 
 const READY: Duration = Duration::from_secs(30);
 const ACKS: Duration = Duration::from_secs(10);

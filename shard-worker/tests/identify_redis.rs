@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use common::redis::{Options, RedisServer};
 use redis::Commands;
-use shard_worker::contract::Keys;
 use shard_worker::identify::records::{Lease, Records};
 use shard_worker::identify::redis::{GateConfig, RedisQueue, Take, connect, settle_epoch_script};
 use shard_worker::identify::{IdentifyQueue, WaitReason, http_facade};
-use shard_worker::rest::DiscordRest;
-use shard_worker::token::Token;
+use shardset_contract::Keys;
+use shardset_contract::rest::DiscordRest;
+use shardset_contract::token::Token;
 use tokio::time::Instant;
 
 const APP: u64 = 4242;
@@ -309,7 +309,7 @@ async fn the_http_facade_answers_when_the_shard_may_identify() {
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, http_facade::router(q)).await;
     });
-    shard_worker::rest::install_crypto_provider();
+    shardset_contract::rest::install_crypto_provider();
     let http = reqwest::Client::new();
     let start = Instant::now();
     for shard in [0, 1] {
@@ -445,7 +445,7 @@ impl CountingRest {
     async fn start(answer: Answer) -> Self {
         use axum::http::StatusCode;
         use axum::response::IntoResponse;
-        shard_worker::rest::install_crypto_provider();
+        shardset_contract::rest::install_crypto_provider();
         let fake = fake_discord::FakeDiscord::spawn(
             fake_discord::Config::default(),
             "127.0.0.1:0".parse().expect("addr"),

@@ -17,17 +17,17 @@ use redis::Commands;
 use shard_worker::acting::Acting;
 use shard_worker::board::Board;
 use shard_worker::bookkeeper::BookkeeperConfig;
-use shard_worker::contract::{Keys, SessionRecord, ShardState};
 use shard_worker::handler::{Dispatch, Handler};
 use shard_worker::identify::IdentifyQueue;
 use shard_worker::identify::records::Records;
 use shard_worker::identify::redis::{GateConfig, RedisQueue, connect, settle_epoch_script};
 use shard_worker::metrics::Metrics;
-use shard_worker::rest::DiscordRest;
 use shard_worker::session::SessionConfig;
 use shard_worker::shard::{ShardConfig, Shared};
-use shard_worker::token::Token;
 use shard_worker::worker::{self, Outcome};
+use shardset_contract::rest::DiscordRest;
+use shardset_contract::token::Token;
+use shardset_contract::{Keys, SessionRecord, ShardState};
 use tokio::sync::watch;
 
 const TOTAL: u32 = 2;
@@ -41,7 +41,7 @@ struct Lab {
 
 impl Lab {
     async fn start() -> Self {
-        shard_worker::rest::install_crypto_provider();
+        shardset_contract::rest::install_crypto_provider();
         let redis = RedisServer::start();
         let config = Config {
             guilds: 64,
@@ -353,7 +353,7 @@ async fn identifies_that_never_last_stop_the_shard_and_mark_it() {
     );
     // Marked in Redis (no close code): a restarted pod would not identify it either.
     let marker: Option<String> = lab.redis.conn().get(lab.keys.fatal(TOTAL, 0)).expect("get");
-    let marker = shard_worker::contract::FatalMarker::parse(&marker.expect("a fatal marker"));
+    let marker = shardset_contract::FatalMarker::parse(&marker.expect("a fatal marker"));
     assert_eq!(marker.code, None);
     assert!(marker.reason.starts_with("IdentifyLoop"), "{marker:?}");
     // No more Identifies while it is marked; shard 1 was never in question.

@@ -11,7 +11,7 @@ use common::collector::Collector;
 use common::scenario::{Scenario, wait_until};
 use common::worker::WorkerProcess;
 use fake_discord::control::{Fault, FaultRequest, LoadSettings, Target};
-use shard_worker::contract::{Keys, env};
+use shardset_contract::{Keys, env};
 
 const READY: Duration = Duration::from_secs(30);
 

@@ -19,18 +19,18 @@ use clap::Parser;
 use prometheus_client::registry::Registry;
 use shard_worker::acting::{Acting, HandoverConfig};
 use shard_worker::bookkeeper::BookkeeperConfig;
-use shard_worker::contract::{self, Keys, ShardState, ShardStatus, env};
 use shard_worker::default_handler::DefaultHandler;
 use shard_worker::forward::Forwarder;
 use shard_worker::identify::records::Records;
 use shard_worker::identify::redis::{GateConfig, RedisQueue, connect, effective_max_concurrency};
 use shard_worker::identify::{IdentifyQueue, http_facade};
 use shard_worker::metrics::Metrics;
-use shard_worker::rest::{DEFAULT_API_URL, DiscordRest, RestError};
 use shard_worker::session::SessionConfig;
 use shard_worker::shard::{ShardConfig, Shared};
-use shard_worker::token::Token;
 use shard_worker::{server, worker};
+use shardset_contract::rest::{DEFAULT_API_URL, DiscordRest, RestError};
+use shardset_contract::token::Token;
+use shardset_contract::{Keys, ShardState, ShardStatus, env};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -75,7 +75,7 @@ struct Args {
     #[arg(long, env = env::IDENTIFY_RESERVE, default_value_t = 0)]
     identify_reserve: u32,
     /// Identify window in ms (Discord: 5000; shorter only against a time-scaled fake).
-    #[arg(long, env = env::IDENTIFY_WINDOW_MS, default_value_t = contract::DISCORD_IDENTIFY_WINDOW_MS)]
+    #[arg(long, env = env::IDENTIFY_WINDOW_MS, default_value_t = shardset_contract::DISCORD_IDENTIFY_WINDOW_MS)]
     identify_window_ms: u64,
     /// Extra hold of a used gate after the window, in ms (default: 2 % of the window, 50..250 ms).
     #[arg(long, env = env::IDENTIFY_MARGIN_MS)]
@@ -84,10 +84,10 @@ struct Args {
     #[arg(long, env = env::RESUME_WINDOW_MS, default_value_t = 180_000)]
     resume_window_ms: u64,
     /// `W` of the hand-over protocol in ms (docs/resharding.md); the operator sets it.
-    #[arg(long, env = env::HANDOVER_WINDOW_MS, default_value_t = contract::DEFAULT_HANDOVER_WINDOW_MS)]
+    #[arg(long, env = env::HANDOVER_WINDOW_MS, default_value_t = shardset_contract::DEFAULT_HANDOVER_WINDOW_MS)]
     handover_window_ms: u64,
     /// Lifetime of a hand-over claim in ms (at least 3 × the window).
-    #[arg(long, env = env::HANDOVER_CLAIM_TTL_MS, default_value_t = contract::DEFAULT_HANDOVER_CLAIM_TTL_MS)]
+    #[arg(long, env = env::HANDOVER_CLAIM_TTL_MS, default_value_t = shardset_contract::DEFAULT_HANDOVER_CLAIM_TTL_MS)]
     handover_claim_ttl_ms: u64,
     /// Forward every dispatch as JSON to this in-pod endpoint.
     #[arg(long, env = env::FORWARD_URL)]
@@ -96,7 +96,7 @@ struct Args {
     #[arg(long, env = env::REPLY_TO_MESSAGES)]
     reply_to_messages: bool,
     /// Address of /healthz, /readyz and /metrics.
-    #[arg(long, env = env::WORKER_LISTEN, default_value_t = SocketAddr::from(([0, 0, 0, 0], contract::WORKER_HTTP_PORT)))]
+    #[arg(long, env = env::WORKER_LISTEN, default_value_t = SocketAddr::from(([0, 0, 0, 0], shardset_contract::WORKER_HTTP_PORT)))]
     listen: SocketAddr,
     /// Also serve the twilight-compatible Identify queue (`GET /?shard=N`) on this address. A
     /// bare port binds to 127.0.0.1 only: the facade has no authentication and every `200`
@@ -150,14 +150,14 @@ fn main() -> std::process::ExitCode {
 }
 
 /// `RUST_LOG` (default `info`) decides what is logged, except the targets that can carry the
-/// token ([`shard_worker::token::NEVER_LOGGED_TARGETS`]): a second filter turns those off, so
+/// token ([`shardset_contract::token::NEVER_LOGGED_TARGETS`]): a second filter turns those off, so
 /// even `RUST_LOG=trace` (or `tungstenite=trace`) cannot bring them back.
 fn init_tracing(json: bool) {
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let never = shard_worker::token::NEVER_LOGGED_TARGETS.iter().fold(
+    let never = shardset_contract::token::NEVER_LOGGED_TARGETS.iter().fold(
         Targets::new().with_default(LevelFilter::TRACE),
         |t, target| t.with_target(*target, LevelFilter::OFF),
     );
@@ -303,7 +303,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let layout = args
         .layout
         .clone()
-        .unwrap_or_else(|| contract::layout_name(args.shard_total));
+        .unwrap_or_else(|| shardset_contract::layout_name(args.shard_total));
 
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));

@@ -8,7 +8,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
-use crate::contract::{FatalMarker, Keys, LayoutRoles, SessionRecord, ShardStatus};
+use shardset_contract::{FatalMarker, Keys, LayoutRoles, SessionRecord, ShardStatus};
 
 static CLAIM_LEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("claim_lease.lua")));

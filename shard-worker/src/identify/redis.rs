@@ -12,8 +12,8 @@ use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
 use super::{BoxFuture, IdentifyQueue, Permit, PermitHandle, WaitReason, WaitReporter, jitter};
-use crate::contract::{self, Keys};
-use crate::rest::{DiscordRest, RestError};
+use shardset_contract::Keys;
+use shardset_contract::rest::{DiscordRest, RestError};
 
 static TAKE_GATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("take_gate.lua")));
 static CONFIRM_GATE: LazyLock<Script> =
@@ -214,7 +214,7 @@ impl RedisQueue {
 
     /// One attempt to take the gate of `shard`'s bucket, with a fresh owner token.
     pub async fn try_take(&self, shard: u32, owner: &str) -> redis::RedisResult<Take> {
-        let bucket = contract::bucket(shard, self.config.max_concurrency);
+        let bucket = shardset_contract::bucket(shard, self.config.max_concurrency);
         let (code, n): (i64, i64) = TAKE_GATE
             .key(self.keys.epoch())
             .key(self.keys.gate(bucket))
@@ -380,7 +380,7 @@ impl PermitHandle for RedisPermit {
 impl IdentifyQueue for RedisQueue {
     fn acquire<'a>(&'a self, shard: u32, waiting: WaitReporter<'a>) -> BoxFuture<'a, Permit> {
         Box::pin(async move {
-            let bucket = contract::bucket(shard, self.config.max_concurrency);
+            let bucket = shardset_contract::bucket(shard, self.config.max_concurrency);
             let mut line = LineGuard {
                 conn: self.conn.clone(),
                 queue: self.keys.queue(bucket),

@@ -12,9 +12,9 @@ use tracing::{debug, info, warn};
 
 use super::{Runner, SETTLE_WAIT, SessionEnd};
 use crate::close_code;
-use crate::contract::{FATAL_MARKER_TTL_MS, FatalMarker, SessionRecord, ShardState};
 use crate::handler::Handler;
 use crate::session::Phase;
+use shardset_contract::{FATAL_MARKER_TTL_MS, FatalMarker, SessionRecord, ShardState};
 
 impl<'a, H: Handler> Runner<'a, H> {
     /// The shard was closed for good before (its marker exists): no Identify. Ends the

@@ -38,7 +38,7 @@ impl Scenario {
 
     /// Redis and a fake with `config`.
     pub async fn start_with(config: Config) -> Self {
-        shard_worker::rest::install_crypto_provider();
+        shardset_contract::rest::install_crypto_provider();
         let redis = RedisServer::start();
         let fake = FakeDiscord::spawn(config, "127.0.0.1:0".parse().expect("addr"))
             .await

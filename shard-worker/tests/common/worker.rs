@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use shard_worker::contract::env;
+use shardset_contract::env;
 
 /// What a worker process is started with.
 #[derive(Debug, Clone)]

@@ -22,7 +22,7 @@ use clap::Parser;
 use fake_discord::control::LoadSettings;
 use fake_discord::{Config, FakeDiscord, RunningFake};
 use redis_test_server::RedisServer;
-use shard_worker::contract::{Keys, env};
+use shardset_contract::{Keys, env};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -68,7 +68,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    shard_worker::rest::install_crypto_provider();
+    shardset_contract::rest::install_crypto_provider();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

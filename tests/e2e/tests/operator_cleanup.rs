@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams};
 use operator_support::*;
 use redis::Commands;
-use shard_worker::contract::Keys;
+use shardset_contract::Keys;
 use shardset_e2e::{TestNamespace, conditions};
 use shardset_operator::crd::ShardSet;
 

@@ -20,7 +20,7 @@ use kube::ResourceExt;
 use kube::api::{DeleteParams, PostParams};
 use operator_support::*;
 use redis::Commands;
-use shard_worker::contract::{Keys, ShardState, ShardStatus};
+use shardset_contract::{Keys, ShardState, ShardStatus};
 use shardset_e2e::TestNamespace;
 
 const PODS: [&str; 4] = ["bot-10-0-2", "bot-10-3-5", "bot-10-6-8", "bot-10-9-9"];

@@ -126,7 +126,7 @@ async fn missing_then_wrong_then_right_token() -> anyhow::Result<()> {
 
     // 5. New intents: the shards Discord closed for good (fatal markers, written by workers on
     //    4004/4010-4014) may try again, so the operator deletes the bot's markers.
-    let keys = shard_worker::contract::Keys::new(fake_application_id());
+    let keys = shardset_contract::Keys::new(fake_application_id());
     let mut conn = stage.redis.conn()?;
     let _: () = redis::Commands::set(&mut conn, keys.fatal(3, 1), "disallowed intents (4014)")?;
     ns.kubectl(&[

@@ -32,7 +32,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    shard_worker::rest::install_crypto_provider();
+    shardset_contract::rest::install_crypto_provider();
     // One thread, like the shard-worker's default: the same runtime on both sides.
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -364,7 +364,7 @@ pub struct WorkerStandIn {
 impl WorkerStandIn {
     pub async fn start(ns: &TestNamespace, redis: &Redis) -> anyhow::Result<Self> {
         use redis::AsyncCommands;
-        use shard_worker::contract::{Keys, LayoutRoles, ShardState, ShardStatus};
+        use shardset_contract::{Keys, LayoutRoles, ShardState, ShardStatus};
 
         let mut conn = redis::Client::open(redis.url())?
             .get_multiplexed_async_connection()

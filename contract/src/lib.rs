@@ -1,0 +1,39 @@
+//! The contract between the operator and the worker pods, in one small crate that both depend on:
+//! the env variables the operator writes into every worker pod ([`env`]), the worker's HTTP
+//! endpoints, the Redis key layout of the Identify protocol ([`keys`], documented in
+//! `docs/redis-protocol.md`) with the records stored under those keys ([`records`]), the bot
+//! token in a type that cannot leak it ([`token`]), and the two Discord REST calls both sides make
+//! ([`rest`]).
+//!
+//! Nothing here speaks the gateway: the operator links this crate, not the worker's WebSocket
+//! stack. Apart from [`rest`], nothing does I/O, so both sides (and bots written with other
+//! libraries, following the protocol document) agree by construction.
+
+pub mod env;
+pub mod keys;
+pub mod records;
+pub mod rest;
+pub mod token;
+
+pub use keys::{Keys, bucket, layout_name};
+pub use records::{
+    FATAL_MARKER_TTL_MS, FatalMarker, LayoutRoles, Role, SessionRecord, ShardState, ShardStatus,
+};
+
+/// Default `W` of the hand-over protocol: 10 s.
+pub const DEFAULT_HANDOVER_WINDOW_MS: u64 = 10_000;
+/// Default lifetime of a claim: 10 min (a claim only has to outlive `2 W`; the slack is cheap).
+pub const DEFAULT_HANDOVER_CLAIM_TTL_MS: u64 = 600_000;
+
+/// Port of the worker's HTTP server (`/healthz`, `/readyz`, `/metrics`).
+pub const WORKER_HTTP_PORT: u16 = 8080;
+/// Liveness path of the worker.
+pub const HEALTHZ_PATH: &str = "/healthz";
+/// Readiness path of the worker: 200 when every owned shard is READY or RESUMED.
+pub const READYZ_PATH: &str = "/readyz";
+/// Prometheus metrics path of the worker.
+pub const METRICS_PATH: &str = "/metrics";
+
+/// Discord's Identify window: one Identify per rate-limit key per 5 s.
+/// Source: discord-api-docs `developers/events/gateway.mdx`, "Session start limit".
+pub const DISCORD_IDENTIFY_WINDOW_MS: u64 = 5_000;
