@@ -50,6 +50,10 @@ stage_redis() {
   done
 }
 
+# Clones on one machine share Docker's image names (`shardset/*:dev`): one clone at a time tags
+# and loads, so a cluster never gets another clone's build.
+exec 9>"${TMPDIR:-/tmp}/shardset-images.lock"
+flock 9
 built=()
 for e in "${IMAGE_LIST[@]}"; do
   IFS='|' read -r image dockerfile bin <<<"$e"
