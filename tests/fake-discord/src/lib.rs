@@ -16,9 +16,8 @@
 pub mod clock;
 /// Every knob, as CLI flags and a plain struct.
 pub mod config;
-/// Public, `Deserialize`-able records of the control API.
+/// The control API: its routes and its public, `Deserialize`-able records.
 pub mod control;
-mod control_api;
 /// The WebSocket gateway: upgrade, connections, zlib-stream.
 pub mod gateway;
 mod load;

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::state::Fake;
-use crate::{control_api, gateway, load, rest};
+use crate::{control, gateway, load, rest};
 
 /// All routes of the fake.
 pub fn router(fake: Arc<Fake>) -> Router {
@@ -22,7 +22,7 @@ pub fn router(fake: Arc<Fake>) -> Router {
         .nest("/api/v10", rest::routes())
         .nest("/api/v9", rest::routes())
         .nest("/api", rest::routes())
-        .nest("/control", control_api::routes())
+        .nest("/control", control::routes())
         .fallback(gateway::upgrade)
         .with_state(fake)
 }
