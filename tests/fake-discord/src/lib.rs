@@ -23,6 +23,7 @@ pub mod gateway;
 mod load;
 /// Discord payloads written straight to bytes.
 pub mod payloads;
+mod public_url;
 mod replies;
 /// The REST endpoints.
 pub mod rest;
@@ -39,5 +40,6 @@ pub mod state;
 pub mod world;
 
 pub use config::Config;
-pub use server::{FakeDiscord, RunningFake, public_base, router};
+pub use public_url::public_base;
+pub use server::{FakeDiscord, RunningFake, router};
 pub use state::Fake;
