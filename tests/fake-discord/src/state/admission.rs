@@ -7,25 +7,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rand::RngExt;
 
-use super::{Command, Fake, Origin, add, lock};
-use crate::config::Config;
+use super::logs::Origin;
+use super::{Command, Fake, add, lock};
 use crate::control::{BudgetInfo, IdentifyOutcome, Rule};
 use crate::payloads;
 use crate::rules::{
-    self, Budget, CloseCode, IdentifyFields, IdentifyPolicy, IdentifyWindows, Micros,
-    ResumeVerdict, Spend, US_PER_MS,
+    self, CloseCode, IdentifyFields, IdentifyPolicy, Micros, ResumeVerdict, Spend, US_PER_MS,
 };
 use crate::session::{Link, Payload, Session};
 use crate::world;
-
-/// The running state of the Identify rules: the bucket windows, the session start budget, and
-/// whether exhausting the budget reset the token.
-#[derive(Debug)]
-pub(super) struct RuleState {
-    pub(super) windows: IdentifyWindows,
-    pub(super) budget: Budget,
-    pub(super) token_reset: bool,
-}
 
 /// The verdict on an Identify.
 #[derive(Debug)]
@@ -53,19 +43,6 @@ pub enum ResumeOutcome {
 }
 
 impl Fake {
-    pub(super) fn fresh_rules(config: &Config, now: Micros) -> RuleState {
-        RuleState {
-            windows: IdentifyWindows::new(config.identify_window_ms, config.max_concurrency),
-            budget: Budget::new(
-                config.session_start_limit,
-                config.initial_remaining(),
-                config.budget_reset_ms,
-                now,
-            ),
-            token_reset: false,
-        }
-    }
-
     /// Whether the token was reset by an exhausted budget (REST answers 401 from then on).
     pub fn token_reset(&self) -> bool {
         lock(&self.rules).token_reset

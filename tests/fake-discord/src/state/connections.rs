@@ -1,36 +1,15 @@
-//! Live connections as the state sees them: numbering, each one's command queue (the control
-//! plane's way to close or fault it) and its session, and what becomes of a session when its
-//! connection ends or its resume window passes.
+//! Connections as the state sees them: registering one (its number and command queue, the
+//! control plane's way to close or fault it), attaching its session, and what becomes of that
+//! session when the connection ends or its resume window passes.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 
-use super::{Fake, add, lock};
-use crate::control::Fault;
+use super::{Command, ConnectionHandle, Fake, add, lock};
 use crate::rules::{self, US_PER_MS};
 use crate::session::{Link, Session};
-
-/// What the control plane asks of a connection.
-#[derive(Debug, Clone)]
-pub enum Command {
-    Fault(Fault),
-    /// Close with this code (budget exhaustion: 4004 for everyone).
-    Close {
-        code: u16,
-        reason: String,
-    },
-    /// Another connection resumed this connection's session.
-    Superseded,
-}
-
-/// A live connection as the registry sees it.
-#[derive(Debug)]
-pub(super) struct ConnectionHandle {
-    pub(super) commands: mpsc::UnboundedSender<Command>,
-    pub(super) session: Option<Arc<Session>>,
-}
 
 impl Fake {
     /// Registers a new connection; returns its number and its command queue.

@@ -1,5 +1,6 @@
-//! The logs the control API reports: every Identify as it arrived and every breach of a rule,
-//! each capped at [`LOG_CAPACITY`] records (later ones are counted, not stored).
+//! Recording into the logs the control API reports: every Identify as it arrived and every breach
+//! of a rule, each capped at `LOG_CAPACITY` records (later ones are counted, not stored). An
+//! [`Origin`] says which connection (and session or shard) a violation came from.
 
 use super::{Fake, add, lock};
 use crate::control::{IdentifyOutcome, IdentifyRecord, Rule, Violation};
@@ -8,13 +9,6 @@ use crate::session::Session;
 
 /// Most records kept per log; later ones are counted, not stored.
 const LOG_CAPACITY: usize = 100_000;
-
-/// The Identify and violation logs.
-#[derive(Debug, Default)]
-pub(super) struct Logs {
-    pub(super) identifies: Vec<IdentifyRecord>,
-    pub(super) violations: Vec<Violation>,
-}
 
 /// Who a connection is, for violation records.
 #[derive(Debug, Clone, Copy, Default)]

@@ -1,44 +1,92 @@
-//! The fake's shared state: the [`Fake`] every task holds, its counters, and the reset to a fresh
-//! start. The decisions that span connections are `impl Fake` blocks in the files beside this
-//! one, one part of the state each:
-//! - `registry.rs`: the sessions and their routing index;
-//! - `connections.rs`: live connections, their command queues, sessions detaching and expiring;
-//! - `logs.rs`: the Identify and violation logs;
+//! The fake's shared state. This file holds what the state is made of: the [`Fake`] every task
+//! holds, with the data of each part (connection handles and their `Command`s, the Identify
+//! rules' running state, the logs, the counters), and the reset to a fresh start. What the state
+//! does lives beside it, an `impl Fake` block per part, each importing from here and never the
+//! other way:
+//! - `registry.rs`: the sessions by id and their routing index (data only);
+//! - `connections.rs`: connections registered and ended, sessions detaching and expiring;
+//! - `logs.rs`: recording Identifies and violations, and who a connection is (`Origin`);
 //! - `admission.rs`: Identify and Resume (the rules of `rules.rs` applied to the live registry),
 //!   the session start budget and the token;
 //! - `events.rs`: the world's events, routed to the sessions that receive them;
 //! - `faults.rs`: fault injection;
 //! - `reports.rs`: what the control API reports.
 
-mod admission;
+pub mod admission;
 mod connections;
 mod events;
 mod faults;
-mod logs;
+pub mod logs;
 mod registry;
 mod reports;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use self::admission::RuleState;
-pub use self::admission::{IdentifyVerdict, ResumeOutcome};
-pub use self::connections::Command;
-use self::connections::ConnectionHandle;
-use self::logs::Logs;
-pub use self::logs::Origin;
 use self::registry::Sessions;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::control::LoadSettings;
+use crate::control::{Fault, IdentifyRecord, LoadSettings, Violation};
 use crate::payloads::Bot;
 use crate::replies::Replies;
-use crate::rules::{self, CloseCode};
+use crate::rules::{self, Budget, CloseCode, IdentifyWindows, Micros};
 use crate::session::Session;
 use crate::snowflake::Snowflakes;
+
+/// What the control plane asks of a connection.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Fault(Fault),
+    /// Close with this code (budget exhaustion: 4004 for everyone).
+    Close {
+        code: u16,
+        reason: String,
+    },
+    /// Another connection resumed this connection's session.
+    Superseded,
+}
+
+/// A live connection as the registry sees it.
+#[derive(Debug)]
+struct ConnectionHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    session: Option<Arc<Session>>,
+}
+
+/// The running state of the Identify rules: the bucket windows, the session start budget, and
+/// whether exhausting the budget reset the token.
+#[derive(Debug)]
+struct RuleState {
+    windows: IdentifyWindows,
+    budget: Budget,
+    token_reset: bool,
+}
+
+impl RuleState {
+    /// The rules' state at start, or after a reset.
+    fn fresh(config: &Config, now: Micros) -> Self {
+        Self {
+            windows: IdentifyWindows::new(config.identify_window_ms, config.max_concurrency),
+            budget: Budget::new(
+                config.session_start_limit,
+                config.initial_remaining(),
+                config.budget_reset_ms,
+                now,
+            ),
+            token_reset: false,
+        }
+    }
+}
+
+/// The Identify and violation logs.
+#[derive(Debug, Default)]
+struct Logs {
+    identifies: Vec<IdentifyRecord>,
+    violations: Vec<Violation>,
+}
 
 /// Counters updated from many tasks.
 #[derive(Debug, Default)]
@@ -101,7 +149,7 @@ impl Fake {
             username: config.bot_username.clone(),
             privileged_intents: config.privileged_intents & rules::PRIVILEGED_INTENTS,
         };
-        let rules = Self::fresh_rules(&config, now);
+        let rules = RuleState::fresh(&config, now);
         let load = LoadSettings {
             rate: config.load_rate,
             payload_bytes: config.load_payload_bytes,
@@ -125,6 +173,14 @@ impl Fake {
         })
     }
 
+    fn sessions_read(&self) -> RwLockReadGuard<'_, Sessions> {
+        self.sessions.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sessions_write(&self) -> RwLockWriteGuard<'_, Sessions> {
+        self.sessions.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Back to a fresh start: every connection closed (4000), sessions, logs, counters, budget,
     /// bucket windows and token restored; the load stopped.
     pub fn reset(&self) {
@@ -139,7 +195,7 @@ impl Fake {
         for session in &sessions {
             self.end_session(session);
         }
-        *lock(&self.rules) = Self::fresh_rules(&self.config, self.clock.now_us());
+        *lock(&self.rules) = RuleState::fresh(&self.config, self.clock.now_us());
         *lock(&self.logs) = Logs::default();
         *lock(&self.replies) = Replies::new(self.config.reply_tracking);
         let s = &self.stats;

@@ -2,9 +2,8 @@
 //! that events are routed through (`events.rs`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 
-use super::Fake;
 use crate::session::Session;
 
 /// Every live or resumable session, by id and by route.
@@ -42,15 +41,5 @@ impl Sessions {
             }
         }
         true
-    }
-}
-
-impl Fake {
-    pub(super) fn sessions_read(&self) -> RwLockReadGuard<'_, Sessions> {
-        self.sessions.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(super) fn sessions_write(&self) -> RwLockWriteGuard<'_, Sessions> {
-        self.sessions.write().unwrap_or_else(|e| e.into_inner())
     }
 }

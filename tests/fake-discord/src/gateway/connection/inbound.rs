@@ -14,7 +14,7 @@ use super::{Connection, End, deadline_after};
 use crate::control::Rule;
 use crate::payloads;
 use crate::rules::{CloseCode, IdentifyFields, Micros};
-use crate::state::{IdentifyVerdict, ResumeOutcome};
+use crate::state::admission::{IdentifyVerdict, ResumeOutcome};
 
 /// Largest payload a client may send (gateway.mdx "Sending Events"); larger closes with 4002.
 const MAX_CLIENT_PAYLOAD: usize = 4_096;

@@ -29,7 +29,8 @@ use crate::control::Rule;
 use crate::payloads;
 use crate::rules::{self, CloseCode, Micros, SendLimiter};
 use crate::session::{Entry, Session};
-use crate::state::{Command, Fake, Origin};
+use crate::state::logs::Origin;
+use crate::state::{Command, Fake};
 
 /// Dispatches written per wake-up before looking at the socket again.
 const BATCH: usize = 256;
