@@ -16,14 +16,14 @@
 pub mod clock;
 /// Every knob, as CLI flags and a plain struct.
 pub mod config;
-/// Public, `Deserialize`-able records of the control API.
+/// The control API: its routes and its public, `Deserialize`-able records.
 pub mod control;
-mod control_api;
 /// The WebSocket gateway: upgrade, connections, zlib-stream.
 pub mod gateway;
 mod load;
 /// Discord payloads written straight to bytes.
 pub mod payloads;
+mod public_url;
 mod replies;
 /// The REST endpoints.
 pub mod rest;
@@ -40,5 +40,6 @@ pub mod state;
 pub mod world;
 
 pub use config::Config;
-pub use server::{FakeDiscord, RunningFake, public_base, router};
+pub use public_url::public_base;
+pub use server::{FakeDiscord, RunningFake, router};
 pub use state::Fake;

@@ -323,7 +323,7 @@ pub struct Message<'a> {
 }
 
 /// MESSAGE_CREATE's `d`. Without the MESSAGE_CONTENT intent `content` arrives empty, as
-/// Discord sends it (message.mdx, note [2]), so the caller serializes both variants when needed.
+/// Discord sends it (message.mdx, note \[2\]), so the caller serializes both variants when needed.
 pub fn write_message_create(buf: &mut Vec<u8>, bot: &Bot, msg: &Message<'_>, with_content: bool) {
     raw(buf, r#"{"type":"#);
     raw(buf, if msg.reply_to.is_some() { "19" } else { "0" });

@@ -66,7 +66,7 @@ fn authorize(fake: &Fake, headers: &HeaderMap) -> Result<(), Box<Response>> {
 
 /// `GET /gateway`: no authentication.
 async fn gateway(State(fake): State<Arc<Fake>>, headers: HeaderMap) -> Response {
-    let url = crate::server::public_base(&fake, &headers);
+    let url = crate::public_url::public_base(&fake, &headers);
     axum::Json(json!({ "url": url })).into_response()
 }
 
@@ -82,7 +82,7 @@ async fn gateway_bot(State(fake): State<Arc<Fake>>, headers: HeaderMap) -> Respo
         config.shard_multiple,
     );
     axum::Json(json!({
-        "url": crate::server::public_base(&fake, &headers),
+        "url": crate::public_url::public_base(&fake, &headers),
         "shards": shards,
         "session_start_limit": fake.budget(),
     }))

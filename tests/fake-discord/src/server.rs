@@ -7,14 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderMap, header};
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::state::Fake;
-use crate::{control_api, gateway, load, rest};
+use crate::{control, gateway, load, rest};
 
 /// All routes of the fake.
 pub fn router(fake: Arc<Fake>) -> Router {
@@ -22,26 +21,9 @@ pub fn router(fake: Arc<Fake>) -> Router {
         .nest("/api/v10", rest::routes())
         .nest("/api/v9", rest::routes())
         .nest("/api", rest::routes())
-        .nest("/control", control_api::routes())
+        .nest("/control", control::api::routes())
         .fallback(gateway::upgrade)
         .with_state(fake)
-}
-
-/// The WebSocket base URL clients should use: `--public-url`, else `ws://<Host header>`.
-pub fn public_base(fake: &Fake, headers: &HeaderMap) -> String {
-    if let Some(url) = &fake.config.public_url {
-        let url = url.trim_end_matches('/');
-        return match url.split_once("://") {
-            Some(("http", rest)) => format!("ws://{rest}"),
-            Some(("https", rest)) => format!("wss://{rest}"),
-            _ => url.to_owned(),
-        };
-    }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    format!("ws://{host}")
 }
 
 /// The fake Discord, ready to be started.

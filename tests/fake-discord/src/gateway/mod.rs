@@ -59,7 +59,7 @@ pub async fn upgrade(State(fake): State<Arc<Fake>>, mut request: Request) -> Res
             connection::Transport::Plain
         }
     };
-    let base = crate::server::public_base(&fake, request.headers());
+    let base = crate::public_url::public_base(&fake, request.headers());
     let params = connection::Params {
         transport,
         bad_version: version.filter(|v| !VERSIONS.contains(&v.as_str())),

@@ -1,6 +1,6 @@
 //! The control API under `/control`: reports (identifies, violations, sessions, counters,
 //! replies), fault injection, the synthetic load, and a reset. JSON in and out, with the record
-//! types of `control.rs`.
+//! types of `records.rs`.
 
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::control::{
+use super::records::{
     BudgetUpdate, DispatchRequest, DispatchResult, FaultRequest, FaultResult, GuildList,
     LoadSettings, MessageRequest, MessagesCreated,
 };
@@ -21,7 +21,7 @@ use crate::state::Fake;
 use crate::world;
 
 /// The control routes (mounted under `/control`).
-pub fn routes() -> Router<Arc<Fake>> {
+pub(crate) fn routes() -> Router<Arc<Fake>> {
     Router::new()
         .route("/", get(index))
         .route("/identifies", get(identifies))

@@ -1,0 +1,81 @@
+//! Recording into the logs the control API reports: every Identify as it arrived and every breach
+//! of a rule, each capped at `LOG_CAPACITY` records (later ones are counted, not stored). An
+//! [`Origin`] says which connection (and session or shard) a violation came from.
+
+use super::{Fake, add, lock};
+use crate::control::{IdentifyOutcome, IdentifyRecord, Rule, Violation};
+use crate::rules::{self, Breach, Micros, US_PER_MS};
+use crate::session::Session;
+
+/// Most records kept per log; later ones are counted, not stored.
+const LOG_CAPACITY: usize = 100_000;
+
+/// Who a connection is, for violation records.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Origin<'a> {
+    pub connection: u64,
+    pub session: Option<&'a Session>,
+    pub shard: Option<[u32; 2]>,
+}
+
+impl Fake {
+    /// Records a breach.
+    pub fn violation(&self, rule: Rule, origin: Origin<'_>, details: impl Into<String>) {
+        let details = details.into();
+        let shard = origin
+            .session
+            .map(|s| [s.shard, s.num_shards])
+            .or(origin.shard);
+        tracing::warn!(
+            rule = ?rule,
+            connection = origin.connection,
+            shard_id = shard.map(|s| s[0]),
+            shard_total = shard.map(|s| s[1]),
+            "violation: {details}"
+        );
+        add(&self.stats.violations, 1);
+        let mut logs = lock(&self.logs);
+        if logs.violations.len() < LOG_CAPACITY {
+            logs.violations.push(Violation {
+                rule,
+                at_ms: self.clock.now_ms(),
+                shard: shard.map(|s| s[0]),
+                num_shards: shard.map(|s| s[1]),
+                session_id: origin.session.map(|s| s.id.clone()),
+                connection: origin.connection,
+                details,
+            });
+        }
+    }
+
+    pub(super) fn breach(&self, breach: &Breach, origin: Origin<'_>) {
+        self.violation(breach.rule, origin, breach.details.clone());
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn log_identify(
+        &self,
+        at: Micros,
+        shard: [u32; 2],
+        outcome: IdentifyOutcome,
+        close_code: Option<u16>,
+        session_id: Option<String>,
+        connection: u64,
+    ) {
+        add(&self.stats.identifies, 1);
+        let mut logs = lock(&self.logs);
+        if logs.identifies.len() < LOG_CAPACITY {
+            logs.identifies.push(IdentifyRecord {
+                at_ms: at / US_PER_MS,
+                at_us: at,
+                shard: shard[0],
+                num_shards: shard[1],
+                bucket: rules::bucket(shard[0], self.config.max_concurrency),
+                outcome,
+                close_code,
+                session_id,
+                connection,
+            });
+        }
+    }
+}
