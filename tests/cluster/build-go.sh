@@ -29,8 +29,11 @@ declare -A SETS=(
   [coredns]="$COREDNS_VERSION|github.com/coredns/coredns||-s -w|"
   [local-path]="$LOCAL_PATH_VERSION|github.com/rancher/local-path-provisioner||-s -w|"
   [helm]="$HELM_VERSION|helm.sh/helm/v4/cmd/helm||-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION|"
+  # remove_all_sd: Prometheus's own build tag that leaves out the cloud service discoveries (AWS,
+  # Azure, GCE, ...); `promtool check/test rules` needs none of them.
+  [promtool]="$PROMTOOL_VERSION|github.com/prometheus/prometheus/cmd/promtool||-s -w -X github.com/prometheus/common/version.Version=$PROMTOOL_VERSION|remove_all_sd"
 )
-ORDER=(kind helm kubernetes containerd crictl etcd coredns local-path)
+ORDER=(kind helm promtool kubernetes containerd crictl etcd coredns local-path)
 
 set_dir() {
   local name=$1 spec=${SETS[$1]} mod="$CLUSTER_DIR/go/$1"
@@ -67,11 +70,12 @@ prune_set() {
   return 0
 }
 
-link_bin() { # put the client tools on the PATH that `make cluster` prints
+link_bin() { # put the client tools on the PATH that `make cluster` prints (promtool: for the chart's rules)
   mkdir -p "$BIN_DIR"
   ln -sfn "$(set_dir kind)/kind" "$BIN_DIR/kind"
   ln -sfn "$(set_dir kubernetes)/kubectl" "$BIN_DIR/kubectl"
   ln -sfn "$(set_dir helm)/helm" "$BIN_DIR/helm"
+  ln -sfn "$(set_dir promtool)/promtool" "$BIN_DIR/promtool"
 }
 
 command -v go >/dev/null || die "Go is needed to build the cluster's binaries (kind, Kubernetes, ...)"

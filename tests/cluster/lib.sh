@@ -13,6 +13,7 @@ COREDNS_IMAGE_TAG=v1.14.2     # kubeadm v1.36.3 asks for this tag; v1.15.0 serve
 PAUSE_TAGS="3.10.2 3.10"      # kubeadm's pause, and the node containerd's sandbox_image
 LOCAL_PATH_VERSION=v0.0.30    # newest the Go proxy serves (kind pins v0.0.34)
 HELM_VERSION=v4.3.1
+PROMTOOL_VERSION=v0.316.0      # the Go module version of Prometheus 3.16.0 (v0.3XY.Z is 3.XY.Z)
 DEBIAN_SUITE=bookworm
 # kind's published node image, used instead of building one where a registry answers.
 KIND_PUBLISHED_NODE_IMAGE="kindest/node:${K8S_VERSION}"
