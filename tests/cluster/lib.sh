@@ -45,7 +45,7 @@ die() { log "ERROR: $*"; exit 1; }
 hash_inputs() {
   local x
   for x in "$@"; do
-    if [[ -f $x ]]; then sha256sum "$x"; else printf '%s\n' "$x"; fi
+    if [[ -f $x ]]; then sha256sum <"$x"; else printf '%s\n' "$x"; fi
   done | sha256sum | cut -c1-12
 }
 
