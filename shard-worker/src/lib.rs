@@ -4,11 +4,9 @@
 //! trait, and the default worker binary.
 //!
 //! Pure decisions, each with its unit tests:
-//! - [`session`]: one shard's lifecycle as a state machine, `step(input) -> actions`.
-//! - [`close_code`]: resume, identify anew, or stop, per gateway close code.
-//! - [`compression`]: zlib-stream inflate, one context per connection.
-//! - [`envelope`]: `op`/`s`/`t` of a payload, `d` left raw (read once, by whoever needs it).
-//! - [`ratelimit`]: 120 commands per 60 s per connection, with a heartbeat reserve.
+//! - [`gateway`]: Discord's gateway protocol without I/O: the session machine
+//!   (`step(input) -> actions`), opcodes, the envelope, command payloads, close codes,
+//!   zlib-stream, the send limit.
 //! - [`roles`]: a layout's role during a reshard: act, skip, or claim first; the back-fill.
 //!
 //! I/O around them:
@@ -25,17 +23,13 @@
 pub mod acting;
 pub mod board;
 pub mod bookkeeper;
-pub mod close_code;
-pub mod compression;
 pub mod default_handler;
-pub mod envelope;
 pub mod forward;
+pub mod gateway;
 pub mod handler;
 pub mod identify;
 pub mod metrics;
-pub mod ratelimit;
 pub mod roles;
 pub mod server;
-pub mod session;
 pub mod shard;
 pub mod worker;

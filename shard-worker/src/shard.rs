@@ -1,4 +1,4 @@
-//! The thin async loop around one shard's [`session::Machine`](crate::session::Machine): it owns
+//! The thin async loop around one shard's [`session::Machine`](crate::gateway::session::Machine): it owns
 //! the WebSocket, the inflater, the timers and the Identify permit, turns what happens into
 //! inputs, and carries out the machine's actions. No Discord rule is decided here.
 //!
@@ -28,15 +28,17 @@ use tracing::{debug, info, warn};
 
 use crate::acting::Acting;
 use crate::board::{Board, LiveSession, Slot};
-use crate::close_code;
-use crate::compression::ZlibStream;
-use crate::envelope;
+use crate::gateway::close_code;
+use crate::gateway::commands::{self, gateway_query};
+use crate::gateway::compression::ZlibStream;
+use crate::gateway::envelope;
+use crate::gateway::opcode::Opcode;
+use crate::gateway::ratelimit::CommandLimiter;
+use crate::gateway::session::{Action, Input, Machine, Phase, Resumable, SessionConfig, Target};
 use crate::handler::{Dispatch, Handler};
 use crate::identify::records::Records;
 use crate::identify::{IdentifyQueue, Permit, WaitReason};
 use crate::metrics::{EventLabels, ReasonLabels, ShardLabels};
-use crate::ratelimit::CommandLimiter;
-use crate::session::{Action, Input, Machine, Phase, Resumable, SessionConfig, Target};
 use shardset_contract::token::Token;
 use shardset_contract::{FatalMarker, ShardState};
 
@@ -414,10 +416,7 @@ impl<'a, H: Handler> Runner<'a, H> {
             Action::Connect(target) => return Step::Inputs(vec![self.connect(target).await]),
             Action::Disconnect { code } => self.close(code).await,
             Action::SendHeartbeat { seq, requested } => {
-                let payload = match seq {
-                    Some(seq) => format!(r#"{{"op":1,"d":{seq}}}"#),
-                    None => r#"{"op":1,"d":null}"#.to_owned(),
-                };
+                let payload = commands::heartbeat(seq);
                 // Regular beats use the reserve (never delayed by ordinary commands, waiting
                 // only if the window is full of beats); an answer to the server's request only
                 // what ordinary commands may use, else it is skipped: the next regular beat
@@ -450,16 +449,13 @@ impl<'a, H: Handler> Runner<'a, H> {
                     permit.release().await;
                     return Step::Inputs(vec![Input::Deadline]);
                 }
-                let payload = serde_json::json!({
-                    "op": 2,
-                    "d": {
-                        "token": self.shared.token.expose(),
-                        "properties": {"os": std::env::consts::OS, "browser": "shardset", "device": "shardset"},
-                        "shard": [self.shard, self.shared.config.total],
-                        "intents": self.shared.config.intents,
-                    }
-                })
-                .to_string();
+                let config = &self.shared.config;
+                let payload = commands::identify(
+                    &self.shared.token,
+                    self.shard,
+                    config.total,
+                    config.intents,
+                );
                 if self.ws.is_none() {
                     // No connection: nothing can have left.
                     permit.release().await;
@@ -488,11 +484,7 @@ impl<'a, H: Handler> Runner<'a, H> {
             Action::SendResume { session_id, seq } => {
                 self.replaying = true;
                 self.limiter.acquire().await;
-                let payload = serde_json::json!({
-                    "op": 6,
-                    "d": {"token": self.shared.token.expose(), "session_id": session_id, "seq": seq}
-                })
-                .to_string();
+                let payload = commands::resume(&self.shared.token, &session_id, seq);
                 self.send(payload).await;
             }
             Action::ArmHeartbeat(after) => {
@@ -699,8 +691,8 @@ impl<'a, H: Handler> Runner<'a, H> {
                 return Vec::new();
             }
         };
-        match envelope.op {
-            0 => {
+        match envelope.opcode() {
+            Some(Opcode::Dispatch) => {
                 let (Some(seq), Some(event)) = (envelope.s, envelope.t.as_deref()) else {
                     return Vec::new();
                 };
@@ -742,17 +734,17 @@ impl<'a, H: Handler> Runner<'a, H> {
                 self.count(event);
                 input.into_iter().collect()
             }
-            1 => vec![Input::HeartbeatRequest],
-            7 => {
+            Some(Opcode::Heartbeat) => vec![Input::HeartbeatRequest],
+            Some(Opcode::Reconnect) => {
                 info!(shard_id = self.shard, "gateway asked to reconnect (op 7)");
                 vec![Input::Reconnect]
             }
-            9 => {
+            Some(Opcode::InvalidSession) => {
                 let resumable = envelope.d.is_some_and(|d| d.trim() == "true");
                 info!(shard_id = self.shard, resumable, "invalid session (op 9)");
                 vec![Input::InvalidSession { resumable }]
             }
-            10 => match envelope.d.map(serde_json::from_str::<HelloData>) {
+            Some(Opcode::Hello) => match envelope.d.map(serde_json::from_str::<HelloData>) {
                 Some(Ok(hello)) => {
                     let interval = Duration::from_millis(hello.heartbeat_interval.max(1));
                     self.limiter = CommandLimiter::new(interval);
@@ -765,7 +757,7 @@ impl<'a, H: Handler> Runner<'a, H> {
                     Vec::new()
                 }
             },
-            11 => {
+            Some(Opcode::HeartbeatAck) => {
                 if let Some(sent) = self.heartbeat_sent.take() {
                     self.board()
                         .metrics()
@@ -801,18 +793,6 @@ enum Step {
     Continue,
     Inputs(Vec<Input>),
     End(SessionEnd),
-}
-
-/// `url` with `?v=10&encoding=json&compress=zlib-stream`.
-pub fn gateway_query(url: &str) -> Option<String> {
-    let mut parsed = url::Url::parse(url).ok()?;
-    parsed
-        .query_pairs_mut()
-        .clear()
-        .append_pair("v", "10")
-        .append_pair("encoding", "json")
-        .append_pair("compress", "zlib-stream");
-    Some(parsed.to_string())
 }
 
 async fn next_frame(ws: &mut Option<Ws>) -> Option<Result<Message, WsError>> {
@@ -862,18 +842,5 @@ mod tests {
         );
         assert_eq!(newest(session("a", 3), None), session("a", 3));
         assert_eq!(newest(None, None), None);
-    }
-
-    #[test]
-    fn adds_the_gateway_query() {
-        assert_eq!(
-            gateway_query("wss://gateway.discord.gg").as_deref(),
-            Some("wss://gateway.discord.gg/?v=10&encoding=json&compress=zlib-stream")
-        );
-        assert_eq!(
-            gateway_query("ws://127.0.0.1:9/gw?v=9").as_deref(),
-            Some("ws://127.0.0.1:9/gw?v=10&encoding=json&compress=zlib-stream")
-        );
-        assert!(gateway_query("not a url").is_none());
     }
 }

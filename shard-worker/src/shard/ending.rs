@@ -11,9 +11,9 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{Runner, SETTLE_WAIT, SessionEnd};
-use crate::close_code;
+use crate::gateway::close_code;
+use crate::gateway::session::Phase;
 use crate::handler::Handler;
-use crate::session::Phase;
 use shardset_contract::{FATAL_MARKER_TTL_MS, FatalMarker, SessionRecord, ShardState};
 
 impl<'a, H: Handler> Runner<'a, H> {
