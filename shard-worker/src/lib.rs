@@ -14,7 +14,7 @@
 //! - [`identify`]: the Identify queue trait and the Redis protocol (`docs/redis-protocol.md`).
 //! - [`board`], [`bookkeeper`]: shard states, checkpoints, status records and lease renewals.
 //! - [`acting`]: the roles from Redis, event claims, acknowledgements (`docs/resharding.md`).
-//! - [`handler`], [`default_handler`], [`forward`]: what happens to dispatches.
+//! - [`handler`]: what happens to dispatches: the trait, the default handler, the forwarder.
 //! - [`worker`], [`server`], [`metrics`]: a worker's shards, its HTTP endpoints, its metrics.
 //!
 //! What the operator and the worker agree on (pod env, Redis keys and records, the token type, the
@@ -23,8 +23,6 @@
 pub mod acting;
 pub mod board;
 pub mod bookkeeper;
-pub mod default_handler;
-pub mod forward;
 pub mod gateway;
 pub mod handler;
 pub mod identify;

@@ -1,4 +1,7 @@
-//! What a bot does with its events: the [`Handler`] trait.
+//! What a bot does with its events: the [`Handler`] trait and the [`Dispatch`] it receives.
+//!
+//! Beside it, the stock handler of the `shard-worker` binary: [`default::DefaultHandler`] (a
+//! [`guild_cache::GuildCache`], the [`forward::Forwarder`] to an in-pod endpoint, REST replies).
 //!
 //! Each shard hands its dispatches to the handler **in order**, one at a time: the next one is
 //! read from the gateway only when the handler's future for this one completed. A slow handler
@@ -10,6 +13,10 @@
 //! does something with an event beyond its own memory (replies, writes, calls) asks
 //! [`Dispatch::act`] right before; across layouts exactly one gets `true` for each event
 //! (`docs/resharding.md`). Caches may be filled from every dispatch.
+
+pub mod default;
+pub mod forward;
+pub mod guild_cache;
 
 use std::future::Future;
 
