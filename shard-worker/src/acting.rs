@@ -24,9 +24,9 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::board::Board;
-use crate::identify::records::Records;
 use crate::metrics::{Metrics, ReasonLabels};
 use crate::roles::{ClaimKey, Decision, Roles};
+use crate::shard::records::Records;
 use shardset_contract::{LayoutRoles, Role};
 
 /// How often `P:active-layout` is read.

@@ -17,8 +17,8 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::board::{Board, LiveSession, Slot};
-use crate::identify::records::{Lease, Records};
 use crate::metrics::ReasonLabels;
+use crate::shard::records::{Lease, Records};
 use shardset_contract::{SessionRecord, ShardStatus};
 
 /// Timing of the background writes.

@@ -36,14 +36,15 @@ use crate::gateway::opcode::Opcode;
 use crate::gateway::ratelimit::CommandLimiter;
 use crate::gateway::session::{Action, Input, Machine, Phase, Resumable, SessionConfig, Target};
 use crate::handler::{Dispatch, Handler};
-use crate::identify::records::Records;
-use crate::identify::{IdentifyQueue, Permit, WaitReason};
+use crate::identify::queue::{IdentifyQueue, Permit, WaitReason};
 use crate::metrics::{EventLabels, ReasonLabels, ShardLabels};
+use crate::shard::records::Records;
 use shardset_contract::token::Token;
 use shardset_contract::{FatalMarker, ShardState};
 
 mod custody;
 mod ending;
+pub mod records;
 
 pub use custody::abandon;
 use custody::{fatal_marker, marker_cleared, take_lease};

@@ -12,8 +12,8 @@ use super::{FATAL_MARKER_POLL, Shared};
 use crate::board::Slot;
 use crate::gateway::session::Resumable;
 use crate::handler::Handler;
-use crate::identify::jitter;
-use crate::identify::records::{Lease, Records};
+use crate::identify::queue::jitter;
+use crate::shard::records::{Lease, Records};
 use shardset_contract::{FATAL_MARKER_TTL_MS, FatalMarker, SessionRecord, ShardState};
 
 /// The shard's fatal marker, if a pod saw it closed for good (checked before every Identify).

@@ -1,6 +1,8 @@
-//! The per-shard records of the protocol, besides the gate: the shard lease (one live session per
-//! shard across pods), the saved session (hand-over and crash recovery), the status record (read
-//! by the operator), the layouts' roles during a reshard, and the claims of the hand-over.
+//! The per-shard records of the protocol besides the Identify gate (`docs/redis-protocol.md`):
+//! the shard lease (one live session per shard across pods), the saved session (custody and
+//! crash recovery), the status record (read by the operator) and the fatal marker; also the
+//! layouts' roles during a reshard and the claims of the hand-over. The lease scripts live beside
+//! this file.
 
 use std::sync::LazyLock;
 use std::time::Duration;
