@@ -7,27 +7,27 @@
 //! - [`gateway`]: Discord's gateway protocol without I/O: the session machine
 //!   (`step(input) -> actions`), opcodes, the envelope, command payloads, close codes,
 //!   zlib-stream, the send limit.
-//! - [`roles`]: a layout's role during a reshard: act, skip, or claim first; the back-fill.
+//! - [`handover::roles`]: a layout's role during a reshard: act, skip, or claim first; the
+//!   back-fill.
 //!
 //! I/O around them:
 //! - [`shard`]: the async loop that drives one shard's machine over tokio-tungstenite.
 //! - [`identify`]: the Identify queue trait and the Redis protocol (`docs/redis-protocol.md`).
 //! - [`board`], [`bookkeeper`]: shard states, checkpoints, status records and lease renewals.
-//! - [`acting`]: the roles from Redis, event claims, acknowledgements (`docs/resharding.md`).
+//! - [`handover`]: the roles from Redis, event claims, acknowledgements (`docs/resharding.md`).
 //! - [`handler`]: what happens to dispatches: the trait, the default handler, the forwarder.
 //! - [`worker`], [`server`], [`metrics`]: a worker's shards, its HTTP endpoints, its metrics.
 //!
 //! What the operator and the worker agree on (pod env, Redis keys and records, the token type, the
 //! Discord REST client) is the `shardset-contract` crate.
 
-pub mod acting;
 pub mod board;
 pub mod bookkeeper;
 pub mod gateway;
 pub mod handler;
+pub mod handover;
 pub mod identify;
 pub mod metrics;
-pub mod roles;
 pub mod server;
 pub mod shard;
 pub mod worker;

@@ -26,7 +26,6 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::{debug, info, warn};
 
-use crate::acting::Acting;
 use crate::board::{Board, LiveSession, Slot};
 use crate::gateway::close_code;
 use crate::gateway::commands::{self, gateway_query};
@@ -36,6 +35,7 @@ use crate::gateway::opcode::Opcode;
 use crate::gateway::ratelimit::CommandLimiter;
 use crate::gateway::session::{Action, Input, Machine, Phase, Resumable, SessionConfig, Target};
 use crate::handler::{Dispatch, Handler};
+use crate::handover::acting::Acting;
 use crate::identify::queue::{IdentifyQueue, Permit, WaitReason};
 use crate::metrics::{EventLabels, ReasonLabels, ShardLabels};
 use crate::shard::records::Records;

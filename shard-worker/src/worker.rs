@@ -58,7 +58,7 @@ pub async fn run<H: Handler>(
             settled,
             stop_rx.clone(),
         ));
-        background.spawn(crate::acting::watch(
+        background.spawn(crate::handover::acting::watch(
             Arc::clone(&shared.acting),
             Arc::clone(&shared.board),
             stop_rx,

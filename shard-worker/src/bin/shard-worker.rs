@@ -17,11 +17,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use prometheus_client::registry::Registry;
-use shard_worker::acting::{Acting, HandoverConfig};
 use shard_worker::bookkeeper::BookkeeperConfig;
 use shard_worker::gateway::session::SessionConfig;
 use shard_worker::handler::default::DefaultHandler;
 use shard_worker::handler::forward::Forwarder;
+use shard_worker::handover::records::HandoverRecords;
+use shard_worker::handover::{Acting, HandoverConfig};
 use shard_worker::identify::gate::{GateConfig, RedisQueue, connect, effective_max_concurrency};
 use shard_worker::identify::{IdentifyQueue, http_facade};
 use shard_worker::metrics::Metrics;
@@ -388,14 +389,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         warn!(error = %e, "cannot store the session start budget yet; it is read again when needed");
     }
     let queue: Arc<dyn IdentifyQueue> = Arc::new(queue);
-    let records = Records::new(conn, keys, args.shard_total);
+    let records = Records::new(conn.clone(), keys.clone(), args.shard_total);
     let handover = HandoverConfig {
         window: Duration::from_millis(args.handover_window_ms),
         claim_ttl: Duration::from_millis(args.handover_claim_ttl_ms),
     };
     let acting = Arc::new(Acting::with_redis(
         layout.clone(),
-        records.clone(),
+        HandoverRecords::new(conn, keys),
         handover,
         Arc::clone(&metrics),
     ));

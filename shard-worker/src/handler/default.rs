@@ -143,7 +143,7 @@ mod tests {
     #[test]
     fn forward_body_carries_routing_and_raw_data() {
         let data = raw(r#"{"id":"1","guild_id":"77","content":"hi"}"#);
-        let acting = crate::acting::Acting::always_active("16");
+        let acting = crate::handover::acting::Acting::always_active("16");
         let body = forward_body(&Dispatch {
             shard: 3,
             seq: 9,

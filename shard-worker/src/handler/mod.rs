@@ -22,7 +22,7 @@ use std::future::Future;
 
 use serde::Deserialize;
 
-use crate::acting::Acting;
+use crate::handover::acting::Acting;
 
 /// One dispatch (op 0) as it arrived, parsed only as far as routing needs.
 #[derive(Debug, Clone, Copy)]
