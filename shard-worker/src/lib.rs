@@ -13,21 +13,17 @@
 //! I/O around them:
 //! - [`shard`]: the async loop that drives one shard's machine over tokio-tungstenite.
 //! - [`identify`]: the Identify queue trait and the Redis protocol (`docs/redis-protocol.md`).
-//! - [`board`], [`bookkeeper`]: shard states, checkpoints, status records and lease renewals.
 //! - [`handover`]: the roles from Redis, event claims, acknowledgements (`docs/resharding.md`).
 //! - [`handler`]: what happens to dispatches: the trait, the default handler, the forwarder.
-//! - [`worker`], [`server`], [`metrics`]: a worker's shards, its HTTP endpoints, its metrics.
+//! - [`worker`]: a worker's shards run together: the board of their states, the bookkeeper
+//!   (checkpoints, status records, lease renewals), the HTTP endpoints, the metrics.
 //!
 //! What the operator and the worker agree on (pod env, Redis keys and records, the token type, the
 //! Discord REST client) is the `shardset-contract` crate.
 
-pub mod board;
-pub mod bookkeeper;
 pub mod gateway;
 pub mod handler;
 pub mod handover;
 pub mod identify;
-pub mod metrics;
-pub mod server;
 pub mod shard;
 pub mod worker;

@@ -26,7 +26,6 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::{debug, info, warn};
 
-use crate::board::{Board, LiveSession, Slot};
 use crate::gateway::close_code;
 use crate::gateway::commands::{self, gateway_query};
 use crate::gateway::compression::ZlibStream;
@@ -37,8 +36,9 @@ use crate::gateway::session::{Action, Input, Machine, Phase, Resumable, SessionC
 use crate::handler::{Dispatch, Handler};
 use crate::handover::acting::Acting;
 use crate::identify::queue::{IdentifyQueue, Permit, WaitReason};
-use crate::metrics::{EventLabels, ReasonLabels, ShardLabels};
 use crate::shard::records::Records;
+use crate::worker::board::{Board, LiveSession, Slot};
+use crate::worker::metrics::{EventLabels, ReasonLabels, ShardLabels};
 use shardset_contract::token::Token;
 use shardset_contract::{FatalMarker, ShardState};
 

@@ -14,16 +14,16 @@ use fake_discord::control::LoadSettings;
 use fake_discord::{Config, FakeDiscord, RunningFake};
 use prometheus_client::registry::Registry;
 use redis::Commands;
-use shard_worker::board::Board;
-use shard_worker::bookkeeper::BookkeeperConfig;
 use shard_worker::gateway::session::SessionConfig;
 use shard_worker::handler::{Dispatch, Handler};
 use shard_worker::handover::Acting;
 use shard_worker::identify::IdentifyQueue;
 use shard_worker::identify::gate::{GateConfig, RedisQueue, connect, settle_epoch_script};
-use shard_worker::metrics::Metrics;
 use shard_worker::shard::records::Records;
 use shard_worker::shard::{ShardConfig, Shared};
+use shard_worker::worker::board::Board;
+use shard_worker::worker::bookkeeper::BookkeeperConfig;
+use shard_worker::worker::metrics::Metrics;
 use shard_worker::worker::{self, Outcome};
 use shardset_contract::rest::DiscordRest;
 use shardset_contract::token::Token;
@@ -110,7 +110,7 @@ impl Lab {
         let records = Records::new(conn, self.keys.clone(), TOTAL);
         let mut registry = Registry::default();
         let metrics = Arc::new(Metrics::new(&mut registry));
-        let board = worker::board(0, TOTAL - 1, Arc::clone(&metrics));
+        let board = Arc::new(Board::new(0, TOTAL - 1, Arc::clone(&metrics)));
         let resume_window = Duration::from_secs(60);
         let shared = Arc::new(Shared {
             config: ShardConfig {

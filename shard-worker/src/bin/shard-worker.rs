@@ -17,7 +17,6 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use prometheus_client::registry::Registry;
-use shard_worker::bookkeeper::BookkeeperConfig;
 use shard_worker::gateway::session::SessionConfig;
 use shard_worker::handler::default::DefaultHandler;
 use shard_worker::handler::forward::Forwarder;
@@ -25,10 +24,12 @@ use shard_worker::handover::records::HandoverRecords;
 use shard_worker::handover::{Acting, HandoverConfig};
 use shard_worker::identify::gate::{GateConfig, RedisQueue, connect, effective_max_concurrency};
 use shard_worker::identify::{IdentifyQueue, http_facade};
-use shard_worker::metrics::Metrics;
 use shard_worker::shard::records::Records;
 use shard_worker::shard::{ShardConfig, Shared};
-use shard_worker::{server, worker};
+use shard_worker::worker::board::Board;
+use shard_worker::worker::bookkeeper::BookkeeperConfig;
+use shard_worker::worker::metrics::Metrics;
+use shard_worker::worker::{self, server};
 use shardset_contract::rest::{DEFAULT_API_URL, DiscordRest, RestError};
 use shardset_contract::token::Token;
 use shardset_contract::{Keys, ShardState, ShardStatus, env};
@@ -230,7 +231,7 @@ async fn report_refusal(
     args: &Args,
     bot_id: Option<u64>,
     pod: &str,
-    board: &shard_worker::board::Board,
+    board: &Board,
     reason: &str,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -256,7 +257,7 @@ async fn report_refusal(
                     guilds: 0,
                     pod: pod.to_owned(),
                     reason: Some(reason.to_owned()),
-                    updated_at_ms: shard_worker::bookkeeper::unix_ms(),
+                    updated_at_ms: shard_worker::worker::bookkeeper::unix_ms(),
                     layout_revision: 0,
                 };
                 if let Err(e) = records.write_status(shard, &status, status_ttl).await {
@@ -309,7 +310,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     let registry = Arc::new(registry);
-    let board = worker::board(args.shard_first, args.shard_last, Arc::clone(&metrics));
+    let board = Arc::new(Board::new(
+        args.shard_first,
+        args.shard_last,
+        Arc::clone(&metrics),
+    ));
 
     // The endpoints first: the pod is live (and says why it is not ready) while Discord is asked.
     let (server_stop_tx, server_stop_rx) = watch::channel(false);

@@ -25,8 +25,8 @@ use tracing::{debug, info, warn};
 
 use super::records::HandoverRecords;
 use super::roles::{ClaimKey, Decision, Roles};
-use crate::board::Board;
-use crate::metrics::{Metrics, ReasonLabels};
+use crate::worker::board::Board;
+use crate::worker::metrics::{Metrics, ReasonLabels};
 use shardset_contract::{LayoutRoles, Role};
 
 /// How often `P:active-layout` is read.

@@ -9,11 +9,11 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::{FATAL_MARKER_POLL, Shared};
-use crate::board::Slot;
 use crate::gateway::session::Resumable;
 use crate::handler::Handler;
 use crate::identify::queue::jitter;
 use crate::shard::records::{Lease, Records};
+use crate::worker::board::Slot;
 use shardset_contract::{FATAL_MARKER_TTL_MS, FatalMarker, SessionRecord, ShardState};
 
 /// The shard's fatal marker, if a pod saw it closed for good (checked before every Identify).
@@ -58,7 +58,7 @@ pub async fn abandon<H: Handler>(shared: &Shared<H>, shard: u32, reason: String)
             session_id: session.session_id,
             seq: shared.handler.settled_seq(shard, slot.handled_seq()),
             resume_gateway_url: session.resume_gateway_url,
-            saved_at_ms: crate::bookkeeper::unix_ms(),
+            saved_at_ms: crate::worker::bookkeeper::unix_ms(),
         };
         match records
             .save_session(shard, &record, shared.config.resume_window)

@@ -69,14 +69,14 @@ impl<'a, H: Handler> Runner<'a, H> {
                 code: Some(code),
                 reason: close_code::fatal_reason(code).to_owned(),
                 pod: self.shared.config.pod.clone(),
-                at_ms: crate::bookkeeper::unix_ms(),
+                at_ms: crate::worker::bookkeeper::unix_ms(),
                 intents: Some(self.shared.config.intents),
             }),
             Phase::IdentifyLoop => Some(FatalMarker {
                 code: None,
                 reason: self.identify_loop_reason(),
                 pod: self.shared.config.pod.clone(),
-                at_ms: crate::bookkeeper::unix_ms(),
+                at_ms: crate::worker::bookkeeper::unix_ms(),
                 intents: Some(self.shared.config.intents),
             }),
             _ => None,
@@ -148,7 +148,7 @@ impl<'a, H: Handler> Runner<'a, H> {
                 session_id: r.session_id.clone(),
                 seq,
                 resume_gateway_url: r.resume_gateway_url.clone(),
-                saved_at_ms: crate::bookkeeper::unix_ms(),
+                saved_at_ms: crate::worker::bookkeeper::unix_ms(),
             };
             match records
                 .save_session(self.shard, &record, resume_window)

@@ -25,7 +25,7 @@ pub struct SessionConfig {
     /// The longest such wait.
     pub identify_backoff_max: Duration,
     /// Identifies in a row without a lasting session after which the shard stops for good
-    /// ([`Phase::IdentifyLoop`]); at least 1.
+    /// ([`Phase::IdentifyLoop`](super::Phase::IdentifyLoop)); at least 1.
     pub identify_loop_limit: u32,
 }
 

@@ -1,5 +1,6 @@
-//! A worker: the shards `first..=last` of one layout, their bookkeeping and the layout watcher.
-//! The binary wires it to the environment; tests and other binaries can build one directly.
+//! Running a worker: every shard of its board, their bookkeeping and the layout-roles watcher,
+//! until shutdown or a handler's panic. The binary wires it to the environment; tests and other
+//! binaries can build the [`Shared`] parts themselves.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,10 +9,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
-use crate::board::Board;
-use crate::bookkeeper::{self, BookkeeperConfig, GuildCount, SettledSeq};
 use crate::handler::Handler;
 use crate::shard::{self, Exit, Shared};
+use crate::worker::bookkeeper::{self, BookkeeperConfig, GuildCount, SettledSeq};
 
 /// How a worker's shards ended.
 #[derive(Debug, Default)]
@@ -122,9 +122,4 @@ pub async fn run<H: Handler>(
         "all shards ended"
     );
     outcome
-}
-
-/// A board with shards `first..=last`.
-pub fn board(first: u32, last: u32, metrics: Arc<crate::metrics::Metrics>) -> Arc<Board> {
-    Arc::new(Board::new(first, last, metrics))
 }
