@@ -8,13 +8,16 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::{FATAL_MARKER_POLL, Shared};
+use super::config::Shared;
 use crate::gateway::session::Resumable;
 use crate::handler::Handler;
 use crate::identify::queue::jitter;
 use crate::shard::records::{Lease, Records};
 use crate::worker::board::Slot;
 use shardset_contract::{FATAL_MARKER_TTL_MS, FatalMarker, SessionRecord, ShardState};
+
+/// How often a shard closed for good looks whether its marker is still there.
+const FATAL_MARKER_POLL: Duration = Duration::from_secs(5);
 
 /// The shard's fatal marker, if a pod saw it closed for good (checked before every Identify).
 /// Redis errors read as "none": the gate, which needs Redis too, still decides.

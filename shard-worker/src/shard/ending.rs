@@ -10,11 +10,14 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::{Runner, SETTLE_WAIT, SessionEnd};
+use super::runner::{Runner, SessionEnd};
 use crate::gateway::close_code;
 use crate::gateway::session::Phase;
 use crate::handler::Handler;
 use shardset_contract::{FATAL_MARKER_TTL_MS, FatalMarker, SessionRecord, ShardState};
+
+/// The longest a stopping shard waits for its handler to settle what it handled.
+const SETTLE_WAIT: Duration = Duration::from_secs(5);
 
 impl<'a, H: Handler> Runner<'a, H> {
     /// The shard was closed for good before (its marker exists): no Identify. Ends the
