@@ -3,6 +3,9 @@
 //! answers each `MESSAGE_CREATE` through REST (proof, against the fake, that exactly one layout
 //! acts on each event). Event counters live in the shard loop (metric `events`).
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
@@ -10,6 +13,9 @@ use super::forward::Forwarder;
 use super::guild_cache::GuildCache;
 use super::{Dispatch, Handler};
 use shardset_contract::rest::DiscordRest;
+
+/// The longest the forward queue may take to drain at shutdown.
+const FORWARD_DRAIN_WAIT: Duration = Duration::from_secs(10);
 
 /// The default handler.
 #[derive(Debug, Default)]
@@ -36,18 +42,14 @@ struct Author {
 }
 
 impl DefaultHandler {
-    /// A handler that forwards to `forwarder` and answers messages through `replier`, if given.
-    pub fn new(forwarder: Option<Forwarder>, replier: Option<DiscordRest>) -> Self {
+    /// A handler that forwards every dispatch to `forward_url` (`FORWARD_URL`; its task starts
+    /// here, inside the runtime) and answers messages through `replier`, if given.
+    pub fn new(forward_url: Option<String>, replier: Option<DiscordRest>) -> Self {
         Self {
             cache: GuildCache::default(),
-            forwarder,
+            forwarder: forward_url.map(Forwarder::spawn),
             replier,
         }
-    }
-
-    /// Drops the forwarder so its task drains and ends.
-    pub fn take_forwarder(&mut self) -> Option<Forwarder> {
-        self.forwarder.take()
     }
 
     async fn reply(&self, rest: &DiscordRest, dispatch: &Dispatch<'_>) {
@@ -129,6 +131,25 @@ impl Handler for DefaultHandler {
 
     fn guilds_on(&self, shard: u32) -> Option<u32> {
         Some(self.cache.count_on(shard))
+    }
+
+    /// Drains the forward queue (at most 10 s).
+    async fn finish(self: Arc<Self>) {
+        if self.forwarder.is_none() {
+            return;
+        }
+        let Ok(handler) = Arc::try_unwrap(self) else {
+            warn!("handler still shared at exit; the forward queue may not drain");
+            return;
+        };
+        let Some(forwarder) = handler.forwarder else {
+            return;
+        };
+        match forwarder.close(FORWARD_DRAIN_WAIT).await {
+            Some(0) => {}
+            Some(dropped) => warn!(dropped, "dispatches could not be forwarded"),
+            None => warn!("the forward queue did not drain in time"),
+        }
     }
 }
 

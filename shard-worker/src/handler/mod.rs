@@ -19,6 +19,7 @@ pub mod forward;
 pub mod guild_cache;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -92,6 +93,15 @@ pub trait Handler: Send + Sync + 'static {
     /// not track guilds.
     fn guilds_on(&self, _shard: u32) -> Option<u32> {
         None
+    }
+
+    /// Called once by [`crate::worker::Builder::run`] after every shard stopped (each session
+    /// saved up to [`Handler::settled_seq`]) and before the worker's endpoints close: let go of
+    /// what the handler still holds, e.g. drain a queue to another process. By then the worker
+    /// holds the only `Arc` of the handler (unless the caller kept one). The default does
+    /// nothing.
+    fn finish(self: Arc<Self>) -> impl Future<Output = ()> + Send {
+        async {}
     }
 }
 

@@ -69,8 +69,9 @@ pub struct GateConfig {
 
 impl GateConfig {
     /// Sensible timing for a window: margin 2 % of it (at least 50 ms, at most 250 ms: 100 ms
-    /// at Discord's 5 s; the floor covers scheduling delays on a busy host at scaled windows), `connect_bound` the hold plus at least 2 s (a stalled process must not
-    /// outlive its gate between the validity check and the send), jitter 0.5 % (at least 2 ms).
+    /// at Discord's 5 s; the floor covers scheduling delays on a busy host at scaled windows),
+    /// `connect_bound` the hold plus at least 2 s (a stalled process must not outlive its gate
+    /// between the validity check and the send), jitter 0.5 % (at least 2 ms).
     pub fn new(max_concurrency: u32, window: Duration, reserve: u32) -> Self {
         let margin = (window / 50).clamp(Duration::from_millis(50), Duration::from_millis(250));
         let hold = window + margin;
@@ -78,10 +79,23 @@ impl GateConfig {
             max_concurrency: max_concurrency.max(1),
             window,
             margin,
-            connect_bound: hold + hold.max(Duration::from_secs(2)),
+            connect_bound: Self::bound_for(hold),
             reserve,
             jitter: (window / 200).max(Duration::from_millis(2)),
         }
+    }
+
+    /// The same timing with another `margin` (`IDENTIFY_MARGIN_MS`): `connect_bound` grows
+    /// with the hold if it must, and never shrinks.
+    pub fn with_margin(mut self, margin: Duration) -> Self {
+        self.margin = margin;
+        self.connect_bound = self.connect_bound.max(Self::bound_for(self.hold()));
+        self
+    }
+
+    /// The first TTL for a hold: the hold plus at least 2 s.
+    fn bound_for(hold: Duration) -> Duration {
+        hold + hold.max(Duration::from_secs(2))
     }
 
     /// How long a used gate is held: window + margin.

@@ -1,6 +1,6 @@
 //! Running a worker: every shard of its board, their bookkeeping and the layout-roles watcher,
-//! until shutdown or a handler's panic. The binary wires it to the environment; tests and other
-//! binaries can build the [`Shared`] parts themselves.
+//! until shutdown or a handler's panic. [`super::builder::Builder`] sets the parts up from the
+//! worker's settings; tests and other binaries can also build the [`Shared`] parts themselves.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +23,10 @@ pub struct Outcome {
     /// shard too (saving their sessions): the process should exit with an error and be
     /// restarted, resuming every session.
     pub panicked: Vec<u32>,
+    /// Why no shard started, when [`super::builder::Builder::run`] could not start them: Discord
+    /// refused the token, or the configuration must not run (a `MAX_CONCURRENCY` that does not
+    /// divide Discord's). Every shard was reported Fatal with this reason until shutdown.
+    pub refused: Option<String>,
 }
 
 /// The status reason of a shard whose handler panicked.
