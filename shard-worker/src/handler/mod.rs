@@ -82,9 +82,9 @@ pub trait Handler: Send + Sync + 'static {
 
     /// The seq up to which `shard`'s dispatches are settled, given that [`Handler::dispatch`]
     /// returned for every one up to `handled`. Checkpoints save this seq, so a resume (after a
-    /// crash or a hand-over) replays what follows. A handler that passes events on
-    /// asynchronously (a queue to another process) returns the last one that arrived there;
-    /// the default: everything it returned from.
+    /// crash, or by the next pod after a shutdown) replays what follows. A handler that passes
+    /// events on asynchronously (a queue to another process) returns the last one that arrived
+    /// there; the default: everything it returned from.
     fn settled_seq(&self, _shard: u32, handled: u64) -> u64 {
         handled
     }
