@@ -183,6 +183,13 @@ impl Machine {
         }
     }
 
+    /// READY or RESUMED: dispatches flow, and the next reconnect is immediate.
+    fn go_live(&mut self, resumed: bool) -> Vec<Action> {
+        self.phase = Phase::Active;
+        self.attempt = 0;
+        vec![self.stability_deadline(), Action::SessionLive { resumed }]
+    }
+
     fn forget_session(&mut self) {
         self.resumable = None;
         self.seq = 0;
@@ -295,21 +302,9 @@ impl Machine {
             }
             (Identifying, Input::Ready(resumable)) => {
                 self.resumable = Some(resumable);
-                self.phase = Active;
-                self.attempt = 0;
-                vec![
-                    self.stability_deadline(),
-                    Action::SessionLive { resumed: false },
-                ]
+                self.go_live(false)
             }
-            (Resuming, Input::Resumed) => {
-                self.phase = Active;
-                self.attempt = 0;
-                vec![
-                    self.stability_deadline(),
-                    Action::SessionLive { resumed: true },
-                ]
-            }
+            (Resuming, Input::Resumed) => self.go_live(true),
             // The session lasted `stable_after`: the Identifies that led to it worked.
             (Active, Input::Deadline) => {
                 self.identify_streak = 0;
