@@ -48,7 +48,7 @@ impl Keys {
         format!("{}:budget", self.prefix)
     }
 
-    /// Saved session of one shard of a layout, for hand-over and crash recovery.
+    /// Saved session of one shard of a layout, for the next pod (custody) and crash recovery.
     pub fn session(&self, total: u32, shard: u32) -> String {
         format!("{}:session:{total}:{shard}", self.prefix)
     }

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use common::redis::{Options, RedisServer};
 use redis::Commands;
-use shard_worker::identify::records::{Lease, Records};
-use shard_worker::identify::redis::{GateConfig, RedisQueue, Take, connect, settle_epoch_script};
+use shard_worker::identify::gate::{GateConfig, RedisQueue, Take, connect, settle_epoch_script};
 use shard_worker::identify::{IdentifyQueue, WaitReason, http_facade};
+use shard_worker::shard::records::{Lease, Records};
 use shardset_contract::Keys;
 use shardset_contract::rest::DiscordRest;
 use shardset_contract::token::Token;

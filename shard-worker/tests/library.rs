@@ -1,6 +1,7 @@
-//! The worker as a library (`worker::run` with a handler of the test's own) against the fake
-//! Discord in-process and a real redis-server: what a bot built on the crate gets when its
-//! handler panics, and what a shutdown saves whatever phase a shard is in.
+//! The worker as a library (`worker::Builder`, or `worker::run` with parts of the test's own,
+//! each with a handler of the test's own) against the fake Discord in-process and a real
+//! redis-server: what a bot built on the crate gets, when its handler panics, and what a
+//! shutdown saves whatever phase a shard is in.
 
 mod common;
 
@@ -8,23 +9,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use clap::Parser;
 use common::redis::RedisServer;
 use common::scenario::wait_until;
 use fake_discord::control::LoadSettings;
 use fake_discord::{Config, FakeDiscord, RunningFake};
 use prometheus_client::registry::Registry;
 use redis::Commands;
-use shard_worker::acting::Acting;
-use shard_worker::board::Board;
-use shard_worker::bookkeeper::BookkeeperConfig;
+use shard_worker::gateway::session::SessionConfig;
 use shard_worker::handler::{Dispatch, Handler};
+use shard_worker::handover::Acting;
 use shard_worker::identify::IdentifyQueue;
-use shard_worker::identify::records::Records;
-use shard_worker::identify::redis::{GateConfig, RedisQueue, connect, settle_epoch_script};
-use shard_worker::metrics::Metrics;
-use shard_worker::session::SessionConfig;
+use shard_worker::identify::gate::{GateConfig, RedisQueue, connect, settle_epoch_script};
+use shard_worker::shard::records::Records;
 use shard_worker::shard::{ShardConfig, Shared};
-use shard_worker::worker::{self, Outcome};
+use shard_worker::worker::board::Board;
+use shard_worker::worker::bookkeeper::BookkeeperConfig;
+use shard_worker::worker::metrics::Metrics;
+use shard_worker::worker::{self, Builder, Outcome, Settings};
 use shardset_contract::rest::DiscordRest;
 use shardset_contract::token::Token;
 use shardset_contract::{Keys, SessionRecord, ShardState};
@@ -110,7 +112,7 @@ impl Lab {
         let records = Records::new(conn, self.keys.clone(), TOTAL);
         let mut registry = Registry::default();
         let metrics = Arc::new(Metrics::new(&mut registry));
-        let board = worker::board(0, TOTAL - 1, Arc::clone(&metrics));
+        let board = Arc::new(Board::new(0, TOTAL - 1, Arc::clone(&metrics)));
         let resume_window = Duration::from_secs(60);
         let shared = Arc::new(Shared {
             config: ShardConfig {
@@ -182,6 +184,56 @@ struct Counting {
 impl Handler for Counting {
     async fn dispatch(&self, dispatch: Dispatch<'_>) {
         self.last_seq[dispatch.shard as usize].store(dispatch.seq, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_builder_runs_a_bots_own_handler_and_saves_every_session_on_shutdown() {
+    // What the README's example does, with flags instead of the pod env.
+    let lab = Lab::start().await;
+    let settings = Settings::try_parse_from([
+        "my-bot".to_owned(),
+        "--shard-first=0".to_owned(),
+        format!("--shard-last={}", TOTAL - 1),
+        format!("--shard-total={TOTAL}"),
+        format!("--redis-url={}", lab.redis.url()),
+        format!("--discord-api-url={}", lab.fake().api_url()),
+        "--identify-window-ms=200".to_owned(),
+        "--listen=127.0.0.1:0".to_owned(),
+        "--pod=my-bot".to_owned(),
+    ])
+    .expect("settings");
+    let handler = Arc::new(Counting::default());
+    let (stop, stop_rx) = watch::channel(false);
+    let worker = Builder::new(settings, Token::new("t"));
+    let task = tokio::spawn(worker.run(Arc::clone(&handler), stop_rx));
+    lab.load(100);
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            handler
+                .last_seq
+                .iter()
+                .all(|seq| seq.load(Ordering::SeqCst) > 10)
+        })
+        .await,
+        "every shard's dispatches reach the bot's handler"
+    );
+    stop.send_replace(true);
+    let outcome = tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("the worker stops")
+        .expect("task")
+        .expect("the worker started");
+    assert_eq!(outcome.stopped, vec![0, 1]);
+    assert_eq!(outcome.refused, None);
+    for shard in 0..TOTAL {
+        let saved = lab.saved(shard).expect("a record for the next owner");
+        let handled = handler.last_seq[shard as usize].load(Ordering::SeqCst);
+        assert_eq!(
+            saved.seq, handled,
+            "shard {shard} saved up to its last dispatch"
+        );
+        assert!(!lab.lease_held(shard), "lease {shard} released");
     }
 }
 

@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use serde::Deserialize;
 
-use super::IdentifyQueue;
+use super::queue::IdentifyQueue;
 
 #[derive(Debug, Deserialize)]
 struct ShardQuery {

@@ -1,5 +1,5 @@
 //! An in-process Identify queue: one window per bucket, measured from each send. For unit tests
-//! and single-process bots; many pods need [`super::redis::RedisQueue`].
+//! and single-process bots; many pods need [`super::gate::RedisQueue`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio::time::Instant;
 
-use super::{BoxFuture, IdentifyQueue, Permit, PermitHandle, WaitReason, WaitReporter};
+use super::queue::{BoxFuture, IdentifyQueue, Permit, PermitHandle, WaitReason, WaitReporter};
 
 /// Buckets guarded by FIFO locks; each lock remembers the bucket's last send.
 #[derive(Debug)]

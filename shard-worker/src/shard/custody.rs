@@ -1,6 +1,7 @@
-//! A shard's custody in Redis, around its sessions rather than in them: taking its lease (and
-//! the saved session that comes with it), its fatal marker (a shard closed for good is not
-//! identified again, by any pod), and what is saved when its task dies.
+//! A shard's custody in Redis, around its sessions rather than in them (`docs/redis-protocol.md`,
+//! "Custody between pods"): taking its lease (and the saved session that comes with it), the
+//! final save and the release, its fatal marker (a shard closed for good is not identified again,
+//! by any pod), and what is saved when its task dies.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -8,13 +9,17 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::{FATAL_MARKER_POLL, Shared};
-use crate::board::Slot;
+use super::config::Shared;
+use super::records::{Lease, Records};
+use crate::gateway::session::Resumable;
 use crate::handler::Handler;
-use crate::identify::jitter;
-use crate::identify::records::{Lease, Records};
-use crate::session::Resumable;
+use crate::identify::queue::jitter;
+use crate::worker::board::Slot;
+use crate::worker::bookkeeper::unix_ms;
 use shardset_contract::{FATAL_MARKER_TTL_MS, FatalMarker, SessionRecord, ShardState};
+
+/// How often a shard closed for good looks whether its marker is still there.
+const FATAL_MARKER_POLL: Duration = Duration::from_secs(5);
 
 /// The shard's fatal marker, if a pod saw it closed for good (checked before every Identify).
 /// Redis errors read as "none": the gate, which needs Redis too, still decides.
@@ -54,27 +59,46 @@ pub async fn abandon<H: Handler>(shared: &Shared<H>, shard: u32, reason: String)
         return;
     };
     if let Some(session) = session {
-        let record = SessionRecord {
-            session_id: session.session_id,
-            seq: shared.handler.settled_seq(shard, slot.handled_seq()),
-            resume_gateway_url: session.resume_gateway_url,
-            saved_at_ms: crate::bookkeeper::unix_ms(),
-        };
-        match records
-            .save_session(shard, &record, shared.config.resume_window)
-            .await
-        {
-            Ok(()) => info!(
-                shard_id = shard,
-                seq = record.seq,
-                "session saved for the next owner"
-            ),
-            Err(e) => {
-                warn!(shard_id = shard, error = %e, "cannot save the session; the next owner resumes from the last checkpoint")
-            }
+        let session = (session.session_id, session.resume_gateway_url);
+        save_for_next_owner(shared, records, slot, session).await;
+    }
+    release_lease(records, shard, &owner).await;
+}
+
+/// The final save of `slot`'s session `(session_id, resume_gateway_url)` for the next owner, up
+/// to the last dispatch the handler settled. The caller holds the slot's I/O lock and marked it
+/// final, so no checkpoint can land after it.
+pub(super) async fn save_for_next_owner<H: Handler>(
+    shared: &Shared<H>,
+    records: &Records,
+    slot: &Slot,
+    (session_id, resume_gateway_url): (String, String),
+) {
+    let shard = slot.shard;
+    let record = SessionRecord {
+        session_id,
+        seq: shared.handler.settled_seq(shard, slot.handled_seq()),
+        resume_gateway_url,
+        saved_at_ms: unix_ms(),
+    };
+    match records
+        .save_session(shard, &record, shared.config.resume_window)
+        .await
+    {
+        Ok(()) => info!(
+            shard_id = shard,
+            seq = record.seq,
+            "session saved for the next owner"
+        ),
+        Err(e) => {
+            warn!(shard_id = shard, error = %e, "cannot save the session; the next owner resumes from the last checkpoint")
         }
     }
-    if let Err(e) = records.release_lease(shard, &owner).await {
+}
+
+/// Gives `shard`'s lease up if `owner` still holds it; a failure leaves it to expire.
+pub(super) async fn release_lease(records: &Records, shard: u32, owner: &str) {
+    if let Err(e) = records.release_lease(shard, owner).await {
         debug!(shard_id = shard, error = %e, "cannot release the lease; it expires on its own");
     }
 }

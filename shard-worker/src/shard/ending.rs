@@ -1,8 +1,8 @@
-//! How a session ends, with the shard's hand-over duties (DESIGN.md §3): on shutdown the
-//! session is saved for the next owner (once the handler settled what it handled), closed with a
-//! resumable code and the lease released, in that order; a retired layout ends its sessions
-//! (1000) and leaves no records; a shard closed for good is marked (`Keys::fatal`); a shard held
-//! back by such a marker stands down without identifying.
+//! How a session ends, with the shard's custody duties (`docs/redis-protocol.md`, "Custody
+//! between pods"): on shutdown the session is saved for the next owner (once the handler settled
+//! what it handled), closed with a resumable code and the lease released, in that order; a
+//! retired layout ends its sessions (1000) and leaves no records; a shard closed for good is
+//! marked (`Keys::fatal`); a shard held back by such a marker stands down without identifying.
 
 use std::future::Future;
 use std::time::Duration;
@@ -10,11 +10,16 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::{Runner, SETTLE_WAIT, SessionEnd};
-use crate::close_code;
+use super::custody::{release_lease, save_for_next_owner};
+use super::runner::{Runner, SessionEnd};
+use crate::gateway::close_code;
+use crate::gateway::session::Phase;
 use crate::handler::Handler;
-use crate::session::Phase;
-use shardset_contract::{FATAL_MARKER_TTL_MS, FatalMarker, SessionRecord, ShardState};
+use crate::worker::bookkeeper::unix_ms;
+use shardset_contract::{FATAL_MARKER_TTL_MS, FatalMarker, ShardState};
+
+/// The longest a stopping shard waits for its handler to settle what it handled.
+const SETTLE_WAIT: Duration = Duration::from_secs(5);
 
 impl<'a, H: Handler> Runner<'a, H> {
     /// The shard was closed for good before (its marker exists): no Identify. Ends the
@@ -32,9 +37,7 @@ impl<'a, H: Handler> Runner<'a, H> {
         if let Some(records) = &self.shared.records {
             let _io = self.slot.io.lock().await;
             self.slot.lock().finalized = true;
-            if let Err(e) = records.release_lease(self.shard, &self.owner).await {
-                debug!(shard_id = self.shard, error = %e, "cannot release the lease; it expires on its own");
-            }
+            release_lease(records, self.shard, &self.owner).await;
             self.slot.lock().lease_owner = None;
         }
         SessionEnd::Fatal {
@@ -59,7 +62,7 @@ impl<'a, H: Handler> Runner<'a, H> {
         }
     }
 
-    /// Shutdown or a fatal close: the hand-over duties, then the end of the task.
+    /// Shutdown or a fatal close: the custody duties, then the end of the task.
     pub(super) async fn stop(&mut self, code: Option<u16>) -> SessionEnd {
         self.drop_permit().await;
         // Closed for good (a fatal code, or the Identify-loop guard): marked in Redis so that no
@@ -69,14 +72,14 @@ impl<'a, H: Handler> Runner<'a, H> {
                 code: Some(code),
                 reason: close_code::fatal_reason(code).to_owned(),
                 pod: self.shared.config.pod.clone(),
-                at_ms: crate::bookkeeper::unix_ms(),
+                at_ms: unix_ms(),
                 intents: Some(self.shared.config.intents),
             }),
             Phase::IdentifyLoop => Some(FatalMarker {
                 code: None,
                 reason: self.identify_loop_reason(),
                 pod: self.shared.config.pod.clone(),
-                at_ms: crate::bookkeeper::unix_ms(),
+                at_ms: unix_ms(),
                 intents: Some(self.shared.config.intents),
             }),
             _ => None,
@@ -102,7 +105,6 @@ impl<'a, H: Handler> Runner<'a, H> {
         let io = self.slot.io.lock().await;
         self.slot.lock().finalized = true;
         let mut fatal_written = false;
-        let resume_window = self.shared.config.resume_window;
         // A retired layout's sessions will never be resumed: end them (1000) and leave no
         // records behind (docs/resharding.md, "Roles").
         let retired = fatal.is_none() && self.shared.acting.retired();
@@ -140,36 +142,13 @@ impl<'a, H: Handler> Runner<'a, H> {
         {
             // Connected (closing with 4000 next) or between connections (a backoff): either
             // way the session is still resumable, and this record is newer than any checkpoint.
-            let seq = self
-                .shared
-                .handler
-                .settled_seq(self.shard, self.slot.handled_seq());
-            let record = SessionRecord {
-                session_id: r.session_id.clone(),
-                seq,
-                resume_gateway_url: r.resume_gateway_url.clone(),
-                saved_at_ms: crate::bookkeeper::unix_ms(),
-            };
-            match records
-                .save_session(self.shard, &record, resume_window)
-                .await
-            {
-                Ok(()) => info!(
-                    shard_id = self.shard,
-                    seq = record.seq,
-                    "session saved for the next owner"
-                ),
-                Err(e) => {
-                    warn!(shard_id = self.shard, error = %e, "cannot save the session; the next owner resumes from the last checkpoint")
-                }
-            }
+            let session = (r.session_id.clone(), r.resume_gateway_url.clone());
+            save_for_next_owner(self.shared, records, self.slot, session).await;
         }
         if let Some(code) = code {
             self.close(code).await;
         }
-        if let Err(e) = records.release_lease(self.shard, &self.owner).await {
-            debug!(shard_id = self.shard, error = %e, "cannot release the lease; it expires on its own");
-        }
+        release_lease(records, self.shard, &self.owner).await;
         self.slot.lock().lease_owner = None;
         drop(io);
         self.report_phase();

@@ -300,7 +300,7 @@ impl Redis {
         let mut conn = client.get_multiplexed_async_connection().await?;
         let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await?;
         let app_id = Config::default().application_id;
-        let _: () = shard_worker::identify::redis::settle_epoch_script()
+        let _: () = shard_worker::identify::gate::settle_epoch_script()
             .key(Keys::new(app_id).epoch())
             .invoke_async(&mut conn)
             .await?;

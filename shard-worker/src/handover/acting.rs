@@ -1,5 +1,5 @@
 //! Whether this layout acts on an event: the worker's side of the hand-over protocol
-//! (`docs/resharding.md`), around the pure [`crate::roles::Roles`].
+//! (`docs/resharding.md`), around the pure [`super::roles::Roles`].
 //!
 //! - [`Acting::act`] is the one question a handler asks before it acts (replies, writes, ...):
 //!   `active` → yes; `standby`/`retired` → no; `claiming` → yes only if this layout wins the
@@ -23,10 +23,10 @@ use tokio::sync::watch as tokio_watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::board::Board;
-use crate::identify::records::Records;
-use crate::metrics::{Metrics, ReasonLabels};
-use crate::roles::{ClaimKey, Decision, Roles};
+use super::records::HandoverRecords;
+use super::roles::{ClaimKey, Decision, Roles};
+use crate::worker::board::Board;
+use crate::worker::metrics::{Metrics, ReasonLabels};
 use shardset_contract::{LayoutRoles, Role};
 
 /// How often `P:active-layout` is read.
@@ -72,7 +72,7 @@ pub struct Acting {
     role_code: AtomicU8,
     /// Turns true after the first successful read of the roles.
     known: tokio_watch::Sender<bool>,
-    records: Option<Records>,
+    records: Option<HandoverRecords>,
     metrics: Option<Arc<Metrics>>,
     epoch: Instant,
     /// Back-fill claims not written yet (Redis failed): written before the next acknowledgement.
@@ -130,7 +130,7 @@ impl Acting {
     /// first read.
     pub fn with_redis(
         layout: impl Into<String>,
-        records: Records,
+        records: HandoverRecords,
         config: HandoverConfig,
         metrics: Arc<Metrics>,
     ) -> Self {

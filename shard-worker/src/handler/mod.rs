@@ -1,4 +1,7 @@
-//! What a bot does with its events: the [`Handler`] trait.
+//! What a bot does with its events: the [`Handler`] trait and the [`Dispatch`] it receives.
+//!
+//! Beside it, the stock handler of the `shard-worker` binary: [`default::DefaultHandler`] (a
+//! [`guild_cache::GuildCache`], the [`forward::Forwarder`] to an in-pod endpoint, REST replies).
 //!
 //! Each shard hands its dispatches to the handler **in order**, one at a time: the next one is
 //! read from the gateway only when the handler's future for this one completed. A slow handler
@@ -11,11 +14,16 @@
 //! [`Dispatch::act`] right before; across layouts exactly one gets `true` for each event
 //! (`docs/resharding.md`). Caches may be filled from every dispatch.
 
+pub mod default;
+pub mod forward;
+pub mod guild_cache;
+
 use std::future::Future;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::acting::Acting;
+use crate::handover::acting::Acting;
 
 /// One dispatch (op 0) as it arrived, parsed only as far as routing needs.
 #[derive(Debug, Clone, Copy)]
@@ -74,9 +82,9 @@ pub trait Handler: Send + Sync + 'static {
 
     /// The seq up to which `shard`'s dispatches are settled, given that [`Handler::dispatch`]
     /// returned for every one up to `handled`. Checkpoints save this seq, so a resume (after a
-    /// crash or a hand-over) replays what follows. A handler that passes events on
-    /// asynchronously (a queue to another process) returns the last one that arrived there;
-    /// the default: everything it returned from.
+    /// crash, or by the next pod after a shutdown) replays what follows. A handler that passes
+    /// events on asynchronously (a queue to another process) returns the last one that arrived
+    /// there; the default: everything it returned from.
     fn settled_seq(&self, _shard: u32, handled: u64) -> u64 {
         handled
     }
@@ -85,6 +93,15 @@ pub trait Handler: Send + Sync + 'static {
     /// not track guilds.
     fn guilds_on(&self, _shard: u32) -> Option<u32> {
         None
+    }
+
+    /// Called once by [`crate::worker::Builder::run`] after every shard stopped (each session
+    /// saved up to [`Handler::settled_seq`]) and before the worker's endpoints close: let go of
+    /// what the handler still holds, e.g. drain a queue to another process. By then the worker
+    /// holds the only `Arc` of the handler (unless the caller kept one). The default does
+    /// nothing.
+    fn finish(self: Arc<Self>) -> impl Future<Output = ()> + Send {
+        async {}
     }
 }
 

@@ -29,11 +29,13 @@ struct Item {
 /// Seqs queued but not yet answered, per shard, in order.
 type Pending = Arc<Mutex<HashMap<u32, VecDeque<u64>>>>;
 
-/// The sending half; clone-free, shared by the handler.
+/// The sending half and its task; clone-free, shared by the handler.
 #[derive(Debug)]
 pub struct Forwarder {
     tx: mpsc::Sender<Item>,
     pending: Pending,
+    /// Ends once `tx` is dropped and the queue is drained: the number of dispatches dropped.
+    task: JoinHandle<u64>,
 }
 
 impl std::fmt::Debug for Item {
@@ -46,13 +48,24 @@ impl std::fmt::Debug for Item {
 }
 
 impl Forwarder {
-    /// Starts the sender task posting JSON bodies to `url`. The task ends once the forwarder is
-    /// dropped and the queue is drained: await the handle at shutdown.
-    pub fn spawn(url: String) -> (Self, JoinHandle<u64>) {
+    /// Starts the sender task posting JSON bodies to `url` (call it inside the runtime); at
+    /// shutdown, [`Forwarder::close`] drains the queue.
+    pub fn spawn(url: String) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let pending = Pending::default();
         let task = tokio::spawn(send_all(url, rx, Arc::clone(&pending)));
-        (Self { tx, pending }, task)
+        Self { tx, pending, task }
+    }
+
+    /// Stops taking dispatches and waits up to `wait` for the queue to drain. `Some(dropped)`:
+    /// drained, with the dispatches dropped after their attempts; `None`: not in time.
+    pub async fn close(self, wait: Duration) -> Option<u64> {
+        let Self { tx, task, .. } = self;
+        drop(tx);
+        match tokio::time::timeout(wait, task).await {
+            Ok(Ok(dropped)) => Some(dropped),
+            _ => None,
+        }
     }
 
     /// Queues the body of dispatch `seq` of `shard`, waiting while the queue is full
@@ -140,7 +153,7 @@ mod tests {
     async fn only_answered_dispatches_are_settled() {
         // Nothing listens there: every post fails (after its attempts) and nothing is answered
         // while the first is being tried.
-        let (forwarder, task) = Forwarder::spawn("http://127.0.0.1:9/none".into());
+        let forwarder = Forwarder::spawn("http://127.0.0.1:9/none".into());
         assert_eq!(forwarder.settled(0, 10), 10, "nothing queued: all handled");
         forwarder.forward(0, 11, b"{}".to_vec()).await;
         forwarder.forward(0, 12, b"{}".to_vec()).await;
@@ -148,7 +161,10 @@ mod tests {
         assert_eq!(forwarder.settled(0, 12), 10, "before the oldest in flight");
         assert_eq!(forwarder.settled(1, 5), 4);
         assert_eq!(forwarder.settled(2, 7), 7, "another shard is not held back");
-        drop(forwarder);
-        assert_eq!(task.await.expect("task"), 3, "dropped after their attempts");
+        assert_eq!(
+            forwarder.close(Duration::from_secs(60)).await,
+            Some(3),
+            "dropped after their attempts"
+        );
     }
 }

@@ -12,8 +12,8 @@ use axum::routing::get;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use crate::board::Board;
-use crate::metrics::state_label;
+use crate::worker::board::Board;
+use crate::worker::metrics::state_label;
 use shardset_contract::{HEALTHZ_PATH, METRICS_PATH, READYZ_PATH};
 
 #[derive(Clone)]

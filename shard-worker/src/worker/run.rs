@@ -1,5 +1,6 @@
-//! A worker: the shards `first..=last` of one layout, their bookkeeping and the layout watcher.
-//! The binary wires it to the environment; tests and other binaries can build one directly.
+//! Running a worker: every shard of its board, their bookkeeping and the layout-roles watcher,
+//! until shutdown or a handler's panic. [`super::builder::Builder`] sets the parts up from the
+//! worker's settings; tests and other binaries can also build the [`Shared`] parts themselves.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,10 +9,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
-use crate::board::Board;
-use crate::bookkeeper::{self, BookkeeperConfig, GuildCount, SettledSeq};
 use crate::handler::Handler;
 use crate::shard::{self, Exit, Shared};
+use crate::worker::bookkeeper::{self, BookkeeperConfig, GuildCount, SettledSeq};
 
 /// How a worker's shards ended.
 #[derive(Debug, Default)]
@@ -23,6 +23,10 @@ pub struct Outcome {
     /// shard too (saving their sessions): the process should exit with an error and be
     /// restarted, resuming every session.
     pub panicked: Vec<u32>,
+    /// Why no shard started, when [`super::builder::Builder::run`] could not start them: Discord
+    /// refused the token, or the configuration must not run (a `MAX_CONCURRENCY` that does not
+    /// divide Discord's). Every shard was reported Fatal with this reason until shutdown.
+    pub refused: Option<String>,
 }
 
 /// The status reason of a shard whose handler panicked.
@@ -58,7 +62,7 @@ pub async fn run<H: Handler>(
             settled,
             stop_rx.clone(),
         ));
-        background.spawn(crate::acting::watch(
+        background.spawn(crate::handover::acting::watch(
             Arc::clone(&shared.acting),
             Arc::clone(&shared.board),
             stop_rx,
@@ -122,9 +126,4 @@ pub async fn run<H: Handler>(
         "all shards ended"
     );
     outcome
-}
-
-/// A board with shards `first..=last`.
-pub fn board(first: u32, last: u32, metrics: Arc<crate::metrics::Metrics>) -> Arc<Board> {
-    Arc::new(Board::new(first, last, metrics))
 }

@@ -1,7 +1,7 @@
 //! The worker's shared view of its shards: each shard's state (for `/readyz`, metrics and the
 //! Redis status record), its live session (for checkpoints) and its lease.
 //!
-//! Shard loops write here and never wait on Redis; the [`crate::bookkeeper`] copies the board to
+//! Shard loops write here and never wait on Redis; the [`crate::worker::bookkeeper`] copies the board to
 //! Redis in the background, so a slow or absent Redis never stalls a gateway connection.
 
 use std::collections::BTreeMap;
@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use crate::metrics::Metrics;
+use crate::worker::metrics::Metrics;
 use shardset_contract::ShardState;
 
 /// The live session of a shard, as checkpoints save it.

@@ -11,15 +11,25 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::opcode::Opcode;
+
 /// A parsed envelope, borrowing from the payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope<'a> {
+    /// The raw `op` ([`Envelope::opcode`] names it).
     pub op: u8,
     pub s: Option<u64>,
     /// The event name (borrowed unless it held escapes).
     pub t: Option<Cow<'a, str>>,
     /// The raw JSON text of `d` (`None` for a missing or `null` d).
     pub d: Option<&'a str>,
+}
+
+impl Envelope<'_> {
+    /// The opcode, if Discord documents `op`.
+    pub fn opcode(&self) -> Option<Opcode> {
+        Opcode::from_code(self.op)
+    }
 }
 
 /// Parses a payload's envelope.
@@ -121,7 +131,10 @@ mod tests {
     fn control_payloads() {
         let hello = parse(br#"{"t":null,"s":null,"op":10,"d":{"heartbeat_interval":41250}}"#)
             .expect("hello");
+        assert_eq!(hello.opcode(), Some(Opcode::Hello));
         assert_eq!((hello.op, hello.s, hello.t), (10, None, None));
+        let unknown = parse(br#"{"t":null,"s":null,"op":99,"d":null}"#).expect("op 99");
+        assert_eq!(unknown.opcode(), None, "kept, not refused");
         let escaped = parse(br#"{"t":"X\u0041","s":3,"op":0,"d":{}}"#).expect("escaped");
         assert_eq!(escaped.t.as_deref(), Some("XA"));
         assert_eq!(hello.d, Some(r#"{"heartbeat_interval":41250}"#));

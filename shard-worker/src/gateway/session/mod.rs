@@ -20,188 +20,15 @@
 //!   ([`Phase::IdentifyLoop`]) instead of draining the daily budget (op 9 `false` answered to
 //!   every Identify, READY followed at once by 4007/4009, Identifies that never see READY).
 
+mod config;
+mod vocabulary;
+
 use std::time::Duration;
 
-use crate::close_code::{self, CloseAction, RESUMABLE_CLOSE};
+pub use config::SessionConfig;
+pub use vocabulary::{Action, Input, Phase, Resumable, Target};
 
-/// Timing of one shard's session.
-#[derive(Debug, Clone)]
-pub struct SessionConfig {
-    /// Time to wait for Hello after the WebSocket opened.
-    pub hello_timeout: Duration,
-    /// Time to wait for READY or RESUMED after Identify or Resume was sent.
-    pub ready_timeout: Duration,
-    /// First non-immediate reconnect delay; doubles per failed attempt.
-    pub backoff_base: Duration,
-    /// Longest reconnect delay.
-    pub backoff_max: Duration,
-    /// The wait after op 9 `false` before identifying again (Discord: 1–5 s).
-    pub invalid_session_wait: (Duration, Duration),
-    /// A session live (READY or RESUMED) this long proves its Identify worked: the count of
-    /// Identifies in a row without a lasting session starts over.
-    pub stable_after: Duration,
-    /// The least wait before an Identify that follows one without a lasting session; doubles
-    /// with each such Identify (with jitter), up to `identify_backoff_max`.
-    pub identify_backoff_base: Duration,
-    /// The longest such wait.
-    pub identify_backoff_max: Duration,
-    /// Identifies in a row without a lasting session after which the shard stops for good
-    /// ([`Phase::IdentifyLoop`]); at least 1.
-    pub identify_loop_limit: u32,
-}
-
-impl Default for SessionConfig {
-    fn default() -> Self {
-        Self {
-            hello_timeout: Duration::from_secs(20),
-            ready_timeout: Duration::from_secs(60),
-            backoff_base: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(60),
-            invalid_session_wait: (Duration::from_secs(1), Duration::from_secs(5)),
-            stable_after: Duration::from_secs(60),
-            identify_backoff_base: Duration::from_secs(5),
-            identify_backoff_max: Duration::from_secs(300),
-            identify_loop_limit: 5,
-        }
-    }
-}
-
-/// What a shard can resume: the session of its last READY.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resumable {
-    pub session_id: String,
-    pub resume_gateway_url: String,
-}
-
-/// Where the shard is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Not started yet.
-    Idle,
-    /// Waiting before the next connection attempt.
-    Backoff,
-    /// Opening the WebSocket.
-    Connecting,
-    /// Connected, waiting for op 10 Hello.
-    AwaitingHello,
-    /// Heartbeating, waiting for the Identify permit (the bucket's gate).
-    AwaitingPermit,
-    /// Identify sent, waiting for READY.
-    Identifying,
-    /// Resume sent, waiting for RESUMED.
-    Resuming,
-    /// READY or RESUMED: dispatches flow.
-    Active,
-    /// Closed with a code that forbids reconnecting.
-    Fatal(u16),
-    /// Stopped for good: `identify_loop_limit` Identifies in a row led to no lasting session
-    /// (each spent a session start; more would only drain the budget).
-    IdentifyLoop,
-    /// Shut down.
-    Stopped,
-}
-
-impl Phase {
-    /// True while a WebSocket is open (or opening).
-    pub fn connected(self) -> bool {
-        matches!(
-            self,
-            Self::Connecting
-                | Self::AwaitingHello
-                | Self::AwaitingPermit
-                | Self::Identifying
-                | Self::Resuming
-                | Self::Active
-        )
-    }
-
-    fn heartbeating(self) -> bool {
-        matches!(
-            self,
-            Self::AwaitingPermit | Self::Identifying | Self::Resuming | Self::Active
-        )
-    }
-}
-
-/// Something that happened to the shard.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Input {
-    /// Begin: connect for the first time.
-    Start,
-    /// The WebSocket opened.
-    Connected,
-    /// The WebSocket could not be opened.
-    ConnectFailed,
-    /// op 10 Hello.
-    Hello { heartbeat_interval: Duration },
-    /// op 11 Heartbeat ACK.
-    HeartbeatAck,
-    /// op 1 from the server: send a heartbeat now.
-    HeartbeatRequest,
-    /// The heartbeat timer fired.
-    HeartbeatDue,
-    /// The Identify permit (bucket gate) was granted.
-    PermitGranted,
-    /// Any op 0 dispatch, with its sequence number.
-    Dispatch { seq: u64 },
-    /// The READY dispatch (after its `Dispatch`).
-    Ready(Resumable),
-    /// The RESUMED dispatch (after its `Dispatch`).
-    Resumed,
-    /// op 7 Reconnect.
-    Reconnect,
-    /// op 9 Invalid Session; `resumable` is its `d`.
-    InvalidSession { resumable: bool },
-    /// The connection ended: a close frame with `code`, or none (TCP dropped).
-    Closed { code: Option<u16> },
-    /// The phase deadline (Hello/READY timeout, end of a backoff) passed.
-    Deadline,
-    /// SIGTERM or the owner dropped the shard.
-    Shutdown,
-}
-
-/// Where to connect.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// The gateway URL from `GET /gateway/bot`, to Identify.
-    Gateway,
-    /// The session's `resume_gateway_url`, to Resume.
-    Resume(String),
-}
-
-/// What the loop must do, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Open a WebSocket to the target.
-    Connect(Target),
-    /// Close the WebSocket with this code and forget it.
-    Disconnect { code: u16 },
-    /// Send op 1 with the last sequence number. `requested`: an answer to the server's op 1,
-    /// which may be skipped when the send limit has no room (the regular beats may not).
-    SendHeartbeat { seq: Option<u64>, requested: bool },
-    /// Send op 2 Identify (the loop holds the permit and confirms it once sent).
-    SendIdentify,
-    /// Send op 6 Resume.
-    SendResume { session_id: String, seq: u64 },
-    /// (Re)arm the heartbeat timer to fire after this long.
-    ArmHeartbeat(Duration),
-    /// Stop the heartbeat timer.
-    DisarmHeartbeat,
-    /// Set the phase deadline this long from now (replaces any other).
-    SetDeadline(Duration),
-    /// No phase deadline.
-    ClearDeadline,
-    /// Start waiting for the Identify permit.
-    RequestPermit,
-    /// Give up any pending or held permit (nothing was sent with it).
-    CancelPermit,
-    /// The session is live (READY or RESUMED): save it, report it.
-    SessionLive { resumed: bool },
-    /// The connection was declared a zombie (missed ACK).
-    Zombie,
-    /// Leave the loop. `code` is the close code if a connection is still open.
-    Stop { code: Option<u16> },
-}
+use super::close_code::{self, CloseAction, RESUMABLE_CLOSE};
 
 /// One shard's session state.
 #[derive(Debug, Clone)]
@@ -356,6 +183,13 @@ impl Machine {
         }
     }
 
+    /// READY or RESUMED: dispatches flow, and the next reconnect is immediate.
+    fn go_live(&mut self, resumed: bool) -> Vec<Action> {
+        self.phase = Phase::Active;
+        self.attempt = 0;
+        vec![self.stability_deadline(), Action::SessionLive { resumed }]
+    }
+
     fn forget_session(&mut self) {
         self.resumable = None;
         self.seq = 0;
@@ -468,21 +302,9 @@ impl Machine {
             }
             (Identifying, Input::Ready(resumable)) => {
                 self.resumable = Some(resumable);
-                self.phase = Active;
-                self.attempt = 0;
-                vec![
-                    self.stability_deadline(),
-                    Action::SessionLive { resumed: false },
-                ]
+                self.go_live(false)
             }
-            (Resuming, Input::Resumed) => {
-                self.phase = Active;
-                self.attempt = 0;
-                vec![
-                    self.stability_deadline(),
-                    Action::SessionLive { resumed: true },
-                ]
-            }
+            (Resuming, Input::Resumed) => self.go_live(true),
             // The session lasted `stable_after`: the Identifies that led to it worked.
             (Active, Input::Deadline) => {
                 self.identify_streak = 0;

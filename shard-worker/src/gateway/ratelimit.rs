@@ -151,7 +151,7 @@ mod tests {
         let mut log = Vec::new();
         for i in 0..400 {
             if i % 3 == 0 {
-                // The shard's regular beat, as `shard.rs` sends it.
+                // The shard's regular beat, as `shard/actions.rs` sends it.
                 while let Err(wait) = limiter.try_heartbeat(Instant::now(), false) {
                     tokio::time::sleep(wait).await;
                 }

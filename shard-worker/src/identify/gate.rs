@@ -1,4 +1,5 @@
-//! The Redis Identify queue: the protocol of `docs/redis-protocol.md` (summary in [`super`]).
+//! The Redis Identify queue: the bucket gates of `docs/redis-protocol.md` (summary in [`super`]);
+//! the budget reads it falls back on are in [`super::budget`].
 //!
 //! Every script runs atomically on the server and touches only keys of one hash tag, so the
 //! protocol works on a single Redis and on Redis Cluster alike. The scripts live beside this file.
@@ -9,20 +10,20 @@ use std::time::Duration;
 use redis::Script;
 use redis::aio::ConnectionManager;
 use tokio::time::Instant;
-use tracing::{debug, error, warn};
+use tracing::{debug, warn};
 
-use super::{BoxFuture, IdentifyQueue, Permit, PermitHandle, WaitReason, WaitReporter, jitter};
+use super::budget::{self, BudgetRead, BudgetReads};
+use super::queue::{
+    BoxFuture, IdentifyQueue, Permit, PermitHandle, WaitReason, WaitReporter, jitter,
+};
 use shardset_contract::Keys;
-use shardset_contract::rest::{DiscordRest, RestError};
+use shardset_contract::rest::DiscordRest;
 
 static TAKE_GATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("take_gate.lua")));
 static CONFIRM_GATE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("confirm_gate.lua")));
 static RELEASE_GATE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("release_gate.lua")));
-static SYNC_BUDGET: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("sync_budget.lua")));
-
 /// The epoch marker as a Redis that has run for a long while holds it: this server's `run_id`,
 /// created at time 0. `KEYS[1]` = `P:epoch`. **For benchmarks and tests only** (a warm Redis):
 /// in production it would skip the hold that protects against lost gates.
@@ -48,47 +49,6 @@ pub fn effective_max_concurrency(discord: u32, override_: Option<u32>) -> Result
     }
 }
 
-/// Least time between two reads of the budget from Discord by one process.
-const BUDGET_READ_SPACING: Duration = Duration::from_secs(2);
-/// Longest wait between failed reads.
-const BUDGET_READ_BACKOFF_MAX: Duration = Duration::from_secs(60);
-
-/// The wait after `failures` failed budget reads in a row: 1 s, doubling, at most 60 s; never
-/// shorter than Discord's `retry_after`.
-fn budget_read_backoff(failures: u32, retry_after: Option<Duration>) -> Duration {
-    let exp = Duration::from_secs(1).saturating_mul(1 << failures.saturating_sub(1).min(16));
-    exp.min(BUDGET_READ_BACKOFF_MAX)
-        .max(retry_after.unwrap_or_default())
-}
-
-/// The process's reads of the budget from `GET /gateway/bot`: one at a time, spaced, backing off
-/// after failures, honouring 429s, and never again after a 401. Shared by every clone of the
-/// queue, so the head waiters of many buckets cause one read, not one each.
-#[derive(Debug, Default)]
-struct BudgetReads {
-    state: tokio::sync::Mutex<ReadState>,
-}
-
-#[derive(Debug, Default)]
-struct ReadState {
-    /// No read before this (spacing after a read, backoff after a failure, `retry_after`).
-    not_before: Option<Instant>,
-    failures: u32,
-    /// Discord refused the token: asking again cannot help.
-    refused: bool,
-}
-
-/// What a waiter that found the budget unknown does next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BudgetRead {
-    /// The budget was read and stored: ask the gate again now.
-    Stored,
-    /// Ask again after this long (a read is spaced, backing off, or rate limited).
-    Later(Duration),
-    /// Discord refused the token: no Identify can succeed.
-    Refused,
-}
-
 /// Timing and limits of the gate.
 #[derive(Debug, Clone)]
 pub struct GateConfig {
@@ -109,8 +69,9 @@ pub struct GateConfig {
 
 impl GateConfig {
     /// Sensible timing for a window: margin 2 % of it (at least 50 ms, at most 250 ms: 100 ms
-    /// at Discord's 5 s; the floor covers scheduling delays on a busy host at scaled windows), `connect_bound` the hold plus at least 2 s (a stalled process must not
-    /// outlive its gate between the validity check and the send), jitter 0.5 % (at least 2 ms).
+    /// at Discord's 5 s; the floor covers scheduling delays on a busy host at scaled windows),
+    /// `connect_bound` the hold plus at least 2 s (a stalled process must not outlive its gate
+    /// between the validity check and the send), jitter 0.5 % (at least 2 ms).
     pub fn new(max_concurrency: u32, window: Duration, reserve: u32) -> Self {
         let margin = (window / 50).clamp(Duration::from_millis(50), Duration::from_millis(250));
         let hold = window + margin;
@@ -118,10 +79,23 @@ impl GateConfig {
             max_concurrency: max_concurrency.max(1),
             window,
             margin,
-            connect_bound: hold + hold.max(Duration::from_secs(2)),
+            connect_bound: Self::bound_for(hold),
             reserve,
             jitter: (window / 200).max(Duration::from_millis(2)),
         }
+    }
+
+    /// The same timing with another `margin` (`IDENTIFY_MARGIN_MS`): `connect_bound` grows
+    /// with the hold if it must, and never shrinks.
+    pub fn with_margin(mut self, margin: Duration) -> Self {
+        self.margin = margin;
+        self.connect_bound = self.connect_bound.max(Self::bound_for(self.hold()));
+        self
+    }
+
+    /// The first TTL for a hold: the hold plus at least 2 s.
+    fn bound_for(hold: Duration) -> Duration {
+        hold + hold.max(Duration::from_secs(2))
     }
 
     /// How long a used gate is held: window + margin.
@@ -173,8 +147,7 @@ pub struct RedisQueue {
     config: GateConfig,
     /// Identifies this process in gate owners (`<pod>/<nonce>`).
     owner: String,
-    /// Reads the budget when Redis has none.
-    rest: Option<DiscordRest>,
+    /// Reads the budget from Discord when Redis has none (shared by every clone).
     reads: Arc<BudgetReads>,
 }
 
@@ -203,9 +176,17 @@ impl RedisQueue {
             keys,
             config,
             owner: format!("{owner}/{:016x}", rand::random::<u64>()),
-            rest,
-            reads: Arc::default(),
+            reads: Arc::new(BudgetReads::new(rest)),
         }
+    }
+
+    /// Stores the budget read from `GET /gateway/bot` (never raising a lower count).
+    pub async fn sync_budget(
+        &self,
+        remaining: u32,
+        reset_after_ms: u64,
+    ) -> redis::RedisResult<i64> {
+        budget::store(&self.conn, self.keys.budget(), remaining, reset_after_ms).await
     }
 
     pub fn config(&self) -> &GateConfig {
@@ -232,68 +213,6 @@ impl RedisQueue {
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(Take::from_reply(code, n))
-    }
-
-    /// Stores the budget read from `GET /gateway/bot` (never raising a lower count).
-    pub async fn sync_budget(
-        &self,
-        remaining: u32,
-        reset_after_ms: u64,
-    ) -> redis::RedisResult<i64> {
-        SYNC_BUDGET
-            .key(self.keys.budget())
-            .arg(remaining)
-            .arg(reset_after_ms)
-            .invoke_async(&mut self.conn.clone())
-            .await
-    }
-
-    /// Reads the budget from Discord into Redis, unless a read is in flight (then waits for
-    /// it), was done moments ago, or must wait (backoff, `retry_after`, a refused token).
-    async fn refresh_budget(&self) -> BudgetRead {
-        let Some(rest) = &self.rest else {
-            // Another process must store it.
-            return BudgetRead::Later(BUDGET_READ_SPACING);
-        };
-        let mut state = self.reads.state.lock().await;
-        if state.refused {
-            return BudgetRead::Refused;
-        }
-        if let Some(at) = state.not_before {
-            let now = Instant::now();
-            if at > now {
-                return BudgetRead::Later(at - now);
-            }
-        }
-        match rest.gateway_bot().await {
-            Ok(bot) => {
-                state.failures = 0;
-                state.not_before = Some(Instant::now() + BUDGET_READ_SPACING);
-                let limit = bot.session_start_limit;
-                if let Err(e) = self.sync_budget(limit.remaining, limit.reset_after).await {
-                    warn!(error = %e, "cannot store the session start budget in Redis");
-                }
-                BudgetRead::Stored
-            }
-            Err(RestError::Unauthorized) => {
-                error!(
-                    "Discord refused the token (401) when reading the session start budget; no Identify will be attempted"
-                );
-                state.refused = true;
-                BudgetRead::Refused
-            }
-            Err(e) => {
-                state.failures = state.failures.saturating_add(1);
-                let retry_after = match &e {
-                    RestError::RateLimited { retry_after } => Some(*retry_after),
-                    _ => None,
-                };
-                let wait = budget_read_backoff(state.failures, retry_after);
-                state.not_before = Some(Instant::now() + wait);
-                warn!(error = %e, reason = e.metric_label(), "cannot read the session start budget; next read in {wait:?}");
-                BudgetRead::Later(wait)
-            }
-        }
     }
 }
 
@@ -418,14 +337,16 @@ impl IdentifyQueue for RedisQueue {
                         redis_failures = 0;
                         waiting(reason);
                         match reason {
-                            WaitReason::BudgetUnknown => match self.refresh_budget().await {
-                                BudgetRead::Stored => Duration::ZERO,
-                                BudgetRead::Later(wait) => wait,
-                                BudgetRead::Refused => {
-                                    waiting(WaitReason::TokenRefused);
-                                    Duration::from_secs(60)
+                            WaitReason::BudgetUnknown => {
+                                match self.reads.refresh(&self.conn, self.keys.budget()).await {
+                                    BudgetRead::Stored => Duration::ZERO,
+                                    BudgetRead::Later(wait) => wait,
+                                    BudgetRead::Refused => {
+                                        waiting(WaitReason::TokenRefused);
+                                        Duration::from_secs(60)
+                                    }
                                 }
-                            },
+                            }
                             // Let the lower shard id (asking at the same moment) go first.
                             WaitReason::Line => after + self.config.jitter * 2,
                             // A budget at the reserve: ask again now and then, not only at reset.
@@ -475,21 +396,5 @@ mod tests {
             assert!(error.contains(&format!("MAX_CONCURRENCY={bad}")), "{error}");
         }
         assert_eq!(effective_max_concurrency(0, None), Ok(1));
-    }
-
-    #[test]
-    fn failed_budget_reads_back_off_and_honour_retry_after() {
-        let waits: Vec<u64> = (1..=8)
-            .map(|n| budget_read_backoff(n, None).as_secs())
-            .collect();
-        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
-        assert_eq!(
-            budget_read_backoff(1, Some(Duration::from_secs(30))),
-            Duration::from_secs(30)
-        );
-        assert_eq!(
-            budget_read_backoff(7, Some(Duration::from_millis(10))),
-            BUDGET_READ_BACKOFF_MAX
-        );
     }
 }

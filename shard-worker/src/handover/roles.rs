@@ -2,7 +2,7 @@
 //!
 //! The operator gives each layout a [`Role`] in `P:active-layout`; a worker's shards share one
 //! [`Roles`]. For each event the handler wants to act on, [`Roles::decide`] answers: act, skip,
-//! or claim it first (the claim itself is I/O, in [`crate::acting`]). While a reshard is under
+//! or claim it first (the claim itself is I/O, in [`super::acting`]). While a reshard is under
 //! way an active layout remembers what it acted on for a while, so that on becoming `claiming`
 //! it can claim those events too (the back-fill): the other layout, which may receive the same
 //! event up to `W` later, must then lose its claim on them.

@@ -1,6 +1,7 @@
-//! The per-shard records of the protocol, besides the gate: the shard lease (one live session per
-//! shard across pods), the saved session (hand-over and crash recovery), the status record (read
-//! by the operator), the layouts' roles during a reshard, and the claims of the hand-over.
+//! The per-shard records of the protocol besides the Identify gate (`docs/redis-protocol.md`):
+//! the shard lease (one live session per shard across pods), the saved session (custody and
+//! crash recovery), the status record (read by the operator) and the fatal marker. The lease
+//! scripts live beside this file. (The records of a reshard are in [`crate::handover::records`].)
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
-use shardset_contract::{FatalMarker, Keys, LayoutRoles, SessionRecord, ShardStatus};
+use shardset_contract::{FatalMarker, Keys, SessionRecord, ShardStatus};
 
 static CLAIM_LEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("claim_lease.lua")));
@@ -35,6 +36,15 @@ impl RecordError {
             Self::Malformed { .. } => "malformed",
         }
     }
+}
+
+/// The record `json` read from `key`, if there was one.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    key: String,
+    json: Option<String>,
+) -> Result<Option<T>, RecordError> {
+    json.map(|j| serde_json::from_str(&j).map_err(|source| RecordError::Malformed { key, source }))
+        .transpose()
 }
 
 /// The answer to a lease claim.
@@ -138,10 +148,7 @@ impl Records {
     pub async fn load_session(&self, shard: u32) -> Result<Option<SessionRecord>, RecordError> {
         let key = self.keys.session(self.total, shard);
         let json: Option<String> = self.conn.clone().get(&key).await?;
-        json.map(|j| {
-            serde_json::from_str(&j).map_err(|source| RecordError::Malformed { key, source })
-        })
-        .transpose()
+        parse_json(key, json)
     }
 
     /// Forgets the saved session of `shard` (it can no longer be resumed).
@@ -194,58 +201,5 @@ impl Records {
             .get(self.keys.fatal(self.total, shard))
             .await?;
         Ok(value.as_deref().map(FatalMarker::parse))
-    }
-
-    /// The roles of the layouts (`P:active-layout`), if the operator set them.
-    pub async fn layout_roles(&self) -> Result<Option<LayoutRoles>, RecordError> {
-        let key = self.keys.active_layout();
-        let json: Option<String> = self.conn.clone().get(&key).await?;
-        json.map(|j| {
-            serde_json::from_str(&j).map_err(|source| RecordError::Malformed { key, source })
-        })
-        .transpose()
-    }
-
-    /// Claims one event for `layout`: `SET P:claim:<key> <layout> NX PX <ttl>`. True when this
-    /// call took it (nobody had).
-    pub async fn claim(
-        &self,
-        event_key: &str,
-        layout: &str,
-        ttl: Duration,
-    ) -> Result<bool, RecordError> {
-        let set: Option<String> = redis::cmd("SET")
-            .arg(self.keys.claim(event_key))
-            .arg(layout)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl.as_millis() as u64)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(set.is_some())
-    }
-
-    /// Claims every event of `event_keys` for `layout` in one round trip (the back-fill of a
-    /// layout going from `active` to `claiming`: it acted on them, so they are its own).
-    pub async fn claim_all(
-        &self,
-        event_keys: &[String],
-        layout: &str,
-        ttl: Duration,
-    ) -> Result<(), RecordError> {
-        for chunk in event_keys.chunks(1_000) {
-            let mut pipe = redis::pipe();
-            for key in chunk {
-                pipe.cmd("SET")
-                    .arg(self.keys.claim(key))
-                    .arg(layout)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl.as_millis() as u64)
-                    .ignore();
-            }
-            let _: () = pipe.query_async(&mut self.conn.clone()).await?;
-        }
-        Ok(())
     }
 }

@@ -16,9 +16,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::board::{Board, LiveSession, Slot};
-use crate::identify::records::{Lease, Records};
-use crate::metrics::ReasonLabels;
+use crate::shard::records::{Lease, Records};
+use crate::worker::board::{Board, LiveSession, Slot};
+use crate::worker::metrics::ReasonLabels;
 use shardset_contract::{SessionRecord, ShardStatus};
 
 /// Timing of the background writes.

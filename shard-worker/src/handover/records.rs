@@ -1,0 +1,81 @@
+//! The records of a reshard in Redis (`docs/resharding.md`): the layouts' roles the operator
+//! writes (`P:active-layout`) and the event claims a `claiming` layout takes (`P:claim:<key>`).
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+
+use crate::shard::records::{RecordError, parse_json};
+use shardset_contract::{Keys, LayoutRoles};
+
+/// The reshard records of one bot (every layout shares them).
+#[derive(Clone)]
+pub struct HandoverRecords {
+    conn: ConnectionManager,
+    keys: Keys,
+}
+
+impl std::fmt::Debug for HandoverRecords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandoverRecords")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HandoverRecords {
+    pub fn new(conn: ConnectionManager, keys: Keys) -> Self {
+        Self { conn, keys }
+    }
+
+    /// The roles of the layouts (`P:active-layout`), if the operator set them.
+    pub async fn layout_roles(&self) -> Result<Option<LayoutRoles>, RecordError> {
+        let key = self.keys.active_layout();
+        let json: Option<String> = self.conn.clone().get(&key).await?;
+        parse_json(key, json)
+    }
+
+    /// Claims one event for `layout`: `SET P:claim:<key> <layout> NX PX <ttl>`. True when this
+    /// call took it (nobody had).
+    pub async fn claim(
+        &self,
+        event_key: &str,
+        layout: &str,
+        ttl: Duration,
+    ) -> Result<bool, RecordError> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.keys.claim(event_key))
+            .arg(layout)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Claims every event of `event_keys` for `layout` in one round trip (the back-fill of a
+    /// layout going from `active` to `claiming`: it acted on them, so they are its own).
+    pub async fn claim_all(
+        &self,
+        event_keys: &[String],
+        layout: &str,
+        ttl: Duration,
+    ) -> Result<(), RecordError> {
+        for chunk in event_keys.chunks(1_000) {
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                pipe.cmd("SET")
+                    .arg(self.keys.claim(key))
+                    .arg(layout)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl.as_millis() as u64)
+                    .ignore();
+            }
+            let _: () = pipe.query_async(&mut self.conn.clone()).await?;
+        }
+        Ok(())
+    }
+}

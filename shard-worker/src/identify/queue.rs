@@ -1,0 +1,174 @@
+//! The seam between a shard and whatever decides when it may Identify: the one-method
+//! [`IdentifyQueue`] trait (like twilight-gateway-queue's `Queue`), the [`Permit`] it hands out,
+//! and the [`WaitReason`]s a waiting shard reports.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::time::Instant;
+
+/// A boxed future, as the queue trait returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a shard is still waiting for its permit (reported in its status and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitReason {
+    /// Another shard of the bucket identified less than a window ago.
+    Gate,
+    /// A lower shard id of the same bucket is waiting and goes first.
+    Line,
+    /// The daily budget is at the reserve: waiting for Discord's reset.
+    Budget,
+    /// The budget is not known yet (being read from `GET /gateway/bot`).
+    BudgetUnknown,
+    /// Redis lost its data (epoch marker missing): no gate is granted for one window.
+    Epoch,
+    /// Redis cannot be reached: no Identify without the gate.
+    Redis,
+    /// Gates were granted under another `max_concurrency` moments ago (a roll that changes it):
+    /// two bucket maps must never be live at once.
+    Concurrency,
+    /// Discord refused the token (401) when the budget was read: no Identify can succeed, and
+    /// nothing is asked again.
+    TokenRefused,
+}
+
+impl WaitReason {
+    /// A fixed snake_case label for metrics (`identify_waits_total{reason}`).
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            Self::Gate => "gate",
+            Self::Line => "line",
+            Self::Budget => "budget_at_reserve",
+            Self::BudgetUnknown => "budget_unknown",
+            Self::Epoch => "redis_epoch_hold",
+            Self::Redis => "redis_unreachable",
+            Self::Concurrency => "other_max_concurrency",
+            Self::TokenRefused => "token_refused",
+        }
+    }
+
+    /// A fixed human-readable reason for the status record and `/readyz`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Gate => "gate",
+            Self::Line => "line",
+            Self::Budget => "budget at reserve",
+            Self::BudgetUnknown => "budget unknown",
+            Self::Epoch => "redis epoch hold",
+            Self::Redis => "redis unreachable",
+            Self::Concurrency => "another max_concurrency is in use",
+            Self::TokenRefused => "invalid token (401)",
+        }
+    }
+}
+
+/// Called with each reason the shard keeps waiting for (may repeat).
+pub type WaitReporter<'a> = &'a (dyn Fn(WaitReason) + Send + Sync);
+
+/// What a queue does with a permit once the shard has used it or given it up.
+pub trait PermitHandle: Send {
+    /// The Identify was sent: the window runs from now.
+    fn sent(self: Box<Self>) -> BoxFuture<'static, ()>;
+    /// Nothing was sent: give the window back.
+    fn release(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
+/// Leave to send one Identify. Use it with [`Permit::sent`] right after sending, or
+/// [`Permit::release`] when nothing was sent. Dropped unused, it is released in the background.
+pub struct Permit {
+    handle: Option<Box<dyn PermitHandle>>,
+    valid_until: Instant,
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit")
+            .field("valid_until", &self.valid_until)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Permit {
+    /// A permit whose Identify must leave before `valid_until` (after that the gate may have
+    /// expired and the window would no longer be covered).
+    pub fn new(handle: Box<dyn PermitHandle>, valid_until: Instant) -> Self {
+        Self {
+            handle: Some(handle),
+            valid_until,
+        }
+    }
+
+    /// True while an Identify may still be sent with this permit.
+    pub fn is_valid(&self) -> bool {
+        Instant::now() < self.valid_until
+    }
+
+    /// Confirms the Identify was sent.
+    pub async fn sent(mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.sent().await;
+        }
+    }
+
+    /// Gives the permit back unused.
+    pub async fn release(mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.release().await;
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(handle.release());
+        }
+    }
+}
+
+/// Decides when a shard may Identify. One method, like twilight-gateway-queue's `Queue`.
+pub trait IdentifyQueue: Send + Sync + 'static {
+    /// Waits until `shard` may send an Identify (never fails: it waits instead, reporting why).
+    /// Dropping the future gives up the place in line.
+    fn acquire<'a>(&'a self, shard: u32, waiting: WaitReporter<'a>) -> BoxFuture<'a, Permit>;
+}
+
+/// A little randomness for waiters so they do not ask in lock step.
+pub(crate) fn jitter(max: std::time::Duration) -> std::time::Duration {
+    use rand::RngExt;
+    if max.is_zero() {
+        return max;
+    }
+    max.mul_f64(rand::rng().random_range(0.0..1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_labels_are_snake_case_and_distinct() {
+        let all = [
+            WaitReason::Gate,
+            WaitReason::Line,
+            WaitReason::Budget,
+            WaitReason::BudgetUnknown,
+            WaitReason::Epoch,
+            WaitReason::Redis,
+            WaitReason::Concurrency,
+            WaitReason::TokenRefused,
+        ];
+        let labels: std::collections::BTreeSet<&str> =
+            all.iter().map(|r| r.metric_label()).collect();
+        assert_eq!(labels.len(), all.len());
+        for label in labels {
+            assert!(
+                label.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{label}"
+            );
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Carrying out the session machine's actions: heartbeats within the send limit, Identify with
+//! its permit (confirmed once sent), Resume, timers, asking for the permit (after checking the
+//! fatal marker), and what a live session or a stop means for the shard.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::custody::fatal_marker;
+use super::runner::{Runner, Step};
+use crate::gateway::commands;
+use crate::gateway::session::{Action, Input};
+use crate::handler::Handler;
+use crate::identify::queue::WaitReason;
+use crate::worker::board::LiveSession;
+use crate::worker::metrics::ReasonLabels;
+use shardset_contract::ShardState;
+
+impl<H: Handler> Runner<'_, H> {
+    /// Carries out one action of the machine; what it leads to may be more inputs.
+    pub(super) async fn execute(&mut self, action: Action) -> Step {
+        match action {
+            Action::Connect(target) => return Step::Inputs(vec![self.connect(target).await]),
+            Action::Disconnect { code } => self.close(code).await,
+            Action::SendHeartbeat { seq, requested } => {
+                let payload = commands::heartbeat(seq);
+                // Regular beats use the reserve (never delayed by ordinary commands, waiting
+                // only if the window is full of beats); an answer to the server's request only
+                // what ordinary commands may use, else it is skipped: the next regular beat
+                // carries the same seq, and a server asking over and over cannot push the
+                // connection past the send limit (close 4008).
+                loop {
+                    match self.limiter.try_heartbeat(Instant::now(), requested) {
+                        Ok(()) => break,
+                        Err(_) if requested => {
+                            debug!(
+                                shard_id = self.shard,
+                                "heartbeat request not answered: no room under the send limit"
+                            );
+                            return Step::Continue;
+                        }
+                        Err(wait) => tokio::time::sleep(wait).await,
+                    }
+                }
+                self.heartbeat_sent = Some(Instant::now());
+                self.send(payload).await;
+            }
+            Action::SendIdentify => {
+                let Some(permit) = self.permit.take() else {
+                    return Step::Inputs(vec![Input::Deadline]);
+                };
+                // The send limit first: a wait there must not outlast the permit.
+                self.limiter.acquire().await;
+                if !permit.is_valid() {
+                    // Taking the gate took so long that its TTL may not cover a window any more.
+                    permit.release().await;
+                    return Step::Inputs(vec![Input::Deadline]);
+                }
+                let config = &self.shared.config;
+                let payload = commands::identify(
+                    &self.shared.token,
+                    self.shard,
+                    config.total,
+                    config.intents,
+                );
+                if self.ws.is_none() {
+                    // No connection: nothing can have left.
+                    permit.release().await;
+                    return Step::Continue;
+                }
+                let sent = self.send(payload).await;
+                // A failed send may still have put the Identify on the wire (a write error
+                // after some bytes left, a connection reset after the flush): count it as sent,
+                // so the window runs and the session start stays spent. Giving the gate back
+                // could let a second Identify into the bucket within 5 s.
+                permit.sent().await;
+                self.board()
+                    .metrics()
+                    .identifies
+                    .get_or_create(&self.labels)
+                    .inc();
+                if sent {
+                    debug!(shard_id = self.shard, "Identify sent");
+                } else {
+                    debug!(
+                        shard_id = self.shard,
+                        "Identify send failed; counted as sent (bytes may have left)"
+                    );
+                }
+            }
+            Action::SendResume { session_id, seq } => {
+                self.replaying = true;
+                self.limiter.acquire().await;
+                let payload = commands::resume(&self.shared.token, &session_id, seq);
+                self.send(payload).await;
+            }
+            Action::ArmHeartbeat(after) => {
+                let at = Instant::now() + after;
+                self.heartbeat_at = Some(at);
+                self.heartbeat_timer.as_mut().reset(at);
+            }
+            Action::DisarmHeartbeat => self.heartbeat_at = None,
+            Action::SetDeadline(after) => {
+                let at = Instant::now() + after;
+                self.deadline_at = Some(at);
+                self.deadline_timer.as_mut().reset(at);
+            }
+            Action::ClearDeadline => self.deadline_at = None,
+            Action::RequestPermit => {
+                let shared = self.shared;
+                if let Some(marker) = fatal_marker(shared.records.as_ref(), self.shard).await
+                    && marker.applies_to(shared.config.intents)
+                {
+                    return Step::End(Box::pin(self.stand_down(marker)).await);
+                }
+                let queue = Arc::clone(&self.shared.queue);
+                let board = Arc::clone(&self.shared.board);
+                let shard = self.shard;
+                self.permit_asked = Some(Instant::now());
+                self.permit_future = Some(Box::pin(async move {
+                    let report = |reason: WaitReason| {
+                        board
+                            .metrics()
+                            .identify_waits
+                            .get_or_create(&ReasonLabels {
+                                reason: reason.metric_label(),
+                            })
+                            .inc();
+                        let state = match reason {
+                            WaitReason::Budget => ShardState::WaitingForBudget,
+                            _ => ShardState::WaitingForGate,
+                        };
+                        board.set_state(shard, state, Some(reason.label().to_owned()));
+                    };
+                    queue.acquire(shard, &report).await
+                }));
+            }
+            Action::CancelPermit => self.drop_permit().await,
+            Action::SessionLive { resumed } => {
+                if let Some(r) = self.machine.resumable() {
+                    self.slot.lock().session = Some(LiveSession {
+                        session_id: r.session_id.clone(),
+                        resume_gateway_url: r.resume_gateway_url.clone(),
+                    });
+                }
+                let metrics = self.board().metrics();
+                if resumed {
+                    metrics.resumes.get_or_create(&self.labels).inc();
+                }
+                info!(
+                    shard_id = self.shard,
+                    resumed,
+                    seq = self.machine.seq(),
+                    "session live"
+                );
+            }
+            Action::Zombie => warn!(
+                shard_id = self.shard,
+                "no heartbeat ACK: zombie connection, reconnecting"
+            ),
+            Action::Stop { code } => return Step::End(Box::pin(self.stop(code)).await),
+        }
+        Step::Continue
+    }
+
+    pub(super) async fn drop_permit(&mut self) {
+        self.permit_future = None;
+        self.permit_asked = None;
+        if let Some(permit) = self.permit.take() {
+            permit.release().await;
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! What every shard of a worker shares: its settings ([`ShardConfig`]) and its parts
+//! ([`Shared`]: token, Identify queue, records, handler, board, layout role).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::records::Records;
+use crate::gateway::session::SessionConfig;
+use crate::handover::acting::Acting;
+use crate::identify::queue::IdentifyQueue;
+use crate::worker::board::Board;
+use shardset_contract::token::Token;
+
+/// Settings shared by every shard of a worker.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    /// `num_shards` of the layout.
+    pub total: u32,
+    /// Gateway intents.
+    pub intents: u64,
+    /// The gateway URL from `GET /gateway/bot`.
+    pub gateway_url: String,
+    pub session: SessionConfig,
+    /// TTL of the shard lease.
+    pub lease_ttl: Duration,
+    /// TTL of saved sessions (the resume window).
+    pub resume_window: Duration,
+    /// This pod's name (lease owners, logs).
+    pub pod: String,
+    /// WebSocket read buffer per connection (small: thousands of idle shards each hold one).
+    pub read_buffer: usize,
+}
+
+/// What every shard of a worker shares.
+pub struct Shared<H> {
+    pub config: ShardConfig,
+    pub token: Token,
+    pub queue: Arc<dyn IdentifyQueue>,
+    /// Leases and saved sessions; `None` runs without custody across pods (tests, single
+    /// process).
+    pub records: Option<Records>,
+    pub handler: Arc<H>,
+    pub board: Arc<Board>,
+    /// The layout's role during reshards (`P:active-layout`): whether and how it acts.
+    pub acting: Arc<Acting>,
+}

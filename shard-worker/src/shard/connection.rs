@@ -1,0 +1,90 @@
+//! The shard's WebSocket: connecting (with the gateway query, a small read buffer and the
+//! Hello deadline as timeout), sending a payload, and closing with the handshake.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tracing::{debug, warn};
+
+use super::runner::Runner;
+use crate::gateway::commands::gateway_query;
+use crate::gateway::compression::ZlibStream;
+use crate::gateway::session::{Input, Target};
+use crate::handler::Handler;
+
+impl<H: Handler> Runner<'_, H> {
+    pub(super) async fn connect(&mut self, target: Target) -> Input {
+        let base = match &target {
+            Target::Gateway => self.shared.config.gateway_url.as_str(),
+            Target::Resume(url) => url.as_str(),
+        };
+        let Some(url) = gateway_query(base) else {
+            warn!(shard_id = self.shard, url = base, "invalid gateway URL");
+            return Input::ConnectFailed;
+        };
+        self.connections += 1;
+        if self.connections > 1 {
+            self.board()
+                .metrics()
+                .reconnects
+                .get_or_create(&self.labels)
+                .inc();
+        }
+        let config = WebSocketConfig::default()
+            .read_buffer_size(self.shared.config.read_buffer)
+            .write_buffer_size(0);
+        let connect =
+            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true);
+        match tokio::time::timeout(self.shared.config.session.hello_timeout, connect).await {
+            Ok(Ok((ws, _))) => {
+                self.ws = Some(ws);
+                self.inflater = Some(ZlibStream::new());
+                Input::Connected
+            }
+            Ok(Err(e)) => {
+                debug!(shard_id = self.shard, error = %e, "gateway connect failed");
+                Input::ConnectFailed
+            }
+            Err(_) => Input::ConnectFailed,
+        }
+    }
+
+    pub(super) async fn close(&mut self, code: u16) {
+        if let Some(mut ws) = self.ws.take() {
+            let frame = CloseFrame {
+                code: CloseCode::from(code),
+                reason: "".into(),
+            };
+            // The close handshake (RFC 6455 §5.5.1): send ours, then read until the gateway's
+            // answer. Exiting right after sending could reset the connection with frames unread,
+            // and the gateway might never see our code (1000 would then not end the session).
+            // Boxed: rare, and large next to an idle shard's state.
+            let closing = Box::pin(tokio::time::timeout(Duration::from_secs(2), async move {
+                if ws.close(Some(frame)).await.is_ok() {
+                    while let Some(Ok(message)) = ws.next().await {
+                        if message.is_close() {
+                            break;
+                        }
+                    }
+                }
+            }));
+            let _ = closing.await;
+        }
+    }
+
+    pub(super) async fn send(&mut self, payload: String) -> bool {
+        let Some(ws) = self.ws.as_mut() else {
+            return false;
+        };
+        match ws.send(Message::text(payload)).await {
+            Ok(()) => true,
+            Err(e) => {
+                debug!(shard_id = self.shard, error = %e, "gateway send failed");
+                false
+            }
+        }
+    }
+}

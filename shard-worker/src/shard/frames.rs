@@ -1,0 +1,184 @@
+//! From a WebSocket frame to the machine's inputs: inflate (zlib-stream), read the envelope, and
+//! per opcode tell the machine; a dispatch goes to the handler first (in order), then is counted.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tracing::{debug, info, warn};
+
+use super::runner::Runner;
+use crate::gateway::close_code;
+use crate::gateway::envelope;
+use crate::gateway::opcode::Opcode;
+use crate::gateway::ratelimit::CommandLimiter;
+use crate::gateway::session::{Input, Resumable};
+use crate::handler::{Dispatch, Handler};
+use crate::worker::metrics::EventLabels;
+
+/// The gateway's `READY` fields we keep.
+#[derive(Deserialize)]
+struct ReadyData {
+    session_id: String,
+    resume_gateway_url: String,
+}
+
+/// The gateway's Hello field we keep.
+#[derive(Deserialize)]
+struct HelloData {
+    heartbeat_interval: u64,
+}
+
+impl<H: Handler> Runner<'_, H> {
+    pub(super) async fn on_frame(&mut self, frame: Option<Result<Message, WsError>>) -> Vec<Input> {
+        let bytes = match frame {
+            Some(Ok(Message::Binary(bytes))) => bytes,
+            Some(Ok(Message::Text(text))) => {
+                let text = text.to_string();
+                return Box::pin(self.on_payload_owned(text.into_bytes())).await;
+            }
+            Some(Ok(Message::Close(frame))) => {
+                self.ws = None;
+                let code = frame.map(|f| u16::from(f.code));
+                info!(shard_id = self.shard, code, "gateway closed the connection");
+                return vec![Input::Closed { code }];
+            }
+            Some(Ok(_)) => return Vec::new(),
+            Some(Err(e)) => {
+                debug!(shard_id = self.shard, error = %e, "gateway connection lost");
+                self.ws = None;
+                return vec![Input::Closed { code: None }];
+            }
+            None => {
+                self.ws = None;
+                return vec![Input::Closed { code: None }];
+            }
+        };
+        let Some(mut inflater) = self.inflater.take() else {
+            return Vec::new();
+        };
+        let inputs = match inflater.push(&bytes) {
+            Ok(Some(json)) => self.on_payload(json).await,
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                warn!(shard_id = self.shard, error = %e, "corrupt zlib stream; reconnecting");
+                self.close(close_code::RESUMABLE_CLOSE).await;
+                vec![Input::Closed { code: None }]
+            }
+        };
+        inflater.recycle();
+        if self.ws.is_some() && self.inflater.is_none() {
+            self.inflater = Some(inflater);
+        }
+        inputs
+    }
+
+    async fn on_payload_owned(&mut self, json: Vec<u8>) -> Vec<Input> {
+        self.on_payload(&json).await
+    }
+
+    async fn on_payload(&mut self, json: &[u8]) -> Vec<Input> {
+        let envelope = match envelope::parse(json) {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(shard_id = self.shard, error = %e, "unparsable gateway payload skipped");
+                return Vec::new();
+            }
+        };
+        match envelope.opcode() {
+            Some(Opcode::Dispatch) => {
+                let (Some(seq), Some(event)) = (envelope.s, envelope.t.as_deref()) else {
+                    return Vec::new();
+                };
+                let data = envelope.d.unwrap_or("null");
+                // The machine learns the seq first (heartbeats carry it), then the handler runs.
+                let actions = self.machine.step(Input::Dispatch { seq });
+                debug_assert!(actions.is_empty());
+                let input = match event {
+                    "READY" => match serde_json::from_str::<ReadyData>(data) {
+                        Ok(ready) => Some(Input::Ready(Resumable {
+                            session_id: ready.session_id,
+                            resume_gateway_url: ready.resume_gateway_url,
+                        })),
+                        Err(e) => {
+                            warn!(shard_id = self.shard, error = %e, "malformed READY");
+                            None
+                        }
+                    },
+                    "RESUMED" => {
+                        self.replaying = false;
+                        Some(Input::Resumed)
+                    }
+                    _ => None,
+                };
+                let acting = &*self.shared.acting;
+                if self.replaying && acting.reshard_under_way() {
+                    self.board().metrics().handover_replays.inc();
+                }
+                let dispatch = Dispatch {
+                    shard: self.shard,
+                    seq,
+                    event,
+                    data,
+                    active: acting.may_act(),
+                    acting,
+                };
+                self.shared.handler.dispatch(dispatch).await;
+                self.slot.set_handled_seq(seq);
+                self.count(event);
+                input.into_iter().collect()
+            }
+            Some(Opcode::Heartbeat) => vec![Input::HeartbeatRequest],
+            Some(Opcode::Reconnect) => {
+                info!(shard_id = self.shard, "gateway asked to reconnect (op 7)");
+                vec![Input::Reconnect]
+            }
+            Some(Opcode::InvalidSession) => {
+                let resumable = envelope.d.is_some_and(|d| d.trim() == "true");
+                info!(shard_id = self.shard, resumable, "invalid session (op 9)");
+                vec![Input::InvalidSession { resumable }]
+            }
+            Some(Opcode::Hello) => match envelope.d.map(serde_json::from_str::<HelloData>) {
+                Some(Ok(hello)) => {
+                    let interval = Duration::from_millis(hello.heartbeat_interval.max(1));
+                    self.limiter = CommandLimiter::new(interval);
+                    vec![Input::Hello {
+                        heartbeat_interval: interval,
+                    }]
+                }
+                _ => {
+                    warn!(shard_id = self.shard, "malformed Hello");
+                    Vec::new()
+                }
+            },
+            Some(Opcode::HeartbeatAck) => {
+                if let Some(sent) = self.heartbeat_sent.take() {
+                    self.board()
+                        .metrics()
+                        .heartbeat_latency
+                        .get_or_create(&self.labels)
+                        .set(sent.elapsed().as_secs_f64());
+                }
+                vec![Input::HeartbeatAck]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn count(&mut self, event: &str) {
+        if let Some(counter) = self.counters.get(event) {
+            counter.inc();
+            return;
+        }
+        let counter = self
+            .board()
+            .metrics()
+            .events
+            .get_or_create(&EventLabels {
+                event: event.to_owned(),
+            })
+            .clone();
+        counter.inc();
+        self.counters.insert(event.into(), counter);
+    }
+}

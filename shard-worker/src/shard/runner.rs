@@ -1,0 +1,274 @@
+//! The select loop of one session: feeds the machine what happens (a frame, a timer, the
+//! Identify permit, shutdown, a lost lease) and carries out the actions it returns
+//! ([`super::actions`]), reporting the phase on the board. Frames are decoded in
+//! [`super::frames`], the socket handled in [`super::connection`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use prometheus_client::metrics::counter::Counter;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::config::Shared;
+use crate::gateway::close_code;
+use crate::gateway::compression::ZlibStream;
+use crate::gateway::ratelimit::CommandLimiter;
+use crate::gateway::session::{Input, Machine, Phase};
+use crate::handler::Handler;
+use crate::identify::queue::Permit;
+use crate::worker::board::{Board, Slot};
+use crate::worker::metrics::ShardLabels;
+use shardset_contract::{FatalMarker, ShardState};
+
+pub(super) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(super) type PermitFuture = Pin<Box<dyn Future<Output = Permit> + Send>>;
+
+/// The reason (prefix) a shard stopped by the Identify-loop guard reports (`P:status`, `/readyz`).
+pub const IDENTIFY_LOOP: &str = "IdentifyLoop";
+
+/// How one session (one lease held) ended.
+pub(super) enum SessionEnd {
+    Stopped,
+    /// Closed for good. `unwritten`: the marker Redis did not take yet (retried while waiting).
+    /// `stood_down`: this process never tried (a marker stopped it): it tries once the marker
+    /// is gone. A shard the gateway closed in this process stays down until the process ends:
+    /// its configuration (token, intents) is the one Discord refused, and a retry after the
+    /// operator cleared the markers for a new configuration would only mark the shard again,
+    /// blocking the replacement pod that has the new one.
+    Fatal {
+        code: u16,
+        unwritten: Option<FatalMarker>,
+        stood_down: bool,
+    },
+    LeaseLost,
+}
+
+enum Wake {
+    Frame(Option<Result<Message, WsError>>),
+    Heartbeat,
+    Deadline,
+    Permit(Permit),
+    Shutdown,
+    LeaseLost,
+}
+
+/// One session of one shard: the machine and everything its actions touch.
+pub(super) struct Runner<'a, H> {
+    pub(super) shared: &'a Shared<H>,
+    pub(super) slot: &'a Slot,
+    pub(super) shard: u32,
+    pub(super) owner: String,
+    pub(super) machine: Machine,
+    pub(super) ws: Option<Ws>,
+    /// The connection's inflater (taken out while a payload borrows its output).
+    pub(super) inflater: Option<ZlibStream>,
+    pub(super) limiter: CommandLimiter,
+    pub(super) heartbeat_at: Option<Instant>,
+    pub(super) heartbeat_sent: Option<Instant>,
+    pub(super) deadline_at: Option<Instant>,
+    /// Timers kept across loop turns (re-registering two timers per dispatch is measurable).
+    pub(super) heartbeat_timer: Pin<Box<tokio::time::Sleep>>,
+    pub(super) deadline_timer: Pin<Box<tokio::time::Sleep>>,
+    pub(super) permit_future: Option<PermitFuture>,
+    pub(super) permit: Option<Permit>,
+    pub(super) permit_asked: Option<Instant>,
+    pub(super) connections: u64,
+    pub(super) phase: Phase,
+    /// From sending Resume until RESUMED: the dispatches in between are replays.
+    pub(super) replaying: bool,
+    /// Per-event counters, looked up without allocating after the first of each kind.
+    pub(super) counters: HashMap<Box<str>, Counter>,
+    pub(super) labels: ShardLabels,
+}
+
+impl<'a, H: Handler> Runner<'a, H> {
+    pub(super) fn new(
+        shared: &'a Shared<H>,
+        slot: &'a Slot,
+        shard: u32,
+        machine: Machine,
+        owner: String,
+    ) -> Self {
+        Self {
+            shared,
+            slot,
+            shard,
+            owner,
+            machine,
+            ws: None,
+            inflater: None,
+            limiter: CommandLimiter::new(Duration::from_secs(41)),
+            heartbeat_at: None,
+            heartbeat_sent: None,
+            deadline_at: None,
+            heartbeat_timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            deadline_timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            permit_future: None,
+            permit: None,
+            permit_asked: None,
+            connections: 0,
+            phase: Phase::Idle,
+            replaying: false,
+            counters: HashMap::new(),
+            labels: ShardLabels { shard },
+        }
+    }
+
+    pub(super) fn board(&self) -> &Board {
+        &self.shared.board
+    }
+
+    pub(super) async fn run(&mut self, shutdown: &mut watch::Receiver<bool>) -> SessionEnd {
+        let mut pending = self.machine.step(Input::Start);
+        // Long-lived futures for the rare events, polled cheaply on every turn.
+        let shutdown_requested = shutdown.wait_for(|s| *s);
+        tokio::pin!(shutdown_requested);
+        let slot = self.slot;
+        let lease_lost = slot.lease_lost.notified();
+        tokio::pin!(lease_lost);
+        loop {
+            // Carry out the actions; they may produce more inputs (connect results).
+            let mut i = 0;
+            while i < pending.len() {
+                let action = pending[i].clone();
+                i += 1;
+                // Boxed: actions are rare (connects, heartbeats) and their futures are large;
+                // inline they would sit in every idle shard's task.
+                match Box::pin(self.execute(action)).await {
+                    Step::Continue => {}
+                    Step::Inputs(inputs) => {
+                        for input in inputs {
+                            pending.extend(self.machine.step(input));
+                        }
+                    }
+                    Step::End(end) => return end,
+                }
+            }
+            pending.clear();
+            self.report_phase();
+
+            // Frames first: while a socket has data the other branches are not even polled.
+            // A frame already in tungstenite's buffer is returned without touching the socket
+            // (no cooperative budget spent), so a shard that is behind always has a frame ready
+            // and would never see its heartbeat timer: check that deadline by hand first (one
+            // clock read per turn), or a slow handler turns into a zombie connection.
+            let heartbeat_due = self.heartbeat_at.is_some_and(|at| Instant::now() >= at);
+            let wake = if heartbeat_due {
+                Wake::Heartbeat
+            } else {
+                tokio::select! {
+                    biased;
+                    frame = next_frame(&mut self.ws) => Wake::Frame(frame),
+                    () = &mut self.heartbeat_timer, if self.heartbeat_at.is_some() => Wake::Heartbeat,
+                    () = &mut self.deadline_timer, if self.deadline_at.is_some() => Wake::Deadline,
+                    permit = await_permit(&mut self.permit_future) => Wake::Permit(permit),
+                    _ = &mut shutdown_requested => Wake::Shutdown,
+                    () = &mut lease_lost => Wake::LeaseLost,
+                }
+            };
+            let inputs = match wake {
+                Wake::Frame(frame) => self.on_frame(frame).await,
+                Wake::Heartbeat => {
+                    self.heartbeat_at = None;
+                    vec![Input::HeartbeatDue]
+                }
+                Wake::Deadline => {
+                    self.deadline_at = None;
+                    vec![Input::Deadline]
+                }
+                Wake::Permit(permit) => {
+                    self.permit_future = None;
+                    if let Some(asked) = self.permit_asked.take() {
+                        self.board()
+                            .metrics()
+                            .identify_wait
+                            .observe(asked.elapsed().as_secs_f64());
+                    }
+                    self.permit = Some(permit);
+                    vec![Input::PermitGranted]
+                }
+                Wake::Shutdown => vec![Input::Shutdown],
+                Wake::LeaseLost => {
+                    if !self.slot.lease_lost_flag.load(Ordering::Acquire) {
+                        lease_lost.set(slot.lease_lost.notified());
+                        continue;
+                    }
+                    self.drop_permit().await;
+                    self.close(close_code::RESUMABLE_CLOSE).await;
+                    return SessionEnd::LeaseLost;
+                }
+            };
+            for input in inputs {
+                pending.extend(self.machine.step(input));
+            }
+        }
+    }
+
+    pub(super) fn report_phase(&mut self) {
+        let phase = self.machine.phase();
+        if phase == self.phase {
+            return;
+        }
+        self.phase = phase;
+        let state = match phase {
+            Phase::Idle | Phase::Connecting | Phase::AwaitingHello if self.connections <= 1 => {
+                ShardState::Connecting
+            }
+            Phase::Idle | Phase::Connecting | Phase::AwaitingHello | Phase::Backoff => {
+                ShardState::Reconnecting
+            }
+            Phase::AwaitingPermit => ShardState::WaitingForGate,
+            Phase::Identifying => ShardState::Identifying,
+            Phase::Resuming => ShardState::Resuming,
+            Phase::Active => ShardState::Ready,
+            Phase::Fatal(_) | Phase::IdentifyLoop => ShardState::Fatal,
+            Phase::Stopped => ShardState::Stopped,
+        };
+        let reason = match phase {
+            Phase::Fatal(code) => Some(close_code::fatal_reason(code).to_owned()),
+            Phase::IdentifyLoop => Some(self.identify_loop_reason()),
+            _ => None,
+        };
+        self.board().set_state(self.shard, state, reason);
+        if self.machine.resumable().is_none() {
+            self.slot.lock().session = None;
+        }
+    }
+
+    pub(super) fn identify_loop_reason(&self) -> String {
+        format!(
+            "{IDENTIFY_LOOP}: {} Identifies in a row led to no session lasting {:?}",
+            self.machine.identify_streak(),
+            self.shared.config.session.stable_after
+        )
+    }
+}
+
+/// What carrying out one action led to.
+pub(super) enum Step {
+    Continue,
+    Inputs(Vec<Input>),
+    End(SessionEnd),
+}
+
+async fn next_frame(ws: &mut Option<Ws>) -> Option<Result<Message, WsError>> {
+    match ws {
+        Some(ws) => ws.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn await_permit(future: &mut Option<PermitFuture>) -> Permit {
+    match future {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,396 @@
+//! A whole worker from its [`Settings`]: what the `shard-worker` binary does at startup, for any
+//! bot built on the library (`shard-worker/examples/bot.rs` is a complete one).
+//!
+//! [`Builder::run`] serves the endpoints first (the pod is live, and says why it is not ready,
+//! while Discord is asked), asks Discord for the bot id and the gateway (with retries; a refused
+//! token is reported, never retried), connects the Identify queue and the records to Redis,
+//! serves the optional Identify queue facade, runs every shard until shutdown, lets the handler
+//! finish ([`Handler::finish`]), and closes the endpoints last.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::board::Board;
+use super::bookkeeper::BookkeeperConfig;
+use super::metrics::Metrics;
+use super::run::{Outcome, run};
+use super::server;
+use super::settings::Settings;
+use super::startup::{self, REFUSED_TOKEN, RefusalRecords, Refused};
+use crate::gateway::session::SessionConfig;
+use crate::handler::Handler;
+use crate::handover::acting::{Acting, HandoverConfig};
+use crate::handover::records::HandoverRecords;
+use crate::identify::gate::{GateConfig, RedisQueue, connect, effective_max_concurrency};
+use crate::identify::http_facade;
+use crate::identify::queue::IdentifyQueue;
+use crate::shard::config::{ShardConfig, Shared};
+use crate::shard::records::Records;
+use shardset_contract::rest::{DiscordRest, GatewayBot, RestError};
+use shardset_contract::token::Token;
+use shardset_contract::{Keys, env};
+
+/// Why a worker could not start. (Discord refusing the token is not one: the worker reports it
+/// and waits for shutdown, see [`Outcome::refused`].)
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid shard range {first}..={last} of {total} (need first <= last < total)")]
+    ShardRange { first: u32, last: u32, total: u32 },
+    #[error("{} is not set", env::DISCORD_TOKEN)]
+    NoToken,
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Redis URL cannot take the password (no URL, or one that cannot carry a password).
+    #[error("{0}")]
+    RedisUrl(&'static str),
+    #[error("invalid REDIS_URL")]
+    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    DiscordApi(#[from] RestError),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl StartError {
+    /// A fixed label for logs and metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::ShardRange { .. } => "shard_range",
+            Self::NoToken => "no_token",
+            Self::Listen { .. } => "listen",
+            Self::RedisUrl(_) | Self::Redis(_) => "redis_url",
+            Self::DiscordApi(_) => "discord_api_url",
+            Self::Config(_) => "config",
+        }
+    }
+}
+
+/// Sets up and runs a worker: its settings, the secrets, and the optional parts a bot may want
+/// to bring (a metrics registry of its own, session timing).
+pub struct Builder {
+    settings: Settings,
+    token: Token,
+    redis_password: Option<String>,
+    registry: Registry,
+    session: SessionConfig,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("settings", &self.settings)
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builder {
+    /// A worker of `settings` with `token` (no Redis password).
+    pub fn new(settings: Settings, token: Token) -> Self {
+        Self {
+            settings,
+            token,
+            redis_password: None,
+            registry: Registry::default(),
+            session: SessionConfig::default(),
+        }
+    }
+
+    /// `settings` with the secrets only the environment carries: `DISCORD_TOKEN` and
+    /// `REDIS_PASSWORD` (when set).
+    pub fn with_env_secrets(settings: Settings) -> Self {
+        let token = Token::new(std::env::var(env::DISCORD_TOKEN).unwrap_or_default());
+        let mut builder = Self::new(settings, token);
+        builder.redis_password = std::env::var(env::REDIS_PASSWORD).ok();
+        builder
+    }
+
+    /// Everything from the pod env the operator writes: [`Settings::from_env`] and the secrets.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        Ok(Self::with_env_secrets(Settings::from_env()?))
+    }
+
+    /// The password of the Redis user, added to the settings' Redis URL.
+    pub fn redis_password(mut self, password: impl Into<String>) -> Self {
+        self.redis_password = Some(password.into());
+        self
+    }
+
+    /// The registry `/metrics` serves (the worker's metrics are added under `shardset_worker`):
+    /// register the bot's own metrics in it first.
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// The shards' session timing (deadlines, backoffs, the Identify-loop guard).
+    pub fn session(mut self, session: SessionConfig) -> Self {
+        self.session = session;
+        self
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// A Discord REST client with the worker's token and API base, for a handler that calls
+    /// Discord.
+    pub fn rest(&self) -> Result<DiscordRest, StartError> {
+        Ok(DiscordRest::new(
+            &self.settings.discord_api_url,
+            self.token.clone(),
+        )?)
+    }
+
+    /// Runs the worker with `handler` until `shutdown` turns true (or a handler panicked: see
+    /// [`Outcome::panicked`]). `Err` only when it could not start at all.
+    pub async fn run<H: Handler>(
+        mut self,
+        handler: Arc<H>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Outcome, StartError> {
+        let mut registry = std::mem::take(&mut self.registry);
+        let s = &self.settings;
+        if s.shard_first > s.shard_last || s.shard_last >= s.shard_total {
+            return Err(StartError::ShardRange {
+                first: s.shard_first,
+                last: s.shard_last,
+                total: s.shard_total,
+            });
+        }
+        if self.token.is_empty() {
+            return Err(StartError::NoToken);
+        }
+        let metrics = Arc::new(Metrics::new(&mut registry));
+        let board = Arc::new(Board::new(
+            s.shard_first,
+            s.shard_last,
+            Arc::clone(&metrics),
+        ));
+        // The endpoints first: the pod is live (and says why it is not ready) while Discord is
+        // asked.
+        let (stop_endpoints, endpoints_stopped) = watch::channel(false);
+        let router = server::router(Arc::clone(&board), Arc::new(registry));
+        let (addr, endpoints) = server::serve(s.listen, router, endpoints_stopped.clone())
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: s.listen,
+                source,
+            })?;
+        info!(%addr, "serving /healthz, /readyz, /metrics");
+        let started = Started {
+            board,
+            metrics,
+            endpoints_stopped,
+        };
+        let outcome = self
+            .run_shards(Arc::clone(&handler), started, shutdown)
+            .await;
+        if outcome.is_ok() {
+            handler.finish().await;
+        }
+        let _ = stop_endpoints.send(true);
+        let _ = endpoints.await;
+        outcome
+    }
+
+    /// Everything between the endpoints coming up and going down.
+    async fn run_shards<H: Handler>(
+        &self,
+        handler: Arc<H>,
+        started: Started,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<Outcome, StartError> {
+        let s = &self.settings;
+        let pod = s.pod_name();
+        let layout = s.layout_name();
+        let rest = self.rest()?;
+        let (me, bot) = match startup::ask_discord(&rest, &mut shutdown).await {
+            Ok(Some(answers)) => answers,
+            Ok(None) => return Ok(Outcome::default()),
+            Err(Refused::Token) => {
+                let bot_id = self.token.bot_id();
+                return Ok(self
+                    .refuse(&started, REFUSED_TOKEN, bot_id, &pod, shutdown)
+                    .await);
+            }
+            Err(Refused::Config(message)) => return Err(StartError::Config(message)),
+        };
+        // An override must divide Discord's value: else one Discord bucket would get several
+        // gates.
+        let discord = bot.session_start_limit.max_concurrency;
+        let max_concurrency = match effective_max_concurrency(discord, s.max_concurrency) {
+            Ok(value) => value,
+            Err(reason) => {
+                return Ok(self
+                    .refuse(&started, &reason, Some(me.id), &pod, shutdown)
+                    .await);
+            }
+        };
+        let keys = Keys::new(me.id);
+        info!(
+            shardset = %s.shardset, pod = %pod, layout = %layout,
+            first = s.shard_first, last = s.shard_last, total = s.shard_total,
+            max_concurrency, remaining = bot.session_start_limit.remaining,
+            "starting shards"
+        );
+
+        let conn = connect(&self.redis_url()?)?;
+        let queue = self
+            .identify_queue(
+                conn.clone(),
+                keys.clone(),
+                &bot,
+                max_concurrency,
+                &pod,
+                rest,
+            )
+            .await;
+        let records = Records::new(conn.clone(), keys.clone(), s.shard_total);
+        let handover = HandoverConfig {
+            window: Duration::from_millis(s.handover_window_ms),
+            claim_ttl: Duration::from_millis(s.handover_claim_ttl_ms),
+        };
+        let acting = Arc::new(Acting::with_redis(
+            layout,
+            HandoverRecords::new(conn, keys),
+            handover,
+            Arc::clone(&started.metrics),
+        ));
+        if let Some(queue_addr) = s.queue_listen {
+            let router = http_facade::router(Arc::clone(&queue));
+            let (addr, _) = server::serve(queue_addr, router, started.endpoints_stopped.clone())
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: queue_addr,
+                    source,
+                })?;
+            info!(%addr, "serving the Identify queue (GET /?shard=N)");
+        }
+
+        let resume_window = Duration::from_millis(s.resume_window_ms);
+        let shared = Arc::new(Shared {
+            config: ShardConfig {
+                total: s.shard_total,
+                intents: s.intents,
+                gateway_url: bot.url.clone(),
+                session: self.session.clone(),
+                lease_ttl: Duration::from_secs(15),
+                resume_window,
+                pod: pod.clone(),
+                read_buffer: 2 * 1024,
+            },
+            token: self.token.clone(),
+            queue,
+            records: Some(records),
+            handler,
+            board: started.board,
+            acting,
+        });
+        let bookkeeping = BookkeeperConfig {
+            tick: Duration::from_millis(500),
+            checkpoint_every: Duration::from_secs(2),
+            resume_window,
+            lease_ttl: shared.config.lease_ttl,
+            fence_margin: Duration::from_secs(3),
+            status_ttl: Duration::from_secs(30),
+            pod,
+        };
+        // `shared` (and the handler in it) is dropped when `run` returns: the handler's
+        // `finish` then holds the only reference the worker had.
+        Ok(run(shared, bookkeeping, shutdown).await)
+    }
+
+    /// The Identify queue in Redis, with the budget Discord just gave stored.
+    async fn identify_queue(
+        &self,
+        conn: redis::aio::ConnectionManager,
+        keys: Keys,
+        bot: &GatewayBot,
+        max_concurrency: u32,
+        pod: &str,
+        rest: DiscordRest,
+    ) -> Arc<dyn IdentifyQueue> {
+        let s = &self.settings;
+        let window = Duration::from_millis(s.identify_window_ms);
+        let mut gate = GateConfig::new(max_concurrency, window, s.identify_reserve);
+        if let Some(margin) = s.identify_margin_ms {
+            gate = gate.with_margin(Duration::from_millis(margin));
+        }
+        let queue = RedisQueue::new(conn, keys, gate, pod, Some(rest));
+        let limit = &bot.session_start_limit;
+        if let Err(e) = queue.sync_budget(limit.remaining, limit.reset_after).await {
+            warn!(error = %e, "cannot store the session start budget yet; it is read again when needed");
+        }
+        Arc::new(queue)
+    }
+
+    /// Shards that must not start: reported until shutdown (see [`startup::report_refusal`]).
+    async fn refuse(
+        &self,
+        started: &Started,
+        reason: &str,
+        bot_id: Option<u64>,
+        pod: &str,
+        shutdown: watch::Receiver<bool>,
+    ) -> Outcome {
+        let redis_url = self.redis_url().ok();
+        let to = RefusalRecords {
+            bot_id,
+            redis_url: redis_url.as_deref(),
+            shard_total: self.settings.shard_total,
+            pod,
+        };
+        startup::report_refusal(&started.board, reason, to, shutdown).await;
+        Outcome {
+            refused: Some(reason.to_owned()),
+            ..Outcome::default()
+        }
+    }
+
+    /// The settings' Redis URL with the password, if one was given.
+    fn redis_url(&self) -> Result<String, StartError> {
+        let url = &self.settings.redis_url;
+        let Some(password) = &self.redis_password else {
+            return Ok(url.clone());
+        };
+        let mut parsed =
+            url::Url::parse(url).map_err(|_| StartError::RedisUrl("REDIS_URL is not a URL"))?;
+        parsed
+            .set_password(Some(password))
+            .map_err(|()| StartError::RedisUrl("REDIS_URL cannot carry a password"))?;
+        Ok(parsed.to_string())
+    }
+}
+
+/// What is up once the endpoints are served.
+struct Started {
+    board: Arc<Board>,
+    metrics: Arc<Metrics>,
+    /// Turns true when the endpoints (and the queue facade) close.
+    endpoints_stopped: watch::Receiver<bool>,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_readme_shows_the_example_that_ci_builds() {
+        // The README's library example is `examples/bot.rs` verbatim, so it compiles (clippy
+        // --all-targets builds examples) and cannot drift from the Builder's API.
+        let readme = include_str!("../../../README.md");
+        let example = include_str!("../../examples/bot.rs");
+        assert!(
+            readme.contains(&format!("```rust\n{example}```")),
+            "README.md's \"As a library\" block differs from shard-worker/examples/bot.rs"
+        );
+    }
+}

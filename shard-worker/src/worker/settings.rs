@@ -1,0 +1,155 @@
+//! A worker's settings: the pod env the operator writes (`shardset_contract::env`), each with a
+//! flag of the same meaning for runs by hand. The secrets (`DISCORD_TOKEN`, `REDIS_PASSWORD`) are
+//! env only and not part of them: [`super::builder::Builder`] reads those.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use shardset_contract::env;
+use shardset_contract::rest::DEFAULT_API_URL;
+
+/// What a worker runs and how; `FORWARD_URL` and `REPLY_TO_MESSAGES` concern the default handler
+/// only. Flatten it into a binary's own arguments (`#[command(flatten)]`), or read the pod env
+/// alone with [`Settings::from_env`].
+#[derive(Debug, Clone, Parser)]
+pub struct Settings {
+    /// First shard id of this worker (inclusive).
+    #[arg(long, env = env::SHARD_FIRST)]
+    pub shard_first: u32,
+    /// Last shard id of this worker (inclusive).
+    #[arg(long, env = env::SHARD_LAST)]
+    pub shard_last: u32,
+    /// Shard count of the layout (`num_shards`).
+    #[arg(long, env = env::SHARD_TOTAL)]
+    pub shard_total: u32,
+    /// Override of Discord's max_concurrency (else read from GET /gateway/bot).
+    #[arg(long, env = env::MAX_CONCURRENCY)]
+    pub max_concurrency: Option<u32>,
+    /// Redis shared by every pod of the bot.
+    #[arg(long, env = env::REDIS_URL)]
+    pub redis_url: String,
+    /// Discord REST base; the gateway URL comes from GET /gateway/bot.
+    #[arg(long, env = env::DISCORD_API_URL, default_value = DEFAULT_API_URL)]
+    pub discord_api_url: String,
+    /// Gateway intents bitfield (default: GUILDS | GUILD_MESSAGES).
+    #[arg(long, env = env::DISCORD_INTENTS, default_value_t = 513)]
+    pub intents: u64,
+    /// This layout's name (default: the shard total).
+    #[arg(long, env = env::SHARDSET_LAYOUT)]
+    pub layout: Option<String>,
+    /// The owning ShardSet (logs).
+    #[arg(long, env = env::SHARDSET_NAME, default_value = "")]
+    pub shardset: String,
+    /// This pod's name (leases, status records); default: the host name.
+    #[arg(long, env = env::POD_NAME)]
+    pub pod: Option<String>,
+    /// Session starts never spent.
+    #[arg(long, env = env::IDENTIFY_RESERVE, default_value_t = 0)]
+    pub identify_reserve: u32,
+    /// Identify window in ms (Discord: 5000; shorter only against a time-scaled fake).
+    #[arg(long, env = env::IDENTIFY_WINDOW_MS, default_value_t = shardset_contract::DISCORD_IDENTIFY_WINDOW_MS)]
+    pub identify_window_ms: u64,
+    /// Extra hold of a used gate after the window, in ms (default: 2 % of the window, 50..250 ms).
+    #[arg(long, env = env::IDENTIFY_MARGIN_MS)]
+    pub identify_margin_ms: Option<u64>,
+    /// How long saved sessions stay resumable, in ms.
+    #[arg(long, env = env::RESUME_WINDOW_MS, default_value_t = 180_000)]
+    pub resume_window_ms: u64,
+    /// `W` of the hand-over protocol in ms (docs/resharding.md); the operator sets it.
+    #[arg(long, env = env::HANDOVER_WINDOW_MS, default_value_t = shardset_contract::DEFAULT_HANDOVER_WINDOW_MS)]
+    pub handover_window_ms: u64,
+    /// Lifetime of a hand-over claim in ms (at least 3 × the window).
+    #[arg(long, env = env::HANDOVER_CLAIM_TTL_MS, default_value_t = shardset_contract::DEFAULT_HANDOVER_CLAIM_TTL_MS)]
+    pub handover_claim_ttl_ms: u64,
+    /// Forward every dispatch as JSON to this in-pod endpoint.
+    #[arg(long, env = env::FORWARD_URL)]
+    pub forward_url: Option<String>,
+    /// Answer each MESSAGE_CREATE (while this layout is active) with a REST message `ack <id>`.
+    #[arg(long, env = env::REPLY_TO_MESSAGES)]
+    pub reply_to_messages: bool,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = env::WORKER_LISTEN, default_value_t = SocketAddr::from(([0, 0, 0, 0], shardset_contract::WORKER_HTTP_PORT)))]
+    pub listen: SocketAddr,
+    /// Also serve the twilight-compatible Identify queue (`GET /?shard=N`) on this address. A
+    /// bare port binds to 127.0.0.1 only: the facade has no authentication and every `200`
+    /// spends a session start. Give a full address (`0.0.0.0:8081`) only behind a NetworkPolicy.
+    #[arg(long, value_parser = parse_queue_listen)]
+    pub queue_listen: Option<SocketAddr>,
+}
+
+impl Settings {
+    /// The settings from the environment alone (no command line): what a bot's own `main`
+    /// reads in a pod the operator created.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        Self::try_parse_from(["shard-worker"])
+    }
+
+    /// The layout's name: `SHARDSET_LAYOUT`, else the shard total.
+    pub fn layout_name(&self) -> String {
+        self.layout
+            .clone()
+            .unwrap_or_else(|| shardset_contract::layout_name(self.shard_total))
+    }
+
+    /// This pod's name: `POD_NAME`, else the host name, else one made of the process id.
+    pub fn pod_name(&self) -> String {
+        self.pod
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| format!("shard-worker-{}", std::process::id()))
+    }
+}
+
+/// `--queue-listen`: `PORT` (loopback only) or `HOST:PORT`.
+fn parse_queue_listen(value: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = value.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    value
+        .parse()
+        .map_err(|_| format!("{value:?} is neither a port nor an address like 127.0.0.1:8081"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_queue_port_listens_on_loopback_only() {
+        assert_eq!(
+            parse_queue_listen("8081"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 8081)))
+        );
+        assert_eq!(
+            parse_queue_listen("0.0.0.0:8081"),
+            Ok(SocketAddr::from(([0, 0, 0, 0], 8081)))
+        );
+        assert!(parse_queue_listen("everywhere").is_err());
+    }
+
+    #[test]
+    fn flags_fill_the_settings_and_the_rest_defaults_as_the_contract_says() {
+        // Each env variable is read through the same attribute as its flag (`env = ...`), so
+        // the flags stand for both here (a test cannot set the process env safely).
+        let settings = Settings::try_parse_from([
+            "shard-worker",
+            "--shard-first=4",
+            "--shard-last=7",
+            "--shard-total=16",
+            "--redis-url=redis://r:6379",
+        ])
+        .expect("settings");
+        assert_eq!(
+            (
+                settings.shard_first,
+                settings.shard_last,
+                settings.shard_total
+            ),
+            (4, 7, 16)
+        );
+        assert_eq!(settings.layout_name(), "16");
+        assert_eq!(settings.intents, 513);
+        assert_eq!(settings.discord_api_url, DEFAULT_API_URL);
+        assert!(Settings::try_parse_from(["shard-worker", "--shard-first=1"]).is_err());
+    }
+}
