@@ -41,17 +41,23 @@ fn settle_epoch(redis: &RedisServer) {
         .expect("set epoch");
 }
 
-fn set_budget(redis: &RedisServer, remaining: i64) {
-    let mut conn = redis.conn();
-    let _: () = conn
-        .pset_ex(Keys::new(APP).budget(), remaining, 3_600_000)
-        .expect("set budget");
+/// Stores the budget as a worker does after `GET /gateway/bot` (`sync_budget.lua`), for an hour.
+async fn set_budget(redis: &RedisServer, remaining: u32) {
+    sync_budget(redis, remaining, 3_600_000).await;
+}
+
+/// `sync_budget.lua` with Discord's answer `remaining`, `reset_after_ms`; returns what it stored.
+async fn sync_budget(redis: &RedisServer, remaining: u32, reset_after_ms: u64) -> i64 {
+    queue(redis, gate(1, 300), "budget-reader")
+        .sync_budget(remaining, reset_after_ms)
+        .await
+        .expect("sync budget")
 }
 
 #[tokio::test]
 async fn one_identify_per_bucket_per_window_across_pods_lowest_shard_first() {
     let redis = RedisServer::start();
-    set_budget(&redis, 1000);
+    set_budget(&redis, 1000).await;
     let window = 300;
     // Three "pods" share the buckets; the epoch hold of the first use lines every waiter up.
     let pods: Vec<Arc<RedisQueue>> = (0..3)
@@ -103,7 +109,7 @@ async fn one_identify_per_bucket_per_window_across_pods_lowest_shard_first() {
 async fn the_gate_lasts_window_plus_margin_from_the_send() {
     let redis = RedisServer::start();
     settle_epoch(&redis);
-    set_budget(&redis, 10);
+    set_budget(&redis, 10).await;
     let config = gate(1, 1000);
     let hold = config.hold();
     let q = queue(&redis, config, "pod");
@@ -127,7 +133,7 @@ async fn the_gate_lasts_window_plus_margin_from_the_send() {
 async fn a_released_permit_frees_the_gate_and_returns_the_session_start() {
     let redis = RedisServer::start();
     settle_epoch(&redis);
-    set_budget(&redis, 10);
+    set_budget(&redis, 10).await;
     let q = queue(&redis, gate(1, 5000), "pod");
     let start = Instant::now();
     q.acquire(0, &|_| {}).await.release().await;
@@ -154,30 +160,31 @@ async fn a_released_permit_frees_the_gate_and_returns_the_session_start() {
 }
 
 #[tokio::test]
-async fn a_lost_epoch_grants_nothing_for_one_window() {
+async fn a_lost_epoch_grants_nothing_while_an_earlier_permit_may_be_used() {
     let redis = RedisServer::start();
-    set_budget(&redis, 10);
+    set_budget(&redis, 10).await;
     let config = gate(1, 400);
-    let hold = config.hold();
+    let bound = config.connect_bound;
     let q = queue(&redis, config, "pod");
-    // First use: the marker is created and nothing is granted for window + margin.
+    // First use: the marker is created and nothing is granted for connect_bound (the longest a
+    // permit granted before may still be used, plus a window + margin).
     match q.try_take(0, "a").await.expect("take") {
         Take::Wait {
             reason: WaitReason::Epoch,
             after,
-        } => assert_eq!(after, hold),
+        } => assert_eq!(after, bound),
         other => panic!("{other:?}"),
     }
-    tokio::time::sleep(hold).await;
+    tokio::time::sleep(bound).await;
     assert!(matches!(
         q.try_take(0, "b").await.expect("take"),
         Take::Granted { remaining: 9 }
     ));
     // Redis loses everything (restart without persistence): the gate is gone, yet no Identify
-    // is granted for a window.
+    // is granted for connect_bound.
     let mut conn = redis.conn();
     let _: () = redis::cmd("FLUSHALL").query(&mut conn).expect("flush");
-    set_budget(&redis, 10);
+    set_budget(&redis, 10).await;
     let reasons = Arc::new(Mutex::new(Vec::new()));
     let start = Instant::now();
     let r = Arc::clone(&reasons);
@@ -185,7 +192,7 @@ async fn a_lost_epoch_grants_nothing_for_one_window() {
         .acquire(0, &move |reason| r.lock().expect("lock").push(reason))
         .await;
     assert!(
-        start.elapsed() >= hold,
+        start.elapsed() >= bound,
         "granted after {:?}",
         start.elapsed()
     );
@@ -197,7 +204,7 @@ async fn a_lost_epoch_grants_nothing_for_one_window() {
 async fn the_budget_is_spent_atomically_and_never_below_the_reserve() {
     let redis = RedisServer::start();
     settle_epoch(&redis);
-    set_budget(&redis, 3);
+    set_budget(&redis, 3).await;
     let mut config = gate(4, 1000);
     config.reserve = 1;
     let q = queue(&redis, config, "pod");
@@ -236,7 +243,7 @@ async fn the_budget_is_spent_atomically_and_never_below_the_reserve() {
 async fn no_permit_while_redis_is_away_and_one_once_it_is_back() {
     let mut redis = RedisServer::start();
     settle_epoch(&redis);
-    set_budget(&redis, 10);
+    set_budget(&redis, 10).await;
     let q = Arc::new(queue(&redis, gate(1, 300), "pod"));
     q.acquire(0, &|_| {}).await.sent().await;
     redis.stop();
@@ -256,7 +263,7 @@ async fn no_permit_while_redis_is_away_and_one_once_it_is_back() {
     // Redis comes back empty: the epoch hold applies, then the shard gets its permit.
     let back = Instant::now();
     redis.restart();
-    set_budget(&redis, 10);
+    set_budget(&redis, 10).await;
     let granted = tokio::time::timeout(Duration::from_secs(20), waiter)
         .await
         .expect("a permit once Redis is back")
@@ -300,7 +307,7 @@ async fn leases_admit_one_owner_at_a_time() {
 async fn the_http_facade_answers_when_the_shard_may_identify() {
     let redis = RedisServer::start();
     settle_epoch(&redis);
-    set_budget(&redis, 10);
+    set_budget(&redis, 10).await;
     let q: Arc<dyn IdentifyQueue> = Arc::new(queue(&redis, gate(1, 500), "facade"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -334,7 +341,7 @@ async fn a_restart_from_disk_that_lost_a_gate_grants_nothing_for_one_window() {
         ..Options::default()
     });
     settle_epoch(&redis);
-    set_budget(&redis, 10);
+    set_budget(&redis, 10).await;
     // The last save holds the long-established epoch and the budget, not what follows.
     let _: () = redis::cmd("SAVE").query(&mut redis.conn()).expect("save");
     let config = gate(1, 1_000);
@@ -378,7 +385,7 @@ async fn a_restart_from_disk_that_lost_a_gate_grants_nothing_for_one_window() {
 async fn two_bucket_maps_are_never_live_at_once() {
     let redis = RedisServer::start();
     settle_epoch(&redis);
-    set_budget(&redis, 10);
+    set_budget(&redis, 10).await;
     // Discord's max_concurrency is 4; a pod rolled with an override of 2 runs beside the others.
     let config4 = gate(4, 300);
     let connect_bound = config4.connect_bound;
@@ -521,15 +528,14 @@ impl CountingRest {
     }
 
     fn queue(&self, redis: &RedisServer, max_concurrency: u32) -> RedisQueue {
+        self.queue_with(redis, gate(max_concurrency, 300), "pod")
+    }
+
+    /// A queue of `config` that reads the budget through this endpoint when Redis has none.
+    fn queue_with(&self, redis: &RedisServer, config: GateConfig, pod: &str) -> RedisQueue {
         let conn = connect(&redis.url()).expect("redis url");
         let rest = DiscordRest::new(&self.url, Token::new("t")).expect("rest");
-        RedisQueue::new(
-            conn,
-            Keys::new(APP),
-            gate(max_concurrency, 300),
-            "pod",
-            Some(rest),
-        )
+        RedisQueue::new(conn, Keys::new(APP), config, pod, Some(rest))
     }
 }
 
@@ -620,4 +626,42 @@ async fn a_refused_token_stops_budget_reads_and_says_why() {
         assert!(!w.is_finished(), "no permit with a refused token");
         w.abort();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permit_granted_just_before_redis_lost_its_data_still_gets_its_window() {
+    // A shard takes the gate, Redis loses everything, and the shard sends its Identify as late
+    // as its permit allows. Another pod's shard of the same bucket asks at once (its budget read
+    // from Discord again): its grant must leave a full window + margin after that late send.
+    let redis = RedisServer::start();
+    settle_epoch(&redis);
+    set_budget(&redis, 10).await;
+    let config = gate(1, 300);
+    let hold = config.hold();
+    let old = queue(&redis, config.clone(), "old");
+    let permit = old.acquire(0, &|_| {}).await;
+    let _: () = redis::cmd("FLUSHALL")
+        .query(&mut redis.conn())
+        .expect("flush");
+    let rest = CountingRest::start(Answer::Fake).await;
+    let new = rest.queue_with(&redis, config, "new");
+    let waiter = tokio::spawn(async move {
+        let permit = new.acquire(1, &|_| {}).await;
+        let granted = Instant::now();
+        permit.release().await;
+        granted
+    });
+    tokio::time::sleep_until(permit.valid_until() - Duration::from_millis(5)).await;
+    assert!(permit.is_valid(), "sent while the permit allows it");
+    let sent = Instant::now();
+    permit.sent().await;
+    let granted = tokio::time::timeout(Duration::from_secs(20), waiter)
+        .await
+        .expect("a grant after the hold")
+        .expect("task");
+    assert!(
+        granted >= sent + hold,
+        "granted {:?} after the old permit's send (window + margin {hold:?})",
+        granted.saturating_duration_since(sent)
+    );
 }

@@ -5,7 +5,7 @@
 //! Limit" and "Max Concurrency"). Many pods share those limits, so the permit comes from Redis:
 //! [`gate::RedisQueue`] implements the protocol of `docs/redis-protocol.md`, summarised here:
 //!
-//! 1. `take_gate.lua`: check the epoch marker (missing → nothing granted for window + margin),
+//! 1. `take_gate.lua`: check the epoch marker (missing → nothing granted for `connect_bound`),
 //!    join the bucket's waiting line (lower shard ids first), and if the gate `P:gate:<bucket>` is
 //!    free and the budget above the reserve, `SET gate owner PX connect_bound` and spend one
 //!    session start, atomically.

@@ -10,7 +10,7 @@
 -- KEYS[6] P:max-concurrency  the max_concurrency (bucket map) of the last grant, for
 --                            connect_bound after it
 -- ARGV[1] owner              unique per attempt
--- ARGV[2] connect_bound_ms   first TTL of the gate (>= hold_ms)
+-- ARGV[2] connect_bound_ms   first TTL of the gate (>= hold_ms), and the epoch hold
 -- ARGV[3] hold_ms            window + margin
 -- ARGV[4] reserve            never spend the budget below this
 -- ARGV[5] shard id
@@ -20,7 +20,8 @@
 -- Returns {code, n}:
 --   {0, remaining}  granted; remaining = budget left after this Identify
 --   {1, pttl}       the gate is held; ask again after pttl
---   {2, ms}         the epoch marker was missing (Redis lost data): nothing granted for ms
+--   {2, ms}         the epoch marker was missing or of another server process (Redis may have
+--                   lost data): nothing granted for ms (connect_bound from the marker's creation)
 --   {3, pttl}       the budget is at the reserve; it resets in pttl
 --   {4, 0}          the budget is unknown: set it from GET /gateway/bot, then ask again
 --   {5, pttl}       a lower shard id of this bucket is waiting; it goes first
@@ -67,6 +68,10 @@ redis.call('PEXPIRE', KEYS[5], stale)
 -- The marker names the server process (run_id, new at every start): a restart from RDB/AOF or a
 -- failover to a replica keeps the key but may have lost a gate written just before, so a marker
 -- of another process counts as lost too. (A server whose INFO has no run_id: only loss counts.)
+-- The hold lasts connect_bound, not only window + margin: a permit granted just before the loss
+-- may still be used up to connect_bound - hold_ms after it was asked for, and its Identify needs
+-- a whole window + margin behind it.
+local bound = tonumber(ARGV[2])
 local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''
 local epoch = redis.call('GET', KEYS[1])
 local epoch_run, epoch_ms = nil, nil
@@ -75,11 +80,11 @@ if epoch then
 end
 if (not epoch_run) or epoch_run ~= run_id then
   redis.call('SET', KEYS[1], run_id .. ':' .. now)
-  return {2, hold}
+  return {2, bound}
 end
 local since = now - tonumber(epoch_ms)
-if since < hold then
-  return {2, hold - since}
+if since < bound then
+  return {2, bound - since}
 end
 
 local pttl = redis.call('PTTL', KEYS[2])
