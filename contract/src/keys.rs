@@ -48,6 +48,14 @@ impl Keys {
         format!("{}:budget", self.prefix)
     }
 
+    /// The period [`Keys::budget`] belongs to (HASH): Discord's last word on it (`remaining`),
+    /// the period's end (`resetAt`, server ms), and the gates granted from it (gate key →
+    /// owner), so the count never rises above what Discord said and a refund returns only into
+    /// its own period.
+    pub fn budget_period(&self) -> String {
+        format!("{}:budget-period", self.prefix)
+    }
+
     /// Saved session of one shard of a layout, for the next pod (custody) and crash recovery.
     pub fn session(&self, total: u32, shard: u32) -> String {
         format!("{}:session:{total}:{shard}", self.prefix)
@@ -115,6 +123,7 @@ mod tests {
             keys.epoch(),
             keys.gate(3),
             keys.budget(),
+            keys.budget_period(),
             keys.session(16, 5),
             keys.lease(16, 5),
             keys.status(16, 5),

@@ -54,14 +54,19 @@ async fn sync_budget(redis: &RedisServer, remaining: u32, reset_after_ms: u64) -
         .expect("sync budget")
 }
 
+fn budget(redis: &RedisServer) -> Option<i64> {
+    redis.conn().get(Keys::new(APP).budget()).expect("budget")
+}
+
 #[tokio::test]
 async fn one_identify_per_bucket_per_window_across_pods_lowest_shard_first() {
     let redis = RedisServer::start();
-    set_budget(&redis, 1000).await;
+    let rest = CountingRest::start(Answer::Fake).await;
     let window = 300;
-    // Three "pods" share the buckets; the epoch hold of the first use lines every waiter up.
+    // Three "pods" share the buckets; the epoch hold of the first use lines every waiter up (and
+    // then each reads the fake's budget of 1000, as a brand-new Redis has none it can trust).
     let pods: Vec<Arc<RedisQueue>> = (0..3)
-        .map(|i| Arc::new(queue(&redis, gate(2, window), &format!("pod-{i}"))))
+        .map(|i| Arc::new(rest.queue_with(&redis, gate(2, window), &format!("pod-{i}"))))
         .collect();
     let sends = Arc::new(Mutex::new(Vec::new()));
     let start = Instant::now();
@@ -162,10 +167,10 @@ async fn a_released_permit_frees_the_gate_and_returns_the_session_start() {
 #[tokio::test]
 async fn a_lost_epoch_grants_nothing_while_an_earlier_permit_may_be_used() {
     let redis = RedisServer::start();
-    set_budget(&redis, 10).await;
+    let rest = CountingRest::start(Answer::Fake).await;
     let config = gate(1, 400);
     let bound = config.connect_bound;
-    let q = queue(&redis, config, "pod");
+    let q = rest.queue_with(&redis, config, "pod");
     // First use: the marker is created and nothing is granted for connect_bound (the longest a
     // permit granted before may still be used, plus a window + margin).
     match q.try_take(0, "a").await.expect("take") {
@@ -176,6 +181,15 @@ async fn a_lost_epoch_grants_nothing_while_an_earlier_permit_may_be_used() {
         other => panic!("{other:?}"),
     }
     tokio::time::sleep(bound).await;
+    // The marker's creation dropped any budget it found: it is read again (here, stored).
+    assert!(matches!(
+        q.try_take(0, "b").await.expect("take"),
+        Take::Wait {
+            reason: WaitReason::BudgetUnknown,
+            ..
+        }
+    ));
+    set_budget(&redis, 10).await;
     assert!(matches!(
         q.try_take(0, "b").await.expect("take"),
         Take::Granted { remaining: 9 }
@@ -184,7 +198,6 @@ async fn a_lost_epoch_grants_nothing_while_an_earlier_permit_may_be_used() {
     // is granted for connect_bound.
     let mut conn = redis.conn();
     let _: () = redis::cmd("FLUSHALL").query(&mut conn).expect("flush");
-    set_budget(&redis, 10).await;
     let reasons = Arc::new(Mutex::new(Vec::new()));
     let start = Instant::now();
     let r = Arc::clone(&reasons);
@@ -225,7 +238,9 @@ async fn the_budget_is_spent_atomically_and_never_below_the_reserve() {
     }
     // Without a budget the worker must ask Discord first.
     let mut conn = redis.conn();
-    let _: () = conn.del(Keys::new(APP).budget()).expect("del");
+    let _: () = conn
+        .del(&[Keys::new(APP).budget(), Keys::new(APP).budget_period()])
+        .expect("del");
     assert!(matches!(
         q.try_take(3, "d").await.expect("take"),
         Take::Wait {
@@ -244,7 +259,8 @@ async fn no_permit_while_redis_is_away_and_one_once_it_is_back() {
     let mut redis = RedisServer::start();
     settle_epoch(&redis);
     set_budget(&redis, 10).await;
-    let q = Arc::new(queue(&redis, gate(1, 300), "pod"));
+    let rest = CountingRest::start(Answer::Fake).await;
+    let q = Arc::new(rest.queue_with(&redis, gate(1, 300), "pod"));
     q.acquire(0, &|_| {}).await.sent().await;
     redis.stop();
     let reasons = Arc::new(Mutex::new(Vec::new()));
@@ -260,10 +276,10 @@ async fn no_permit_while_redis_is_away_and_one_once_it_is_back() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!waiter.is_finished(), "no Identify without the gate");
     assert!(reasons.lock().expect("lock").contains(&WaitReason::Redis));
-    // Redis comes back empty: the epoch hold applies, then the shard gets its permit.
+    // Redis comes back empty: the epoch hold applies, the budget is read from Discord again,
+    // then the shard gets its permit.
     let back = Instant::now();
     redis.restart();
-    set_budget(&redis, 10).await;
     let granted = tokio::time::timeout(Duration::from_secs(20), waiter)
         .await
         .expect("a permit once Redis is back")
@@ -346,7 +362,9 @@ async fn a_restart_from_disk_that_lost_a_gate_grants_nothing_for_one_window() {
     let _: () = redis::cmd("SAVE").query(&mut redis.conn()).expect("save");
     let config = gate(1, 1_000);
     let hold = config.hold();
-    let q = queue(&redis, config, "pod");
+    // After the restart the budget is read from Discord again.
+    let rest = CountingRest::start(Answer::Fake).await;
+    let q = rest.queue_with(&redis, config, "pod");
     let permit = q.acquire(0, &|_| {}).await;
     permit.sent().await;
     let sent = Instant::now();
@@ -663,5 +681,125 @@ async fn a_permit_granted_just_before_redis_lost_its_data_still_gets_its_window(
         granted >= sent + hold,
         "granted {:?} after the old permit's send (window + margin {hold:?})",
         granted.saturating_duration_since(sent)
+    );
+}
+
+#[tokio::test]
+async fn a_restart_from_disk_forgets_the_budget_it_restored() {
+    let mut redis = RedisServer::start_with(Options {
+        persistent: true,
+        ..Options::default()
+    });
+    settle_epoch(&redis);
+    set_budget(&redis, 10).await;
+    let _: () = redis::cmd("SAVE").query(&mut redis.conn()).expect("save");
+    let q = queue(&redis, gate(4, 300), "pod");
+    for shard in 0..3 {
+        assert!(matches!(
+            q.try_take(shard, &format!("o{shard}")).await.expect("take"),
+            Take::Granted { .. }
+        ));
+    }
+    // The restart brings back the saved count: three session starts higher than Discord's.
+    redis.restart();
+    assert_eq!(budget(&redis), Some(10));
+    let mut answers = Vec::new();
+    for _ in 0..100 {
+        // The first call after the restart may meet the old connection (then it reconnects).
+        let Ok(take) = q.try_take(3, "after").await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        answers.push(take);
+        match take {
+            Take::Wait {
+                reason: WaitReason::Epoch,
+                after,
+            } => tokio::time::sleep(after).await,
+            _ => break,
+        }
+    }
+    assert!(
+        matches!(
+            answers.last(),
+            Some(Take::Wait {
+                reason: WaitReason::BudgetUnknown,
+                ..
+            })
+        ),
+        "the restored budget must be read from Discord again: {answers:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_budget_without_discords_word_is_read_again() {
+    // A count that sync_budget.lua did not write (by hand, an older worker, anyone who can write
+    // the bot's Redis) is not spent from.
+    let redis = RedisServer::start();
+    settle_epoch(&redis);
+    let _: () = redis
+        .conn()
+        .pset_ex(Keys::new(APP).budget(), 1_000_000, 3_600_000)
+        .expect("set");
+    let q = queue(&redis, gate(1, 300), "pod");
+    assert!(
+        matches!(
+            q.try_take(0, "a").await.expect("take"),
+            Take::Wait {
+                reason: WaitReason::BudgetUnknown,
+                ..
+            }
+        ),
+        "spent from a count Discord never gave"
+    );
+    // Read from Discord: never above what it said.
+    assert_eq!(q.sync_budget(40, 3_600_000).await.expect("sync"), 40);
+    assert!(matches!(
+        q.try_take(0, "b").await.expect("take"),
+        Take::Granted { remaining: 39 }
+    ));
+}
+
+#[tokio::test]
+async fn a_new_period_starts_from_discords_count_not_the_old_one() {
+    let redis = RedisServer::start();
+    settle_epoch(&redis);
+    // The old period's count, a second before Discord's reset.
+    assert_eq!(sync_budget(&redis, 5, 1_000).await, 5);
+    // Discord has reset (a full count, 24 h to go) before the old key expired here.
+    assert_eq!(
+        sync_budget(&redis, 1_000, 86_400_000).await,
+        1_000,
+        "the old period's count was carried into the new one"
+    );
+    let pttl: i64 = redis.conn().pttl(Keys::new(APP).budget()).expect("pttl");
+    assert!(pttl > 86_000_000, "{pttl}");
+    // Within the period Redis still counts first: a later answer never raises it.
+    let q = queue(&redis, gate(1, 300), "pod");
+    q.acquire(0, &|_| {}).await.sent().await;
+    assert_eq!(sync_budget(&redis, 1_000, 86_399_000).await, 999);
+}
+
+#[tokio::test]
+async fn a_refund_never_raises_the_budget_above_what_discord_last_said() {
+    let redis = RedisServer::start();
+    settle_epoch(&redis);
+    // The period ends in 300 ms; a shard takes the gate just before.
+    sync_budget(&redis, 10, 300).await;
+    let q = queue(&redis, gate(1, 300), "pod");
+    let permit = q.acquire(0, &|_| {}).await;
+    assert_eq!(budget(&redis), Some(9));
+    let expired = common::scenario::wait_until(Duration::from_secs(5), || async {
+        budget(&redis).is_none()
+    })
+    .await;
+    assert!(expired, "the period ended");
+    // The new period, as Discord gives it; then the old permit is given back unused.
+    sync_budget(&redis, 1_000, 86_400_000).await;
+    permit.release().await;
+    assert_eq!(
+        budget(&redis),
+        Some(1_000),
+        "a session start of the old period was returned into the new one"
     );
 }

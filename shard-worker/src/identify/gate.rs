@@ -180,13 +180,14 @@ impl RedisQueue {
         }
     }
 
-    /// Stores the budget read from `GET /gateway/bot` (never raising a lower count).
+    /// Stores the budget read from `GET /gateway/bot` (never raising a lower count within a
+    /// period, never above Discord's word).
     pub async fn sync_budget(
         &self,
         remaining: u32,
         reset_after_ms: u64,
     ) -> redis::RedisResult<i64> {
-        budget::store(&self.conn, self.keys.budget(), remaining, reset_after_ms).await
+        budget::store(&self.conn, &self.keys, remaining, reset_after_ms).await
     }
 
     pub fn config(&self) -> &GateConfig {
@@ -203,6 +204,7 @@ impl RedisQueue {
             .key(self.keys.queue(bucket))
             .key(self.keys.seen(bucket))
             .key(self.keys.max_concurrency())
+            .key(self.keys.budget_period())
             .arg(owner)
             .arg(self.config.connect_bound().as_millis() as u64)
             .arg(self.config.hold().as_millis() as u64)
@@ -255,6 +257,7 @@ struct RedisPermit {
     conn: ConnectionManager,
     gate: String,
     budget: String,
+    budget_period: String,
     owner: String,
     hold: Duration,
 }
@@ -286,6 +289,7 @@ impl PermitHandle for RedisPermit {
             let result: redis::RedisResult<i64> = RELEASE_GATE
                 .key(&self.gate)
                 .key(&self.budget)
+                .key(&self.budget_period)
                 .arg(&self.owner)
                 .invoke_async(&mut self.conn.clone())
                 .await;
@@ -324,6 +328,7 @@ impl IdentifyQueue for RedisQueue {
                             conn: self.conn.clone(),
                             gate: self.keys.gate(bucket),
                             budget: self.keys.budget(),
+                            budget_period: self.keys.budget_period(),
                             owner,
                             hold: self.config.hold(),
                         };
@@ -338,7 +343,7 @@ impl IdentifyQueue for RedisQueue {
                         waiting(reason);
                         match reason {
                             WaitReason::BudgetUnknown => {
-                                match self.reads.refresh(&self.conn, self.keys.budget()).await {
+                                match self.reads.refresh(&self.conn, &self.keys).await {
                                     BudgetRead::Stored => Duration::ZERO,
                                     BudgetRead::Later(wait) => wait,
                                     BudgetRead::Refused => {
