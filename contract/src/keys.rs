@@ -96,6 +96,15 @@ impl Keys {
         format!("{}:fatal:{total}:{shard}", self.prefix)
     }
 
+    /// How many Identifies of one shard of a layout in a row led to no session lasting a minute,
+    /// counted across processes (the worker's Identify-loop guard): a pod that crashes after
+    /// READY and before its first checkpoint, restarted again and again, stops at the guard's
+    /// limit instead of identifying on every restart. Deleted when a session lasts, or when the
+    /// shard is marked closed for good ([`Keys::fatal`]).
+    pub fn identify_streak(&self, total: u32, shard: u32) -> String {
+        format!("{}:identify-streak:{total}:{shard}", self.prefix)
+    }
+
     /// The roles of the layouts ([`LayoutRoles`] as JSON): which layout acts on events.
     pub fn active_layout(&self) -> String {
         format!("{}:active-layout", self.prefix)
@@ -133,6 +142,7 @@ mod tests {
             keys.max_concurrency(),
             keys.claim("00ff"),
             keys.fatal(16, 5),
+            keys.identify_streak(16, 5),
         ] {
             assert!(key.starts_with("shardset:{42}:"), "{key}");
         }
@@ -141,6 +151,10 @@ mod tests {
         assert_eq!(keys.pattern("lease"), "shardset:{42}:lease:*");
         assert_eq!(keys.fatal(16, 5), "shardset:{42}:fatal:16:5");
         assert_eq!(keys.pattern("fatal"), "shardset:{42}:fatal:*");
+        assert_eq!(
+            keys.identify_streak(16, 5),
+            "shardset:{42}:identify-streak:16:5"
+        );
     }
 
     #[test]
