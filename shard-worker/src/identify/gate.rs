@@ -49,6 +49,24 @@ pub fn effective_max_concurrency(discord: u32, override_: Option<u32>) -> Result
     }
 }
 
+/// The margin at Discord's window: one lost segment of the Identify, resent after Linux's
+/// retransmission timeout (at least 200 ms plus the smoothed round trip), on a path whose round
+/// trip is up to 100 ms. Measured (`tests/identify_margin.rs`): a first Identify of a bucket that
+/// arrives `d` late gives no violation exactly while the margin is at least `d`
+/// (docs/redis-protocol.md, "Timing").
+pub const LOST_SEGMENT_MARGIN: Duration = Duration::from_millis(300);
+
+/// The default margin for `window`: [`LOST_SEGMENT_MARGIN`] at Discord's window (and longer
+/// ones). The shorter windows only run against a fake on the same host or cluster, where what
+/// counts is scheduling on a busy host: 2 % of the window, at least 50 ms.
+pub fn default_margin(window: Duration) -> Duration {
+    if window >= Duration::from_millis(shardset_contract::DISCORD_IDENTIFY_WINDOW_MS) {
+        LOST_SEGMENT_MARGIN
+    } else {
+        (window / 50).max(Duration::from_millis(50))
+    }
+}
+
 /// Timing and limits of the gate.
 #[derive(Debug, Clone)]
 pub struct GateConfig {
@@ -56,7 +74,8 @@ pub struct GateConfig {
     pub max_concurrency: u32,
     /// Discord's Identify window (5 s; shorter only against a time-scaled fake).
     pub window: Duration,
-    /// Extra hold after the window, covering clock and network skew between send and arrival.
+    /// Extra hold after the window, covering what delays an Identify between its send and its
+    /// arrival (a lost segment resent, scheduling): [`default_margin`].
     pub margin: Duration,
     /// The gate's first TTL, from take to send. Kept at least `window + margin` so that losing
     /// Redis right after the send still leaves a full window.
@@ -68,12 +87,11 @@ pub struct GateConfig {
 }
 
 impl GateConfig {
-    /// Sensible timing for a window: margin 2 % of it (at least 50 ms, at most 250 ms: 100 ms
-    /// at Discord's 5 s; the floor covers scheduling delays on a busy host at scaled windows),
+    /// Sensible timing for a window: the [`default_margin`] (300 ms at Discord's 5 s),
     /// `connect_bound` the hold plus at least 2 s (a stalled process must not outlive its gate
     /// between the validity check and the send), jitter 0.5 % (at least 2 ms).
     pub fn new(max_concurrency: u32, window: Duration, reserve: u32) -> Self {
-        let margin = (window / 50).clamp(Duration::from_millis(50), Duration::from_millis(250));
+        let margin = default_margin(window);
         let hold = window + margin;
         Self {
             max_concurrency: max_concurrency.max(1),
@@ -389,6 +407,26 @@ pub fn connect(url: &str) -> redis::RedisResult<ConnectionManager> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_margin_covers_a_lost_segment_at_discords_window() {
+        let discord = GateConfig::new(16, Duration::from_secs(5), 0);
+        assert_eq!(discord.margin, LOST_SEGMENT_MARGIN);
+        assert_eq!(discord.hold(), Duration::from_millis(5_300));
+        assert_eq!(discord.connect_bound, Duration::from_millis(10_600));
+        // The fake's scaled windows on one host: 2 %, at least 50 ms.
+        assert_eq!(
+            default_margin(Duration::from_millis(300)),
+            Duration::from_millis(50)
+        );
+        assert_eq!(
+            default_margin(Duration::from_millis(4_000)),
+            Duration::from_millis(80)
+        );
+        // An override (IDENTIFY_MARGIN_MS) grows connect_bound with the hold.
+        let wide = discord.with_margin(Duration::from_secs(1));
+        assert_eq!(wide.connect_bound, Duration::from_millis(12_000));
+    }
 
     #[test]
     fn an_override_must_divide_discords_max_concurrency() {
