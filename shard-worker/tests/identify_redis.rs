@@ -803,3 +803,42 @@ async fn a_refund_never_raises_the_budget_above_what_discord_last_said() {
         "a session start of the old period was returned into the new one"
     );
 }
+
+#[tokio::test]
+async fn a_waiter_that_asked_before_the_send_gets_the_gate_a_hold_after_it() {
+    // Shard 1 asks while shard 0's gate still has its first TTL (granted, not yet sent): the
+    // send shrinks the gate to a hold from then, so shard 1 must not sleep the first TTL.
+    let redis = RedisServer::start();
+    settle_epoch(&redis);
+    set_budget(&redis, 10).await;
+    let config = gate(1, 300);
+    let (hold, bound) = (config.hold(), config.connect_bound);
+    let q = Arc::new(queue(&redis, config, "pod"));
+    let permit = q.acquire(0, &|_| {}).await;
+    let reasons = Arc::new(Mutex::new(Vec::new()));
+    let (q1, r) = (Arc::clone(&q), Arc::clone(&reasons));
+    let waiter = tokio::spawn(async move {
+        let permit = q1
+            .acquire(1, &move |reason| r.lock().expect("lock").push(reason))
+            .await;
+        let granted = Instant::now();
+        permit.release().await;
+        granted
+    });
+    let asked = common::scenario::wait_until(Duration::from_secs(5), || async {
+        !reasons.lock().expect("lock").is_empty()
+    })
+    .await;
+    assert!(asked, "shard 1 was told to wait");
+    permit.sent().await;
+    let sent = Instant::now();
+    let granted = tokio::time::timeout(Duration::from_secs(20), waiter)
+        .await
+        .expect("granted")
+        .expect("task");
+    let after = granted.saturating_duration_since(sent);
+    assert!(
+        after < hold + (bound - hold) / 2,
+        "granted {after:?} after the send (hold {hold:?}, the gate's first TTL {bound:?})"
+    );
+}

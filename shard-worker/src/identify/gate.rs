@@ -370,8 +370,14 @@ impl IdentifyQueue for RedisQueue {
                                     }
                                 }
                             }
+                            // A gate between its grant and the send still has its first TTL
+                            // (connect_bound), but the send leaves it a hold from then: ask
+                            // again after a hold at most, never sleep through the next turn.
+                            WaitReason::Gate => after.min(self.config.hold()),
                             // Let the lower shard id (asking at the same moment) go first.
-                            WaitReason::Line => after + self.config.jitter * 2,
+                            WaitReason::Line => {
+                                after.min(self.config.hold()) + self.config.jitter * 2
+                            }
                             // A budget at the reserve: ask again now and then, not only at reset.
                             WaitReason::Budget => after.min(Duration::from_secs(30)),
                             _ => after,
