@@ -45,6 +45,10 @@ pub const FORWARD_URL: &str = "FORWARD_URL";
 /// REST reply `ack <message id>` (the demo's and the hand-over tests' visible action); unset,
 /// empty, `false`, `0`, `no` or `off`: it does not.
 pub const REPLY_TO_MESSAGES: &str = "REPLY_TO_MESSAGES";
+/// Optional: a bearer token the Identify queue facade (`--queue-listen`) requires of every
+/// request (`Authorization: Bearer <token>`). A secret: env only, set by `secretKeyRef` through
+/// `spec.pod.env`, never logged.
+pub const QUEUE_TOKEN: &str = "QUEUE_TOKEN";
 /// Optional: the worker's HTTP listen address (default `0.0.0.0:8080`).
 pub const WORKER_LISTEN: &str = "WORKER_LISTEN";
 /// Optional: runtime threads of the worker (default 1; raise for pods with many busy shards).

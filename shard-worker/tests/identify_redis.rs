@@ -330,7 +330,11 @@ async fn the_http_facade_answers_when_the_shard_may_identify() {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, http_facade::router(q)).await;
+        let config = http_facade::FacadeConfig {
+            total: 2,
+            token: None,
+        };
+        let _ = axum::serve(listener, http_facade::router(q, config)).await;
     });
     shardset_contract::rest::install_crypto_provider();
     let http = reqwest::Client::new();

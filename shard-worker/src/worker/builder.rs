@@ -27,7 +27,7 @@ use crate::handler::Handler;
 use crate::handover::acting::{Acting, HandoverConfig};
 use crate::handover::records::HandoverRecords;
 use crate::identify::gate::{GateConfig, RedisQueue, connect, effective_max_concurrency};
-use crate::identify::http_facade;
+use crate::identify::http_facade::{self, BearerToken, FacadeConfig};
 use crate::identify::queue::IdentifyQueue;
 use crate::shard::config::{ShardConfig, Shared};
 use crate::shard::records::Records;
@@ -80,6 +80,8 @@ pub struct Builder {
     settings: Settings,
     token: Token,
     redis_password: Option<String>,
+    /// The bearer token the Identify queue facade requires (`QUEUE_TOKEN`).
+    queue_token: Option<BearerToken>,
     registry: Registry,
     session: SessionConfig,
 }
@@ -100,17 +102,19 @@ impl Builder {
             settings,
             token,
             redis_password: None,
+            queue_token: None,
             registry: Registry::default(),
             session: SessionConfig::default(),
         }
     }
 
-    /// `settings` with the secrets only the environment carries: `DISCORD_TOKEN` and
-    /// `REDIS_PASSWORD` (when set).
+    /// `settings` with the secrets only the environment carries: `DISCORD_TOKEN`, and
+    /// `REDIS_PASSWORD` and `QUEUE_TOKEN` when set.
     pub fn with_env_secrets(settings: Settings) -> Self {
         let token = Token::new(std::env::var(env::DISCORD_TOKEN).unwrap_or_default());
         let mut builder = Self::new(settings, token);
         builder.redis_password = std::env::var(env::REDIS_PASSWORD).ok();
+        builder.queue_token = std::env::var(env::QUEUE_TOKEN).ok().map(BearerToken::new);
         builder
     }
 
@@ -122,6 +126,12 @@ impl Builder {
     /// The password of the Redis user, added to the settings' Redis URL.
     pub fn redis_password(mut self, password: impl Into<String>) -> Self {
         self.redis_password = Some(password.into());
+        self
+    }
+
+    /// The bearer token the Identify queue facade (`--queue-listen`) requires of every request.
+    pub fn queue_token(mut self, token: BearerToken) -> Self {
+        self.queue_token = Some(token);
         self
     }
 
@@ -267,7 +277,25 @@ impl Builder {
             Arc::clone(&started.metrics),
         ));
         if let Some(queue_addr) = s.queue_listen {
-            let router = http_facade::router(Arc::clone(&queue));
+            let facade = FacadeConfig {
+                total: s.shard_total,
+                token: self.queue_token.clone(),
+            };
+            match &facade.token {
+                Some(token) if token.is_empty() => {
+                    return Err(StartError::Config(format!(
+                        "{} is set but empty",
+                        env::QUEUE_TOKEN
+                    )));
+                }
+                None if !queue_addr.ip().is_loopback() => warn!(
+                    %queue_addr,
+                    "the Identify queue facade listens beyond this host without {}: anyone who reaches it can spend session starts",
+                    env::QUEUE_TOKEN
+                ),
+                _ => {}
+            }
+            let router = http_facade::router(Arc::clone(&queue), facade);
             let (addr, _) = server::serve(queue_addr, router, started.endpoints_stopped.clone())
                 .await
                 .map_err(|source| StartError::Listen {
