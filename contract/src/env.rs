@@ -31,8 +31,8 @@ pub const IDENTIFY_RESERVE: &str = "IDENTIFY_RESERVE";
 /// Identify window in ms (Discord: 5000). Only shorter against a fake gateway, for tests.
 pub const IDENTIFY_WINDOW_MS: &str = "IDENTIFY_WINDOW_MS";
 /// Optional: extra hold of a used gate after the window, in ms (default: 300 at Discord's window,
-/// enough for one lost segment of the Identify; 2 % of a shorter window, at least 50). Covers the
-/// time between our send and Discord's receipt. Every pod of a bot must use the same: a
+/// enough for one lost segment of the Identify; 100 at a shorter window, against a fake). Covers
+/// the time between our send and Discord's receipt. Every pod of a bot must use the same: a
 /// ShardSet's `spec.pod.env` may not set it.
 pub const IDENTIFY_MARGIN_MS: &str = "IDENTIFY_MARGIN_MS";
 /// Optional: how long a saved session stays resumable, in ms (the TTL of `Keys::session`;

@@ -41,6 +41,28 @@ fn settle_epoch(redis: &RedisServer) {
         .expect("set epoch");
 }
 
+/// A redis-server that has run for a while (no first-use hold) and holds a budget of
+/// `remaining`, as a worker stored it.
+async fn warm_redis(remaining: u32) -> RedisServer {
+    let redis = RedisServer::start();
+    settle_epoch(&redis);
+    set_budget(&redis, remaining).await;
+    redis
+}
+
+/// A redis-server that persists when told: a long-established epoch and a budget of
+/// `remaining`, saved (`SAVE`); a restart brings back that and nothing written after.
+async fn saved_redis(remaining: u32) -> RedisServer {
+    let redis = RedisServer::start_with(Options {
+        persistent: true,
+        ..Options::default()
+    });
+    settle_epoch(&redis);
+    set_budget(&redis, remaining).await;
+    let _: () = redis::cmd("SAVE").query(&mut redis.conn()).expect("save");
+    redis
+}
+
 /// Stores the budget as a worker does after `GET /gateway/bot` (`sync_budget.lua`), for an hour.
 async fn set_budget(redis: &RedisServer, remaining: u32) {
     sync_budget(redis, remaining, 3_600_000).await;
@@ -52,6 +74,22 @@ async fn sync_budget(redis: &RedisServer, remaining: u32, reset_after_ms: u64) -
         .sync_budget(remaining, reset_after_ms)
         .await
         .expect("sync budget")
+}
+
+/// Shard `shard` asks `q` for its permit in a task, reporting its waits into `reasons`; the task
+/// gives the permit back unused and ends with the moment it was granted.
+fn grant_time(
+    q: Arc<RedisQueue>,
+    shard: u32,
+    reasons: Arc<Mutex<Vec<WaitReason>>>,
+) -> tokio::task::JoinHandle<Instant> {
+    tokio::spawn(async move {
+        let report = move |reason| reasons.lock().expect("lock").push(reason);
+        let permit = q.acquire(shard, &report).await;
+        let granted = Instant::now();
+        permit.release().await;
+        granted
+    })
 }
 
 fn budget(redis: &RedisServer) -> Option<i64> {
@@ -112,9 +150,7 @@ async fn one_identify_per_bucket_per_window_across_pods_lowest_shard_first() {
 
 #[tokio::test]
 async fn the_gate_lasts_window_plus_margin_from_the_send() {
-    let redis = RedisServer::start();
-    settle_epoch(&redis);
-    set_budget(&redis, 10).await;
+    let redis = warm_redis(10).await;
     let config = gate(1, 1000);
     let hold = config.hold();
     let q = queue(&redis, config, "pod");
@@ -136,9 +172,7 @@ async fn the_gate_lasts_window_plus_margin_from_the_send() {
 
 #[tokio::test]
 async fn a_released_permit_frees_the_gate_and_returns_the_session_start() {
-    let redis = RedisServer::start();
-    settle_epoch(&redis);
-    set_budget(&redis, 10).await;
+    let redis = warm_redis(10).await;
     let q = queue(&redis, gate(1, 5000), "pod");
     let start = Instant::now();
     q.acquire(0, &|_| {}).await.release().await;
@@ -215,9 +249,7 @@ async fn a_lost_epoch_grants_nothing_while_an_earlier_permit_may_be_used() {
 
 #[tokio::test]
 async fn the_budget_is_spent_atomically_and_never_below_the_reserve() {
-    let redis = RedisServer::start();
-    settle_epoch(&redis);
-    set_budget(&redis, 3).await;
+    let redis = warm_redis(3).await;
     let mut config = gate(4, 1000);
     config.reserve = 1;
     let q = queue(&redis, config, "pod");
@@ -256,9 +288,7 @@ async fn the_budget_is_spent_atomically_and_never_below_the_reserve() {
 
 #[tokio::test]
 async fn no_permit_while_redis_is_away_and_one_once_it_is_back() {
-    let mut redis = RedisServer::start();
-    settle_epoch(&redis);
-    set_budget(&redis, 10).await;
+    let mut redis = warm_redis(10).await;
     let rest = CountingRest::start(Answer::Fake).await;
     let q = Arc::new(rest.queue_with(&redis, gate(1, 300), "pod"));
     q.acquire(0, &|_| {}).await.sent().await;
@@ -321,9 +351,7 @@ async fn leases_admit_one_owner_at_a_time() {
 
 #[tokio::test]
 async fn the_http_facade_answers_when_the_shard_may_identify() {
-    let redis = RedisServer::start();
-    settle_epoch(&redis);
-    set_budget(&redis, 10).await;
+    let redis = warm_redis(10).await;
     let q: Arc<dyn IdentifyQueue> = Arc::new(queue(&redis, gate(1, 500), "facade"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -356,14 +384,8 @@ async fn the_http_facade_answers_when_the_shard_may_identify() {
 
 #[tokio::test]
 async fn a_restart_from_disk_that_lost_a_gate_grants_nothing_for_one_window() {
-    let mut redis = RedisServer::start_with(Options {
-        persistent: true,
-        ..Options::default()
-    });
-    settle_epoch(&redis);
-    set_budget(&redis, 10).await;
     // The last save holds the long-established epoch and the budget, not what follows.
-    let _: () = redis::cmd("SAVE").query(&mut redis.conn()).expect("save");
+    let mut redis = saved_redis(10).await;
     let config = gate(1, 1_000);
     let hold = config.hold();
     // After the restart the budget is read from Discord again.
@@ -405,9 +427,7 @@ async fn a_restart_from_disk_that_lost_a_gate_grants_nothing_for_one_window() {
 
 #[tokio::test]
 async fn two_bucket_maps_are_never_live_at_once() {
-    let redis = RedisServer::start();
-    settle_epoch(&redis);
-    set_budget(&redis, 10).await;
+    let redis = warm_redis(10).await;
     // Discord's max_concurrency is 4; a pod rolled with an override of 2 runs beside the others.
     let config4 = gate(4, 300);
     let connect_bound = config4.connect_bound;
@@ -655,9 +675,7 @@ async fn a_permit_granted_just_before_redis_lost_its_data_still_gets_its_window(
     // A shard takes the gate, Redis loses everything, and the shard sends its Identify as late
     // as its permit allows. Another pod's shard of the same bucket asks at once (its budget read
     // from Discord again): its grant must leave a full window + margin after that late send.
-    let redis = RedisServer::start();
-    settle_epoch(&redis);
-    set_budget(&redis, 10).await;
+    let redis = warm_redis(10).await;
     let config = gate(1, 300);
     let hold = config.hold();
     let old = queue(&redis, config.clone(), "old");
@@ -666,13 +684,8 @@ async fn a_permit_granted_just_before_redis_lost_its_data_still_gets_its_window(
         .query(&mut redis.conn())
         .expect("flush");
     let rest = CountingRest::start(Answer::Fake).await;
-    let new = rest.queue_with(&redis, config, "new");
-    let waiter = tokio::spawn(async move {
-        let permit = new.acquire(1, &|_| {}).await;
-        let granted = Instant::now();
-        permit.release().await;
-        granted
-    });
+    let new = Arc::new(rest.queue_with(&redis, config, "new"));
+    let waiter = grant_time(new, 1, Arc::default());
     tokio::time::sleep_until(permit.valid_until() - Duration::from_millis(5)).await;
     assert!(permit.is_valid(), "sent while the permit allows it");
     let sent = Instant::now();
@@ -690,13 +703,7 @@ async fn a_permit_granted_just_before_redis_lost_its_data_still_gets_its_window(
 
 #[tokio::test]
 async fn a_restart_from_disk_forgets_the_budget_it_restored() {
-    let mut redis = RedisServer::start_with(Options {
-        persistent: true,
-        ..Options::default()
-    });
-    settle_epoch(&redis);
-    set_budget(&redis, 10).await;
-    let _: () = redis::cmd("SAVE").query(&mut redis.conn()).expect("save");
+    let mut redis = saved_redis(10).await;
     let q = queue(&redis, gate(4, 300), "pod");
     for shard in 0..3 {
         assert!(matches!(
@@ -812,23 +819,13 @@ async fn a_refund_never_raises_the_budget_above_what_discord_last_said() {
 async fn a_waiter_that_asked_before_the_send_gets_the_gate_a_hold_after_it() {
     // Shard 1 asks while shard 0's gate still has its first TTL (granted, not yet sent): the
     // send shrinks the gate to a hold from then, so shard 1 must not sleep the first TTL.
-    let redis = RedisServer::start();
-    settle_epoch(&redis);
-    set_budget(&redis, 10).await;
+    let redis = warm_redis(10).await;
     let config = gate(1, 300);
     let (hold, bound) = (config.hold(), config.connect_bound);
     let q = Arc::new(queue(&redis, config, "pod"));
     let permit = q.acquire(0, &|_| {}).await;
     let reasons = Arc::new(Mutex::new(Vec::new()));
-    let (q1, r) = (Arc::clone(&q), Arc::clone(&reasons));
-    let waiter = tokio::spawn(async move {
-        let permit = q1
-            .acquire(1, &move |reason| r.lock().expect("lock").push(reason))
-            .await;
-        let granted = Instant::now();
-        permit.release().await;
-        granted
-    });
+    let waiter = grant_time(Arc::clone(&q), 1, Arc::clone(&reasons));
     let asked = common::scenario::wait_until(Duration::from_secs(5), || async {
         !reasons.lock().expect("lock").is_empty()
     })

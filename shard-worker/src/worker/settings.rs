@@ -50,7 +50,7 @@ pub struct Settings {
     #[arg(long, env = env::IDENTIFY_WINDOW_MS, default_value_t = shardset_contract::DISCORD_IDENTIFY_WINDOW_MS)]
     pub identify_window_ms: u64,
     /// Extra hold of a used gate after the window, in ms (default: 300 at Discord's window, a
-    /// lost Identify segment resent; 2 % of a shorter window, at least 50).
+    /// lost Identify segment resent; 100 at a shorter window, against a fake).
     #[arg(long, env = env::IDENTIFY_MARGIN_MS)]
     pub identify_margin_ms: Option<u64>,
     /// How long saved sessions stay resumable, in ms.
