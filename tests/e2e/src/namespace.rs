@@ -136,22 +136,6 @@ impl TestNamespace {
         helm(&all)
     }
 
-    /// [`waits::wait_for`] (kept until the scenarios call it directly).
-    pub async fn wait_for<K, C>(
-        &self,
-        api: &Api<K>,
-        name: &str,
-        cond: C,
-        timeout: Duration,
-    ) -> anyhow::Result<Option<K>>
-    where
-        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-        K::DynamicType: Default,
-        C: kube::runtime::wait::Condition<K>,
-    {
-        waits::wait_for(api, name, cond, timeout).await
-    }
-
     /// Waits until `pred` holds for this namespace's pods matching `selector`; returns them.
     pub async fn wait_pods<F>(
         &self,

@@ -272,15 +272,6 @@ pub async fn max_terminating_while<F: Future>(
     }
 }
 
-/// [`TestNamespace::kubectl_edit`] of `object` in the namespace named `ns` (kept until the
-/// scenarios call that directly).
-pub fn kubectl_edit(ns: &str, object: &str, sed_expr: &str) -> anyhow::Result<String> {
-    let mut cmd = std::process::Command::new(crate::tool("kubectl"));
-    cmd.args(["-n", ns, "edit", object])
-        .env("KUBE_EDITOR", format!("sed -i -e '{sed_expr}'"));
-    crate::tools::run(&format!("kubectl edit {object}"), cmd, None)
-}
-
 /// Removes the finalizer of every ShardSet left in namespace `ns`: without an operator running it
 /// would keep them (and the namespace) forever.
 pub fn release_finalizers(ns: &str) {
