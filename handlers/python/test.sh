@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# `make unit-python`: the Python library's tests (pytest) against a real nats-server (built by
-# `make test-tools`), with the Rust library's recorder example as the other replica of the interop
-# tests. The venv holds what requirements-test.txt pins (nats-py, pytest); it is cached in
+# `make unit-python`: the Python library's tests and its demo handler's (pytest) against a real
+# nats-server (built by `make test-tools`), with the Rust library's recorder example as the other
+# replica of the interop tests and the fake Discord as the REST API the demo answers through. The venv holds what requirements-test.txt pins (nats-py, pytest); it is cached in
 # ~/.cache/shardset/python/venv-<hash of the requirements and the Python version>, built aside
 # and renamed into place, so an interrupted install leaves nothing half-made.
 set -euo pipefail
@@ -24,6 +24,8 @@ if [[ ! -f $venv/.complete ]]; then
     [[ $old == "$venv" || $old == *.tmp.* ]] || rm -rf "$old"
   done
 fi
+# The other replica of the interop tests, and the fake Discord the demo handler answers.
 cargo build -q -p shardset-handler --example recorder
+cargo build -q -p fake-discord --bin fake-discord
 # No bytecode or pytest cache in the work tree; `python -m` works from a moved venv.
 PYTHONDONTWRITEBYTECODE=1 "$venv/bin/python" -m pytest -p no:cacheprovider -q tests "$@"
