@@ -107,3 +107,27 @@ async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_names_are_the_documented_ones() {
+        let (metrics, registry) = Metrics::registered();
+        metrics.reply("ok");
+        metrics.reordering();
+        metrics.owned.set(3);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        for line in [
+            "shardset_handler_events_total 0",
+            "shardset_handler_redelivered_events_total 0",
+            "shardset_handler_replies_total{result=\"ok\"} 1",
+            "shardset_handler_reorderings_total 1",
+            "shardset_handler_owned_partitions 3",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+    }
+}
