@@ -76,8 +76,8 @@ impl Setup {
         }
     }
 
-    /// A user's message in the fake's guild `index`, published as its shard's worker would.
-    async fn user_message(&mut self, index: u32) -> u64 {
+    /// A user's synthetic message in the fake's guild `index`: its id, guild and MESSAGE_CREATE `d`.
+    fn synthetic_message(&self, index: u32) -> (u64, u64, Bytes) {
         let guild = world::guild_id(index);
         let (id, d) = self.fake.state().create_message(
             Some(guild),
@@ -88,6 +88,12 @@ impl Setup {
             true,
             &mut Vec::new(),
         );
+        (id, guild, d)
+    }
+
+    /// A user's message in the fake's guild `index`, published as its shard's worker would.
+    async fn user_message(&mut self, index: u32) -> u64 {
+        let (id, guild, d) = self.synthetic_message(index);
         self.publish(guild, d).await;
         id
     }
@@ -183,16 +189,7 @@ async fn every_message_is_answered_once() {
 #[ignore = "the fake Discord does not honour nonce + enforce_nonce yet (tests/fake-discord/src/rest.rs)"]
 async fn a_redelivered_message_is_not_answered_twice() {
     let mut setup = Setup::start().await;
-    let guild = world::guild_id(0);
-    let (id, d) = setup.fake.state().create_message(
-        Some(guild),
-        world::text_channel_id(guild),
-        Author::User(7),
-        "hello",
-        None,
-        true,
-        &mut Vec::new(),
-    );
+    let (id, guild, d) = setup.synthetic_message(0);
     // The same event twice under two ids: what a replay outside the duplicate window, or a
     // redelivery after a replica died between its reply and its ack, looks like to the handler.
     setup.publish(guild, d.clone()).await;
