@@ -126,12 +126,31 @@ impl NatsServer {
     }
 
     /// Stops the server at once (SIGKILL: no goodbye to clients, like a crash or a cut network).
-    /// Its store is kept for [`Self::restart`].
+    /// Its store is kept for [`Self::restart`] (see [`Self::stop_gracefully`]).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Stops the server as Kubernetes stops a pod (SIGTERM): it flushes its state (consumers'
+    /// acknowledgements included) before exiting. [`Self::stop`] is a crash: the acknowledgements
+    /// of the last moments may be lost, and those events delivered again after the restart.
+    pub fn stop_gracefully(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let signalled = Command::new(&self.binary)
+            .args(["--signal", &format!("term={}", child.id())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !signalled {
+            let _ = child.kill();
+        }
+        let _ = child.wait();
     }
 
     /// Whether the server process is running.
@@ -249,6 +268,9 @@ mod tests {
         let mut server = NatsServer::start();
         let port = server.port;
         assert!(jetstream_enabled(port), "INFO announces JetStream");
+        server.stop_gracefully();
+        assert!(!server.is_running());
+        server.restart();
         server.stop();
         assert!(!server.is_running());
         assert!(

@@ -79,23 +79,44 @@ impl Bus {
     }
 
     /// Publishes a MESSAGE_CREATE of `guild` (none: a global event) as shard `guild % TOTAL`
-    /// would, with the next gateway seq and an `s:<session>:<seq>` id; returns its seq.
+    /// would, with the next gateway seq and an `s:<session>:<seq>` id, retrying with the same id
+    /// until JetStream acknowledges it (as the publisher must: a retry that was stored already
+    /// is a duplicate); returns its seq.
     pub async fn publish(&self, guild: Option<u64>) -> u64 {
         let seq = {
             let mut next = self.next_seq.lock().expect("lock");
             *next += 1;
             *next
         };
-        let ack = self
-            .publish_raw(
-                guild,
-                &bus::session_msg_id("session-a", seq),
-                seq,
-                format!(r#"{{"id":"{seq}","content":"hello"}}"#).into_bytes(),
-            )
-            .await;
-        ack.await.expect("acknowledged by JetStream");
-        seq
+        let id = bus::session_msg_id("session-a", seq);
+        let payload = format!(r#"{{"id":"{seq}","content":"hello"}}"#).into_bytes();
+        for _ in 0..50 {
+            let ack = self.publish_raw(guild, &id, seq, payload.clone()).await;
+            match ack.await {
+                Ok(_) => return seq,
+                // The bus is (re)starting: back off, then the same id again.
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        panic!("event {seq} never acknowledged");
+    }
+
+    /// Waits until the stream holds nothing for the default group: every event handled and its
+    /// acknowledgement taken by the server (the handler's record is written before its ack is
+    /// sent, and the server tells no one when it took it, so this asks it).
+    pub async fn wait_settled(&self, within: Duration) {
+        let settled = async {
+            loop {
+                let mut stream = self.js.get_stream(&self.stream).await.expect("stream");
+                if stream.info().await.expect("stream info").state.messages == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(within, settled)
+            .await
+            .expect("every event acknowledged");
     }
 
     /// Publishes an event with the given id, seq and payload; the caller awaits the ack.
