@@ -57,7 +57,7 @@ class Replica:
 
     def __init__(self):
         self.owned: Set[Partition] = set()
-        self.stats: Dict[str, int] = dict(handled=0, redelivered=0, bad=0, failed=0, terminated=0)
+        self.stats: Dict[str, int] = dict(handled=0, redelivered=0, bad=0, failed=0, terminated=0, released=0)
         self._held: Dict[Partition, _Held] = {}
         self._wakes: asyncio.Queue = asyncio.Queue()
         self._owned_changed = asyncio.Condition()
@@ -239,6 +239,7 @@ class Replica:
             return
         try:
             await self.leases.release(partition, held.revision)
+            self.stats["released"] += 1
             log.info("partition %s released", partition)
         except Exception as e:
             log.warning("partition %s: release failed (%s); the lease will expire", partition, e)

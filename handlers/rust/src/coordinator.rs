@@ -319,7 +319,10 @@ impl<H: Handler> Coordinator<H> {
             return;
         }
         match self.leases.release(partition, held.revision).await {
-            Ok(()) => info!(%partition, "partition released"),
+            Ok(()) => {
+                self.stats.released();
+                info!(%partition, "partition released");
+            }
             Err(e) => warn!(%partition, error = %e, "release failed; the lease will expire"),
         }
     }

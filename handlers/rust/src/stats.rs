@@ -10,6 +10,7 @@ pub struct Stats {
     bad: AtomicU64,
     failed: AtomicU64,
     terminated: AtomicU64,
+    released: AtomicU64,
 }
 
 /// A copy of [`Stats`] at one moment.
@@ -26,6 +27,8 @@ pub struct StatsSnapshot {
     pub failed: u64,
     /// Events terminated after `max_attempts` failed deliveries.
     pub terminated: u64,
+    /// Leases released (handed over) rather than left to expire.
+    pub released: u64,
 }
 
 impl Stats {
@@ -44,6 +47,9 @@ impl Stats {
     pub(crate) fn terminated(&self) {
         self.terminated.fetch_add(1, Ordering::Relaxed);
     }
+    pub(crate) fn released(&self) {
+        self.released.fetch_add(1, Ordering::Relaxed);
+    }
 
     /// The counters now.
     pub fn snapshot(&self) -> StatsSnapshot {
@@ -53,6 +59,7 @@ impl Stats {
             bad: self.bad.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             terminated: self.terminated.load(Ordering::Relaxed),
+            released: self.released.load(Ordering::Relaxed),
         }
     }
 }
