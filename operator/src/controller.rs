@@ -2,7 +2,7 @@
 //! `finalizer()` (Apply and Cleanup arms), and `error_policy`.
 //!
 //! One Apply pass: read the token Secret (and the Redis password Secret) → ask Discord when due
-//! → decide the shard total → list pods → the reshard step ([`crate::handover`]: roles,
+//! → decide the shard total → list pods → the reshard step ([`crate::reshard::handover`]: roles,
 //! acknowledgements, budget) → plan → create/delete pods → apply the status if it changed.
 //! A pass over an unchanged world writes nothing.
 //!
@@ -15,100 +15,29 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
 use shardset_contract::token::Token;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::context::Context;
 use crate::crd::ShardSet;
-use crate::discord::{self, Discord, Lookup};
-use crate::metrics::Metrics;
+use crate::discord::Lookup;
 use crate::plan::{self, DeleteReason};
-use crate::redis_state::{self, RedisPool};
+use crate::redis_state;
+use crate::reshard::total::{self, ShardTotal};
 use crate::status::{self, Observed, Problem};
-use crate::{Error, Result, apply, handover, names, node_loss, pods, reshard};
+use crate::text::summarize_list;
+use crate::{Error, Result, apply, names, node_loss, pods, reshard};
 
 /// Requeue while pods are starting, moving or blocked (watch events usually come first).
 const REQUEUE_BUSY: Duration = Duration::from_secs(10);
 /// How long cleanup waits for the ShardSet's pods to terminate before cleaning Redis anyway.
 const CLEANUP_POD_WAIT: Duration = Duration::from_secs(30);
-
-/// Tunables of the controller.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Requeue of a settled ShardSet: refreshes guilds from Redis (and Discord when due);
-    /// writes only if something changed.
-    pub resync: Duration,
-    /// After this long in deletion, cleanup stops retrying Redis and lets the ShardSet go.
-    pub cleanup_give_up: Duration,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            resync: Duration::from_secs(60),
-            cleanup_give_up: Duration::from_secs(120),
-        }
-    }
-}
-
-/// Shared state of all reconciles.
-pub struct Context {
-    pub client: Client,
-    pub recorder: Recorder,
-    pub metrics: Arc<Metrics>,
-    pub discord: Discord,
-    pub redis: RedisPool,
-    pub settings: Settings,
-}
-
-impl Context {
-    /// `instance` names this replica in Events (`reportingInstance`).
-    pub fn new(
-        client: Client,
-        metrics: Arc<Metrics>,
-        instance: String,
-        settings: Settings,
-    ) -> Self {
-        let reporter = Reporter {
-            controller: names::EVENT_REPORTER.into(),
-            instance: Some(instance),
-        };
-        Self {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
-            discord: Discord::new(metrics.clone()),
-            redis: RedisPool::default(),
-            metrics,
-            settings,
-        }
-    }
-
-    /// Publishes an Event on the ShardSet; a failure is logged, never fatal.
-    pub(crate) async fn publish(
-        &self,
-        ss: &ShardSet,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        let event = KubeEvent {
-            type_,
-            reason: reason.into(),
-            note: Some(truncate(note, 1000)),
-            action: action.into(),
-            secondary: None,
-        };
-        if let Err(error) = self.recorder.publish(&event, &ss.object_ref(&())).await {
-            warn!(%error, reason, "cannot publish Event");
-        }
-    }
-}
 
 /// Runs the controller until `stop` resolves, then lets running reconciles finish.
 pub async fn run(
@@ -243,49 +172,17 @@ async fn apply_shardset(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result
 
     // The shard total: fixed, or from Discord's recommendation (the last one known), changed
     // by `autoShards` at most once per `minReshardIntervalSeconds`.
-    let current_total = ss.status.as_ref().and_then(|s| s.shards);
-    let mut auto_hold = None;
-    let total = match (spec.shards, &spec.auto_shards) {
-        (Some(total), _) => Some(total),
-        (None, Some(auto)) => lookup
-            .facts
-            .as_ref()
-            .map(|f| {
-                let recommended = discord::auto_total(
-                    f.recommended_shards,
-                    spec.max_concurrency.unwrap_or(f.max_concurrency),
-                    auto.guilds_per_shard,
-                );
-                let since = ss
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.layout.as_ref())
-                    .and_then(|l| l.target_since.as_ref())
-                    .map(|t| t.0.as_second());
-                let (total, held_until) = reshard::auto_target(
-                    recommended,
-                    current_total,
-                    since,
-                    Timestamp::now().as_second(),
-                    auto.min_reshard_interval_seconds,
-                );
-                if let Some(until) = held_until {
-                    auto_hold = Some(format!(
-                        "autoShards: Discord's recommendation gives {recommended} shards; the next automatic reshard may start at {} (spec.autoShards.minReshardIntervalSeconds)",
-                        Timestamp::from_second(until).map_or_else(|_| until.to_string(), |t| t.to_string())
-                    ));
-                }
-                total
-            })
-            .or(current_total),
-        (None, None) => None,
-    };
-    if total.is_none() && !problems.iter().any(Problem::blocks_pods) {
-        problems.push(Problem::ShardCountUnknown(format!(
-            "spec.autoShards needs Discord's recommended shard count from {}/v10/gateway/bot, which the operator could not read yet",
-            spec.api_url()
-        )));
-    }
+    let shard_total = total::shard_total(
+        spec,
+        ss.status.as_ref(),
+        lookup.facts.as_ref(),
+        Timestamp::now().as_second(),
+    );
+    problems.extend(total::unknown_total(&shard_total, spec, &problems));
+    let ShardTotal {
+        total,
+        held: auto_hold,
+    } = shard_total;
 
     // Plan against the pods that exist.
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
@@ -301,9 +198,9 @@ async fn apply_shardset(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result
     // deleted, and the next roles document in Redis.
     let reshard = match (total, blocked) {
         (Some(total), false) => Some(
-            handover::pass(
+            reshard::handover::pass(
                 ctx,
-                handover::Args {
+                reshard::handover::Args {
                     ss,
                     key: &key,
                     total,
@@ -822,32 +719,6 @@ async fn read_secret_key(api: &Api<Secret>, name: &str, key: &str) -> Result<Sec
     })
 }
 
-/// `a, b, c and 7 more`.
-fn summarize_list(items: &[String], max: usize) -> String {
-    let shown = items
-        .iter()
-        .take(max)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if items.len() > max {
-        format!("{shown} and {} more", items.len() - max)
-    } else {
-        shown
-    }
-}
-
-fn truncate(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut cut = max;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -860,13 +731,6 @@ mod tests {
         assert_ne!(a, fatal_basis(&Token::new("a.b.c"), 1));
         assert_eq!(a.len(), 16);
         assert!(!a.contains("a.b.c"));
-    }
-
-    #[test]
-    fn lists_are_summarized() {
-        let items: Vec<String> = (0..5).map(|i| format!("p{i}")).collect();
-        assert_eq!(summarize_list(&items, 3), "p0, p1, p2 and 2 more");
-        assert_eq!(summarize_list(&items[..2], 3), "p0, p1");
     }
 
     #[test]
@@ -890,11 +754,5 @@ mod tests {
             "the bot token",
         );
         assert!(m.contains("has no key \"token\" (it has tok)"), "{m}");
-    }
-
-    #[test]
-    fn truncation_respects_char_boundaries() {
-        assert_eq!(truncate("héllo".into(), 2), "h");
-        assert_eq!(truncate("hello".into(), 10), "hello");
     }
 }

@@ -6,15 +6,17 @@
 //! - [`names`]: label keys, finalizer, field manager: every name we write on objects.
 //! - [`plan`]: shard ranges and the pods to create, delete or replace.
 //! - [`pods`]: the worker Pod for one range.
-//! - [`reshard`]: the hand-over between layouts, step by step (`docs/resharding.md`).
+//! - [`reshard`]: the shard total, and the hand-over between layouts step by step
+//!   (`docs/resharding.md`), with its I/O in [`reshard::handover`].
 //! - [`node_loss`]: when a pod on a lost node is force-deleted, and its node-loss tolerations.
 //! - [`status`]: status summary and conditions.
+//! - [`text`]: lists and notes cut to size for people.
 //!
 //! I/O parts:
-//! - [`controller`]: context, `reconcile` (with a finalizer) and `error_policy`.
+//! - [`context`]: what every reconcile shares (client, Events, metrics, Discord and Redis state).
+//! - [`controller`]: `reconcile` (with a finalizer) and `error_policy`.
 //! - [`apply`]: server-side apply of pods and status, pruning.
 //! - [`discord`]: `GET /gateway/bot` and `/users/@me`, refreshed on a period with backoff.
-//! - [`handover`]: the reshard part of a pass: roles and acknowledgements in Redis, Events.
 //! - [`redis_state`]: the workers' shard status, and cleanup of the bot's keys.
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and JSON logs.
 
@@ -25,11 +27,12 @@ pub mod plan;
 pub mod pods;
 pub mod reshard;
 pub mod status;
+pub mod text;
 
 pub mod apply;
+pub mod context;
 pub mod controller;
 pub mod discord;
-pub mod handover;
 pub mod metrics;
 pub mod redis_state;
 pub mod telemetry;
