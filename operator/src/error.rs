@@ -1,5 +1,5 @@
-//! Why a reconciliation failed: the error of each step of a pass (defined beside its step in
-//! [`crate::reconcile`]), kube's finalizer errors around them, and a ShardSet without a namespace.
+//! Why a reconciliation failed: the error of each step of a pass (each defined in its step's file
+//! under `reconcile/`), kube's finalizer errors around them, and a ShardSet without a namespace.
 //! Problems the user must fix (a missing Secret, a bad token) are not errors: they become status
 //! conditions. Errors are what a retry may cure, or input no retry can (`is_invalid_input`).
 

@@ -1,8 +1,8 @@
 //! The steps of a BlueGreen hand-over under way (`from` → `to`, named by the roles document),
 //! without a client: each role change waits for the acknowledgements of the layouts concerned,
 //! and where the protocol says so for `W` after them (measured from `ackedAtMs`, Redis time); a
-//! new target abandons `to` while it has not claimed anything. Reached through
-//! [`crate::reshard::decide::decide`], whose tests walk every step.
+//! new target abandons `to` while it has not claimed anything. Reached through `decide` (the
+//! file beside this one), whose tests walk every step.
 
 use std::collections::BTreeMap;
 
