@@ -124,6 +124,12 @@ pub struct Config {
     /// Synthetic messages remembered for `/control/replies` (oldest forgotten first).
     #[arg(long, default_value_t = 2_000_000)]
     pub reply_tracking: usize,
+
+    /// `POST /channels/{id}/messages` with a `nonce` and `enforce_nonce: true`: a create with a
+    /// nonce the channel saw within this many ms returns that message instead of a new one
+    /// (message.mdx: "checked for uniqueness in the past few minutes").
+    #[arg(long, default_value_t = 300_000)]
+    pub nonce_window_ms: u64,
 }
 
 impl Default for Config {

@@ -27,6 +27,8 @@ mod gateway {
     pub use crate::rest::not_found as upgrade;
 }
 mod load;
+/// Message nonces (`enforce_nonce`).
+mod nonces;
 /// Discord payloads written straight to bytes.
 pub mod payloads;
 mod public_url;

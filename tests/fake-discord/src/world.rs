@@ -1,5 +1,5 @@
-//! The bot's world: which guilds exist, their ids, channels and members, and which shard of any
-//! layout receives each guild. Ids are pure functions of an index, so any number of guilds costs
+//! The bot's world: which guilds exist, their ids, channels and members, the synthetic users,
+//! and which shard of any layout receives each guild. Ids are pure functions of an index, so any number of guilds costs
 //! no memory and any `num_shards` can list its guilds in O(guilds on that shard).
 //!
 //! Guild `i` has the snowflake `(GUILD_BASE + i) << 22`: consecutive timestamps, so the sharding
@@ -83,10 +83,23 @@ pub fn resolve_channel(channel_id: u64, guilds: u32) -> Option<Channel> {
     channel_guild(channel_id, guilds).map(Channel::Guild)
 }
 
+/// Someone in the world: the bot, or synthetic user `n` (`user_id(n)`). Both write messages and
+/// are guild members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Person {
+    /// The bot itself (its replies; its member in every guild).
+    Bot,
+    /// Synthetic user `n % USERS`.
+    User(u64),
+}
+
 /// Synthetic user `index % USERS`.
 pub fn user_id(index: u64) -> u64 {
     (USER_BASE + index % USERS) << 22
 }
+
+/// What synthetic usernames start with: user `n` is `user<n % USERS>`.
+pub const USERNAME_PREFIX: &str = "user";
 
 /// Member count of a guild: a spread from 2 to about 5,000, fixed per guild.
 pub fn member_count(index: u32) -> u32 {

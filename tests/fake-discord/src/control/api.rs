@@ -16,9 +16,9 @@ use super::records::{
     BudgetUpdate, DispatchRequest, DispatchResult, FaultRequest, FaultResult, GuildList,
     LoadSettings, MessageRequest, MessagesCreated,
 };
-use crate::payloads::Author;
 use crate::state::Fake;
-use crate::world;
+use crate::state::events::NewMessage;
+use crate::world::{self, Person};
 
 /// The control routes (mounted under `/control`).
 pub(crate) fn routes() -> Router<Arc<Fake>> {
@@ -159,15 +159,15 @@ async fn messages(State(fake): State<Arc<Fake>>, Json(request): Json<MessageRequ
                 .content
                 .clone()
                 .unwrap_or_else(|| format!("hello from user{}", user % world::USERS));
-            let (id, _) = fake.create_message(
-                request.guild_id,
-                channel,
-                Author::User(user),
-                &content,
-                None,
-                true,
-                &mut targets,
-            );
+            let new = NewMessage {
+                guild: request.guild_id,
+                channel_id: channel,
+                author: Person::User(user),
+                content: &content,
+                reply_to: None,
+                nonce: None,
+            };
+            let (id, _) = fake.create_message(&new, true, &mut targets);
             id.to_string()
         })
         .collect();

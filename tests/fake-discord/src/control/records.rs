@@ -291,6 +291,8 @@ pub struct BudgetUpdate {
 
 /// For the synthetic messages created in `[since_ms, until_ms)`: how many got exactly one
 /// reply (`POST /channels/{id}/messages` with `message_reference`), none, or more than one.
+/// A reply is a message the bot *created*: a create answered with an earlier message because of
+/// its `nonce` and `enforce_nonce: true` creates nothing and is not counted (see `deduplicated`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepliesReport {
     pub since_ms: u64,
@@ -303,6 +305,10 @@ pub struct RepliesReport {
     pub replies: u64,
     /// Replies since start to messages the fake does not know (or forgot).
     pub replies_to_unknown: u64,
+    /// Creates since start answered with an earlier message of the same `nonce` in the same
+    /// channel (`enforce_nonce: true`), so neither created nor counted as replies.
+    #[serde(default)]
+    pub deduplicated: u64,
     /// Up to 20 ids of messages without a reply.
     pub unanswered_sample: Vec<String>,
     /// Up to 20 ids of messages with more than one reply.

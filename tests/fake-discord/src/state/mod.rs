@@ -8,13 +8,14 @@
 //! - `logs.rs`: recording Identifies and violations, and who a connection is (`Origin`);
 //! - `admission.rs`: Identify and Resume (the rules of `rules.rs` applied to the live registry),
 //!   the session start budget and the token;
-//! - `events.rs`: the world's events, routed to the sessions that receive them;
+//! - `events.rs`: the world's events, routed to the sessions that receive them, and the
+//!   messages the bot creates (replies, nonces);
 //! - `faults.rs`: fault injection;
 //! - `reports.rs`: what the control API reports.
 
 pub mod admission;
 mod connections;
-mod events;
+pub mod events;
 mod faults;
 pub mod logs;
 mod registry;
@@ -30,6 +31,7 @@ use self::registry::Sessions;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::control::{Fault, IdentifyRecord, LoadSettings, Violation};
+use crate::nonces::Nonces;
 use crate::payloads::Bot;
 use crate::replies::Replies;
 use crate::rules::{self, Budget, CloseCode, IdentifyWindows, Micros};
@@ -127,6 +129,9 @@ pub struct Fake {
     connections: Mutex<HashMap<u64, ConnectionHandle>>,
     logs: Mutex<Logs>,
     replies: Mutex<Replies>,
+    /// Messages the bot created with `enforce_nonce`; held while such a create runs, so two
+    /// creates with one nonce never both create.
+    nonces: Mutex<Nonces>,
     next_connection: AtomicU64,
     /// The synthetic load's settings; the load task watches them.
     pub load: watch::Sender<LoadSettings>,
@@ -165,6 +170,7 @@ impl Fake {
             connections: Mutex::new(HashMap::new()),
             logs: Mutex::new(Logs::default()),
             replies: Mutex::new(Replies::new(config.reply_tracking)),
+            nonces: Mutex::new(Nonces::new(config.nonce_window_ms)),
             next_connection: AtomicU64::new(1),
             load: watch::Sender::new(load),
             load_generated: AtomicU64::new(0),
@@ -182,7 +188,7 @@ impl Fake {
     }
 
     /// Back to a fresh start: every connection closed (4000), sessions, logs, counters, budget,
-    /// bucket windows and token restored; the load stopped.
+    /// bucket windows, nonces and token restored; the load stopped.
     pub fn reset(&self) {
         self.load.send_modify(|l| l.rate = 0);
         for handle in lock(&self.connections).values() {
@@ -198,6 +204,7 @@ impl Fake {
         *lock(&self.rules) = RuleState::fresh(&self.config, self.clock.now_us());
         *lock(&self.logs) = Logs::default();
         *lock(&self.replies) = Replies::new(self.config.reply_tracking);
+        *lock(&self.nonces) = Nonces::new(self.config.nonce_window_ms);
         let s = &self.stats;
         for counter in [
             &s.identifies,
