@@ -109,7 +109,8 @@ async fn sessions_closed_with_1000_or_1001_cannot_resume() -> anyhow::Result<()>
 #[tokio::test]
 async fn a_session_expires_after_the_resume_window() -> anyhow::Result<()> {
     let fake = fixture::spawn(fake_discord::Config {
-        resume_window_ms: 200,
+        // Long enough for the report below on a loaded machine (200 ms was not).
+        resume_window_ms: 1_500,
         ..config()
     })
     .await;
@@ -118,7 +119,7 @@ async fn a_session_expires_after_the_resume_window() -> anyhow::Result<()> {
     client.close(4000).await?;
     let sessions: Vec<SessionInfo> = fixture::get(&fake, "sessions").await;
     assert!(sessions[0].resumable_until_ms.is_some() && !sessions[0].connected);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1_800)).await;
     let mut client = Client::connect(&resume_url, true).await?;
     client.expect_op(10).await?;
     client.resume(TOKEN, &session_id, seen).await?;
