@@ -43,6 +43,10 @@ pub enum Rule {
     HeartbeatTimeout,
     /// A `v` query parameter other than 9 or 10: close 4012.
     InvalidApiVersion,
+    /// A Resume on the gateway URL rather than READY's `resume_gateway_url` (gateway.mdx
+    /// "Resuming"): op 9 `false`, so the client has to Identify anew. The session itself is left
+    /// as it was.
+    ResumeNotOnResumeUrl,
 }
 
 /// One breach of a rule.

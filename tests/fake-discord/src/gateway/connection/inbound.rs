@@ -1,6 +1,7 @@
 //! The client's frames: the send limit, the payload size and JSON checks, then each command by
 //! opcode: Heartbeat (ACK unless a zombie fault holds it back), Identify and Resume (admitted by
-//! the state, see `state/admission.rs`), and the commands that need a session.
+//! the state, see `state/admission.rs`; a Resume only on the resume URL), and the commands that
+//! need a session.
 
 use std::sync::atomic::Ordering;
 
@@ -181,6 +182,27 @@ where
             );
         };
         let seq = d.get("seq").and_then(Value::as_u64).unwrap_or(0);
+        if !self.params.on_resume_url {
+            // Discord disconnects such sessions sooner (change-log.mdx, "Session-specific
+            // Gateway Resume URLs"); the fake refuses at once, so the mistake cannot go unseen.
+            self.fake
+                .stats
+                .resumes_failed
+                .fetch_add(1, Ordering::Relaxed);
+            self.violation(
+                Rule::ResumeNotOnResumeUrl,
+                format!(
+                    "Resume of session {session_id} on the gateway URL; resume on READY's \
+                     resume_gateway_url ({})",
+                    self.params.resume_url
+                ),
+            );
+            return self
+                .send_raw(payloads::invalid_session(false))
+                .await
+                .err()
+                .map(|()| End::ByClient(None));
+        }
         match self.fake.resume(self.id, token, session_id, seq) {
             ResumeOutcome::Resumed {
                 session,

@@ -47,6 +47,8 @@ pub struct Params {
     pub bad_encoding: Option<String>,
     /// This connection's resume URL (READY `resume_gateway_url`).
     pub resume_url: String,
+    /// The connection came in on a resume URL: the only place a Resume is accepted.
+    pub on_resume_url: bool,
 }
 
 /// How the connection ended.
