@@ -1,6 +1,7 @@
 //! Gateway payloads as Discord's API reference documents them, written straight into byte
 //! buffers: READY, GUILD_CREATE (a whole guild with roles, channels and the bot's member),
-//! MESSAGE_CREATE (a whole message with author and member), and the small opcodes.
+//! MESSAGE_CREATE (a whole message with author and member), and the small opcodes; the answers
+//! to op 8 (GUILD_MEMBERS_CHUNK, RATE_LIMITED) are in `members.rs`.
 //!
 //! Sources: discord-api-docs `developers/events/gateway-events.mdx` (Ready, Guild Create,
 //! Message Create extra fields), `developers/resources/{guild,message,user,channel}.mdx`,
@@ -11,11 +12,14 @@
 //! Writing by hand instead of through `serde_json::Value` keeps the hot path (one MESSAGE_CREATE
 //! `d` serialized once and shared by every session that receives it) free of intermediate trees.
 
+mod members;
+
 use std::io::Write as _;
 use std::sync::OnceLock;
 
 use rand::{Rng, RngExt, SeedableRng, rngs::SmallRng};
 
+pub use self::members::{guild_members_chunks, rate_limited};
 use crate::rules::{self, Micros};
 use crate::world::{self, Person};
 
@@ -292,7 +296,7 @@ pub fn write_guild_create(buf: &mut Vec<u8>, bot: &Bot, index: u32, large_thresh
     );
 }
 
-/// Synthetic user `n`'s user object (`world::user_id(n)`, username `user<n % USERS>`).
+/// Synthetic user `n`'s user object (`world::user_id(n)`, `world::username(n)`).
 fn write_user(buf: &mut Vec<u8>, n: u64) {
     raw(buf, r#"{"username":""#);
     raw(buf, world::USERNAME_PREFIX);
@@ -521,7 +525,7 @@ mod tests {
     }
 
     /// Parses a dispatch with twilight-model, the strictest typed client we know.
-    fn parse(event: &str, d: &[u8]) -> DispatchEvent {
+    pub(super) fn parse(event: &str, d: &[u8]) -> DispatchEvent {
         let mut frame = Vec::new();
         write_dispatch(&mut frame, event, 7, d);
         let json = std::str::from_utf8(&frame).expect("utf-8");

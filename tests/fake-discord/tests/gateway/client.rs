@@ -237,6 +237,17 @@ impl Client {
         Ok(client)
     }
 
+    /// Heartbeats and reads the ACK: every frame sent before has been handled. Anything else
+    /// arriving first is an error, so nothing unexpected slips by unread.
+    pub async fn sync(&mut self) -> anyhow::Result<()> {
+        self.heartbeat().await?;
+        let next = self.payload().await?;
+        if next["op"] != 11 {
+            bail!("expected the heartbeat ACK, got {next}");
+        }
+        Ok(())
+    }
+
     /// Closes with `code` (1000/1001 end the session; others keep it resumable).
     pub async fn close(mut self, code: u16) -> anyhow::Result<()> {
         self.ws
