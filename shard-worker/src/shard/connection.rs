@@ -11,7 +11,7 @@ use tracing::{debug, warn};
 
 use super::runner::Runner;
 use crate::gateway::commands::gateway_query;
-use crate::gateway::compression::ZlibStream;
+use crate::gateway::compression::{MAX_MESSAGE_BYTES, ZlibStream};
 use crate::gateway::session::{Input, Target};
 use crate::handler::Handler;
 
@@ -33,9 +33,14 @@ impl<H: Handler> Runner<'_, H> {
                 .get_or_create(&self.labels)
                 .inc();
         }
+        // The message and frame limits are tungstenite's defaults today (64 and 16 MiB); set
+        // here so that a message read uncompressed has the inflated messages' cap, whatever a
+        // later tungstenite defaults to.
         let config = WebSocketConfig::default()
             .read_buffer_size(self.shared.config.read_buffer)
-            .write_buffer_size(0);
+            .write_buffer_size(0)
+            .max_message_size(Some(MAX_MESSAGE_BYTES))
+            .max_frame_size(Some(MAX_MESSAGE_BYTES));
         let connect =
             tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true);
         match tokio::time::timeout(self.shared.config.session.hello_timeout, connect).await {

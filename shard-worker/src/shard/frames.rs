@@ -14,7 +14,7 @@ use crate::gateway::opcode::Opcode;
 use crate::gateway::ratelimit::CommandLimiter;
 use crate::gateway::session::{Input, Resumable};
 use crate::handler::{Dispatch, Handler};
-use crate::worker::metrics::EventLabels;
+use crate::worker::metrics::{EventLabels, ReasonLabels};
 
 /// The gateway's `READY` fields we keep.
 #[derive(Deserialize)]
@@ -44,6 +44,13 @@ impl<H: Handler> Runner<'_, H> {
                 return vec![Input::Closed { code }];
             }
             Some(Ok(_)) => return Vec::new(),
+            Some(Err(WsError::Capacity(e))) => {
+                // Over tungstenite's message or frame limit (the same cap as inflated messages).
+                warn!(shard_id = self.shard, error = %e, "gateway message too large; reconnecting");
+                self.count_refused("too_large");
+                self.close(close_code::RESUMABLE_CLOSE).await;
+                return vec![Input::Closed { code: None }];
+            }
             Some(Err(e)) => {
                 debug!(shard_id = self.shard, error = %e, "gateway connection lost");
                 self.ws = None;
@@ -61,7 +68,10 @@ impl<H: Handler> Runner<'_, H> {
             Ok(Some(json)) => self.on_payload(json).await,
             Ok(None) => Vec::new(),
             Err(e) => {
-                warn!(shard_id = self.shard, error = %e, "corrupt zlib stream; reconnecting");
+                // Corrupt, or a decompression bomb stopped at the cap: the inflate context cannot
+                // go on, the session can (resumed on a new connection).
+                warn!(shard_id = self.shard, error = %e, "gateway message refused; reconnecting");
+                self.count_refused(e.metric_label());
                 self.close(close_code::RESUMABLE_CLOSE).await;
                 vec![Input::Closed { code: None }]
             }
@@ -163,6 +173,14 @@ impl<H: Handler> Runner<'_, H> {
             }
             _ => Vec::new(),
         }
+    }
+
+    fn count_refused(&self, reason: &'static str) {
+        self.board()
+            .metrics()
+            .gateway_message_errors
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     fn count(&mut self, event: &str) {

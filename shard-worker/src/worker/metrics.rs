@@ -69,6 +69,10 @@ pub struct Metrics {
     /// Dispatches replayed by a resume while a reshard was under way (the protocol assumes
     /// each arrives within `W` of the other layout's copy; a long replay may break that).
     pub handover_replays: Counter,
+    /// Gateway messages refused, by reason (`too_large`: over the size cap, e.g. a
+    /// decompression bomb; `corrupt`: a zlib stream that cannot be inflated). Each closed its
+    /// connection resumably.
+    pub gateway_message_errors: Family<ReasonLabels, Counter>,
 }
 
 impl Metrics {
@@ -89,6 +93,7 @@ impl Metrics {
             handover_claims: Family::default(),
             handover_backfill: Counter::default(),
             handover_replays: Counter::default(),
+            gateway_message_errors: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("shardset_worker");
         r.register(
@@ -156,6 +161,11 @@ impl Metrics {
             "handover_replays",
             "Dispatches replayed by a resume while a reshard was under way",
             metrics.handover_replays.clone(),
+        );
+        r.register(
+            "gateway_message_errors",
+            "Gateway messages refused (too_large, corrupt); each closed its connection resumably",
+            metrics.gateway_message_errors.clone(),
         );
         metrics
     }
