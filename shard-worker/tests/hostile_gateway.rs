@@ -12,6 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use shard_worker::gateway::session::SessionConfig;
+use shard_worker::gateway::trust::ResumeTrust;
 use shard_worker::handler::{Dispatch, Handler};
 use shard_worker::handover::Acting;
 use shard_worker::identify::memory::MemoryQueue;
@@ -177,6 +178,8 @@ fn worker(gateway: &Gateway) -> Running {
             total: 1,
             intents: 513,
             gateway_url: gateway.url.clone(),
+            // Pointed at a fake (the gateway's own host): ws:// resumes there only.
+            resume_trust: ResumeTrust::new(&format!("http{}/api", &gateway.url[2..]), &gateway.url),
             session: SessionConfig::default(),
             lease_ttl: Duration::from_secs(15),
             resume_window: Duration::from_secs(60),
@@ -251,6 +254,40 @@ async fn a_decompression_bomb_closes_the_connection_resumably_and_is_counted() {
         sample(
             &metrics,
             r#"shardset_worker_gateway_message_errors_total{reason="too_large"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    drop(second);
+    drop(first);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ready_naming_an_untrusted_resume_url_resumes_on_the_gateway_instead() {
+    let mut gateway = Gateway::start().await;
+    let running = worker(&gateway);
+    let mut first = gateway.next().await;
+    first.hello().await;
+    first.expect_op(2).await;
+    // Not the gateway's host (another port): op 6 with the token must not go there.
+    let untrusted = "ws://127.0.0.1:9/?leak=ready-query";
+    let ready = json!({"op": 0, "s": 1, "t": "READY", "d": {
+        "v": 10, "session_id": SESSION, "resume_gateway_url": untrusted,
+        "shard": [0, 1], "guilds": [], "user": {"id": "1", "username": "bot"},
+    }});
+    first.send(ready).await;
+    first.send(json!({"op": 7, "d": null})).await;
+    assert_eq!(first.expect_close().await, Some(4000), "op 7: resumable");
+    let mut second = gateway.next().await;
+    second.hello().await;
+    let resume = second.expect_op(6).await;
+    assert_eq!(resume["d"]["session_id"], SESSION, "resumed on the gateway");
+    let metrics = running.metrics();
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"shardset_worker_untrusted_resume_urls_total{source="ready"}"#
         ),
         Some(1.0),
         "{metrics}"

@@ -1,7 +1,7 @@
 //! A shard's custody in Redis, around its sessions rather than in them (`docs/redis-protocol.md`,
 //! "Custody between pods"): taking its lease (and the saved session that comes with it), the
 //! final save and the release, its fatal marker (a shard closed for good is not identified again,
-//! by any pod), and what is saved when its task dies.
+//! by any pod), what is saved when its task dies, and which resume URLs it trusts with the token.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -12,10 +12,12 @@ use tracing::{debug, info, warn};
 use super::config::Shared;
 use super::records::{Lease, Records};
 use crate::gateway::session::Resumable;
+use crate::gateway::trust;
 use crate::handler::Handler;
 use crate::identify::queue::jitter;
 use crate::worker::board::Slot;
 use crate::worker::bookkeeper::unix_ms;
+use crate::worker::metrics::SourceLabels;
 use shardset_contract::{FATAL_MARKER_TTL_MS, FatalMarker, SessionRecord, ShardState};
 
 /// How often a shard closed for good looks whether its marker is still there.
@@ -148,7 +150,35 @@ pub(super) async fn marker_cleared<H: Handler>(
     }
 }
 
+/// Whether `shard` may send its token in a Resume to `url` (`gateway::trust`); one from
+/// `source` (`record`, `ready`) that may not is logged without its query and counted.
+pub(super) fn resume_url_trusted<H: Handler>(
+    shared: &Shared<H>,
+    shard: u32,
+    url: &str,
+    source: &'static str,
+) -> bool {
+    let Err(e) = shared.config.resume_trust.check(url) else {
+        return true;
+    };
+    warn!(
+        shard_id = shard,
+        source,
+        url = %trust::redacted(url),
+        reason = e.metric_label(),
+        "resume URL not trusted with the token ({e}): not resuming there"
+    );
+    shared
+        .board
+        .metrics()
+        .untrusted_resume_urls
+        .get_or_create(&SourceLabels { source })
+        .inc();
+    false
+}
+
 /// Waits for the shard's lease, then reads its saved session. `None`: shut down while waiting.
+/// A session whose resume URL is not trusted counts as absent: the shard identifies.
 pub(super) async fn take_lease<H: Handler>(
     shared: &Shared<H>,
     slot: &Slot,
@@ -207,6 +237,8 @@ pub(super) async fn take_lease<H: Handler>(
     loop {
         match records.load_session(shard).await {
             Ok(record) => {
+                let record = record
+                    .filter(|r| resume_url_trusted(shared, shard, &r.resume_gateway_url, "record"));
                 return Some(record.map(|r| {
                     (
                         Resumable {

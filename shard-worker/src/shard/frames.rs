@@ -7,6 +7,7 @@ use serde::Deserialize;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{debug, info, warn};
 
+use super::custody::resume_url_trusted;
 use super::runner::Runner;
 use crate::gateway::close_code;
 use crate::gateway::envelope;
@@ -106,10 +107,25 @@ impl<H: Handler> Runner<'_, H> {
                 debug_assert!(actions.is_empty());
                 let input = match event {
                     "READY" => match serde_json::from_str::<ReadyData>(data) {
-                        Ok(ready) => Some(Input::Ready(Resumable {
-                            session_id: ready.session_id,
-                            resume_gateway_url: ready.resume_gateway_url,
-                        })),
+                        Ok(ready) => {
+                            // An untrusted resume URL is not dialled with the token: the session
+                            // is resumed on the gateway URL instead, where Discord accepts it too.
+                            let shared = self.shared;
+                            let resume_gateway_url = if resume_url_trusted(
+                                shared,
+                                self.shard,
+                                &ready.resume_gateway_url,
+                                "ready",
+                            ) {
+                                ready.resume_gateway_url
+                            } else {
+                                shared.config.gateway_url.clone()
+                            };
+                            Some(Input::Ready(Resumable {
+                                session_id: ready.session_id,
+                                resume_gateway_url,
+                            }))
+                        }
                         Err(e) => {
                             warn!(shard_id = self.shard, error = %e, "malformed READY");
                             None

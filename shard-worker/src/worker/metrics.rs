@@ -37,6 +37,11 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: &'static str,
+}
+
 /// Every metric of the worker.
 #[derive(Debug)]
 pub struct Metrics {
@@ -73,6 +78,10 @@ pub struct Metrics {
     /// decompression bomb; `corrupt`: a zlib stream that cannot be inflated). Each closed its
     /// connection resumably.
     pub gateway_message_errors: Family<ReasonLabels, Counter>,
+    /// Resume URLs not trusted with the token (`gateway::trust`), by where they came from
+    /// (`record`: a saved session, treated as absent; `ready`: READY's, replaced by the gateway
+    /// URL).
+    pub untrusted_resume_urls: Family<SourceLabels, Counter>,
 }
 
 impl Metrics {
@@ -94,6 +103,7 @@ impl Metrics {
             handover_backfill: Counter::default(),
             handover_replays: Counter::default(),
             gateway_message_errors: Family::default(),
+            untrusted_resume_urls: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("shardset_worker");
         r.register(
@@ -166,6 +176,11 @@ impl Metrics {
             "gateway_message_errors",
             "Gateway messages refused (too_large, corrupt); each closed its connection resumably",
             metrics.gateway_message_errors.clone(),
+        );
+        r.register(
+            "untrusted_resume_urls",
+            "Resume URLs not trusted with the token, by source (record, ready)",
+            metrics.untrusted_resume_urls.clone(),
         );
         metrics
     }
