@@ -134,3 +134,128 @@ async fn a_planted_resume_url_never_gets_the_token_and_the_shard_identifies() {
     assert!(!log.contains(TOKEN), "the token never reaches the logs");
     s.assert_no_violations();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_shards_keep_their_records_and_resume_after_a_crash() {
+    // A resume window shorter than the quiet spell: records that are only written when the seq
+    // moves expire while the shards are idle.
+    let s = Scenario::start(2, 200, 1_000).await;
+    let mut spec = s.spec("quiet", 0, 3, 4);
+    spec.extra_env.push((
+        shardset_contract::env::RESUME_WINDOW_MS.into(),
+        "3000".into(),
+    ));
+    let first = WorkerProcess::start(spec.clone());
+    assert!(first.wait_ready(READY).await, "{}", first.log_text());
+    let sessions: Vec<String> = (0..4)
+        .map(|shard| s.live_session(shard).expect("live").session_id)
+        .collect();
+    let seqs: Vec<u64> = (0..4)
+        .map(|shard| s.live_session(shard).expect("live").seq)
+        .collect();
+    // No event for twice the resume window (and past a lease renewal).
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(
+        (0..4)
+            .map(|shard| s.live_session(shard).expect("live").seq)
+            .collect::<Vec<_>>(),
+        seqs,
+        "the shards were quiet"
+    );
+    let identifies = s.identifies();
+    drop(first); // kill -9: no final save
+    spec.pod = "quiet-2".into();
+    let second = WorkerProcess::start(spec);
+    assert!(second.wait_ready(READY).await, "{}", second.log_text());
+    assert_eq!(
+        s.identifies(),
+        identifies,
+        "no new Identify: every shard resumed"
+    );
+    for shard in 0..4 {
+        let live = s.live_session(shard).expect("live");
+        assert_eq!(live.session_id, sessions[shard as usize], "shard {shard}");
+        assert!(live.resumes >= 1, "shard {shard} resumed");
+    }
+    s.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_owners_checkpoint_never_overwrites_its_successors_record() {
+    use prometheus_client::registry::Registry;
+    use shard_worker::shard::records::Records;
+    use shard_worker::worker::board::{Board, LiveSession};
+    use shard_worker::worker::bookkeeper::{self, BookkeeperConfig};
+    use shard_worker::worker::metrics::Metrics;
+
+    let redis = common::redis::RedisServer::start();
+    let keys = Keys::new(42);
+    let records = Records::new(
+        shard_worker::identify::connect(&redis.url()).expect("redis"),
+        keys.clone(),
+        1,
+    );
+    // Pod b took the shard over (a's lease expired while a was cut off) and saved its session.
+    let successor = SessionRecord {
+        session_id: "b-session".into(),
+        seq: 100,
+        resume_gateway_url: "wss://gateway.discord.gg".into(),
+        saved_at_ms: 1,
+    };
+    let _: () = redis
+        .conn()
+        .set(keys.lease(1, 0), "b/owner")
+        .expect("b's lease");
+    let _: () = redis
+        .conn()
+        .set(
+            keys.session(1, 0),
+            serde_json::to_string(&successor).expect("json"),
+        )
+        .expect("b's record");
+    // Pod a reaches Redis again and still thinks it holds the shard, with an older session.
+    let mut registry = Registry::default();
+    let board = Arc::new(Board::new(0, 0, Arc::new(Metrics::new(&mut registry))));
+    let slot = Arc::clone(board.slot(0).expect("slot"));
+    {
+        let mut a = slot.lock();
+        a.lease_owner = Some("a/owner".into());
+        a.session = Some(LiveSession {
+            session_id: "a-session".into(),
+            resume_gateway_url: "wss://gateway.discord.gg".into(),
+        });
+    }
+    slot.set_handled_seq(7);
+    let config = BookkeeperConfig {
+        tick: Duration::from_millis(50),
+        checkpoint_every: Duration::from_millis(50),
+        resume_window: Duration::from_secs(60),
+        lease_ttl: Duration::from_secs(15),
+        fence_margin: Duration::from_secs(3),
+        status_ttl: Duration::from_secs(30),
+        pod: "a".into(),
+    };
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(bookkeeper::run(
+        Arc::clone(&board),
+        records,
+        config,
+        Arc::new(|_| None),
+        Arc::new(|_, handled| handled),
+        stop_rx,
+    ));
+    // a learns from the renewal that the lease is b's; its checkpoint must not have landed.
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            slot.lease_lost_flag
+                .load(std::sync::atomic::Ordering::Acquire)
+        })
+        .await,
+        "a found its lease taken"
+    );
+    stop.send_replace(true);
+    task.await.expect("bookkeeper");
+    let saved: String = redis.conn().get(keys.session(1, 0)).expect("record");
+    let saved: SessionRecord = serde_json::from_str(&saved).expect("json");
+    assert_eq!(saved, successor, "b's record stands");
+}

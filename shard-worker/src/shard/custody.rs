@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::config::Shared;
-use super::records::{Lease, Records};
+use super::records::{Lease, Records, session_record_ttl};
 use crate::gateway::session::Resumable;
 use crate::gateway::trust;
 use crate::handler::Handler;
@@ -62,18 +62,19 @@ pub async fn abandon<H: Handler>(shared: &Shared<H>, shard: u32, reason: String)
     };
     if let Some(session) = session {
         let session = (session.session_id, session.resume_gateway_url);
-        save_for_next_owner(shared, records, slot, session).await;
+        save_for_next_owner(shared, records, slot, &owner, session).await;
     }
     release_lease(records, shard, &owner).await;
 }
 
 /// The final save of `slot`'s session `(session_id, resume_gateway_url)` for the next owner, up
-/// to the last dispatch the handler settled. The caller holds the slot's I/O lock and marked it
-/// final, so no checkpoint can land after it.
+/// to the last dispatch the handler settled, if `owner` still holds the lease. The caller holds
+/// the slot's I/O lock and marked it final, so no checkpoint can land after it.
 pub(super) async fn save_for_next_owner<H: Handler>(
     shared: &Shared<H>,
     records: &Records,
     slot: &Slot,
+    owner: &str,
     (session_id, resume_gateway_url): (String, String),
 ) {
     let shard = slot.shard;
@@ -83,14 +84,16 @@ pub(super) async fn save_for_next_owner<H: Handler>(
         resume_gateway_url,
         saved_at_ms: unix_ms(),
     };
-    match records
-        .save_session(shard, &record, shared.config.resume_window)
-        .await
-    {
-        Ok(()) => info!(
+    let ttl = session_record_ttl(shared.config.lease_ttl, shared.config.resume_window);
+    match records.save_session(shard, owner, &record, ttl).await {
+        Ok(true) => info!(
             shard_id = shard,
             seq = record.seq,
             "session saved for the next owner"
+        ),
+        Ok(false) => warn!(
+            shard_id = shard,
+            "another pod holds the shard's lease: its record stands, this session is not saved"
         ),
         Err(e) => {
             warn!(shard_id = shard, error = %e, "cannot save the session; the next owner resumes from the last checkpoint")
@@ -193,8 +196,10 @@ pub(super) async fn take_lease<H: Handler>(
         }
         let pause = {
             let _io = slot.io.lock().await;
+            let record_ttl =
+                session_record_ttl(shared.config.lease_ttl, shared.config.resume_window);
             match records
-                .claim_lease(shard, owner, shared.config.lease_ttl)
+                .claim_lease(shard, owner, shared.config.lease_ttl, record_ttl)
                 .await
             {
                 Ok(Lease::Held) => {

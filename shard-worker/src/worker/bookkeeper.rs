@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::shard::records::{Lease, Records};
+use crate::shard::records::{Lease, Records, session_record_ttl};
 use crate::worker::board::{Board, LiveSession, Slot};
 use crate::worker::metrics::ReasonLabels;
 use shardset_contract::{SessionRecord, ShardStatus};
@@ -149,8 +149,9 @@ async fn tend(
 
     let _io = slot.io.lock().await;
     let snapshot = slot.lock().clone();
+    let record_ttl = session_record_ttl(config.lease_ttl, config.resume_window);
 
-    if let (Some(session), Some(_), false) =
+    if let (Some(session), Some(owner), false) =
         (&snapshot.session, &snapshot.lease_owner, snapshot.finalized)
     {
         let seq = settled(slot.shard, slot.handled_seq());
@@ -163,12 +164,21 @@ async fn tend(
                 saved_at_ms: unix_ms(),
             };
             match records
-                .save_session(slot.shard, &record, config.resume_window)
+                .save_session(slot.shard, owner, &record, record_ttl)
                 .await
             {
-                Ok(()) => {
+                Ok(true) => {
                     w.session = Some((session.clone(), seq));
                     w.checkpoint_at = Some(now);
+                }
+                Ok(false) => {
+                    // Fenced by the lease: another pod took the shard, and the record is its own.
+                    warn!(
+                        shard_id = slot.shard,
+                        "another pod took this shard's lease; checkpoint not written, giving the shard up"
+                    );
+                    give_up(slot, owner);
+                    return;
                 }
                 Err(e) => {
                     errors("checkpoint");
@@ -182,7 +192,7 @@ async fn tend(
         && due(w.lease_at, config.lease_ttl / 3)
     {
         match records
-            .claim_lease(slot.shard, owner, config.lease_ttl)
+            .claim_lease(slot.shard, owner, config.lease_ttl, record_ttl)
             .await
         {
             Ok(Lease::Held) => {
@@ -197,10 +207,7 @@ async fn tend(
                     shard_id = slot.shard,
                     "another pod took this shard's lease; giving the shard up"
                 );
-                slot.lock().lease_owner = None;
-                slot.lease_lost_flag
-                    .store(true, std::sync::atomic::Ordering::Release);
-                slot.lease_lost.notify_one();
+                give_up(slot, owner);
             }
             Err(e) => {
                 errors("lease");
@@ -231,6 +238,18 @@ async fn tend(
                 debug!(shard_id = slot.shard, error = %e, "status write failed");
             }
         }
+    }
+}
+
+/// The lease `owner` held is another's now: the shard gives its session up.
+fn give_up(slot: &Slot, owner: &str) {
+    let mut s = slot.lock();
+    if s.lease_owner.as_deref() == Some(owner) {
+        s.lease_owner = None;
+        drop(s);
+        slot.lease_lost_flag
+            .store(true, std::sync::atomic::Ordering::Release);
+        slot.lease_lost.notify_one();
     }
 }
 
