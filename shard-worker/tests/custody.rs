@@ -7,8 +7,11 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::collector::Collector;
+use common::cutter::Cutter;
 use common::scenario::{Scenario, wait_until};
 use common::worker::WorkerProcess;
+use fake_discord::control::LoadSettings;
 use futures_util::{SinkExt, StreamExt};
 use redis::Commands;
 use shardset_contract::{Keys, SessionRecord};
@@ -68,6 +71,14 @@ impl Trap {
     fn received(&self) -> Vec<String> {
         self.received.lock().expect("lock").clone()
     }
+}
+
+fn set_load(s: &Scenario, rate: u32) {
+    s.fake.state().load.send_replace(LoadSettings {
+        rate,
+        payload_bytes: 256,
+        dm_percent: 0,
+    });
 }
 
 fn metric(text: &str, series: &str) -> Option<f64> {
@@ -258,4 +269,98 @@ async fn a_stale_owners_checkpoint_never_overwrites_its_successors_record() {
     let saved: String = redis.conn().get(keys.session(1, 0)).expect("record");
     let saved: SessionRecord = serde_json::from_str(&saved).expect("json");
     assert_eq!(saved, successor, "b's record stands");
+}
+
+/// The documented bound (`docs/redis-protocol.md`, "Self-fencing"): a shard's socket is closed
+/// at most TTL − 3 s (12 s) plus one watchdog tick (0.1 s) after its lease was last confirmed,
+/// before the 15 s lease can expire. Asserted with some room for a busy machine, still under 15 s.
+const FENCE_BOUND: Duration = Duration::from_millis(13_500);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_blocked_in_its_handler_closes_its_socket_before_its_lease_can_expire() {
+    // Heartbeats 60 s apart: the fake does not end the blocked connection on its own.
+    let s = Scenario::start(1, 200, 60_000).await;
+    let relay = Cutter::start(s.redis.port).await;
+    // The forward endpoint answers nothing: the forward queue fills, then the handler waits for
+    // room (backpressure) and the shard reads nothing more.
+    let collector = Collector::default();
+    let _stall = collector.stall();
+    let (forward_url, _server) = collector.start().await;
+    let mut spec = s.spec("blocked", 0, 0, 1);
+    spec.redis_url = relay.url();
+    spec.forward_url = Some(forward_url);
+    let a = WorkerProcess::start(spec);
+    assert!(a.wait_ready(READY).await, "a ready:\n{}", a.log_text());
+    let before = s.live_session(0).expect("live");
+    set_load(&s, 500);
+    // Dispatches handled, of every event type.
+    let handled = || async {
+        a.metrics()
+            .await
+            .lines()
+            .filter(|l| l.starts_with("shardset_worker_events_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let mut blocked = false;
+    let mut last = -1.0;
+    for _ in 0..60 {
+        let now = handled().await;
+        if now >= 1_000.0 && now == last {
+            blocked = true;
+            break;
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(blocked, "the handler blocked on the full forward queue");
+    set_load(&s, 0);
+    // Redis stops answering A (a dead link, not a refused connection): its lease can no longer
+    // be renewed. The replacement starts at once and waits for the lease to expire.
+    relay.black_hole();
+    let black_holed = tokio::time::Instant::now();
+    let b = WorkerProcess::start(s.spec("replacement", 0, 0, 1));
+    let mut closed_after = None;
+    let taken_over = wait_until(Duration::from_secs(40), || {
+        let now = s
+            .fake
+            .state()
+            .sessions()
+            .into_iter()
+            .find(|x| x.session_id == before.session_id);
+        if closed_after.is_none() && now.as_ref().is_some_and(|x| !x.connected) {
+            closed_after = Some(black_holed.elapsed());
+        }
+        let resumed = now.is_some_and(|x| x.connected && x.connection != before.connection);
+        async move { resumed }
+    })
+    .await;
+    assert!(taken_over, "b resumed the session:\n{}", b.log_text());
+    let closed_after = closed_after.unwrap_or_else(|| {
+        panic!(
+            "a's connection was still live when b's resume took it over: two live sessions\n{}",
+            a.log_text()
+        )
+    });
+    eprintln!("a's connection ended {closed_after:?} after Redis went dark");
+    // The last renewal was confirmed at most 5 s (a renewal period) before the black hole.
+    assert!(
+        closed_after >= Duration::from_secs(6) && closed_after <= FENCE_BOUND,
+        "a closed its socket {closed_after:?} after Redis went dark (fence: 7–12 s)"
+    );
+    assert_eq!(
+        metric(
+            &a.metrics().await,
+            r#"shardset_worker_lease_lost_total{shard="0",reason="fenced"}"#
+        ),
+        Some(1.0),
+        "fenced, and counted"
+    );
+    assert_eq!(s.identifies(), 1, "resumed, never identified again");
+    assert!(
+        a.log_text().contains("closing its connection"),
+        "a says why:\n{}",
+        a.log_text()
+    );
+    s.assert_no_violations();
 }

@@ -198,6 +198,7 @@ pub(super) async fn take_lease<H: Handler>(
             let _io = slot.io.lock().await;
             let record_ttl =
                 session_record_ttl(shared.config.lease_ttl, shared.config.resume_window);
+            let sent = std::time::Instant::now();
             match records
                 .claim_lease(shard, owner, shared.config.lease_ttl, record_ttl)
                 .await
@@ -205,6 +206,7 @@ pub(super) async fn take_lease<H: Handler>(
                 Ok(Lease::Held) => {
                     let mut s = slot.lock();
                     s.lease_owner = Some(owner.to_owned());
+                    s.lease_confirmed = Some(sent);
                     s.finalized = false;
                     slot.lease_lost_flag.store(false, Ordering::Release);
                     None

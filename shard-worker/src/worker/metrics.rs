@@ -38,6 +38,12 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardReasonLabels {
+    pub shard: u32,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
     pub source: &'static str,
 }
@@ -82,6 +88,9 @@ pub struct Metrics {
     /// (`record`: a saved session, treated as absent; `ready`: READY's, replaced by the gateway
     /// URL).
     pub untrusted_resume_urls: Family<SourceLabels, Counter>,
+    /// Shard leases given up, by reason: `fenced` (not confirmed within the lease TTL minus the
+    /// fence margin: the worker closed the connection itself), `taken` (another pod holds it).
+    pub lease_lost: Family<ShardReasonLabels, Counter>,
 }
 
 impl Metrics {
@@ -104,6 +113,7 @@ impl Metrics {
             handover_replays: Counter::default(),
             gateway_message_errors: Family::default(),
             untrusted_resume_urls: Family::default(),
+            lease_lost: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("shardset_worker");
         r.register(
@@ -181,6 +191,11 @@ impl Metrics {
             "untrusted_resume_urls",
             "Resume URLs not trusted with the token, by source (record, ready)",
             metrics.untrusted_resume_urls.clone(),
+        );
+        r.register(
+            "lease_lost",
+            "Shard leases given up, by reason (fenced, taken)",
+            metrics.lease_lost.clone(),
         );
         metrics
     }
