@@ -310,6 +310,63 @@ async fn two_active_layouts_answer_twice_and_the_count_shows_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_roles_document_keeps_the_last_role_until_the_operator_writes_it_again() {
+    // Mid-reshard, layout 1 is on standby. Redis then loses P:active-layout: "no document"
+    // must not read as "every layout acts" for a worker that has seen the roles.
+    let mut s = Scenario::start(1, 200, 1_000).await;
+    let worker = WorkerProcess::start(s.spec("roles", 0, 0, 1));
+    assert!(worker.wait_ready(READY).await, "{}", worker.log_text());
+    let mut roles = Roles::new(&s);
+    roles.write(&[(1, Role::Standby), (2, Role::Active)]);
+    assert!(roles.acked(1).await, "standby applied");
+    let role = |metrics: &str, role: &str| {
+        metric(
+            metrics,
+            &format!("shardset_worker_layout_role{{role=\"{role}\"}}"),
+        )
+    };
+    let gone = |times: usize| {
+        let worker = &worker;
+        async move {
+            // Either the worker noticed and kept its role, or (the bug) it turned active.
+            wait_until(Duration::from_secs(10), || async {
+                worker.log_text().matches("layout roles are gone").count() >= times
+                    || role(&worker.metrics().await, "active") == 1.0
+            })
+            .await
+        }
+    };
+
+    // The key is deleted (a flush, a failover that lost it).
+    let _: () = s
+        .redis
+        .conn()
+        .del(Keys::new(s.fake.state().config.application_id).active_layout())
+        .expect("del");
+    assert!(gone(1).await, "{}", worker.log_text());
+    let metrics = worker.metrics().await;
+    assert_eq!(role(&metrics, "standby"), 1.0, "{metrics}");
+    assert_eq!(role(&metrics, "active"), 0.0, "{metrics}");
+
+    // Written again, then Redis restarts empty (no persistence).
+    roles.write(&[(1, Role::Standby), (2, Role::Active)]);
+    assert!(roles.acked(1).await, "standby applied again");
+    s.redis.restart();
+    assert!(gone(2).await, "{}", worker.log_text());
+    let metrics = worker.metrics().await;
+    assert_eq!(role(&metrics, "standby"), 1.0, "{metrics}");
+    assert_eq!(role(&metrics, "active"), 0.0, "{metrics}");
+
+    // The operator writes the roles again (from a fresh revision): they apply.
+    let mut roles = Roles::new(&s);
+    roles.write(&[(1, Role::Active)]);
+    assert!(roles.acked(1).await, "acknowledged after the loss");
+    let metrics = worker.metrics().await;
+    assert_eq!(role(&metrics, "active"), 1.0, "{metrics}");
+    assert_eq!(role(&metrics, "standby"), 0.0, "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_token_is_reported_and_the_process_waits_for_sigterm() {
     let bot_id = Scenario::config().application_id;
     let id_segment = base64_of(&bot_id.to_string());
