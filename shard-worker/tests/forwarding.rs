@@ -7,18 +7,33 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::collector::Collector;
+use common::metrics::sample;
 use common::scenario::{Scenario, wait_until};
 use common::worker::WorkerProcess;
-use fake_discord::control::LoadSettings;
 
 const READY: Duration = Duration::from_secs(30);
 
-fn set_load(s: &Scenario, rate: u32) {
-    s.fake.state().load.send_replace(LoadSettings {
-        rate,
-        payload_bytes: 256,
-        dm_percent: 0,
-    });
+/// Waits until the endpoint got shard 0's dispatch `last` (the fake's seq once the load stopped),
+/// checks that none of the session's dispatches up to the newest it got is missing, and returns
+/// every seq it got, in the order it got them.
+async fn delivered(s: &Scenario, collector: &Collector) -> Vec<u64> {
+    let last = s.live_session(0).expect("live").seq;
+    let caught_up = wait_until(Duration::from_secs(60), || async {
+        collector.snapshot().iter().any(|f| f.seq >= last)
+    })
+    .await;
+    assert!(caught_up, "the endpoint caught up to seq {last}");
+    // More may have come after `last` was read.
+    let seqs: Vec<u64> = collector.snapshot().iter().map(|f| f.seq).collect();
+    let newest = seqs.iter().copied().max().unwrap_or(0);
+    let missing: Vec<u64> = (1..=newest).filter(|q| !seqs.contains(q)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} dispatches never delivered (first {:?})",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    seqs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,28 +47,13 @@ async fn an_endpoint_that_fails_for_a_while_gets_every_dispatch_in_order() {
     assert!(worker.wait_ready(READY).await, "{}", worker.log_text());
     // The endpoint answers 500 for 4 s while dispatches keep coming, then recovers.
     collector.fail(true);
-    set_load(&s, 100);
+    s.set_load(100);
     tokio::time::sleep(Duration::from_secs(4)).await;
     collector.fail(false);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    set_load(&s, 0);
-    let last = s.live_session(0).expect("live").seq;
-    let caught_up = wait_until(Duration::from_secs(60), || async {
-        collector.snapshot().iter().any(|f| f.seq >= last)
-    })
-    .await;
-    assert!(caught_up, "the endpoint caught up to seq {last}");
-    // Every dispatch of the session (more may have come after `last` was read), each once, in
-    // the order the gateway sent them.
-    let seqs: Vec<u64> = collector.snapshot().iter().map(|f| f.seq).collect();
-    let newest = seqs.iter().copied().max().unwrap_or(0);
-    let missing: Vec<u64> = (1..=newest).filter(|q| !seqs.contains(q)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} dispatches never delivered (first {:?})",
-        missing.len(),
-        &missing[..missing.len().min(10)]
-    );
+    s.set_load(0);
+    // Every dispatch of the session, each once, in the order the gateway sent them.
+    let seqs = delivered(&s, &collector).await;
     let out_of_order = seqs.windows(2).position(|w| w[1] != w[0] + 1);
     assert_eq!(
         out_of_order,
@@ -66,15 +66,10 @@ async fn an_endpoint_that_fails_for_a_while_gets_every_dispatch_in_order() {
         "the endpoint did fail"
     );
     let metrics = worker.metrics().await;
-    let retries: f64 = metrics
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("shardset_worker_forward_retries_total ")?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0);
-    assert!(retries > 0.0, "retries are counted:\n{metrics}");
+    assert!(
+        sample(&metrics, "shardset_worker_forward_retries_total").unwrap_or(0.0) > 0.0,
+        "retries are counted:\n{metrics}"
+    );
     s.assert_no_violations();
 }
 
@@ -96,9 +91,9 @@ async fn a_sigterm_while_the_endpoint_fails_ends_the_retries_and_the_next_owner_
         "READY forwarded"
     );
     collector.fail(true);
-    set_load(&s, 200);
+    s.set_load(200);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    set_load(&s, 0);
+    s.set_load(0);
     // The endpoint still fails: the retries end with the shutdown, the process exits.
     let started = tokio::time::Instant::now();
     assert_eq!(
@@ -116,21 +111,6 @@ async fn a_sigterm_while_the_endpoint_fails_ends_the_retries_and_the_next_owner_
     spec.pod = "fwd-b".into();
     let second = WorkerProcess::start(spec);
     assert!(second.wait_ready(READY).await, "{}", second.log_text());
-    let last = s.live_session(0).expect("live").seq;
-    assert!(
-        wait_until(Duration::from_secs(30), || async {
-            collector.snapshot().iter().any(|f| f.seq >= last)
-        })
-        .await,
-        "the endpoint caught up to seq {last}"
-    );
-    let seqs: Vec<u64> = collector.snapshot().iter().map(|f| f.seq).collect();
-    let missing: Vec<u64> = (1..=last).filter(|q| !seqs.contains(q)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} dispatches never delivered (first {:?})",
-        missing.len(),
-        &missing[..missing.len().min(10)]
-    );
+    delivered(&s, &collector).await;
     assert_eq!(s.identifies(), 1, "the next owner resumed");
 }

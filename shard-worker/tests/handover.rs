@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::scenario::{Scenario, wait_until};
 use common::worker::{WorkerProcess, WorkerSpec};
-use fake_discord::control::{Fault, FaultRequest, LoadSettings, Target};
+use fake_discord::control::{Fault, FaultRequest, Target};
 use redis::Commands;
 use shardset_contract::{Keys, LayoutRoles, Role, ShardState, ShardStatus, env};
 
@@ -28,14 +28,6 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default()
-}
-
-fn set_load(s: &Scenario, rate: u32) {
-    s.fake.state().load.send_replace(LoadSettings {
-        rate,
-        payload_bytes: 256,
-        dm_percent: 0,
-    });
 }
 
 /// A replying worker of shards `first..=last` of `total` with this scenario's `W`.
@@ -162,7 +154,7 @@ async fn hand_over(late: Option<u32>) {
         delay_layout(&s, 4, SKEW_MS);
     }
 
-    set_load(&s, 150);
+    s.set_load(150);
     let since = now_ms();
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -201,7 +193,7 @@ async fn hand_over(late: Option<u32>) {
     let old_metrics = old.metrics().await;
     assert_eq!(old.terminate(Duration::from_secs(20)).await, Some(0));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    set_load(&s, 0);
+    s.set_load(0);
     let until = now_ms();
 
     // Every message of the whole run (before, during and after the hand-over) got its reply...
@@ -286,10 +278,10 @@ async fn two_active_layouts_answer_twice_and_the_count_shows_it() {
         assert!(w.wait_ready(READY).await, "{}", w.log_text());
     }
     assert!(roles.acked(2).await && roles.acked(4).await && roles.acked(1).await);
-    set_load(&s, 200);
+    s.set_load(200);
     let since = now_ms();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    set_load(&s, 0);
+    s.set_load(0);
     let until = now_ms();
     let doubled = wait_until(Duration::from_secs(10), || async {
         let r = s.fake.state().replies_report(since, until);

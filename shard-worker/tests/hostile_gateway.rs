@@ -3,10 +3,13 @@
 //! Identify queue, no Redis) against it over real WebSockets, with zlib-stream compressed by the
 //! fake's own compressor.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use common::metrics::sample;
 use fake_discord::gateway::zlib::ZlibStream;
 use futures_util::{SinkExt, StreamExt};
 use prometheus_client::registry::Registry;
@@ -212,10 +215,12 @@ fn worker(gateway: &Gateway) -> Running {
     }
 }
 
-/// The value of the sample `series` (a metric name with its labels) in `text`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+/// READY of session [`SESSION`] (seq 1) naming `resume_gateway_url`.
+fn ready(resume_gateway_url: &str) -> Value {
+    json!({"op": 0, "s": 1, "t": "READY", "d": {
+        "v": 10, "session_id": SESSION, "resume_gateway_url": resume_gateway_url,
+        "shard": [0, 1], "guilds": [], "user": {"id": "1", "username": "bot"},
+    }})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,11 +230,7 @@ async fn a_decompression_bomb_closes_the_connection_resumably_and_is_counted() {
     let mut first = gateway.next().await;
     first.hello().await;
     first.expect_op(2).await;
-    let ready = json!({"op": 0, "s": 1, "t": "READY", "d": {
-        "v": 10, "session_id": SESSION, "resume_gateway_url": gateway.url,
-        "shard": [0, 1], "guilds": [], "user": {"id": "1", "username": "bot"},
-    }});
-    first.send(ready).await;
+    first.send(ready(&gateway.url)).await;
     // 64 MiB of one letter in a MESSAGE_CREATE: about 64 KiB on the wire.
     let chunk = vec![b'a'; 1 << 20];
     let mut parts: Vec<&[u8]> =
@@ -272,11 +273,7 @@ async fn a_ready_naming_an_untrusted_resume_url_resumes_on_the_gateway_instead()
     first.expect_op(2).await;
     // Not the gateway's host (another port): op 6 with the token must not go there.
     let untrusted = "ws://127.0.0.1:9/?leak=ready-query";
-    let ready = json!({"op": 0, "s": 1, "t": "READY", "d": {
-        "v": 10, "session_id": SESSION, "resume_gateway_url": untrusted,
-        "shard": [0, 1], "guilds": [], "user": {"id": "1", "username": "bot"},
-    }});
-    first.send(ready).await;
+    first.send(ready(untrusted)).await;
     first.send(json!({"op": 7, "d": null})).await;
     assert_eq!(first.expect_close().await, Some(4000), "op 7: resumable");
     let mut second = gateway.next().await;
