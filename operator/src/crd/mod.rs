@@ -1,0 +1,535 @@
+//! The `ShardSet` custom resource (`shardset.io/v1alpha1`): its spec (its status types are in
+//! `status.rs` beside this file), the validation the API server applies before the operator
+//! ever sees an object (OpenAPI schema plus CEL rules, each with a message that says what to
+//! change), and the CRD as `make generate` writes it.
+//!
+//! `spec.shards` is a plain integer so that the scale subresource (`kubectl scale shardset X
+//! --replicas=N`) can read and write it; "auto" is a separate `spec.autoShards` object rather than
+//! a magic value of `shards`, and exactly one of the two is set. Scaling an auto ShardSet is
+//! therefore refused with a message (the apiserver runs the CEL rules on `/scale` updates too).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
+};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+mod status;
+pub use status::{LayoutStatus, SessionStartLimitStatus, ShardSetStatus};
+
+/// Discord's gateway intents that exist today: bits 0–16, 20, 21, 24 and 25
+/// (discord-api-docs `developers/events/gateway.mdx`, "List of Intents").
+pub const KNOWN_INTENTS: u64 = 0b11_0011_0001_1111_1111_1111_1111;
+
+/// Longest ShardSet name: pod names are `<name>-<total>-<first>-<last>` and must stay within the
+/// 63 characters of a label value and a hostname, with shard ids of up to five digits.
+pub const MAX_NAME_LEN: usize = 40;
+
+/// Env names the operator sets itself, or that every pod of a bot must share; `spec.pod.env`
+/// may not override them (a literal `DISCORD_TOKEN` there would put the token into the pod spec;
+/// a smaller `IDENTIFY_MARGIN_MS` in one ShardSet would let its Identifies land inside another's
+/// window: docs/redis-protocol.md, "Timing").
+pub const RESERVED_ENV: &[&str] = &[
+    shardset_contract::env::SHARD_FIRST,
+    shardset_contract::env::SHARD_LAST,
+    shardset_contract::env::SHARD_TOTAL,
+    shardset_contract::env::MAX_CONCURRENCY,
+    shardset_contract::env::REDIS_URL,
+    shardset_contract::env::REDIS_PASSWORD,
+    shardset_contract::env::DISCORD_API_URL,
+    shardset_contract::env::DISCORD_TOKEN,
+    shardset_contract::env::DISCORD_INTENTS,
+    shardset_contract::env::SHARDSET_LAYOUT,
+    shardset_contract::env::SHARDSET_NAME,
+    shardset_contract::env::POD_NAME,
+    shardset_contract::env::IDENTIFY_RESERVE,
+    shardset_contract::env::IDENTIFY_WINDOW_MS,
+    shardset_contract::env::IDENTIFY_MARGIN_MS,
+    shardset_contract::env::HANDOVER_WINDOW_MS,
+    shardset_contract::env::HANDOVER_CLAIM_TTL_MS,
+];
+
+/// A bot's gateway shards: how many, how they are packed into pods, and what the pods need.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "shardset.io",
+    version = "v1alpha1",
+    kind = "ShardSet",
+    plural = "shardsets",
+    shortname = "shs",
+    category = "discord",
+    namespaced,
+    status = "ShardSetStatus",
+    derive = "PartialEq",
+    doc = "A Discord bot's gateway shards, run as one worker pod per shard range.",
+    scale(
+        spec_replicas_path = ".spec.shards",
+        status_replicas_path = ".status.shards",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Shards",
+        type_ = "integer",
+        json_path = ".status.shards",
+        description = "Shard total of the target layout"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        json_path = ".status.readyShards",
+        description = "Shards of the target layout whose pod is Ready"
+    ),
+    printcolumn(
+        name = "Pods",
+        type_ = "integer",
+        json_path = ".status.pods",
+        description = "Worker pods"
+    ),
+    printcolumn(
+        name = "Guilds",
+        type_ = "integer",
+        json_path = ".status.guilds",
+        description = "Guilds held by the target layout's shards"
+    ),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Reason of the Ready condition",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    validation = Rule::new("size(self.metadata.name) <= 40")
+        .message("metadata.name must be at most 40 characters: pod names append the shard total and range")
+)]
+#[x_kube(
+    validation = Rule::new("has(self.shards) != has(self.autoShards)").message(
+        "set exactly one of spec.shards (a fixed shard count) or spec.autoShards (count from Discord's recommendation); `kubectl scale` works only with spec.shards"
+    ),
+    validation = Rule::new("!has(self.shards) || self.shardsPerPod <= self.shards")
+        .message("spec.shardsPerPod must not exceed spec.shards")
+        .field_path(".shardsPerPod")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardSetSpec {
+    /// Total number of shards (Discord's `num_shards`). Omit it and set `autoShards` to follow
+    /// Discord's recommendation instead. The scale subresource reads and writes this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65536))]
+    pub shards: Option<u32>,
+
+    /// Derive the shard total from Discord's `GET /gateway/bot` recommendation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_shards: Option<AutoShards>,
+
+    /// Shards run by each pod. Ranges are contiguous; the last pod may run fewer.
+    #[serde(default = "default_shards_per_pod")]
+    #[schemars(range(min = 1, max = 65536))]
+    pub shards_per_pod: u32,
+
+    /// The Secret key holding the bot token. The token reaches pods only by `secretKeyRef`.
+    pub token_secret_ref: TokenSecretRef,
+
+    /// Gateway intents bitfield (e.g. 513 = GUILDS | GUILD_MESSAGES).
+    #[serde(default = "default_intents")]
+    #[x_kube(validation = Rule::new(
+        "self < 67108864 && (self / 131072) % 8 == 0 && (self / 4194304) % 4 == 0"
+    ).message(
+        "spec.intents must be a Discord intents bitfield: only bits 0-16, 20, 21, 24 and 25 exist (e.g. 513 = GUILDS | GUILD_MESSAGES)"
+    ))]
+    #[schemars(range(min = 0))]
+    pub intents: u64,
+
+    /// Worker container image.
+    #[schemars(length(min = 1))]
+    pub image: String,
+
+    /// The Redis every pod of the bot shares (Identify gates, budget, sessions, shard status).
+    pub redis: RedisSpec,
+
+    /// Discord REST settings; defaults talk to discord.com.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewaySpec>,
+
+    /// Override of Discord's `max_concurrency` (Identify buckets). Normally read from
+    /// `GET /gateway/bot`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_concurrency: Option<u32>,
+
+    /// How a change of the shard total is rolled out.
+    #[serde(default)]
+    pub reshard_strategy: ReshardStrategy,
+
+    /// Timing of the BlueGreen hand-over between layouts (`docs/resharding.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<HandoverSpec>,
+
+    /// Session starts (Identifies) kept in reserve: workers never spend the daily budget below it.
+    #[serde(default)]
+    pub identify_reserve: u32,
+
+    /// Pod template fields for the worker pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodOverrides>,
+}
+
+fn default_shards_per_pod() -> u32 {
+    1
+}
+
+fn default_intents() -> u64 {
+    1
+}
+
+/// Shard count from Discord's recommendation.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoShards {
+    /// Target guilds per shard. Discord recommends one shard per 1,000 guilds and allows at
+    /// most 2,500; a lower target runs more, smaller shards.
+    #[serde(default = "default_guilds_per_shard")]
+    #[schemars(range(min = 100, max = 2500))]
+    pub guilds_per_shard: u32,
+    /// The operator reshards by itself when Discord's recommendation moves the total, at most
+    /// once per this many seconds (default one day: a reshard spends one session start per new
+    /// shard, and the budget is daily).
+    #[serde(default = "default_min_reshard_interval")]
+    #[schemars(range(min = 60))]
+    pub min_reshard_interval_seconds: u32,
+}
+
+fn default_guilds_per_shard() -> u32 {
+    1000
+}
+
+fn default_min_reshard_interval() -> u32 {
+    86_400
+}
+
+/// Timing of the BlueGreen hand-over.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct HandoverSpec {
+    /// `W`: the longest time between the two layouts handling one event, in ms (default
+    /// 10000). A hand-over waits it three times: after the new layout is ready, after both
+    /// claim, after the old one retires (`docs/resharding.md`). Too short a value can let an
+    /// event be handled twice or not at all when a shard falls that far behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 600000))]
+    pub window_ms: Option<u32>,
+    /// How long a claim on an event lives in Redis, in ms (default 600000; at least 3 × W).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1000, max = 86400000))]
+    pub claim_ttl_ms: Option<u32>,
+}
+
+impl HandoverSpec {
+    /// `W` in ms.
+    pub fn window_ms(spec: Option<&Self>) -> u64 {
+        spec.and_then(|h| h.window_ms)
+            .map_or(shardset_contract::DEFAULT_HANDOVER_WINDOW_MS, u64::from)
+    }
+}
+
+/// Where the bot token lives.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenSecretRef {
+    /// Secret name, in the ShardSet's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret.
+    #[serde(default = "default_token_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_token_key() -> String {
+    "token".into()
+}
+
+/// The bot's Redis.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisSpec {
+    /// `redis://host:port/db` or `rediss://` for TLS.
+    #[schemars(regex(pattern = r"^rediss?://.+"), length(max = 2048))]
+    pub url: String,
+    /// Secret key holding the Redis password, if Redis needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<RedisSecretRef>,
+}
+
+/// Where the Redis password lives.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisSecretRef {
+    /// Secret name, in the ShardSet's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret.
+    #[serde(default = "default_redis_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_redis_key() -> String {
+    "password".into()
+}
+
+/// Discord REST settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[x_kube(
+    validation = Rule::new("!has(self.identifyWindowMs) || self.identifyWindowMs >= 5000 || has(self.apiUrl)")
+        .message("spec.gateway.identifyWindowMs below 5000 (Discord's Identify window) is only allowed together with spec.gateway.apiUrl pointing at a fake Discord")
+        .field_path(".identifyWindowMs")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewaySpec {
+    /// REST base URL (default `https://discord.com/api`), for proxies and the fake Discord. The
+    /// gateway URL itself comes from `GET /gateway/bot`, as for any client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://.+"), length(max = 2048))]
+    pub api_url: Option<String>,
+    /// Identify window in milliseconds (Discord: 5000). Shorter only against a fake gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 600000))]
+    pub identify_window_ms: Option<u32>,
+}
+
+/// How a new shard total replaces the running layout.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum ReshardStrategy {
+    /// Start the new layout beside the old one; remove the old one once the new is Ready.
+    #[default]
+    BlueGreen,
+    /// Stop the old layout, then start the new one (a gap in event handling).
+    Recreate,
+}
+
+/// `imagePullPolicy` of the worker container.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImagePullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl ImagePullPolicy {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Never => "Never",
+        }
+    }
+}
+
+/// The parts of the worker pods users may set.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodOverrides {
+    /// Extra labels on the pods (the operator's own labels win).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Extra annotations on the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// Container resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Extra environment variables. The operator's own variables (the env contract) cannot be
+    /// overridden here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    #[x_kube(validation = Rule::new(
+        "self.all(e, !(e.name in ['SHARD_FIRST', 'SHARD_LAST', 'SHARD_TOTAL', 'MAX_CONCURRENCY', 'REDIS_URL', 'REDIS_PASSWORD', 'DISCORD_API_URL', 'DISCORD_TOKEN', 'DISCORD_INTENTS', 'SHARDSET_LAYOUT', 'SHARDSET_NAME', 'POD_NAME', 'IDENTIFY_RESERVE', 'IDENTIFY_WINDOW_MS', 'IDENTIFY_MARGIN_MS', 'HANDOVER_WINDOW_MS', 'HANDOVER_CLAIM_TTL_MS']))"
+    ).message(
+        "spec.pod.env must not set the variables the operator sets itself (SHARD_*, DISCORD_*, REDIS_*, SHARDSET_*, POD_NAME, MAX_CONCURRENCY, IDENTIFY_*, HANDOVER_*): use the matching spec fields, and spec.tokenSecretRef for the token"
+    ))]
+    pub env: Option<Vec<EnvVar>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub priority_class_name: Option<String>,
+}
+
+impl ShardSetSpec {
+    /// The REST base URL the operator and the pods use.
+    pub fn api_url(&self) -> &str {
+        self.gateway
+            .as_ref()
+            .and_then(|g| g.api_url.as_deref())
+            .unwrap_or(shardset_contract::rest::DEFAULT_API_URL)
+    }
+}
+
+/// Where `make generate` writes the CRD, relative to the repository root.
+pub const CRD_PATH: &str = "crds/shardset.io_shardsets.yaml";
+
+/// The CRD to install: the derived one, with the unsigned integer formats schemars writes
+/// (`uint32`, `uint64`) replaced by the OpenAPI ones the apiserver knows (it warns on every apply
+/// otherwise); the `minimum: 0` beside them keeps the meaning.
+pub fn crd()
+-> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    use kube::CustomResourceExt;
+    fn fix(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::String(format)) = map.get_mut("format") {
+                    match format.as_str() {
+                        "uint32" => *format = "int32".into(),
+                        "uint64" => *format = "int64".into(),
+                        _ => {}
+                    }
+                }
+                map.values_mut().for_each(fix);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(fix),
+            _ => {}
+        }
+    }
+    let crd = ShardSet::crd();
+    let Ok(mut json) = serde_json::to_value(&crd) else {
+        return crd;
+    };
+    fix(&mut json);
+    serde_json::from_value(json).unwrap_or(crd)
+}
+
+/// The CRD as the checked-in YAML file holds it (what `crdgen` prints).
+pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
+    let yaml = serde_saphyr::to_string(&crd())?;
+    Ok(format!(
+        "# Generated from operator/src/crd.rs by `make generate` (crdgen). Do not edit.\n{yaml}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn checked_in_crd_is_fresh() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../crds/shardset.io_shardsets.yaml"
+        );
+        let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            checked_in == crd_yaml().expect("yaml"),
+            "{CRD_PATH} is stale: run `make generate` and commit it"
+        );
+    }
+
+    fn schema_json() -> serde_json::Value {
+        serde_json::to_value(crd()).expect("crd to json")
+    }
+
+    #[test]
+    fn only_openapi_integer_formats() {
+        let json = schema_json().to_string();
+        assert!(!json.contains("uint32") && !json.contains("uint64"));
+        assert!(json.contains("\"int32\""));
+    }
+
+    #[test]
+    fn crd_names_and_subresources() {
+        let crd = ShardSet::crd();
+        assert_eq!(crd.metadata.name.as_deref(), Some("shardsets.shardset.io"));
+        assert_eq!(crd.spec.names.short_names, Some(vec!["shs".to_string()]));
+        let version = &crd.spec.versions[0];
+        assert_eq!(version.name, "v1alpha1");
+        let sub = version.subresources.as_ref().expect("subresources");
+        assert!(sub.status.is_some());
+        let scale = sub.scale.as_ref().expect("scale");
+        assert_eq!(scale.spec_replicas_path, ".spec.shards");
+        assert_eq!(scale.status_replicas_path, ".status.shards");
+        let columns: Vec<_> = version
+            .additional_printer_columns
+            .as_ref()
+            .expect("columns")
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(
+            columns,
+            ["Shards", "Ready", "Pods", "Guilds", "Status", "Age"]
+        );
+    }
+
+    #[test]
+    fn schema_carries_the_cel_rules() {
+        let json = schema_json().to_string();
+        for needle in [
+            "has(self.shards) != has(self.autoShards)",
+            "self.shardsPerPod <= self.shards",
+            "identifyWindowMs >= 5000",
+            "size(self.metadata.name) <= 40",
+            "(self / 131072) % 8 == 0",
+            "'DISCORD_TOKEN'",
+        ] {
+            assert!(json.contains(needle), "missing rule {needle}");
+        }
+    }
+
+    #[test]
+    fn known_intents_mask_matches_the_cel_rule() {
+        // The CEL rule cannot use bit operators; it checks the three gaps arithmetically.
+        // This proves the arithmetic and the mask agree on every single bit.
+        for bit in 0..27u32 {
+            let value = 1u64 << bit;
+            let cel = value < 67_108_864
+                && (value / 131_072).is_multiple_of(8)
+                && (value / 4_194_304).is_multiple_of(4);
+            assert_eq!(cel, KNOWN_INTENTS & value != 0, "bit {bit}");
+        }
+    }
+
+    #[test]
+    fn reserved_env_matches_the_cel_rule() {
+        let json = schema_json().to_string();
+        for name in RESERVED_ENV {
+            assert!(
+                json.contains(&format!("'{name}'")),
+                "{name} not in CEL rule"
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let spec: ShardSetSpec = serde_json::from_value(serde_json::json!({
+            "shards": 4,
+            "tokenSecretRef": {"name": "bot"},
+            "image": "worker:dev",
+            "redis": {"url": "redis://redis:6379"}
+        }))
+        .expect("parse");
+        assert_eq!(spec.shards_per_pod, 1);
+        assert_eq!(spec.intents, 1);
+        assert_eq!(spec.token_secret_ref.key, "token");
+        assert_eq!(spec.reshard_strategy, ReshardStrategy::BlueGreen);
+        assert_eq!(spec.api_url(), "https://discord.com/api");
+    }
+}
