@@ -5,7 +5,7 @@
 //! "Rate Limiting", "Sharding", "Session Start Limit Object") and
 //! `developers/topics/opcodes-and-status-codes.mdx` ("Gateway Close Event Codes").
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use crate::control::Rule;
 use crate::world;
@@ -275,30 +275,39 @@ pub fn validate_identify(
 }
 
 /// One Identify per bucket per window, measured between arrivals at the gateway.
+///
+/// Identifies are judged in the order their connections get to them, which under load is not
+/// the order they arrived in (each connection has its own task). So every accepted arrival of
+/// the last [`IdentifyWindows::KEPT`] windows is kept, and a new one is checked against both its
+/// neighbours in arrival order, wherever it falls.
 #[derive(Debug, Clone)]
 pub struct IdentifyWindows {
     window: Micros,
     max_concurrency: u32,
-    /// Arrival of the last accepted Identify of each bucket.
-    last: HashMap<u32, Micros>,
+    /// Arrivals of the recent accepted Identifies of each bucket.
+    accepted: HashMap<u32, BTreeSet<Micros>>,
 }
 
 /// An Identify that arrived inside its bucket's window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TooFast {
     pub bucket: u32,
-    /// Arrival of the bucket's previous accepted Identify.
+    /// Arrival of the bucket's accepted Identify closest to this one.
     pub previous: Micros,
     /// Distance between the two arrivals.
     pub gap: Micros,
 }
 
 impl IdentifyWindows {
+    /// How many windows of arrivals are kept: an Identify judged later than this after a
+    /// later-arriving one is only checked against what is left (far more than any lag seen).
+    pub const KEPT: u64 = 64;
+
     pub fn new(window_ms: u64, max_concurrency: u32) -> Self {
         Self {
             window: window_ms * US_PER_MS,
             max_concurrency: max_concurrency.max(1),
-            last: HashMap::new(),
+            accepted: HashMap::new(),
         }
     }
 
@@ -307,14 +316,25 @@ impl IdentifyWindows {
     }
 
     /// Whether an Identify of `shard_id` arriving `at` keeps its bucket's window. The distance
-    /// is taken both ways, so two Identifies handled out of arrival order are still caught.
+    /// is taken to the closest accepted arrival before and after it, so two Identifies judged
+    /// out of arrival order are still caught.
     pub fn check(&self, shard_id: u32, at: Micros) -> Result<(), TooFast> {
         let bucket = self.bucket(shard_id);
-        match self.last.get(&bucket) {
-            Some(&previous) if previous.abs_diff(at) < self.window => Err(TooFast {
+        let Some(arrivals) = self.accepted.get(&bucket) else {
+            return Ok(());
+        };
+        let before = arrivals.range(..=at).next_back();
+        let after = arrivals.range(at..).next();
+        match before
+            .into_iter()
+            .chain(after)
+            .map(|&other| (other, other.abs_diff(at)))
+            .min_by_key(|&(_, gap)| gap)
+        {
+            Some((previous, gap)) if gap < self.window => Err(TooFast {
                 bucket,
                 previous,
-                gap: previous.abs_diff(at),
+                gap,
             }),
             _ => Ok(()),
         }
@@ -323,8 +343,12 @@ impl IdentifyWindows {
     /// Records an accepted Identify: its arrival opens the bucket's next window.
     pub fn record(&mut self, shard_id: u32, at: Micros) {
         let bucket = self.bucket(shard_id);
-        let slot = self.last.entry(bucket).or_insert(at);
-        *slot = (*slot).max(at);
+        let horizon = self.window.saturating_mul(Self::KEPT);
+        let arrivals = self.accepted.entry(bucket).or_default();
+        arrivals.insert(at);
+        let latest = arrivals.last().copied().unwrap_or(at);
+        let keep = arrivals.split_off(&latest.saturating_sub(horizon));
+        *arrivals = keep;
     }
 }
 
@@ -511,6 +535,37 @@ mod tests {
         assert_eq!(windows.check(2, 15 * S), Ok(()));
         // Out of arrival order is caught too.
         assert!(windows.check(2, 10 * S - 1).is_err());
+    }
+
+    #[test]
+    fn an_identify_judged_late_is_checked_against_both_neighbours() {
+        // Arrivals at 0 s, 10 s and 20 s are accepted (judged in that order); one that arrived
+        // at 12 s but is judged only now is 2 s from its earlier neighbour, although the
+        // latest arrival (20 s) is 8 s away.
+        let mut windows = IdentifyWindows::new(5_000, 1);
+        for at in [0, 10 * S, 20 * S] {
+            assert_eq!(windows.check(0, at), Ok(()));
+            windows.record(0, at);
+        }
+        let too_fast = windows.check(0, 12 * S).expect_err("2 s after 10 s");
+        assert_eq!((too_fast.previous, too_fast.gap), (10 * S, 2 * S));
+        let too_fast = windows.check(0, 17 * S).expect_err("3 s before 20 s");
+        assert_eq!((too_fast.previous, too_fast.gap), (20 * S, 3 * S));
+        assert_eq!(windows.check(0, 15 * S), Ok(()));
+        // Recorded out of order, it still sits between its neighbours.
+        windows.record(0, 15 * S);
+        assert!(windows.check(0, 14 * S).is_err());
+        assert!(windows.check(0, 16 * S).is_err());
+    }
+
+    #[test]
+    fn only_recent_windows_of_arrivals_are_kept() {
+        let mut windows = IdentifyWindows::new(1, 1);
+        for i in 0..1_000 {
+            windows.record(0, i * US_PER_MS);
+        }
+        let kept = windows.accepted.get(&0).map_or(0, BTreeSet::len) as u64;
+        assert_eq!(kept, IdentifyWindows::KEPT + 1);
     }
 
     #[test]

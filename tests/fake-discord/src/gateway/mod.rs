@@ -6,6 +6,7 @@
 //! The upgrade is answered here rather than with axum's `ws` extractor so that the connection
 //! runs on the same tokio-tungstenite as the rest of the project.
 
+pub mod arrival;
 pub mod connection;
 pub mod encoder;
 pub mod zlib;
@@ -14,7 +15,7 @@ pub mod zstd;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
@@ -23,6 +24,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::state::Fake;
+use arrival::Arrivals;
 
 /// Gateway versions served (discord-api-docs `developers/reference.mdx`, "API Versions").
 const VERSIONS: [&str; 2] = ["10", "9"];
@@ -60,11 +62,17 @@ pub async fn upgrade(State(fake): State<Arc<Fake>>, mut request: Request) -> Res
         }
     };
     let base = crate::public_url::public_base(&fake, request.headers());
+    // The connection's kernel receive stamps (a router served without them times at reads).
+    let arrivals = request
+        .extensions()
+        .get::<ConnectInfo<Arrivals>>()
+        .map_or_else(|| Arrivals::new(fake.clock), |info| info.0.clone());
     let params = connection::Params {
         transport,
         bad_version: version.filter(|v| !VERSIONS.contains(&v.as_str())),
         bad_encoding: encoding.filter(|e| e != "json"),
         resume_url: format!("{base}/resume"),
+        arrivals,
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {

@@ -63,11 +63,16 @@ impl Fake {
         connection: u64,
     ) {
         add(&self.stats.identifies, 1);
+        let lag_us = self.clock.now_us().saturating_sub(at);
+        self.stats
+            .identify_lag_max_us
+            .fetch_max(lag_us, std::sync::atomic::Ordering::Relaxed);
         let mut logs = lock(&self.logs);
         if logs.identifies.len() < LOG_CAPACITY {
             logs.identifies.push(IdentifyRecord {
                 at_ms: at / US_PER_MS,
                 at_us: at,
+                lag_us,
                 shard: shard[0],
                 num_shards: shard[1],
                 bucket: rules::bucket(shard[0], self.config.max_concurrency),

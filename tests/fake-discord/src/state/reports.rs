@@ -77,6 +77,7 @@ impl Fake {
             events_generated: get(&s.events_generated),
             overflows: get(&s.overflows),
             violations: get(&s.violations),
+            identify_lag_max_us: get(&s.identify_lag_max_us),
             sessions: self.sessions_read().by_id.len() as u64,
             token_reset: self.token_reset(),
             budget: Some(self.budget()),

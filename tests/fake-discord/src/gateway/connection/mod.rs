@@ -47,6 +47,8 @@ pub struct Params {
     pub bad_encoding: Option<String>,
     /// This connection's resume URL (READY `resume_gateway_url`).
     pub resume_url: String,
+    /// When the connection's bytes arrived (kernel receive timestamps, `arrival.rs`).
+    pub arrivals: super::arrival::Arrivals,
 }
 
 /// How the connection ended.
