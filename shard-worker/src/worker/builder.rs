@@ -23,6 +23,7 @@ use super::server;
 use super::settings::Settings;
 use super::startup::{self, REFUSED_TOKEN, RefusalRecords, Refused};
 use crate::gateway::session::SessionConfig;
+use crate::gateway::trust::ResumeTrust;
 use crate::handler::Handler;
 use crate::handover::acting::{Acting, HandoverConfig};
 use crate::handover::records::HandoverRecords;
@@ -283,6 +284,7 @@ impl Builder {
                 total: s.shard_total,
                 intents: s.intents,
                 gateway_url: bot.url.clone(),
+                resume_trust: ResumeTrust::new(&s.discord_api_url, &bot.url),
                 session: self.session.clone(),
                 lease_ttl: Duration::from_secs(15),
                 resume_window,

@@ -19,9 +19,14 @@ pub const US_PER_MS: u64 = 1_000;
 /// Intents Discord knows (gateway.mdx "List of Intents"): bits 0–16, 20, 21, 24, 25.
 pub const KNOWN_INTENTS: u64 = 0x1_FFFF | (1 << 20) | (1 << 21) | (1 << 24) | (1 << 25);
 /// GUILD_MEMBERS | GUILD_PRESENCES | MESSAGE_CONTENT: need enabling in the developer portal.
-pub const PRIVILEGED_INTENTS: u64 = (1 << 1) | (1 << 8) | (1 << 15);
+pub const PRIVILEGED_INTENTS: u64 =
+    INTENT_GUILD_MEMBERS | INTENT_GUILD_PRESENCES | INTENT_MESSAGE_CONTENT;
 /// GUILD_CREATE and the other guild lifecycle events.
 pub const INTENT_GUILDS: u64 = 1 << 0;
+/// Member events; needed to request a guild's whole member list (op 8 with `query: ""`).
+pub const INTENT_GUILD_MEMBERS: u64 = 1 << 1;
+/// Presences; op 8's `presences: true` is honoured only with it.
+pub const INTENT_GUILD_PRESENCES: u64 = 1 << 8;
 /// MESSAGE_CREATE in guilds.
 pub const INTENT_GUILD_MESSAGES: u64 = 1 << 9;
 /// MESSAGE_CREATE in DMs.
@@ -274,53 +279,49 @@ pub fn validate_identify(
     })
 }
 
-/// One Identify per bucket per window, measured between arrivals at the gateway.
+/// At most one accepted request per key per window, measured between arrivals: the shape of the
+/// Identify buckets (key: the bucket) and of op 8's all-members limit (key: the guild). Only
+/// accepted requests open a window; refused ones do not move it.
 ///
-/// Identifies are judged in the order their connections get to them, which under load is not
-/// the order they arrived in (each connection has its own task). So every accepted arrival of
-/// the last [`IdentifyWindows::KEPT`] windows is kept, and a new one is checked against both its
+/// Requests are judged in the order their connections get to them, which under load is not the
+/// order they arrived in (each connection has its own task). So every accepted arrival of the
+/// last [`ArrivalWindows::KEPT`] windows is kept, and a new one is checked against both its
 /// neighbours in arrival order, wherever it falls.
 #[derive(Debug, Clone)]
-pub struct IdentifyWindows {
+pub struct ArrivalWindows<K> {
     window: Micros,
-    max_concurrency: u32,
-    /// Arrivals of the recent accepted Identifies of each bucket.
-    accepted: HashMap<u32, BTreeSet<Micros>>,
+    /// Arrivals of the recent accepted requests of each key.
+    accepted: HashMap<K, BTreeSet<Micros>>,
 }
 
-/// An Identify that arrived inside its bucket's window.
+/// A request that arrived inside its key's window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TooFast {
-    pub bucket: u32,
-    /// Arrival of the bucket's accepted Identify closest to this one.
+pub struct InsideWindow {
+    /// Arrival of the key's accepted request closest to this one.
     pub previous: Micros,
     /// Distance between the two arrivals.
     pub gap: Micros,
+    /// How long until the window is over (`window - gap`).
+    pub retry_after: Micros,
 }
 
-impl IdentifyWindows {
-    /// How many windows of arrivals are kept: an Identify judged later than this after a
+impl<K: std::hash::Hash + Eq> ArrivalWindows<K> {
+    /// How many windows of arrivals are kept: a request judged this much later than a
     /// later-arriving one is only checked against what is left (far more than any lag seen).
     pub const KEPT: u64 = 64;
 
-    pub fn new(window_ms: u64, max_concurrency: u32) -> Self {
+    pub fn new(window_ms: u64) -> Self {
         Self {
             window: window_ms * US_PER_MS,
-            max_concurrency: max_concurrency.max(1),
             accepted: HashMap::new(),
         }
     }
 
-    pub fn bucket(&self, shard_id: u32) -> u32 {
-        bucket(shard_id, self.max_concurrency)
-    }
-
-    /// Whether an Identify of `shard_id` arriving `at` keeps its bucket's window. The distance
-    /// is taken to the closest accepted arrival before and after it, so two Identifies judged
-    /// out of arrival order are still caught.
-    pub fn check(&self, shard_id: u32, at: Micros) -> Result<(), TooFast> {
-        let bucket = self.bucket(shard_id);
-        let Some(arrivals) = self.accepted.get(&bucket) else {
+    /// Whether a request of `key` arriving `at` keeps the key's window. The distance is taken
+    /// to the closest accepted arrival before and after it, so requests judged out of arrival
+    /// order are still caught.
+    pub fn check(&self, key: &K, at: Micros) -> Result<(), InsideWindow> {
+        let Some(arrivals) = self.accepted.get(key) else {
             return Ok(());
         };
         let before = arrivals.range(..=at).next_back();
@@ -331,24 +332,68 @@ impl IdentifyWindows {
             .map(|&other| (other, other.abs_diff(at)))
             .min_by_key(|&(_, gap)| gap)
         {
-            Some((previous, gap)) if gap < self.window => Err(TooFast {
-                bucket,
+            Some((previous, gap)) if gap < self.window => Err(InsideWindow {
                 previous,
                 gap,
+                retry_after: self.window - gap,
             }),
             _ => Ok(()),
         }
     }
 
-    /// Records an accepted Identify: its arrival opens the bucket's next window.
-    pub fn record(&mut self, shard_id: u32, at: Micros) {
-        let bucket = self.bucket(shard_id);
+    /// Records an accepted request: its arrival opens the key's next window.
+    pub fn record(&mut self, key: K, at: Micros) {
         let horizon = self.window.saturating_mul(Self::KEPT);
-        let arrivals = self.accepted.entry(bucket).or_default();
+        let arrivals = self.accepted.entry(key).or_default();
         arrivals.insert(at);
         let latest = arrivals.last().copied().unwrap_or(at);
-        let keep = arrivals.split_off(&latest.saturating_sub(horizon));
-        *arrivals = keep;
+        let kept = arrivals.split_off(&latest.saturating_sub(horizon));
+        *arrivals = kept;
+    }
+}
+
+/// One Identify per bucket per window, measured between arrivals at the gateway.
+#[derive(Debug, Clone)]
+pub struct IdentifyWindows {
+    windows: ArrivalWindows<u32>,
+    max_concurrency: u32,
+}
+
+/// An Identify that arrived inside its bucket's window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooFast {
+    pub bucket: u32,
+    /// Arrival of the bucket's previous accepted Identify.
+    pub previous: Micros,
+    /// Distance between the two arrivals.
+    pub gap: Micros,
+}
+
+impl IdentifyWindows {
+    pub fn new(window_ms: u64, max_concurrency: u32) -> Self {
+        Self {
+            windows: ArrivalWindows::new(window_ms),
+            max_concurrency: max_concurrency.max(1),
+        }
+    }
+
+    pub fn bucket(&self, shard_id: u32) -> u32 {
+        bucket(shard_id, self.max_concurrency)
+    }
+
+    /// Whether an Identify of `shard_id` arriving `at` keeps its bucket's window.
+    pub fn check(&self, shard_id: u32, at: Micros) -> Result<(), TooFast> {
+        let bucket = self.bucket(shard_id);
+        self.windows.check(&bucket, at).map_err(|inside| TooFast {
+            bucket,
+            previous: inside.previous,
+            gap: inside.gap,
+        })
+    }
+
+    /// Records an accepted Identify: its arrival opens the bucket's next window.
+    pub fn record(&mut self, shard_id: u32, at: Micros) {
+        self.windows.record(self.bucket(shard_id), at);
     }
 }
 
@@ -462,6 +507,21 @@ pub fn heartbeat_deadline(last: Micros, interval_ms: u64) -> Micros {
     last + interval + (interval / 2).max(1_000 * US_PER_MS)
 }
 
+/// How late a heartbeat arriving `at` is, the previous one (or Hello, for the first) having come
+/// at `previous`: `Some(gap - interval)` when the gap is longer than the interval plus
+/// `slack_ms`. Discord acts only at its own timeout (`heartbeat_deadline`); a late heartbeat is
+/// reported, so that a client whose other sends hold its heartbeats back is seen before that.
+pub fn heartbeat_lateness(
+    previous: Micros,
+    at: Micros,
+    interval_ms: u64,
+    slack_ms: u64,
+) -> Option<Micros> {
+    let gap = at.saturating_sub(previous);
+    let interval = interval_ms * US_PER_MS;
+    (gap > interval + slack_ms * US_PER_MS).then(|| gap - interval)
+}
+
 /// What a Resume gets, given the session's sequence numbers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResumeVerdict {
@@ -538,42 +598,69 @@ mod tests {
     }
 
     #[test]
-    fn an_identify_judged_late_is_checked_against_both_neighbours() {
-        // Arrivals at 0 s, 10 s and 20 s are accepted (judged in that order); one that arrived
-        // at 12 s but is judged only now is 2 s from its earlier neighbour, although the
-        // latest arrival (20 s) is 8 s away.
-        let mut windows = IdentifyWindows::new(5_000, 1);
-        for at in [0, 10 * S, 20 * S] {
-            assert_eq!(windows.check(0, at), Ok(()));
-            windows.record(0, at);
-        }
-        let too_fast = windows.check(0, 12 * S).expect_err("2 s after 10 s");
-        assert_eq!((too_fast.previous, too_fast.gap), (10 * S, 2 * S));
-        let too_fast = windows.check(0, 17 * S).expect_err("3 s before 20 s");
-        assert_eq!((too_fast.previous, too_fast.gap), (20 * S, 3 * S));
-        assert_eq!(windows.check(0, 15 * S), Ok(()));
-        // Recorded out of order, it still sits between its neighbours.
-        windows.record(0, 15 * S);
-        assert!(windows.check(0, 14 * S).is_err());
-        assert!(windows.check(0, 16 * S).is_err());
-    }
-
-    #[test]
-    fn only_recent_windows_of_arrivals_are_kept() {
-        let mut windows = IdentifyWindows::new(1, 1);
-        for i in 0..1_000 {
-            windows.record(0, i * US_PER_MS);
-        }
-        let kept = windows.accepted.get(&0).map_or(0, BTreeSet::len) as u64;
-        assert_eq!(kept, IdentifyWindows::KEPT + 1);
-    }
-
-    #[test]
     fn rejected_identifies_do_not_move_the_window() {
         let mut windows = IdentifyWindows::new(5_000, 1);
         windows.record(0, 0);
         assert!(windows.check(0, 4 * S).is_err());
         assert!(windows.check(0, 5 * S).is_ok());
+    }
+
+    #[test]
+    fn arrival_windows_are_per_key_and_say_when_to_retry() {
+        let mut windows = ArrivalWindows::new(30_000);
+        assert_eq!(windows.check(&7u64, 0), Ok(()));
+        windows.record(7, 0);
+        // Another key (another guild) is free at once.
+        assert_eq!(windows.check(&8, S), Ok(()));
+        let inside = windows.check(&7, 10 * S).expect_err("inside the window");
+        assert_eq!(
+            (inside.previous, inside.gap, inside.retry_after),
+            (0, 10 * S, 20 * S)
+        );
+        // A refused request does not move the window.
+        assert_eq!(windows.check(&7, 30 * S), Ok(()));
+    }
+
+    #[test]
+    fn a_request_judged_late_is_checked_against_both_neighbours() {
+        // Arrivals at 0 s, 10 s and 20 s are accepted (judged in that order); one that arrived
+        // at 12 s but is judged only now is 2 s from its earlier neighbour, although the
+        // latest arrival (20 s) is 8 s away.
+        let mut windows = ArrivalWindows::new(5_000);
+        for at in [0, 10 * S, 20 * S] {
+            assert_eq!(windows.check(&0u32, at), Ok(()));
+            windows.record(0, at);
+        }
+        let inside = windows.check(&0, 12 * S).expect_err("2 s after 10 s");
+        assert_eq!((inside.previous, inside.gap), (10 * S, 2 * S));
+        let inside = windows.check(&0, 17 * S).expect_err("3 s before 20 s");
+        assert_eq!((inside.previous, inside.gap), (20 * S, 3 * S));
+        assert_eq!(windows.check(&0, 15 * S), Ok(()));
+        // Recorded out of order, it still sits between its neighbours.
+        windows.record(0, 15 * S);
+        assert!(windows.check(&0, 14 * S).is_err());
+        assert!(windows.check(&0, 16 * S).is_err());
+    }
+
+    #[test]
+    fn only_recent_windows_of_arrivals_are_kept() {
+        let mut windows = ArrivalWindows::new(1);
+        for i in 0..1_000 {
+            windows.record(0u32, i * US_PER_MS);
+        }
+        let kept = windows.accepted.get(&0).map_or(0, BTreeSet::len) as u64;
+        assert_eq!(kept, ArrivalWindows::<u32>::KEPT + 1);
+    }
+
+    #[test]
+    fn heartbeats_later_than_interval_plus_slack_are_late() {
+        assert_eq!(heartbeat_lateness(0, 1_250 * US_PER_MS, 1_000, 250), None);
+        assert_eq!(
+            heartbeat_lateness(0, 1_251 * US_PER_MS, 1_000, 250),
+            Some(251 * US_PER_MS)
+        );
+        // Early heartbeats (an answer to op 1) are never late.
+        assert_eq!(heartbeat_lateness(5 * S, 5 * S + 1, 1_000, 0), None);
     }
 
     #[test]

@@ -10,8 +10,8 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::arrival::{Arrivals, StampedListener};
 use crate::config::Config;
-use crate::gateway::arrival::{Arrivals, StampedListener};
 use crate::state::Fake;
 use crate::{control, gateway, load, rest};
 
@@ -37,7 +37,7 @@ impl FakeDiscord {
         let fake = Fake::new(config);
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
-        // Reads stamped by the kernel: Identifies are timed at arrival (gateway/arrival.rs).
+        // Reads stamped by the kernel: Identifies are timed at arrival (arrival.rs).
         let listener = StampedListener::new(listener, fake.clock);
         let mut stop = fake.shutdown.subscribe();
         let app = router(Arc::clone(&fake));
