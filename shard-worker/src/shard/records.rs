@@ -180,6 +180,12 @@ impl Records {
         Ok(())
     }
 
+    /// `DEL key`.
+    async fn delete(&self, key: String) -> Result<(), RecordError> {
+        let _: () = self.conn.clone().del(key).await?;
+        Ok(())
+    }
+
     /// The saved session of `shard`, if any.
     pub async fn load_session(&self, shard: u32) -> Result<Option<SessionRecord>, RecordError> {
         let key = self.keys.session(self.total, shard);
@@ -189,12 +195,7 @@ impl Records {
 
     /// Forgets the saved session of `shard` (it can no longer be resumed).
     pub async fn delete_session(&self, shard: u32) -> Result<(), RecordError> {
-        let _: () = self
-            .conn
-            .clone()
-            .del(self.keys.session(self.total, shard))
-            .await?;
-        Ok(())
+        self.delete(self.keys.session(self.total, shard)).await
     }
 
     /// Writes the status record of `shard`, kept for `ttl`.
@@ -210,12 +211,7 @@ impl Records {
 
     /// Deletes the status record of `shard` (a retired layout leaves nothing behind).
     pub async fn delete_status(&self, shard: u32) -> Result<(), RecordError> {
-        let _: () = self
-            .conn
-            .clone()
-            .del(self.keys.status(self.total, shard))
-            .await?;
-        Ok(())
+        self.delete(self.keys.status(self.total, shard)).await
     }
 
     /// Marks `shard` closed for good (`Keys::fatal`) for `ttl`: no pod identifies it meanwhile.
@@ -261,12 +257,8 @@ impl Records {
 
     /// A session of `shard` lasted: its Identify streak starts over.
     pub async fn clear_identify_streak(&self, shard: u32) -> Result<(), RecordError> {
-        let _: () = self
-            .conn
-            .clone()
-            .del(self.keys.identify_streak(self.total, shard))
-            .await?;
-        Ok(())
+        self.delete(self.keys.identify_streak(self.total, shard))
+            .await
     }
 
     /// The marker of `shard` if it was closed for good (and the marker has not expired).
