@@ -1,20 +1,22 @@
 //! The contract between the operator and the worker pods, in one small crate that both depend on:
-//! the env variables the operator writes into every worker pod ([`env`]), the worker's HTTP
-//! endpoints, the Redis key layout of the Identify protocol ([`keys`], documented in
-//! `docs/redis-protocol.md`) with the records stored under those keys ([`records`]), the bot
-//! token in a type that cannot leak it ([`token`]), and the two Discord REST calls both sides make
-//! ([`rest`]).
+//! the env variables the operator writes into every worker pod ([`env`], with the values of
+//! [`gateway`]), the worker's HTTP endpoints, the Redis key layout of the Identify protocol
+//! ([`keys`], documented in `docs/redis-protocol.md`) with the records stored under those keys
+//! ([`records`]), the bot token in a type that cannot leak it ([`token`]), and the two Discord
+//! REST calls both sides make ([`rest`]).
 //!
 //! Nothing here speaks the gateway: the operator links this crate, not the worker's WebSocket
 //! stack. Apart from [`rest`], nothing does I/O, so both sides (and bots written with other
 //! libraries, following the protocol document) agree by construction.
 
 pub mod env;
+pub mod gateway;
 pub mod keys;
 pub mod records;
 pub mod rest;
 pub mod token;
 
+pub use gateway::GatewayCompression;
 pub use keys::{Keys, bucket, layout_name};
 pub use records::{
     FATAL_MARKER_TTL_MS, FatalMarker, LayoutRoles, Role, SessionRecord, ShardState, ShardStatus,

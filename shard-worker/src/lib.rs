@@ -6,7 +6,7 @@
 //!
 //! - [`gateway`]: Discord's gateway protocol without I/O, each part with its unit tests: the
 //!   session machine (`step(input) -> actions`), opcodes, the envelope, the command payloads,
-//!   close codes, zlib-stream, the send limit.
+//!   close codes, transport compression (zstd-stream, zlib-stream), the send limit.
 //! - [`shard`]: the per-shard runner, one async task per shard around its machine over
 //!   tokio-tungstenite, and the shard's custody across pods (lease, saved session, fatal marker,
 //!   its records in Redis).

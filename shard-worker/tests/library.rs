@@ -29,7 +29,7 @@ use shard_worker::worker::metrics::Metrics;
 use shard_worker::worker::{self, Builder, Outcome, Settings};
 use shardset_contract::rest::DiscordRest;
 use shardset_contract::token::Token;
-use shardset_contract::{Keys, SessionRecord, ShardState};
+use shardset_contract::{GatewayCompression, Keys, SessionRecord, ShardState};
 use tokio::sync::watch;
 
 const TOTAL: u32 = 2;
@@ -119,6 +119,8 @@ impl Lab {
                 total: TOTAL,
                 intents: 513,
                 gateway_url: bot.url.clone(),
+                compression: GatewayCompression::default(),
+                send_window: Duration::from_secs(60),
                 session,
                 lease_ttl: Duration::from_secs(15),
                 resume_window,

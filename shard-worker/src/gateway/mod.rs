@@ -5,7 +5,7 @@
 //! - [`envelope`]: `op`/`s`/`t` of a payload, `d` left raw (read once, by whoever needs it).
 //! - [`commands`]: the payloads a shard sends (Heartbeat, Identify, Resume) and its gateway URL.
 //! - [`close_code`]: resume, identify anew, or stop, per gateway close code.
-//! - [`compression`]: zlib-stream inflate, one context per connection.
+//! - [`compression`]: zstd-stream (the default), zlib-stream or none; one decoder per connection.
 //! - [`ratelimit`]: 120 commands per 60 s per connection, with a heartbeat reserve.
 //!
 //! The async loop that drives them over a WebSocket is [`crate::shard`].

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::records::Records;
+use crate::gateway::compression::GatewayCompression;
 use crate::gateway::session::SessionConfig;
 use crate::handover::acting::Acting;
 use crate::identify::queue::IdentifyQueue;
@@ -20,6 +21,10 @@ pub struct ShardConfig {
     pub intents: u64,
     /// The gateway URL from `GET /gateway/bot`.
     pub gateway_url: String,
+    /// Transport compression asked for on every connection (`GATEWAY_COMPRESSION`).
+    pub compression: GatewayCompression,
+    /// The send limit's window (Discord: 60 s; `GATEWAY_SEND_WINDOW_MS`).
+    pub send_window: Duration,
     pub session: SessionConfig,
     /// TTL of the shard lease.
     pub lease_ttl: Duration,

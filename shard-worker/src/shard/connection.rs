@@ -11,7 +11,7 @@ use tracing::{debug, warn};
 
 use super::runner::Runner;
 use crate::gateway::commands::gateway_query;
-use crate::gateway::compression::ZlibStream;
+use crate::gateway::compression::Decoder;
 use crate::gateway::session::{Input, Target};
 use crate::handler::Handler;
 
@@ -21,7 +21,8 @@ impl<H: Handler> Runner<'_, H> {
             Target::Gateway => self.shared.config.gateway_url.as_str(),
             Target::Resume(url) => url.as_str(),
         };
-        let Some(url) = gateway_query(base) else {
+        let compression = self.shared.config.compression;
+        let Some(url) = gateway_query(base, compression) else {
             warn!(shard_id = self.shard, url = base, "invalid gateway URL");
             return Input::ConnectFailed;
         };
@@ -39,11 +40,17 @@ impl<H: Handler> Runner<'_, H> {
         let connect =
             tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true);
         match tokio::time::timeout(self.shared.config.session.hello_timeout, connect).await {
-            Ok(Ok((ws, _))) => {
-                self.ws = Some(ws);
-                self.inflater = Some(ZlibStream::new());
-                Input::Connected
-            }
+            Ok(Ok((ws, _))) => match Decoder::new(compression) {
+                Ok(decoder) => {
+                    self.ws = Some(ws);
+                    self.decoder = Some(decoder);
+                    Input::Connected
+                }
+                Err(e) => {
+                    warn!(shard_id = self.shard, error = %e, "cannot set up the decoder");
+                    Input::ConnectFailed
+                }
+            },
             Ok(Err(e)) => {
                 debug!(shard_id = self.shard, error = %e, "gateway connect failed");
                 Input::ConnectFailed

@@ -1,4 +1,4 @@
-//! From a WebSocket frame to the machine's inputs: inflate (zlib-stream), read the envelope, and
+//! From a WebSocket frame to the machine's inputs: decode (zstd-stream, zlib-stream), read the envelope, and
 //! per opcode tell the machine; a dispatch goes to the handler first (in order), then is counted.
 
 use std::time::Duration;
@@ -54,21 +54,21 @@ impl<H: Handler> Runner<'_, H> {
                 return vec![Input::Closed { code: None }];
             }
         };
-        let Some(mut inflater) = self.inflater.take() else {
+        let Some(mut decoder) = self.decoder.take() else {
             return Vec::new();
         };
-        let inputs = match inflater.push(&bytes) {
+        let inputs = match decoder.push(&bytes) {
             Ok(Some(json)) => self.on_payload(json).await,
             Ok(None) => Vec::new(),
             Err(e) => {
-                warn!(shard_id = self.shard, error = %e, "corrupt zlib stream; reconnecting");
+                warn!(shard_id = self.shard, error = %e, reason = e.metric_label(), "undecodable gateway stream; reconnecting");
                 self.close(close_code::RESUMABLE_CLOSE).await;
                 vec![Input::Closed { code: None }]
             }
         };
-        inflater.recycle();
-        if self.ws.is_some() && self.inflater.is_none() {
-            self.inflater = Some(inflater);
+        decoder.recycle();
+        if self.ws.is_some() && self.decoder.is_none() {
+            self.decoder = Some(decoder);
         }
         inputs
     }
@@ -141,7 +141,7 @@ impl<H: Handler> Runner<'_, H> {
             Some(Opcode::Hello) => match envelope.d.map(serde_json::from_str::<HelloData>) {
                 Some(Ok(hello)) => {
                     let interval = Duration::from_millis(hello.heartbeat_interval.max(1));
-                    self.limiter = CommandLimiter::new(interval);
+                    self.limiter = CommandLimiter::new(interval, self.shared.config.send_window);
                     vec![Input::Hello {
                         heartbeat_interval: interval,
                     }]

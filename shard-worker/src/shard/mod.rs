@@ -1,5 +1,5 @@
 //! The per-shard runner: one async task per shard around its pure
-//! [`session::Machine`](crate::gateway::session::Machine). It owns the WebSocket, the inflater, the
+//! [`session::Machine`](crate::gateway::session::Machine). It owns the WebSocket, the decoder, the
 //! timers and the Identify permit, turns what happens into inputs, and carries out the machine's
 //! actions. No Discord rule is decided here.
 //!

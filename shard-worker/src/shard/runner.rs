@@ -19,7 +19,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::config::Shared;
 use crate::gateway::close_code;
-use crate::gateway::compression::ZlibStream;
+use crate::gateway::compression::Decoder;
 use crate::gateway::ratelimit::CommandLimiter;
 use crate::gateway::session::{Input, Machine, Phase};
 use crate::handler::Handler;
@@ -68,8 +68,8 @@ pub(super) struct Runner<'a, H> {
     pub(super) owner: String,
     pub(super) machine: Machine,
     pub(super) ws: Option<Ws>,
-    /// The connection's inflater (taken out while a payload borrows its output).
-    pub(super) inflater: Option<ZlibStream>,
+    /// The connection's decoder (taken out while a payload borrows its output).
+    pub(super) decoder: Option<Decoder>,
     pub(super) limiter: CommandLimiter,
     pub(super) heartbeat_at: Option<Instant>,
     pub(super) heartbeat_sent: Option<Instant>,
@@ -104,8 +104,8 @@ impl<'a, H: Handler> Runner<'a, H> {
             owner,
             machine,
             ws: None,
-            inflater: None,
-            limiter: CommandLimiter::new(Duration::from_secs(41)),
+            decoder: None,
+            limiter: CommandLimiter::new(Duration::from_secs(41), shared.config.send_window),
             heartbeat_at: None,
             heartbeat_sent: None,
             deadline_at: None,

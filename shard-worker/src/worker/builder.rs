@@ -283,6 +283,8 @@ impl Builder {
                 total: s.shard_total,
                 intents: s.intents,
                 gateway_url: bot.url.clone(),
+                compression: s.gateway_compression,
+                send_window: Duration::from_millis(s.gateway_send_window_ms),
                 session: self.session.clone(),
                 lease_ttl: Duration::from_secs(15),
                 resume_window,

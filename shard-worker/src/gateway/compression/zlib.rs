@@ -1,4 +1,4 @@
-//! Transport compression: `compress=zlib-stream`.
+//! `compress=zlib-stream`.
 //!
 //! The gateway compresses the whole connection as one zlib stream: one inflate context lives as
 //! long as the connection (a new connection needs a new [`ZlibStream`]), and a message is complete
@@ -8,52 +8,13 @@
 //! The stream never ends, so its adler32 trailer is never checked: the inflater reads the two
 //! zlib header bytes itself and then inflates raw deflate, which skips computing a checksum over
 //! every byte received (5 % of the worker's CPU under load).
-//!
-//! zstd-stream is not implemented: zlib-stream is what Discord recommends by default, and one
-//! codec keeps the per-connection memory small.
 
 use flate2::{Decompress, FlushDecompress, Status};
 
+use super::{DecodeError, MAX_MESSAGE_BYTES, give_buffer, reserve_within, take_buffer};
+
 /// The suffix that ends every complete zlib-stream message.
 pub const ZLIB_SUFFIX: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
-
-/// Output buffers are not kept per connection (thousands of idle shards would each hold one):
-/// a message is inflated into a buffer from a small per-thread pool, and [`ZlibStream::recycle`]
-/// gives it back once the message is handled. Buffers larger than this are dropped instead.
-const POOLED_CAPACITY: usize = 256 * 1024;
-/// Buffers kept per thread (about the number of shards handling a message at the same moment).
-const POOL_SIZE: usize = 16;
-
-thread_local! {
-    static POOL: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-fn take_buffer() -> Vec<u8> {
-    POOL.with(|pool| pool.borrow_mut().pop())
-        .unwrap_or_default()
-}
-
-fn give_buffer(mut buffer: Vec<u8>) {
-    if buffer.capacity() == 0 || buffer.capacity() > POOLED_CAPACITY {
-        return;
-    }
-    buffer.clear();
-    POOL.with(|pool| {
-        let mut pool = pool.borrow_mut();
-        if pool.len() < POOL_SIZE {
-            pool.push(buffer);
-        }
-    });
-}
-
-/// Why a frame could not be inflated: the stream is corrupt and the connection must be dropped.
-#[derive(Debug, thiserror::Error)]
-pub enum InflateError {
-    #[error("zlib-stream inflate failed: {0}")]
-    Inflate(#[from] flate2::DecompressError),
-    #[error("zlib-stream does not start with a zlib header (deflate, no preset dictionary)")]
-    Header,
-}
 
 /// One connection's zlib-stream inflater.
 pub struct ZlibStream {
@@ -63,6 +24,8 @@ pub struct ZlibStream {
     /// Frames of a message that has not ended yet (rare: Discord sends whole messages).
     pending: Vec<u8>,
     output: Vec<u8>,
+    /// The longest message inflated ([`MAX_MESSAGE_BYTES`] but in tests).
+    limit: usize,
 }
 
 impl Default for ZlibStream {
@@ -83,20 +46,31 @@ impl std::fmt::Debug for ZlibStream {
 impl ZlibStream {
     /// A fresh inflater, for a new connection.
     pub fn new() -> Self {
+        Self::with_limit(MAX_MESSAGE_BYTES)
+    }
+
+    /// A fresh inflater that refuses messages longer than `limit` bytes.
+    pub fn with_limit(limit: usize) -> Self {
         Self {
             // Raw deflate: the zlib header is read by hand, the trailer never comes.
             inflater: Decompress::new(false),
             header: Vec::with_capacity(2),
             pending: Vec::new(),
             output: Vec::new(),
+            limit,
         }
     }
 
     /// Feeds one binary frame. Returns the inflated message when this frame completes one, `None`
     /// when the message continues in the next frame.
-    pub fn push(&mut self, frame: &[u8]) -> Result<Option<&[u8]>, InflateError> {
+    pub fn push(&mut self, frame: &[u8]) -> Result<Option<&[u8]>, DecodeError> {
         let frame = self.skip_header(frame)?;
         if !frame.ends_with(&ZLIB_SUFFIX) {
+            // Compressed bytes of one message are never more than its inflated bytes' cap.
+            if self.pending.len() + frame.len() > self.limit {
+                self.pending = Vec::new();
+                return Err(DecodeError::TooLarge { limit: self.limit });
+            }
             self.pending.extend_from_slice(frame);
             return Ok(None);
         }
@@ -105,11 +79,11 @@ impl ZlibStream {
         }
         self.output.clear();
         if self.pending.is_empty() {
-            inflate(&mut self.inflater, frame, &mut self.output)?;
+            inflate(&mut self.inflater, frame, &mut self.output, self.limit)?;
         } else {
             self.pending.extend_from_slice(frame);
             let input = std::mem::take(&mut self.pending);
-            inflate(&mut self.inflater, &input, &mut self.output)?;
+            inflate(&mut self.inflater, &input, &mut self.output, self.limit)?;
         }
         Ok(Some(&self.output))
     }
@@ -124,7 +98,7 @@ impl ZlibStream {
 
     /// Consumes the two zlib header bytes at the start of the stream (checking them), returns
     /// the rest of the frame.
-    fn skip_header<'f>(&mut self, frame: &'f [u8]) -> Result<&'f [u8], InflateError> {
+    fn skip_header<'f>(&mut self, frame: &'f [u8]) -> Result<&'f [u8], DecodeError> {
         if self.header.len() == 2 {
             return Ok(frame);
         }
@@ -136,7 +110,7 @@ impl ZlibStream {
             let check = (u16::from(cmf) << 8 | u16::from(flg)) % 31 == 0;
             let preset_dictionary = flg & 0x20 != 0;
             if !deflate || !check || preset_dictionary {
-                return Err(InflateError::Header);
+                return Err(DecodeError::ZlibHeader);
             }
         }
         Ok(&frame[take..])
@@ -147,13 +121,14 @@ fn inflate(
     inflater: &mut Decompress,
     input: &[u8],
     output: &mut Vec<u8>,
-) -> Result<(), InflateError> {
+    limit: usize,
+) -> Result<(), DecodeError> {
     let start = inflater.total_in();
     loop {
         let consumed = (inflater.total_in() - start) as usize;
         if output.len() == output.capacity() {
             // Compressed JSON inflates about 5–10×.
-            output.reserve((input.len() - consumed).max(1024) * 8);
+            reserve_within(output, (input.len() - consumed).max(1024) * 8, limit)?;
         }
         let before = output.len();
         let status = inflater.decompress_vec(&input[consumed..], output, FlushDecompress::Sync)?;
@@ -252,6 +227,41 @@ mod tests {
         let mut garbage = vec![1, 2, 3, 4, 5];
         garbage.extend_from_slice(&ZLIB_SUFFIX);
         assert!(stream.push(&garbage).is_err());
+    }
+
+    #[test]
+    fn a_message_past_the_cap_is_refused_before_it_is_inflated_whole() {
+        // 8 MiB of zeros deflate to ~8 KiB: a bomb. Refused once the output passes the cap.
+        let bomb = vec![0u8; 8 * 1024 * 1024];
+        let frames = compress_stream(&[&bomb]);
+        let mut stream = ZlibStream::with_limit(1024 * 1024);
+        match stream.push(&frames[0]) {
+            Err(DecodeError::TooLarge { limit }) => assert_eq!(limit, 1024 * 1024),
+            other => panic!("{:?}", other.map(|o| o.map(<[u8]>::len))),
+        }
+        assert!(
+            stream.output.capacity() <= 1024 * 1024 + 1,
+            "never allocated past the cap"
+        );
+        // A message right at the cap is fine; split frames count towards it too.
+        let exact = vec![b'x'; 4096];
+        let frames = compress_stream(&[&exact]);
+        let mut stream = ZlibStream::with_limit(4096);
+        assert_eq!(
+            stream.push(&frames[0]).expect("at the cap"),
+            Some(&exact[..])
+        );
+        let mut stream = ZlibStream::with_limit(4);
+        assert!(
+            stream
+                .push(&[0x78, 0x9c, 1, 2, 3])
+                .expect("partial")
+                .is_none()
+        );
+        assert!(matches!(
+            stream.push(&[4, 5]),
+            Err(DecodeError::TooLarge { .. })
+        ));
     }
 
     #[test]
