@@ -16,6 +16,8 @@
 //!   and the acknowledgements (`docs/resharding.md`).
 //! - [`handler`]: what happens to dispatches: the trait, the default handler (guild cache,
 //!   forwarder, replies).
+//! - [`command`]: what the bot sends through its shards: the [`command::Commands`] handle
+//!   (presence, voice state, member requests, raw opcodes), within each connection's send limit.
 //! - [`worker`]: a worker's shards run together: the builder and its settings, the board of
 //!   shard states, the bookkeeper (checkpoints, status records, lease renewals), the HTTP
 //!   endpoints, the metrics.
@@ -23,6 +25,7 @@
 //! What the operator and the worker agree on (pod env, Redis keys and records, the token type, the
 //! Discord REST client) is the `shardset-contract` crate.
 
+pub mod command;
 pub mod gateway;
 pub mod handler;
 pub mod handover;

@@ -133,6 +133,7 @@ impl Lab {
             handler,
             board: Arc::clone(&board),
             acting: Arc::new(Acting::always_active(TOTAL.to_string())),
+            inboxes: Default::default(),
         });
         let bookkeeping = BookkeeperConfig {
             tick: Duration::from_millis(100),

@@ -1,10 +1,11 @@
 //! What every shard of a worker shares: its settings ([`ShardConfig`]) and its parts
-//! ([`Shared`]: token, Identify queue, records, handler, board, layout role).
+//! ([`Shared`]: token, Identify queue, records, handler, board, layout role, command inboxes).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::records::Records;
+use crate::command::Inboxes;
 use crate::gateway::compression::GatewayCompression;
 use crate::gateway::session::SessionConfig;
 use crate::handover::acting::Acting;
@@ -48,4 +49,7 @@ pub struct Shared<H> {
     pub board: Arc<Board>,
     /// The layout's role during reshards (`P:active-layout`): whether and how it acts.
     pub acting: Arc<Acting>,
+    /// The shards' command channels ([`crate::command::Commands::new`]); each shard's task
+    /// takes its own. Empty (`Inboxes::default()`): no commands.
+    pub inboxes: Inboxes,
 }

@@ -1,5 +1,7 @@
-//! From a WebSocket frame to the machine's inputs: decode (zstd-stream, zlib-stream), read the envelope, and
-//! per opcode tell the machine; a dispatch goes to the handler first (in order), then is counted.
+//! From a WebSocket frame to the machine's inputs: decode (zstd-stream, zlib-stream), read the
+//! envelope, and per opcode tell the machine; a dispatch goes to the handler first (in order),
+//! then is counted. The answers to the bot's op 8 are gathered on the way
+//! ([`super::commanding`]).
 
 use std::time::Duration;
 
@@ -8,8 +10,10 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{debug, info, warn};
 
 use super::runner::Runner;
+use crate::command::within_dispatch;
 use crate::gateway::close_code;
 use crate::gateway::envelope;
+use crate::gateway::members;
 use crate::gateway::opcode::Opcode;
 use crate::gateway::ratelimit::CommandLimiter;
 use crate::gateway::session::{Input, Resumable};
@@ -111,7 +115,16 @@ impl<H: Handler> Runner<'_, H> {
                     }
                     _ => None,
                 };
-                let acting = &*self.shared.acting;
+                // An answer to the bot's own op 8 (RATE_LIMITED) is its caller's, not a
+                // dispatch: neither handled nor counted as an event.
+                if matches!(event, members::GUILD_MEMBERS_CHUNK | members::RATE_LIMITED)
+                    && self.on_member_answer(event, data)
+                {
+                    self.slot.set_handled_seq(seq);
+                    return input.into_iter().collect();
+                }
+                let shared = self.shared;
+                let acting = &*shared.acting;
                 if self.replaying && acting.reshard_under_way() {
                     self.board().metrics().handover_replays.inc();
                 }
@@ -123,7 +136,7 @@ impl<H: Handler> Runner<'_, H> {
                     active: acting.may_act(),
                     acting,
                 };
-                self.shared.handler.dispatch(dispatch).await;
+                within_dispatch(self.shard, shared.handler.dispatch(dispatch)).await;
                 self.slot.set_handled_seq(seq);
                 self.count(event);
                 input.into_iter().collect()

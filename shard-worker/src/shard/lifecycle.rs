@@ -54,6 +54,8 @@ pub async fn run<H: Handler>(
     };
     // The session this task held when it lost its lease (self-fencing, or another owner).
     let mut held: Option<(Resumable, u64)> = None;
+    // The shard's command channel, lent to each session (its queue outlives them).
+    let mut inbox = shared.inboxes.take(shard);
     loop {
         let owner = format!("{}/{:08x}", shared.config.pod, rand::random::<u32>());
         let saved = match &shared.records {
@@ -74,8 +76,9 @@ pub async fn run<H: Handler>(
         }
         let seed = rand::random::<u64>();
         let machine = Machine::new(shared.config.session.clone(), saved, seed);
-        let mut runner = Runner::new(&shared, &slot, shard, machine, owner);
+        let mut runner = Runner::new(&shared, &slot, shard, machine, owner, inbox.take());
         let end = runner.run(&mut shutdown).await;
+        inbox = runner.inbox.take();
         if matches!(end, SessionEnd::LeaseLost) {
             held = runner.machine.resumable().cloned().map(|r| {
                 let handled = slot.handled_seq();

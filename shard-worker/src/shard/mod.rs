@@ -10,13 +10,15 @@
 //!
 //! - [`lifecycle`]: the task: lease, session, and what follows its end.
 //! - `runner`: one session's select loop; `actions`, `frames` and `connection` carry out the
-//!   machine's actions, decode frames and handle the socket; `ending` is how a session ends
-//!   (save, close, release, or the fatal marker).
+//!   machine's actions, decode frames and handle the socket; `commanding` sends the bot's
+//!   commands and delivers their answers; `ending` is how a session ends (save, close, release,
+//!   or the fatal marker).
 //! - `custody`: the shard's custody in Redis around its sessions (lease, fatal marker, a dead
 //!   task's session); [`records`]: those records themselves.
 //! - [`config`]: what every shard of a worker shares.
 
 mod actions;
+mod commanding;
 pub mod config;
 mod connection;
 mod custody;

@@ -22,6 +22,7 @@ use super::run::{Outcome, run};
 use super::server;
 use super::settings::Settings;
 use super::startup::{self, REFUSED_TOKEN, RefusalRecords, Refused};
+use crate::command::{Commands, Inboxes};
 use crate::gateway::session::SessionConfig;
 use crate::handler::Handler;
 use crate::handover::acting::{Acting, HandoverConfig};
@@ -82,6 +83,9 @@ pub struct Builder {
     redis_password: Option<String>,
     registry: Registry,
     session: SessionConfig,
+    /// The bot's command handle, and the shards' ends of its channels.
+    commands: Commands,
+    inboxes: Inboxes,
 }
 
 impl std::fmt::Debug for Builder {
@@ -96,12 +100,18 @@ impl std::fmt::Debug for Builder {
 impl Builder {
     /// A worker of `settings` with `token` (no Redis password).
     pub fn new(settings: Settings, token: Token) -> Self {
+        let (commands, inboxes) = Commands::new(
+            settings.shard_first..=settings.shard_last,
+            settings.shard_total,
+        );
         Self {
             settings,
             token,
             redis_password: None,
             registry: Registry::default(),
             session: SessionConfig::default(),
+            commands,
+            inboxes,
         }
     }
 
@@ -140,6 +150,14 @@ impl Builder {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The handle that sends gateway commands on this worker's shards (presence, voice state,
+    /// member requests, raw opcodes): give a clone to the handler, or to any task of the bot.
+    /// Commands wait for their shard's session while the worker starts (up to
+    /// [`crate::command::CommandConfig::live_wait`]).
+    pub fn commands(&self) -> Commands {
+        self.commands.clone()
     }
 
     /// A Discord REST client with the worker's token and API base, for a handler that calls
@@ -191,6 +209,7 @@ impl Builder {
             board,
             metrics,
             endpoints_stopped,
+            inboxes: std::mem::take(&mut self.inboxes),
         };
         let outcome = self
             .run_shards(Arc::clone(&handler), started, shutdown)
@@ -297,6 +316,7 @@ impl Builder {
             handler,
             board: started.board,
             acting,
+            inboxes: started.inboxes,
         });
         let bookkeeping = BookkeeperConfig {
             tick: Duration::from_millis(500),
@@ -380,6 +400,8 @@ struct Started {
     metrics: Arc<Metrics>,
     /// Turns true when the endpoints (and the queue facade) close.
     endpoints_stopped: watch::Receiver<bool>,
+    /// The shards' command channels (their senders are [`Builder::commands`]).
+    inboxes: Inboxes,
 }
 
 #[cfg(test)]

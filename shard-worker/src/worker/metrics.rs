@@ -37,6 +37,13 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    pub opcode: u8,
+    /// `sent`, `answered` (op 8's last chunk came), or a `CommandError::metric_label`.
+    pub outcome: &'static str,
+}
+
 /// Every metric of the worker.
 #[derive(Debug)]
 pub struct Metrics {
@@ -69,6 +76,9 @@ pub struct Metrics {
     /// Dispatches replayed by a resume while a reshard was under way (the protocol assumes
     /// each arrives within `W` of the other layout's copy; a long replay may break that).
     pub handover_replays: Counter,
+    /// Commands from the bot ([`crate::command::Commands`]) the shards dealt with, by opcode
+    /// and outcome (refusals before queueing are the caller's error only).
+    pub commands: Family<CommandLabels, Counter>,
 }
 
 impl Metrics {
@@ -89,6 +99,7 @@ impl Metrics {
             handover_claims: Family::default(),
             handover_backfill: Counter::default(),
             handover_replays: Counter::default(),
+            commands: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("shardset_worker");
         r.register(
@@ -157,7 +168,19 @@ impl Metrics {
             "Dispatches replayed by a resume while a reshard was under way",
             metrics.handover_replays.clone(),
         );
+        r.register(
+            "commands",
+            "Gateway commands from the bot, by opcode and outcome (sent, answered, not_live, send_failed, rate_limited, session_lost)",
+            metrics.commands.clone(),
+        );
         metrics
+    }
+
+    /// Counts one command of `opcode` that ended as `outcome`.
+    pub fn count_command(&self, opcode: u8, outcome: &'static str) {
+        self.commands
+            .get_or_create(&CommandLabels { opcode, outcome })
+            .inc();
     }
 
     /// Moves the one-hot role gauge from `old` to `new`.
