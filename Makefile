@@ -4,19 +4,25 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help test lint unit generate check-generated cluster cluster-down images e2e demo bench bench-operator bench-fake
+.PHONY: help test lint unit unit-python test-tools generate check-generated cluster cluster-down images e2e demo bench bench-operator bench-fake
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-test: lint check-generated unit e2e ## Everything CI runs: lint, generated files, unit, in-process and cluster tests.
+test: lint check-generated unit unit-python e2e ## Everything CI runs: lint, generated files, unit, in-process and cluster tests.
 
 lint: ## cargo fmt --check and clippy -D warnings.
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-unit: ## Unit tests and the in-process tests (fake Discord, real redis-server).
+unit: test-tools ## Unit tests and the in-process tests (fake Discord, real redis-server and nats-server).
 	$(CARGO) test --workspace --exclude shardset-e2e
+
+unit-python: test-tools ## The Python handler library's tests (pytest, real nats-server, a Rust replica alongside); venv cached.
+	@handlers/python/test.sh
+
+test-tools: ## Build what the in-process tests run that Debian lacks (nats-server, from its Go module; cached).
+	@tests/cluster/build-go.sh tests
 
 generate: ## Regenerate the CRD YAML from the Rust types.
 	$(CARGO) run -q -p shardset-operator --bin crdgen > crds/shardset.io_shardsets.yaml.tmp

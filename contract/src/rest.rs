@@ -167,15 +167,37 @@ impl DiscordRest {
         content: &str,
         reply_to: Option<&str>,
     ) -> Result<(), RestError> {
+        self.post_message(channel_id, message_body(content, reply_to, None))
+            .await
+    }
+
+    /// The same, idempotent: with `nonce` (at most 25 characters) and `enforce_nonce: true`,
+    /// Discord creates at most one message per nonce and author within a few minutes and
+    /// answers a repeat with the message already created (discord-api-docs
+    /// `developers/resources/message.mdx`, "Create Message"). A handler that replied and died
+    /// before acknowledging the event replies again with the same nonce: no second message.
+    pub async fn create_message_once(
+        &self,
+        channel_id: &str,
+        content: &str,
+        reply_to: Option<&str>,
+        nonce: &str,
+    ) -> Result<(), RestError> {
+        self.post_message(channel_id, message_body(content, reply_to, Some(nonce)))
+            .await
+    }
+
+    async fn post_message(
+        &self,
+        channel_id: &str,
+        body: serde_json::Value,
+    ) -> Result<(), RestError> {
         let unreachable = |e| self.unreachable(e);
         let response = self
             .http
             .post(format!("{}/v10/channels/{channel_id}/messages", self.base))
             .header(reqwest::header::AUTHORIZATION, self.token.authorization())
-            .json(&match reply_to {
-                Some(id) => serde_json::json!({ "content": content, "message_reference": { "message_id": id } }),
-                None => serde_json::json!({ "content": content }),
-            })
+            .json(&body)
             .send()
             .await
             .map_err(unreachable)?;
@@ -220,6 +242,20 @@ impl DiscordRest {
             code => Err(RestError::Status { status: code, path }),
         }
     }
+}
+
+/// The JSON of a message create: `content`, `message_reference` when replying, `nonce` with
+/// `enforce_nonce: true` when given.
+fn message_body(content: &str, reply_to: Option<&str>, nonce: Option<&str>) -> serde_json::Value {
+    let mut body = serde_json::json!({ "content": content });
+    if let Some(id) = reply_to {
+        body["message_reference"] = serde_json::json!({ "message_id": id });
+    }
+    if let Some(nonce) = nonce {
+        body["nonce"] = serde_json::json!(nonce);
+        body["enforce_nonce"] = serde_json::json!(true);
+    }
+    body
 }
 
 #[derive(Deserialize)]
@@ -287,6 +323,19 @@ mod tests {
         let text = err.to_string();
         assert_eq!(err.metric_label(), "unreachable");
         assert!(text.to_lowercase().contains("refused"), "{text}");
+    }
+
+    #[test]
+    fn message_bodies_reply_and_enforce_nonces() {
+        assert_eq!(
+            message_body("hi", None, None),
+            serde_json::json!({"content": "hi"})
+        );
+        assert_eq!(
+            message_body("ack 5", Some("5"), Some("5")),
+            serde_json::json!({"content": "ack 5", "message_reference": {"message_id": "5"},
+                "nonce": "5", "enforce_nonce": true})
+        );
     }
 
     #[test]

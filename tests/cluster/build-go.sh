@@ -5,6 +5,7 @@
 # renamed), so a run killed mid-way leaves no half-built cache behind.
 #
 #   build-go.sh            build every set (prints nothing on stdout)
+#   build-go.sh tests      build only what the in-process tests run (nats-server; `make unit` does this)
 #   build-go.sh dir NAME   print the directory of set NAME (building it first if needed)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -32,8 +33,11 @@ declare -A SETS=(
   # remove_all_sd: Prometheus's own build tag that leaves out the cloud service discoveries (AWS,
   # Azure, GCE, ...); `promtool check/test rules` needs none of them.
   [promtool]="$PROMTOOL_VERSION|github.com/prometheus/prometheus/cmd/promtool||-s -w -X github.com/prometheus/common/version.Version=$PROMTOOL_VERSION|remove_all_sd"
+  [nats-server]="$NATS_SERVER_VERSION|github.com/nats-io/nats-server/v2||-s -w|"
 )
 ORDER=(kind helm promtool kubernetes containerd crictl etcd coredns local-path)
+# What the in-process tests (`make unit`) start: needs no cluster, so it is built on its own.
+TEST_SETS=(nats-server)
 
 set_dir() {
   local name=$1 spec=${SETS[$1]} mod="$CLUSTER_DIR/go/$1"
@@ -56,7 +60,9 @@ build_set() {
     || { rm -rf "$tmp"; die "go build of $name failed"; }
   # etcd's main package is named after its module directory.
   if [[ $name == etcd ]]; then mv "$tmp"/server "$tmp/etcd" 2>/dev/null || mv "$tmp"/v3 "$tmp/etcd"; fi
-  mv -T "$tmp" "$out"
+  # Another clone (make unit in a second worktree) may have finished the same set meanwhile:
+  # identical inputs, so theirs is as good as ours.
+  mv -T "$tmp" "$out" 2>/dev/null || { [[ -d $out ]] && rm -rf "$tmp"; } || die "could not move $tmp to $out"
   log "built $name in $((SECONDS - start)) s"
 }
 
@@ -78,12 +84,22 @@ link_bin() { # put the client tools on the PATH that `make cluster` prints (prom
   ln -sfn "$(set_dir promtool)/promtool" "$BIN_DIR/promtool"
 }
 
-command -v go >/dev/null || die "Go is needed to build the cluster's binaries (kind, Kubernetes, ...)"
+link_test_bin() { # where the test fixtures look first (tests/nats-server)
+  mkdir -p "$BIN_DIR"
+  ln -sfn "$(set_dir nats-server)/nats-server" "$BIN_DIR/nats-server"
+}
+
+command -v go >/dev/null || die "Go is needed to build the cluster's and the tests' binaries (kind, Kubernetes, nats-server, ...)"
 case "${1:-all}" in
   dir) build_set "$2"; set_dir "$2" ;;
-  all)
-    for n in "${ORDER[@]}"; do build_set "$n"; prune_set "$n"; done
-    link_bin
+  tests)
+    for n in "${TEST_SETS[@]}"; do build_set "$n"; prune_set "$n"; done
+    link_test_bin
     ;;
-  *) die "usage: $0 [all | dir NAME]" ;;
+  all)
+    for n in "${ORDER[@]}" "${TEST_SETS[@]}"; do build_set "$n"; prune_set "$n"; done
+    link_bin
+    link_test_bin
+    ;;
+  *) die "usage: $0 [all | tests | dir NAME]" ;;
 esac

@@ -14,6 +14,7 @@ PAUSE_TAGS="3.10.2 3.10"      # kubeadm's pause, and the node containerd's sandb
 LOCAL_PATH_VERSION=v0.0.30    # newest the Go proxy serves (kind pins v0.0.34)
 HELM_VERSION=v4.3.1
 PROMTOOL_VERSION=v0.316.0      # the Go module version of Prometheus 3.16.0 (v0.3XY.Z is 3.XY.Z)
+NATS_SERVER_VERSION=v2.15.3   # the bus of the bot tier: the in-process tests' nats-server (tests/nats-server)
 DEBIAN_SUITE=bookworm
 # kind's published node image, used instead of building one where a registry answers.
 KIND_PUBLISHED_NODE_IMAGE="kindest/node:${K8S_VERSION}"
@@ -23,7 +24,8 @@ CLUSTER_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$CLUSTER_DIR/../.." && pwd)"
 # Builds live outside the clone, keyed by version and by a hash of their inputs.
 CACHE_DIR="${SHARDSET_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/shardset}"
-BIN_DIR="$CACHE_DIR/bin"                     # kind, kubectl, helm: what `make cluster` puts on PATH
+BIN_DIR="$CACHE_DIR/bin"                     # kind, kubectl, helm: what `make cluster` puts on PATH;
+                                             # nats-server: what tests/nats-server starts
 # Machine-wide run state (the dockerd we started, its PID): /run is cleared on reboot, as PIDs are.
 RUN_DIR="${SHARDSET_RUN_DIR:-/run/shardset-cluster}"
 # Per-clone state: the kubeconfig (.cluster/ is git-ignored).

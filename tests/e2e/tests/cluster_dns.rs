@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::PostParams;
-use shardset_e2e::{TestNamespace, conditions, probe_pod};
+use shardset_e2e::{TestNamespace, conditions, probe_pod, wait_for};
 
 #[tokio::test]
 async fn service_resolves_and_answers_from_another_node() -> anyhow::Result<()> {
@@ -25,7 +25,7 @@ async fn service_resolves_and_answers_from_another_node() -> anyhow::Result<()> 
         r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
             "spec": {"selector": {"app": "server"}, "ports": [{"port": 80, "targetPort": 8080}]}}"#,
     )?;
-    ns.wait_for(
+    wait_for(
         &pods,
         "server",
         conditions::pod_ready,

@@ -1,11 +1,11 @@
 //! `helm install` of a small chart from the repo (tests/cluster/chart) brings its Deployment to
 //! Ready; `helm uninstall` removes everything it made.
 
-use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use shardset_e2e::tools::repo_path;
 use shardset_e2e::{TestNamespace, conditions, wait_for};
 
 #[tokio::test]
@@ -13,7 +13,7 @@ async fn helm_install_then_uninstall() -> anyhow::Result<()> {
     let Some(ns) = TestNamespace::new("cluster-helm").await else {
         return Ok(());
     };
-    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cluster/chart");
+    let chart = repo_path("tests/cluster/chart");
     let chart = chart.to_str().expect("utf-8 path");
     ns.helm(&[
         "install",

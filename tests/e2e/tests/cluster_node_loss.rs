@@ -6,21 +6,9 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::Api;
-use shardset_e2e::{TestNamespace, conditions, docker, probe_pod_spec};
-
-/// Starts the node's container again when dropped, also when the test fails half-way.
-struct RestartNode(String);
-impl Drop for RestartNode {
-    fn drop(&mut self) {
-        let _ = docker(&["start", &self.0]);
-    }
-}
-
-fn node_of(pod: &Pod) -> Option<&str> {
-    pod.spec.as_ref()?.node_name.as_deref()
-}
+use shardset_e2e::conditions::{self, node_of};
+use shardset_e2e::nodes::StoppedNode;
+use shardset_e2e::{TestNamespace, probe_pod_spec};
 
 #[tokio::test]
 async fn stopped_worker_goes_not_ready_and_its_pod_moves() -> anyhow::Result<()> {
@@ -63,18 +51,10 @@ async fn stopped_worker_goes_not_ready_and_its_pod_moves() -> anyhow::Result<()>
         "pod placed on {lost}"
     );
 
-    let nodes: Api<Node> = Api::all(ns.client.clone());
-    let _restart = RestartNode(lost.clone());
-    docker(&["stop", &lost])?;
+    let stopped = StoppedNode::stop(&ns, &lost)?;
 
     // The node-monitor grace period (~50 s) passes, then the node is no longer Ready.
-    shardset_e2e::wait_for(
-        &nodes,
-        &lost,
-        |n: Option<&Node>| !conditions::node_ready_is("True")(n),
-        Duration::from_secs(180),
-    )
-    .await?;
+    stopped.wait_not_ready().await?;
 
     // Evicted after its 5 s tolerations; the Deployment's new pod runs on the other worker.
     let after = ns
@@ -98,32 +78,7 @@ async fn stopped_worker_goes_not_ready_and_its_pod_moves() -> anyhow::Result<()>
         "the pod on the lost node was evicted"
     );
 
-    // Back: the node is Ready again, and a pod on it reaches cluster DNS once its kube-proxy and
-    // bridge-cni pods have restarted with the node (rules and routes re-applied; the probe retries).
-    docker(&["start", &lost])?;
-    shardset_e2e::wait_for(
-        &nodes,
-        &lost,
-        conditions::node_ready_is("True"),
-        Duration::from_secs(180),
-    )
-    .await?;
-    let resolved = ns
-        .run_probe(
-            "dns-on-returned-node",
-            &[
-                "dns",
-                "kubernetes.default.svc.cluster.local",
-                "--wait",
-                "90",
-            ],
-            Some(&lost),
-        )
-        .await?;
-    assert_eq!(
-        resolved["addresses"].as_array().map(Vec::len),
-        Some(1),
-        "DNS from the returned node: {resolved}"
-    );
+    // Back: the node is Ready again, and a pod on it reaches cluster DNS.
+    stopped.start_whole(&ns).await?;
     Ok(())
 }

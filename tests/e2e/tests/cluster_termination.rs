@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, PostParams};
-use shardset_e2e::{TestNamespace, conditions, probe_pod};
+use shardset_e2e::{TestNamespace, conditions, probe_pod, wait_for};
 
 /// Starts a probe with `args` and grace period `grace` s, deletes it once Ready; returns the log
 /// lines it printed and how long the pod took to go away.
@@ -24,15 +24,14 @@ async fn delete_and_watch(
         .termination_grace_period_seconds = Some(grace);
     let pods = ns.api::<Pod>();
     pods.create(&PostParams::default(), &pod).await?;
-    ns.wait_for(&pods, name, conditions::pod_ready, Duration::from_secs(90))
-        .await?;
+    wait_for(&pods, name, conditions::pod_ready, Duration::from_secs(90)).await?;
     // Follow the logs from now on: what the container says while it stops.
     let lines = ns.follow_logs(name).await?;
     let collector = tokio::spawn(lines.collect::<Vec<String>>());
 
     let start = Instant::now();
     pods.delete(name, &DeleteParams::default()).await?;
-    ns.wait_for(
+    wait_for(
         &pods,
         name,
         conditions::gone,

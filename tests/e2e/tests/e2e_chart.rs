@@ -7,24 +7,13 @@
 use std::collections::BTreeSet;
 
 use anyhow::{Context as _, bail, ensure};
+use shardset_e2e::tools::{helm_template, repo_path};
 use shardset_e2e::{cluster_configured, helm};
 
 fn chart(name: &str) -> String {
-    format!("{}/../../charts/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn template(chart_name: &str, sets: &[&str]) -> anyhow::Result<String> {
-    let path = chart(chart_name);
-    let mut args = vec!["template", "release", path.as_str()];
-    for set in sets {
-        // `--set-string=...` and other flags pass as they are; bare items are `--set` values.
-        if set.starts_with("--") {
-            args.push(set);
-        } else {
-            args.extend(["--set", set]);
-        }
-    }
-    helm(&args)
+    repo_path(&format!("charts/{name}"))
+        .to_string_lossy()
+        .into_owned()
 }
 
 #[test]
@@ -67,49 +56,48 @@ fn bad_values_are_refused_with_their_name() -> anyhow::Result<()> {
     if !cluster_configured("bad_values_are_refused_with_their_name") {
         return Ok(());
     }
-    // (chart, --set, what the error must mention)
-    let cases = [
-        ("shardset-operator", "replicaCount=-1", "replicaCount"),
-        ("shardset-operator", "logFormat=xml", "logFormat"),
+    // By chart: (--set, what the error must mention).
+    let cases: [(&str, &[(&str, &str)]); 2] = [
         (
             "shardset-operator",
-            "image.pullPolicy=Sometimes",
-            "pullPolicy",
+            &[
+                ("replicaCount=-1", "replicaCount"),
+                ("logFormat=xml", "logFormat"),
+                ("image.pullPolicy=Sometimes", "pullPolicy"),
+                ("image.repository=", "repository"),
+                ("metrics.port=70000", "port"),
+                ("metrics.serviceMonitor.interval=soon", "interval"),
+                (
+                    "leaderElection.leaseDurationSeconds=1",
+                    "leaseDurationSeconds",
+                ),
+                ("redis.image.tag=", "tag"),
+                ("watchNamespaces=bots", "watchNamespaces"),
+            ],
         ),
-        ("shardset-operator", "image.repository=", "repository"),
-        ("shardset-operator", "metrics.port=70000", "port"),
         (
-            "shardset-operator",
-            "metrics.serviceMonitor.interval=soon",
-            "interval",
+            "fake-discord",
+            &[
+                ("maxConcurrency=0", "maxConcurrency"),
+                ("identifyWindowMs=0", "identifyWindowMs"),
+                ("applicationId=my-bot", "applicationId"),
+                ("service.port=0", "port"),
+                ("guild=10", "guild"),
+            ],
         ),
-        (
-            "shardset-operator",
-            "leaderElection.leaseDurationSeconds=1",
-            "leaseDurationSeconds",
-        ),
-        ("shardset-operator", "redis.image.tag=", "tag"),
-        (
-            "shardset-operator",
-            "watchNamespaces=bots",
-            "watchNamespaces",
-        ),
-        ("fake-discord", "maxConcurrency=0", "maxConcurrency"),
-        ("fake-discord", "identifyWindowMs=0", "identifyWindowMs"),
-        ("fake-discord", "applicationId=my-bot", "applicationId"),
-        ("fake-discord", "service.port=0", "port"),
-        ("fake-discord", "guild=10", "guild"),
     ];
-    for (chart_name, set, field) in cases {
-        match template(chart_name, &[set]) {
-            Ok(_) => bail!("helm template {chart_name} --set {set} was accepted"),
-            Err(e) => {
-                let message = format!("{e:#}");
-                ensure!(
-                    message.contains("values don't meet the specifications of the schema")
-                        && message.contains(field),
-                    "helm template {chart_name} --set {set}: the error should be the schema's and name {field}: {message}"
-                );
+    for (chart_name, sets) in cases {
+        for &(set, field) in sets {
+            match helm_template(chart_name, &[set]) {
+                Ok(_) => bail!("helm template {chart_name} --set {set} was accepted"),
+                Err(e) => {
+                    let message = format!("{e:#}");
+                    ensure!(
+                        message.contains("values don't meet the specifications of the schema")
+                            && message.contains(field),
+                        "helm template {chart_name} --set {set}: the error should be the schema's and name {field}: {message}"
+                    );
+                }
             }
         }
     }
@@ -128,7 +116,7 @@ fn bad_values_are_refused_with_their_name() -> anyhow::Result<()> {
             "serviceAccount.name is required when serviceAccount.create is false",
         ),
     ] {
-        match template("shardset-operator", &[set]) {
+        match helm_template("shardset-operator", &[set]) {
             Ok(_) => bail!("helm template --set {set} was accepted"),
             Err(e) => ensure!(
                 format!("{e:#}").contains(reason),
@@ -137,8 +125,8 @@ fn bad_values_are_refused_with_their_name() -> anyhow::Result<()> {
         }
     }
     // The same values, corrected, render: the refusals above come from the values alone.
-    template("shardset-operator", &["replicaCount=1", "logFormat=text"])?;
-    template(
+    helm_template("shardset-operator", &["replicaCount=1", "logFormat=text"])?;
+    helm_template(
         "fake-discord",
         &["maxConcurrency=16", "--set-string=applicationId=42"],
     )?;
@@ -147,10 +135,9 @@ fn bad_values_are_refused_with_their_name() -> anyhow::Result<()> {
 
 #[test]
 fn the_charts_crd_is_the_generated_one() -> anyhow::Result<()> {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-    let generated = std::fs::read(format!("{root}/crds/shardset.io_shardsets.yaml"))?;
-    let shipped = std::fs::read(format!(
-        "{root}/charts/shardset-operator/crds/shardset.io_shardsets.yaml"
+    let generated = std::fs::read(repo_path("crds/shardset.io_shardsets.yaml"))?;
+    let shipped = std::fs::read(repo_path(
+        "charts/shardset-operator/crds/shardset.io_shardsets.yaml",
     ))?;
     ensure!(
         generated == shipped,
@@ -221,7 +208,7 @@ fn rbac_is_exactly_what_the_operator_uses() -> anyhow::Result<()> {
         .collect();
 
     // Watching one namespace: a Role there (plus the Lease Role), no cluster-wide grant.
-    let scoped = template("shardset-operator", &["watchNamespace=bots"])?;
+    let scoped = helm_template("shardset-operator", &["watchNamespace=bots"])?;
     ensure!(
         rules(&scoped, "ClusterRole")?.is_empty(),
         "a namespaced install must not grant cluster-wide rights"
@@ -235,7 +222,7 @@ fn rbac_is_exactly_what_the_operator_uses() -> anyhow::Result<()> {
     );
 
     // Watching every namespace: the same rules in a ClusterRole.
-    let cluster = template("shardset-operator", &[])?;
+    let cluster = helm_template("shardset-operator", &[])?;
     ensure!(
         rules(&cluster, "ClusterRole")? == expected,
         "ClusterRole: {:#?}",

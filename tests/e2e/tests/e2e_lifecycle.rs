@@ -12,57 +12,38 @@
 //! 5. the token appears in no log, Event, status or `kubectl get -o yaml`, and the operator's log
 //!    has no `forbidden`.
 
-mod e2e_support;
-
 use std::collections::BTreeSet;
-use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
-use e2e_support::*;
-use fake_discord::control::IdentifyOutcome;
+use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use shardset_e2e::TestNamespace;
-use shardset_e2e::shardsets::{exactly_ready, kubectl_edit, settled_at, wait_pods, wait_shardset};
+use shardset_e2e::charts::fake::IdentifyOutcome;
+use shardset_e2e::charts::{
+    GUILDS, Placement, Stack, ensure_resumed, identifies_of, live_sessions,
+};
+use shardset_e2e::conditions::is_pod_ready;
+use shardset_e2e::shardsets::{
+    application_id, exactly_ready, settled_at, wait_pods, wait_shardset,
+};
+use shardset_e2e::{TestNamespace, report};
 
 const READY_WITHIN: Duration = Duration::from_secs(180);
 
-fn report(line: &str) {
-    // Straight to stderr, past the test harness's capture: the timings show in `make e2e`.
-    let _ = writeln!(std::io::stderr(), "e2e_lifecycle: {line}");
-}
-
-fn layout_pods(total: u32, per_pod: u32) -> Vec<String> {
-    (0..total)
-        .step_by(per_pod as usize)
-        .map(|first| {
-            format!(
-                "bot-{total}-{first}-{}",
-                (first + per_pod - 1).min(total - 1)
-            )
-        })
-        .collect()
-}
-
-/// Waits until layout `total` (at `per_pod`) serves alone: status settled, exactly its pods Ready,
-/// every shard live in the fake, no violation.
-async fn wait_layout(
-    ns: &TestNamespace,
-    stack: &Stack<'_>,
-    total: u32,
-    per_pod: u32,
-) -> anyhow::Result<()> {
-    let ss = wait_shardset(ns, "bot", READY_WITHIN, move |s| {
+/// Waits until layout `total` (at `per_pod`) serves alone ([`Stack::wait_layout`]) and the status
+/// counts the fake's guilds; no pod restarted, no violation.
+async fn wait_layout(stack: &Stack<'_>, total: u32, per_pod: u32) -> anyhow::Result<()> {
+    let layout = stack
+        .wait_layout("bot", total, per_pod, READY_WITHIN)
+        .await?;
+    let ss = wait_shardset(stack.ns, "bot", READY_WITHIN, move |s| {
         settled_at(s, total)
             && s.status.as_ref().and_then(|st| st.guilds) == Some(u64::from(GUILDS))
     })
     .await?;
     stack.remember("ShardSet", &ss);
     stack.snapshot(&format!("layout {total}"))?;
-    let expected = layout_pods(total, per_pod);
-    let want: Vec<&str> = expected.iter().map(String::as_str).collect();
-    let pods = wait_pods(ns, "bot", READY_WITHIN, |p| exactly_ready(p, &want)).await?;
-    for pod in &pods {
+    for pod in &layout.pods {
         let restarts: i32 = pod
             .status
             .as_ref()
@@ -75,7 +56,6 @@ async fn wait_layout(
             pod.name_any()
         );
     }
-    stack.fake.wait_layout_live(total, READY_WITHIN).await?;
     stack
         .fake
         .assert_no_violations(&format!("with layout {total}"))
@@ -89,19 +69,19 @@ async fn install_scale_replace_delete() -> anyhow::Result<()> {
     };
     let started = Instant::now();
     let stack = Stack::install(&ns, Placement::Anywhere).await?;
-    report(&format!(
+    report!(
         "charts installed in {:.1} s",
         started.elapsed().as_secs_f64()
-    ));
+    );
 
     // 1. The first layout.
     let step = Instant::now();
-    ns.apply(&stack.shardset_yaml("bot", 8, 2, ""))?;
-    wait_layout(&ns, &stack, 8, 2).await?;
-    report(&format!(
+    stack.shardset("bot", 8, 2).apply(&ns)?;
+    wait_layout(&stack, 8, 2).await?;
+    report!(
         "8 shards / 4 pods Ready and live in the fake {:.1} s after kubectl apply",
         step.elapsed().as_secs_f64()
-    ));
+    );
     let identifies = stack.fake.identifies().await?;
     let accepted: Vec<u32> = identifies
         .iter()
@@ -130,19 +110,19 @@ async fn install_scale_replace_delete() -> anyhow::Result<()> {
 
     // 2. Reshard: kubectl edit, then kubectl scale (BlueGreen, the default).
     let step = Instant::now();
-    kubectl_edit(&ns.name, "shardset/bot", "s/^  shards: 8$/  shards: 12/")?;
-    wait_layout(&ns, &stack, 12, 2).await?;
-    report(&format!(
+    ns.kubectl_edit("shardset/bot", "s/^  shards: 8$/  shards: 12/")?;
+    wait_layout(&stack, 12, 2).await?;
+    report!(
         "kubectl edit 8 -> 12 shards: Ready in {:.1} s",
         step.elapsed().as_secs_f64()
-    ));
+    );
     let step = Instant::now();
     ns.kubectl(&["scale", "shardset/bot", "--replicas=6"])?;
-    wait_layout(&ns, &stack, 6, 2).await?;
-    report(&format!(
+    wait_layout(&stack, 6, 2).await?;
+    report!(
         "kubectl scale 12 -> 6 shards: Ready in {:.1} s",
         step.elapsed().as_secs_f64()
-    ));
+    );
 
     // 3. A deleted worker pod is replaced and resumes its sessions.
     let victim = "bot-6-2-3";
@@ -150,7 +130,7 @@ async fn install_scale_replace_delete() -> anyhow::Result<()> {
     let before_identifies = stack.fake.identifies().await?;
     let before = live_sessions(&stack.fake.sessions().await?, 6);
     let old_uid = ns
-        .api::<k8s_openapi::api::core::v1::Pod>()
+        .api::<Pod>()
         .get(victim)
         .await?
         .uid()
@@ -161,28 +141,16 @@ async fn install_scale_replace_delete() -> anyhow::Result<()> {
         pods.iter().any(|p| {
             p.name_any() == victim
                 && p.uid().as_deref() != Some(old_uid.as_str())
-                && shardset_e2e::conditions::is_pod_ready(p)
+                && is_pod_ready(p)
         }) && exactly_ready(pods, &["bot-6-0-1", "bot-6-2-3", "bot-6-4-5"])
     })
     .await?;
     let after = stack.fake.wait_layout_live(6, READY_WITHIN).await?;
-    report(&format!(
+    report!(
         "deleted {victim}: replaced and live again in {:.1} s",
         step.elapsed().as_secs_f64()
-    ));
-    for shard in &moved {
-        let (old, new) = (
-            &before[shard],
-            after
-                .iter()
-                .find(|s| s.shard == *shard)
-                .context("live session")?,
-        );
-        ensure!(
-            new.session_id == old.session_id && new.resumes > old.resumes,
-            "shard {shard} was not resumed: before {old:#?}, after {new:#?}"
-        );
-    }
+    );
+    ensure_resumed(&before, &after, moved.iter().copied())?;
     let after_identifies = stack.fake.identifies().await?;
     ensure!(
         identifies_of(&after_identifies, 6, &moved) == identifies_of(&before_identifies, 6, &moved),
@@ -195,13 +163,7 @@ async fn install_scale_replace_delete() -> anyhow::Result<()> {
         .await?;
 
     // 4. Delete: pods gone, Redis keys cleaned.
-    let app_id = ns
-        .api::<shardset_operator::crd::ShardSet>()
-        .get("bot")
-        .await?
-        .status
-        .and_then(|s| s.application_id)
-        .context("status.applicationId")?;
+    let app_id = application_id(&ns, "bot").await?;
     let keys = stack.redis_keys(&app_id).await?;
     ensure!(
         [":session:6:", ":lease:6:", ":status:6:", ":epoch"]
@@ -216,17 +178,14 @@ async fn install_scale_replace_delete() -> anyhow::Result<()> {
     if !left.is_empty() {
         bail!("Redis keys left after the ShardSet was deleted: {left:?}");
     }
-    report(&format!(
+    report!(
         "kubectl delete shardset: pods and {} Redis keys gone in {:.1} s",
         keys.len(),
         step.elapsed().as_secs_f64()
-    ));
+    );
 
     // 5. What a user could see holds no token, and RBAC never refused the operator.
     stack.finish().await?;
-    report(&format!(
-        "whole scenario {:.1} s",
-        started.elapsed().as_secs_f64()
-    ));
+    report!("whole scenario {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }

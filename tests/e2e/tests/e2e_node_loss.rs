@@ -16,39 +16,19 @@
 //! it. The cluster's own node-loss test (`cluster_node_loss`) runs in another binary, never at the
 //! same time.
 
-mod e2e_support;
-
 use std::collections::BTreeSet;
-use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
-use e2e_support::*;
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::{Api, ResourceExt};
-use shardset_e2e::shardsets::{exactly_ready, settled_at, wait_pods, wait_shardset};
-use shardset_e2e::{TestNamespace, conditions, docker};
+use kube::ResourceExt;
+use serde_json::json;
+use shardset_e2e::charts::{Placement, Stack, ensure_resumed, live_sessions};
+use shardset_e2e::conditions::node_of;
+use shardset_e2e::nodes::StoppedNode;
+use shardset_e2e::shardsets::{exactly_ready, pod_range, settled_at, wait_pods, wait_shardset};
+use shardset_e2e::{TestNamespace, report};
 
 const PODS: [&str; 4] = ["bot-8-0-1", "bot-8-2-3", "bot-8-4-5", "bot-8-6-7"];
-
-fn report(line: &str) {
-    let _ = writeln!(std::io::stderr(), "e2e_node_loss: {line}");
-}
-
-/// Starts the node's container again when dropped, also when the test fails half-way.
-struct RestartNode(String);
-impl Drop for RestartNode {
-    fn drop(&mut self) {
-        let _ = docker(&["start", &self.0]);
-    }
-}
-
-fn node_of(pod: &Pod) -> &str {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .unwrap_or_default()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_of_a_lost_node_come_back_elsewhere() -> anyhow::Result<()> {
@@ -60,86 +40,66 @@ async fn shards_of_a_lost_node_come_back_elsewhere() -> anyhow::Result<()> {
     let stack = Stack::install(&ns, Placement::ControlPlane).await?;
 
     // Spread the shard pods over both workers (preferred, as a user would).
-    let spread = "    affinity:
-      podAntiAffinity:
-        preferredDuringSchedulingIgnoredDuringExecution:
-          - weight: 100
-            podAffinityTerm:
-              topologyKey: kubernetes.io/hostname
-              labelSelector:
-                matchLabels: {shardset.io/shardset: bot}
-";
-    ns.apply(&stack.shardset_yaml("bot", 8, 2, spread))?;
-    wait_shardset(&ns, "bot", Duration::from_secs(180), |s| settled_at(s, 8)).await?;
-    let pods = wait_pods(&ns, "bot", Duration::from_secs(60), |p| {
-        exactly_ready(p, &PODS)
-    })
-    .await?;
+    let spread = json!({"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+        "weight": 100,
+        "podAffinityTerm": {
+            "topologyKey": "kubernetes.io/hostname",
+            "labelSelector": {"matchLabels": {"shardset.io/shardset": "bot"}},
+        },
+    }]}});
     stack
-        .fake
-        .wait_layout_live(8, Duration::from_secs(60))
-        .await?;
+        .shardset("bot", 8, 2)
+        .pod("affinity", spread)
+        .apply(&ns)?;
+    let pods = (stack
+        .wait_layout("bot", 8, 2, Duration::from_secs(180))
+        .await?)
+        .pods;
     stack.snapshot("before the node loss")?;
 
     // The worker holding the most shard pods goes.
     let lost = workers
         .iter()
-        .max_by_key(|w| pods.iter().filter(|p| node_of(p) == w.as_str()).count())
+        .max_by_key(|w| {
+            pods.iter()
+                .filter(|p| node_of(p) == Some(w.as_str()))
+                .count()
+        })
         .cloned()
         .context("a worker")?;
     let other: Vec<&String> = workers.iter().filter(|w| **w != lost).collect();
     let moved_pods: BTreeSet<String> = pods
         .iter()
-        .filter(|p| node_of(p) == lost)
+        .filter(|p| node_of(p) == Some(lost.as_str()))
         .map(ResourceExt::name_any)
         .collect();
     let moved_shards: BTreeSet<u32> = moved_pods
         .iter()
-        .flat_map(|name| {
-            let mut parts = name.rsplitn(3, '-');
-            let last: u32 = parts
-                .next()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_default();
-            let first: u32 = parts
-                .next()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_default();
-            first..=last
-        })
+        .filter_map(|name| pod_range(name))
+        .flat_map(|(_, first, last)| first..=last)
         .collect();
     let before_identifies = stack.fake.identifies().await?;
     let before_sessions = live_sessions(&stack.fake.sessions().await?, 8);
 
-    let nodes: Api<Node> = Api::all(ns.client.clone());
-    let _restart = RestartNode(lost.clone());
     let started = Instant::now();
-    docker(&["stop", &lost])?;
-    report(&format!(
-        "stopped {lost} holding {moved_pods:?} (shards {moved_shards:?})"
-    ));
+    let stopped = StoppedNode::stop(&ns, &lost)?;
+    report!("stopped {lost} holding {moved_pods:?} (shards {moved_shards:?})");
 
     // 1. NotReady, then the pods come back Ready on the other worker.
-    shardset_e2e::wait_for(
-        &nodes,
-        &lost,
-        |n: Option<&Node>| !conditions::node_ready_is("True")(n),
-        Duration::from_secs(180),
-    )
-    .await?;
-    report(&format!(
+    stopped.wait_not_ready().await?;
+    report!(
         "{lost} NotReady after {:.0} s",
         started.elapsed().as_secs_f64()
-    ));
+    );
     let lost_name = lost.clone();
     wait_pods(&ns, "bot", Duration::from_secs(300), move |pods| {
-        exactly_ready(pods, &PODS) && pods.iter().all(|p| node_of(p) != lost_name)
+        exactly_ready(pods, &PODS) && pods.iter().all(|p| node_of(p) != Some(lost_name.as_str()))
     })
     .await?;
-    report(&format!(
+    report!(
         "all 4 pods Ready on {other:?} {:.0} s after docker stop",
         started.elapsed().as_secs_f64()
-    ));
+    );
     let ss = wait_shardset(&ns, "bot", Duration::from_secs(120), |s| settled_at(s, 8)).await?;
     stack.remember("ShardSet", &ss);
 
@@ -158,17 +118,11 @@ async fn shards_of_a_lost_node_come_back_elsewhere() -> anyhow::Result<()> {
         new_identifies.is_empty(),
         "the moved shards identified instead of resuming: {new_identifies:#?}"
     );
-    for shard in &moved_shards {
-        let new = after_sessions
-            .iter()
-            .find(|s| s.shard == *shard)
-            .context("live session")?;
-        let old = &before_sessions[shard];
-        ensure!(
-            new.session_id == old.session_id && new.resumes > old.resumes,
-            "shard {shard} was not resumed: before {old:#?}, after {new:#?}"
-        );
-    }
+    ensure_resumed(
+        &before_sessions,
+        &after_sessions,
+        moved_shards.iter().copied(),
+    )?;
     let events = ns.kubectl(&[
         "get",
         "events",
@@ -179,41 +133,18 @@ async fn shards_of_a_lost_node_come_back_elsewhere() -> anyhow::Result<()> {
         events.contains("shardset/bot") && events.contains("force-deleted"),
         "expected a PodForceDeleted Event (was {lost} restarted by someone else meanwhile?): {events}"
     );
-    report(&format!(
+    report!(
         "shards {moved_shards:?} resumed on the other worker, no Identify, no violation; {:.0} s in all",
         started.elapsed().as_secs_f64()
-    ));
+    );
     stack.snapshot("after the node loss")?;
 
     // 3. The node comes back whole.
-    docker(&["start", &lost])?;
-    shardset_e2e::wait_for(
-        &nodes,
-        &lost,
-        conditions::node_ready_is("True"),
-        Duration::from_secs(180),
-    )
-    .await?;
-    let resolved = ns
-        .run_probe(
-            "dns-on-returned-node",
-            &[
-                "dns",
-                "kubernetes.default.svc.cluster.local",
-                "--wait",
-                "90",
-            ],
-            Some(&lost),
-        )
-        .await?;
-    ensure!(
-        resolved["addresses"].as_array().map(Vec::len) == Some(1),
-        "DNS from the returned node: {resolved}"
-    );
-    report(&format!(
+    stopped.start_whole(&ns).await?;
+    report!(
         "{lost} Ready again with networking {:.0} s after docker stop",
         started.elapsed().as_secs_f64()
-    ));
+    );
 
     // 4. The sweep.
     stack.finish().await?;

@@ -3,12 +3,11 @@
 //! the status records Discord's figures; `kubectl scale` of an auto ShardSet is refused with a
 //! message that says why.
 
-mod operator_support;
-
 use std::time::Duration;
 
-use operator_support::*;
 use shardset_e2e::TestNamespace;
+use shardset_e2e::host::{Operator, Stage};
+use shardset_e2e::shardsets::{exactly_ready, has_condition, wait_pods, wait_shardset};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_shards_follow_discords_recommendation() -> anyhow::Result<()> {
@@ -18,10 +17,11 @@ async fn auto_shards_follow_discords_recommendation() -> anyhow::Result<()> {
     let stage = Stage::with_token(&ns, 2500).await?;
     let _operator = Operator::start(&ns, "op-a", &[])?;
 
-    ns.apply(&stage.manifest(
-        "bot",
-        serde_json::json!({"autoShards": {"guildsPerShard": 500}, "shardsPerPod": 2}),
-    ))?;
+    stage
+        .shardset("bot")
+        .spec(serde_json::json!({"autoShards": {"guildsPerShard": 500}}))
+        .per_pod(2)
+        .apply(&ns)?;
     wait_pods(&ns, "bot", Duration::from_secs(120), |p| {
         exactly_ready(p, &["bot-6-0-1", "bot-6-2-3", "bot-6-4-5"])
     })

@@ -4,14 +4,11 @@
 //! The pods run the probe image, so "Ready" measures the operator, the scheduler and the kubelets,
 //! not Discord. Prints the figures; asserts nothing about them.
 
-mod operator_support;
-
 use std::time::{Duration, Instant};
 
-use kube::api::DeleteParams;
-use operator_support::*;
-use shardset_e2e::{TestNamespace, conditions};
-use shardset_operator::crd::ShardSet;
+use shardset_e2e::host::{Operator, Stage};
+use shardset_e2e::shardsets::{ShardSet, has_condition, ready_names, wait_pods, wait_shardset};
+use shardset_e2e::{TestNamespace, delete_and_wait};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_hundred_pods() -> anyhow::Result<()> {
@@ -31,18 +28,11 @@ async fn bench_hundred_pods() -> anyhow::Result<()> {
     let stage = Stage::with_token(&ns, 100).await?;
     let operator = Operator::start(&ns, "op-a", &[])?;
     // Ready before the clock starts: the controller runs and the CRD is served.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !operator.metrics().await?.leader() {
-        anyhow::ensure!(Instant::now() < deadline, "operator did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    operator.wait_leading(Duration::from_secs(30)).await?;
 
-    let manifest = stage.manifest(
-        "bot",
-        serde_json::json!({"shards": pods, "shardsPerPod": 1}),
-    );
+    let manifest = stage.shardset("bot").shards(pods).per_pod(1);
     let start = Instant::now();
-    ns.apply(&manifest)?;
+    manifest.apply(&ns)?;
     let applied = start.elapsed();
     let mut created_at = None;
     wait_pods(&ns, "bot", Duration::from_secs(600), |p| {
@@ -62,14 +52,7 @@ async fn bench_hundred_pods() -> anyhow::Result<()> {
 
     let shardsets = ns.api::<ShardSet>();
     let delete_start = Instant::now();
-    shardsets.delete("bot", &DeleteParams::default()).await?;
-    ns.wait_for(
-        &shardsets,
-        "bot",
-        conditions::gone,
-        Duration::from_secs(300),
-    )
-    .await?;
+    delete_and_wait(&shardsets, "bot", Duration::from_secs(300)).await?;
     let deleted = delete_start.elapsed();
     let m = operator.metrics().await?;
 

@@ -6,17 +6,15 @@
 //! 2. With Redis unreachable: deletion is not blocked forever: after the give-up period the
 //!    finalizer is removed anyway, with a `CleanupSkipped` Warning.
 
-mod operator_support;
-
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, ListParams};
-use operator_support::*;
+use kube::api::ListParams;
 use redis::Commands;
 use shardset_contract::Keys;
-use shardset_e2e::{TestNamespace, conditions};
-use shardset_operator::crd::ShardSet;
+use shardset_e2e::host::{Operator, Stage, fake_application_id};
+use shardset_e2e::shardsets::{ShardSet, exactly_ready, pods_of, wait_pods, wait_shardset};
+use shardset_e2e::{TestNamespace, delete_and_wait};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletion_cleans_redis_and_never_hangs() -> anyhow::Result<()> {
@@ -27,7 +25,7 @@ async fn deletion_cleans_redis_and_never_hangs() -> anyhow::Result<()> {
     let _operator = Operator::start(&ns, "op-a", &["--cleanup-give-up-seconds", "10"])?;
 
     // 1. Reachable Redis.
-    ns.apply(&stage.manifest("bot", serde_json::json!({"shards": 2})))?;
+    stage.shardset("bot").shards(2).apply(&ns)?;
     wait_pods(&ns, "bot", Duration::from_secs(120), |p| {
         exactly_ready(p, &["bot-2-0-0", "bot-2-1-1"])
     })
@@ -40,7 +38,7 @@ async fn deletion_cleans_redis_and_never_hangs() -> anyhow::Result<()> {
     .await?;
     let ours = Keys::new(fake_application_id());
     let theirs = Keys::new(42);
-    let mut conn = stage.redis.conn()?;
+    let mut conn = stage.redis.conn();
     for key in [
         ours.epoch(),
         ours.gate(0),
@@ -54,12 +52,10 @@ async fn deletion_cleans_redis_and_never_hangs() -> anyhow::Result<()> {
         let _: () = conn.set(&key, "x")?;
     }
     let shardsets = ns.api::<ShardSet>();
-    shardsets.delete("bot", &DeleteParams::default()).await?;
-    ns.wait_for(&shardsets, "bot", conditions::gone, Duration::from_secs(90))
-        .await?;
+    delete_and_wait(&shardsets, "bot", Duration::from_secs(90)).await?;
     let left = ns
         .api::<Pod>()
-        .list(&ListParams::default().labels("shardset.io/shardset=bot"))
+        .list(&ListParams::default().labels(&pods_of("bot")))
         .await?;
     assert!(left.items.is_empty(), "pods left: {}", left.items.len());
     let keys: Vec<String> = conn.keys("shardset:*")?;
@@ -68,19 +64,15 @@ async fn deletion_cleans_redis_and_never_hangs() -> anyhow::Result<()> {
         vec![theirs.session(2, 1)],
         "only the other bot's keys remain"
     );
-    assert!(events_yaml(&ns).contains("RedisKeysDeleted"));
+    assert!(ns.events_yaml().contains("RedisKeysDeleted"));
 
     // 2. Unreachable Redis: deletion completes after the give-up period.
-    let closed = format!("redis://127.0.0.1:{}/", {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        l.local_addr()?.port()
-    });
-    ns.apply(&shardset_manifest(
-        "lost",
-        &stage.fake.api_url(),
-        &closed,
-        serde_json::json!({"shards": 1}),
-    ))?;
+    let closed = format!("redis://127.0.0.1:{}/", redis_test_server::free_port());
+    stage
+        .shardset("lost")
+        .redis_url(&closed)
+        .shards(1)
+        .apply(&ns)?;
     wait_shardset(&ns, "lost", Duration::from_secs(60), |s| {
         s.status
             .as_ref()
@@ -92,19 +84,12 @@ async fn deletion_cleans_redis_and_never_hangs() -> anyhow::Result<()> {
     })
     .await?;
     let started = std::time::Instant::now();
-    shardsets.delete("lost", &DeleteParams::default()).await?;
-    ns.wait_for(
-        &shardsets,
-        "lost",
-        conditions::gone,
-        Duration::from_secs(120),
-    )
-    .await?;
+    delete_and_wait(&shardsets, "lost", Duration::from_secs(120)).await?;
     println!(
         "deletion with Redis unreachable took {:?}",
         started.elapsed()
     );
-    assert!(events_yaml(&ns).contains("CleanupSkipped"));
+    assert!(ns.events_yaml().contains("CleanupSkipped"));
     stage.shutdown().await;
     Ok(())
 }

@@ -8,14 +8,14 @@
 //!    and acts (a deleted pod comes back); pods were created once each across both replicas.
 //! 4. SIGTERM on the new leader: it stops cleanly and releases the Lease at once.
 
-mod operator_support;
-
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::DeleteParams;
-use operator_support::*;
-use shardset_e2e::TestNamespace;
+use shardset_e2e::host::{Operator, Stage};
+use shardset_e2e::shardsets::{exactly_ready, wait_pods};
+use shardset_e2e::{TestNamespace, wait_for};
 
 fn holder(lease: Option<&Lease>) -> Option<String> {
     lease?.spec.as_ref()?.holder_identity.clone()
@@ -32,14 +32,13 @@ async fn two_replicas_never_both_act() -> anyhow::Result<()> {
 
     // 1. One holder.
     let leases = ns.api::<Lease>();
-    let lease = ns
-        .wait_for(
-            &leases,
-            "shardset-operator",
-            |l: Option<&Lease>| holder(l).is_some(),
-            Duration::from_secs(60),
-        )
-        .await?;
+    let lease = wait_for(
+        &leases,
+        "shardset-operator",
+        |l: Option<&Lease>| holder(l).is_some(),
+        Duration::from_secs(60),
+    )
+    .await?;
     let first = holder(lease.as_ref()).unwrap_or_default();
     let (leader, standby) = if first == "op-a" {
         (&mut a, &mut b)
@@ -47,14 +46,8 @@ async fn two_replicas_never_both_act() -> anyhow::Result<()> {
         (&mut b, &mut a)
     };
     assert_eq!(leader.identity, first);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !leader.metrics().await?.leader() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the holder never started its controller"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // The holder starts its controller.
+    leader.wait_leading(Duration::from_secs(30)).await?;
     assert!(!standby.metrics().await?.leader());
     // Each replica applies the Lease under its own field manager: that is what makes a competing
     // replica's apply a conflict instead of a silent takeover.
@@ -73,7 +66,7 @@ async fn two_replicas_never_both_act() -> anyhow::Result<()> {
     );
 
     // 2. Only the leader acts.
-    ns.apply(&stage.manifest("bot", serde_json::json!({"shards": 2})))?;
+    stage.shardset("bot").shards(2).apply(&ns)?;
     wait_pods(&ns, "bot", Duration::from_secs(120), |p| {
         exactly_ready(p, &["bot-2-0-0", "bot-2-1-1"])
     })
@@ -94,14 +87,14 @@ async fn two_replicas_never_both_act() -> anyhow::Result<()> {
         .get("shardset_operator_pod_actions_total{action=\"create\"}");
     leader.kill();
     let new_holder = standby.identity.clone();
-    ns.wait_for(
+    wait_for(
         &leases,
         "shardset-operator",
         move |l: Option<&Lease>| holder(l).as_deref() == Some(new_holder.as_str()),
         Duration::from_secs(60),
     )
     .await?;
-    let pods = ns.api::<k8s_openapi::api::core::v1::Pod>();
+    let pods = ns.api::<Pod>();
     let old_uid = pods.get("bot-2-1-1").await?.metadata.uid;
     pods.delete("bot-2-1-1", &DeleteParams::default()).await?;
     wait_pods(&ns, "bot", Duration::from_secs(120), |p| {

@@ -8,8 +8,6 @@
 //! 4. A foreign pod wearing our labels, without an owner reference, is left alone.
 //! 5. An owned pod outside the plan is removed.
 
-mod operator_support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -18,10 +16,14 @@ use anyhow::Context as _;
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
 use kube::ResourceExt;
 use kube::api::{DeleteParams, PostParams};
-use operator_support::*;
 use redis::Commands;
 use shardset_contract::{Keys, ShardState, ShardStatus};
-use shardset_e2e::TestNamespace;
+use shardset_e2e::host::{Operator, Stage, TOKEN, fake_application_id};
+use shardset_e2e::secrets::{TOKEN_SECRET, put_token};
+use shardset_e2e::shardsets::{
+    ShardSet, exactly_ready, has_condition, pod_range, wait_pods, wait_shardset,
+};
+use shardset_e2e::{TestNamespace, probe_pod};
 
 const PODS: [&str; 4] = ["bot-10-0-2", "bot-10-3-5", "bot-10-6-8", "bot-10-9-9"];
 
@@ -33,7 +35,7 @@ async fn ten_shards_at_three_per_pod() -> anyhow::Result<()> {
     let stage = Stage::new(100).await?;
     // What workers would report: 10 shards of layout 10 holding 7 guilds each.
     let keys = Keys::new(fake_application_id());
-    let mut conn = stage.redis.conn()?;
+    let mut conn = stage.redis.conn();
     for shard in 0..10 {
         let record = ShardStatus {
             state: ShardState::Ready,
@@ -45,27 +47,26 @@ async fn ten_shards_at_three_per_pod() -> anyhow::Result<()> {
         };
         let _: () = conn.set(keys.status(10, shard), serde_json::to_string(&record)?)?;
     }
-    put_secret(&ns, "bot-token", &[("token", TOKEN)]).await?;
+    put_token(&ns, TOKEN_SECRET, TOKEN).await?;
     let operator = Operator::start(&ns, "op-a", &[])?;
 
     // 1. Four pods with the right ranges and env.
-    ns.apply(&stage.manifest(
-        "bot",
-        serde_json::json!({"shards": 10, "shardsPerPod": 3, "intents": 513}),
-    ))?;
+    stage
+        .shardset("bot")
+        .shards(10)
+        .per_pod(3)
+        .intents(513)
+        .apply(&ns)?;
     let pods = wait_pods(&ns, "bot", Duration::from_secs(120), |p| {
         exactly_ready(p, &PODS)
     })
     .await?;
-    let ss = ns
-        .api::<shardset_operator::crd::ShardSet>()
-        .get("bot")
-        .await?;
+    let ss = ns.api::<ShardSet>().get("bot").await?;
     let uid = ss.uid().unwrap_or_default();
     for pod in &pods {
         let name = pod.name_any();
-        let parts: Vec<&str> = name.rsplitn(3, '-').collect();
-        let (first, last) = (parts[1], parts[0]);
+        let (_, first, last) = pod_range(&name).context("a pod of a layout")?;
+        let (first, last) = (first.to_string(), last.to_string());
         let spec = pod.spec.as_ref().context("pod spec")?;
         let env: BTreeMap<String, EnvVar> = spec.containers[0]
             .env
@@ -220,7 +221,9 @@ async fn ten_shards_at_three_per_pod() -> anyhow::Result<()> {
 
     // The operator has looked at the foreign pod several times since, and left it.
     let since = operator.metrics().await?.reconciles();
-    wait_reconciles(&operator, since, 3.0, Duration::from_secs(60)).await?;
+    operator
+        .wait_reconciles(since, 3.0, Duration::from_secs(60))
+        .await?;
     let foreign = pod_api.get("bot-foreign").await?;
     assert!(
         foreign.metadata.deletion_timestamp.is_none(),
@@ -233,7 +236,7 @@ async fn ten_shards_at_three_per_pod() -> anyhow::Result<()> {
         .map(|p| p.name_any())
         .collect();
     assert_eq!(owned.len(), 4, "{owned:?}");
-    let events = events_yaml(&ns);
+    let events = ns.events_yaml();
     assert!(
         events.contains("PodsDeleted"),
         "a Normal Event for the removed pod"
@@ -248,7 +251,7 @@ async fn ten_shards_at_three_per_pod() -> anyhow::Result<()> {
 
 /// A probe pod wearing the labels of ShardSet `bot`, layout 10, shards `first..=last`.
 fn labelled_probe(name: &str, first: u32, last: u32) -> Pod {
-    let mut pod = shardset_e2e::probe_pod(name, &[]);
+    let mut pod = probe_pod(name, &[]);
     pod.metadata.labels = Some(BTreeMap::from([
         ("shardset.io/shardset".to_string(), "bot".to_string()),
         (

@@ -9,13 +9,15 @@
 //!    at once), all carrying the label in the end.
 //! 6. `shardsPerPod` 2 → 1 on the same total → repacked to one pod per shard.
 
-mod operator_support;
-
 use std::time::Duration;
 
 use kube::ResourceExt;
-use operator_support::*;
+use serde_json::json;
 use shardset_e2e::TestNamespace;
+use shardset_e2e::host::{Operator, Stage, WorkerStandIn};
+use shardset_e2e::shardsets::{
+    exactly_ready, has_condition, max_terminating_while, names, wait_pods, wait_shardset,
+};
 
 const LONG: Duration = Duration::from_secs(180);
 
@@ -32,17 +34,19 @@ async fn edit_and_scale_replan_the_pods() -> anyhow::Result<()> {
 
     // 1.
     // W = 1 s: the hand-overs of steps 2 and 3 wait it three times each.
-    ns.apply(&stage.manifest(
-        "bot",
-        serde_json::json!({"shards": 10, "shardsPerPod": 3, "handover": {"windowMs": 1000}}),
-    ))?;
+    stage
+        .shardset("bot")
+        .shards(10)
+        .per_pod(3)
+        .handover_window_ms(1000)
+        .apply(&ns)?;
     wait_pods(&ns, "bot", LONG, |p| {
         exactly_ready(p, &["bot-10-0-2", "bot-10-3-5", "bot-10-6-8", "bot-10-9-9"])
     })
     .await?;
 
     // 2. kubectl edit.
-    kubectl_edit(&ns.name, "shardset/bot", "s/^  shards: 10$/  shards: 12/")?;
+    ns.kubectl_edit("shardset/bot", "s/^  shards: 10$/  shards: 12/")?;
     let mut saw_both_layouts = false;
     wait_pods(&ns, "bot", LONG, |p| {
         let n = names(p);
@@ -82,14 +86,10 @@ async fn edit_and_scale_replan_the_pods() -> anyhow::Result<()> {
     .await?;
 
     // 4. Recreate: the old layout is gone before any new pod exists.
-    ns.kubectl(&[
-        "patch",
-        "shardset",
-        "bot",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"reshardStrategy":"Recreate"}}"#,
-    ])?;
+    ns.merge_patch(
+        "shardset/bot",
+        json!({"spec": {"reshardStrategy": "Recreate"}}),
+    )?;
     ns.kubectl(&["scale", "shardset", "bot", "--replicas=4"])?;
     let mut overlap = false;
     wait_pods(&ns, "bot", LONG, |p| {
@@ -108,14 +108,10 @@ async fn edit_and_scale_replan_the_pods() -> anyhow::Result<()> {
                 .all(|p| p.labels().get("team").map(String::as_str) == Some("bots"))
     });
     let (most, done) = max_terminating_while(&ns, "bot", async {
-        ns.kubectl(&[
-            "patch",
-            "shardset",
-            "bot",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"pod":{"labels":{"team":"bots"}}}}"#,
-        ])?;
+        ns.merge_patch(
+            "shardset/bot",
+            json!({"spec": {"pod": {"labels": {"team": "bots"}}}}),
+        )?;
         stop.await
     })
     .await?;
@@ -123,14 +119,7 @@ async fn edit_and_scale_replan_the_pods() -> anyhow::Result<()> {
     assert_eq!(most, 1, "exactly one pod replaced at a time");
 
     // 6. Repacking the same total.
-    ns.kubectl(&[
-        "patch",
-        "shardset",
-        "bot",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"shardsPerPod":1}}"#,
-    ])?;
+    ns.merge_patch("shardset/bot", json!({"spec": {"shardsPerPod": 1}}))?;
     wait_pods(&ns, "bot", LONG, |p| {
         exactly_ready(p, &["bot-4-0-0", "bot-4-1-1", "bot-4-2-2", "bot-4-3-3"])
     })

@@ -10,23 +10,28 @@
 //!
 //! The token never appears in the operator's log, the Events or the ShardSet.
 
-mod operator_support;
-
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
-use operator_support::*;
+use serde_json::json;
 use shardset_e2e::TestNamespace;
+use shardset_e2e::host::{Operator, Stage, TOKEN, fake_application_id};
+use shardset_e2e::secrets::{TOKEN_SECRET, put_secret, put_token};
+use shardset_e2e::shardsets::{
+    condition, exactly_ready, has_condition, pods_of, wait_pods, wait_shardset,
+};
+use shardset_e2e::waits::{Look, poll};
 
 const WRONG: &str = "e2e.wrong.token-0c1d2e";
 
 async fn no_pods_after_reconciles(ns: &TestNamespace, op: &Operator) -> anyhow::Result<()> {
     let since = op.metrics().await?.reconciles();
-    wait_reconciles(op, since, 2.0, Duration::from_secs(60)).await?;
+    op.wait_reconciles(since, 2.0, Duration::from_secs(60))
+        .await?;
     let pods = ns
         .api::<Pod>()
-        .list(&ListParams::default().labels("shardset.io/shardset=bot"))
+        .list(&ListParams::default().labels(&pods_of("bot")))
         .await?;
     assert!(
         pods.items.is_empty(),
@@ -42,7 +47,7 @@ async fn missing_then_wrong_then_right_token() -> anyhow::Result<()> {
     };
     let stage = Stage::new(100).await?;
     let operator = Operator::start(&ns, "op-a", &[])?;
-    ns.apply(&stage.manifest("bot", serde_json::json!({"shards": 3})))?;
+    stage.shardset("bot").shards(3).apply(&ns)?;
 
     // 1. No Secret at all.
     let expected = format!(
@@ -60,7 +65,7 @@ async fn missing_then_wrong_then_right_token() -> anyhow::Result<()> {
     no_pods_after_reconciles(&ns, &operator).await?;
 
     // 2. The Secret, but not the key.
-    put_secret(&ns, "bot-token", &[("other", "x")]).await?;
+    put_secret(&ns, TOKEN_SECRET, &[("other", "x")]).await?;
     let ss = wait_shardset(&ns, "bot", Duration::from_secs(60), |s| {
         condition(s, "Degraded").is_some_and(|c| c.message.contains("has no key \"token\""))
     })
@@ -69,7 +74,7 @@ async fn missing_then_wrong_then_right_token() -> anyhow::Result<()> {
     no_pods_after_reconciles(&ns, &operator).await?;
 
     // 3. A token Discord refuses.
-    put_secret(&ns, "bot-token", &[("token", WRONG)]).await?;
+    put_token(&ns, TOKEN_SECRET, WRONG).await?;
     let ss = wait_shardset(&ns, "bot", Duration::from_secs(60), |s| {
         has_condition(s, "Degraded", "True", "InvalidToken")
     })
@@ -93,7 +98,7 @@ async fn missing_then_wrong_then_right_token() -> anyhow::Result<()> {
     );
 
     // 4. The right token.
-    put_secret(&ns, "bot-token", &[("token", TOKEN)]).await?;
+    put_token(&ns, TOKEN_SECRET, TOKEN).await?;
     wait_pods(&ns, "bot", Duration::from_secs(120), |p| {
         exactly_ready(p, &["bot-3-0-0", "bot-3-1-1", "bot-3-2-2"])
     })
@@ -104,7 +109,7 @@ async fn missing_then_wrong_then_right_token() -> anyhow::Result<()> {
     })
     .await?;
 
-    let events = events_yaml(&ns);
+    let events = ns.events_yaml();
     for reason in [
         "TokenSecretMissing",
         "InvalidToken",
@@ -127,25 +132,27 @@ async fn missing_then_wrong_then_right_token() -> anyhow::Result<()> {
     // 5. New intents: the shards Discord closed for good (fatal markers, written by workers on
     //    4004/4010-4014) may try again, so the operator deletes the bot's markers.
     let keys = shardset_contract::Keys::new(fake_application_id());
-    let mut conn = stage.redis.conn()?;
+    let mut conn = stage.redis.conn();
     let _: () = redis::Commands::set(&mut conn, keys.fatal(3, 1), "disallowed intents (4014)")?;
-    ns.kubectl(&[
-        "patch",
-        "shardset",
-        "bot",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"intents":513}}"#,
-    ])?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while redis::Commands::exists::<_, bool>(&mut conn, keys.fatal(3, 1))? {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the fatal marker outlived the intents change"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let events = events_yaml(&ns);
+    ns.merge_patch("shardset/bot", json!({"spec": {"intents": 513}}))?;
+    // Redis has no watch: poll the marker until it is gone.
+    poll(
+        "the fatal marker deleted after the intents change",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let there = redis::Commands::exists::<_, bool>(&mut conn, keys.fatal(3, 1));
+            async move {
+                Ok(if there? {
+                    Look::NotYet("the marker is still there".into())
+                } else {
+                    Look::Done(())
+                })
+            }
+        },
+    )
+    .await?;
+    let events = ns.events_yaml();
     assert!(
         events.contains("FatalMarkersCleared") && events.contains("1 shards closed for good"),
         "{events}"

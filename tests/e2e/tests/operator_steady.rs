@@ -5,17 +5,17 @@
 //!   write, by anyone, to those objects would change them);
 //! - no Event is added to the namespace.
 
-mod operator_support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::ListParams;
-use operator_support::*;
 use shardset_e2e::TestNamespace;
-use shardset_operator::crd::ShardSet;
+use shardset_e2e::host::{Operator, Stage};
+use shardset_e2e::shardsets::{
+    ShardSet, exactly_ready, has_condition, pods_of, wait_pods, wait_shardset,
+};
 
 const QUIET: Duration = Duration::from_secs(30);
 
@@ -28,7 +28,7 @@ async fn versions(ns: &TestNamespace) -> anyhow::Result<BTreeMap<String, String>
     );
     for pod in ns
         .api::<Pod>()
-        .list(&ListParams::default().labels("shardset.io/shardset=bot"))
+        .list(&ListParams::default().labels(&pods_of("bot")))
         .await?
     {
         out.insert(
@@ -46,7 +46,7 @@ async fn steady_state_makes_no_writes() -> anyhow::Result<()> {
     };
     let stage = Stage::with_token(&ns, 100).await?;
     let operator = Operator::start(&ns, "op-a", &[])?;
-    ns.apply(&stage.manifest("bot", serde_json::json!({"shards": 4, "shardsPerPod": 2})))?;
+    stage.shardset("bot").shards(4).per_pod(2).apply(&ns)?;
     wait_pods(&ns, "bot", Duration::from_secs(120), |p| {
         exactly_ready(p, &["bot-4-0-1", "bot-4-2-3"])
     })
@@ -59,7 +59,9 @@ async fn steady_state_makes_no_writes() -> anyhow::Result<()> {
     .await?;
     // Let the reconcile that wrote this status and its echo from the watch pass.
     let settled = operator.metrics().await?.reconciles();
-    wait_reconciles(&operator, settled, 2.0, Duration::from_secs(30)).await?;
+    operator
+        .wait_reconciles(settled, 2.0, Duration::from_secs(30))
+        .await?;
 
     let before = operator.metrics().await?;
     let versions_before = versions(&ns).await?;

@@ -2,14 +2,21 @@
 //! (the schema and the CEL rules of the generated CRD); `kubectl scale` is validated the same way.
 //! No operator runs here: admission is the apiserver's job.
 
-mod operator_support;
+use serde_json::json;
+use shardset_e2e::host::WORKER_IMAGE;
+use shardset_e2e::manifest::ShardSetManifest;
+use shardset_e2e::{TestNamespace, install_crd};
 
-use operator_support::*;
-use shardset_e2e::TestNamespace;
-
-fn manifest(name: &str, spec: serde_json::Value) -> String {
-    shardset_manifest(name, "http://fake.invalid/api", "redis://redis:6379/", spec)
+/// A ShardSet with everything but the shard count, pointing at a Discord and a Redis that need not
+/// exist: the API server judges the manifest alone.
+fn manifest(name: &str) -> ShardSetManifest {
+    ShardSetManifest::new(name, WORKER_IMAGE)
+        .api_url("http://fake.invalid/api")
+        .redis_url("redis://redis:6379/")
 }
+
+/// What a case changes in [`manifest`].
+type Change = fn(ShardSetManifest) -> ShardSetManifest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_shardsets_are_refused_with_clear_messages() -> anyhow::Result<()> {
@@ -18,110 +25,71 @@ async fn bad_shardsets_are_refused_with_clear_messages() -> anyhow::Result<()> {
     };
     install_crd()?;
 
-    let cases: Vec<(&str, String, &str)> = vec![
+    let cases: Vec<(&str, Change, &str)> = vec![
         (
             "zero",
-            manifest("zero", serde_json::json!({"shards": 0})),
+            |m| m.shards(0),
             "spec.shards in body should be greater than or equal to 1",
         ),
         (
             "perpod",
-            manifest(
-                "perpod",
-                serde_json::json!({"shards": 2, "shardsPerPod": 3}),
-            ),
+            |m| m.shards(2).per_pod(3),
             "spec.shardsPerPod must not exceed spec.shards",
         ),
         (
             "perpod0",
-            manifest(
-                "perpod0",
-                serde_json::json!({"shards": 2, "shardsPerPod": 0}),
-            ),
+            |m| m.shards(2).per_pod(0),
             "spec.shardsPerPod in body should be greater than or equal to 1",
         ),
-        (
-            "neither",
-            manifest("neither", serde_json::json!({})),
-            "set exactly one of spec.shards",
-        ),
+        ("neither", |m| m, "set exactly one of spec.shards"),
         (
             "both",
-            manifest("both", serde_json::json!({"shards": 2, "autoShards": {}})),
+            |m| m.shards(2).spec(json!({"autoShards": {}})),
             "set exactly one of spec.shards",
         ),
         (
             "intents",
-            manifest(
-                "intents",
-                serde_json::json!({"shards": 2, "intents": 131072}),
-            ),
+            |m| m.shards(2).intents(131072),
             "spec.intents must be a Discord intents bitfield",
         ),
         (
             "maxconc",
-            manifest(
-                "maxconc",
-                serde_json::json!({"shards": 2, "maxConcurrency": 0}),
-            ),
+            |m| m.shards(2).spec(json!({"maxConcurrency": 0})),
             "spec.maxConcurrency in body should be greater than or equal to 1",
         ),
         (
             "window",
-            {
-                let mut m: serde_json::Value =
-                    serde_json::from_str(&manifest("window", serde_json::json!({"shards": 2})))?;
-                m["spec"]["gateway"] = serde_json::json!({"identifyWindowMs": 100});
-                m.to_string()
+            // The whole `gateway`, without `apiUrl`.
+            |m| {
+                m.shards(2)
+                    .spec(json!({"gateway": {"identifyWindowMs": 100}}))
             },
             "identifyWindowMs below 5000 (Discord's Identify window) is only allowed together with spec.gateway.apiUrl",
         ),
         (
             "literal-token",
-            manifest(
-                "literal-token",
-                serde_json::json!({"shards": 2, "pod": {"env": [{"name": "DISCORD_TOKEN", "value": "abc"}]}}),
-            ),
+            |m| m.shards(2).env("DISCORD_TOKEN", "abc"),
             "spec.pod.env must not set the variables the operator sets itself",
         ),
         (
             "no-token-ref",
-            {
-                let mut m: serde_json::Value = serde_json::from_str(&manifest(
-                    "no-token-ref",
-                    serde_json::json!({"shards": 2}),
-                ))?;
-                m["spec"]
-                    .as_object_mut()
-                    .map(|s| s.remove("tokenSecretRef"));
-                m.to_string()
-            },
+            |m| m.shards(2).without("tokenSecretRef"),
             "spec.tokenSecretRef: Required value",
         ),
         (
             "redis-scheme",
-            {
-                let mut m: serde_json::Value = serde_json::from_str(&manifest(
-                    "redis-scheme",
-                    serde_json::json!({"shards": 2}),
-                ))?;
-                m["spec"]["redis"]["url"] = "http://redis:6379".into();
-                m.to_string()
-            },
+            |m| m.shards(2).redis_url("http://redis:6379"),
             "spec.redis.url in body should match",
         ),
         (
             "this-name-is-far-too-long-for-pod-names-to-fit",
-            manifest(
-                "this-name-is-far-too-long-for-pod-names-to-fit",
-                serde_json::json!({"shards": 2}),
-            ),
+            |m| m.shards(2),
             "metadata.name must be at most 40 characters",
         ),
     ];
-    for (name, yaml, expected) in &cases {
-        let error = ns
-            .apply(yaml)
+    for (name, change, expected) in cases {
+        let error = change(manifest(name))
+            .apply(&ns)
             .expect_err(&format!("{name}: the apiserver accepted a bad ShardSet"));
         let text = format!("{error:#}");
         assert!(
@@ -131,10 +99,7 @@ async fn bad_shardsets_are_refused_with_clear_messages() -> anyhow::Result<()> {
     }
 
     // A good one is accepted; scaling is validated by the same rules.
-    ns.apply(&manifest(
-        "good",
-        serde_json::json!({"shards": 10, "shardsPerPod": 3}),
-    ))?;
+    manifest("good").shards(10).per_pod(3).apply(&ns)?;
     let zero = ns
         .kubectl(&["scale", "shardset", "good", "--replicas=0"])
         .expect_err("scale to 0");

@@ -6,33 +6,18 @@
 //! pods are never touched, and every message of the run is answered exactly once (the standby
 //! layout never acted).
 
-mod e2e_support;
-
-use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure};
-use e2e_support::*;
-use k8s_openapi::api::core::v1::Pod;
-use kube::ResourceExt;
-use shardset_e2e::TestNamespace;
+use anyhow::ensure;
+use shardset_e2e::charts::{Placement, Stack};
+use shardset_e2e::recorders::StepLog;
 use shardset_e2e::shardsets::{
-    condition, exactly_ready, has_condition, settled_at, wait_pods, wait_shardset,
+    condition, exactly_ready, has_condition, layout_pods, settled_at, uids, wait_pods,
+    wait_shardset,
 };
+use shardset_e2e::{TestNamespace, report};
 
 const READY_WITHIN: Duration = Duration::from_secs(180);
-const LOAD: u32 = 40;
-
-fn report(line: &str) {
-    let _ = writeln!(std::io::stderr(), "reshard_change: {line}");
-}
-
-fn uids(pods: &[Pod]) -> BTreeMap<String, String> {
-    pods.iter()
-        .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaling_back_during_standby_abandons_the_new_layout() -> anyhow::Result<()> {
@@ -43,20 +28,15 @@ async fn scaling_back_during_standby_abandons_the_new_layout() -> anyhow::Result
     let stack = Stack::install(&ns, Placement::Anywhere).await?;
     // W = 60 s: after layout 8 is Ready in standby the operator waits W before the old layout
     // claims, which leaves the test all the time it needs to change its mind.
-    let extra = "    env:
-    - {name: REPLY_TO_MESSAGES, value: \"true\"}
-  handover:
-    windowMs: 60000
-";
-    ns.apply(&stack.shardset_yaml("bot", 4, 2, extra))?;
-    wait_shardset(&ns, "bot", READY_WITHIN, |s| settled_at(s, 4)).await?;
+    let bot = stack
+        .shardset("bot", 4, 2)
+        .replying()
+        .handover_window_ms(60_000);
+    let first = stack.serve(&bot, READY_WITHIN).await?.pods;
     let layout4 = layout_pods("bot", 4, 2);
     let want4: Vec<&str> = layout4.iter().map(String::as_str).collect();
-    let first = wait_pods(&ns, "bot", READY_WITHIN, |p| exactly_ready(p, &want4)).await?;
-    stack.fake.wait_layout_live(4, READY_WITHIN).await?;
 
-    stack.fake.set_load(LOAD).await?;
-    let since = now_ms();
+    let since = stack.start_load().await?;
     let steps = StepLog::start(&ns, "bot");
     let step = Instant::now();
     ns.kubectl(&["scale", "shardset/bot", "--replicas=8"])?;
@@ -67,11 +47,11 @@ async fn scaling_back_during_standby_abandons_the_new_layout() -> anyhow::Result
     })
     .await?;
     stack.fake.wait_layout_live(8, READY_WITHIN).await?;
-    report(&format!(
+    report!(
         "layout 8 in standby {:.1} s after kubectl scale: {}",
         step.elapsed().as_secs_f64(),
         condition(&standby, "Resharding").map_or("", |c| c.message.as_str())
-    ));
+    );
 
     // Back to 4: layout 8 is abandoned.
     let back = Instant::now();
@@ -81,11 +61,11 @@ async fn scaling_back_during_standby_abandons_the_new_layout() -> anyhow::Result
     })
     .await?;
     let now = wait_pods(&ns, "bot", READY_WITHIN, |p| exactly_ready(p, &want4)).await?;
-    report(&format!(
+    report!(
         "kubectl scale back to 4: layout 8 gone {:.1} s later; Resharding went {:?}",
         back.elapsed().as_secs_f64(),
         steps.seen()
-    ));
+    );
     ensure!(
         uids(&now) == uids(&first),
         "layout 4's pods were touched: {:?} -> {:?}",
@@ -99,51 +79,18 @@ async fn scaling_back_during_standby_abandons_the_new_layout() -> anyhow::Result
     );
 
     // A second of load answered after the change, then the whole run is counted.
-    let tail_from = now_ms();
-    loop {
-        let r = stack
-            .fake
-            .replies(tail_from, now_ms().saturating_sub(500))
-            .await?;
-        if r.messages >= u64::from(LOAD) && r.none == 0 {
-            break;
-        }
-        ensure!(
-            back.elapsed() < READY_WITHIN,
-            "layout 4 does not answer: {r:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let until = now_ms().saturating_sub(500);
-    stack.fake.set_load(0).await?;
+    let left_of_step = READY_WITHIN.saturating_sub(back.elapsed());
+    let until = stack.stop_load_after_tail("layout 4", left_of_step).await?;
     let replies = stack.fake.replies(since, until).await?;
-    report(&format!("replies over the whole run: {replies:?}"));
-    if replies.none > 0 || replies.multiple > 0 {
-        let span = unanswered_span(&stack.fake, since, until).await?;
-        bail!(
-            "{} messages unanswered (created between {span:?}), {} answered twice: {replies:?}",
-            replies.none,
-            replies.multiple
-        );
-    }
-    ensure!(
-        replies.exactly_once == replies.messages && replies.messages > 0,
-        "{replies:?}"
-    );
-    // Layout 8's sessions ended for good (retired: close 1000), nothing left to resume.
-    let left: Vec<_> = stack
+    report!("replies over the whole run: {replies:?}");
+    stack
         .fake
-        .sessions()
-        .await?
-        .into_iter()
-        .filter(|s| s.num_shards == 8 && (s.connected || s.resumable_until_ms.is_some()))
-        .collect();
-    ensure!(left.is_empty(), "layout 8 sessions left: {left:#?}");
+        .ensure_each_answered_once(&replies, since, until)
+        .await?;
+    // Layout 8's sessions ended for good (retired: close 1000), nothing left to resume.
+    stack.fake.ensure_layout_ended(8).await?;
     stack.fake.assert_no_violations("after the change").await?;
     stack.finish().await?;
-    report(&format!(
-        "whole scenario {:.1} s",
-        started.elapsed().as_secs_f64()
-    ));
+    report!("whole scenario {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -6,33 +6,17 @@
 //! nothing answered twice, the gap is one interval (everything after it is answered), one
 //! Identify per new shard, no violation.
 
-mod e2e_support;
-
-use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
-use e2e_support::*;
-use fake_discord::control::IdentifyOutcome;
-use shardset_e2e::TestNamespace;
-use shardset_e2e::shardsets::{exactly_ready, settled_at, wait_pods, wait_shardset};
+use shardset_e2e::charts::fake::IdentifyOutcome;
+use shardset_e2e::charts::{Placement, Stack, now_ms};
+use shardset_e2e::recorders::StepLog;
+use shardset_e2e::{TestNamespace, report};
 
 const READY_WITHIN: Duration = Duration::from_secs(180);
-const LOAD: u32 = 40;
-
-fn report(line: &str) {
-    let _ = writeln!(std::io::stderr(), "reshard_recreate: {line}");
-}
-
-async fn wait_layout(ns: &TestNamespace, stack: &Stack<'_>, total: u32) -> anyhow::Result<()> {
-    let ss = wait_shardset(ns, "bot", READY_WITHIN, move |s| settled_at(s, total)).await?;
-    stack.remember("ShardSet", &ss);
-    let expected = layout_pods("bot", total, 2);
-    let want: Vec<&str> = expected.iter().map(String::as_str).collect();
-    wait_pods(ns, "bot", READY_WITHIN, |p| exactly_ready(p, &want)).await?;
-    stack.fake.wait_layout_live(total, READY_WITHIN).await?;
-    Ok(())
-}
+/// How long the new layout may take to answer a second of the load.
+const ANSWERING_WITHIN: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recreate_leaves_a_measured_gap_and_nothing_twice() -> anyhow::Result<()> {
@@ -41,77 +25,46 @@ async fn recreate_leaves_a_measured_gap_and_nothing_twice() -> anyhow::Result<()
     };
     let started = Instant::now();
     let stack = Stack::install(&ns, Placement::Anywhere).await?;
-    let extra = "    env:
-    - {name: REPLY_TO_MESSAGES, value: \"true\"}
-  reshardStrategy: Recreate
-";
-    ns.apply(&stack.shardset_yaml("bot", 4, 2, extra))?;
-    wait_layout(&ns, &stack, 4).await?;
-
-    stack.fake.set_load(LOAD).await?;
-    let since = now_ms();
-    let warm = Instant::now();
-    loop {
-        let r = stack
-            .fake
-            .replies(since, now_ms().saturating_sub(1_000))
-            .await?;
-        if r.messages >= u64::from(LOAD) && r.exactly_once == r.messages {
-            break;
-        }
-        ensure!(
-            warm.elapsed() < Duration::from_secs(60),
-            "layout 4 does not answer the load: {r:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let bot = stack
+        .shardset("bot", 4, 2)
+        .reshard_strategy("Recreate")
+        .replying();
+    stack.serve(&bot, READY_WITHIN).await?;
+    let since = stack.start_load().await?;
 
     let identifies_before = stack.fake.identifies().await?.len();
     let steps = StepLog::start(&ns, "bot");
     let scaled = Instant::now();
     let scaled_ms = now_ms();
     ns.kubectl(&["scale", "shardset/bot", "--replicas=8"])?;
-    wait_layout(&ns, &stack, 8).await?;
+    stack.wait_layout("bot", 8, 2, READY_WITHIN).await?;
     let took = scaled.elapsed();
     // Keep the load on until the new layout has answered a full second of it: the tail after the
     // gap must be answered, which is what bounds the gap from above.
-    let live_ms = now_ms();
-    let tail = Instant::now();
-    loop {
-        let r = stack
-            .fake
-            .replies(live_ms, now_ms().saturating_sub(500))
-            .await?;
-        if r.messages >= u64::from(LOAD) && r.exactly_once == r.messages {
-            break;
-        }
-        ensure!(
-            tail.elapsed() < Duration::from_secs(60),
-            "layout 8 does not answer the load: {r:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let until = now_ms().saturating_sub(500);
-    stack.fake.set_load(0).await?;
+    let until = stack
+        .stop_load_after_tail("layout 8", ANSWERING_WITHIN)
+        .await?;
 
     let replies = stack.fake.replies(since, until).await?;
-    let (first, last) = unanswered_span(&stack.fake, since, until)
+    let (first, last) = stack
+        .fake
+        .unanswered_span(since, until)
         .await?
         .context("Recreate left no unanswered message: the old layout cannot have stopped before the new one started")?;
     let gap_s = (last - first) as f64 / 1000.0;
-    report(&format!(
+    report!(
         "kubectl scale 4 -> 8 (Recreate): layout 8 Ready in {:.1} s; Resharding went {:?}",
         took.as_secs_f64(),
         steps.seen()
-    ));
-    report(&format!(
+    );
+    report!(
         "GAP: {gap_s:.1} s without a reply (first unanswered message {:.1} s after the scale, last {:.1} s); {} of {} messages lost, {} answered twice",
         (first as f64 - scaled_ms as f64) / 1000.0,
         (last as f64 - scaled_ms as f64) / 1000.0,
         replies.none,
         replies.messages,
         replies.multiple
-    ));
+    );
     ensure!(replies.multiple == 0, "answered twice: {replies:?}");
     // One interval: every message outside [first, last] was answered.
     let before = stack.fake.replies(since, first).await?;
@@ -138,9 +91,6 @@ async fn recreate_leaves_a_measured_gap_and_nothing_twice() -> anyhow::Result<()
         steps.seen()
     );
     stack.finish().await?;
-    report(&format!(
-        "whole scenario {:.1} s",
-        started.elapsed().as_secs_f64()
-    ));
+    report!("whole scenario {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -12,38 +12,27 @@
 //! The image is the worker image under a second tag (`ctr images tag` on every node), which is
 //! all a new image is to Kubernetes: another reference in the pod template.
 
-mod e2e_support;
-
-use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
-use e2e_support::*;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use shardset_e2e::TestNamespace;
-use shardset_e2e::shardsets::{has_condition, settled_at, wait_pods, wait_shardset};
+use serde_json::json;
+use shardset_e2e::charts::{Placement, Stack, WORKER_IMAGE, ensure_resumed, live_sessions};
+use shardset_e2e::recorders::PodLog;
+use shardset_e2e::shardsets::{
+    condition, exactly_ready, has_condition, layout_pods, settled_at, uids, wait_pods,
+    wait_shardset,
+};
+use shardset_e2e::{TestNamespace, report};
 
 const READY_WITHIN: Duration = Duration::from_secs(240);
-const LOAD: u32 = 40;
 const ROLLED_IMAGE: &str = "shardset/shard-worker:e2e-roll";
 /// Session starts the fake has left once layout 8 runs.
 const LEFT: u32 = 5;
 
-fn report(line: &str) {
-    let _ = writeln!(std::io::stderr(), "reshard_roll: {line}");
-}
-
 fn image_of(pod: &Pod) -> Option<&str> {
     pod.spec.as_ref()?.containers.first()?.image.as_deref()
-}
-
-/// Pods by name → uid.
-fn uids(pods: &[Pod]) -> BTreeMap<String, String> {
-    pods.iter()
-        .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
-        .collect()
 }
 
 /// Tags the worker image as [`ROLLED_IMAGE`] in every node's containerd (`make images` loaded
@@ -78,49 +67,20 @@ async fn new_image_resumes_every_session_and_the_budget_refuses_a_reshard() -> a
     tag_rolled_image(&ns).await?;
     // Just enough session starts for layout 8, and LEFT more.
     stack.fake.set_budget(8 + LEFT).await?;
-    let extra = "    env:
-    - {name: REPLY_TO_MESSAGES, value: \"true\"}
-";
-    ns.apply(&stack.shardset_yaml("bot", 8, 2, extra))?;
-    wait_shardset(&ns, "bot", READY_WITHIN, |s| settled_at(s, 8)).await?;
+    let bot = stack.shardset("bot", 8, 2).replying();
+    let first = stack.serve(&bot, READY_WITHIN).await?;
     let layout = layout_pods("bot", 8, 2);
     let want: Vec<&str> = layout.iter().map(String::as_str).collect();
-    let first_pods = wait_pods(&ns, "bot", READY_WITHIN, |p| {
-        shardset_e2e::shardsets::exactly_ready(p, &want)
-    })
-    .await?;
-    let before = live_sessions(&stack.fake.wait_layout_live(8, READY_WITHIN).await?, 8);
+    let before = live_sessions(&first.sessions, 8);
 
     // 1. The roll, under load.
-    stack.fake.set_load(LOAD).await?;
-    let since = now_ms();
-    let warm = Instant::now();
-    loop {
-        let r = stack
-            .fake
-            .replies(since, now_ms().saturating_sub(1_000))
-            .await?;
-        if r.messages >= u64::from(LOAD) && r.exactly_once == r.messages {
-            break;
-        }
-        ensure!(
-            warm.elapsed() < Duration::from_secs(60),
-            "layout 8 does not answer the load: {r:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let since = stack.start_load().await?;
     let identifies_before = stack.fake.identifies().await?.len();
-    let old_uids = uids(&first_pods);
+    let old_uids = uids(&first.pods);
     let step = Instant::now();
-    ns.kubectl(&[
-        "patch",
-        "shardset/bot",
-        "--type=merge",
-        "-p",
-        &format!(r#"{{"spec":{{"image":"{ROLLED_IMAGE}"}}}}"#),
-    ])?;
+    ns.merge_patch("shardset/bot", json!({"spec": {"image": ROLLED_IMAGE}}))?;
     let rolled = wait_pods(&ns, "bot", READY_WITHIN, |pods| {
-        shardset_e2e::shardsets::exactly_ready(pods, &want)
+        exactly_ready(pods, &want)
             && pods.iter().all(|p| {
                 image_of(p) == Some(ROLLED_IMAGE)
                     && p.uid().as_deref() != old_uids.get(&p.name_any()).map(String::as_str)
@@ -128,60 +88,34 @@ async fn new_image_resumes_every_session_and_the_budget_refuses_a_reshard() -> a
     })
     .await?;
     wait_shardset(&ns, "bot", READY_WITHIN, |s| settled_at(s, 8)).await?;
-    let after = live_sessions(&stack.fake.wait_layout_live(8, READY_WITHIN).await?, 8);
+    let after = stack.fake.wait_layout_live(8, READY_WITHIN).await?;
     let took = step.elapsed();
     // A second of load answered by the rolled pods, then stop.
-    let tail_from = now_ms();
-    loop {
-        let r = stack
-            .fake
-            .replies(tail_from, now_ms().saturating_sub(500))
-            .await?;
-        if r.messages >= u64::from(LOAD) && r.none == 0 {
-            break;
-        }
-        ensure!(
-            step.elapsed() < READY_WITHIN,
-            "the rolled pods do not answer: {r:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let until = now_ms().saturating_sub(500);
-    stack.fake.set_load(0).await?;
+    let left_of_step = READY_WITHIN.saturating_sub(step.elapsed());
+    let until = stack
+        .stop_load_after_tail("the rolled pods", left_of_step)
+        .await?;
 
     let replies = stack.fake.replies(since, until).await?;
     let identifies = stack.fake.identifies().await?;
-    let resumes: u32 = after.values().map(|s| s.resumes).sum::<u32>()
+    let resumes: u32 = after.iter().map(|s| s.resumes).sum::<u32>()
         - before.values().map(|s| s.resumes).sum::<u32>();
-    report(&format!(
+    report!(
         "image roll of 4 pods: done in {:.1} s; new Identifies {}; resumes {resumes}; replies {replies:?}",
         took.as_secs_f64(),
         identifies.len() - identifies_before
-    ));
+    );
     ensure!(
         identifies.len() == identifies_before,
         "the roll spent session starts: {:#?}",
         &identifies[identifies_before..]
     );
-    for (shard, old) in &before {
-        let new = after.get(shard).context("live session")?;
-        ensure!(
-            new.session_id == old.session_id && new.resumes > old.resumes,
-            "shard {shard} was not resumed: before {old:#?}, after {new:#?}"
-        );
-    }
-    if replies.none > 0 || replies.multiple > 0 {
-        let span = unanswered_span(&stack.fake, since, until).await?;
-        anyhow::bail!(
-            "the roll lost {} messages (created between {span:?}) and doubled {}: {replies:?}",
-            replies.none,
-            replies.multiple
-        );
-    }
-    ensure!(
-        replies.exactly_once == replies.messages && replies.messages > 0,
-        "{replies:?}"
-    );
+    ensure_resumed(&before, &after, before.keys().copied())?;
+    stack
+        .fake
+        .ensure_each_answered_once(&replies, since, until)
+        .await
+        .context("the roll")?;
     stack.fake.assert_no_violations("during the roll").await?;
 
     // 2. Past the budget: refused, nothing started.
@@ -196,22 +130,22 @@ async fn new_image_resumes_every_session_and_the_budget_refuses_a_reshard() -> a
     })
     .await?;
     stack.remember("ShardSet", &refused);
-    let condition = shardset_e2e::shardsets::condition(&refused, "Resharding")
+    let message = condition(&refused, "Resharding")
         .context("Resharding")?
         .message
         .clone();
-    report(&format!(
-        "kubectl scale 8 -> 16 with {left} session starts left: refused in {:.1} s: {condition}",
+    report!(
+        "kubectl scale 8 -> 16 with {left} session starts left: refused in {:.1} s: {message}",
         step.elapsed().as_secs_f64()
-    ));
+    );
     ensure!(
-        condition.contains("needs 16 session starts") && condition.contains("no pod was started"),
-        "{condition}"
+        message.contains("needs 16 session starts") && message.contains("no pod was started"),
+        "{message}"
     );
     ensure!(
         has_condition(&refused, "Ready", "False", "InsufficientSessionStarts"),
         "Ready: {:?}",
-        shardset_e2e::shardsets::condition(&refused, "Ready")
+        condition(&refused, "Ready")
     );
     let events = ns.kubectl(&[
         "get",
@@ -228,10 +162,7 @@ async fn new_image_resumes_every_session_and_the_budget_refuses_a_reshard() -> a
         settled_at(s, 8) && has_condition(s, "Resharding", "False", "Idle")
     })
     .await?;
-    let now = wait_pods(&ns, "bot", READY_WITHIN, |p| {
-        shardset_e2e::shardsets::exactly_ready(p, &want)
-    })
-    .await?;
+    let now = wait_pods(&ns, "bot", READY_WITHIN, |p| exactly_ready(p, &want)).await?;
     let seen = pods.seen();
     ensure!(
         seen.iter().all(|p| !p.starts_with("bot-16-")),
@@ -249,9 +180,6 @@ async fn new_image_resumes_every_session_and_the_budget_refuses_a_reshard() -> a
     );
     stack.fake.assert_no_violations("at the end").await?;
     stack.finish().await?;
-    report(&format!(
-        "whole scenario {:.1} s",
-        started.elapsed().as_secs_f64()
-    ));
+    report!("whole scenario {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }

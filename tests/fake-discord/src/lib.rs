@@ -19,7 +19,13 @@ pub mod config;
 /// The control API: its routes and its public, `Deserialize`-able records.
 pub mod control;
 /// The WebSocket gateway: upgrade, connections, zlib-stream.
+#[cfg(feature = "gateway")]
 pub mod gateway;
+/// Without the `gateway` feature: no WebSocket, every path outside REST and control is a 404.
+#[cfg(not(feature = "gateway"))]
+mod gateway {
+    pub use crate::rest::not_found as upgrade;
+}
 mod load;
 /// Discord payloads written straight to bytes.
 pub mod payloads;

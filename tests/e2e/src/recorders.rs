@@ -1,0 +1,174 @@
+//! What happened during a run, recorded by watches while the test drives: the `Resharding` steps a
+//! ShardSet's status went through, the name of every pod that ever existed, and every line every
+//! container logged (deleted pods included). Each stops when dropped.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use futures_util::{AsyncBufReadExt, StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, LogParams};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use crate::TestNamespace;
+use crate::background::Recorder;
+use crate::shardsets::{ShardSet, pods_of};
+
+/// Calls `seen` with every object the watch reports (as listed or as changed) until the watch
+/// ends or fails.
+async fn each_object<K>(api: Api<K>, config: watcher::Config, mut seen: impl FnMut(K))
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let mut events = std::pin::pin!(watcher(api, config));
+    while let Ok(Some(event)) = events.try_next().await {
+        if let watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) = event {
+            seen(obj);
+        }
+    }
+}
+
+/// Records every distinct `(Resharding reason, status.layout.step)` a ShardSet's status goes
+/// through, in order, from a watch (the steps of a reshard last from milliseconds to `W`; a
+/// watch sees each status write).
+pub struct StepLog(Recorder<Vec<String>>);
+
+impl StepLog {
+    /// Starts watching the ShardSet `name`.
+    pub fn start(ns: &TestNamespace, name: &str) -> Self {
+        let api = ns.api::<ShardSet>();
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        Self(Recorder::<Vec<String>>::start(|steps| {
+            each_object(api, config, move |ss: ShardSet| {
+                let Some(status) = ss.status.as_ref() else {
+                    return;
+                };
+                let Some(cond) = status.conditions.iter().find(|c| c.type_ == "Resharding") else {
+                    return;
+                };
+                let entry = format!("{}={}", cond.status, cond.reason);
+                if let Ok(mut steps) = steps.lock()
+                    && steps.last() != Some(&entry)
+                {
+                    steps.push(entry);
+                }
+            })
+        }))
+    }
+
+    /// The `status=reason` entries seen so far, in order.
+    pub fn seen(&self) -> Vec<String> {
+        self.0.seen()
+    }
+}
+
+/// Records the name of every pod that ever exists while it runs.
+pub struct PodLog(Recorder<BTreeSet<String>>);
+
+impl PodLog {
+    /// Every pod of the namespace.
+    pub fn start(ns: &TestNamespace) -> Self {
+        Self::watching(ns, watcher::Config::default())
+    }
+
+    /// The pods of the ShardSet `shardset` only.
+    pub fn of_shardset(ns: &TestNamespace, shardset: &str) -> Self {
+        Self::watching(ns, watcher::Config::default().labels(&pods_of(shardset)))
+    }
+
+    fn watching(ns: &TestNamespace, config: watcher::Config) -> Self {
+        let api = ns.api::<Pod>();
+        Self(Recorder::<BTreeSet<String>>::start(|names| {
+            each_object(api, config, move |pod: Pod| {
+                if let Ok(mut names) = names.lock() {
+                    names.insert(pod.name_any());
+                }
+            })
+        }))
+    }
+
+    /// Every pod name seen so far.
+    pub fn seen(&self) -> BTreeSet<String> {
+        self.0.seen()
+    }
+}
+
+/// Follows the logs of every container of every pod in a namespace, from the moment it runs
+/// until the pod goes (deleted pods included), keyed `<pod>@<uid prefix>/<container>#<restart>`.
+pub struct LogCollector(Recorder<BTreeMap<String, String>>);
+
+impl LogCollector {
+    /// Starts following the namespace's pods.
+    pub fn start(ns: &TestNamespace) -> Self {
+        let api = ns.api::<Pod>();
+        Self(Recorder::<BTreeMap<String, String>>::start(
+            |logs| async move {
+                let mut following: BTreeSet<String> = BTreeSet::new();
+                each_object(api.clone(), watcher::Config::default(), |pod: Pod| {
+                    let uid = pod.uid().unwrap_or_default();
+                    for (container, restarts) in started_containers(&pod) {
+                        // A pod replaced under the same name is another pod: the uid tells them apart.
+                        let key = format!(
+                            "{}@{}/{container}#{restarts}",
+                            pod.name_any(),
+                            uid.get(..8).unwrap_or_default()
+                        );
+                        if !following.insert(key.clone()) {
+                            continue;
+                        }
+                        let (api, sink, name) = (api.clone(), Arc::clone(&logs), pod.name_any());
+                        tokio::spawn(async move {
+                            let params = LogParams {
+                                follow: true,
+                                container: Some(container),
+                                ..LogParams::default()
+                            };
+                            let Ok(reader) = api.log_stream(&name, &params).await else {
+                                return;
+                            };
+                            let mut lines = std::pin::pin!(reader.lines());
+                            while let Some(Ok(line)) = lines.next().await {
+                                if let Ok(mut logs) = sink.lock() {
+                                    let text = logs.entry(key.clone()).or_default();
+                                    text.push_str(&line);
+                                    text.push('\n');
+                                }
+                            }
+                        });
+                    }
+                })
+                .await;
+            },
+        ))
+    }
+
+    /// Everything collected so far.
+    pub fn snapshot(&self) -> BTreeMap<String, String> {
+        self.0.seen()
+    }
+
+    /// Stops following new pods (the logs of those already followed keep coming in).
+    pub fn stop(&self) {
+        self.0.stop();
+    }
+}
+
+/// Containers of `pod` that have started (running or terminated), with their restart count.
+fn started_containers(pod: &Pod) -> Vec<(String, i32)> {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map(|cs| {
+            cs.iter()
+                .filter(|c| {
+                    c.state
+                        .as_ref()
+                        .is_some_and(|s| s.running.is_some() || s.terminated.is_some())
+                })
+                .map(|c| (c.name.clone(), c.restart_count))
+                .collect()
+        })
+        .unwrap_or_default()
+}
