@@ -17,6 +17,7 @@ use fake_discord::{Config, FakeDiscord, RunningFake};
 use prometheus_client::registry::Registry;
 use redis::Commands;
 use shard_worker::gateway::session::SessionConfig;
+use shard_worker::gateway::trust::ResumeTrust;
 use shard_worker::handler::{Dispatch, Handler};
 use shard_worker::handover::Acting;
 use shard_worker::identify::IdentifyQueue;
@@ -121,6 +122,7 @@ impl Lab {
                 gateway_url: bot.url.clone(),
                 compression: GatewayCompression::default(),
                 send_window: Duration::from_secs(60),
+                resume_trust: ResumeTrust::new(&fake.api_url(), &bot.url),
                 session,
                 lease_ttl: Duration::from_secs(15),
                 resume_window,

@@ -10,6 +10,7 @@
 //! - [`compression`]: zstd-stream (the default), zlib-stream or none; one decoder per connection.
 //! - [`ratelimit`]: 120 commands per 60 s per connection, with a heartbeat reserve.
 //! - [`snowflake`]: reading ids as Discord writes them.
+//! - [`trust`]: the resume URLs a shard may send its token to.
 //!
 //! The async loop that drives them over a WebSocket is [`crate::shard`].
 
@@ -23,5 +24,6 @@ pub mod opcode;
 pub mod ratelimit;
 pub mod session;
 pub mod snowflake;
+pub mod trust;
 
 pub use opcode::Opcode;

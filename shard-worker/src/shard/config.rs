@@ -8,6 +8,7 @@ use super::records::Records;
 use crate::command::Inboxes;
 use crate::gateway::compression::GatewayCompression;
 use crate::gateway::session::SessionConfig;
+use crate::gateway::trust::ResumeTrust;
 use crate::handover::acting::Acting;
 use crate::identify::queue::IdentifyQueue;
 use crate::worker::board::Board;
@@ -26,6 +27,9 @@ pub struct ShardConfig {
     pub compression: GatewayCompression,
     /// The send limit's window (Discord: 60 s; `GATEWAY_SEND_WINDOW_MS`).
     pub send_window: Duration,
+    /// The resume URLs the shards may send the token to (from `DISCORD_API_URL` and
+    /// `gateway_url`): a saved session or a READY naming another is not resumed there.
+    pub resume_trust: ResumeTrust,
     pub session: SessionConfig,
     /// TTL of the shard lease.
     pub lease_ttl: Duration,

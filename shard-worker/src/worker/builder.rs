@@ -24,6 +24,7 @@ use super::settings::Settings;
 use super::startup::{self, REFUSED_TOKEN, RefusalRecords, Refused};
 use crate::command::{Commands, Inboxes};
 use crate::gateway::session::SessionConfig;
+use crate::gateway::trust::ResumeTrust;
 use crate::handler::Handler;
 use crate::handover::acting::{Acting, HandoverConfig};
 use crate::handover::records::HandoverRecords;
@@ -304,6 +305,7 @@ impl Builder {
                 gateway_url: bot.url.clone(),
                 compression: s.gateway_compression,
                 send_window: Duration::from_millis(s.gateway_send_window_ms),
+                resume_trust: ResumeTrust::new(&s.discord_api_url, &bot.url),
                 session: self.session.clone(),
                 lease_ttl: Duration::from_secs(15),
                 resume_window,

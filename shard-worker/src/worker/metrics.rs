@@ -38,6 +38,17 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardReasonLabels {
+    pub shard: u32,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CommandLabels {
     pub opcode: u8,
     /// `sent`, `answered` (op 8's last chunk came), or a `CommandError::metric_label`.
@@ -76,6 +87,17 @@ pub struct Metrics {
     /// Dispatches replayed by a resume while a reshard was under way (the protocol assumes
     /// each arrives within `W` of the other layout's copy; a long replay may break that).
     pub handover_replays: Counter,
+    /// Gateway messages refused, by reason (`too_large`: over the size cap, e.g. a
+    /// decompression bomb; `corrupt`: a zlib stream that cannot be inflated). Each closed its
+    /// connection resumably.
+    pub gateway_message_errors: Family<ReasonLabels, Counter>,
+    /// Resume URLs not trusted with the token (`gateway::trust`), by where they came from
+    /// (`record`: a saved session, treated as absent; `ready`: READY's, replaced by the gateway
+    /// URL).
+    pub untrusted_resume_urls: Family<SourceLabels, Counter>,
+    /// Shard leases given up, by reason: `fenced` (not confirmed within the lease TTL minus the
+    /// fence margin: the worker closed the connection itself), `taken` (another pod holds it).
+    pub lease_lost: Family<ShardReasonLabels, Counter>,
     /// Commands from the bot ([`crate::command::Commands`]) the shards dealt with, by opcode
     /// and outcome (refusals before queueing are the caller's error only).
     pub commands: Family<CommandLabels, Counter>,
@@ -99,6 +121,9 @@ impl Metrics {
             handover_claims: Family::default(),
             handover_backfill: Counter::default(),
             handover_replays: Counter::default(),
+            gateway_message_errors: Family::default(),
+            untrusted_resume_urls: Family::default(),
+            lease_lost: Family::default(),
             commands: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("shardset_worker");
@@ -167,6 +192,21 @@ impl Metrics {
             "handover_replays",
             "Dispatches replayed by a resume while a reshard was under way",
             metrics.handover_replays.clone(),
+        );
+        r.register(
+            "gateway_message_errors",
+            "Gateway messages refused (too_large, corrupt); each closed its connection resumably",
+            metrics.gateway_message_errors.clone(),
+        );
+        r.register(
+            "untrusted_resume_urls",
+            "Resume URLs not trusted with the token, by source (record, ready)",
+            metrics.untrusted_resume_urls.clone(),
+        );
+        r.register(
+            "lease_lost",
+            "Shard leases given up, by reason (fenced, taken)",
+            metrics.lease_lost.clone(),
         );
         r.register(
             "commands",

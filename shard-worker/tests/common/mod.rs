@@ -3,6 +3,7 @@
 
 pub mod collector;
 pub mod cutter;
+pub mod metrics;
 pub mod redis;
 pub mod scenario;
 pub mod worker;

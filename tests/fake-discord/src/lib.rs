@@ -14,6 +14,8 @@
 //! ```
 
 pub mod clock;
+/// The commands clients send once authenticated, read and checked.
+pub mod commands;
 /// Every knob, as CLI flags and a plain struct.
 pub mod config;
 /// The control API: its routes and its public, `Deserialize`-able records.
@@ -27,6 +29,10 @@ mod gateway {
     pub use crate::rest::not_found as upgrade;
 }
 mod load;
+/// op 8's answer: the members a request selects, in chunks.
+pub mod members;
+/// Message nonces (`enforce_nonce`).
+mod nonces;
 /// Discord payloads written straight to bytes.
 pub mod payloads;
 mod public_url;

@@ -9,9 +9,12 @@
 //! - [`zlib`]: `zlib-stream`, a message ends with `00 00 ff ff`.
 //! - `none`: JSON text frames.
 //!
-//! Every decoder refuses a message that inflates past [`MAX_MESSAGE_BYTES`] (the one size cap of
-//! both codecs): a decompression bomb ends the connection (it is resumed) instead of the
-//! process's memory. Output buffers come from a small per-thread pool and go back to it once the
+//! **Size cap.** A few kilobytes on the wire can inflate to gigabytes (a decompression bomb), and
+//! nothing but the gateway decides what it sends. Every decoder therefore inflates a message only
+//! up to [`MAX_MESSAGE_BYTES`]; beyond it the stream is abandoned ([`DecodeError::TooLarge`]) and
+//! the shard closes the connection resumably (and counts it). The same cap bounds a message
+//! tungstenite reads uncompressed (`shard/connection.rs`), so it is the one setting for every
+//! gateway message whatever its codec. Output buffers come from a small per-thread pool and go back to it once the
 //! message is handled ([`Decoder::recycle`]), so an idle connection holds no output buffer.
 
 pub mod zlib;
@@ -21,10 +24,10 @@ pub use shardset_contract::GatewayCompression;
 pub use zlib::ZlibStream;
 pub use zstd::ZstdStream;
 
-/// The largest message a decoder inflates; a longer one is an error (the connection is dropped
-/// and resumed). Discord's largest payloads (a GUILD_CREATE of a guild at the channel, role and
-/// emoji limits) stay in the low megabytes; 32 MiB leaves room for them while bounding what one
-/// connection can make the worker allocate.
+/// The largest gateway message a shard accepts, inflated (or as read, when not compressed).
+/// Discord documents no maximum; its largest payloads (READY, the `GUILD_CREATE` of a large
+/// guild) are a few megabytes, so 32 MiB leaves a wide margin while bounding what one connection
+/// can make the worker allocate.
 pub const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
 
 /// The gateway URL's `compress=` value for `compression` (`None`: the parameter is left out).
@@ -53,8 +56,7 @@ impl DecodeError {
     /// A fixed label for logs and metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Self::Inflate(_) | Self::ZlibHeader => "zlib",
-            Self::Zstd(_) => "zstd",
+            Self::Inflate(_) | Self::ZlibHeader | Self::Zstd(_) => "corrupt",
             Self::TooLarge { .. } => "too_large",
         }
     }

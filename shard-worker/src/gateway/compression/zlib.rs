@@ -230,37 +230,77 @@ mod tests {
     }
 
     #[test]
-    fn a_message_past_the_cap_is_refused_before_it_is_inflated_whole() {
-        // 8 MiB of zeros deflate to ~8 KiB: a bomb. Refused once the output passes the cap.
-        let bomb = vec![0u8; 8 * 1024 * 1024];
-        let frames = compress_stream(&[&bomb]);
-        let mut stream = ZlibStream::with_limit(1024 * 1024);
-        match stream.push(&frames[0]) {
-            Err(DecodeError::TooLarge { limit }) => assert_eq!(limit, 1024 * 1024),
-            other => panic!("{:?}", other.map(|o| o.map(<[u8]>::len))),
-        }
-        assert!(
-            stream.output.capacity() <= 1024 * 1024 + 1,
-            "never allocated past the cap"
-        );
-        // A message right at the cap is fine; split frames count towards it too.
-        let exact = vec![b'x'; 4096];
+    fn a_message_may_inflate_to_the_cap_and_not_one_byte_more() {
+        let limit = 64 * 1024;
+        let exact = vec![b'a'; limit];
         let frames = compress_stream(&[&exact]);
-        let mut stream = ZlibStream::with_limit(4096);
+        let mut stream = ZlibStream::with_limit(limit);
         assert_eq!(
-            stream.push(&frames[0]).expect("at the cap"),
-            Some(&exact[..])
-        );
-        let mut stream = ZlibStream::with_limit(4);
-        assert!(
             stream
-                .push(&[0x78, 0x9c, 1, 2, 3])
-                .expect("partial")
-                .is_none()
+                .push(&frames[0])
+                .expect("at the cap")
+                .map(<[u8]>::len),
+            Some(limit)
         );
+
+        let over = vec![b'a'; limit + 1];
+        let frames = compress_stream(&[&over]);
+        let mut stream = ZlibStream::with_limit(limit);
+        let error = stream.push(&frames[0]).expect_err("over the cap");
+        assert!(matches!(error, DecodeError::TooLarge { limit: l } if l == limit));
+        assert_eq!(error.metric_label(), "too_large");
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused_without_inflating_it() {
+        // 32 MiB of one byte compress to about 32 KiB: the inflater stops at the cap.
+        let limit = 1 << 20;
+        let chunk = vec![b'a'; 1 << 20];
+        let mut compressor = Compress::new(Compression::default(), true);
+        let mut bomb = Vec::with_capacity(64 * 1024);
+        for i in 0..32 {
+            let flush = if i == 31 {
+                FlushCompress::Sync
+            } else {
+                FlushCompress::None
+            };
+            let start = compressor.total_in();
+            while ((compressor.total_in() - start) as usize) < chunk.len()
+                || (flush == FlushCompress::Sync && !bomb.ends_with(&ZLIB_SUFFIX))
+            {
+                if bomb.capacity() - bomb.len() < 1024 {
+                    bomb.reserve(64 * 1024);
+                }
+                let consumed = (compressor.total_in() - start) as usize;
+                compressor
+                    .compress_vec(&chunk[consumed..], &mut bomb, flush)
+                    .expect("compress");
+            }
+        }
+        assert!(bomb.len() < 64 * 1024, "a bomb: {} bytes", bomb.len());
+        let mut stream = ZlibStream::with_limit(limit);
         assert!(matches!(
-            stream.push(&[4, 5]),
+            stream.push(&bomb),
             Err(DecodeError::TooLarge { .. })
+        ));
+        assert!(
+            stream.output.capacity() <= super::super::POOLED_CAPACITY.max(limit + 1),
+            "memory stayed bounded: {} bytes",
+            stream.output.capacity()
+        );
+    }
+
+    #[test]
+    fn frames_piling_up_past_the_cap_are_refused() {
+        let mut stream = ZlibStream::with_limit(1024);
+        let frames = compress_stream(&[br#"{"op":10}"#]);
+        assert!(stream.push(&frames[0]).expect("a message").is_some());
+        // Frames without the suffix: a message that never ends.
+        let endless = vec![0x01; 600];
+        assert!(stream.push(&endless).expect("pending").is_none());
+        assert!(matches!(
+            stream.push(&endless),
+            Err(DecodeError::TooLarge { limit: 1024 })
         ));
     }
 
