@@ -831,12 +831,25 @@ mod tests {
         assert_eq!(m.step(Input::PermitGranted), vec![Action::CancelPermit]);
     }
 
+    /// A machine (with `saved`, if any) whose first connection just opened.
+    fn connected(saved: Option<(Resumable, u64)>) -> Machine {
+        let mut m = Machine::new(SessionConfig::default(), saved, 7);
+        m.step(Input::Start);
+        m.step(Input::Connected);
+        m
+    }
+
+    /// Hello on `m`'s connection.
+    fn hello(m: &mut Machine) -> Vec<Action> {
+        m.step(Input::Hello {
+            heartbeat_interval: INTERVAL,
+        })
+    }
+
     #[test]
     fn op7_before_hello_reconnects_to_where_the_session_needs() {
         // No session: back to the gateway URL; nothing was sent, no permit was asked for.
-        let mut m = Machine::new(SessionConfig::default(), None, 7);
-        m.step(Input::Start);
-        m.step(Input::Connected);
+        let mut m = connected(None);
         let actions = m.step(Input::Reconnect);
         assert_eq!(
             actions.first(),
@@ -860,9 +873,7 @@ mod tests {
             Some(&Action::Connect(Target::Resume("ws://resume".into())))
         );
         m.step(Input::Connected);
-        let actions = m.step(Input::Hello {
-            heartbeat_interval: INTERVAL,
-        });
+        let actions = hello(&mut m);
         assert!(actions.contains(&Action::SendResume {
             session_id: "abc".into(),
             seq: 9
@@ -876,12 +887,8 @@ mod tests {
             Input::Closed { code: Some(4007) },
             Input::Closed { code: Some(4009) },
         ] {
-            let mut m = Machine::new(SessionConfig::default(), Some((session(), 9)), 7);
-            m.step(Input::Start);
-            m.step(Input::Connected);
-            m.step(Input::Hello {
-                heartbeat_interval: INTERVAL,
-            });
+            let mut m = connected(Some((session(), 9)));
+            hello(&mut m);
             assert_eq!(m.phase(), Phase::Resuming);
             let mut actions = m.step(failure.clone());
             assert!(m.resumable().is_none(), "{failure:?}");
@@ -894,9 +901,7 @@ mod tests {
                 "{failure:?}"
             );
             m.step(Input::Connected);
-            let actions = m.step(Input::Hello {
-                heartbeat_interval: INTERVAL,
-            });
+            let actions = hello(&mut m);
             assert!(actions.contains(&Action::RequestPermit), "{failure:?}");
         }
         // A resume that may be retried keeps the URL.
@@ -905,12 +910,8 @@ mod tests {
             Input::Closed { code: Some(4000) },
             Input::Deadline,
         ] {
-            let mut m = Machine::new(SessionConfig::default(), Some((session(), 9)), 7);
-            m.step(Input::Start);
-            m.step(Input::Connected);
-            m.step(Input::Hello {
-                heartbeat_interval: INTERVAL,
-            });
+            let mut m = connected(Some((session(), 9)));
+            hello(&mut m);
             let mut actions = m.step(retry.clone());
             if m.phase() == Phase::Backoff {
                 actions = m.step(Input::Deadline);
@@ -931,9 +932,7 @@ mod tests {
         m.step(Input::Start);
         m.connection = Some(Target::Gateway);
         m.step(Input::Connected);
-        let actions = m.step(Input::Hello {
-            heartbeat_interval: INTERVAL,
-        });
+        let actions = hello(&mut m);
         assert!(
             !actions
                 .iter()
