@@ -2,7 +2,8 @@
 //! binary built on it (`src/bin/shard-worker.rs`).
 //!
 //! A bot implements [`handler::Handler`] and runs a whole worker with [`worker::Builder`]
-//! (`examples/bot.rs`). The library's rooms, one job each:
+//! (`examples/bot.rs`); it sends gateway commands with the builder's [`command::Commands`]
+//! (`examples/commands.rs`). The library's rooms, one job each:
 //!
 //! - [`gateway`]: Discord's gateway protocol without I/O, each part with its unit tests: the
 //!   session machine (`step(input) -> actions`), opcodes, the envelope, the command payloads,

@@ -409,14 +409,21 @@ struct Started {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_readme_shows_the_example_that_ci_builds() {
-        // The README's library example is `examples/bot.rs` verbatim, so it compiles (clippy
-        // --all-targets builds examples) and cannot drift from the Builder's API.
+    fn the_readme_shows_the_examples_that_ci_builds() {
+        // The README's library examples are `examples/*.rs` verbatim, so they compile (clippy
+        // --all-targets builds examples) and cannot drift from the API.
         let readme = include_str!("../../../README.md");
-        let example = include_str!("../../examples/bot.rs");
-        assert!(
-            readme.contains(&format!("```rust\n{example}```")),
-            "README.md's \"As a library\" block differs from shard-worker/examples/bot.rs"
-        );
+        for (section, example) in [
+            ("As a library", include_str!("../../examples/bot.rs")),
+            (
+                "Commands from the bot",
+                include_str!("../../examples/commands.rs"),
+            ),
+        ] {
+            assert!(
+                readme.contains(&format!("```rust\n{example}```")),
+                "README.md's \"{section}\" block differs from its example in shard-worker/examples/"
+            );
+        }
     }
 }
