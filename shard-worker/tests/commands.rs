@@ -599,11 +599,8 @@ async fn a_command_waits_for_the_session_then_goes_or_fails_after_its_wait() {
         ..CommandConfig::default()
     });
     let asked = tokio::time::Instant::now();
-    let waits = tokio::spawn(async move {
-        patient
-            .update_presence(0, &Presence::new(Status::Idle))
-            .await
-    });
+    // One after the other: a shard's queue is first in, first out, so an order queued behind
+    // one that may wait 30 s is looked at (and refused) only once that one went.
     let gives_up = impatient
         .update_presence(0, &Presence::new(Status::Invisible))
         .await;
@@ -611,8 +608,14 @@ async fn a_command_waits_for_the_session_then_goes_or_fails_after_its_wait() {
         matches!(gives_up, Err(CommandError::NotLive { shard: 0, waited }) if waited >= Duration::from_millis(500)),
         "{gives_up:?}"
     );
+    assert!(
+        asked.elapsed() < Duration::from_millis(2_500),
+        "refused before the session was live"
+    );
     assert_eq!(
-        waits.await.expect("task"),
+        patient
+            .update_presence(0, &Presence::new(Status::Idle))
+            .await,
         Ok(()),
         "sent once the session is live"
     );
@@ -632,4 +635,57 @@ async fn a_command_waits_for_the_session_then_goes_or_fails_after_its_wait() {
     assert_eq!(sent[0].d["status"], "idle");
     running.stop().await;
     s.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_queued_while_the_shard_waits_for_its_lease_goes_only_once_it_resumed() {
+    let (s, _events, running) = one_shard(config(), &[]).await;
+    let session = s.live_session(0).expect("live");
+    let identifies = s.identifies();
+    // Another pod takes the shard's lease for 7 s: the worker learns it at its next renewal
+    // (every 5 s), gives the session up while it is live, and waits for the lease again.
+    let keys = Keys::new(s.fake.state().config.application_id);
+    let _: () = redis::cmd("SET")
+        .arg(keys.lease(1, 0))
+        .arg("another-pod/00000000")
+        .arg("PX")
+        .arg(7_000)
+        .query(&mut s.redis.conn())
+        .expect("take the lease");
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            sample(
+                &running.metrics().await,
+                r#"shardset_worker_lease_lost_total{shard="0",reason="taken"}"#,
+            ) == Some(1.0)
+        })
+        .await,
+        "the worker gave the lease up"
+    );
+    // Queued while no session is live: it must wait for the next one to be RESUMED, not go out
+    // on the new connection before its Resume (the fake closes 4003) nor fail unsent.
+    let sent = running
+        .commands
+        .update_presence(0, &Presence::new(Status::Dnd))
+        .await;
+    assert_eq!(sent, Ok(()));
+    // Sent means written to the socket; the fake records it when it reads it.
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            !commands_seen(&s, 0, 3).is_empty()
+        })
+        .await,
+        "recorded"
+    );
+    s.assert_resumed([0], identifies);
+    let records = commands_seen(&s, 0, 3);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].session_id, session.session_id);
+    assert_ne!(
+        Some(records[0].connection),
+        session.connection,
+        "sent on the resumed connection"
+    );
+    s.assert_no_violations();
+    running.stop().await;
 }

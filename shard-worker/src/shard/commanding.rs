@@ -51,7 +51,12 @@ impl<H: Handler> Runner<'_, H> {
                 }
                 Next::Refused(order, error) => self.refuse_order(order, error),
                 Next::Send(order) => {
-                    self.send_order(order).await;
+                    if !self.send_order(order).await {
+                        // The connection is gone: the rest waits for the next live session.
+                        inbox.set_live(false, Instant::now());
+                        self.commands_due = true;
+                        break;
+                    }
                     sent += 1;
                 }
             }
@@ -75,7 +80,8 @@ impl<H: Handler> Runner<'_, H> {
         refuse(order, error);
     }
 
-    async fn send_order(&mut self, order: Order) {
+    /// Sends `order` and tells its caller; false when the socket write failed.
+    async fn send_order(&mut self, order: Order) -> bool {
         let Order {
             payload,
             opcode,
@@ -97,7 +103,7 @@ impl<H: Handler> Runner<'_, H> {
                 let _ = members.answer.send(Err(error.clone()));
             }
             let _ = sent.send(Err(error));
-            return;
+            return false;
         }
         self.board().metrics().count_command(opcode, "sent");
         debug!(shard_id = self.shard, op = opcode, "command sent");
@@ -108,6 +114,7 @@ impl<H: Handler> Runner<'_, H> {
                 .insert(members.nonce, members.guild_id, members.answer);
         }
         let _ = sent.send(Ok(()));
+        true
     }
 
     /// Applies a GUILD_MEMBERS_CHUNK or RATE_LIMITED dispatch to the requests waiting. Returns

@@ -79,6 +79,12 @@ pub async fn run<H: Handler>(
         let mut runner = Runner::new(&shared, &slot, shard, machine, owner, inbox.take());
         let end = runner.run(&mut shutdown).await;
         inbox = runner.inbox.take();
+        // No session is live from now until the next one is (READY or RESUMED): the session may
+        // have ended while live (a lost lease), and the next runner must not send its commands
+        // on a connection before its Resume or Identify. Their wait counts from here.
+        if let Some(inbox) = inbox.as_mut() {
+            inbox.set_live(false, tokio::time::Instant::now());
+        }
         if matches!(end, SessionEnd::LeaseLost) {
             held = runner.machine.resumable().cloned().map(|r| {
                 let handled = slot.handled_seq();
