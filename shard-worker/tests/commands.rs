@@ -13,7 +13,7 @@ use clap::Parser;
 use common::cutter::Cutter;
 use common::metrics::sample;
 use common::scenario::{Scenario, wait_until};
-use common::worker::free_port;
+use common::worker::{free_port, stop_in_process};
 use fake_discord::Config;
 use fake_discord::control::{CommandOutcome, CommandRecord, RecordFilter, Rule};
 use fake_discord::world;
@@ -89,11 +89,8 @@ impl Running {
     }
 
     async fn stop(self) -> Outcome {
-        self.stop.send_replace(true);
-        tokio::time::timeout(Duration::from_secs(20), self.task)
+        stop_in_process(&self.stop, self.task)
             .await
-            .expect("the worker stops")
-            .expect("task")
             .expect("the worker started")
     }
 }

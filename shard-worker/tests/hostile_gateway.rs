@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::metrics::sample;
+use common::worker::stop_in_process;
 use fake_discord::gateway::zlib::ZlibStream;
 use futures_util::{SinkExt, StreamExt};
 use prometheus_client::registry::Registry;
@@ -163,11 +164,7 @@ impl Running {
     }
 
     async fn stop(self) -> Outcome {
-        self.stop.send_replace(true);
-        tokio::time::timeout(Duration::from_secs(20), self.task)
-            .await
-            .expect("the worker stops")
-            .expect("task")
+        stop_in_process(&self.stop, self.task).await
     }
 }
 
