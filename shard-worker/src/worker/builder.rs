@@ -22,6 +22,7 @@ use super::run::{Outcome, run};
 use super::server;
 use super::settings::Settings;
 use super::startup::{self, REFUSED_TOKEN, RefusalRecords, Refused};
+use crate::command::{Commands, Inboxes};
 use crate::gateway::session::SessionConfig;
 use crate::gateway::trust::ResumeTrust;
 use crate::handler::Handler;
@@ -85,6 +86,9 @@ pub struct Builder {
     queue_token: Option<BearerToken>,
     registry: Registry,
     session: SessionConfig,
+    /// The bot's command handle, and the shards' ends of its channels.
+    commands: Commands,
+    inboxes: Inboxes,
 }
 
 impl std::fmt::Debug for Builder {
@@ -99,6 +103,10 @@ impl std::fmt::Debug for Builder {
 impl Builder {
     /// A worker of `settings` with `token` (no Redis password).
     pub fn new(settings: Settings, token: Token) -> Self {
+        let (commands, inboxes) = Commands::new(
+            settings.shard_first..=settings.shard_last,
+            settings.shard_total,
+        );
         Self {
             settings,
             token,
@@ -106,6 +114,8 @@ impl Builder {
             queue_token: None,
             registry: Registry::default(),
             session: SessionConfig::default(),
+            commands,
+            inboxes,
         }
     }
 
@@ -151,6 +161,14 @@ impl Builder {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The handle that sends gateway commands on this worker's shards (presence, voice state,
+    /// member requests, raw opcodes): give a clone to the handler, or to any task of the bot.
+    /// Commands wait for their shard's session while the worker starts (up to
+    /// [`crate::command::CommandConfig::live_wait`]).
+    pub fn commands(&self) -> Commands {
+        self.commands.clone()
     }
 
     /// A Discord REST client with the worker's token and API base, for a handler that calls
@@ -202,6 +220,7 @@ impl Builder {
             board,
             metrics,
             endpoints_stopped,
+            inboxes: std::mem::take(&mut self.inboxes),
         };
         let outcome = self
             .run_shards(Arc::clone(&handler), started, shutdown)
@@ -312,6 +331,8 @@ impl Builder {
                 total: s.shard_total,
                 intents: s.intents,
                 gateway_url: bot.url.clone(),
+                compression: s.gateway_compression,
+                send_window: Duration::from_millis(s.gateway_send_window_ms),
                 resume_trust: ResumeTrust::new(&s.discord_api_url, &bot.url),
                 session: self.session.clone(),
                 lease_ttl: Duration::from_secs(15),
@@ -325,6 +346,7 @@ impl Builder {
             handler,
             board: started.board,
             acting,
+            inboxes: started.inboxes,
         });
         let bookkeeping = BookkeeperConfig {
             tick: Duration::from_millis(500),
@@ -408,19 +430,28 @@ struct Started {
     metrics: Arc<Metrics>,
     /// Turns true when the endpoints (and the queue facade) close.
     endpoints_stopped: watch::Receiver<bool>,
+    /// The shards' command channels (their senders are [`Builder::commands`]).
+    inboxes: Inboxes,
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_readme_shows_the_example_that_ci_builds() {
-        // The README's library example is `examples/bot.rs` verbatim, so it compiles (clippy
-        // --all-targets builds examples) and cannot drift from the Builder's API.
+    fn the_readme_shows_the_examples_that_ci_builds() {
+        // The README's library examples are `examples/*.rs` verbatim, so they compile (clippy
+        // --all-targets builds examples) and cannot drift from the API.
         let readme = include_str!("../../../README.md");
-        let example = include_str!("../../examples/bot.rs");
-        assert!(
-            readme.contains(&format!("```rust\n{example}```")),
-            "README.md's \"As a library\" block differs from shard-worker/examples/bot.rs"
-        );
+        for (section, example) in [
+            ("As a library", include_str!("../../examples/bot.rs")),
+            (
+                "Commands from the bot",
+                include_str!("../../examples/commands.rs"),
+            ),
+        ] {
+            assert!(
+                readme.contains(&format!("```rust\n{example}```")),
+                "README.md's \"{section}\" block differs from its example in shard-worker/examples/"
+            );
+        }
     }
 }

@@ -6,7 +6,10 @@
 //!    and the fake's violation count; twilight runs the same shards in one process with its own
 //!    `InMemoryQueue` (which cannot span processes). Discord's real 5 s window by default, because
 //!    twilight's queue has it built in.
-//! 2. Memory: RSS per connected shard with zlib-stream, `(RSS(K shards) − RSS(1 shard)) / (K − 1)`.
+//! 2. Memory: RSS per connected shard, `(RSS(K shards) − RSS(1 shard)) / (K − 1)`.
+//!
+//! The worker's transport compression is `--compression` (env `GATEWAY_COMPRESSION`, default
+//! zlib-stream: what the twilight side speaks, so the two compare like for like).
 //! 3. Throughput: both clients hold the same layout on one fake, which sends every synthetic
 //!    MESSAGE_CREATE to both; dispatches handled per CPU-second of each client process (inflate +
 //!    parse + handler).
@@ -22,7 +25,7 @@ use clap::Parser;
 use fake_discord::control::{IdentifyOutcome, LoadSettings};
 use fake_discord::{Config, FakeDiscord, RunningFake};
 use redis_test_server::RedisServer;
-use shardset_contract::{Keys, env};
+use shardset_contract::{GatewayCompression, Keys, env};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -72,6 +75,10 @@ struct Args {
     /// symbols, for perf).
     #[arg(long)]
     worker_bin: Option<PathBuf>,
+    /// The shard-worker's transport compression (zstd-stream, zlib-stream, none); twilight's
+    /// side always speaks zlib-stream.
+    #[arg(long, env = env::GATEWAY_COMPRESSION, default_value_t = GatewayCompression::ZlibStream)]
+    compression: GatewayCompression,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -129,6 +136,14 @@ impl Binaries {
         }
         Ok(bins)
     }
+
+    /// The `shard-worker` as this run starts it.
+    fn worker(&self, args: &Args) -> WorkerBin<'_> {
+        WorkerBin {
+            path: &self.worker,
+            compression: args.compression,
+        }
+    }
 }
 
 fn free_port() -> u16 {
@@ -144,9 +159,15 @@ struct Worker {
     listen: String,
 }
 
+/// What every `shard-worker` process of a run is started with.
+struct WorkerBin<'a> {
+    path: &'a Path,
+    compression: GatewayCompression,
+}
+
 impl Worker {
     fn spawn(
-        bin: &Path,
+        bin: &WorkerBin<'_>,
         fake: &RunningFake,
         redis: &Redis,
         range: (u32, u32, u32),
@@ -154,13 +175,14 @@ impl Worker {
         margin_ms: Option<u64>,
     ) -> anyhow::Result<Self> {
         let listen = format!("127.0.0.1:{}", free_port());
-        let mut command = Command::new(bin);
+        let mut command = Command::new(bin.path);
         command.env_clear();
         if let Some(margin) = margin_ms {
             command.env(env::IDENTIFY_MARGIN_MS, margin.to_string());
         }
         let child = command
             .env("RUST_LOG", "warn")
+            .env(env::GATEWAY_COMPRESSION, bin.compression.name())
             .env(env::SHARD_FIRST, range.0.to_string())
             .env(env::SHARD_LAST, range.1.to_string())
             .env(env::SHARD_TOTAL, range.2.to_string())
@@ -471,7 +493,7 @@ async fn cold_start(args: &Args, bins: &Binaries, redis: &mut Redis) -> anyhow::
         }
         let last = (first + per - 1).min(n - 1);
         workers.push(Worker::spawn(
-            &bins.worker,
+            &bins.worker(args),
             &f,
             redis,
             (first, last, n),
@@ -531,7 +553,8 @@ fn report_cold(
 async fn memory(args: &Args, bins: &Binaries, redis: &mut Redis) -> anyhow::Result<()> {
     let k = args.memory_shards.max(2);
     println!(
-        "\n== memory: RSS per connected shard (zlib-stream), (RSS({k} shards) - RSS(1 shard)) / {}",
+        "\n== memory: RSS per connected shard (shard-worker: {}, twilight: zlib-stream), (RSS({k} shards) - RSS(1 shard)) / {}",
+        args.compression,
         k - 1
     );
     let mut per_shard = Vec::new();
@@ -548,7 +571,7 @@ async fn memory(args: &Args, bins: &Binaries, redis: &mut Redis) -> anyhow::Resu
             redis.reset().await?;
             let start = Instant::now();
             let pid = if client == "shard-worker" {
-                let w = Worker::spawn(&bins.worker, &f, redis, (0, n - 1, n), 100, None)?;
+                let w = Worker::spawn(&bins.worker(args), &f, redis, (0, n - 1, n), 100, None)?;
                 wait_ready(&f, n, n as usize, start, Duration::from_secs(120)).await?;
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 let r = rss_kib(w.child.id());
@@ -598,7 +621,7 @@ async fn throughput(args: &Args, bins: &Binaries, redis: &mut Redis) -> anyhow::
     let f = fake(config).await?;
     redis.reset().await?;
     let start = Instant::now();
-    let worker = Worker::spawn(&bins.worker, &f, redis, (0, n - 1, n), 100, None)?;
+    let worker = Worker::spawn(&bins.worker(args), &f, redis, (0, n - 1, n), 100, None)?;
     let twilight = Twilight::spawn(&bins.twilight, &f, (0, n - 1, n), n)?;
     wait_ready(&f, n, 2 * n as usize, start, Duration::from_secs(60)).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
