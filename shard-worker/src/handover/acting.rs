@@ -4,6 +4,7 @@
 //! - [`Acting::act`] is the one question a handler asks before it acts (replies, writes, ...):
 //!   `active` → yes; `standby`/`retired` → no; `claiming` → yes only if this layout wins the
 //!   event's claim (`SET P:claim:<key> <layout> NX PX <ttl>`), so across layouts exactly one acts.
+//!   [`Acting::publication`] asks the same for publishing to the bus, and says with which id.
 //! - [`watch`] polls `P:active-layout` every [`POLL`] and applies the layout's role: on going
 //!   from `active` to `claiming` it first claims what it acted on recently (the back-fill), then
 //!   acknowledges the revision in every shard's status record (through the [`Board`]).
@@ -35,6 +36,22 @@ pub const POLL: Duration = Duration::from_millis(250);
 pub const ROLE_WAIT: Duration = Duration::from_secs(10);
 /// How long a claim is retried while Redis does not answer, before the event is skipped.
 pub const CLAIM_GIVE_UP: Duration = Duration::from_secs(5);
+
+/// [`Publication::Withheld`]: the layout is `standby` or `retired`.
+pub const WITHHELD_NOT_ACTING: &str = "not_acting";
+/// [`Publication::Withheld`]: the other layout holds the event's claim.
+pub const WITHHELD_CLAIM_LOST: &str = "claim_lost";
+
+/// How a layout puts one event on the bus ([`Acting::publication`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publication {
+    /// With the session's id (`s:<session>:<seq>`): the layout is `active`.
+    BySession,
+    /// With the content id (`c:<key>`): the layout is `claiming` and holds the event's claim.
+    ByContent(ClaimKey),
+    /// Not at all, for the reason given ([`WITHHELD_NOT_ACTING`], [`WITHHELD_CLAIM_LOST`]).
+    Withheld(&'static str),
+}
 
 /// Hand-over settings of a worker.
 #[derive(Debug, Clone)]
@@ -198,6 +215,58 @@ impl Acting {
                     let mut known = self.known.subscribe();
                     let _ = tokio::time::timeout(ROLE_WAIT, known.wait_for(|k| *k)).await;
                     waited = true;
+                }
+            }
+        }
+    }
+
+    /// How this layout puts the event `event` with raw `d` `data` on the bus
+    /// (`docs/bus-protocol.md`, "`Nats-Msg-Id`"). Publishing is acting: exactly one layout
+    /// publishes each event, decided as [`Acting::act`] decides, except that nothing is given up
+    /// in doubt (withholding would lose the event): an unknown role is waited for, and a claim
+    /// is retried until Redis answers (meanwhile the shard's in-flight bound pauses it, and
+    /// self-fencing ends its session if Redis stays away). A claim this layout already holds
+    /// counts as won: a replay after a crash publishes again, and the bus drops the copy.
+    pub async fn publication(&self, event: &str, data: &[u8]) -> Publication {
+        let key = ClaimKey::of_raw(event, data);
+        loop {
+            let decision = self.roles().decide(key, self.now_ms());
+            match decision {
+                Decision::Act => return Publication::BySession,
+                Decision::Skip => return Publication::Withheld(WITHHELD_NOT_ACTING),
+                Decision::Claim => return self.claim_for_bus(key).await,
+                Decision::Unknown => {
+                    let mut known = self.known.subscribe();
+                    let _ = known.wait_for(|k| *k).await;
+                }
+            }
+        }
+    }
+
+    async fn claim_for_bus(&self, key: ClaimKey) -> Publication {
+        let Some(records) = &self.records else {
+            return Publication::ByContent(key);
+        };
+        let hex = key.hex();
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match records
+                .claim_or_own(&hex, &self.layout, self.config.claim_ttl)
+                .await
+            {
+                Ok(true) => {
+                    self.count("won");
+                    return Publication::ByContent(key);
+                }
+                Ok(false) => {
+                    self.count("lost");
+                    return Publication::Withheld(WITHHELD_CLAIM_LOST);
+                }
+                Err(e) => {
+                    self.count("error");
+                    debug!(error = %e, "claim for the bus failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
                 }
             }
         }
