@@ -16,6 +16,8 @@
 //!   and the acknowledgements (`docs/resharding.md`).
 //! - [`handler`]: what happens to dispatches: the trait, the default handler (guild cache,
 //!   forwarder, replies).
+//! - [`bus`]: every dispatch published to NATS JetStream for handler services
+//!   (`docs/bus-protocol.md`), checkpointed only once acknowledged.
 //! - [`worker`]: a worker's shards run together: the builder and its settings, the board of
 //!   shard states, the bookkeeper (checkpoints, status records, lease renewals), the HTTP
 //!   endpoints, the metrics.
@@ -23,6 +25,7 @@
 //! What the operator and the worker agree on (pod env, Redis keys and records, the token type, the
 //! Discord REST client) is the `shardset-contract` crate.
 
+pub mod bus;
 pub mod gateway;
 pub mod handler;
 pub mod handover;
