@@ -53,6 +53,15 @@ pub enum Publication {
     Withheld(&'static str),
 }
 
+/// How a claim is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// Before acting: given up (not acting) after [`CLAIM_GIVE_UP`] without Redis.
+    ToAct,
+    /// Before publishing: retried until Redis answers; this layout's own claim counts as won.
+    ForTheBus,
+}
+
 /// Hand-over settings of a worker.
 #[derive(Debug, Clone)]
 pub struct HandoverConfig {
@@ -205,7 +214,7 @@ impl Acting {
             match decision {
                 Decision::Act => return true,
                 Decision::Skip => return false,
-                Decision::Claim => return self.claim(key).await,
+                Decision::Claim => return self.claim(key, Claim::ToAct).await,
                 Decision::Unknown if waited => {
                     self.count("role_unknown");
                     warn!(layout = %self.layout, "roles still unknown; not acting on the event");
@@ -244,35 +253,15 @@ impl Acting {
     }
 
     async fn claim_for_bus(&self, key: ClaimKey) -> Publication {
-        let Some(records) = &self.records else {
-            return Publication::ByContent(key);
-        };
-        let hex = key.hex();
-        let mut pause = Duration::from_millis(20);
-        loop {
-            match records
-                .claim_or_own(&hex, &self.layout, self.config.claim_ttl)
-                .await
-            {
-                Ok(true) => {
-                    self.count("won");
-                    return Publication::ByContent(key);
-                }
-                Ok(false) => {
-                    self.count("lost");
-                    return Publication::Withheld(WITHHELD_CLAIM_LOST);
-                }
-                Err(e) => {
-                    self.count("error");
-                    debug!(error = %e, "claim for the bus failed; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(500));
-                }
-            }
+        if self.claim(key, Claim::ForTheBus).await {
+            Publication::ByContent(key)
+        } else {
+            Publication::Withheld(WITHHELD_CLAIM_LOST)
         }
     }
 
-    async fn claim(&self, key: ClaimKey) -> bool {
+    /// Takes the claim of `key` for this layout, as `how` says; true when won.
+    async fn claim(&self, key: ClaimKey, how: Claim) -> bool {
         let Some(records) = &self.records else {
             return true;
         };
@@ -280,15 +269,17 @@ impl Acting {
         let deadline = Instant::now() + CLAIM_GIVE_UP;
         let mut pause = Duration::from_millis(20);
         loop {
-            match records
-                .claim(&hex, &self.layout, self.config.claim_ttl)
-                .await
-            {
+            let ttl = self.config.claim_ttl;
+            let claimed = match how {
+                Claim::ToAct => records.claim(&hex, &self.layout, ttl).await,
+                Claim::ForTheBus => records.claim_or_own(&hex, &self.layout, ttl).await,
+            };
+            match claimed {
                 Ok(won) => {
                     self.count(if won { "won" } else { "lost" });
                     return won;
                 }
-                Err(e) if Instant::now() + pause < deadline => {
+                Err(e) if how == Claim::ForTheBus || Instant::now() + pause < deadline => {
                     debug!(error = %e, "claim failed; retrying");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(500));

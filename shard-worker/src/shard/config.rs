@@ -1,10 +1,11 @@
 //! What every shard of a worker shares: its settings ([`ShardConfig`]) and its parts
-//! ([`Shared`]: token, Identify queue, records, handler, board, layout role).
+//! ([`Shared`]: token, Identify queue, records, handler, bus, board, layout role).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::records::Records;
+use crate::bus::Bus;
 use crate::gateway::session::SessionConfig;
 use crate::handover::acting::Acting;
 use crate::identify::queue::IdentifyQueue;
@@ -40,7 +41,23 @@ pub struct Shared<H> {
     /// process).
     pub records: Option<Records>,
     pub handler: Arc<H>,
+    /// Where every dispatch is published besides the handler (`NATS_URL`), if anywhere.
+    pub bus: Option<Bus>,
     pub board: Arc<Board>,
     /// The layout's role during reshards (`P:active-layout`): whether and how it acts.
     pub acting: Arc<Acting>,
+}
+
+impl<H: crate::handler::Handler> Shared<H> {
+    /// The seq up to which `shard`'s dispatches are settled, given that it handled every one up
+    /// to `handled`: what the handler settled ([`crate::handler::Handler::settled_seq`]) and the
+    /// bus acknowledged. Checkpoints and the final save go no further, so a crash replays the
+    /// rest.
+    pub fn settled_seq(&self, shard: u32, handled: u64) -> u64 {
+        let settled = self.handler.settled_seq(shard, handled);
+        match &self.bus {
+            Some(bus) => settled.min(bus.settled(shard, handled)),
+            None => settled,
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! From a WebSocket frame to the machine's inputs: inflate (zlib-stream), read the envelope, and
-//! per opcode tell the machine; a dispatch goes to the handler first (in order), then is counted.
+//! per opcode tell the machine; a dispatch goes to the handler first (in order), then to the bus
+//! (if any), then is counted.
 
 use std::time::Duration;
 
@@ -124,6 +125,17 @@ impl<H: Handler> Runner<'_, H> {
                     acting,
                 };
                 self.shared.handler.dispatch(dispatch).await;
+                // Taken by the bus before it counts as handled: a checkpoint taken in between
+                // must not pass it.
+                if let Some(bus) = &self.shared.bus {
+                    let session = match &input {
+                        Some(Input::Ready(ready)) => Some(ready.session_id.as_str()),
+                        _ => self.machine.resumable().map(|r| r.session_id.as_str()),
+                    };
+                    if !bus.take(self.shard, seq, event, data, session) {
+                        self.pause_reading();
+                    }
+                }
                 self.slot.set_handled_seq(seq);
                 self.count(event);
                 input.into_iter().collect()
