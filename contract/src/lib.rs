@@ -4,15 +4,16 @@
 //! `docs/redis-protocol.md`) with the records stored under those keys ([`records`]), the bot
 //! token in a type that cannot leak it ([`token`]), the Discord REST calls both sides make
 //! ([`rest`]), and the names of the bot tier's bus that the worker, the operator and the handler
-//! library share ([`bus`], documented in `docs/bus-protocol.md`).
+//! library share ([`bus`], documented in `docs/bus-protocol.md`), and the pod's end ([`pod`]: SIGTERM).
 //!
 //! Nothing here speaks the gateway: the operator links this crate, not the worker's WebSocket
-//! stack. Apart from [`rest`], nothing does I/O, so both sides (and bots written with other
+//! stack. Apart from [`rest`] and [`pod`], nothing does I/O, so both sides (and bots written with other
 //! libraries, following the protocol document) agree by construction.
 
 pub mod bus;
 pub mod env;
 pub mod keys;
+pub mod pod;
 pub mod records;
 pub mod rest;
 pub mod token;

@@ -253,26 +253,6 @@ fn problem(error: &RestError, base: &str, secret: &str, retry: Duration) -> Prob
     }
 }
 
-/// The shard total for `autoShards`: enough shards that each holds about `guilds_per_shard`
-/// guilds, given that Discord recommends one shard per 1,000 guilds, never fewer than Discord
-/// recommends, and a multiple of `max_concurrency` for large bots (Discord requires it; a wrong
-/// count closes with 4010).
-pub fn auto_total(recommended: u32, max_concurrency: u32, guilds_per_shard: u32) -> u32 {
-    let guilds = u64::from(recommended.max(1)) * 1000;
-    let by_target = guilds.div_ceil(u64::from(guilds_per_shard.max(1)));
-    let total = u32::try_from(by_target)
-        .unwrap_or(u32::MAX)
-        .max(recommended)
-        .max(1);
-    if max_concurrency > 1 {
-        total
-            .div_ceil(max_concurrency)
-            .saturating_mul(max_concurrency)
-    } else {
-        total
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,24 +329,6 @@ mod tests {
             Timestamp::from_second(1_800_000_060).expect("time")
         );
         assert_eq!((f.recommended_shards, f.session_remaining), (9, 990));
-    }
-
-    #[test]
-    fn auto_total_follows_the_target() {
-        assert_eq!(auto_total(9, 1, 1000), 9);
-        assert_eq!(auto_total(9, 1, 500), 18);
-        assert_eq!(
-            auto_total(9, 1, 2500),
-            9,
-            "never below Discord's recommendation"
-        );
-        assert_eq!(auto_total(1, 1, 1000), 1);
-        assert_eq!(auto_total(0, 1, 1000), 1);
-        assert_eq!(
-            auto_total(150, 16, 1000),
-            160,
-            "a multiple of max_concurrency"
-        );
     }
 
     #[test]

@@ -15,7 +15,8 @@ use clap::Parser;
 use kube::api::{Api, ListParams};
 use kube::client::ClientBuilder;
 use kube_lease_manager::LeaseManagerBuilder;
-use shardset_operator::controller::{self, Context, Settings};
+use shardset_operator::context::{Context, Settings};
+use shardset_operator::controller;
 use shardset_operator::crd::ShardSet;
 use shardset_operator::metrics::{self, Metrics};
 use shardset_operator::names;
@@ -72,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
-        wait_for_signal().await;
+        shardset_contract::pod::terminated().await;
         info!("shutdown signal received");
         let _ = stop_tx.send(true);
     });
@@ -202,22 +203,6 @@ async fn serve_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse
 /// Resolves once the stop flag is set.
 async fn wait_true(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
-}
-
-/// SIGTERM (Kubernetes) or Ctrl-C.
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = ctrl_c => {},
-            }
-        }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
-    }
 }
 
 fn default_identity() -> String {

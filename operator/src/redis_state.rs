@@ -355,7 +355,7 @@ impl RedisPool {
     /// Deletes every key of the bot (`shardset:{<app_id>}:*`): sessions, leases, shard status,
     /// gates, queues, budget, active layout, and the epoch marker. Deleting the epoch is what
     /// makes deleting gates safe: the take-gate script grants nothing for a full window after it
-    /// finds the marker missing (DESIGN §3, the epoch marker). Returns how many keys went.
+    /// finds the marker missing (`docs/redis-protocol.md`, the epoch). Returns how many keys went.
     ///
     /// The keys belong to the bot, not to one ShardSet: run one ShardSet per bot.
     pub async fn cleanup(

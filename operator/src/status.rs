@@ -11,7 +11,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::crd::{LayoutStatus, SessionStartLimitStatus, ShardSetStatus};
 use crate::plan::Progress;
-use crate::reshard::Phase;
+use crate::reshard::decision::Phase;
 
 /// Condition types.
 pub mod condition {

@@ -4,76 +4,29 @@
 //! layout roles written by compare-and-set (and read with the acks), and the fatal markers
 //! cleared on a new token or new intents.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use redis::Commands;
+use redis_test_server::{Options, RedisServer};
 use shardset_contract::{Keys, LayoutRoles, Role, ShardState, ShardStatus};
 use shardset_operator::redis_state::{RedisPool, summarize};
 
-/// A redis-server on a free port, killed on drop (also when the test fails).
-struct Server {
-    child: Child,
-    port: u16,
+/// A connection to `server`, with its password when it has one.
+fn connect(server: &RedisServer, password: Option<&str>) -> redis::Connection {
+    let url = match password {
+        Some(p) => format!("redis://:{p}@127.0.0.1:{}/", server.port),
+        None => server.url(),
+    };
+    redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .expect("connect")
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Self {
-        Self::start_on(free_port(), extra)
-    }
-
-    fn start_on(port: u16, extra: &[&str]) -> Self {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        let server = Self { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn conn(&self, password: Option<&str>) -> redis::Connection {
-        let url = match password {
-            Some(p) => format!("redis://:{p}@127.0.0.1:{}/", self.port),
-            None => self.url(),
-        };
-        redis::Client::open(url)
-            .and_then(|c| c.get_connection())
-            .expect("connect")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn with_password(password: &str) -> RedisServer {
+    RedisServer::start_with(Options {
+        args: vec!["--requirepass".into(), password.into()],
+        ..Options::default()
+    })
 }
 
 fn record(state: ShardState, guilds: u32) -> String {
@@ -90,9 +43,9 @@ fn record(state: ShardState, guilds: u32) -> String {
 
 #[tokio::test]
 async fn reads_shard_status_records_of_one_layout() {
-    let server = Server::start(&[]);
+    let server = RedisServer::start();
     let keys = Keys::new(42);
-    let mut conn = server.conn(None);
+    let mut conn = connect(&server, None);
     let _: () = conn
         .set(keys.status(4, 0), record(ShardState::Ready, 7))
         .expect("set");
@@ -116,8 +69,8 @@ async fn reads_shard_status_records_of_one_layout() {
 
 #[tokio::test]
 async fn uses_the_password_and_cleans_only_the_bots_keys() {
-    let server = Server::start(&["--requirepass", "hunter2"]);
-    let mut conn = server.conn(Some("hunter2"));
+    let server = with_password("hunter2");
+    let mut conn = connect(&server, Some("hunter2"));
     let ours = Keys::new(42);
     let theirs = Keys::new(43);
     for key in [
@@ -155,8 +108,10 @@ async fn uses_the_password_and_cleans_only_the_bots_keys() {
 
 #[tokio::test]
 async fn an_unreachable_redis_fails_fast_and_is_not_retried_at_once() {
-    let port = free_port();
-    let url = format!("redis://127.0.0.1:{port}/");
+    // A port nobody listens on: a server started and stopped again.
+    let mut server = RedisServer::start();
+    server.stop();
+    let url = server.url();
     let pool = RedisPool::default();
     let started = Instant::now();
     let first = pool.shard_statuses(&url, None, 1, 2).await;
@@ -164,7 +119,7 @@ async fn an_unreachable_redis_fails_fast_and_is_not_retried_at_once() {
     assert!(started.elapsed() < Duration::from_secs(5), "bounded");
 
     // Now start a server on that port: the pool still answers from its parked failure.
-    let server = Server::start_on(port, &[]);
+    server.restart();
     let again = Instant::now();
     assert!(pool.shard_statuses(&url, None, 1, 2).await.is_err());
     assert!(
@@ -176,9 +131,9 @@ async fn an_unreachable_redis_fails_fast_and_is_not_retried_at_once() {
 
 #[tokio::test]
 async fn roles_are_written_by_compare_and_set_and_read_with_the_acks() {
-    let server = Server::start(&[]);
+    let server = RedisServer::start();
     let keys = Keys::new(42);
-    let mut conn = server.conn(None);
+    let mut conn = connect(&server, None);
     let _: () = conn
         .set(keys.status(2, 1), record(ShardState::Ready, 3))
         .expect("set");
@@ -246,10 +201,10 @@ async fn roles_are_written_by_compare_and_set_and_read_with_the_acks() {
 
 #[tokio::test]
 async fn fatal_markers_go_when_the_basis_changes() {
-    let server = Server::start(&[]);
+    let server = RedisServer::start();
     let ours = Keys::new(42);
     let theirs = Keys::new(43);
-    let mut conn = server.conn(None);
+    let mut conn = connect(&server, None);
     let set_markers = |conn: &mut redis::Connection| {
         for key in [ours.fatal(4, 1), ours.fatal(8, 7), theirs.fatal(4, 1)] {
             let _: () = conn.set(&key, "disallowed intents (4014)").expect("set");

@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::bus::{
-    Bus, PARTITIONS, STREAM, assert_every_dispatch_once, dispatched, metric, metric_with, rss_kib,
-    wait_count,
+    Bus, PARTITIONS, STREAM, assert_every_dispatch_once, dispatched, rss_kib, wait_count,
 };
+use common::metrics::{total, total_with};
 use common::scenario::{Scenario, wait_until};
 use common::worker::{WorkerProcess, WorkerSpec};
-use fake_discord::control::{LoadSettings, SessionInfo};
+use fake_discord::control::SessionInfo;
 use futures_util::TryStreamExt;
 use shardset_contract::bus::{self as protocol, Partition};
 use shardset_contract::env;
@@ -24,14 +24,8 @@ use shardset_contract::env;
 const READY: Duration = Duration::from_secs(30);
 /// GUILDS | GUILD_MESSAGES | DIRECT_MESSAGES: direct messages give events without a guild.
 const INTENTS: &str = "4609";
-
-fn set_load(s: &Scenario, rate: u32) {
-    s.fake.state().load.send_replace(LoadSettings {
-        rate,
-        payload_bytes: 256,
-        dm_percent: 10,
-    });
-}
+/// Direct messages in the load, per cent.
+const DM_PERCENT: u8 = 10;
 
 /// A worker of shards `first..=last` of `total` publishing to `bus`.
 fn publisher(
@@ -109,9 +103,9 @@ async fn every_dispatch_reaches_the_stream_once_with_its_headers_in_gateway_orde
     let bus = Bus::start();
     let worker = ready(publisher(&s, &bus, "pub", (0, 1, 2), &[])).await;
 
-    set_load(&s, 200);
+    s.set_load_with_dms(200, DM_PERCENT);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    set_load(&s, 0);
+    s.set_load_with_dms(0, DM_PERCENT);
     let sessions = wait_all_published(&s, &bus, 2, Duration::from_secs(30)).await;
     let stored = bus.stored().await;
     let per_guild = assert_every_dispatch_once(&stored, &sessions, 2);
@@ -152,21 +146,21 @@ async fn every_dispatch_reaches_the_stream_once_with_its_headers_in_gateway_orde
     assert_eq!(&layout[..], br#"{"total":2}"#);
 
     let metrics = worker.metrics().await;
-    let published = metric_with(
+    let published = total_with(
         &metrics,
         "shardset_bus_published_total",
         "result=\"stored\"",
     );
     assert_eq!(published as usize, stored.len(), "{metrics}");
     assert_eq!(
-        metric_with(
+        total_with(
             &metrics,
             "shardset_bus_published_total",
             "result=\"duplicate\""
         ),
         0.0
     );
-    assert!(metric(&metrics, "shardset_bus_publish_duration_seconds_count") > 0.0);
+    assert!(total(&metrics, "shardset_bus_publish_duration_seconds_count") > 0.0);
     assert_eq!(s.identifies(), 2);
     s.assert_no_violations();
 }
@@ -176,7 +170,7 @@ async fn a_worker_killed_mid_load_is_replaced_and_its_replays_are_dropped_as_dup
     let s = Scenario::start(2, 200, 1_000).await;
     let bus = Bus::start();
     let first = ready(publisher(&s, &bus, "first", (0, 1, 2), &[])).await;
-    set_load(&s, 150);
+    s.set_load_with_dms(150, DM_PERCENT);
     // Well past a checkpoint (every 2 s) under load.
     assert!(wait_count(&bus, 900, Duration::from_secs(30)).await);
 
@@ -192,18 +186,18 @@ async fn a_worker_killed_mid_load_is_replaced_and_its_replays_are_dropped_as_dup
         successor.log_text()
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    set_load(&s, 0);
+    s.set_load_with_dms(0, DM_PERCENT);
 
     let sessions = wait_all_published(&s, &bus, 2, Duration::from_secs(30)).await;
     let stored = bus.stored().await;
     assert_every_dispatch_once(&stored, &sessions, 2);
     let metrics = successor.metrics().await;
-    let duplicates = metric_with(
+    let duplicates = total_with(
         &metrics,
         "shardset_bus_published_total",
         "result=\"duplicate\"",
     );
-    let resumes = metric(&metrics, "shardset_worker_resumes_total");
+    let resumes = total(&metrics, "shardset_worker_resumes_total");
     eprintln!(
         "worker {pid} killed with {at_kill} events stored; {} stored in all, each once; the successor's replays dropped by Nats-Msg-Id: {duplicates}; resumes: {resumes}",
         stored.len()
@@ -231,7 +225,7 @@ async fn a_30_s_bus_outage_under_load_loses_nothing_bounds_memory_and_needs_no_i
     ))
     .await;
     let pid = worker.pid().expect("pid");
-    set_load(&s, 100);
+    s.set_load_with_dms(100, DM_PERCENT);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_before = rss_kib(pid);
 
@@ -239,7 +233,7 @@ async fn a_30_s_bus_outage_under_load_loses_nothing_bounds_memory_and_needs_no_i
     bus.nats.stop();
     let outage = Instant::now();
     let paused = wait_until(Duration::from_secs(10), || async {
-        metric(&worker.metrics().await, "shardset_bus_paused_shards") == 2.0
+        total(&worker.metrics().await, "shardset_bus_paused_shards") == 2.0
     })
     .await;
     assert!(
@@ -252,7 +246,7 @@ async fn a_30_s_bus_outage_under_load_loses_nothing_bounds_memory_and_needs_no_i
     while outage.elapsed() < OUTAGE {
         rss_during = rss_during.max(rss_kib(pid));
         let metrics = worker.metrics().await;
-        in_flight_during = in_flight_during.max(metric(&metrics, "shardset_bus_in_flight"));
+        in_flight_during = in_flight_during.max(total(&metrics, "shardset_bus_in_flight"));
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let generated_during = s.fake.state().load_status().generated;
@@ -265,7 +259,7 @@ async fn a_30_s_bus_outage_under_load_loses_nothing_bounds_memory_and_needs_no_i
         worker.log_text()
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    set_load(&s, 0);
+    s.set_load_with_dms(0, DM_PERCENT);
     let sessions = wait_all_published(&s, &bus, 2, Duration::from_secs(60)).await;
     let rss_after = rss_kib(pid);
     let stored = bus.stored().await;
@@ -274,9 +268,9 @@ async fn a_30_s_bus_outage_under_load_loses_nothing_bounds_memory_and_needs_no_i
     eprintln!(
         "outage of {OUTAGE:?} under load ({generated_during} messages generated by then): {} events stored once each; worker RSS before {rss_before} KiB, during at most {rss_during} KiB, after {rss_after} KiB; in flight during at most {in_flight_during}; publish errors {}, retries {}, resumes {}",
         stored.len(),
-        metric(&metrics, "shardset_bus_publish_errors_total"),
-        metric(&metrics, "shardset_bus_publish_retries_total"),
-        metric(&metrics, "shardset_worker_resumes_total"),
+        total(&metrics, "shardset_bus_publish_errors_total"),
+        total(&metrics, "shardset_bus_publish_retries_total"),
+        total(&metrics, "shardset_worker_resumes_total"),
     );
     assert!(in_flight_during <= 2.0 * 257.0, "bounded in flight");
     assert!(
@@ -284,7 +278,7 @@ async fn a_30_s_bus_outage_under_load_loses_nothing_bounds_memory_and_needs_no_i
         "memory bounded during the outage: {rss_before} -> {rss_during} KiB"
     );
     assert!(
-        metric(&metrics, "shardset_worker_resumes_total") >= 2.0,
+        total(&metrics, "shardset_worker_resumes_total") >= 2.0,
         "sessions resumed"
     );
     assert_eq!(s.identifies(), 2, "no new Identify");
@@ -304,11 +298,11 @@ async fn a_full_stream_pauses_the_shards_until_a_handler_makes_room() {
         &[(env::SHARDSET_BUS_MAX_MESSAGES, "600")],
     ))
     .await;
-    set_load(&s, 100);
+    s.set_load_with_dms(100, DM_PERCENT);
     let full = wait_until(Duration::from_secs(30), || async {
         let metrics = worker.metrics().await;
-        metric(&metrics, "shardset_bus_paused_shards") == 1.0
-            && metric_with(
+        total(&metrics, "shardset_bus_paused_shards") == 1.0
+            && total_with(
                 &metrics,
                 "shardset_bus_publish_errors_total",
                 "reason=\"full\"",
@@ -337,7 +331,7 @@ async fn a_full_stream_pauses_the_shards_until_a_handler_makes_room() {
         .await
         .expect("a handler replica");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    set_load(&s, 0);
+    s.set_load_with_dms(0, DM_PERCENT);
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let sessions = loop {
@@ -362,7 +356,7 @@ async fn a_full_stream_pauses_the_shards_until_a_handler_makes_room() {
     eprintln!(
         "{} dispatches handled once each through a full stream; full refusals {}, sessions {sessions:?}",
         handled.len(),
-        metric_with(
+        total_with(
             &metrics,
             "shardset_bus_publish_errors_total",
             "reason=\"full\""

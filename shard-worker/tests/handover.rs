@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::bus::Bus;
 use common::scenario::{Scenario, wait_until};
 use common::worker::{WorkerProcess, WorkerSpec};
-use fake_discord::control::{Fault, FaultRequest, LoadSettings, Target};
+use fake_discord::control::{Fault, FaultRequest, Target};
 use redis::Commands;
 use shardset_contract::{Keys, LayoutRoles, Role, ShardState, ShardStatus, env};
 
@@ -29,14 +29,6 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default()
-}
-
-fn set_load(s: &Scenario, rate: u32) {
-    s.fake.state().load.send_replace(LoadSettings {
-        rate,
-        payload_bytes: 256,
-        dm_percent: 0,
-    });
 }
 
 /// A replying worker of shards `first..=last` of `total` with this scenario's `W`.
@@ -178,7 +170,7 @@ async fn hand_over(late: Option<u32>, bus: Option<&Bus>) {
         delay_layout(&s, 4, SKEW_MS);
     }
 
-    set_load(&s, 150);
+    s.set_load(150);
     let since = now_ms();
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -217,7 +209,7 @@ async fn hand_over(late: Option<u32>, bus: Option<&Bus>) {
     let old_metrics = old.metrics().await;
     assert_eq!(old.terminate(Duration::from_secs(20)).await, Some(0));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    set_load(&s, 0);
+    s.set_load(0);
     let until = now_ms();
 
     // Every message of the whole run (before, during and after the hand-over) got its reply...
@@ -349,7 +341,7 @@ async fn assert_published_once(
         .filter(|id| (since..until).contains(&fake_discord::snowflake::timestamp_ms(**id)))
         .count() as u64;
     let withheld = |text: &str, reason: &str| {
-        common::bus::metric_with(
+        common::metrics::total_with(
             text,
             "shardset_bus_withheld_total",
             &format!("reason=\"{reason}\""),
@@ -380,10 +372,10 @@ async fn two_active_layouts_answer_twice_and_the_count_shows_it() {
         assert!(w.wait_ready(READY).await, "{}", w.log_text());
     }
     assert!(roles.acked(2).await && roles.acked(4).await && roles.acked(1).await);
-    set_load(&s, 200);
+    s.set_load(200);
     let since = now_ms();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    set_load(&s, 0);
+    s.set_load(0);
     let until = now_ms();
     let doubled = wait_until(Duration::from_secs(10), || async {
         let r = s.fake.state().replies_report(since, until);
@@ -401,6 +393,63 @@ async fn two_active_layouts_answer_twice_and_the_count_shows_it() {
         2 * report.messages,
         "layout 1 (not named) never replied: {report:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_roles_document_keeps_the_last_role_until_the_operator_writes_it_again() {
+    // Mid-reshard, layout 1 is on standby. Redis then loses P:active-layout: "no document"
+    // must not read as "every layout acts" for a worker that has seen the roles.
+    let mut s = Scenario::start(1, 200, 1_000).await;
+    let worker = WorkerProcess::start(s.spec("roles", 0, 0, 1));
+    assert!(worker.wait_ready(READY).await, "{}", worker.log_text());
+    let mut roles = Roles::new(&s);
+    roles.write(&[(1, Role::Standby), (2, Role::Active)]);
+    assert!(roles.acked(1).await, "standby applied");
+    let role = |metrics: &str, role: &str| {
+        metric(
+            metrics,
+            &format!("shardset_worker_layout_role{{role=\"{role}\"}}"),
+        )
+    };
+    let gone = |times: usize| {
+        let worker = &worker;
+        async move {
+            // Either the worker noticed and kept its role, or (the bug) it turned active.
+            wait_until(Duration::from_secs(10), || async {
+                worker.log_text().matches("layout roles are gone").count() >= times
+                    || role(&worker.metrics().await, "active") == 1.0
+            })
+            .await
+        }
+    };
+
+    // The key is deleted (a flush, a failover that lost it).
+    let _: () = s
+        .redis
+        .conn()
+        .del(Keys::new(s.fake.state().config.application_id).active_layout())
+        .expect("del");
+    assert!(gone(1).await, "{}", worker.log_text());
+    let metrics = worker.metrics().await;
+    assert_eq!(role(&metrics, "standby"), 1.0, "{metrics}");
+    assert_eq!(role(&metrics, "active"), 0.0, "{metrics}");
+
+    // Written again, then Redis restarts empty (no persistence).
+    roles.write(&[(1, Role::Standby), (2, Role::Active)]);
+    assert!(roles.acked(1).await, "standby applied again");
+    s.redis.restart();
+    assert!(gone(2).await, "{}", worker.log_text());
+    let metrics = worker.metrics().await;
+    assert_eq!(role(&metrics, "standby"), 1.0, "{metrics}");
+    assert_eq!(role(&metrics, "active"), 0.0, "{metrics}");
+
+    // The operator writes the roles again (from a fresh revision): they apply.
+    let mut roles = Roles::new(&s);
+    roles.write(&[(1, Role::Active)]);
+    assert!(roles.acked(1).await, "acknowledged after the loss");
+    let metrics = worker.metrics().await;
+    assert_eq!(role(&metrics, "active"), 1.0, "{metrics}");
+    assert_eq!(role(&metrics, "standby"), 0.0, "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

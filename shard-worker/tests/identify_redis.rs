@@ -275,15 +275,15 @@ async fn leases_admit_one_owner_at_a_time() {
     let records = Records::new(conn, Keys::new(APP), 16);
     let ttl = Duration::from_secs(10);
     assert_eq!(
-        records.claim_lease(3, "a", ttl).await.expect("claim"),
+        records.claim_lease(3, "a", ttl, ttl).await.expect("claim"),
         Lease::Held
     );
     assert_eq!(
-        records.claim_lease(3, "a", ttl).await.expect("renew"),
+        records.claim_lease(3, "a", ttl, ttl).await.expect("renew"),
         Lease::Held
     );
     assert!(
-        matches!(records.claim_lease(3, "b", ttl).await.expect("claim"), Lease::Taken { pttl } if pttl > Duration::from_secs(9))
+        matches!(records.claim_lease(3, "b", ttl, ttl).await.expect("claim"), Lease::Taken { pttl } if pttl > Duration::from_secs(9))
     );
     assert!(
         !records.release_lease(3, "b").await.expect("release"),
@@ -291,7 +291,7 @@ async fn leases_admit_one_owner_at_a_time() {
     );
     assert!(records.release_lease(3, "a").await.expect("release"));
     assert_eq!(
-        records.claim_lease(3, "b", ttl).await.expect("claim"),
+        records.claim_lease(3, "b", ttl, ttl).await.expect("claim"),
         Lease::Held
     );
 }

@@ -17,6 +17,7 @@ use fake_discord::{Config, FakeDiscord, RunningFake};
 use prometheus_client::registry::Registry;
 use redis::Commands;
 use shard_worker::gateway::session::SessionConfig;
+use shard_worker::gateway::trust::ResumeTrust;
 use shard_worker::handler::{Dispatch, Handler};
 use shard_worker::handover::Acting;
 use shard_worker::identify::IdentifyQueue;
@@ -119,6 +120,7 @@ impl Lab {
                 total: TOTAL,
                 intents: 513,
                 gateway_url: bot.url.clone(),
+                resume_trust: ResumeTrust::new(&fake.api_url(), &bot.url),
                 session,
                 lease_ttl: Duration::from_secs(15),
                 resume_window,

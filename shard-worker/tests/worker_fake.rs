@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::collector::Collector;
 use common::scenario::{Scenario, wait_until};
 use common::worker::WorkerProcess;
-use fake_discord::control::{Fault, FaultRequest, LoadSettings, Target};
+use fake_discord::control::{Fault, FaultRequest, Target};
 use shardset_contract::{Keys, env};
 
 const READY: Duration = Duration::from_secs(30);
@@ -23,14 +23,6 @@ fn fault(fault: Fault, shard: u32) -> FaultRequest {
             ..Target::default()
         },
     }
-}
-
-fn set_load(s: &Scenario, rate: u32) {
-    s.fake.state().load.send_replace(LoadSettings {
-        rate,
-        payload_bytes: 256,
-        dm_percent: 0,
-    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,7 +38,7 @@ async fn sigterm_hands_every_session_to_the_replacement() {
         "old worker ready:\n{}",
         old.log_text()
     );
-    set_load(&s, 400);
+    s.set_load(400);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let identifies = s.identifies();
     assert_eq!(identifies, 4);
@@ -69,17 +61,9 @@ async fn sigterm_hands_every_session_to_the_replacement() {
         new.log_text()
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    set_load(&s, 0);
+    s.set_load(0);
 
-    assert_eq!(
-        s.identifies(),
-        identifies,
-        "no new Identify: every session was resumed"
-    );
-    for shard in 0..4 {
-        let session = s.live_session(shard).expect("live session");
-        assert!(session.resumes >= 1, "shard {shard} resumed: {session:?}");
-    }
+    s.assert_resumed(0..4, identifies);
     // Every dispatch of every session reached the forward endpoint exactly once, in order.
     let settled = wait_until(Duration::from_secs(10), || async {
         let seen = collector.snapshot();
@@ -500,7 +484,7 @@ async fn a_worker_cut_off_from_redis_stands_down_before_its_replacement_resumes(
     let sessions: Vec<String> = (0..2)
         .map(|shard| s.live_session(shard).expect("live").session_id)
         .collect();
-    set_load(&s, 100);
+    s.set_load(100);
     tokio::time::sleep(Duration::from_secs(3)).await; // checkpoints of a moving seq
     relay.cut();
     // A cannot renew its leases any more: it lets its sessions go (resumable) before the
@@ -541,7 +525,7 @@ async fn a_worker_cut_off_from_redis_stands_down_before_its_replacement_resumes(
         );
     }
     assert_eq!(s.identifies(), 2, "no Identify spent");
-    set_load(&s, 0);
+    s.set_load(0);
     s.assert_no_violations();
 }
 
@@ -560,7 +544,7 @@ async fn forwarded_dispatches_count_as_handled_only_once_the_endpoint_took_them(
         "ready:\n{}",
         first.log_text()
     );
-    set_load(&s, 100);
+    s.set_load(100);
     // The worker reads on (the queue has room for ~10 s of this) and checkpoints every 2 s.
     assert!(
         wait_until(Duration::from_secs(20), || async {
@@ -569,7 +553,7 @@ async fn forwarded_dispatches_count_as_handled_only_once_the_endpoint_took_them(
         .await
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    set_load(&s, 0);
+    s.set_load(0);
     // The pod crashes; the endpoint recovers; the replacement resumes from the checkpoint.
     drop(first);
     stall.send_replace(false);

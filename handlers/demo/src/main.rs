@@ -13,7 +13,6 @@ use shardset_contract::env::{DISCORD_API_URL, DISCORD_TOKEN};
 use shardset_contract::rest::{DEFAULT_API_URL, DiscordRest};
 use shardset_contract::token::Token;
 use shardset_handler::{Config, Event, Replica};
-use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info};
 
 /// Where `/healthz` and `/metrics` are served.
@@ -56,16 +55,15 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     })
     .await?;
     let mut ownership = replica.ownership();
-    let mut term = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
+    let terminated = shardset_contract::pod::terminated();
+    tokio::pin!(terminated);
     loop {
         metrics
             .owned
             .set(ownership.borrow_and_update().len() as i64);
         tokio::select! {
             changed = ownership.changed() => if changed.is_err() { break },
-            _ = term.recv() => break,
-            _ = interrupt.recv() => break,
+            () = &mut terminated => break,
         }
     }
     info!("shutting down: handing the partitions over");

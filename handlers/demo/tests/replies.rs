@@ -11,8 +11,9 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use demo_handler::metrics::Metrics;
 use demo_handler::reply::Replier;
-use fake_discord::payloads::Author;
-use fake_discord::{FakeDiscord, world};
+use fake_discord::FakeDiscord;
+use fake_discord::state::events::NewMessage;
+use fake_discord::world::{self, Person};
 use nats_test_server::NatsServer;
 use shardset_contract::bus::{self, Partition, header};
 use shardset_contract::rest::DiscordRest;
@@ -79,15 +80,18 @@ impl Setup {
     /// A user's synthetic message in the fake's guild `index`: its id, guild and MESSAGE_CREATE `d`.
     fn synthetic_message(&self, index: u32) -> (u64, u64, Bytes) {
         let guild = world::guild_id(index);
-        let (id, d) = self.fake.state().create_message(
-            Some(guild),
-            world::text_channel_id(guild),
-            Author::User(7),
-            "hello",
-            None,
-            true,
-            &mut Vec::new(),
-        );
+        let message = NewMessage {
+            guild: Some(guild),
+            channel_id: world::text_channel_id(guild),
+            author: Person::User(7),
+            content: "hello",
+            reply_to: None,
+            nonce: None,
+        };
+        let (id, d) = self
+            .fake
+            .state()
+            .create_message(&message, true, &mut Vec::new());
         (id, guild, d)
     }
 
@@ -182,11 +186,10 @@ async fn every_message_is_answered_once() {
     replica.shutdown().await;
 }
 
-/// What Discord does with `enforce_nonce` and the fake does not do yet: a second create with the
-/// same nonce (a redelivered event after its replica died between replying and acknowledging)
-/// returns the first message instead of creating another.
+/// What Discord does with `enforce_nonce`: a second create with the same nonce (a redelivered
+/// event after its replica died between replying and acknowledging) returns the first message
+/// instead of creating another.
 #[tokio::test]
-#[ignore = "the fake Discord does not honour nonce + enforce_nonce yet (tests/fake-discord/src/rest.rs)"]
 async fn a_redelivered_message_is_not_answered_twice() {
     let mut setup = Setup::start().await;
     let (id, guild, d) = setup.synthetic_message(0);

@@ -6,7 +6,6 @@
 use std::io::Write;
 
 use shardset_handler::{Config, Event, HandlerError, Replica};
-use tokio::signal::unix::{SignalKind, signal};
 
 fn say(line: serde_json::Value) {
     let mut out = std::io::stdout().lock();
@@ -28,7 +27,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     })
     .await?;
     let mut ownership = replica.ownership();
-    let mut term = signal(SignalKind::terminate())?;
+    let terminated = shardset_contract::pod::terminated();
+    tokio::pin!(terminated);
     loop {
         let owned: Vec<String> = ownership
             .borrow_and_update()
@@ -38,7 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         say(serde_json::json!({ "owned": owned }));
         tokio::select! {
             changed = ownership.changed() => if changed.is_err() { break },
-            _ = term.recv() => break,
+            () = &mut terminated => break,
         }
     }
     let stats = replica.shutdown().await;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use anyhow::bail;
 use clap::Parser;
+use prometheus_client::registry::Registry;
 use shard_worker::handler::default::DefaultHandler;
 use shard_worker::worker::{Builder, Settings, shutdown_on_signal};
 use shardset_contract::env;
@@ -98,8 +99,14 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     } else {
         None
     };
-    let handler = Arc::new(DefaultHandler::new(settings.forward_url.clone(), replier));
-    let outcome = worker.run(handler, shutdown_on_signal()).await?;
+    let shutdown = shutdown_on_signal();
+    let handler = DefaultHandler::new(settings.forward_url.clone(), replier, shutdown.clone());
+    let mut registry = Registry::default();
+    handler.register(&mut registry);
+    let outcome = worker
+        .registry(registry)
+        .run(Arc::new(handler), shutdown)
+        .await?;
     if !outcome.panicked.is_empty() {
         // A bug in the handler: exit with an error so the pod restarts; the restart resumes
         // every session (saved above), replaying the dispatch that panicked.

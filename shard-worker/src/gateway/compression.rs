@@ -11,8 +11,21 @@
 //!
 //! zstd-stream is not implemented: zlib-stream is what Discord recommends by default, and one
 //! codec keeps the per-connection memory small.
+//!
+//! **Size cap.** A few kilobytes on the wire can inflate to gigabytes (a decompression bomb), and
+//! nothing but the gateway decides what it sends. A message is therefore inflated only up to
+//! [`MAX_MESSAGE_BYTES`]; beyond it the stream is abandoned ([`InflateError::TooLarge`]) and the
+//! shard closes the connection resumably. The same cap bounds a message tungstenite reads
+//! uncompressed (`shard/connection.rs`), so it is the one setting for every gateway message
+//! whatever its codec.
 
 use flate2::{Decompress, FlushDecompress, Status};
+
+/// The largest gateway message a shard accepts, inflated (or as read, when not compressed).
+/// Discord documents no maximum; its largest payloads (READY, the `GUILD_CREATE` of a large
+/// guild) are a few megabytes, so 32 MiB leaves a wide margin while bounding what one
+/// connection can make the worker allocate.
+pub const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
 
 /// The suffix that ends every complete zlib-stream message.
 pub const ZLIB_SUFFIX: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
@@ -46,13 +59,26 @@ fn give_buffer(mut buffer: Vec<u8>) {
     });
 }
 
-/// Why a frame could not be inflated: the stream is corrupt and the connection must be dropped.
+/// Why a frame could not be inflated: the stream is corrupt, or a message outgrew the cap; either
+/// way the connection must be dropped (its inflate context cannot go on).
 #[derive(Debug, thiserror::Error)]
 pub enum InflateError {
     #[error("zlib-stream inflate failed: {0}")]
     Inflate(#[from] flate2::DecompressError),
     #[error("zlib-stream does not start with a zlib header (deflate, no preset dictionary)")]
     Header,
+    #[error("a gateway message exceeds {limit} bytes")]
+    TooLarge { limit: usize },
+}
+
+impl InflateError {
+    /// A fixed label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Inflate(_) | Self::Header => "corrupt",
+            Self::TooLarge { .. } => "too_large",
+        }
+    }
 }
 
 /// One connection's zlib-stream inflater.
@@ -63,6 +89,8 @@ pub struct ZlibStream {
     /// Frames of a message that has not ended yet (rare: Discord sends whole messages).
     pending: Vec<u8>,
     output: Vec<u8>,
+    /// The largest message inflated ([`MAX_MESSAGE_BYTES`] unless a test asks for less).
+    limit: usize,
 }
 
 impl Default for ZlibStream {
@@ -81,14 +109,20 @@ impl std::fmt::Debug for ZlibStream {
 }
 
 impl ZlibStream {
-    /// A fresh inflater, for a new connection.
+    /// A fresh inflater, for a new connection, capped at [`MAX_MESSAGE_BYTES`].
     pub fn new() -> Self {
+        Self::with_limit(MAX_MESSAGE_BYTES)
+    }
+
+    /// A fresh inflater whose messages may inflate to at most `limit` bytes.
+    pub fn with_limit(limit: usize) -> Self {
         Self {
             // Raw deflate: the zlib header is read by hand, the trailer never comes.
             inflater: Decompress::new(false),
             header: Vec::with_capacity(2),
             pending: Vec::new(),
             output: Vec::new(),
+            limit,
         }
     }
 
@@ -97,6 +131,11 @@ impl ZlibStream {
     pub fn push(&mut self, frame: &[u8]) -> Result<Option<&[u8]>, InflateError> {
         let frame = self.skip_header(frame)?;
         if !frame.ends_with(&ZLIB_SUFFIX) {
+            // A message compresses to less than it inflates to (bar a few bytes of framing):
+            // frames piling up beyond the cap cannot end in an acceptable message.
+            if self.pending.len() + frame.len() > self.limit {
+                return Err(InflateError::TooLarge { limit: self.limit });
+            }
             self.pending.extend_from_slice(frame);
             return Ok(None);
         }
@@ -105,11 +144,11 @@ impl ZlibStream {
         }
         self.output.clear();
         if self.pending.is_empty() {
-            inflate(&mut self.inflater, frame, &mut self.output)?;
+            inflate(&mut self.inflater, frame, &mut self.output, self.limit)?;
         } else {
             self.pending.extend_from_slice(frame);
             let input = std::mem::take(&mut self.pending);
-            inflate(&mut self.inflater, &input, &mut self.output)?;
+            inflate(&mut self.inflater, &input, &mut self.output, self.limit)?;
         }
         Ok(Some(&self.output))
     }
@@ -143,23 +182,31 @@ impl ZlibStream {
     }
 }
 
+/// Inflates `input` (one whole message) into `output`, never letting `output` grow past
+/// `limit + 1` bytes: a message that would is refused, however little input it took.
 fn inflate(
     inflater: &mut Decompress,
     input: &[u8],
     output: &mut Vec<u8>,
+    limit: usize,
 ) -> Result<(), InflateError> {
     let start = inflater.total_in();
     loop {
         let consumed = (inflater.total_in() - start) as usize;
         if output.len() == output.capacity() {
-            // Compressed JSON inflates about 5–10×.
-            output.reserve((input.len() - consumed).max(1024) * 8);
+            // Compressed JSON inflates about 5–10×; the buffer at least doubles (amortised
+            // growth), but never beyond one byte past the cap (enough to tell it was passed).
+            let wanted = ((input.len() - consumed).max(1024) * 8).max(output.len());
+            output.reserve_exact(wanted.min(limit + 1 - output.len()));
         }
         let before = output.len();
         let status = inflater.decompress_vec(&input[consumed..], output, FlushDecompress::Sync)?;
         let consumed = (inflater.total_in() - start) as usize;
         let done = consumed == input.len() && output.len() < output.capacity();
         let stalled = output.len() == before && consumed == input.len();
+        if output.len() > limit {
+            return Err(InflateError::TooLarge { limit });
+        }
         if done || stalled || status == Status::StreamEnd {
             return Ok(());
         }
@@ -252,6 +299,81 @@ mod tests {
         let mut garbage = vec![1, 2, 3, 4, 5];
         garbage.extend_from_slice(&ZLIB_SUFFIX);
         assert!(stream.push(&garbage).is_err());
+    }
+
+    #[test]
+    fn a_message_may_inflate_to_the_cap_and_not_one_byte_more() {
+        let limit = 64 * 1024;
+        let exact = vec![b'a'; limit];
+        let frames = compress_stream(&[&exact]);
+        let mut stream = ZlibStream::with_limit(limit);
+        assert_eq!(
+            stream
+                .push(&frames[0])
+                .expect("at the cap")
+                .map(<[u8]>::len),
+            Some(limit)
+        );
+
+        let over = vec![b'a'; limit + 1];
+        let frames = compress_stream(&[&over]);
+        let mut stream = ZlibStream::with_limit(limit);
+        let error = stream.push(&frames[0]).expect_err("over the cap");
+        assert!(matches!(error, InflateError::TooLarge { limit: l } if l == limit));
+        assert_eq!(error.metric_label(), "too_large");
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused_without_inflating_it() {
+        // 32 MiB of one byte compress to about 32 KiB: the inflater stops at the cap.
+        let limit = 1 << 20;
+        let chunk = vec![b'a'; 1 << 20];
+        let mut compressor = Compress::new(Compression::default(), true);
+        let mut bomb = Vec::with_capacity(64 * 1024);
+        for i in 0..32 {
+            let flush = if i == 31 {
+                FlushCompress::Sync
+            } else {
+                FlushCompress::None
+            };
+            let start = compressor.total_in();
+            while ((compressor.total_in() - start) as usize) < chunk.len()
+                || (flush == FlushCompress::Sync && !bomb.ends_with(&ZLIB_SUFFIX))
+            {
+                if bomb.capacity() - bomb.len() < 1024 {
+                    bomb.reserve(64 * 1024);
+                }
+                let consumed = (compressor.total_in() - start) as usize;
+                compressor
+                    .compress_vec(&chunk[consumed..], &mut bomb, flush)
+                    .expect("compress");
+            }
+        }
+        assert!(bomb.len() < 64 * 1024, "a bomb: {} bytes", bomb.len());
+        let mut stream = ZlibStream::with_limit(limit);
+        assert!(matches!(
+            stream.push(&bomb),
+            Err(InflateError::TooLarge { .. })
+        ));
+        assert!(
+            stream.output.capacity() <= POOLED_CAPACITY.max(limit + 1),
+            "memory stayed bounded: {} bytes",
+            stream.output.capacity()
+        );
+    }
+
+    #[test]
+    fn frames_piling_up_past_the_cap_are_refused() {
+        let mut stream = ZlibStream::with_limit(1024);
+        let frames = compress_stream(&[br#"{"op":10}"#]);
+        assert!(stream.push(&frames[0]).expect("a message").is_some());
+        // Frames without the suffix: a message that never ends.
+        let endless = vec![0x01; 600];
+        assert!(stream.push(&endless).expect("pending").is_none());
+        assert!(matches!(
+            stream.push(&endless),
+            Err(InflateError::TooLarge { limit: 1024 })
+        ));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`close_code`]: resume, identify anew, or stop, per gateway close code.
 //! - [`compression`]: zlib-stream inflate, one context per connection.
 //! - [`ratelimit`]: 120 commands per 60 s per connection, with a heartbeat reserve.
+//! - [`trust`]: the resume URLs a shard may send its token to.
 //!
 //! The async loop that drives them over a WebSocket is [`crate::shard`].
 
@@ -17,5 +18,6 @@ pub mod envelope;
 pub mod opcode;
 pub mod ratelimit;
 pub mod session;
+pub mod trust;
 
 pub use opcode::Opcode;

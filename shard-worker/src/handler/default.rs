@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use tracing::warn;
 
 use super::forward::Forwarder;
@@ -43,12 +45,24 @@ struct Author {
 
 impl DefaultHandler {
     /// A handler that forwards every dispatch to `forward_url` (`FORWARD_URL`; its task starts
-    /// here, inside the runtime) and answers messages through `replier`, if given.
-    pub fn new(forward_url: Option<String>, replier: Option<DiscordRest>) -> Self {
+    /// here, inside the runtime, and retries each dispatch until `shutdown` turns true: pass the
+    /// worker's shutdown) and answers messages through `replier`, if given.
+    pub fn new(
+        forward_url: Option<String>,
+        replier: Option<DiscordRest>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
         Self {
             cache: GuildCache::default(),
-            forwarder: forward_url.map(Forwarder::spawn),
+            forwarder: forward_url.map(|url| Forwarder::spawn(url, shutdown)),
             replier,
+        }
+    }
+
+    /// Registers the handler's own metrics (the forwarder's) in the registry the worker serves.
+    pub fn register(&self, registry: &mut Registry) {
+        if let Some(forwarder) = &self.forwarder {
+            forwarder.register(registry);
         }
     }
 
@@ -147,8 +161,13 @@ impl Handler for DefaultHandler {
         };
         match forwarder.close(FORWARD_DRAIN_WAIT).await {
             Some(0) => {}
-            Some(dropped) => warn!(dropped, "dispatches could not be forwarded"),
-            None => warn!("the forward queue did not drain in time"),
+            Some(undelivered) => warn!(
+                undelivered,
+                "dispatches not forwarded before shutdown; the next owner replays them"
+            ),
+            None => warn!(
+                "the forward queue did not drain in time; the next owner replays what it held"
+            ),
         }
     }
 }

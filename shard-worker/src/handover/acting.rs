@@ -16,7 +16,7 @@
 //! delivery, so the poll period only adds its half (125 ms on average) to each of the few steps
 //! of a hand-over.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -103,6 +103,8 @@ pub struct Acting {
     epoch: Instant,
     /// Back-fill claims not written yet (Redis failed): written before the next acknowledgement.
     pending_backfill: Mutex<Vec<String>>,
+    /// The roles document was found missing after a revision was seen (warned once per loss).
+    document_lost: AtomicBool,
 }
 
 impl std::fmt::Debug for Acting {
@@ -149,6 +151,7 @@ impl Acting {
             metrics: None,
             epoch: Instant::now(),
             pending_backfill: Mutex::new(Vec::new()),
+            document_lost: AtomicBool::new(false),
         }
     }
 
@@ -172,6 +175,7 @@ impl Acting {
             metrics: Some(metrics),
             epoch: Instant::now(),
             pending_backfill: Mutex::new(Vec::new()),
+            document_lost: AtomicBool::new(false),
         }
     }
 
@@ -307,6 +311,18 @@ impl Acting {
     /// is complete: after the back-fill claims are written. `Err` leaves it unacknowledged; the
     /// next poll tries the back-fill again.
     async fn apply(&self, doc: Option<&LayoutRoles>, board: &Board) -> Result<(), String> {
+        if doc.is_none() && self.roles().keeps_role_without_document() {
+            if !self.document_lost.swap(true, Ordering::AcqRel) {
+                warn!(
+                    layout = %self.layout,
+                    role = self.role().map_or("unknown", Role::label),
+                    revision = self.roles().revision(),
+                    "the layout roles are gone from Redis (lost mid-reshard?): keeping this role until the operator writes them again"
+                );
+            }
+            return Ok(());
+        }
+        self.document_lost.store(false, Ordering::Release);
         let role = LayoutRoles::role_of(doc, &self.layout);
         let revision = doc.map_or(0, |d| d.revision);
         let recording = LayoutRoles::reshard_under_way(doc);

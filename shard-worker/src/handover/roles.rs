@@ -114,6 +114,16 @@ impl Roles {
         self.recent.len()
     }
 
+    /// Whether a missing roles document leaves the role as it is. "No document" means every
+    /// layout is active only before any document was ever seen (no reshard ever ran). Once a
+    /// revision above 0 was applied, the document can only be missing because Redis lost it (a
+    /// flush, a restart without persistence, a failover mid-reshard): acting on it would make
+    /// every layout active at once, so the last role holds until the operator writes the roles
+    /// again.
+    pub fn keeps_role_without_document(&self) -> bool {
+        self.revision > 0
+    }
+
     /// The decision for the event `key` that the handler wants to act on, at `now_ms` (a
     /// monotonic clock). An `active` layout that records remembers the event.
     pub fn decide(&mut self, key: ClaimKey, now_ms: u64) -> Decision {
@@ -268,6 +278,22 @@ mod tests {
             retired.backfill.is_empty(),
             "retired without claiming: no other layout claims (Recreate)"
         );
+    }
+
+    #[test]
+    fn a_lost_document_keeps_a_role_once_a_revision_was_seen() {
+        let mut roles = Roles::new(Duration::from_secs(20));
+        assert!(!roles.keeps_role_without_document(), "never seen: all act");
+        roles.apply(Role::Active, 0, false, 0);
+        assert!(
+            !roles.keeps_role_without_document(),
+            "revision 0 is no document"
+        );
+        roles.apply(Role::Standby, 4, true, 1);
+        assert!(roles.keeps_role_without_document());
+        // A document written again from a fresh revision (the operator after a loss) applies.
+        assert!(roles.apply(Role::Active, 1, false, 2).is_some());
+        assert_eq!(roles.role(), Some(Role::Active));
     }
 
     #[test]

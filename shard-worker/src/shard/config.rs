@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::records::Records;
 use crate::bus::Bus;
 use crate::gateway::session::SessionConfig;
+use crate::gateway::trust::ResumeTrust;
 use crate::handover::acting::Acting;
 use crate::identify::queue::IdentifyQueue;
 use crate::worker::board::Board;
@@ -21,6 +22,9 @@ pub struct ShardConfig {
     pub intents: u64,
     /// The gateway URL from `GET /gateway/bot`.
     pub gateway_url: String,
+    /// The resume URLs the shards may send the token to (from `DISCORD_API_URL` and
+    /// `gateway_url`): a saved session or a READY naming another is not resumed there.
+    pub resume_trust: ResumeTrust,
     pub session: SessionConfig,
     /// TTL of the shard lease.
     pub lease_ttl: Duration,

@@ -1,19 +1,90 @@
 //! The shard's WebSocket: connecting (with the gateway query, a small read buffer and the
-//! Hello deadline as timeout), sending a payload, and closing with the handshake.
+//! Hello deadline as timeout), sending a payload, and closing with the handshake. An open
+//! connection ([`Connection`]) has its socket registered on the shard's slot for as long as it
+//! lives, so that losing the lease shuts it down whatever the shard's task is doing
+//! (`worker/fence.rs`).
 
+use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tracing::{debug, warn};
 
-use super::runner::Runner;
+use super::runner::{Runner, Ws};
 use crate::gateway::commands::gateway_query;
-use crate::gateway::compression::ZlibStream;
+use crate::gateway::compression::{MAX_MESSAGE_BYTES, ZlibStream};
 use crate::gateway::session::{Input, Target};
 use crate::handler::Handler;
+use crate::worker::board::Slot;
+
+/// An open gateway connection whose socket the slot holds a handle on; the handle goes with it.
+pub(super) struct Connection<'a> {
+    ws: Ws,
+    _registered: Registered<'a>,
+}
+
+/// Lets the slot's socket handle go when the connection is dropped (the socket closes only once
+/// every handle on it is gone).
+struct Registered<'a>(&'a Slot);
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.0.forget_socket();
+    }
+}
+
+impl<'a> Connection<'a> {
+    fn new(ws: Ws, slot: &'a Slot) -> Self {
+        match socket_handle(&ws) {
+            Some(socket) => slot.hold_socket(socket),
+            None => debug!(
+                shard_id = slot.shard,
+                "no socket handle: only the shard's task can close this connection"
+            ),
+        }
+        Self {
+            ws,
+            _registered: Registered(slot),
+        }
+    }
+}
+
+impl Deref for Connection<'_> {
+    type Target = Ws;
+
+    fn deref(&self) -> &Ws {
+        &self.ws
+    }
+}
+
+impl DerefMut for Connection<'_> {
+    fn deref_mut(&mut self) -> &mut Ws {
+        &mut self.ws
+    }
+}
+
+/// Another handle on the connection's TCP socket (a duplicated descriptor: shutting it down ends
+/// the connection for both).
+#[cfg(unix)]
+fn socket_handle(ws: &Ws) -> Option<std::net::TcpStream> {
+    use std::os::fd::AsFd;
+    let tcp = match ws.get_ref() {
+        MaybeTlsStream::Plain(tcp) => tcp,
+        MaybeTlsStream::Rustls(tls) => tls.get_ref().0,
+        _ => return None,
+    };
+    let fd = tcp.as_fd().try_clone_to_owned().ok()?;
+    Some(std::net::TcpStream::from(fd))
+}
+
+#[cfg(not(unix))]
+fn socket_handle(_: &Ws) -> Option<std::net::TcpStream> {
+    None
+}
 
 impl<H: Handler> Runner<'_, H> {
     pub(super) async fn connect(&mut self, target: Target) -> Input {
@@ -33,14 +104,19 @@ impl<H: Handler> Runner<'_, H> {
                 .get_or_create(&self.labels)
                 .inc();
         }
+        // The message and frame limits are tungstenite's defaults today (64 and 16 MiB); set
+        // here so that a message read uncompressed has the inflated messages' cap, whatever a
+        // later tungstenite defaults to.
         let config = WebSocketConfig::default()
             .read_buffer_size(self.shared.config.read_buffer)
-            .write_buffer_size(0);
+            .write_buffer_size(0)
+            .max_message_size(Some(MAX_MESSAGE_BYTES))
+            .max_frame_size(Some(MAX_MESSAGE_BYTES));
         let connect =
             tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true);
         match tokio::time::timeout(self.shared.config.session.hello_timeout, connect).await {
             Ok(Ok((ws, _))) => {
-                self.ws = Some(ws);
+                self.ws = Some(Connection::new(ws, self.slot));
                 self.inflater = Some(ZlibStream::new());
                 Input::Connected
             }

@@ -1,7 +1,7 @@
 //! A shard's custody in Redis, around its sessions rather than in them (`docs/redis-protocol.md`,
 //! "Custody between pods"): taking its lease (and the saved session that comes with it), the
 //! final save and the release, its fatal marker (a shard closed for good is not identified again,
-//! by any pod), and what is saved when its task dies.
+//! by any pod), what is saved when its task dies, and which resume URLs it trusts with the token.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -10,12 +10,14 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::config::Shared;
-use super::records::{Lease, Records};
+use super::records::{Lease, Records, session_record_ttl};
 use crate::gateway::session::Resumable;
+use crate::gateway::trust;
 use crate::handler::Handler;
 use crate::identify::queue::jitter;
 use crate::worker::board::Slot;
 use crate::worker::bookkeeper::unix_ms;
+use crate::worker::metrics::SourceLabels;
 use shardset_contract::{FATAL_MARKER_TTL_MS, FatalMarker, SessionRecord, ShardState};
 
 /// How often a shard closed for good looks whether its marker is still there.
@@ -60,18 +62,19 @@ pub async fn abandon<H: Handler>(shared: &Shared<H>, shard: u32, reason: String)
     };
     if let Some(session) = session {
         let session = (session.session_id, session.resume_gateway_url);
-        save_for_next_owner(shared, records, slot, session).await;
+        save_for_next_owner(shared, records, slot, &owner, session).await;
     }
     release_lease(records, shard, &owner).await;
 }
 
 /// The final save of `slot`'s session `(session_id, resume_gateway_url)` for the next owner, up
-/// to the last dispatch the handler settled. The caller holds the slot's I/O lock and marked it
-/// final, so no checkpoint can land after it.
+/// to the last dispatch the handler settled, if `owner` still holds the lease. The caller holds
+/// the slot's I/O lock and marked it final, so no checkpoint can land after it.
 pub(super) async fn save_for_next_owner<H: Handler>(
     shared: &Shared<H>,
     records: &Records,
     slot: &Slot,
+    owner: &str,
     (session_id, resume_gateway_url): (String, String),
 ) {
     let shard = slot.shard;
@@ -81,14 +84,16 @@ pub(super) async fn save_for_next_owner<H: Handler>(
         resume_gateway_url,
         saved_at_ms: unix_ms(),
     };
-    match records
-        .save_session(shard, &record, shared.config.resume_window)
-        .await
-    {
-        Ok(()) => info!(
+    let ttl = session_record_ttl(shared.config.lease_ttl, shared.config.resume_window);
+    match records.save_session(shard, owner, &record, ttl).await {
+        Ok(true) => info!(
             shard_id = shard,
             seq = record.seq,
             "session saved for the next owner"
+        ),
+        Ok(false) => warn!(
+            shard_id = shard,
+            "another pod holds the shard's lease: its record stands, this session is not saved"
         ),
         Err(e) => {
             warn!(shard_id = shard, error = %e, "cannot save the session; the next owner resumes from the last checkpoint")
@@ -148,7 +153,35 @@ pub(super) async fn marker_cleared<H: Handler>(
     }
 }
 
+/// Whether `shard` may send its token in a Resume to `url` (`gateway::trust`); one from
+/// `source` (`record`, `ready`) that may not is logged without its query and counted.
+pub(super) fn resume_url_trusted<H: Handler>(
+    shared: &Shared<H>,
+    shard: u32,
+    url: &str,
+    source: &'static str,
+) -> bool {
+    let Err(e) = shared.config.resume_trust.check(url) else {
+        return true;
+    };
+    warn!(
+        shard_id = shard,
+        source,
+        url = %trust::redacted(url),
+        reason = e.metric_label(),
+        "resume URL not trusted with the token ({e}): not resuming there"
+    );
+    shared
+        .board
+        .metrics()
+        .untrusted_resume_urls
+        .get_or_create(&SourceLabels { source })
+        .inc();
+    false
+}
+
 /// Waits for the shard's lease, then reads its saved session. `None`: shut down while waiting.
+/// A session whose resume URL is not trusted counts as absent: the shard identifies.
 pub(super) async fn take_lease<H: Handler>(
     shared: &Shared<H>,
     slot: &Slot,
@@ -163,13 +196,17 @@ pub(super) async fn take_lease<H: Handler>(
         }
         let pause = {
             let _io = slot.io.lock().await;
+            let record_ttl =
+                session_record_ttl(shared.config.lease_ttl, shared.config.resume_window);
+            let sent = std::time::Instant::now();
             match records
-                .claim_lease(shard, owner, shared.config.lease_ttl)
+                .claim_lease(shard, owner, shared.config.lease_ttl, record_ttl)
                 .await
             {
                 Ok(Lease::Held) => {
                     let mut s = slot.lock();
                     s.lease_owner = Some(owner.to_owned());
+                    s.lease_confirmed = Some(sent);
                     s.finalized = false;
                     slot.lease_lost_flag.store(false, Ordering::Release);
                     None
@@ -207,6 +244,8 @@ pub(super) async fn take_lease<H: Handler>(
     loop {
         match records.load_session(shard).await {
             Ok(record) => {
+                let record = record
+                    .filter(|r| resume_url_trusted(shared, shard, &r.resume_gateway_url, "record"));
                 return Some(record.map(|r| {
                     (
                         Resumable {

@@ -143,7 +143,7 @@ impl<'a, H: Handler> Runner<'a, H> {
             // Connected (closing with 4000 next) or between connections (a backoff): either
             // way the session is still resumable, and this record is newer than any checkpoint.
             let session = (r.session_id.clone(), r.resume_gateway_url.clone());
-            save_for_next_owner(self.shared, records, self.slot, session).await;
+            save_for_next_owner(self.shared, records, self.slot, &self.owner, session).await;
         }
         if let Some(code) = code {
             self.close(code).await;

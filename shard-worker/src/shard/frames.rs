@@ -8,6 +8,7 @@ use serde::Deserialize;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{debug, info, warn};
 
+use super::custody::resume_url_trusted;
 use super::runner::Runner;
 use crate::gateway::close_code;
 use crate::gateway::envelope;
@@ -15,7 +16,7 @@ use crate::gateway::opcode::Opcode;
 use crate::gateway::ratelimit::CommandLimiter;
 use crate::gateway::session::{Input, Resumable};
 use crate::handler::{Dispatch, Handler};
-use crate::worker::metrics::EventLabels;
+use crate::worker::metrics::{EventLabels, ReasonLabels};
 
 /// The gateway's `READY` fields we keep.
 #[derive(Deserialize)]
@@ -45,6 +46,13 @@ impl<H: Handler> Runner<'_, H> {
                 return vec![Input::Closed { code }];
             }
             Some(Ok(_)) => return Vec::new(),
+            Some(Err(WsError::Capacity(e))) => {
+                // Over tungstenite's message or frame limit (the same cap as inflated messages).
+                warn!(shard_id = self.shard, error = %e, "gateway message too large; reconnecting");
+                self.count_refused("too_large");
+                self.close(close_code::RESUMABLE_CLOSE).await;
+                return vec![Input::Closed { code: None }];
+            }
             Some(Err(e)) => {
                 debug!(shard_id = self.shard, error = %e, "gateway connection lost");
                 self.ws = None;
@@ -62,7 +70,10 @@ impl<H: Handler> Runner<'_, H> {
             Ok(Some(json)) => self.on_payload(json).await,
             Ok(None) => Vec::new(),
             Err(e) => {
-                warn!(shard_id = self.shard, error = %e, "corrupt zlib stream; reconnecting");
+                // Corrupt, or a decompression bomb stopped at the cap: the inflate context cannot
+                // go on, the session can (resumed on a new connection).
+                warn!(shard_id = self.shard, error = %e, "gateway message refused; reconnecting");
+                self.count_refused(e.metric_label());
                 self.close(close_code::RESUMABLE_CLOSE).await;
                 vec![Input::Closed { code: None }]
             }
@@ -97,10 +108,25 @@ impl<H: Handler> Runner<'_, H> {
                 debug_assert!(actions.is_empty());
                 let input = match event {
                     "READY" => match serde_json::from_str::<ReadyData>(data) {
-                        Ok(ready) => Some(Input::Ready(Resumable {
-                            session_id: ready.session_id,
-                            resume_gateway_url: ready.resume_gateway_url,
-                        })),
+                        Ok(ready) => {
+                            // An untrusted resume URL is not dialled with the token: the session
+                            // is resumed on the gateway URL instead, where Discord accepts it too.
+                            let shared = self.shared;
+                            let resume_gateway_url = if resume_url_trusted(
+                                shared,
+                                self.shard,
+                                &ready.resume_gateway_url,
+                                "ready",
+                            ) {
+                                ready.resume_gateway_url
+                            } else {
+                                shared.config.gateway_url.clone()
+                            };
+                            Some(Input::Ready(Resumable {
+                                session_id: ready.session_id,
+                                resume_gateway_url,
+                            }))
+                        }
                         Err(e) => {
                             warn!(shard_id = self.shard, error = %e, "malformed READY");
                             None
@@ -175,6 +201,14 @@ impl<H: Handler> Runner<'_, H> {
             }
             _ => Vec::new(),
         }
+    }
+
+    fn count_refused(&self, reason: &'static str) {
+        self.board()
+            .metrics()
+            .gateway_message_errors
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     fn count(&mut self, event: &str) {

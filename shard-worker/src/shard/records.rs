@@ -15,6 +15,17 @@ static CLAIM_LEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("claim_lease.lua")));
 static RELEASE_LEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("release_lease.lua")));
+static SAVE_SESSION: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("save_session.lua")));
+
+/// How long a saved session is kept: the resume window after the lease would expire. While a
+/// pod holds the lease its session is live (a holder that cannot renew closes it before the lease
+/// expires: self-fencing), so it ends at the latest when the lease does, and Discord keeps it
+/// resumable for the resume window after that. Every save and every lease renewal writes this
+/// TTL, so a quiet shard (no dispatch, no new checkpoint) keeps its record too.
+pub fn session_record_ttl(lease_ttl: Duration, resume_window: Duration) -> Duration {
+    lease_ttl + resume_window
+}
 
 /// Why a record could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -82,17 +93,21 @@ impl Records {
         &self.keys
     }
 
-    /// Takes or renews the lease of `shard` for `owner`.
+    /// Takes or renews the lease of `shard` for `owner` for `ttl`; when granted, the shard's
+    /// saved session (if any) is kept for `record_ttl` from now ([`session_record_ttl`]).
     pub async fn claim_lease(
         &self,
         shard: u32,
         owner: &str,
         ttl: Duration,
+        record_ttl: Duration,
     ) -> Result<Lease, RecordError> {
         let (held, pttl): (i64, i64) = CLAIM_LEASE
             .key(self.keys.lease(self.total, shard))
+            .key(self.keys.session(self.total, shard))
             .arg(owner)
             .arg(ttl.as_millis() as u64)
+            .arg(record_ttl.as_millis() as u64)
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(if held == 1 {
@@ -114,15 +129,30 @@ impl Records {
         Ok(deleted == 1)
     }
 
-    /// Saves the session of `shard` for the next owner, for `ttl` (the resume window).
+    /// Saves the session of `shard` for the next owner, for `ttl` ([`session_record_ttl`]), if
+    /// `owner` holds the shard's lease (or nobody does). False: another owner holds it, and the
+    /// record (its own, newer) was left alone.
     pub async fn save_session(
         &self,
         shard: u32,
+        owner: &str,
         record: &SessionRecord,
         ttl: Duration,
-    ) -> Result<(), RecordError> {
-        self.put_json(self.keys.session(self.total, shard), record, ttl)
-            .await
+    ) -> Result<bool, RecordError> {
+        let key = self.keys.session(self.total, shard);
+        let json = serde_json::to_string(record).map_err(|source| RecordError::Malformed {
+            key: key.clone(),
+            source,
+        })?;
+        let written: i64 = SAVE_SESSION
+            .key(self.keys.lease(self.total, shard))
+            .key(key)
+            .arg(owner)
+            .arg(json)
+            .arg(ttl.as_millis() as u64)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(written == 1)
     }
 
     /// `SET key <value as JSON> PX ttl`.

@@ -19,6 +19,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::debug;
 
 use super::config::Shared;
+use super::connection::Connection;
 use crate::bus::room::RoomWait;
 use crate::gateway::close_code;
 use crate::gateway::compression::ZlibStream;
@@ -70,7 +71,7 @@ pub(super) struct Runner<'a, H> {
     pub(super) shard: u32,
     pub(super) owner: String,
     pub(super) machine: Machine,
-    pub(super) ws: Option<Ws>,
+    pub(super) ws: Option<Connection<'a>>,
     /// The connection's inflater (taken out while a payload borrows its output).
     pub(super) inflater: Option<ZlibStream>,
     pub(super) limiter: CommandLimiter,
@@ -145,6 +146,12 @@ impl<'a, H: Handler> Runner<'a, H> {
         let lease_lost = slot.lease_lost.notified();
         tokio::pin!(lease_lost);
         loop {
+            // A lost lease first, before any action: the fence may have shut the socket down
+            // (`worker/fence.rs`), and the machine, seeing it closed, would reconnect and resume
+            // without the lease.
+            if self.slot.lease_lost_flag.load(Ordering::Acquire) {
+                return self.give_up_session().await;
+            }
             // Carry out the actions; they may produce more inputs (connect results).
             let mut i = 0;
             while i < pending.len() {
@@ -216,19 +223,23 @@ impl<'a, H: Handler> Runner<'a, H> {
                 }
                 Wake::Shutdown => vec![Input::Shutdown],
                 Wake::LeaseLost => {
-                    if !self.slot.lease_lost_flag.load(Ordering::Acquire) {
-                        lease_lost.set(slot.lease_lost.notified());
-                        continue;
-                    }
-                    self.drop_permit().await;
-                    self.close(close_code::RESUMABLE_CLOSE).await;
-                    return SessionEnd::LeaseLost;
+                    // Ended at the top of the loop if the flag is set; else a stale wake-up.
+                    lease_lost.set(slot.lease_lost.notified());
+                    continue;
                 }
             };
             for input in inputs {
                 pending.extend(self.machine.step(input));
             }
         }
+    }
+
+    /// The lease is lost: the session goes (closed resumably, if the fence left the socket
+    /// open) and the task waits for the lease again.
+    async fn give_up_session(&mut self) -> SessionEnd {
+        self.close(close_code::RESUMABLE_CLOSE).await;
+        self.drop_permit().await;
+        SessionEnd::LeaseLost
     }
 
     pub(super) fn report_phase(&mut self) {
@@ -293,7 +304,7 @@ pub(super) enum Step {
     End(SessionEnd),
 }
 
-async fn next_frame(ws: &mut Option<Ws>) -> Option<Result<Message, WsError>> {
+async fn next_frame(ws: &mut Option<Connection<'_>>) -> Option<Result<Message, WsError>> {
     match ws {
         Some(ws) => ws.next().await,
         None => std::future::pending().await,

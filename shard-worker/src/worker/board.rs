@@ -1,5 +1,7 @@
 //! The worker's shared view of its shards: each shard's state (for `/readyz`, metrics and the
-//! Redis status record), its live session (for checkpoints) and its lease.
+//! Redis status record), its live session (for checkpoints), its lease (owner, when it was last
+//! confirmed) and its gateway socket (so the lease's loss can close it from outside the shard's
+//! task: [`Board::lose_lease`]).
 //!
 //! Shard loops write here and never wait on Redis; the [`crate::worker::bookkeeper`] copies the board to
 //! Redis in the background, so a slow or absent Redis never stalls a gateway connection.
@@ -7,10 +9,11 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use tokio::sync::Notify;
 
-use crate::worker::metrics::Metrics;
+use crate::worker::metrics::{Metrics, ShardReasonLabels};
 use shardset_contract::ShardState;
 
 /// The live session of a shard, as checkpoints save it.
@@ -28,6 +31,9 @@ pub struct SlotState {
     pub session: Option<LiveSession>,
     /// The lease owner while this pod holds the shard's lease.
     pub lease_owner: Option<String>,
+    /// When the lease was last known to be ours: when the claim that took or renewed it was
+    /// sent (a conservative start). The fence ([`crate::worker::fence`]) measures from here.
+    pub lease_confirmed: Option<Instant>,
     /// Set once the shard saved its final record: checkpoints must not overwrite it.
     pub finalized: bool,
     /// Bumped on every state change, so the bookkeeper writes changed statuses at once.
@@ -44,10 +50,13 @@ pub struct Slot {
     /// Serialises this shard's Redis writes (checkpoint, final save, lease renew and release),
     /// so that a background write can never land after the shard's last one.
     pub io: tokio::sync::Mutex<()>,
-    /// Signalled when the lease was found held by another owner.
+    /// Signalled when the lease was lost ([`Board::lose_lease`]).
     pub lease_lost: Notify,
     /// Set with `lease_lost`, cleared when the shard takes the lease again.
     pub lease_lost_flag: AtomicBool,
+    /// A handle on the socket of the shard's open gateway connection (the same socket, another
+    /// descriptor), registered by the shard's task for as long as the connection lives.
+    socket: Mutex<Option<std::net::TcpStream>>,
 }
 
 impl Slot {
@@ -59,6 +68,7 @@ impl Slot {
                 reason: None,
                 session: None,
                 lease_owner: None,
+                lease_confirmed: None,
                 finalized: false,
                 version: 0,
             }),
@@ -66,6 +76,41 @@ impl Slot {
             io: tokio::sync::Mutex::new(()),
             lease_lost: Notify::new(),
             lease_lost_flag: AtomicBool::new(false),
+            socket: Mutex::new(None),
+        }
+    }
+
+    /// Holds `socket`, a handle on the shard's open gateway connection, until
+    /// [`Slot::forget_socket`]: while held, losing the lease shuts the connection down.
+    pub fn hold_socket(&self, socket: std::net::TcpStream) {
+        *self.socket_lock() = Some(socket);
+    }
+
+    /// Lets the handle go (the connection is being dropped with it).
+    pub fn forget_socket(&self) {
+        self.socket_lock().take();
+    }
+
+    /// Shuts the shard's connection down (both ways: the gateway sees it end at once), if one is
+    /// registered. The shard's task finds it closed whenever it next reads or writes.
+    fn shut_socket(&self) {
+        if let Some(socket) = self.socket_lock().take() {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn socket_lock(&self) -> MutexGuard<'_, Option<std::net::TcpStream>> {
+        self.socket
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records that the lease of `owner` was confirmed by a claim sent at `sent`, if `owner`
+    /// still holds it here.
+    pub fn confirm_lease(&self, owner: &str, sent: Instant) {
+        let mut s = self.lock();
+        if s.lease_owner.as_deref() == Some(owner) {
+            s.lease_confirmed = Some(sent);
         }
     }
 
@@ -164,6 +209,40 @@ impl Board {
             self.metrics.set_state(shard, Some(old), state);
         }
         self.changed.notify_one();
+    }
+
+    /// The shard of `slot` no longer holds its lease, if `lost` says so of its facts (checked and
+    /// changed under one lock): it must give its session up at once. Its socket is shut down
+    /// here, whatever its task is doing (a handler blocked on backpressure, a Redis call), and
+    /// the task is told (`lease_lost`). `reason` (`fenced`, `taken`) is counted. True when the
+    /// lease was given up now.
+    pub fn lose_lease(
+        &self,
+        slot: &Slot,
+        reason: &'static str,
+        lost: impl FnOnce(&SlotState) -> bool,
+    ) -> bool {
+        {
+            let mut s = slot.lock();
+            if s.lease_owner.is_none() || !lost(&s) {
+                return false;
+            }
+            s.lease_owner = None;
+            s.lease_confirmed = None;
+        }
+        // The flag first: a task that finds its socket dead then knows why, and does not
+        // reconnect without the lease.
+        slot.lease_lost_flag.store(true, Ordering::Release);
+        slot.shut_socket();
+        self.metrics
+            .lease_lost
+            .get_or_create(&ShardReasonLabels {
+                shard: slot.shard,
+                reason,
+            })
+            .inc();
+        slot.lease_lost.notify_one();
+        true
     }
 
     /// True when every shard is READY or RESUMED (`/readyz`).

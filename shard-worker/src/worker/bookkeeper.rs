@@ -1,12 +1,11 @@
 //! Copies the board to Redis in the background: session checkpoints (every few seconds, so a
 //! crash can still resume from the last one), shard status records for the operator, and lease
 //! renewals. Redis errors are counted and retried on the next tick; they never reach a gateway
-//! connection, with one exception: **self-fencing**. A shard whose lease was last confirmed
-//! longer ago than the lease TTL minus [`BookkeeperConfig::fence_margin`] gives its session up
-//! (closed resumably, so the next owner resumes it) before the lease can expire: another pod may
-//! take the lease then, and two live sessions of one shard must never run at once. So a Redis
-//! outage pauses the shards after about TTL − margin; they take their leases again and resume
-//! (no Identify) once Redis is back.
+//! connection. A renewal answered records when the lease was confirmed
+//! ([`Slot::confirm_lease`]): a shard whose lease goes unconfirmed for the lease TTL minus
+//! [`BookkeeperConfig::fence_margin`] is fenced by [`crate::worker::fence`], which does not wait
+//! for this loop (each of its Redis calls may take seconds against an unreachable Redis). A
+//! lease found another's (a renewal or a checkpoint refused) is given up at once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::shard::records::{Lease, Records};
+use crate::shard::records::{Lease, Records, session_record_ttl};
 use crate::worker::board::{Board, LiveSession, Slot};
 use crate::worker::metrics::ReasonLabels;
 use shardset_contract::{SessionRecord, ShardStatus};
@@ -32,7 +31,8 @@ pub struct BookkeeperConfig {
     pub resume_window: Duration,
     /// TTL of a lease; renewed every third of it.
     pub lease_ttl: Duration,
-    /// A shard whose lease was last confirmed `lease_ttl − fence_margin` ago stands down.
+    /// A shard whose lease was last confirmed `lease_ttl − fence_margin` ago is fenced
+    /// ([`crate::worker::fence`]).
     pub fence_margin: Duration,
     /// TTL of status records; rewritten every third of it, and on every change.
     pub status_ttl: Duration,
@@ -54,10 +54,8 @@ struct Written {
     status_version: Option<u64>,
     status_at: Option<Instant>,
     lease_at: Option<Instant>,
-    /// The owner whose lease `lease_confirmed` is about.
+    /// The owner whose lease `lease_at` is about.
     lease_owner: Option<String>,
-    /// When the lease was last known to be ours (taken, or a renewal was sent and answered).
-    lease_confirmed: Option<Instant>,
 }
 
 /// Runs until `stop` turns true.
@@ -81,48 +79,18 @@ pub async fn run(
             _ = stop.wait_for(|s| *s) => return,
         }
         for slot in board.slots() {
-            // Before each shard's Redis calls (which may each take a timeout while Redis is
-            // away), every shard is checked for a lease too old to keep its session.
-            for other in board.slots() {
-                fence(other, &config, written.entry(other.shard).or_default());
-            }
             let w = written.entry(slot.shard).or_default();
+            track_owner(slot, w);
             tend(&board, slot, &records, &config, &guilds, &settled, w).await;
         }
     }
 }
 
-/// Tracks when each shard's lease was taken, and makes a shard whose lease could not be
-/// renewed in time give its session up (see the module documentation).
-fn fence(slot: &Slot, config: &BookkeeperConfig, w: &mut Written) {
-    let now = Instant::now();
+/// Renews a lease at once when its owner changed (the shard took it moments ago).
+fn track_owner(slot: &Slot, w: &mut Written) {
     let owner = slot.lock().lease_owner.clone();
     if owner != w.lease_owner {
-        // Taken (the shard claimed it moments ago) or given up: renew at once if ours.
-        w.lease_confirmed = owner.as_ref().map(|_| now);
         w.lease_owner = owner;
-        w.lease_at = None;
-        return;
-    }
-    let Some(confirmed) = w.lease_confirmed else {
-        return;
-    };
-    let limit = config.lease_ttl.saturating_sub(config.fence_margin);
-    if w.lease_owner.is_some() && now.duration_since(confirmed) >= limit {
-        warn!(
-            shard_id = slot.shard,
-            "the lease could not be renewed in time (Redis unreachable?): closing the session resumably before another pod may take it"
-        );
-        let mut s = slot.lock();
-        if s.lease_owner == w.lease_owner {
-            s.lease_owner = None;
-            drop(s);
-            slot.lease_lost_flag
-                .store(true, std::sync::atomic::Ordering::Release);
-            slot.lease_lost.notify_one();
-        }
-        w.lease_owner = None;
-        w.lease_confirmed = None;
         w.lease_at = None;
     }
 }
@@ -149,8 +117,9 @@ async fn tend(
 
     let _io = slot.io.lock().await;
     let snapshot = slot.lock().clone();
+    let record_ttl = session_record_ttl(config.lease_ttl, config.resume_window);
 
-    if let (Some(session), Some(_), false) =
+    if let (Some(session), Some(owner), false) =
         (&snapshot.session, &snapshot.lease_owner, snapshot.finalized)
     {
         let seq = settled(slot.shard, slot.handled_seq());
@@ -163,12 +132,21 @@ async fn tend(
                 saved_at_ms: unix_ms(),
             };
             match records
-                .save_session(slot.shard, &record, config.resume_window)
+                .save_session(slot.shard, owner, &record, record_ttl)
                 .await
             {
-                Ok(()) => {
+                Ok(true) => {
                     w.session = Some((session.clone(), seq));
                     w.checkpoint_at = Some(now);
+                }
+                Ok(false) => {
+                    // Fenced by the lease: another pod took the shard, and the record is its own.
+                    warn!(
+                        shard_id = slot.shard,
+                        "another pod took this shard's lease; checkpoint not written, giving the shard up"
+                    );
+                    give_up(board, slot, owner);
+                    return;
                 }
                 Err(e) => {
                     errors("checkpoint");
@@ -181,26 +159,22 @@ async fn tend(
     if let Some(owner) = &snapshot.lease_owner
         && due(w.lease_at, config.lease_ttl / 3)
     {
+        let sent = std::time::Instant::now();
         match records
-            .claim_lease(slot.shard, owner, config.lease_ttl)
+            .claim_lease(slot.shard, owner, config.lease_ttl, record_ttl)
             .await
         {
             Ok(Lease::Held) => {
                 w.lease_at = Some(now);
                 // Renewed from the moment the request left (a conservative start).
-                if w.lease_owner.as_ref() == Some(owner) {
-                    w.lease_confirmed = Some(now);
-                }
+                slot.confirm_lease(owner, sent);
             }
             Ok(Lease::Taken { .. }) => {
                 warn!(
                     shard_id = slot.shard,
                     "another pod took this shard's lease; giving the shard up"
                 );
-                slot.lock().lease_owner = None;
-                slot.lease_lost_flag
-                    .store(true, std::sync::atomic::Ordering::Release);
-                slot.lease_lost.notify_one();
+                give_up(board, slot, owner);
             }
             Err(e) => {
                 errors("lease");
@@ -232,6 +206,11 @@ async fn tend(
             }
         }
     }
+}
+
+/// The lease `owner` held is another's now: the shard gives its session up.
+fn give_up(board: &Board, slot: &Slot, owner: &str) {
+    board.lose_lease(slot, "taken", |s| s.lease_owner.as_deref() == Some(owner));
 }
 
 /// Milliseconds since the Unix epoch.

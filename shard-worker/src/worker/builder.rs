@@ -26,6 +26,7 @@ use super::startup::{self, REFUSED_TOKEN, RefusalRecords, Refused};
 use crate::bus::BusMetrics;
 use crate::bus::jetstream::{self, JetStreamConfig};
 use crate::gateway::session::SessionConfig;
+use crate::gateway::trust::ResumeTrust;
 use crate::handler::Handler;
 use crate::handover::acting::{Acting, HandoverConfig};
 use crate::handover::records::HandoverRecords;
@@ -330,6 +331,7 @@ impl Builder {
                 total: s.shard_total,
                 intents: s.intents,
                 gateway_url: bot.url.clone(),
+                resume_trust: ResumeTrust::new(&s.discord_api_url, &bot.url),
                 session: self.session.clone(),
                 lease_ttl: Duration::from_secs(15),
                 resume_window,

@@ -37,6 +37,17 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardReasonLabels {
+    pub shard: u32,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: &'static str,
+}
+
 /// Every metric of the worker.
 #[derive(Debug)]
 pub struct Metrics {
@@ -69,6 +80,17 @@ pub struct Metrics {
     /// Dispatches replayed by a resume while a reshard was under way (the protocol assumes
     /// each arrives within `W` of the other layout's copy; a long replay may break that).
     pub handover_replays: Counter,
+    /// Gateway messages refused, by reason (`too_large`: over the size cap, e.g. a
+    /// decompression bomb; `corrupt`: a zlib stream that cannot be inflated). Each closed its
+    /// connection resumably.
+    pub gateway_message_errors: Family<ReasonLabels, Counter>,
+    /// Resume URLs not trusted with the token (`gateway::trust`), by where they came from
+    /// (`record`: a saved session, treated as absent; `ready`: READY's, replaced by the gateway
+    /// URL).
+    pub untrusted_resume_urls: Family<SourceLabels, Counter>,
+    /// Shard leases given up, by reason: `fenced` (not confirmed within the lease TTL minus the
+    /// fence margin: the worker closed the connection itself), `taken` (another pod holds it).
+    pub lease_lost: Family<ShardReasonLabels, Counter>,
 }
 
 impl Metrics {
@@ -89,6 +111,9 @@ impl Metrics {
             handover_claims: Family::default(),
             handover_backfill: Counter::default(),
             handover_replays: Counter::default(),
+            gateway_message_errors: Family::default(),
+            untrusted_resume_urls: Family::default(),
+            lease_lost: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("shardset_worker");
         r.register(
@@ -156,6 +181,21 @@ impl Metrics {
             "handover_replays",
             "Dispatches replayed by a resume while a reshard was under way",
             metrics.handover_replays.clone(),
+        );
+        r.register(
+            "gateway_message_errors",
+            "Gateway messages refused (too_large, corrupt); each closed its connection resumably",
+            metrics.gateway_message_errors.clone(),
+        );
+        r.register(
+            "untrusted_resume_urls",
+            "Resume URLs not trusted with the token, by source (record, ready)",
+            metrics.untrusted_resume_urls.clone(),
+        );
+        r.register(
+            "lease_lost",
+            "Shard leases given up, by reason (fenced, taken)",
+            metrics.lease_lost.clone(),
         );
         metrics
     }

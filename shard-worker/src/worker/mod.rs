@@ -5,8 +5,8 @@
 //! - [`run`](mod@run): runs every shard of the board with the bookkeeper and the layout watcher,
 //!   and says how they ended ([`Outcome`]).
 //! - [`board`]: each shard's state, live session and lease, written by the shard loops.
-//! - [`bookkeeper`]: copies the board to Redis (checkpoints, status records, lease renewals,
-//!   self-fencing).
+//! - [`bookkeeper`]: copies the board to Redis (checkpoints, status records, lease renewals).
+//! - [`fence`]: self-fencing's hard deadline, on a thread of its own.
 //! - [`server`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`metrics`]: the worker's Prometheus metrics.
 //! - `startup`: Discord's answers with retries, and a refusal reported until shutdown.
@@ -14,6 +14,7 @@
 pub mod board;
 pub mod bookkeeper;
 pub mod builder;
+pub mod fence;
 pub mod metrics;
 pub mod run;
 pub mod server;

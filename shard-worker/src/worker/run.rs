@@ -12,6 +12,7 @@ use tracing::{error, info, warn};
 use crate::handler::Handler;
 use crate::shard::{self, Exit, Shared};
 use crate::worker::bookkeeper::{self, BookkeeperConfig, GuildCount, SettledSeq};
+use crate::worker::fence;
 
 /// How a worker's shards ended.
 #[derive(Debug, Default)]
@@ -48,6 +49,13 @@ pub async fn run<H: Handler>(
     // The shards' own shutdown: the caller's, or a panic of one of them.
     let (shards_stop_tx, shards_stop) = watch::channel(false);
     let mut background = JoinSet::new();
+    // Self-fencing's deadline, for as long as the shards run (dropped at the end of `run`).
+    let _fence = shared.records.as_ref().map(|_| {
+        let fence_after = bookkeeping
+            .lease_ttl
+            .saturating_sub(bookkeeping.fence_margin);
+        fence::spawn(Arc::clone(&shared.board), fence_after)
+    });
     if let Some(records) = shared.records.clone() {
         let handler = Arc::clone(&shared.handler);
         let guilds: GuildCount = Arc::new(move |shard| handler.guilds_on(shard));

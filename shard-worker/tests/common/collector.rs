@@ -1,10 +1,12 @@
 //! A forward endpoint (`FORWARD_URL`) that records every dispatch a worker forwards.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::post;
 use serde::Deserialize;
 
@@ -21,6 +23,10 @@ pub struct Collector {
     /// While true, requests get no answer (and are recorded only once it turns false and the
     /// client is still there): an endpoint that stalls.
     stalled: Arc<tokio::sync::watch::Sender<bool>>,
+    /// While true, requests are answered 500 and not recorded: an endpoint that fails.
+    failing: Arc<AtomicBool>,
+    /// Requests answered 500.
+    pub refused: Arc<AtomicU64>,
 }
 
 impl Default for Collector {
@@ -28,6 +34,8 @@ impl Default for Collector {
         Self {
             seen: Arc::default(),
             stalled: Arc::new(tokio::sync::watch::channel(false).0),
+            failing: Arc::default(),
+            refused: Arc::default(),
         }
     }
 }
@@ -54,15 +62,25 @@ impl Collector {
         Arc::clone(&self.stalled)
     }
 
+    /// Fails every request (500, nothing recorded) while `failing`.
+    pub fn fail(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
     pub fn snapshot(&self) -> Vec<Forwarded> {
         self.seen.lock().expect("lock").clone()
     }
 }
 
-async fn record(State(collector): State<Collector>, body: axum::body::Bytes) {
+async fn record(State(collector): State<Collector>, body: axum::body::Bytes) -> StatusCode {
     let mut stalled = collector.stalled.subscribe();
     let _ = stalled.wait_for(|s| !*s).await;
+    if collector.failing.load(Ordering::SeqCst) {
+        collector.refused.fetch_add(1, Ordering::SeqCst);
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
     if let Ok(f) = serde_json::from_slice::<Forwarded>(&body) {
         collector.seen.lock().expect("lock").push(f);
     }
+    StatusCode::OK
 }

@@ -1,9 +1,12 @@
-//! A TCP relay in front of a server that a test can cut: one process loses its Redis while the
-//! others keep theirs (a network partition of one pod).
+//! A TCP relay in front of a server that a test can cut or black-hole: one process loses its Redis
+//! while the others keep theirs (a network partition of one pod). Cut: every relayed connection
+//! ends and new ones are refused (fails fast). Black hole: connections stay open and new ones are
+//! accepted, but not a byte is relayed any more (every request times out, as behind a dead link).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -12,6 +15,8 @@ pub struct Cutter {
     cut: Arc<AtomicBool>,
     /// Tells every relayed connection to end (sent on `cut`).
     closing: watch::Sender<u64>,
+    /// True while nothing is relayed.
+    black_hole: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -22,20 +27,25 @@ impl Cutter {
         let port = listener.local_addr().expect("addr").port();
         let cut = Arc::new(AtomicBool::new(false));
         let (closing, _) = watch::channel(0u64);
-        let (c, tx) = (Arc::clone(&cut), closing.clone());
+        let (black_hole, _) = watch::channel(false);
+        let (c, tx, hole) = (Arc::clone(&cut), closing.clone(), black_hole.clone());
         let task = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
                 if c.load(Ordering::SeqCst) {
                     drop(inbound);
                     continue;
                 }
                 let mut closed = tx.subscribe();
+                let hole = hole.subscribe();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", target)).await else {
+                    let Ok(outbound) = TcpStream::connect(("127.0.0.1", target)).await else {
                         return;
                     };
+                    let (in_read, in_write) = inbound.into_split();
+                    let (out_read, out_write) = outbound.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        () = pump(in_read, out_write, hole.clone()) => {}
+                        () = pump(out_read, in_write, hole) => {}
                         _ = closed.changed() => {}
                     }
                 });
@@ -45,6 +55,7 @@ impl Cutter {
             port,
             cut,
             closing,
+            black_hole,
             task,
         }
     }
@@ -59,9 +70,35 @@ impl Cutter {
         self.closing.send_modify(|n| *n += 1);
     }
 
+    /// Keeps every connection open but relays nothing any more (nor on new connections).
+    pub fn black_hole(&self) {
+        self.black_hole.send_replace(true);
+    }
+
     /// Relays again.
     pub fn heal(&self) {
         self.cut.store(false, Ordering::SeqCst);
+        self.black_hole.send_replace(false);
+    }
+}
+
+/// Copies `from` to `to`, holding every chunk while the black hole is on.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut hole: watch::Receiver<bool>,
+) {
+    let mut buffer = vec![0; 16 * 1024];
+    loop {
+        let Ok(read) = from.read(&mut buffer).await else {
+            return;
+        };
+        if read == 0 || hole.wait_for(|on| !*on).await.is_err() {
+            return;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use fake_discord::control::{IdentifyOutcome, SessionInfo};
+use fake_discord::control::{IdentifyOutcome, LoadSettings, SessionInfo};
 use fake_discord::{Config, FakeDiscord, RunningFake};
 
 use super::redis::RedisServer;
@@ -85,6 +85,35 @@ impl Scenario {
             .sessions()
             .into_iter()
             .find(|s| s.shard == shard && s.connected && s.ready)
+    }
+
+    /// The fake's synthetic load: `rate` MESSAGE_CREATE a second of about 256 bytes (0 stops it).
+    pub fn set_load(&self, rate: u32) {
+        self.set_load_with_dms(rate, 0);
+    }
+
+    /// [`Scenario::set_load`] with `dm_percent` of the messages direct messages (events
+    /// without a guild, for bots with the DIRECT_MESSAGES intent).
+    pub fn set_load_with_dms(&self, rate: u32, dm_percent: u8) {
+        self.fake.state().load.send_replace(LoadSettings {
+            rate,
+            payload_bytes: 256,
+            dm_percent,
+        });
+    }
+
+    /// Every shard of `shards` has a live session that was resumed, and the fake saw no
+    /// Identify beyond the `identifies` it had seen before.
+    pub fn assert_resumed(&self, shards: impl IntoIterator<Item = u32>, identifies: usize) {
+        assert_eq!(
+            self.identifies(),
+            identifies,
+            "no new Identify: every session was resumed"
+        );
+        for shard in shards {
+            let session = self.live_session(shard).expect("live session");
+            assert!(session.resumes >= 1, "shard {shard} resumed: {session:?}");
+        }
     }
 
     pub fn assert_no_violations(&self) {

@@ -1,9 +1,10 @@
 //! Every knob of the fake Discord, as command-line flags (clap) and as a plain struct for tests.
 //!
-//! Defaults are Discord's real values (source: discord-api-docs `developers/events/gateway.mdx`):
-//! a 5 s Identify window, 1,000 session starts per 24 h, 120 commands per 60 s, 2,500 guilds per
-//! shard, a 41.25 s heartbeat interval. The `*-ms` flags scale time down so that scenarios with
-//! hundreds of shards finish in seconds.
+//! Defaults are Discord's real values (source: discord-api-docs `developers/events/gateway.mdx`,
+//! `change-log.mdx`): a 5 s Identify window, 1,000 session starts per 24 h, 120 commands per
+//! 60 s, 2,500 guilds per shard, a 41.25 s heartbeat interval, one all-members request per guild
+//! per 30 s. The `*-ms` flags scale time down so that scenarios with hundreds of shards finish in
+//! seconds.
 
 use clap::Args;
 
@@ -70,6 +71,12 @@ pub struct Config {
     #[arg(long, default_value_t = 41_250)]
     pub heartbeat_interval_ms: u64,
 
+    /// A heartbeat arriving more than the interval plus this many ms after the connection's
+    /// previous one (or after Hello) is recorded as late in `/control/late_heartbeats`; the
+    /// connection is closed only at the heartbeat timeout.
+    #[arg(long, default_value_t = 250)]
+    pub heartbeat_slack_ms: u64,
+
     /// How long a session stays resumable after its connection closed with a code other than
     /// 1000/1001 or dropped, in ms.
     #[arg(long, default_value_t = 180_000)]
@@ -83,6 +90,11 @@ pub struct Config {
     /// The send window in ms (sliding: no window of this length may hold more than the limit).
     #[arg(long, default_value_t = 60_000)]
     pub send_window_ms: u64,
+
+    /// op 8: one request for all members of a guild (`query: ""`, `limit: 0`) per guild per this
+    /// many ms, bot-wide; one more gets a RATE_LIMITED dispatch instead of chunks.
+    #[arg(long, default_value_t = 30_000)]
+    pub member_request_window_ms: u64,
 
     /// After an injected op 7 Reconnect, close the connection (4000) if the client has not
     /// within this many ms.
@@ -124,6 +136,12 @@ pub struct Config {
     /// Synthetic messages remembered for `/control/replies` (oldest forgotten first).
     #[arg(long, default_value_t = 2_000_000)]
     pub reply_tracking: usize,
+
+    /// `POST /channels/{id}/messages` with a `nonce` and `enforce_nonce: true`: a create with a
+    /// nonce the channel saw within this many ms returns that message instead of a new one
+    /// (message.mdx: "checked for uniqueness in the past few minutes").
+    #[arg(long, default_value_t = 300_000)]
+    pub nonce_window_ms: u64,
 }
 
 impl Default for Config {
@@ -162,6 +180,7 @@ mod tests {
         assert_eq!(config.session_start_limit, 1_000);
         assert_eq!(config.send_limit, 120);
         assert_eq!(config.send_window_ms, 60_000);
+        assert_eq!(config.member_request_window_ms, 30_000);
         assert_eq!(config.max_guilds_per_shard, 2_500);
         assert_eq!(config.max_concurrency, 1);
         assert_eq!(config.initial_remaining(), 1_000);

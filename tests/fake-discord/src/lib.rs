@@ -14,13 +14,25 @@
 //! ```
 
 pub mod clock;
+/// The commands clients send once authenticated, read and checked.
+pub mod commands;
 /// Every knob, as CLI flags and a plain struct.
 pub mod config;
 /// The control API: its routes and its public, `Deserialize`-able records.
 pub mod control;
 /// The WebSocket gateway: upgrade, connections, zlib-stream.
+#[cfg(feature = "gateway")]
 pub mod gateway;
+/// Without the `gateway` feature: no WebSocket, every path outside REST and control is a 404.
+#[cfg(not(feature = "gateway"))]
+mod gateway {
+    pub use crate::rest::not_found as upgrade;
+}
 mod load;
+/// op 8's answer: the members a request selects, in chunks.
+pub mod members;
+/// Message nonces (`enforce_nonce`).
+mod nonces;
 /// Discord payloads written straight to bytes.
 pub mod payloads;
 mod public_url;

@@ -14,9 +14,10 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::control::LoadSettings;
-use crate::payloads::{self, Author};
+use crate::payloads;
 use crate::state::Fake;
-use crate::world;
+use crate::state::events::NewMessage;
+use crate::world::{self, Person};
 
 /// Events of one tick go out together, so a connection that receives several writes them in one
 /// batch (one syscall) instead of one by one.
@@ -92,13 +93,13 @@ fn emit(
         (Some(guild), world::text_channel_id(guild))
     };
     let content = payloads::random_text(rng, payloads::content_len_for(settings.payload_bytes));
-    fake.create_message(
+    let new = NewMessage {
         guild,
-        channel,
-        Author::User(user),
+        channel_id: channel,
+        author: Person::User(user),
         content,
-        None,
-        true,
-        targets,
-    );
+        reply_to: None,
+        nonce: None,
+    };
+    fake.create_message(&new, true, targets);
 }

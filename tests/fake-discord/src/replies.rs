@@ -13,6 +13,7 @@ pub struct Replies {
     capacity: usize,
     messages: VecDeque<(u64, u32)>,
     to_unknown: u64,
+    deduplicated: u64,
 }
 
 /// Ids listed per sample in a report.
@@ -24,6 +25,7 @@ impl Replies {
             capacity: capacity.max(1),
             messages: VecDeque::new(),
             to_unknown: 0,
+            deduplicated: 0,
         }
     }
 
@@ -66,6 +68,11 @@ impl Replies {
         }
     }
 
+    /// Counts a create answered with an earlier message of the same nonce: not a reply.
+    pub fn deduplicated(&mut self) {
+        self.deduplicated += 1;
+    }
+
     /// The messages created in `[since_ms, until_ms)` and their replies.
     pub fn report(&self, since_ms: u64, until_ms: u64) -> RepliesReport {
         let lo = snowflake::first_of_ms(since_ms);
@@ -81,6 +88,7 @@ impl Replies {
             multiple: 0,
             replies: 0,
             replies_to_unknown: self.to_unknown,
+            deduplicated: self.deduplicated,
             unanswered_sample: Vec::new(),
             multiple_sample: Vec::new(),
         };

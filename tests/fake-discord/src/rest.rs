@@ -16,9 +16,11 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::payloads::{self, Author};
+use crate::nonces::parse_nonce;
+use crate::payloads;
 use crate::state::Fake;
-use crate::world::{self, Channel};
+use crate::state::events::NewMessage;
+use crate::world::{self, Channel, Person};
 
 /// The REST routes (mounted under `/api/v10`, `/api/v9` and `/api`).
 pub fn routes() -> Router<Arc<Fake>> {
@@ -128,6 +130,11 @@ struct CreateMessage {
     embeds: Option<Vec<serde_json::Value>>,
     #[serde(default)]
     message_reference: Option<MessageReference>,
+    /// A string (up to 25 characters) or an integer, echoed in MESSAGE_CREATE.
+    #[serde(default)]
+    nonce: Option<serde_json::Value>,
+    #[serde(default)]
+    enforce_nonce: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,7 +145,9 @@ struct MessageReference {
 
 /// `POST /channels/{channel_id}/messages`: the bot posts (or replies, with
 /// `message_reference.message_id`). The message is dispatched as MESSAGE_CREATE like any other,
-/// and a reply to a synthetic message is counted for `/control/replies`.
+/// and a reply to a synthetic message is counted for `/control/replies`. With a `nonce` and
+/// `enforce_nonce: true`, a second create with that nonce in the channel within the nonce
+/// window answers the first message and creates (and counts) nothing.
 async fn create_message(
     State(fake): State<Arc<Fake>>,
     Path(channel_id): Path<String>,
@@ -173,24 +182,23 @@ async fn create_message(
     if content.chars().count() > 2_000 {
         return error(StatusCode::BAD_REQUEST, 50_035, "Invalid Form Body");
     }
-    let reply_to = request.message_reference.and_then(|r| r.message_id);
-    if let Some(target) = reply_to {
-        fake.record_reply(target);
-    }
+    let nonce = match request.nonce.as_ref().map(parse_nonce).transpose() {
+        Ok(nonce) => nonce,
+        Err(_) => return error(StatusCode::BAD_REQUEST, 50_035, "Invalid Form Body"),
+    };
     let (channel_id, channel) = channel;
     let guild = match channel {
         Channel::Guild(guild) => Some(guild),
         Channel::Dm => None,
     };
-    let mut targets = Vec::new();
-    let (_, d) = fake.create_message(
+    let new = NewMessage {
         guild,
         channel_id,
-        Author::Bot,
-        &content,
-        reply_to,
-        false,
-        &mut targets,
-    );
-    json_bytes(d.to_vec())
+        author: Person::Bot,
+        content: &content,
+        reply_to: request.message_reference.and_then(|r| r.message_id),
+        nonce: nonce.as_ref(),
+    };
+    let message = fake.create_bot_message(&new, request.enforce_nonce.unwrap_or(false));
+    json_bytes(message.d.to_vec())
 }

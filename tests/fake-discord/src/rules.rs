@@ -19,9 +19,14 @@ pub const US_PER_MS: u64 = 1_000;
 /// Intents Discord knows (gateway.mdx "List of Intents"): bits 0–16, 20, 21, 24, 25.
 pub const KNOWN_INTENTS: u64 = 0x1_FFFF | (1 << 20) | (1 << 21) | (1 << 24) | (1 << 25);
 /// GUILD_MEMBERS | GUILD_PRESENCES | MESSAGE_CONTENT: need enabling in the developer portal.
-pub const PRIVILEGED_INTENTS: u64 = (1 << 1) | (1 << 8) | (1 << 15);
+pub const PRIVILEGED_INTENTS: u64 =
+    INTENT_GUILD_MEMBERS | INTENT_GUILD_PRESENCES | INTENT_MESSAGE_CONTENT;
 /// GUILD_CREATE and the other guild lifecycle events.
 pub const INTENT_GUILDS: u64 = 1 << 0;
+/// Member events; needed to request a guild's whole member list (op 8 with `query: ""`).
+pub const INTENT_GUILD_MEMBERS: u64 = 1 << 1;
+/// Presences; op 8's `presences: true` is honoured only with it.
+pub const INTENT_GUILD_PRESENCES: u64 = 1 << 8;
 /// MESSAGE_CREATE in guilds.
 pub const INTENT_GUILD_MESSAGES: u64 = 1 << 9;
 /// MESSAGE_CREATE in DMs.
@@ -274,13 +279,63 @@ pub fn validate_identify(
     })
 }
 
+/// At most one accepted request per key per window, measured between arrivals: the shape of the
+/// Identify buckets (key: the bucket) and of op 8's all-members limit (key: the guild). Only
+/// accepted requests open a window; refused ones do not move it.
+#[derive(Debug, Clone)]
+pub struct ArrivalWindows<K> {
+    window: Micros,
+    /// Arrival of the last accepted request of each key.
+    last: HashMap<K, Micros>,
+}
+
+/// A request that arrived inside its key's window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InsideWindow {
+    /// Arrival of the key's previous accepted request.
+    pub previous: Micros,
+    /// Distance between the two arrivals.
+    pub gap: Micros,
+    /// How long until the window is over (`window - gap`).
+    pub retry_after: Micros,
+}
+
+impl<K: std::hash::Hash + Eq> ArrivalWindows<K> {
+    pub fn new(window_ms: u64) -> Self {
+        Self {
+            window: window_ms * US_PER_MS,
+            last: HashMap::new(),
+        }
+    }
+
+    /// Whether a request of `key` arriving `at` keeps the key's window. The distance is taken
+    /// both ways, so two requests handled out of arrival order are still caught.
+    pub fn check(&self, key: &K, at: Micros) -> Result<(), InsideWindow> {
+        match self.last.get(key) {
+            Some(&previous) if previous.abs_diff(at) < self.window => {
+                let gap = previous.abs_diff(at);
+                Err(InsideWindow {
+                    previous,
+                    gap,
+                    retry_after: self.window - gap,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Records an accepted request: its arrival opens the key's next window.
+    pub fn record(&mut self, key: K, at: Micros) {
+        let slot = self.last.entry(key).or_insert(at);
+        *slot = (*slot).max(at);
+    }
+}
+
 /// One Identify per bucket per window, measured between arrivals at the gateway.
 #[derive(Debug, Clone)]
 pub struct IdentifyWindows {
-    window: Micros,
+    windows: ArrivalWindows<u32>,
     max_concurrency: u32,
-    /// Arrival of the last accepted Identify of each bucket.
-    last: HashMap<u32, Micros>,
 }
 
 /// An Identify that arrived inside its bucket's window.
@@ -296,9 +351,8 @@ pub struct TooFast {
 impl IdentifyWindows {
     pub fn new(window_ms: u64, max_concurrency: u32) -> Self {
         Self {
-            window: window_ms * US_PER_MS,
+            windows: ArrivalWindows::new(window_ms),
             max_concurrency: max_concurrency.max(1),
-            last: HashMap::new(),
         }
     }
 
@@ -306,25 +360,19 @@ impl IdentifyWindows {
         bucket(shard_id, self.max_concurrency)
     }
 
-    /// Whether an Identify of `shard_id` arriving `at` keeps its bucket's window. The distance
-    /// is taken both ways, so two Identifies handled out of arrival order are still caught.
+    /// Whether an Identify of `shard_id` arriving `at` keeps its bucket's window.
     pub fn check(&self, shard_id: u32, at: Micros) -> Result<(), TooFast> {
         let bucket = self.bucket(shard_id);
-        match self.last.get(&bucket) {
-            Some(&previous) if previous.abs_diff(at) < self.window => Err(TooFast {
-                bucket,
-                previous,
-                gap: previous.abs_diff(at),
-            }),
-            _ => Ok(()),
-        }
+        self.windows.check(&bucket, at).map_err(|inside| TooFast {
+            bucket,
+            previous: inside.previous,
+            gap: inside.gap,
+        })
     }
 
     /// Records an accepted Identify: its arrival opens the bucket's next window.
     pub fn record(&mut self, shard_id: u32, at: Micros) {
-        let bucket = self.bucket(shard_id);
-        let slot = self.last.entry(bucket).or_insert(at);
-        *slot = (*slot).max(at);
+        self.windows.record(self.bucket(shard_id), at);
     }
 }
 
@@ -438,6 +486,21 @@ pub fn heartbeat_deadline(last: Micros, interval_ms: u64) -> Micros {
     last + interval + (interval / 2).max(1_000 * US_PER_MS)
 }
 
+/// How late a heartbeat arriving `at` is, the previous one (or Hello, for the first) having come
+/// at `previous`: `Some(gap - interval)` when the gap is longer than the interval plus
+/// `slack_ms`. Discord acts only at its own timeout (`heartbeat_deadline`); a late heartbeat is
+/// reported, so that a client whose other sends hold its heartbeats back is seen before that.
+pub fn heartbeat_lateness(
+    previous: Micros,
+    at: Micros,
+    interval_ms: u64,
+    slack_ms: u64,
+) -> Option<Micros> {
+    let gap = at.saturating_sub(previous);
+    let interval = interval_ms * US_PER_MS;
+    (gap > interval + slack_ms * US_PER_MS).then(|| gap - interval)
+}
+
 /// What a Resume gets, given the session's sequence numbers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResumeVerdict {
@@ -519,6 +582,33 @@ mod tests {
         windows.record(0, 0);
         assert!(windows.check(0, 4 * S).is_err());
         assert!(windows.check(0, 5 * S).is_ok());
+    }
+
+    #[test]
+    fn arrival_windows_are_per_key_and_say_when_to_retry() {
+        let mut windows = ArrivalWindows::new(30_000);
+        assert_eq!(windows.check(&7u64, 0), Ok(()));
+        windows.record(7, 0);
+        // Another key (another guild) is free at once.
+        assert_eq!(windows.check(&8, S), Ok(()));
+        let inside = windows.check(&7, 10 * S).expect_err("inside the window");
+        assert_eq!(
+            (inside.previous, inside.gap, inside.retry_after),
+            (0, 10 * S, 20 * S)
+        );
+        // A refused request does not move the window.
+        assert_eq!(windows.check(&7, 30 * S), Ok(()));
+    }
+
+    #[test]
+    fn heartbeats_later_than_interval_plus_slack_are_late() {
+        assert_eq!(heartbeat_lateness(0, 1_250 * US_PER_MS, 1_000, 250), None);
+        assert_eq!(
+            heartbeat_lateness(0, 1_251 * US_PER_MS, 1_000, 250),
+            Some(251 * US_PER_MS)
+        );
+        // Early heartbeats (an answer to op 1) are never late.
+        assert_eq!(heartbeat_lateness(5 * S, 5 * S + 1, 1_000, 0), None);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The bot's world: which guilds exist, their ids, channels and members, and which shard of any
-//! layout receives each guild. Ids are pure functions of an index, so any number of guilds costs
+//! The bot's world: which guilds exist, their ids, channels and members, the synthetic users,
+//! and which shard of any layout receives each guild. Ids are pure functions of an index, so any number of guilds costs
 //! no memory and any `num_shards` can list its guilds in O(guilds on that shard).
 //!
 //! Guild `i` has the snowflake `(GUILD_BASE + i) << 22`: consecutive timestamps, so the sharding
@@ -7,6 +7,10 @@
 //! Objects of a guild take the same timestamp with a kind in the low bits: text channel `| 1`,
 //! voice channel `| 2`, the bot's managed role `| 3`; the @everyone role is the guild id itself,
 //! as on Discord.
+//!
+//! Guild `i` has `member_count(i)` members: the bot, then synthetic users `i`, `i + 1`, ... (modulo
+//! `USERS`), so user `i` (its owner) is a member, and every guild's list is fixed and costs
+//! nothing to store.
 
 /// Milliseconds since the Discord epoch (2015-01-01) of the first guild: 2018-01-01.
 const GUILD_BASE: u64 = 94_694_400_000;
@@ -83,15 +87,72 @@ pub fn resolve_channel(channel_id: u64, guilds: u32) -> Option<Channel> {
     channel_guild(channel_id, guilds).map(Channel::Guild)
 }
 
+/// Someone in the world: the bot, or synthetic user `n` (`user_id(n)`). Both write messages and
+/// are guild members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Person {
+    /// The bot itself (its replies; its member in every guild).
+    Bot,
+    /// Synthetic user `n % USERS`.
+    User(u64),
+}
+
 /// Synthetic user `index % USERS`.
 pub fn user_id(index: u64) -> u64 {
     (USER_BASE + index % USERS) << 22
 }
 
-/// Member count of a guild: a spread from 2 to about 5,000, fixed per guild.
+/// The synthetic user an id names, if any (`user_id`'s inverse).
+pub fn user_index(user_id: u64) -> Option<u64> {
+    if user_id & KIND_MASK != 0 {
+        return None;
+    }
+    let index = (user_id >> 22).checked_sub(USER_BASE)?;
+    (index < USERS).then_some(index)
+}
+
+/// What synthetic usernames start with: user `n` is `user<n % USERS>`.
+pub const USERNAME_PREFIX: &str = "user";
+
+/// Synthetic user `n`'s username.
+pub fn username(n: u64) -> String {
+    format!("{USERNAME_PREFIX}{}", n % USERS)
+}
+
+/// Someone's presence status, fixed per person: the bot is online; synthetic users are online,
+/// idle, dnd or offline in turn.
+pub fn status(person: Person) -> &'static str {
+    match person {
+        Person::Bot => "online",
+        Person::User(n) => ["online", "idle", "dnd", "offline"][(n % 4) as usize],
+    }
+}
+
+/// Member count of a guild: a spread from 2 to about 5,000, fixed per guild (less than `USERS`,
+/// so a guild's synthetic members are distinct users).
 pub fn member_count(index: u32) -> u32 {
     let x = u64::from(index).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
     2 + (x % 5_000) as u32
+}
+
+/// Member `position` of guild `index` (`0 <= position < member_count(index)`): the bot first,
+/// then users `index`, `index + 1`, ...
+pub fn member_at(index: u32, position: u32) -> Person {
+    match position {
+        0 => Person::Bot,
+        p => Person::User((u64::from(index) + u64::from(p) - 1) % USERS),
+    }
+}
+
+/// The members of guild `index`, in their fixed order.
+pub fn members(index: u32) -> impl Iterator<Item = Person> {
+    (0..member_count(index)).map(move |p| member_at(index, p))
+}
+
+/// Whether synthetic user `n` is a member of guild `index`.
+pub fn is_member(index: u32, n: u64) -> bool {
+    let position = (n % USERS + USERS - u64::from(index) % USERS) % USERS + 1;
+    position < u64::from(member_count(index))
 }
 
 /// The first guild index routed to `shard` of `num_shards`, then every `num_shards`-th.
@@ -176,6 +237,39 @@ mod tests {
         assert_eq!(resolve_channel(user_id(7), 42), None);
         assert_ne!(user_id(1), user_id(2));
         assert_eq!(user_id(1), user_id(1 + USERS));
+    }
+
+    #[test]
+    fn a_guilds_members_are_the_bot_and_distinct_users_including_its_owner() {
+        for index in [0, 3, 9_999, 10_005] {
+            let members: Vec<Person> = members(index).collect();
+            assert_eq!(members.len() as u32, member_count(index));
+            assert_eq!(members[0], Person::Bot);
+            assert_eq!(
+                members[1],
+                Person::User(u64::from(index) % USERS),
+                "the owner"
+            );
+            let users: std::collections::BTreeSet<u64> = members[1..]
+                .iter()
+                .map(|m| match m {
+                    Person::User(n) => *n,
+                    Person::Bot => panic!("the bot twice"),
+                })
+                .collect();
+            assert_eq!(users.len(), members.len() - 1);
+            for n in 0..USERS {
+                assert_eq!(
+                    is_member(index, n),
+                    users.contains(&n),
+                    "guild {index} user {n}"
+                );
+            }
+        }
+        assert_eq!(user_index(user_id(42)), Some(42));
+        assert_eq!(user_index(dm_channel_id(42)), None);
+        assert_eq!(user_index(guild_id(1)), None);
+        assert_eq!(username(10_007), "user7");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The control API under `/control`: reports (identifies, violations, sessions, counters,
-//! replies), fault injection, the synthetic load, and a reset. JSON in and out, with the record
+//! The control API under `/control`: reports (identifies, violations, sessions, commands, late
+//! heartbeats, counters, replies), fault injection, the synthetic load, and a reset. JSON in and out, with the record
 //! types of `records.rs`.
 
 use std::sync::Arc;
@@ -14,11 +14,11 @@ use serde_json::json;
 
 use super::records::{
     BudgetUpdate, DispatchRequest, DispatchResult, FaultRequest, FaultResult, GuildList,
-    LoadSettings, MessageRequest, MessagesCreated,
+    LoadSettings, MessageRequest, MessagesCreated, RecordFilter,
 };
-use crate::payloads::Author;
 use crate::state::Fake;
-use crate::world;
+use crate::state::events::NewMessage;
+use crate::world::{self, Person};
 
 /// The control routes (mounted under `/control`).
 pub(crate) fn routes() -> Router<Arc<Fake>> {
@@ -27,6 +27,8 @@ pub(crate) fn routes() -> Router<Arc<Fake>> {
         .route("/identifies", get(identifies))
         .route("/violations", get(violations))
         .route("/sessions", get(sessions))
+        .route("/commands", get(commands))
+        .route("/late_heartbeats", get(late_heartbeats))
         .route("/counters", get(counters))
         .route("/replies", get(replies))
         .route("/guilds", get(guilds))
@@ -46,6 +48,8 @@ fn bad_request(message: impl Into<String>) -> Response {
 async fn index() -> Json<serde_json::Value> {
     Json(json!({
         "GET": ["/control/identifies", "/control/violations", "/control/sessions",
+                "/control/commands?session_id=&shard=&num_shards=&op=",
+                "/control/late_heartbeats?session_id=&shard=&num_shards=",
                 "/control/counters", "/control/replies?since_ms=&until_ms=",
                 "/control/guilds?shard=&num_shards=", "/control/load", "/control/budget"],
         "POST": ["/control/reset", "/control/faults", "/control/load", "/control/messages",
@@ -64,6 +68,17 @@ async fn violations(State(fake): State<Arc<Fake>>) -> Response {
 
 async fn sessions(State(fake): State<Arc<Fake>>) -> Response {
     Json(fake.sessions()).into_response()
+}
+
+async fn commands(State(fake): State<Arc<Fake>>, Query(filter): Query<RecordFilter>) -> Response {
+    Json(fake.commands(&filter)).into_response()
+}
+
+async fn late_heartbeats(
+    State(fake): State<Arc<Fake>>,
+    Query(filter): Query<RecordFilter>,
+) -> Response {
+    Json(fake.late_heartbeats(&filter)).into_response()
 }
 
 async fn counters(State(fake): State<Arc<Fake>>) -> Response {
@@ -159,15 +174,15 @@ async fn messages(State(fake): State<Arc<Fake>>, Json(request): Json<MessageRequ
                 .content
                 .clone()
                 .unwrap_or_else(|| format!("hello from user{}", user % world::USERS));
-            let (id, _) = fake.create_message(
-                request.guild_id,
-                channel,
-                Author::User(user),
-                &content,
-                None,
-                true,
-                &mut targets,
-            );
+            let new = NewMessage {
+                guild: request.guild_id,
+                channel_id: channel,
+                author: Person::User(user),
+                content: &content,
+                reply_to: None,
+                nonce: None,
+            };
+            let (id, _) = fake.create_message(&new, true, &mut targets);
             id.to_string()
         })
         .collect();

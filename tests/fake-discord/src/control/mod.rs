@@ -1,14 +1,14 @@
 //! The control API (`/control/...`): how tests and users read what the fake saw (identifies,
-//! violations, sessions, counters, replies) and steer it (faults, load, messages, dispatches,
-//! budget, reset). `records.rs` holds its public JSON records, re-exported here; `api.rs` its
-//! routes, which the server mounts.
+//! violations, sessions, commands, late heartbeats, counters, replies) and steer it (faults,
+//! load, messages, dispatches, budget, reset). `records.rs` holds its public JSON records,
+//! re-exported here; `api.rs` its routes, which the server mounts.
 
 pub(crate) mod api;
 mod records;
 
 pub use self::records::{
-    BudgetInfo, BudgetUpdate, Counters, DispatchRequest, DispatchResult, Fault, FaultRequest,
-    FaultResult, GuildList, IdentifyOutcome, IdentifyRecord, LoadSettings, LoadStatus,
-    MessageRequest, MessagesCreated, RepliesReport, Rule, SessionInfo, Target, Violation,
-    opt_snowflake,
+    BudgetInfo, BudgetUpdate, CommandOutcome, CommandRecord, Counters, DispatchRequest,
+    DispatchResult, Fault, FaultRequest, FaultResult, GuildList, IdentifyOutcome, IdentifyRecord,
+    LateHeartbeat, LoadSettings, LoadStatus, MessageRequest, MessagesCreated, RecordFilter,
+    RepliesReport, Rule, SessionInfo, Target, Violation, opt_snowflake,
 };

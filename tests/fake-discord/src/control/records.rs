@@ -34,7 +34,9 @@ pub enum Rule {
     DecodeError,
     /// An opcode clients may not send: close 4001.
     UnknownOpcode,
-    /// A field out of its documented range (`large_threshold`): close 4001.
+    /// "An invalid payload for an opcode" (opcodes-and-status-codes.mdx, 4001): a command's `d`
+    /// lacks a documented field or has one of the wrong type or out of its range
+    /// (`large_threshold`; op 3's `status`; op 8 with more than 100 `user_ids`): close 4001.
     InvalidPayload,
     /// A Resume claiming a `seq` the session never sent: op 9 `false`.
     InvalidResumeSeq,
@@ -43,6 +45,21 @@ pub enum Rule {
     HeartbeatTimeout,
     /// A `v` query parameter other than 9 or 10: close 4012.
     InvalidApiVersion,
+    /// A Resume on the gateway URL rather than READY's `resume_gateway_url` (gateway.mdx
+    /// "Resuming"): op 9 `false`, so the client has to Identify anew. The session itself is left
+    /// as it was.
+    ResumeNotOnResumeUrl,
+    /// A request for all members of a guild (op 8 with `query: ""` and `limit: 0`) within the
+    /// window (30 s) of the previous one for that guild, bot-wide (change-log.mdx, "Introducing
+    /// Rate Limit When Requesting All Guild Members"): answered with a RATE_LIMITED dispatch
+    /// and no chunks.
+    RequestAllMembersTooFast,
+    /// op 4 or op 8 for a guild that the session's shard does not hold (or that is not one of
+    /// the bot's): nothing is answered.
+    GuildNotOnShard,
+    /// op 8 with `query: ""` without the GUILD_MEMBERS intent (gateway-events.mdx, "Request
+    /// Guild Members"): nothing is answered.
+    MembersIntentRequired,
 }
 
 /// One breach of a rule.
@@ -124,6 +141,105 @@ pub struct SessionInfo {
     pub created_at_ms: u64,
 }
 
+/// What the fake did with a command (`CommandRecord.outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandOutcome {
+    /// Taken, nothing to answer: op 3, op 4, and the opcodes the fake does not model (31, 43).
+    Accepted,
+    /// op 8 answered with `chunks` GUILD_MEMBERS_CHUNK dispatches.
+    Answered,
+    /// op 8 answered with a RATE_LIMITED dispatch (`retry_after`), no chunks.
+    RateLimited,
+    /// Nothing answered, as on Discord: the guild is not on the session's shard, or all members
+    /// were asked for without the GUILD_MEMBERS intent. A violation says which.
+    Ignored,
+}
+
+/// A command a client sent on an authenticated connection (op 3 Presence Update, op 4 Voice
+/// State Update, op 8 Request Guild Members, and the opcodes the fake does not model, such as
+/// 31 and 43), in arrival order. A payload that breaks its opcode's shape closes the connection
+/// (`invalid_payload`) and is not recorded here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandRecord {
+    /// Unix ms of arrival.
+    pub at_ms: u64,
+    /// Unix µs of arrival.
+    pub at_us: u64,
+    /// The connection (numbered from 1 in accept order).
+    pub connection: u64,
+    pub session_id: String,
+    pub shard: u32,
+    pub num_shards: u32,
+    pub op: u8,
+    /// The command's `d`, as sent.
+    pub d: serde_json::Value,
+    pub outcome: CommandOutcome,
+    /// op 8: the GUILD_MEMBERS_CHUNK dispatches queued (0 otherwise).
+    #[serde(default)]
+    pub chunks: u32,
+    /// op 8 rate limited: the RATE_LIMITED dispatch's `retry_after`, in seconds.
+    #[serde(default)]
+    pub retry_after: Option<f64>,
+}
+
+/// A heartbeat that came later than the heartbeat interval plus `--heartbeat-slack-ms` after
+/// the connection's previous one (or after Hello, for the first). Discord closes only at its own
+/// timeout (`heartbeat_timeout`); this shows a client whose heartbeats slip before that.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LateHeartbeat {
+    /// Unix ms of arrival.
+    pub at_ms: u64,
+    pub connection: u64,
+    /// The session on the connection, if it had one yet.
+    #[serde(default)]
+    pub session_id: Option<String>,
+    #[serde(default)]
+    pub shard: Option<u32>,
+    #[serde(default)]
+    pub num_shards: Option<u32>,
+    /// Time since the previous heartbeat (or Hello), ms.
+    pub gap_ms: u64,
+    /// How much longer than the heartbeat interval the gap was, ms.
+    pub late_ms: u64,
+}
+
+/// Which records `GET /control/commands` and `GET /control/late_heartbeats` list (query
+/// parameters; each one absent matches all).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_shards: Option<u32>,
+    /// Commands only: this opcode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<u8>,
+}
+
+impl RecordFilter {
+    /// Whether a record of this session, shard and opcode matches.
+    pub fn matches(
+        &self,
+        session_id: Option<&str>,
+        shard: Option<[u32; 2]>,
+        op: Option<u8>,
+    ) -> bool {
+        self.session_id
+            .as_deref()
+            .is_none_or(|id| session_id == Some(id))
+            && self
+                .shard
+                .is_none_or(|s| shard.is_some_and(|[id, _]| id == s))
+            && self
+                .num_shards
+                .is_none_or(|n| shard.is_some_and(|[_, total]| total == n))
+            && self.op.is_none_or(|o| op == Some(o))
+    }
+}
+
 /// `session_start_limit`, as `/gateway/bot` would answer now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BudgetInfo {
@@ -154,6 +270,12 @@ pub struct Counters {
     /// Sessions closed because their client fell further behind than the replay buffer.
     pub overflows: u64,
     pub violations: u64,
+    /// Commands recorded in `/control/commands`.
+    #[serde(default)]
+    pub commands: u64,
+    /// Heartbeats recorded in `/control/late_heartbeats`.
+    #[serde(default)]
+    pub heartbeats_late: u64,
     pub sessions: u64,
     pub token_reset: bool,
     pub budget: Option<BudgetInfo>,
@@ -291,6 +413,8 @@ pub struct BudgetUpdate {
 
 /// For the synthetic messages created in `[since_ms, until_ms)`: how many got exactly one
 /// reply (`POST /channels/{id}/messages` with `message_reference`), none, or more than one.
+/// A reply is a message the bot *created*: a create answered with an earlier message because of
+/// its `nonce` and `enforce_nonce: true` creates nothing and is not counted (see `deduplicated`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepliesReport {
     pub since_ms: u64,
@@ -303,6 +427,10 @@ pub struct RepliesReport {
     pub replies: u64,
     /// Replies since start to messages the fake does not know (or forgot).
     pub replies_to_unknown: u64,
+    /// Creates since start answered with an earlier message of the same `nonce` in the same
+    /// channel (`enforce_nonce: true`), so neither created nor counted as replies.
+    #[serde(default)]
+    pub deduplicated: u64,
     /// Up to 20 ids of messages without a reply.
     pub unanswered_sample: Vec<String>,
     /// Up to 20 ids of messages with more than one reply.

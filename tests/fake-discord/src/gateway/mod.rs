@@ -1,7 +1,8 @@
 //! The gateway's WebSocket endpoint: any path that is not REST or control, as on Discord, where
 //! the gateway URL is `wss://gateway.discord.gg/?v=10&encoding=json&compress=zlib-stream` and the
 //! resume URL is another host. Here the resume URL is `<base>/resume`; both serve the same
-//! gateway.
+//! gateway, but a Resume is accepted only on a path under `/resume` (gateway.mdx "Resuming":
+//! resume on READY's `resume_gateway_url`, not on the URL of the first connection).
 //!
 //! The upgrade is answered here rather than with axum's `ws` extractor so that the connection
 //! runs on the same tokio-tungstenite as the rest of the project.
@@ -26,6 +27,16 @@ use crate::state::Fake;
 
 /// Gateway versions served (discord-api-docs `developers/reference.mdx`, "API Versions").
 const VERSIONS: [&str; 2] = ["10", "9"];
+
+/// The path segment of READY's `resume_gateway_url` (`<base>/resume`).
+const RESUME_SEGMENT: &str = "resume";
+
+/// Whether a connection came in on the resume URL: a path with a `resume` segment, as clients
+/// append `/?v=10…` (twilight), `?v=10…` (discord.js, disgo) or nothing to
+/// `resume_gateway_url`, and `--public-url` may add a prefix.
+fn is_resume_path(path: &str) -> bool {
+    path.split('/').any(|segment| segment == RESUME_SEGMENT)
+}
 
 /// Answers a WebSocket upgrade on any path; anything else is Discord's JSON 404.
 pub async fn upgrade(State(fake): State<Arc<Fake>>, mut request: Request) -> Response {
@@ -64,7 +75,8 @@ pub async fn upgrade(State(fake): State<Arc<Fake>>, mut request: Request) -> Res
         transport,
         bad_version: version.filter(|v| !VERSIONS.contains(&v.as_str())),
         bad_encoding: encoding.filter(|e| e != "json"),
-        resume_url: format!("{base}/resume"),
+        resume_url: format!("{base}/{RESUME_SEGMENT}"),
+        on_resume_url: is_resume_path(request.uri().path()),
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
@@ -104,4 +116,19 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
         v.to_str()
             .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_resume_url_is_recognised_however_clients_append_to_it() {
+        for path in ["/resume", "/resume/", "/prefix/resume/"] {
+            assert!(is_resume_path(path), "{path}");
+        }
+        for path in ["/", "", "/resumes", "/gateway", "/resume-me"] {
+            assert!(!is_resume_path(path), "{path}");
+        }
+    }
 }

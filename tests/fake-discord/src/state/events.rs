@@ -2,7 +2,8 @@
 //! and an event of guild `g` goes to every session of every layout whose shard is
 //! `(g >> 22) % num_shards`, so old and new layouts side by side each receive it (gateway.mdx
 //! "Sharding"); guild-less events go to shard 0 only. Each event is serialized once and shared.
-//! Messages created here are remembered for the replies report when asked.
+//! Messages created here are remembered for the replies report when asked; the bot's own
+//! messages count as replies, once per message created, and honour `enforce_nonce`.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -11,9 +12,11 @@ use bytes::Bytes;
 
 use super::{Fake, add, lock};
 use crate::control::RepliesReport;
-use crate::payloads::{self, Author, Message};
+use crate::nonces::Nonce;
+use crate::payloads::{self, Message};
 use crate::rules::{self, US_PER_MS};
 use crate::session::{Event, Payload, Session};
+use crate::world::Person;
 
 impl Fake {
     /// Every session that receives an event of `guild` (None: shard 0 of each layout) and has
@@ -50,14 +53,9 @@ impl Fake {
     /// Creates a message in a channel of `guild` (or a DM) and dispatches MESSAGE_CREATE to
     /// every session that routes it; returns its id and its JSON. `track`: remember it for
     /// `/control/replies`.
-    #[allow(clippy::too_many_arguments)]
     pub fn create_message(
         &self,
-        guild: Option<u64>,
-        channel_id: u64,
-        author: Author,
-        content: &str,
-        reply_to: Option<u64>,
+        new: &NewMessage<'_>,
         track: bool,
         targets: &mut Vec<Arc<Session>>,
     ) -> (u64, Bytes) {
@@ -66,25 +64,26 @@ impl Fake {
         let timestamp = payloads::timestamp(now);
         let msg = Message {
             id,
-            channel_id,
-            guild_id: guild,
-            author,
-            content,
+            channel_id: new.channel_id,
+            guild_id: new.guild,
+            author: new.author,
+            content: new.content,
             timestamp: &timestamp,
-            reply_to,
+            reply_to: new.reply_to,
+            nonce: new.nonce.map(|n| n.json.as_str()),
         };
-        let intent = if guild.is_some() {
+        let intent = if new.guild.is_some() {
             rules::INTENT_GUILD_MESSAGES
         } else {
             rules::INTENT_DIRECT_MESSAGES
         };
         targets.clear();
-        self.route(guild, intent, targets);
+        self.route(new.guild, intent, targets);
         // Content is withheld from bots without MESSAGE_CONTENT, except in DMs and their own
         // messages (message.mdx, "Message Content Intent").
-        let withheld = guild.is_some() && author != Author::Bot;
+        let withheld = new.guild.is_some() && new.author != Person::Bot;
         let serialize = |with_content: bool| {
-            let mut d = Vec::with_capacity(content.len() + 900);
+            let mut d = Vec::with_capacity(new.content.len() + 900);
             payloads::write_message_create(&mut d, &self.bot, &msg, with_content);
             Arc::new(Event {
                 name: Cow::Borrowed("MESSAGE_CREATE"),
@@ -109,13 +108,60 @@ impl Fake {
         (id, full.d.clone())
     }
 
-    /// Counts a bot reply to `target`.
-    pub fn record_reply(&self, target: u64) -> bool {
-        lock(&self.replies).reply(target)
+    /// The bot creates a message (`POST /channels/{id}/messages`); returns its JSON. With a
+    /// nonce and `enforce_nonce`, a message the bot created with that nonce in the channel
+    /// within the nonce window is returned instead, and nothing is created, dispatched or
+    /// counted (message.mdx, "Create Message"). Otherwise the message is dispatched, and
+    /// counted as a reply when it answers a synthetic message.
+    pub fn create_bot_message(&self, new: &NewMessage<'_>, enforce_nonce: bool) -> BotMessage {
+        let enforced = new.nonce.filter(|_| enforce_nonce);
+        // Held until the message is remembered, so that two creates racing with one nonce
+        // (two pods answering the same event) create one message.
+        let mut nonces = enforced.map(|_| lock(&self.nonces));
+        let now = self.clock.now_us();
+        if let (Some(nonces), Some(nonce)) = (nonces.as_mut(), enforced)
+            && let Some(first) = nonces.find(new.channel_id, &nonce.key, now)
+        {
+            lock(&self.replies).deduplicated();
+            return BotMessage {
+                d: first,
+                created: false,
+            };
+        }
+        if let Some(target) = new.reply_to {
+            lock(&self.replies).reply(target);
+        }
+        let (_, d) = self.create_message(new, false, &mut Vec::new());
+        if let (Some(nonces), Some(nonce)) = (nonces.as_mut(), enforced) {
+            nonces.remember(new.channel_id, &nonce.key, now, d.clone());
+        }
+        BotMessage { d, created: true }
     }
 
     /// The replies report of a period.
     pub fn replies_report(&self, since_ms: u64, until_ms: u64) -> RepliesReport {
         lock(&self.replies).report(since_ms, until_ms)
     }
+}
+
+/// A message about to be created.
+#[derive(Debug, Clone, Copy)]
+pub struct NewMessage<'a> {
+    /// `None`: a DM (routed to shard 0).
+    pub guild: Option<u64>,
+    pub channel_id: u64,
+    pub author: Person,
+    pub content: &'a str,
+    /// A reply: the message it answers.
+    pub reply_to: Option<u64>,
+    pub nonce: Option<&'a Nonce>,
+}
+
+/// What a bot's create answered.
+#[derive(Debug, Clone)]
+pub struct BotMessage {
+    /// The message's JSON.
+    pub d: Bytes,
+    /// `false`: an earlier message with the same nonce, returned instead.
+    pub created: bool,
 }

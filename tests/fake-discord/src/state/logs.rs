@@ -1,14 +1,27 @@
-//! Recording into the logs the control API reports: every Identify as it arrived and every breach
-//! of a rule, each capped at `LOG_CAPACITY` records (later ones are counted, not stored). An
-//! [`Origin`] says which connection (and session or shard) a violation came from.
+//! Recording into the logs the control API reports: every Identify as it arrived, every breach
+//! of a rule, every command of an authenticated client and every late heartbeat, each capped at
+//! `LOG_CAPACITY` records (later ones are counted, not stored). An [`Origin`] says which
+//! connection (and session or shard) a violation came from.
+
+use std::sync::atomic::AtomicU64;
 
 use super::{Fake, add, lock};
-use crate::control::{IdentifyOutcome, IdentifyRecord, Rule, Violation};
+use crate::control::{
+    CommandRecord, IdentifyOutcome, IdentifyRecord, LateHeartbeat, Rule, Violation,
+};
 use crate::rules::{self, Breach, Micros, US_PER_MS};
 use crate::session::Session;
 
 /// Most records kept per log; later ones are counted, not stored.
 const LOG_CAPACITY: usize = 100_000;
+
+/// Counts a record in `counter` and keeps it in `log` while the log has room.
+fn append<T>(counter: &AtomicU64, log: &mut Vec<T>, record: T) {
+    add(counter, 1);
+    if log.len() < LOG_CAPACITY {
+        log.push(record);
+    }
+}
 
 /// Who a connection is, for violation records.
 #[derive(Debug, Clone, Copy, Default)]
@@ -33,19 +46,34 @@ impl Fake {
             shard_total = shard.map(|s| s[1]),
             "violation: {details}"
         );
-        add(&self.stats.violations, 1);
-        let mut logs = lock(&self.logs);
-        if logs.violations.len() < LOG_CAPACITY {
-            logs.violations.push(Violation {
-                rule,
-                at_ms: self.clock.now_ms(),
-                shard: shard.map(|s| s[0]),
-                num_shards: shard.map(|s| s[1]),
-                session_id: origin.session.map(|s| s.id.clone()),
-                connection: origin.connection,
-                details,
-            });
-        }
+        let record = Violation {
+            rule,
+            at_ms: self.clock.now_ms(),
+            shard: shard.map(|s| s[0]),
+            num_shards: shard.map(|s| s[1]),
+            session_id: origin.session.map(|s| s.id.clone()),
+            connection: origin.connection,
+            details,
+        };
+        append(
+            &self.stats.violations,
+            &mut lock(&self.logs).violations,
+            record,
+        );
+    }
+
+    /// Records a command an authenticated client sent.
+    pub fn record_command(&self, record: CommandRecord) {
+        append(&self.stats.commands, &mut lock(&self.logs).commands, record);
+    }
+
+    /// Records a late heartbeat.
+    pub fn record_late_heartbeat(&self, record: LateHeartbeat) {
+        append(
+            &self.stats.heartbeats_late,
+            &mut lock(&self.logs).late_heartbeats,
+            record,
+        );
     }
 
     pub(super) fn breach(&self, breach: &Breach, origin: Origin<'_>) {
@@ -62,20 +90,21 @@ impl Fake {
         session_id: Option<String>,
         connection: u64,
     ) {
-        add(&self.stats.identifies, 1);
-        let mut logs = lock(&self.logs);
-        if logs.identifies.len() < LOG_CAPACITY {
-            logs.identifies.push(IdentifyRecord {
-                at_ms: at / US_PER_MS,
-                at_us: at,
-                shard: shard[0],
-                num_shards: shard[1],
-                bucket: rules::bucket(shard[0], self.config.max_concurrency),
-                outcome,
-                close_code,
-                session_id,
-                connection,
-            });
-        }
+        let record = IdentifyRecord {
+            at_ms: at / US_PER_MS,
+            at_us: at,
+            shard: shard[0],
+            num_shards: shard[1],
+            bucket: rules::bucket(shard[0], self.config.max_concurrency),
+            outcome,
+            close_code,
+            session_id,
+            connection,
+        };
+        append(
+            &self.stats.identifies,
+            &mut lock(&self.logs).identifies,
+            record,
+        );
     }
 }

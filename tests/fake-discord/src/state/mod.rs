@@ -5,18 +5,22 @@
 //! other way:
 //! - `registry.rs`: the sessions by id and their routing index (data only);
 //! - `connections.rs`: connections registered and ended, sessions detaching and expiring;
-//! - `logs.rs`: recording Identifies and violations, and who a connection is (`Origin`);
+//! - `logs.rs`: recording Identifies, violations, commands and late heartbeats, and who a
+//!   connection is (`Origin`);
 //! - `admission.rs`: Identify and Resume (the rules of `rules.rs` applied to the live registry),
 //!   the session start budget and the token;
-//! - `events.rs`: the world's events, routed to the sessions that receive them;
+//! - `events.rs`: the world's events, routed to the sessions that receive them, and the
+//!   messages the bot creates (replies, nonces);
+//! - `member_requests.rs`: op 8's answers and its bot-wide all-members limit;
 //! - `faults.rs`: fault injection;
 //! - `reports.rs`: what the control API reports.
 
 pub mod admission;
 mod connections;
-mod events;
+pub mod events;
 mod faults;
 pub mod logs;
+pub mod member_requests;
 mod registry;
 mod reports;
 
@@ -29,10 +33,13 @@ use tokio::sync::{mpsc, watch};
 use self::registry::Sessions;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::control::{Fault, IdentifyRecord, LoadSettings, Violation};
+use crate::control::{
+    CommandRecord, Fault, IdentifyRecord, LateHeartbeat, LoadSettings, Violation,
+};
+use crate::nonces::Nonces;
 use crate::payloads::Bot;
 use crate::replies::Replies;
-use crate::rules::{self, Budget, CloseCode, IdentifyWindows, Micros};
+use crate::rules::{self, ArrivalWindows, Budget, CloseCode, IdentifyWindows, Micros};
 use crate::session::Session;
 use crate::snowflake::Snowflakes;
 
@@ -56,13 +63,15 @@ struct ConnectionHandle {
     session: Option<Arc<Session>>,
 }
 
-/// The running state of the Identify rules: the bucket windows, the session start budget, and
-/// whether exhausting the budget reset the token.
+/// The running state of the rules with memory: the Identify bucket windows, the session start
+/// budget, whether exhausting the budget reset the token, and op 8's all-members window per
+/// guild (bot-wide, like the budget).
 #[derive(Debug)]
 struct RuleState {
     windows: IdentifyWindows,
     budget: Budget,
     token_reset: bool,
+    member_requests: ArrivalWindows<u64>,
 }
 
 impl RuleState {
@@ -77,15 +86,18 @@ impl RuleState {
                 now,
             ),
             token_reset: false,
+            member_requests: ArrivalWindows::new(config.member_request_window_ms),
         }
     }
 }
 
-/// The Identify and violation logs.
+/// The logs the control API reports.
 #[derive(Debug, Default)]
 struct Logs {
     identifies: Vec<IdentifyRecord>,
     violations: Vec<Violation>,
+    commands: Vec<CommandRecord>,
+    late_heartbeats: Vec<LateHeartbeat>,
 }
 
 /// Counters updated from many tasks.
@@ -104,6 +116,8 @@ pub struct Stats {
     pub events_generated: AtomicU64,
     pub overflows: AtomicU64,
     pub violations: AtomicU64,
+    pub commands: AtomicU64,
+    pub heartbeats_late: AtomicU64,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -127,6 +141,9 @@ pub struct Fake {
     connections: Mutex<HashMap<u64, ConnectionHandle>>,
     logs: Mutex<Logs>,
     replies: Mutex<Replies>,
+    /// Messages the bot created with `enforce_nonce`; held while such a create runs, so two
+    /// creates with one nonce never both create.
+    nonces: Mutex<Nonces>,
     next_connection: AtomicU64,
     /// The synthetic load's settings; the load task watches them.
     pub load: watch::Sender<LoadSettings>,
@@ -165,6 +182,7 @@ impl Fake {
             connections: Mutex::new(HashMap::new()),
             logs: Mutex::new(Logs::default()),
             replies: Mutex::new(Replies::new(config.reply_tracking)),
+            nonces: Mutex::new(Nonces::new(config.nonce_window_ms)),
             next_connection: AtomicU64::new(1),
             load: watch::Sender::new(load),
             load_generated: AtomicU64::new(0),
@@ -182,7 +200,7 @@ impl Fake {
     }
 
     /// Back to a fresh start: every connection closed (4000), sessions, logs, counters, budget,
-    /// bucket windows and token restored; the load stopped.
+    /// bucket and member-request windows, nonces and token restored; the load stopped.
     pub fn reset(&self) {
         self.load.send_modify(|l| l.rate = 0);
         for handle in lock(&self.connections).values() {
@@ -198,6 +216,7 @@ impl Fake {
         *lock(&self.rules) = RuleState::fresh(&self.config, self.clock.now_us());
         *lock(&self.logs) = Logs::default();
         *lock(&self.replies) = Replies::new(self.config.reply_tracking);
+        *lock(&self.nonces) = Nonces::new(self.config.nonce_window_ms);
         let s = &self.stats;
         for counter in [
             &s.identifies,
@@ -211,6 +230,8 @@ impl Fake {
             &s.events_generated,
             &s.overflows,
             &s.violations,
+            &s.commands,
+            &s.heartbeats_late,
             &self.load_generated,
         ] {
             counter.store(0, Ordering::Relaxed);

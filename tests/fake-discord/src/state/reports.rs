@@ -1,7 +1,10 @@
 //! What the control API reports: the logs, the sessions, the synthetic load and the counters.
 
 use super::{Fake, get, lock};
-use crate::control::{Counters, IdentifyRecord, LoadStatus, SessionInfo, Violation};
+use crate::control::{
+    CommandRecord, Counters, IdentifyRecord, LateHeartbeat, LoadStatus, RecordFilter, SessionInfo,
+    Violation,
+};
 use crate::rules::US_PER_MS;
 use crate::session::Link;
 
@@ -12,6 +15,35 @@ impl Fake {
 
     pub fn violations(&self) -> Vec<Violation> {
         lock(&self.logs).violations.clone()
+    }
+
+    /// The commands `filter` selects, in arrival order.
+    pub fn commands(&self, filter: &RecordFilter) -> Vec<CommandRecord> {
+        lock(&self.logs)
+            .commands
+            .iter()
+            .filter(|c| {
+                filter.matches(
+                    Some(&c.session_id),
+                    Some([c.shard, c.num_shards]),
+                    Some(c.op),
+                )
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The late heartbeats `filter` selects, in arrival order.
+    pub fn late_heartbeats(&self, filter: &RecordFilter) -> Vec<LateHeartbeat> {
+        lock(&self.logs)
+            .late_heartbeats
+            .iter()
+            .filter(|h| {
+                let shard = h.shard.zip(h.num_shards).map(|(s, n)| [s, n]);
+                filter.matches(h.session_id.as_deref(), shard, None)
+            })
+            .cloned()
+            .collect()
     }
 
     pub fn sessions(&self) -> Vec<SessionInfo> {
@@ -77,6 +109,8 @@ impl Fake {
             events_generated: get(&s.events_generated),
             overflows: get(&s.overflows),
             violations: get(&s.violations),
+            commands: get(&s.commands),
+            heartbeats_late: get(&s.heartbeats_late),
             sessions: self.sessions_read().by_id.len() as u64,
             token_reset: self.token_reset(),
             budget: Some(self.budget()),

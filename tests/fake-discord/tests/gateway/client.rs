@@ -216,6 +216,38 @@ impl Client {
         Ok((client, ready["d"].clone()))
     }
 
+    /// Hello, Identify with `intents`, READY, and every GUILD_CREATE (with the GUILDS intent),
+    /// so that the next dispatch is a new one.
+    pub async fn ready(
+        base: &str,
+        token: &str,
+        shard: [u32; 2],
+        intents: u64,
+    ) -> anyhow::Result<Self> {
+        let mut client = Self::connect(base, true).await?;
+        client.expect_op(10).await?;
+        client.identify(token, shard, intents).await?;
+        let ready = client.expect_dispatch("READY").await?;
+        let guilds = ready["d"]["guilds"].as_array().map_or(0, Vec::len);
+        if intents & 1 != 0 {
+            for _ in 0..guilds {
+                client.expect_dispatch("GUILD_CREATE").await?;
+            }
+        }
+        Ok(client)
+    }
+
+    /// Heartbeats and reads the ACK: every frame sent before has been handled. Anything else
+    /// arriving first is an error, so nothing unexpected slips by unread.
+    pub async fn sync(&mut self) -> anyhow::Result<()> {
+        self.heartbeat().await?;
+        let next = self.payload().await?;
+        if next["op"] != 11 {
+            bail!("expected the heartbeat ACK, got {next}");
+        }
+        Ok(())
+    }
+
     /// Closes with `code` (1000/1001 end the session; others keep it resumable).
     pub async fn close(mut self, code: u16) -> anyhow::Result<()> {
         self.ws

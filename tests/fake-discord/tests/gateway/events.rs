@@ -18,17 +18,7 @@ async fn ready(
     shard: [u32; 2],
     intents: u64,
 ) -> anyhow::Result<Client> {
-    let mut client = Client::connect(&fake.gateway_url(), true).await?;
-    client.expect_op(10).await?;
-    client.identify(TOKEN, shard, intents).await?;
-    let ready = client.expect_dispatch("READY").await?;
-    let guilds = ready["d"]["guilds"].as_array().map_or(0, Vec::len);
-    if intents & 1 != 0 {
-        for _ in 0..guilds {
-            client.expect_dispatch("GUILD_CREATE").await?;
-        }
-    }
-    Ok(client)
+    Client::ready(&fake.gateway_url(), TOKEN, shard, intents).await
 }
 
 fn id_of(value: &Value) -> u64 {
@@ -213,6 +203,100 @@ async fn replies_are_counted_per_synthetic_message() -> anyhow::Result<()> {
         .send()
         .await?;
     assert_eq!(anonymous.status(), 401);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_create_with_an_enforced_nonce_returns_the_first_message_and_counts_once()
+-> anyhow::Result<()> {
+    let fake = fixture::spawn(fake_discord::Config {
+        guilds: 2,
+        ..fixture::config()
+    })
+    .await;
+    let mut client = ready(&fake, [0, 1], INTENTS).await?;
+    let since = fake.state().clock.now_ms();
+    let guild = world::guild_id(0);
+    let created: MessagesCreated =
+        fixture::post(&fake, "messages", json!({"guild_id": guild, "count": 2})).await;
+    for _ in 0..2 {
+        client.expect_dispatch("MESSAGE_CREATE").await?;
+    }
+    let http = fixture::http();
+    let create = |channel: u64, body: Value| {
+        http.post(format!(
+            "{}/v10/channels/{channel}/messages",
+            fake.api_url()
+        ))
+        .header("Authorization", format!("Bot {TOKEN}"))
+        .json(&body)
+        .send()
+    };
+    let channel = world::text_channel_id(guild);
+    let reply = |target: &str, nonce: Value, enforce: bool| {
+        json!({"content": "pong", "message_reference": {"message_id": target},
+               "nonce": nonce, "enforce_nonce": enforce})
+    };
+    // Two pods answering the same message at once, with the same nonce.
+    let (a, b) = tokio::join!(
+        create(channel, reply(&created.ids[0], json!("r-1"), true)),
+        create(channel, reply(&created.ids[0], json!("r-1"), true)),
+    );
+    let a: Value = a?.error_for_status()?.json().await?;
+    let b: Value = b?.error_for_status()?.json().await?;
+    assert_eq!(a["id"], b["id"], "one message, returned twice");
+    assert_eq!(a["nonce"], "r-1");
+    // Later, still within the window.
+    let c: Value = create(channel, reply(&created.ids[0], json!("r-1"), true))
+        .await?
+        .json()
+        .await?;
+    assert_eq!(c["id"], a["id"]);
+    // One MESSAGE_CREATE only.
+    let event = client.expect_dispatch("MESSAGE_CREATE").await?;
+    assert_eq!(event["d"]["id"], a["id"]);
+    assert_eq!(event["d"]["nonce"], "r-1");
+    fixture::marker(&fake, guild).await;
+    let next = client.payload().await?;
+    assert_eq!(
+        next["t"], "GUILD_UPDATE",
+        "no second MESSAGE_CREATE: {next}"
+    );
+
+    // Without enforce_nonce, or in another channel, the nonce creates anew.
+    let d: Value = create(channel, reply(&created.ids[1], json!(7), false))
+        .await?
+        .json()
+        .await?;
+    assert_eq!(d["nonce"], 7);
+    let e: Value = create(channel, reply(&created.ids[1], json!(7), false))
+        .await?
+        .json()
+        .await?;
+    assert_ne!(d["id"], e["id"]);
+    let elsewhere = world::text_channel_id(world::guild_id(1));
+    let f: Value = create(
+        elsewhere,
+        json!({"content": "x", "nonce": "r-1", "enforce_nonce": true}),
+    )
+    .await?
+    .json()
+    .await?;
+    assert_ne!(f["id"], a["id"]);
+    let too_long = create(channel, json!({"content": "x", "nonce": "n".repeat(26)})).await?;
+    assert_eq!(too_long.status(), 400);
+
+    let report: RepliesReport = fixture::get(&fake, &format!("replies?since_ms={since}")).await;
+    assert_eq!(
+        (
+            report.messages,
+            report.exactly_once,
+            report.multiple,
+            report.replies
+        ),
+        (2, 1, 1, 3)
+    );
+    assert_eq!(report.deduplicated, 2);
     Ok(())
 }
 

@@ -35,13 +35,7 @@ async fn fault(fake: &fake_discord::RunningFake, body: Value) -> u32 {
 
 /// Dispatches a marker event to the session's guilds.
 async fn marker(fake: &fake_discord::RunningFake) {
-    let guild = world::guild_id(0);
-    let _: Value = fixture::post(
-        fake,
-        "dispatch",
-        json!({"t": "GUILD_UPDATE", "guild_id": guild, "d": {"id": guild.to_string()}}),
-    )
-    .await;
+    fixture::marker(fake, world::guild_id(0)).await;
 }
 
 async fn sessions(fake: &fake_discord::RunningFake) -> Vec<SessionInfo> {

@@ -54,3 +54,14 @@ pub async fn post<T: DeserializeOwned>(fake: &RunningFake, path: &str, body: Val
         .await
         .expect("JSON")
 }
+
+/// Dispatches a GUILD_UPDATE to the sessions that route `guild`: a marker that every dispatch
+/// queued for them before comes ahead of.
+pub async fn marker(fake: &RunningFake, guild: u64) {
+    let _: Value = post(
+        fake,
+        "dispatch",
+        serde_json::json!({"t": "GUILD_UPDATE", "guild_id": guild, "d": {"id": guild.to_string()}}),
+    )
+    .await;
+}

@@ -1,6 +1,7 @@
 //! The fake Discord's rules, over real WebSockets with a client of our own that can break them.
 
 mod client;
+mod commands;
 mod events;
 mod faults;
 mod fixture;

@@ -77,6 +77,35 @@ async fn resume_replays_missed_dispatches_in_order_then_resumed() -> anyhow::Res
 }
 
 #[tokio::test]
+async fn a_resume_on_the_gateway_url_gets_op9_and_a_violation() -> anyhow::Result<()> {
+    let fake = fixture::spawn(config()).await;
+    let (client, session_id, resume_url) = session(&fake).await?;
+    let seen = client.seq.expect("seq");
+    client.close(4000).await?;
+    // Wrong: the URL of the first connection.
+    let mut wrong = Client::connect(&fake.gateway_url(), true).await?;
+    wrong.expect_op(10).await?;
+    wrong.resume(TOKEN, &session_id, seen).await?;
+    assert_eq!(wrong.expect_op(9).await?["d"], false);
+    let violations: Vec<Violation> = fixture::get(&fake, "violations").await;
+    assert_eq!(violations.len(), 1);
+    assert_eq!(violations[0].rule, Rule::ResumeNotOnResumeUrl);
+    // The session was not touched: resuming where READY said works.
+    let sessions: Vec<SessionInfo> = fixture::get(&fake, "sessions").await;
+    assert!(
+        sessions.len() == 1 && !sessions[0].connected,
+        "{sessions:?}"
+    );
+    let mut right = Client::connect(&resume_url, true).await?;
+    right.expect_op(10).await?;
+    right.resume(TOKEN, &session_id, seen).await?;
+    right.expect_dispatch("RESUMED").await?;
+    let counters: fake_discord::control::Counters = fixture::get(&fake, "counters").await;
+    assert_eq!((counters.resumes, counters.resumes_failed), (1, 1));
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_dropped_tcp_connection_stays_resumable() -> anyhow::Result<()> {
     let fake = fixture::spawn(config()).await;
     let (client, session_id, resume_url) = session(&fake).await?;
@@ -109,7 +138,8 @@ async fn sessions_closed_with_1000_or_1001_cannot_resume() -> anyhow::Result<()>
 #[tokio::test]
 async fn a_session_expires_after_the_resume_window() -> anyhow::Result<()> {
     let fake = fixture::spawn(fake_discord::Config {
-        resume_window_ms: 200,
+        // Long enough for the report below on a loaded machine (200 ms was not).
+        resume_window_ms: 1_500,
         ..config()
     })
     .await;
@@ -118,7 +148,7 @@ async fn a_session_expires_after_the_resume_window() -> anyhow::Result<()> {
     client.close(4000).await?;
     let sessions: Vec<SessionInfo> = fixture::get(&fake, "sessions").await;
     assert!(sessions[0].resumable_until_ms.is_some() && !sessions[0].connected);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1_800)).await;
     let mut client = Client::connect(&resume_url, true).await?;
     client.expect_op(10).await?;
     client.resume(TOKEN, &session_id, seen).await?;

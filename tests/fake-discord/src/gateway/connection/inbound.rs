@@ -1,6 +1,7 @@
 //! The client's frames: the send limit, the payload size and JSON checks, then each command by
-//! opcode: Heartbeat (ACK unless a zombie fault holds it back), Identify and Resume (admitted by
-//! the state, see `state/admission.rs`), and the commands that need a session.
+//! opcode: Heartbeat (ACK unless a zombie fault holds it back; a late one is recorded), Identify
+//! and Resume (admitted by the state, see `state/admission.rs`; a Resume only on the resume
+//! URL), and the commands that need a session (`client_commands.rs`).
 
 use std::sync::atomic::Ordering;
 
@@ -11,9 +12,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{Connection, End, deadline_after};
-use crate::control::Rule;
+use crate::commands::ClientCommand;
+use crate::control::{LateHeartbeat, Rule};
 use crate::payloads;
-use crate::rules::{CloseCode, IdentifyFields, Micros};
+use crate::rules::{self, CloseCode, IdentifyFields, Micros, US_PER_MS};
 use crate::state::admission::{IdentifyVerdict, ResumeOutcome};
 
 /// Largest payload a client may send (gateway.mdx "Sending Events"); larger closes with 4002.
@@ -47,11 +49,7 @@ where
             );
         }
         if data.len() > MAX_CLIENT_PAYLOAD {
-            let details = format!("payload of {} bytes exceeds 4096", data.len());
-            return Some(
-                self.breach(Rule::DecodeError, CloseCode::DecodeError, details)
-                    .await,
-            );
+            return Some(self.oversize(data.len()).await);
         }
         let payload: Value = match serde_json::from_slice(&data) {
             Ok(value @ Value::Object(_)) => value,
@@ -81,30 +79,44 @@ where
             1 => self.heartbeat(at).await,
             2 => self.identify(d, at).await,
             6 => self.resume(d).await,
-            // Presence, voice state, request guild members, soundboard sounds, channel info.
-            3 | 4 | 8 | 31 | 43 => {
-                if self.session.is_none() {
-                    let details = format!("op {op} before Identify");
-                    return Some(
-                        self.breach(Rule::NotAuthenticated, CloseCode::NotAuthenticated, details)
+            _ => match ClientCommand::from_op(op) {
+                Some(command) => self.client_command(command, d, at).await,
+                None => {
+                    let details = format!("op {op} is not a command clients may send");
+                    Some(
+                        self.breach(Rule::UnknownOpcode, CloseCode::UnknownOpcode, details)
                             .await,
-                    );
+                    )
                 }
-                None
-            }
-            _ => {
-                let details = format!("op {op} is not a command clients may send");
-                Some(
-                    self.breach(Rule::UnknownOpcode, CloseCode::UnknownOpcode, details)
-                        .await,
-                )
-            }
+            },
         }
+    }
+
+    /// Closes 4002 for a payload over 4,096 bytes (`size` bytes).
+    pub(super) async fn oversize(&mut self, size: usize) -> End {
+        let details = format!("payload of {size} bytes exceeds {MAX_CLIENT_PAYLOAD}");
+        self.breach(Rule::DecodeError, CloseCode::DecodeError, details)
+            .await
     }
 
     async fn heartbeat(&mut self, at: Micros) -> Option<End> {
         self.fake.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
-        let deadline = deadline_after(&self.fake, at, self.fake.config.heartbeat_interval_ms);
+        let config = &self.fake.config;
+        let (interval, slack) = (config.heartbeat_interval_ms, config.heartbeat_slack_ms);
+        if let Some(late) = rules::heartbeat_lateness(self.last_beat, at, interval, slack) {
+            let session = self.session.as_deref();
+            self.fake.record_late_heartbeat(LateHeartbeat {
+                at_ms: at / US_PER_MS,
+                connection: self.id,
+                session_id: session.map(|s| s.id.clone()),
+                shard: session.map(|s| s.shard),
+                num_shards: session.map(|s| s.num_shards),
+                gap_ms: (at - self.last_beat) / US_PER_MS,
+                late_ms: late / US_PER_MS,
+            });
+        }
+        self.last_beat = at;
+        let deadline = deadline_after(&self.fake, at, interval);
         self.heartbeat_deadline.as_mut().reset(deadline);
         if self.zombie {
             return None;
@@ -181,6 +193,27 @@ where
             );
         };
         let seq = d.get("seq").and_then(Value::as_u64).unwrap_or(0);
+        if !self.params.on_resume_url {
+            // Discord disconnects such sessions sooner (change-log.mdx, "Session-specific
+            // Gateway Resume URLs"); the fake refuses at once, so the mistake cannot go unseen.
+            self.fake
+                .stats
+                .resumes_failed
+                .fetch_add(1, Ordering::Relaxed);
+            self.violation(
+                Rule::ResumeNotOnResumeUrl,
+                format!(
+                    "Resume of session {session_id} on the gateway URL; resume on READY's \
+                     resume_gateway_url ({})",
+                    self.params.resume_url
+                ),
+            );
+            return self
+                .send_raw(payloads::invalid_session(false))
+                .await
+                .err()
+                .map(|()| End::ByClient(None));
+        }
         match self.fake.resume(self.id, token, session_id, seq) {
             ResumeOutcome::Resumed {
                 session,

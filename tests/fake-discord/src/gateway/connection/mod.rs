@@ -3,9 +3,11 @@
 //! control commands, client frames, its session's new dispatches, the heartbeat and reconnect
 //! deadlines) and the close; the files beside it hold what each arm does:
 //! - `inbound.rs`: the client's frames (the send limit, decoding, Heartbeat, Identify, Resume);
+//! - `client_commands.rs`: the commands of an authenticated client (op 3, 4, 8, 31, 43);
 //! - `outbound.rs`: writing Hello, answers and the session's dispatches, and counting bytes;
 //! - `commands.rs`: what the control plane asks (closes, superseded sessions, injected faults).
 
+mod client_commands;
 mod commands;
 mod inbound;
 mod outbound;
@@ -19,9 +21,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::encoder::Encoder;
 pub use super::encoder::Transport;
@@ -47,6 +50,8 @@ pub struct Params {
     pub bad_encoding: Option<String>,
     /// This connection's resume URL (READY `resume_gateway_url`).
     pub resume_url: String,
+    /// The connection came in on a resume URL: the only place a Resume is accepted.
+    pub on_resume_url: bool,
 }
 
 /// How the connection ended.
@@ -73,6 +78,8 @@ struct Connection<S> {
     fresh_from: u64,
     /// Fires when the client has missed its heartbeat; reset by each heartbeat.
     heartbeat_deadline: Pin<Box<Sleep>>,
+    /// When the last heartbeat (or Hello) arrived (or was sent), to see late heartbeats.
+    last_beat: Micros,
     /// After an injected op 7: fires when the client has not reconnected in time.
     reconnect_deadline: Option<Pin<Box<Sleep>>>,
     zombie: bool,
@@ -106,6 +113,7 @@ where
             fake.clock.now_us(),
             interval,
         ))),
+        last_beat: fake.clock.now_us(),
         fake,
         id,
         ws,
@@ -166,6 +174,7 @@ where
         if self.send_raw(&hello).await.is_err() {
             return End::ByClient(None);
         }
+        self.last_beat = self.fake.clock.now_us();
         let mut shutdown = self.fake.shutdown.subscribe();
         loop {
             let session = self.session.clone();
@@ -182,6 +191,10 @@ where
                 message = self.ws.next() => {
                     let message = match message {
                         Some(Ok(message)) => message,
+                        // Past the WebSocket's own cap (1 MiB), far past Discord's 4,096 bytes.
+                        Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, .. }))) => {
+                            return self.oversize(size).await;
+                        }
                         Some(Err(_)) | None => return End::ByClient(None),
                     };
                     if let Some(end) = self.inbound(message).await {

@@ -1,4 +1,4 @@
-//! The reshard part of one reconcile pass, around the pure [`crate::reshard::decide`]: read the
+//! The reshard part of one reconcile pass, around the pure [`crate::reshard::decide::decide`]: read the
 //! roles, the shards' status records, the budget and the time from Redis (one pipeline), decide,
 //! check the budget on a fresh answer from Discord before a reshard starts, and write the next
 //! roles document by compare-and-set. Events and metrics for every step.
@@ -15,11 +15,13 @@ use shardset_contract::token::Token;
 use shardset_contract::{LayoutRoles, Role, ShardStatus, layout_name};
 use tracing::{info, warn};
 
-use crate::controller::Context;
+use crate::context::Context;
 use crate::crd::{HandoverSpec, ShardSet};
 use crate::discord::Lookup;
 use crate::plan::ObservedPod;
-use crate::reshard::{self, Decision, Inputs, Phase};
+use crate::reshard::decide::decide;
+use crate::reshard::decision::{Decision, Inputs, Phase};
+use crate::reshard::views::{LayoutView, views};
 use crate::status::{Problem, ReshardReport, condition};
 
 /// Requeue while a reshard is under way: acknowledgements arrive in Redis, not as watch events.
@@ -102,7 +104,7 @@ pub async fn pass(ctx: &Context, a: Args<'_>) -> Pass {
         }
     };
 
-    let views = reshard::views(a.observed, &state.statuses, a.total);
+    let views = views(a.observed, &state.statuses, a.total);
     let window_ms = HandoverSpec::window_ms(spec.handover.as_ref());
     let remaining = |lookup: &Lookup| {
         let discord = lookup.facts.as_ref().map(|f| f.session_remaining);
@@ -121,7 +123,7 @@ pub async fn pass(ctx: &Context, a: Args<'_>) -> Pass {
         now_ms: state.now_ms,
         window_ms,
     };
-    let mut decision = reshard::decide(&inputs);
+    let mut decision = decide(&inputs);
     if decision.starts
         && let Some(token) = a.token
     {
@@ -130,7 +132,7 @@ pub async fn pass(ctx: &Context, a: Args<'_>) -> Pass {
             .discord
             .lookup_fresh(a.key, spec.api_url(), token, a.token_desc, BUDGET_MAX_AGE)
             .await;
-        decision = reshard::decide(&Inputs {
+        decision = decide(&Inputs {
             remaining: remaining(&fresh),
             ..inputs.clone()
         });
@@ -221,11 +223,7 @@ fn fallback(total: u32, others: bool, problem: Option<Problem>) -> Pass {
 }
 
 /// The layout acting on events now.
-fn current_layout(
-    doc: Option<&LayoutRoles>,
-    views: &[reshard::LayoutView],
-    target: u32,
-) -> Option<String> {
+fn current_layout(doc: Option<&LayoutRoles>, views: &[LayoutView], target: u32) -> Option<String> {
     let running = |name: &str| {
         views
             .iter()

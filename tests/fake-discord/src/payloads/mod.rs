@@ -1,6 +1,7 @@
 //! Gateway payloads as Discord's API reference documents them, written straight into byte
 //! buffers: READY, GUILD_CREATE (a whole guild with roles, channels and the bot's member),
-//! MESSAGE_CREATE (a whole message with author and member), and the small opcodes.
+//! MESSAGE_CREATE (a whole message with author and member), and the small opcodes; the answers
+//! to op 8 (GUILD_MEMBERS_CHUNK, RATE_LIMITED) are in `members.rs`.
 //!
 //! Sources: discord-api-docs `developers/events/gateway-events.mdx` (Ready, Guild Create,
 //! Message Create extra fields), `developers/resources/{guild,message,user,channel}.mdx`,
@@ -11,13 +12,16 @@
 //! Writing by hand instead of through `serde_json::Value` keeps the hot path (one MESSAGE_CREATE
 //! `d` serialized once and shared by every session that receives it) free of intermediate trees.
 
+mod members;
+
 use std::io::Write as _;
 use std::sync::OnceLock;
 
 use rand::{Rng, RngExt, SeedableRng, rngs::SmallRng};
 
+pub use self::members::{guild_members_chunks, rate_limited};
 use crate::rules::{self, Micros};
-use crate::world;
+use crate::world::{self, Person};
 
 /// The bot as the gateway describes it.
 #[derive(Debug, Clone)]
@@ -277,16 +281,9 @@ pub fn write_guild_create(buf: &mut Vec<u8>, bot: &Bot, index: u32, large_thresh
     );
     raw(buf, r#","unavailable":false,"member_count":"#);
     num(buf, u64::from(members));
-    raw(buf, r#","voice_states":[],"members":[{"user":"#);
-    write_bot_user(buf, bot);
-    raw(buf, r#","nick":null,"avatar":null,"banner":null,"roles":["#);
-    id(buf, world::bot_role_id(guild));
-    raw(buf, r#"],"joined_at":""#);
-    raw(buf, JOINED_AT);
-    raw(
-        buf,
-        r#"","premium_since":null,"deaf":false,"mute":false,"flags":0,"pending":false,"communication_disabled_until":null}],"channels":[{"id":"#,
-    );
+    raw(buf, r#","voice_states":[],"members":["#);
+    write_member(buf, bot, guild, Person::Bot);
+    raw(buf, r#"],"channels":[{"id":"#);
     id(buf, text);
     raw(
         buf,
@@ -299,13 +296,42 @@ pub fn write_guild_create(buf: &mut Vec<u8>, bot: &Bot, index: u32, large_thresh
     );
 }
 
-/// Who wrote a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Author {
-    /// Synthetic user `n` (`world::user_id(n)`).
-    User(u64),
-    /// The bot itself (its replies).
-    Bot,
+/// Synthetic user `n`'s user object (`world::user_id(n)`, `world::username(n)`).
+fn write_user(buf: &mut Vec<u8>, n: u64) {
+    raw(buf, r#"{"username":""#);
+    raw(buf, world::USERNAME_PREFIX);
+    num(buf, n % world::USERS);
+    raw(buf, r#"","public_flags":0,"id":"#);
+    id(buf, world::user_id(n));
+    raw(
+        buf,
+        r#","global_name":null,"discriminator":"0","clan":null,"avatar_decoration_data":null,"avatar":null,"primary_guild":null,"collectibles":null}"#,
+    );
+}
+
+/// The user object of someone in the world.
+fn write_person(buf: &mut Vec<u8>, bot: &Bot, person: Person) {
+    match person {
+        Person::Bot => write_bot_user(buf, bot),
+        Person::User(n) => write_user(buf, n),
+    }
+}
+
+/// A guild member object (guild.mdx "Guild Member Object"): the bot, with its managed role, or
+/// a synthetic user with none.
+fn write_member(buf: &mut Vec<u8>, bot: &Bot, guild: u64, person: Person) {
+    raw(buf, r#"{"user":"#);
+    write_person(buf, bot, person);
+    raw(buf, r#","nick":null,"avatar":null,"banner":null,"roles":["#);
+    if person == Person::Bot {
+        id(buf, world::bot_role_id(guild));
+    }
+    raw(buf, r#"],"joined_at":""#);
+    raw(buf, JOINED_AT);
+    raw(
+        buf,
+        r#"","premium_since":null,"deaf":false,"mute":false,"flags":0,"pending":false,"communication_disabled_until":null}"#,
+    );
 }
 
 /// A message the world created, before serialization.
@@ -315,11 +341,13 @@ pub struct Message<'a> {
     pub channel_id: u64,
     /// `None`: a DM.
     pub guild_id: Option<u64>,
-    pub author: Author,
+    pub author: Person,
     pub content: &'a str,
     pub timestamp: &'a str,
     /// A reply: the message it answers (`message_reference`, type 19).
     pub reply_to: Option<u64>,
+    /// The create's `nonce` as JSON (a string or an integer), echoed in MESSAGE_CREATE.
+    pub nonce: Option<&'a str>,
 }
 
 /// MESSAGE_CREATE's `d`. Without the MESSAGE_CONTENT intent `content` arrives empty, as
@@ -335,7 +363,7 @@ pub fn write_message_create(buf: &mut Vec<u8>, bot: &Bot, msg: &Message<'_>, wit
     );
     if let Some(guild) = msg.guild_id {
         raw(buf, r#""member":{"roles":["#);
-        if msg.author == Author::Bot {
+        if msg.author == Person::Bot {
             id(buf, world::bot_role_id(guild));
         }
         raw(
@@ -358,20 +386,12 @@ pub fn write_message_create(buf: &mut Vec<u8>, bot: &Bot, msg: &Message<'_>, wit
     raw(buf, r#","components":[],"channel_id":"#);
     id(buf, msg.channel_id);
     raw(buf, r#","author":"#);
-    match msg.author {
-        Author::Bot => write_bot_user(buf, bot),
-        Author::User(n) => {
-            raw(buf, r#"{"username":"user"#);
-            num(buf, n % world::USERS);
-            raw(buf, r#"","public_flags":0,"id":"#);
-            id(buf, world::user_id(n));
-            raw(
-                buf,
-                r#","global_name":null,"discriminator":"0","clan":null,"avatar_decoration_data":null,"avatar":null,"primary_guild":null,"collectibles":null}"#,
-            );
-        }
-    }
+    write_person(buf, bot, msg.author);
     raw(buf, r#","attachments":[]"#);
+    if let Some(nonce) = msg.nonce {
+        raw(buf, r#","nonce":"#);
+        raw(buf, nonce);
+    }
     if let Some(reply_to) = msg.reply_to {
         raw(buf, r#","message_reference":{"type":0,"message_id":"#);
         id(buf, reply_to);
@@ -505,7 +525,7 @@ mod tests {
     }
 
     /// Parses a dispatch with twilight-model, the strictest typed client we know.
-    fn parse(event: &str, d: &[u8]) -> DispatchEvent {
+    pub(super) fn parse(event: &str, d: &[u8]) -> DispatchEvent {
         let mut frame = Vec::new();
         write_dispatch(&mut frame, event, 7, d);
         let json = std::str::from_utf8(&frame).expect("utf-8");
@@ -557,10 +577,11 @@ mod tests {
             id: 1_400_000_000_000_000_000,
             channel_id: world::text_channel_id(guild),
             guild_id: Some(guild),
-            author: Author::User(12),
+            author: Person::User(12),
             content: "hello \"there\"",
             timestamp: &timestamp(1_764_000_000_123_456),
             reply_to: None,
+            nonce: None,
         };
         for with_content in [true, false] {
             let mut d = Vec::new();
@@ -574,9 +595,10 @@ mod tests {
             assert_eq!(created.content, expected);
         }
         let reply = Message {
-            author: Author::Bot,
+            author: Person::Bot,
             reply_to: Some(msg.id),
             guild_id: None,
+            nonce: Some(r#""n-1""#),
             ..msg.clone()
         };
         let mut d = Vec::new();
@@ -613,10 +635,11 @@ mod tests {
                 id: 1_400_000_000_000_000_000,
                 channel_id: world::text_channel_id(guild),
                 guild_id: Some(guild),
-                author: Author::User(1),
+                author: Person::User(1),
                 content,
                 timestamp: &timestamp(1_764_000_000_000_000),
                 reply_to: None,
+                nonce: None,
             };
             let mut d = Vec::new();
             write_message_create(&mut d, &bot(), &msg, true);

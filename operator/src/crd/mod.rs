@@ -1,6 +1,7 @@
-//! The `ShardSet` custom resource (`shardset.io/v1alpha1`): its spec, its status, and the
-//! validation the API server applies before the operator ever sees an object (OpenAPI schema plus
-//! CEL rules, each with a message that says what to change).
+//! The `ShardSet` custom resource (`shardset.io/v1alpha1`): its spec (its status types are in
+//! `status.rs` beside this file), the validation the API server applies before the operator
+//! ever sees an object (OpenAPI schema plus CEL rules, each with a message that says what to
+//! change), and the CRD as `make generate` writes it.
 //!
 //! `spec.shards` is a plain integer so that the scale subresource (`kubectl scale shardset X
 //! --replicas=N`) can read and write it; "auto" is a separate `spec.autoShards` object rather than
@@ -12,9 +13,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
+
+mod status;
+pub use status::{LayoutStatus, SessionStartLimitStatus, ShardSetStatus};
 
 /// Discord's gateway intents that exist today: bits 0–16, 20, 21, 24 and 25
 /// (discord-api-docs `developers/events/gateway.mdx`, "List of Intents").
@@ -212,8 +215,9 @@ fn default_min_reshard_interval() -> u32 {
 #[serde(rename_all = "camelCase")]
 pub struct HandoverSpec {
     /// `W`: the longest time between the two layouts handling one event, in ms (default
-    /// 10000). Every hand-over waits it twice; too short a value can let an event be handled
-    /// twice or not at all when a shard falls that far behind.
+    /// 10000). A hand-over waits it three times: after the new layout is ready, after both
+    /// claim, after the old one retires (`docs/resharding.md`). Too short a value can let an
+    /// event be handled twice or not at all when a shard falls that far behind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 100, max = 600000))]
     pub window_ms: Option<u32>,
@@ -364,88 +368,6 @@ pub struct PodOverrides {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub priority_class_name: Option<String>,
-}
-
-/// What the operator observed, for users and for the scale subresource.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ShardSetStatus {
-    /// The generation this status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-    /// Shard total of the target layout (fixed, or derived from Discord for `autoShards`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shards: Option<u32>,
-    /// Shards of the target layout whose pod is Ready (a worker is Ready when all its shards are).
-    #[serde(default)]
-    pub ready_shards: u32,
-    /// Worker pods of this ShardSet, all layouts.
-    #[serde(default)]
-    pub pods: u32,
-    /// Ready worker pods, all layouts.
-    #[serde(default)]
-    pub ready_pods: u32,
-    /// Guilds held by the target layout's shards, from the workers' status in Redis.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub guilds: Option<u64>,
-    /// Discord's recommended shard count (`GET /gateway/bot`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recommended_shards: Option<u32>,
-    /// Identify buckets in use: `spec.maxConcurrency` or Discord's `max_concurrency`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_concurrency: Option<u32>,
-    /// Discord's daily session start budget, as last read.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_start_limit: Option<SessionStartLimitStatus>,
-    /// The bot's application (user) id; keys its Redis state and lets cleanup find it after the
-    /// token Secret is gone.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub application_id: Option<String>,
-    /// The running and the wanted layout.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub layout: Option<LayoutStatus>,
-    /// Label selector of this ShardSet's pods (for the scale subresource).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub selector: Option<String>,
-    /// `Ready`, `Progressing`, `Degraded` and `Resharding`, with reasons a user can act on.
-    #[serde(default)]
-    pub conditions: Vec<Condition>,
-}
-
-/// `session_start_limit` of `GET /gateway/bot`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SessionStartLimitStatus {
-    /// Session starts per 24 h.
-    pub total: u32,
-    /// Session starts left until `resetAt`.
-    pub remaining: u32,
-    /// When `remaining` goes back to `total`.
-    pub reset_at: Time,
-}
-
-/// The layouts of a ShardSet. A layout is one complete set of sessions with one shard total.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct LayoutStatus {
-    /// The layout that acts on events (during a hand-over: the one it started from), if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub current: Option<String>,
-    /// The layout the spec asks for.
-    pub target: String,
-    /// The hand-over under way, `<from>→<to>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub handover: Option<String>,
-    /// The reshard step (the `Resharding` condition's reason) while one is under way.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step: Option<String>,
-    /// Revision of the layout roles in Redis (`P:active-layout`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<u64>,
-    /// When the target layout last changed (`autoShards` reshards at most once per
-    /// `minReshardIntervalSeconds` from it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_since: Option<Time>,
 }
 
 impl ShardSetSpec {

@@ -1,0 +1,93 @@
+//! What every reconcile shares: the kube client, the Events recorder, the metrics, the Discord and
+//! Redis state kept between passes, and the controller's tunables ([`Settings`]). Publishing an
+//! Event lives here too, so a step that announces something needs nothing but the context.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
+use tracing::warn;
+
+use crate::crd::ShardSet;
+use crate::discord::Discord;
+use crate::metrics::Metrics;
+use crate::names;
+use crate::redis_state::RedisPool;
+use crate::text::truncate;
+
+/// The Events API keeps a note of at most 1 kB.
+const NOTE_MAX_BYTES: usize = 1000;
+
+/// Tunables of the controller.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Requeue of a settled ShardSet: refreshes guilds from Redis (and Discord when due);
+    /// writes only if something changed.
+    pub resync: Duration,
+    /// After this long in deletion, cleanup stops retrying Redis and lets the ShardSet go.
+    pub cleanup_give_up: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            resync: Duration::from_secs(60),
+            cleanup_give_up: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Shared state of all reconciles.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub discord: Discord,
+    pub redis: RedisPool,
+    pub settings: Settings,
+}
+
+impl Context {
+    /// `instance` names this replica in Events (`reportingInstance`).
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        instance: String,
+        settings: Settings,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: names::EVENT_REPORTER.into(),
+            instance: Some(instance),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            discord: Discord::new(metrics.clone()),
+            redis: RedisPool::default(),
+            metrics,
+            settings,
+        }
+    }
+
+    /// Publishes an Event on the ShardSet; a failure is logged, never fatal.
+    pub(crate) async fn publish(
+        &self,
+        ss: &ShardSet,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(truncate(note, NOTE_MAX_BYTES)),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &ss.object_ref(&())).await {
+            warn!(%error, reason, "cannot publish Event");
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The Cleanup arm, when a ShardSet is deleted: its pods first (so workers save their sessions
+//! and stop), waited for within a bound, then every Redis key of the bot. An unreachable Redis is
+//! retried until `Settings::cleanup_give_up`, then left with a Warning Event rather than blocking
+//! the deletion forever (the keys expire on their own).
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use tracing::{info, warn};
+
+use crate::apply;
+use crate::context::Context;
+use crate::crd::ShardSet;
+use crate::pods;
+use crate::reconcile::secrets::{SecretValue, read_secret_key};
+
+/// How long cleanup waits for the ShardSet's pods to terminate before cleaning Redis anyway.
+const CLEANUP_POD_WAIT: Duration = Duration::from_secs(30);
+
+/// Why cleanup must be tried again.
+#[derive(Debug, thiserror::Error)]
+pub enum CleanupError {
+    #[error("cannot delete the ShardSet's pods: {0}")]
+    Pods(#[source] kube::Error),
+    #[error("cannot read the Redis password Secret: {0}")]
+    ReadSecret(#[source] kube::Error),
+    #[error("cleanup of the bot's Redis keys failed (will retry): {0}")]
+    Redis(String),
+}
+
+impl CleanupError {
+    /// A fixed label for `reconcile_failures_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Pods(_) | Self::ReadSecret(_) => "kube",
+            Self::Redis(_) => "cleanup",
+        }
+    }
+}
+
+/// The Cleanup arm: pods first, then Redis.
+pub async fn cleanup(
+    ss: &ShardSet,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Action, CleanupError> {
+    let name = ss.name_any();
+    let key = format!("{namespace}/{name}");
+    let uid = ss.uid().unwrap_or_default();
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+
+    let owned = |pods: &[Pod]| -> Vec<Pod> {
+        pods.iter()
+            .filter(|p| pods::observe(p, &uid).owned)
+            .cloned()
+            .collect()
+    };
+    let existing = owned(
+        &apply::list_pods(&pods_api, &name)
+            .await
+            .map_err(CleanupError::Pods)?,
+    );
+    let targets: Vec<String> = existing
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| p.name_any())
+        .collect();
+    if !targets.is_empty() {
+        let deleted = apply::delete_pods(&pods_api, &existing, &targets)
+            .await
+            .map_err(CleanupError::Pods)?;
+        ctx.metrics.pod_action("delete", deleted.len());
+    }
+    let waited = tokio::time::timeout(CLEANUP_POD_WAIT, async {
+        loop {
+            match apply::list_pods(&pods_api, &name).await {
+                Ok(pods) if owned(&pods).is_empty() => return,
+                _ => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        }
+    })
+    .await;
+    if waited.is_err() {
+        warn!("pods still terminating; cleaning Redis anyway");
+    }
+
+    let in_deletion_for = ss
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| Timestamp::now().duration_since(t.0))
+        .unwrap_or_default();
+    let give_up =
+        SignedDuration::try_from(ctx.settings.cleanup_give_up).unwrap_or(SignedDuration::MAX);
+    let app_id = ctx.discord.cached_app_id(&key).or_else(|| {
+        ss.status
+            .as_ref()
+            .and_then(|s| s.application_id.as_deref())
+            .and_then(|id| id.parse().ok())
+    });
+    match app_id {
+        None => {
+            ctx.publish(
+                ss,
+                EventType::Warning,
+                "CleanupSkipped",
+                "Cleanup",
+                "the bot's application id was never learned (no valid token), so no Redis keys were deleted".into(),
+            )
+            .await;
+        }
+        Some(app_id) => {
+            let password = match &ss.spec.redis.secret_ref {
+                Some(r) => {
+                    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+                    match read_secret_key(&secrets, &r.name, &r.key)
+                        .await
+                        .map_err(CleanupError::ReadSecret)?
+                    {
+                        SecretValue::Found(p) => Some(p),
+                        _ => None,
+                    }
+                }
+                None => None,
+            };
+            match ctx
+                .redis
+                .cleanup(&ss.spec.redis.url, password.as_deref(), app_id)
+                .await
+            {
+                Ok(count) => {
+                    info!(count, app_id, "deleted Redis keys");
+                    ctx.publish(
+                        ss,
+                        EventType::Normal,
+                        "RedisKeysDeleted",
+                        "Cleanup",
+                        format!(
+                            "deleted {count} session, lease and status keys of application {app_id}"
+                        ),
+                    )
+                    .await;
+                }
+                Err(error) if in_deletion_for < give_up => {
+                    return Err(CleanupError::Redis(error.to_string()));
+                }
+                Err(error) => {
+                    ctx.publish(
+                        ss,
+                        EventType::Warning,
+                        "CleanupSkipped",
+                        "Cleanup",
+                        format!("gave up deleting Redis keys after {}s: {error}; they expire on their own", in_deletion_for.as_secs()),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+    ctx.discord.forget(&key);
+    Ok(Action::await_change())
+}

@@ -1,0 +1,172 @@
+//! The first step of a pass: what the ShardSet refers to and what it owns, read before anything
+//! is decided. The token Secret (no pods without a token: they would crash-loop and could burn
+//! the Identify budget) and the Redis password Secret, Discord when a call is due (the bot's id
+//! and `/gateway/bot`), and the pods carrying the ShardSet's label. What is missing or refused
+//! becomes a [`Problem`] for the status; only a failing API call is an error.
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::ResourceExt;
+use kube::api::Api;
+use shardset_contract::token::Token;
+
+use crate::apply;
+use crate::context::Context;
+use crate::crd::ShardSet;
+use crate::discord::Lookup;
+use crate::plan::ObservedPod;
+use crate::pods;
+use crate::reconcile::secrets::{SecretValue, read_secret_key};
+use crate::status::Problem;
+
+/// Why the ShardSet's references or pods could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DereferenceError {
+    #[error("cannot read Secret \"{name}\": {source}")]
+    ReadSecret {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot list the ShardSet's pods: {0}")]
+    ListPods(#[source] kube::Error),
+}
+
+impl DereferenceError {
+    /// A fixed label for `reconcile_failures_total`: an API call failed.
+    pub fn metric_label(&self) -> &'static str {
+        "kube"
+    }
+}
+
+/// What the ShardSet refers to, as read this pass.
+pub struct Dereferenced {
+    /// The bot token; `None` when its Secret or key is missing or empty.
+    pub token: Option<Token>,
+    /// Where the token lives, for messages (`Secret "bot-token" key "token"`), never the token.
+    pub token_desc: String,
+    /// The Redis password, when `spec.redis.secretRef` is set and could be read.
+    pub redis_password: Option<String>,
+    /// Redis can be used: it needs no password, or the password was read.
+    pub redis_usable: bool,
+    /// What is known from Discord (called only when a call is due).
+    pub lookup: Lookup,
+    /// The bot's id: from Discord, else from the last status.
+    pub app_id: Option<u64>,
+    /// What is missing or refused, in the order found.
+    pub problems: Vec<Problem>,
+}
+
+/// The pods carrying the ShardSet's label, as listed and as the planners see them.
+pub struct Pods {
+    pub existing: Vec<Pod>,
+    /// `existing`, in the same order, observed against the ShardSet's uid.
+    pub observed: Vec<ObservedPod>,
+}
+
+/// Reads the Secrets and asks Discord when a call is due. `key` is `namespace/name`.
+pub async fn dereference(
+    ss: &ShardSet,
+    namespace: &str,
+    key: &str,
+    ctx: &Context,
+) -> Result<Dereferenced, DereferenceError> {
+    let spec = &ss.spec;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let read = |name: String, secret_key: String| {
+        let secrets = secrets.clone();
+        async move {
+            read_secret_key(&secrets, &name, &secret_key)
+                .await
+                .map_err(|source| DereferenceError::ReadSecret { name, source })
+        }
+    };
+    let mut problems = Vec::new();
+
+    let token_ref = &spec.token_secret_ref;
+    let token_desc = format!("Secret \"{}\" key \"{}\"", token_ref.name, token_ref.key);
+    let token = match read(token_ref.name.clone(), token_ref.key.clone()).await? {
+        SecretValue::Found(raw) => {
+            let token = Token::new(raw);
+            if token.is_empty() {
+                problems.push(Problem::TokenSecretMissing(format!(
+                    "{token_desc} in namespace \"{namespace}\" is empty: put the bot token there"
+                )));
+                None
+            } else {
+                Some(token)
+            }
+        }
+        missing => {
+            problems.push(Problem::TokenSecretMissing(missing.describe(
+                namespace,
+                &token_ref.name,
+                &token_ref.key,
+                "spec.tokenSecretRef",
+                "the bot token",
+            )));
+            None
+        }
+    };
+
+    let redis_password = match &spec.redis.secret_ref {
+        None => None,
+        Some(r) => match read(r.name.clone(), r.key.clone()).await? {
+            SecretValue::Found(password) => Some(password),
+            missing => {
+                problems.push(Problem::RedisSecretMissing(missing.describe(
+                    namespace,
+                    &r.name,
+                    &r.key,
+                    "spec.redis.secretRef",
+                    "the Redis password",
+                )));
+                None
+            }
+        },
+    };
+    let redis_usable = spec.redis.secret_ref.is_none() || redis_password.is_some();
+
+    // Discord, when a call is due.
+    let lookup = match &token {
+        Some(token) => {
+            ctx.discord
+                .lookup(key, spec.api_url(), token, &token_desc)
+                .await
+        }
+        None => Lookup::default(),
+    };
+    if let Some(problem) = &lookup.problem {
+        problems.push(problem.clone());
+    }
+    let app_id = lookup.app_id.or_else(|| {
+        ss.status
+            .as_ref()
+            .and_then(|s| s.application_id.as_deref())
+            .and_then(|id| id.parse().ok())
+    });
+
+    Ok(Dereferenced {
+        token,
+        token_desc,
+        redis_password,
+        redis_usable,
+        lookup,
+        app_id,
+        problems,
+    })
+}
+
+/// Lists the pods carrying the ShardSet's label (ours, and foreign ones wearing it).
+pub async fn list_pods(
+    ss: &ShardSet,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Pods, DereferenceError> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let existing = apply::list_pods(&api, &ss.name_any())
+        .await
+        .map_err(DereferenceError::ListPods)?;
+    let uid = ss.uid().unwrap_or_default();
+    let observed = existing.iter().map(|p| pods::observe(p, &uid)).collect();
+    Ok(Pods { existing, observed })
+}

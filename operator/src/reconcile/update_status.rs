@@ -1,0 +1,132 @@
+//! The last step of a pass: what the workers report in Redis (guilds, shards closed for good),
+//! then the status built from everything the pass saw, applied only when it differs from the
+//! stored one (an unchanged world writes nothing), with an Event when the `Degraded` reason
+//! changes.
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::events::EventType;
+use tracing::{info, warn};
+
+use crate::apply;
+use crate::context::Context;
+use crate::crd::{ShardSet, ShardSetStatus};
+use crate::reconcile::dereference::Dereferenced;
+use crate::redis_state;
+use crate::reshard::handover::Pass;
+use crate::status::{self, Observed, Problem};
+use crate::text::summarize_list;
+
+/// Why the status could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("cannot apply the ShardSet status: {0}")]
+    Apply(#[source] kube::Error),
+}
+
+impl StatusError {
+    /// A fixed label for `reconcile_failures_total`: an API call failed.
+    pub fn metric_label(&self) -> &'static str {
+        "kube"
+    }
+}
+
+/// What the workers report for the layout of `total`: the guilds its shards hold, and a problem
+/// when shards are closed for good or Redis cannot be read. Uses the records the reshard step
+/// already read when it has them.
+pub async fn shard_reports(
+    ctx: &Context,
+    ss: &ShardSet,
+    deref: &Dereferenced,
+    total: Option<u32>,
+    reshard: Option<&Pass>,
+) -> (Option<u64>, Option<Problem>) {
+    let (Some(app_id), Some(total), true) = (deref.app_id, total, deref.redis_usable) else {
+        return (None, None);
+    };
+    let read = reshard
+        .and_then(|r| r.statuses.as_ref())
+        .and_then(|statuses| statuses.get(&total).cloned());
+    let records = match read {
+        Some(records) => Ok(records),
+        None => {
+            ctx.redis
+                .shard_statuses(
+                    &ss.spec.redis.url,
+                    deref.redis_password.as_deref(),
+                    app_id,
+                    total,
+                )
+                .await
+        }
+    };
+    match records {
+        Ok(records) => {
+            let summary = redis_state::summarize(&records);
+            let failed = (!summary.failed.is_empty()).then(|| {
+                let failed: Vec<String> = summary
+                    .failed
+                    .iter()
+                    .map(|(shard, pod, reason)| format!("shard {shard} on {pod}: {reason}"))
+                    .collect();
+                Problem::ShardFailed(format!(
+                    "{} shards closed for good: {}",
+                    failed.len(),
+                    summarize_list(&failed, 3)
+                ))
+            });
+            (summary.guilds, failed)
+        }
+        Err(error) => (None, Some(Problem::RedisUnreachable(error.to_string()))),
+    }
+}
+
+/// Builds the status from `observed` and applies it if it changed.
+pub async fn update_status(
+    ctx: &Context,
+    ss: &ShardSet,
+    namespace: &str,
+    observed: &Observed<'_>,
+) -> Result<(), StatusError> {
+    let new_status = status::build(observed, ss.status.as_ref(), Timestamp::now());
+    if ss.status.as_ref() == Some(&new_status) {
+        return Ok(());
+    }
+    let api: Api<ShardSet> = Api::namespaced(ctx.client.clone(), namespace);
+    apply::apply_status(&api, &ss.name_any(), &new_status)
+        .await
+        .map_err(StatusError::Apply)?;
+    announce_problems(ss, &new_status, ctx).await;
+    Ok(())
+}
+
+/// A Warning Event when the Degraded reason changes to a problem, a Normal one when it clears.
+async fn announce_problems(ss: &ShardSet, new: &ShardSetStatus, ctx: &Context) {
+    let before = status::degraded(ss.status.as_ref()).map(|(reason, _)| reason.to_owned());
+    match (before, status::degraded(Some(new))) {
+        (before, Some((reason, message))) if before.as_deref() != Some(reason) => {
+            warn!(reason, message, "ShardSet degraded");
+            ctx.publish(
+                ss,
+                EventType::Warning,
+                reason,
+                "Reconcile",
+                message.to_owned(),
+            )
+            .await;
+        }
+        (Some(before), None) => {
+            info!(previous = %before, "ShardSet recovered");
+            ctx.publish(
+                ss,
+                EventType::Normal,
+                "Recovered",
+                "Reconcile",
+                format!("{before} is resolved"),
+            )
+            .await;
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,211 @@
+//! Each layout of a ShardSet as a reshard decision sees it, without a client: its owned pods
+//! (running and terminating), the shards READY in a Ready pod, and the lowest roles revision its
+//! running shards acknowledged, all from the observed pods and the shards' status records.
+
+use std::collections::BTreeMap;
+
+use shardset_contract::{ShardState, ShardStatus, layout_name};
+
+use crate::plan::ObservedPod;
+
+/// What the plan knows of one layout.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LayoutView {
+    /// The layout's shard total (its name is `layout_name(total)`).
+    pub total: u32,
+    /// Owned pods of the layout that are not terminating.
+    pub pods: u32,
+    /// Owned pods of the layout being deleted.
+    pub terminating: u32,
+    /// Shards whose pod is Ready and whose worker reports them READY.
+    pub ready_shards: u32,
+    /// The lowest roles revision acknowledged by the shards of the layout's running pods;
+    /// `None` while one of them has not reported. (Pods not started yet need no
+    /// acknowledgement: a worker reads the roles before it acts.)
+    pub acked: Option<u64>,
+    /// A shard that has not acknowledged, for messages (`"shard 3 on bot-16-0-7"`).
+    pub unacked: Option<String>,
+}
+
+impl LayoutView {
+    pub fn name(&self) -> String {
+        layout_name(self.total)
+    }
+
+    /// Every shard is READY in a Ready pod.
+    pub fn complete(&self) -> bool {
+        self.total > 0 && self.ready_shards >= self.total
+    }
+
+    /// The layout acknowledged `revision` (a layout without running pods has nothing to say).
+    pub fn acked(&self, revision: u64) -> bool {
+        self.pods == 0 || self.acked.is_some_and(|a| a >= revision)
+    }
+}
+
+/// The layouts as the plan sees them: owned pods by layout, and from the shards' status records
+/// readiness and acknowledgements. `statuses` holds the records of shards `0..total` of each
+/// layout read; `target` is included even without pods.
+pub fn views(
+    observed: &[ObservedPod],
+    statuses: &BTreeMap<u32, Vec<Option<ShardStatus>>>,
+    target: u32,
+) -> Vec<LayoutView> {
+    let mut by_layout: BTreeMap<u32, LayoutView> = BTreeMap::new();
+    by_layout.insert(
+        target,
+        LayoutView {
+            total: target,
+            ..LayoutView::default()
+        },
+    );
+    for pod in observed.iter().filter(|p| p.owned) {
+        let (Some(total), Some(range)) = (
+            pod.layout.as_deref().and_then(|l| l.parse::<u32>().ok()),
+            pod.range,
+        ) else {
+            continue;
+        };
+        let view = by_layout.entry(total).or_insert_with(|| LayoutView {
+            total,
+            ..LayoutView::default()
+        });
+        if view.pods == 0 && view.terminating == 0 {
+            // First pod seen: every shard acknowledged "everything" until a record says less.
+            view.acked = Some(u64::MAX);
+        }
+        if pod.terminating {
+            view.terminating += 1;
+            continue;
+        }
+        view.pods += 1;
+        let records = statuses.get(&total);
+        for shard in range.first..=range.last.min(total.saturating_sub(1)) {
+            let record = records
+                .and_then(|r| r.get(shard as usize))
+                .and_then(Option::as_ref);
+            if pod.ready && record.is_some_and(|r| r.state == ShardState::Ready) {
+                view.ready_shards += 1;
+            }
+            match record {
+                Some(r) => {
+                    if view.acked.is_some_and(|a| r.layout_revision < a) {
+                        view.acked = Some(r.layout_revision);
+                        view.unacked = Some(format!(
+                            "shard {shard} on {} (at revision {})",
+                            pod.name, r.layout_revision
+                        ));
+                    }
+                }
+                None => {
+                    if view.acked.is_some() {
+                        view.unacked = Some(format!("shard {shard} on {} (no status)", pod.name));
+                    }
+                    view.acked = None;
+                }
+            }
+        }
+    }
+    for view in by_layout.values_mut() {
+        if view.pods == 0 {
+            view.acked = None;
+            view.unacked = None;
+        }
+    }
+    by_layout.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acknowledgements_of_layouts_without_running_pods_are_not_awaited() {
+        let v = LayoutView {
+            total: 16,
+            ..LayoutView::default()
+        };
+        assert!(v.acked(7));
+        let v = LayoutView {
+            total: 16,
+            pods: 2,
+            ready_shards: 16,
+            ..LayoutView::default()
+        };
+        assert!(!v.acked(0), "a running shard that never reported");
+    }
+
+    fn pod(name: &str, layout: u32, first: u32, last: u32, ready: bool) -> ObservedPod {
+        ObservedPod {
+            name: name.into(),
+            owned: true,
+            layout: Some(layout.to_string()),
+            range: Some(crate::plan::ShardRange { first, last }),
+            hash: Some("h".into()),
+            ready,
+            terminating: false,
+        }
+    }
+
+    fn status(state: ShardState, revision: u64) -> Option<ShardStatus> {
+        Some(ShardStatus {
+            state,
+            guilds: 1,
+            pod: "p".into(),
+            reason: None,
+            updated_at_ms: 1,
+            layout_revision: revision,
+        })
+    }
+
+    #[test]
+    fn views_count_ready_shards_and_the_lowest_acknowledgement() {
+        let observed = [
+            pod("bot-4-0-1", 4, 0, 1, true),
+            pod("bot-4-2-3", 4, 2, 3, false),
+            ObservedPod {
+                terminating: true,
+                ..pod("bot-2-0-1", 2, 0, 1, true)
+            },
+        ];
+        let statuses = BTreeMap::from([(
+            4,
+            vec![
+                status(ShardState::Ready, 3),
+                status(ShardState::Ready, 2),
+                status(ShardState::Ready, 3),
+                None,
+            ],
+        )]);
+        let v = views(&observed, &statuses, 8);
+        let by: BTreeMap<u32, &LayoutView> = v.iter().map(|v| (v.total, v)).collect();
+        assert_eq!(by[&4].pods, 2);
+        assert_eq!(by[&4].ready_shards, 2, "only shards of the Ready pod");
+        assert_eq!(by[&4].acked, None, "shard 3 never reported");
+        assert_eq!(
+            by[&4].unacked.as_deref(),
+            Some("shard 3 on bot-4-2-3 (no status)")
+        );
+        assert_eq!((by[&2].pods, by[&2].terminating), (0, 1));
+        assert!(by[&2].acked(99), "no running pods: nothing to wait for");
+        assert_eq!(by[&8].pods, 0, "the target is always listed");
+
+        let statuses = BTreeMap::from([(
+            4,
+            vec![
+                status(ShardState::Ready, 3),
+                status(ShardState::Ready, 2),
+                status(ShardState::Ready, 3),
+                status(ShardState::Resuming, 3),
+            ],
+        )]);
+        let v = views(&observed, &statuses, 8);
+        let four = v.iter().find(|v| v.total == 4).expect("layout 4");
+        assert_eq!(four.acked, Some(2));
+        assert!(four.acked(2) && !four.acked(3));
+        assert_eq!(
+            four.unacked.as_deref(),
+            Some("shard 1 on bot-4-0-1 (at revision 2)")
+        );
+    }
+}

@@ -1,0 +1,336 @@
+//! The reconcile's sequence of API calls, without a cluster: the API server is a mock that
+//! expects each request in turn (kube's `Client::new` over `tower_test::mock::pair`, the scenario
+//! style of kube-rs's controller-rs), while Discord is the fake Discord in-process (REST over real
+//! HTTP) and Redis a real redis-server, as in the operator's other tests.
+//!
+//! Scenarios: a new ShardSet gets the finalizer and nothing else; its first pass reads the token
+//! Secret, lists the pods, creates them (with their Event) and applies the status; the next pass
+//! applies the new counts; a steady state writes nothing and waits for the resync.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fake_discord::{Config, FakeDiscord, RunningFake};
+use http::{Method, Request, Response};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Pod;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::{Client, Resource};
+use redis_test_server::RedisServer;
+use serde_json::{Value, json};
+use shardset_operator::context::{Context, Settings};
+use shardset_operator::controller::reconcile;
+use shardset_operator::crd::ShardSet;
+use shardset_operator::error::Error;
+use shardset_operator::metrics::Metrics;
+use shardset_operator::names;
+use tokio::task::JoinHandle;
+use tower_test::mock::{self, Handle, SendResponse};
+
+const NS: &str = "ns";
+const TOKEN: &str = "right.token.value";
+/// A pass must finish well within this; nothing in it waits on a timer.
+const PASS_DEADLINE: Duration = Duration::from_secs(20);
+
+type ApiHandle = Handle<Request<Body>, Response<Body>>;
+
+/// The mocked API server: each request must be the one the scenario expects next.
+struct ApiServer(ApiHandle);
+
+/// One request as the scenario sees it.
+struct Call {
+    query: String,
+    body: Value,
+    reply: SendResponse<Response<Body>>,
+}
+
+impl ApiServer {
+    /// The next request, which must be `method` on `path`.
+    async fn expect(&mut self, method: Method, path: &str) -> Call {
+        let (request, reply) = tokio::time::timeout(PASS_DEADLINE, self.0.next_request())
+            .await
+            .unwrap_or_else(|_| panic!("no request; expected {method} {path}"))
+            .expect("the client is gone");
+        assert_eq!(
+            (request.method(), request.uri().path()),
+            (&method, path),
+            "expected {method} {path}, got {} {}",
+            request.method(),
+            request.uri()
+        );
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        let bytes = request
+            .into_body()
+            .collect_bytes()
+            .await
+            .expect("request body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("a JSON body")
+        };
+        Call { query, body, reply }
+    }
+
+    /// Waits for `pass` to finish, failing on any request it makes meanwhile.
+    async fn finish(&mut self, pass: JoinHandle<Result<Action, Error>>) -> Action {
+        let mut pass = pass;
+        tokio::select! {
+            result = &mut pass => result.expect("reconcile panicked").expect("reconcile failed"),
+            request = self.0.next_request() => {
+                let (request, _) = request.expect("the client is gone");
+                panic!("unexpected request: {} {}", request.method(), request.uri());
+            }
+            () = tokio::time::sleep(PASS_DEADLINE) => panic!("the pass did not finish"),
+        }
+    }
+}
+
+fn reply(call: Call, value: &Value) {
+    let bytes = serde_json::to_vec(value).expect("json");
+    call.reply.send_response(
+        Response::builder()
+            .body(Body::from(bytes))
+            .expect("response"),
+    );
+}
+
+/// The world of one test: the fake Discord, a redis-server, the mocked API server and the
+/// operator's context over it.
+struct World {
+    discord: RunningFake,
+    redis: RedisServer,
+    api: ApiServer,
+    ctx: Arc<Context>,
+}
+
+impl World {
+    async fn new() -> Self {
+        let config = Config {
+            token: Some(TOKEN.into()),
+            ..Config::default()
+        };
+        let discord = FakeDiscord::spawn(config, "127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("fake discord");
+        let redis = RedisServer::start();
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, NS);
+        let ctx = Context::new(
+            client,
+            Arc::new(Metrics::new()),
+            "test".into(),
+            Settings::default(),
+        );
+        Self {
+            discord,
+            redis,
+            api: ApiServer(handle),
+            ctx: Arc::new(ctx),
+        }
+    }
+
+    /// A ShardSet of 4 shards at 2 per pod, talking to this world's Discord and Redis.
+    fn shardset(&self, finalized: bool) -> ShardSet {
+        let mut ss: ShardSet = serde_json::from_value(json!({
+            "apiVersion": "shardset.io/v1alpha1",
+            "kind": "ShardSet",
+            "metadata": {"name": "bot", "namespace": NS, "uid": "uid-1", "generation": 1},
+            "spec": {
+                "shards": 4,
+                "shardsPerPod": 2,
+                "image": "worker:dev",
+                "tokenSecretRef": {"name": "bot-token", "key": "token"},
+                "redis": {"url": self.redis.url()},
+                "gateway": {"apiUrl": self.discord.api_url()},
+            },
+        }))
+        .expect("shardset");
+        if finalized {
+            ss.meta_mut().finalizers = Some(vec![names::FINALIZER.into()]);
+        }
+        ss
+    }
+
+    fn start(&self, ss: &ShardSet) -> JoinHandle<Result<Action, Error>> {
+        tokio::spawn(reconcile(Arc::new(ss.clone()), self.ctx.clone()))
+    }
+
+    /// A pass reads the token Secret, then lists the ShardSet's pods (answered with `pods`).
+    async fn expect_reads(&mut self, pods: &[Pod]) {
+        let call = self
+            .api
+            .expect(Method::GET, "/api/v1/namespaces/ns/secrets/bot-token")
+            .await;
+        let secret = json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "bot-token", "namespace": NS},
+            "data": {"token": ByteString(TOKEN.as_bytes().to_vec())},
+        });
+        reply(call, &secret);
+        let call = self
+            .api
+            .expect(Method::GET, "/api/v1/namespaces/ns/pods")
+            .await;
+        assert!(
+            call.query
+                .contains("labelSelector=shardset.io%2Fshardset%3Dbot"),
+            "{}",
+            call.query
+        );
+        let list = json!({
+            "apiVersion": "v1",
+            "kind": "PodList",
+            "metadata": {"resourceVersion": "1"},
+            "items": pods,
+        });
+        reply(call, &list);
+    }
+
+    /// A status apply: checks what it holds with `check`, answers with the ShardSet carrying it,
+    /// and returns that ShardSet.
+    async fn expect_status(&mut self, ss: &ShardSet, check: impl FnOnce(&Value)) -> ShardSet {
+        let call = self
+            .api
+            .expect(
+                Method::PATCH,
+                "/apis/shardset.io/v1alpha1/namespaces/ns/shardsets/bot/status",
+            )
+            .await;
+        assert!(
+            call.query.contains("fieldManager=shardset-operator")
+                && call.query.contains("force=true"),
+            "server-side apply with our field manager: {}",
+            call.query
+        );
+        check(&call.body["status"]);
+        let mut updated = serde_json::to_value(ss).expect("json");
+        updated["status"] = call.body["status"].clone();
+        reply(call, &updated);
+        serde_json::from_value(updated).expect("shardset")
+    }
+}
+
+/// The pod as the API server would list it: the object created, Ready.
+fn running(mut pod: Value) -> Pod {
+    pod["status"] = json!({
+        "phase": "Running",
+        "conditions": [{"type": "Ready", "status": "True"}],
+    });
+    serde_json::from_value(pod).expect("pod")
+}
+
+#[tokio::test]
+async fn a_new_shardset_gets_the_finalizer_and_nothing_else() {
+    let mut world = World::new().await;
+    let ss = world.shardset(false);
+    let pass = world.start(&ss);
+    let call = world
+        .api
+        .expect(
+            Method::PATCH,
+            "/apis/shardset.io/v1alpha1/namespaces/ns/shardsets/bot",
+        )
+        .await;
+    assert_eq!(
+        call.body,
+        json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [names::FINALIZER]},
+        ])
+    );
+    let finalized = serde_json::to_value(world.shardset(true)).expect("json");
+    reply(call, &finalized);
+    let action = world.api.finish(pass).await;
+    assert_eq!(
+        action,
+        Action::await_change(),
+        "the patch brings the next pass"
+    );
+}
+
+#[tokio::test]
+async fn passes_create_the_pods_then_record_them_then_write_nothing() {
+    let mut world = World::new().await;
+    let ss = world.shardset(true);
+
+    // First pass: no pods yet. Both are created, one Event says so, the status follows.
+    let pass = world.start(&ss);
+    world.expect_reads(&[]).await;
+    let mut created = Vec::new();
+    for _ in 0..2 {
+        let call = world
+            .api
+            .expect(Method::POST, "/api/v1/namespaces/ns/pods")
+            .await;
+        assert!(
+            call.query.contains("fieldManager=shardset-operator"),
+            "{}",
+            call.query
+        );
+        let pod = call.body.clone();
+        reply(call, &pod);
+        created.push(pod);
+    }
+    let mut names: Vec<&str> = created
+        .iter()
+        .filter_map(|p| p["metadata"]["name"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["bot-4-0-1", "bot-4-2-3"]);
+    for pod in &created {
+        assert_eq!(pod["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+        assert!(
+            !pod.to_string().contains(TOKEN),
+            "the token reaches pods only by secretKeyRef"
+        );
+    }
+    let call = world
+        .api
+        .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/ns/events")
+        .await;
+    assert_eq!(call.body["reason"], "PodsCreated");
+    assert_eq!(call.body["regarding"]["name"], "bot");
+    let event = call.body.clone();
+    reply(call, &event);
+    let ss = world
+        .expect_status(&ss, |status| {
+            assert_eq!(status["shards"], 4);
+            assert_eq!(status["pods"], 0, "listed before they were created");
+            assert!(
+                status["recommendedShards"].is_u64(),
+                "Discord's figures: {status}"
+            );
+            assert_eq!(
+                status["applicationId"],
+                Config::default().application_id.to_string()
+            );
+        })
+        .await;
+    let action = world.api.finish(pass).await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(10)), "busy");
+
+    // Second pass: the pods are listed, Ready. Nothing to create; the status counts them.
+    let pods: Vec<Pod> = created.into_iter().map(running).collect();
+    let pass = world.start(&ss);
+    world.expect_reads(&pods).await;
+    let ss = world
+        .expect_status(&ss, |status| {
+            assert_eq!(
+                (&status["pods"], &status["readyPods"]),
+                (&json!(2), &json!(2))
+            );
+            assert_eq!(status["readyShards"], 4);
+        })
+        .await;
+    world.api.finish(pass).await;
+
+    // Third pass: the same world. Reads only, and the resync period.
+    let pass = world.start(&ss);
+    world.expect_reads(&pods).await;
+    let action = world.api.finish(pass).await;
+    assert_eq!(action, Action::requeue(Settings::default().resync));
+    world.discord.shutdown().await;
+}
