@@ -19,6 +19,8 @@
 //!   forwarder, replies).
 //! - [`command`]: what the bot sends through its shards: the [`command::Commands`] handle
 //!   (presence, voice state, member requests, raw opcodes), within each connection's send limit.
+//! - [`bus`]: every dispatch published to NATS JetStream for handler services
+//!   (`docs/bus-protocol.md`), checkpointed only once acknowledged.
 //! - [`worker`]: a worker's shards run together: the builder and its settings, the board of
 //!   shard states, the bookkeeper (checkpoints, status records, lease renewals), the HTTP
 //!   endpoints, the metrics.
@@ -26,6 +28,7 @@
 //! What the operator and the worker agree on (pod env, Redis keys and records, the token type, the
 //! Discord REST client) is the `shardset-contract` crate.
 
+pub mod bus;
 pub mod command;
 pub mod gateway;
 pub mod handler;

@@ -194,6 +194,7 @@ fn worker(gateway: &Gateway) -> Running {
         queue: Arc::new(MemoryQueue::new(1, Duration::from_millis(100))),
         records: None,
         handler: Arc::clone(&handler),
+        bus: None,
         board,
         acting: Arc::new(Acting::always_active("1")),
         inboxes: Default::default(),

@@ -134,6 +134,7 @@ impl Lab {
             queue,
             records: Some(records),
             handler,
+            bus: None,
             board: Arc::clone(&board),
             acting: Arc::new(Acting::always_active(TOTAL.to_string())),
             inboxes: Default::default(),

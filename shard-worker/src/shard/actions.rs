@@ -22,7 +22,15 @@ impl<H: Handler> Runner<'_, H> {
     /// Carries out one action of the machine; what it leads to may be more inputs.
     pub(super) async fn execute(&mut self, action: Action) -> Step {
         match action {
-            Action::Connect(target) => return Step::Inputs(vec![self.connect(target).await]),
+            Action::Connect(target) => {
+                // No new connection while the bus has no room: it would not be read, and its
+                // Hello would go unanswered. It opens once the bus has room.
+                if self.bus_room.is_some() {
+                    self.connect_after_pause = Some(target);
+                    return Step::Continue;
+                }
+                return Step::Inputs(vec![self.connect(target).await]);
+            }
             Action::Disconnect { code } => self.close(code).await,
             Action::SendHeartbeat { seq, requested } => {
                 let payload = commands::heartbeat(seq);

@@ -1,10 +1,12 @@
 //! What every shard of a worker shares: its settings ([`ShardConfig`]) and its parts
-//! ([`Shared`]: token, Identify queue, records, handler, board, layout role, command inboxes).
+//! ([`Shared`]: token, Identify queue, records, handler, bus, board, layout role, command
+//! inboxes).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::records::Records;
+use crate::bus::Bus;
 use crate::command::Inboxes;
 use crate::gateway::compression::GatewayCompression;
 use crate::gateway::session::SessionConfig;
@@ -50,10 +52,26 @@ pub struct Shared<H> {
     /// process).
     pub records: Option<Records>,
     pub handler: Arc<H>,
+    /// Where every dispatch is published besides the handler (`NATS_URL`), if anywhere.
+    pub bus: Option<Bus>,
     pub board: Arc<Board>,
     /// The layout's role during reshards (`P:active-layout`): whether and how it acts.
     pub acting: Arc<Acting>,
     /// The shards' command channels ([`crate::command::Commands::new`]); each shard's task
     /// takes its own. Empty (`Inboxes::default()`): no commands.
     pub inboxes: Inboxes,
+}
+
+impl<H: crate::handler::Handler> Shared<H> {
+    /// The seq up to which `shard`'s dispatches are settled, given that it handled every one up
+    /// to `handled`: what the handler settled ([`crate::handler::Handler::settled_seq`]) and the
+    /// bus acknowledged. Checkpoints and the final save go no further, so a crash replays the
+    /// rest.
+    pub fn settled_seq(&self, shard: u32, handled: u64) -> u64 {
+        let settled = self.handler.settled_seq(shard, handled);
+        match &self.bus {
+            Some(bus) => settled.min(bus.settled(shard, handled)),
+            None => settled,
+        }
+    }
 }

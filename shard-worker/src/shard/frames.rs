@@ -1,7 +1,7 @@
 //! From a WebSocket frame to the machine's inputs: decode (zstd-stream, zlib-stream), read the
 //! envelope, and per opcode tell the machine; a dispatch goes to the handler first (in order),
-//! then is counted. The answers to the bot's op 8 are gathered on the way
-//! ([`super::commanding`]).
+//! then to the bus (if any), then is counted. The answers to the bot's op 8 are gathered on the
+//! way ([`super::commanding`]).
 
 use std::time::Duration;
 
@@ -163,6 +163,17 @@ impl<H: Handler> Runner<'_, H> {
                     acting,
                 };
                 within_dispatch(self.shard, shared.handler.dispatch(dispatch)).await;
+                // Taken by the bus before it counts as handled: a checkpoint taken in between
+                // must not pass it.
+                if let Some(bus) = &self.shared.bus {
+                    let session = match &input {
+                        Some(Input::Ready(ready)) => Some(ready.session_id.as_str()),
+                        _ => self.machine.resumable().map(|r| r.session_id.as_str()),
+                    };
+                    if !bus.take(self.shard, seq, event, data, session) {
+                        self.pause_reading();
+                    }
+                }
                 self.slot.set_handled_seq(seq);
                 self.count(event);
                 input.into_iter().collect()

@@ -105,7 +105,7 @@ pub async fn run<H: Handler>(
         if matches!(end, SessionEnd::LeaseLost) {
             held = runner.machine.resumable().cloned().map(|r| {
                 let handled = slot.handled_seq();
-                (r, shared.handler.settled_seq(shard, handled))
+                (r, shared.settled_seq(shard, handled))
             });
         }
         drop(runner);

@@ -16,15 +16,17 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tracing::debug;
 
 use super::commanding::WaitingMembers;
 use super::config::Shared;
 use super::connection::Connection;
+use crate::bus::room::RoomWait;
 use crate::command::Inbox;
 use crate::gateway::close_code;
 use crate::gateway::compression::Decoder;
 use crate::gateway::ratelimit::CommandLimiter;
-use crate::gateway::session::{Input, Machine, Phase};
+use crate::gateway::session::{Input, Machine, Phase, Target};
 use crate::handler::Handler;
 use crate::identify::queue::Permit;
 use crate::worker::board::{Board, Slot};
@@ -61,6 +63,7 @@ enum Wake {
     /// A command arrived, or the head's time came (room in the limiter, or its wait ran out).
     Command,
     Permit(Permit),
+    BusRoom,
     Shutdown,
     LeaseLost,
 }
@@ -89,6 +92,11 @@ pub(super) struct Runner<'a, H> {
     pub(super) phase: Phase,
     /// From sending Resume until RESUMED: the dispatches in between are replays.
     pub(super) replaying: bool,
+    /// Set while the bus has no room for this shard's next dispatch: the gateway is not read
+    /// until it resolves ([`Runner::pause_reading`]).
+    pub(super) bus_room: Option<RoomWait>,
+    /// A connection the machine asked for while the gateway was paused, opened on resuming.
+    pub(super) connect_after_pause: Option<Target>,
     /// Per-event counters, looked up without allocating after the first of each kind.
     pub(super) counters: HashMap<Box<str>, Counter>,
     pub(super) labels: ShardLabels,
@@ -132,6 +140,8 @@ impl<'a, H: Handler> Runner<'a, H> {
             connections: 0,
             phase: Phase::Idle,
             replaying: false,
+            bus_room: None,
+            connect_after_pause: None,
             counters: HashMap::new(),
             labels: ShardLabels { shard },
             inbox,
@@ -195,7 +205,8 @@ impl<'a, H: Handler> Runner<'a, H> {
             } else {
                 tokio::select! {
                     biased;
-                    frame = next_frame(&mut self.ws) => Wake::Frame(frame),
+                    frame = next_frame(&mut self.ws), if self.bus_room.is_none() => Wake::Frame(frame),
+                    () = await_bus_room(&mut self.bus_room) => Wake::BusRoom,
                     () = &mut self.heartbeat_timer, if self.heartbeat_at.is_some() => Wake::Heartbeat,
                     () = &mut self.deadline_timer, if self.deadline_at.is_some() => Wake::Deadline,
                     permit = await_permit(&mut self.permit_future) => Wake::Permit(permit),
@@ -230,6 +241,14 @@ impl<'a, H: Handler> Runner<'a, H> {
                     }
                     self.permit = Some(permit);
                     vec![Input::PermitGranted]
+                }
+                Wake::BusRoom => {
+                    self.bus_room = None;
+                    debug!(shard_id = self.shard, "the bus has room again: reading on");
+                    match self.connect_after_pause.take() {
+                        Some(target) => vec![self.connect(target).await],
+                        None => Vec::new(),
+                    }
                 }
                 Wake::Shutdown => vec![Input::Shutdown],
                 Wake::LeaseLost => {
@@ -286,6 +305,21 @@ impl<'a, H: Handler> Runner<'a, H> {
         }
     }
 
+    /// The bus has no room for this shard's next dispatch (in flight at its bound, or the bus
+    /// refusing): stop reading the gateway until it has (`docs/bus-protocol.md`, "What the
+    /// publisher must do", 4). Heartbeats, timers and shutdown go on; a long pause leaves the
+    /// heartbeat ACKs unread, so the connection turns zombie and closes resumably; the next
+    /// connection waits for the end of the pause, and the shard resumes (no Identify).
+    pub(super) fn pause_reading(&mut self) {
+        if let Some(bus) = &self.shared.bus {
+            debug!(
+                shard_id = self.shard,
+                "no room on the bus: pausing the gateway"
+            );
+            self.bus_room = Some(bus.wait_for_room(self.shard));
+        }
+    }
+
     pub(super) fn identify_loop_reason(&self) -> String {
         format!(
             "{IDENTIFY_LOOP}: {} Identifies in a row led to no session lasting {:?}",
@@ -314,6 +348,13 @@ async fn receive_order(inbox: &mut Option<Inbox>) {
     match inbox {
         Some(inbox) if !inbox.holds_head() => inbox.receive().await,
         _ => std::future::pending().await,
+    }
+}
+
+async fn await_bus_room(wait: &mut Option<RoomWait>) {
+    match wait {
+        Some(wait) => wait.await,
+        None => std::future::pending().await,
     }
 }
 

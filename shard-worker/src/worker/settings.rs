@@ -1,6 +1,7 @@
 //! A worker's settings: the pod env the operator writes (`shardset_contract::env`), each with a
-//! flag of the same meaning for runs by hand. The secrets (`DISCORD_TOKEN`, `REDIS_PASSWORD`) are
-//! env only and not part of them: [`super::builder::Builder`] reads those.
+//! flag of the same meaning for runs by hand. The secrets (`DISCORD_TOKEN`, `REDIS_PASSWORD`,
+//! `NATS_PASSWORD`, `NATS_TOKEN`) are env only and not part of them:
+//! [`super::builder::Builder`] reads those.
 
 use std::net::SocketAddr;
 
@@ -8,6 +9,7 @@ use clap::Parser;
 use shardset_contract::rest::DEFAULT_API_URL;
 use shardset_contract::{GatewayCompression, env};
 
+use crate::bus::BusSettings;
 use crate::gateway::ratelimit::DISCORD_SEND_WINDOW_MS;
 
 /// What a worker runs and how; `FORWARD_URL` and `REPLY_TO_MESSAGES` concern the default handler
@@ -87,6 +89,9 @@ pub struct Settings {
     /// the token, or behind a NetworkPolicy.
     #[arg(long, value_parser = parse_queue_listen)]
     pub queue_listen: Option<SocketAddr>,
+    /// The bus every dispatch is published to (`NATS_URL`, `SHARDSET_STREAM`, …).
+    #[command(flatten)]
+    pub bus: BusSettings,
 }
 
 impl Settings {

@@ -13,6 +13,10 @@
 //! 3. Throughput: both clients hold the same layout on one fake, which sends every synthetic
 //!    MESSAGE_CREATE to both; dispatches handled per CPU-second of each client process (inflate +
 //!    parse + handler).
+//! 4. The bus path ([`bus`]): the worker's dispatches per CPU-second publishing to a local
+//!    `nats-server` with acks, beside the same worker handling the same load in process.
+
+mod bus;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,7 +37,11 @@ use tokio::process::{Child, Command};
 #[command(about = "Side-by-side benchmarks: shard-worker vs twilight-gateway on the fake Discord")]
 struct Args {
     /// Which benchmarks to run.
-    #[arg(long, value_delimiter = ',', default_value = "cold,memory,throughput")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "cold,memory,throughput,bus"
+    )]
     only: Vec<String>,
     /// Cold start: shards.
     #[arg(long, default_value_t = 64)]
@@ -71,6 +79,10 @@ struct Args {
     /// Throughput: bytes of each MESSAGE_CREATE's `d`.
     #[arg(long, default_value_t = 1_024)]
     payload_bytes: usize,
+    /// The bus path: synthetic MESSAGE_CREATE per second (one worker handles them in process,
+    /// then another publishes them to nats-server and waits for each acknowledgement).
+    #[arg(long, default_value_t = 5_000)]
+    bus_rate: u32,
     /// Use this shard-worker binary instead of the one beside this benchmark (e.g. a build with
     /// symbols, for perf).
     #[arg(long)]
@@ -104,6 +116,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.only.iter().any(|o| o == "throughput") {
         throughput(&args, &bins, &mut redis).await?;
+    }
+    if args.only.iter().any(|o| o == "bus") {
+        bus::bus_path(&args, &bins, &mut redis).await?;
     }
     redis.stop().await;
     Ok(())
@@ -174,13 +189,25 @@ impl Worker {
         window_ms: u64,
         margin_ms: Option<u64>,
     ) -> anyhow::Result<Self> {
+        let margin: Vec<_> = margin_ms
+            .map(|margin| (env::IDENTIFY_MARGIN_MS, margin.to_string()))
+            .into_iter()
+            .collect();
+        Self::spawn_with(bin, fake, redis, range, window_ms, &margin)
+    }
+
+    /// [`Worker::spawn`] with more env.
+    fn spawn_with(
+        bin: &WorkerBin<'_>,
+        fake: &RunningFake,
+        redis: &Redis,
+        range: (u32, u32, u32),
+        window_ms: u64,
+        more_env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         let listen = format!("127.0.0.1:{}", free_port());
-        let mut command = Command::new(bin.path);
-        command.env_clear();
-        if let Some(margin) = margin_ms {
-            command.env(env::IDENTIFY_MARGIN_MS, margin.to_string());
-        }
-        let child = command
+        let child = Command::new(bin.path)
+            .env_clear()
             .env("RUST_LOG", "warn")
             .env(env::GATEWAY_COMPRESSION, bin.compression.name())
             .env(env::SHARD_FIRST, range.0.to_string())
@@ -192,6 +219,7 @@ impl Worker {
             .env(env::POD_NAME, format!("bench-{}-{}", range.0, range.1))
             .env(env::IDENTIFY_WINDOW_MS, window_ms.to_string())
             .env(env::WORKER_LISTEN, &listen)
+            .envs(more_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -200,13 +228,20 @@ impl Worker {
         Ok(Self { child, listen })
     }
 
+    /// Dispatches handled.
     async fn events(&self) -> u64 {
+        self.counter("shardset_worker_events_total").await
+    }
+
+    /// The sum of every sample of counter `name` on its `/metrics`.
+    async fn counter(&self, name: &str) -> u64 {
         let Ok(response) = reqwest::get(format!("http://{}/metrics", self.listen)).await else {
             return 0;
         };
         let text = response.text().await.unwrap_or_default();
+        let labelled = format!("{name}{{");
         text.lines()
-            .filter(|l| l.starts_with("shardset_worker_events_total{"))
+            .filter(|l| l.starts_with(&labelled))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>() as u64
     }
