@@ -56,6 +56,9 @@ pub enum Problem {
     ShardFailed(String),
     /// Pods cannot start (image pull, crash loop, bad config).
     PodsFailing(String),
+    /// `spec.gateway.apiUrl` (or a window below 5 s with it) names a host the operator was not
+    /// installed to trust: the token is sent nowhere. Blocks pod creation.
+    UntrustedApiUrl(String),
 }
 
 impl Problem {
@@ -71,6 +74,7 @@ impl Problem {
             Self::RedisUnreachable(_) => "RedisUnreachable",
             Self::ShardFailed(_) => "ShardFailed",
             Self::PodsFailing(_) => "PodsFailing",
+            Self::UntrustedApiUrl(_) => "UntrustedApiUrl",
         }
     }
 
@@ -85,7 +89,8 @@ impl Problem {
             | Self::DiscordRateLimited(m)
             | Self::RedisUnreachable(m)
             | Self::ShardFailed(m)
-            | Self::PodsFailing(m) => m,
+            | Self::PodsFailing(m)
+            | Self::UntrustedApiUrl(m) => m,
         }
     }
 
@@ -98,6 +103,7 @@ impl Problem {
                 | Self::InvalidToken(_)
                 | Self::RedisSecretMissing(_)
                 | Self::ShardCountUnknown(_)
+                | Self::UntrustedApiUrl(_)
         )
     }
 }

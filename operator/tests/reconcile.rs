@@ -5,7 +5,9 @@
 //!
 //! Scenarios: a new ShardSet gets the finalizer and nothing else; its first pass reads the token
 //! Secret, lists the pods, creates them (with their Event) and applies the status; the next pass
-//! applies the new counts; a steady state writes nothing and waits for the resync.
+//! applies the new counts; a steady state writes nothing and waits for the resync; a ShardSet
+//! whose `gateway.apiUrl` names a host the operator does not trust sends its token nowhere and
+//! gets no pods, only the `UntrustedApiUrl` condition.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +21,7 @@ use kube::runtime::controller::Action;
 use kube::{Client, Resource};
 use redis_test_server::RedisServer;
 use serde_json::{Value, json};
+use shardset_operator::api_trust::TrustedHosts;
 use shardset_operator::context::{Context, Settings};
 use shardset_operator::controller::reconcile;
 use shardset_operator::crd::ShardSet;
@@ -106,7 +109,16 @@ struct World {
 }
 
 impl World {
+    /// The world, with an operator that trusts the fake Discord's host.
     async fn new() -> Self {
+        Self::with(Settings {
+            trusted_api_hosts: TrustedHosts::parse(&["127.0.0.1"]).expect("hosts"),
+            ..Settings::default()
+        })
+        .await
+    }
+
+    async fn with(settings: Settings) -> Self {
         let config = Config {
             token: Some(TOKEN.into()),
             ..Config::default()
@@ -117,12 +129,7 @@ impl World {
         let redis = RedisServer::start();
         let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, NS);
-        let ctx = Context::new(
-            client,
-            Arc::new(Metrics::new()),
-            "test".into(),
-            Settings::default(),
-        );
+        let ctx = Context::new(client, Arc::new(Metrics::new()), "test".into(), settings);
         Self {
             discord,
             redis,
@@ -333,4 +340,59 @@ async fn passes_create_the_pods_then_record_them_then_write_nothing() {
     let action = world.api.finish(pass).await;
     assert_eq!(action, Action::requeue(Settings::default().resync));
     world.discord.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_untrusted_api_url_gets_no_token_and_no_pods() {
+    // An operator installed without trusted hosts: only Discord's own API is allowed.
+    let mut world = World::with(Settings::default()).await;
+    // Whatever listens at the ShardSet's apiUrl counts the connections it gets.
+    let spy = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let spy_url = format!("http://{}/api", spy.local_addr().expect("addr"));
+    let connections = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while spy.accept().await.is_ok() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let mut ss = world.shardset(true);
+    ss.spec.gateway = Some(serde_json::from_value(json!({"apiUrl": spy_url})).expect("gateway"));
+
+    let pass = world.start(&ss);
+    world.expect_reads(&[]).await;
+    world
+        .expect_status(&ss, |status| {
+            let degraded = status["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Degraded"))
+                .expect("a Degraded condition");
+            assert_eq!(degraded["status"], "True");
+            assert_eq!(degraded["reason"], "UntrustedApiUrl");
+            let message = degraded["message"].as_str().unwrap_or_default();
+            assert!(message.contains("trustedApiHosts"), "{message}");
+            assert!(!message.contains(TOKEN));
+            assert_eq!(status["pods"], 0);
+        })
+        .await;
+    // A Warning Event names the problem.
+    let call = world
+        .api
+        .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/ns/events")
+        .await;
+    assert_eq!(
+        (&call.body["type"], &call.body["reason"]),
+        (&json!("Warning"), &json!("UntrustedApiUrl"))
+    );
+    let event = call.body.clone();
+    reply(call, &event);
+    // No pod was created (the mock fails any other request) and nothing reached the spy.
+    world.api.finish(pass).await;
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the token was sent to an untrusted host"
+    );
 }
