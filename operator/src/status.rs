@@ -59,6 +59,8 @@ pub enum Problem {
     /// `spec.gateway.apiUrl` (or a window below 5 s with it) names a host the operator was not
     /// installed to trust: the token is sent nowhere. Blocks pod creation.
     UntrustedApiUrl(String),
+    /// Another ShardSet runs the same bot (same application id, same Redis). Blocks pod creation.
+    DuplicateBot(String),
 }
 
 impl Problem {
@@ -75,6 +77,7 @@ impl Problem {
             Self::ShardFailed(_) => "ShardFailed",
             Self::PodsFailing(_) => "PodsFailing",
             Self::UntrustedApiUrl(_) => "UntrustedApiUrl",
+            Self::DuplicateBot(_) => "DuplicateBot",
         }
     }
 
@@ -90,7 +93,8 @@ impl Problem {
             | Self::RedisUnreachable(m)
             | Self::ShardFailed(m)
             | Self::PodsFailing(m)
-            | Self::UntrustedApiUrl(m) => m,
+            | Self::UntrustedApiUrl(m)
+            | Self::DuplicateBot(m) => m,
         }
     }
 
@@ -104,6 +108,7 @@ impl Problem {
                 | Self::RedisSecretMissing(_)
                 | Self::ShardCountUnknown(_)
                 | Self::UntrustedApiUrl(_)
+                | Self::DuplicateBot(_)
         )
     }
 }

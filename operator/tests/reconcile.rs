@@ -7,7 +7,8 @@
 //! Secret, lists the pods, creates them (with their Event) and applies the status; the next pass
 //! applies the new counts; a steady state writes nothing and waits for the resync; a ShardSet
 //! whose `gateway.apiUrl` names a host the operator does not trust sends its token nowhere and
-//! gets no pods, only the `UntrustedApiUrl` condition.
+//! gets no pods, only the `UntrustedApiUrl` condition; a second ShardSet for a bot another one
+//! runs gets `DuplicateBot` and no pods, and takes the bot over once the first is gone.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use kube::runtime::controller::Action;
 use kube::{Client, Resource};
 use redis_test_server::RedisServer;
 use serde_json::{Value, json};
+use shardset_contract::Keys;
 use shardset_operator::api_trust::TrustedHosts;
 use shardset_operator::context::{Context, Settings};
 use shardset_operator::controller::reconcile;
@@ -166,6 +168,12 @@ impl World {
 
     /// A pass reads the token Secret, then lists the ShardSet's pods (answered with `pods`).
     async fn expect_reads(&mut self, pods: &[Pod]) {
+        self.expect_token_read().await;
+        self.expect_pod_list(pods).await;
+    }
+
+    /// The token Secret is read (and found).
+    async fn expect_token_read(&mut self) {
         let call = self
             .api
             .expect(Method::GET, "/api/v1/namespaces/ns/secrets/bot-token")
@@ -177,6 +185,10 @@ impl World {
             "data": {"token": ByteString(TOKEN.as_bytes().to_vec())},
         });
         reply(call, &secret);
+    }
+
+    /// The ShardSet's pods are listed (answered with `pods`).
+    async fn expect_pod_list(&mut self, pods: &[Pod]) {
         let call = self
             .api
             .expect(Method::GET, "/api/v1/namespaces/ns/pods")
@@ -395,4 +407,106 @@ async fn an_untrusted_api_url_gets_no_token_and_no_pods() {
         0,
         "the token was sent to an untrusted host"
     );
+}
+
+/// Marks the bot of this world's Discord as run by the ShardSet `owner`.
+fn owned_by(world: &World, owner: &str) {
+    let mut conn = redis::Client::open(world.redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("redis");
+    let key = Keys::new(Config::default().application_id).owner();
+    let _: () = redis::Commands::set(&mut conn, key, owner).expect("set");
+}
+
+#[tokio::test]
+async fn a_second_shardset_for_one_bot_gets_duplicate_bot_and_no_pods() {
+    let mut world = World::new().await;
+    owned_by(&world, "ns/first");
+    let ss = world.shardset(true);
+
+    let pass = world.start(&ss);
+    world.expect_token_read().await;
+    // The owner still exists.
+    let call = world
+        .api
+        .expect(
+            Method::GET,
+            "/apis/shardset.io/v1alpha1/namespaces/ns/shardsets/first",
+        )
+        .await;
+    let mut first = serde_json::to_value(world.shardset(true)).expect("json");
+    first["metadata"]["name"] = json!("first");
+    reply(call, &first);
+    world.expect_pod_list(&[]).await;
+    world
+        .expect_status(&ss, |status| {
+            let degraded = status["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Degraded"))
+                .expect("a Degraded condition");
+            assert_eq!(degraded["reason"], "DuplicateBot");
+            let message = degraded["message"].as_str().unwrap_or_default();
+            assert!(message.contains("ShardSet ns/first"), "{message}");
+            assert_eq!(status["pods"], 0);
+        })
+        .await;
+    let call = world
+        .api
+        .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/ns/events")
+        .await;
+    assert_eq!(call.body["reason"], "DuplicateBot");
+    let event = call.body.clone();
+    reply(call, &event);
+    // No pod was created: the mock fails any other request.
+    world.api.finish(pass).await;
+    world.discord.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bot_whose_owner_is_gone_is_taken_over() {
+    let mut world = World::new().await;
+    owned_by(&world, "ns/first");
+    let ss = world.shardset(true);
+
+    let pass = world.start(&ss);
+    world.expect_token_read().await;
+    let call = world
+        .api
+        .expect(
+            Method::GET,
+            "/apis/shardset.io/v1alpha1/namespaces/ns/shardsets/first",
+        )
+        .await;
+    call.reply.send_response(
+        Response::builder()
+            .status(404)
+            .body(Body::from(
+                serde_json::to_vec(&json!({
+                    "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "reason": "NotFound", "code": 404, "message": "not found",
+                }))
+                .expect("json"),
+            ))
+            .expect("response"),
+    );
+    world.expect_pod_list(&[]).await;
+    // Pods are created as for any new ShardSet.
+    for _ in 0..2 {
+        let call = world
+            .api
+            .expect(Method::POST, "/api/v1/namespaces/ns/pods")
+            .await;
+        let pod = call.body.clone();
+        reply(call, &pod);
+    }
+    let call = world
+        .api
+        .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/ns/events")
+        .await;
+    assert_eq!(call.body["reason"], "PodsCreated");
+    let event = call.body.clone();
+    reply(call, &event);
+    world.expect_status(&ss, |_| {}).await;
+    world.api.finish(pass).await;
+    world.discord.shutdown().await;
 }
