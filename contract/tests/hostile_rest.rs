@@ -10,27 +10,42 @@ use std::time::Duration;
 use shardset_contract::rest::{DiscordRest, MAX_BODY_BYTES, MAX_RETRY_AFTER, RestError};
 use shardset_contract::token::Token;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
-/// Serves `head` (status line and headers, without the blank line) and `body` to every
-/// connection; returns the REST base.
-async fn serve(head: &'static str, body: &'static str) -> String {
+/// A server on loopback that reads each request (one read is enough for these GETs) and hands
+/// the socket to `answer`; returns the REST base.
+async fn listen<F, Fut>(answer: F) -> String
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let answer = Arc::new(answer);
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
+            let answer = answer.clone();
             tokio::spawn(async move {
                 let mut request = [0u8; 4096];
                 let _ = socket.read(&mut request).await;
-                let answer = format!(
-                    "{head}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = socket.write_all(answer.as_bytes()).await;
+                answer(socket).await;
             });
         }
     });
     format!("http://{addr}/api")
+}
+
+/// Serves `head` (status line and headers, without the blank line) and `body` to every
+/// connection; returns the REST base.
+async fn serve(head: &'static str, body: &'static str) -> String {
+    listen(move |mut socket| async move {
+        let answer = format!(
+            "{head}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = socket.write_all(answer.as_bytes()).await;
+    })
+    .await
 }
 
 fn client(base: &str) -> DiscordRest {
@@ -96,40 +111,35 @@ async fn absurd_gateway_numbers_are_refused() {
 /// A server that sends an endless body (chunked, so no length warns the client) and counts the
 /// bytes it managed to write before the client hung up.
 async fn endless(status: &'static str) -> (String, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let written = Arc::new(AtomicU64::new(0));
     let counter = written.clone();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let mut request = [0u8; 4096];
-                let _ = socket.read(&mut request).await;
-                let head = format!(
-                    "{status}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
-                );
-                if socket.write_all(head.as_bytes()).await.is_err() {
+    let base = listen(move |mut socket| {
+        let counter = counter.clone();
+        async move {
+            let head = format!(
+                "{status}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+            );
+            if socket.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let chunk = vec![b' '; 64 * 1024];
+            let framed = [
+                format!("{:x}\r\n", chunk.len()).into_bytes(),
+                chunk,
+                b"\r\n".to_vec(),
+            ]
+            .concat();
+            // At most 1 GiB: the test must end even if the client read it all.
+            for _ in 0..16 * 1024 {
+                if socket.write_all(&framed).await.is_err() {
                     return;
                 }
-                let chunk = vec![b' '; 64 * 1024];
-                let framed = [
-                    format!("{:x}\r\n", chunk.len()).into_bytes(),
-                    chunk,
-                    b"\r\n".to_vec(),
-                ]
-                .concat();
-                // At most 1 GiB: the test must end even if the client read it all.
-                for _ in 0..16 * 1024 {
-                    if socket.write_all(&framed).await.is_err() {
-                        return;
-                    }
-                    counter.fetch_add(64 * 1024, Ordering::Relaxed);
-                }
-            });
+                counter.fetch_add(64 * 1024, Ordering::Relaxed);
+            }
         }
-    });
-    (format!("http://{addr}/api"), written)
+    })
+    .await;
+    (base, written)
 }
 
 #[tokio::test]
@@ -155,27 +165,17 @@ async fn an_endless_body_is_cut_off() {
 
 #[tokio::test]
 async fn a_declared_huge_body_is_refused_before_reading() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut request = [0u8; 4096];
-                let _ = socket.read(&mut request).await;
-                let _ = socket
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10000000000\r\n\r\n{")
-                    .await;
-                // Never sends the rest: a client that waited for it would hang.
-                tokio::time::sleep(Duration::from_secs(60)).await;
-            });
-        }
-    });
-    let answer = tokio::time::timeout(
-        Duration::from_secs(5),
-        client(&format!("http://{addr}/api")).current_user(),
-    )
-    .await
-    .expect("refused at once");
+    let base = listen(|mut socket| async move {
+        let _ = socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10000000000\r\n\r\n{")
+            .await;
+        // Never sends the rest: a client that waited for it would hang.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    })
+    .await;
+    let answer = tokio::time::timeout(Duration::from_secs(5), client(&base).current_user())
+        .await
+        .expect("refused at once");
     let error = answer.expect_err("too large");
     assert_eq!(error.metric_label(), "malformed", "{error}");
 }

@@ -75,6 +75,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init(args.log_format);
     shardset_contract::rest::install_crypto_provider();
+    // A malformed entry stops the operator before it serves anything: better than trusting less
+    // (or more) than the chart says.
+    let trusted_api_hosts = TrustedHosts::parse(&args.trusted_api_hosts)
+        .map_err(|e| anyhow::anyhow!("--trusted-api-hosts: {e}"))?;
 
     let metrics = Arc::new(Metrics::new());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -125,8 +129,6 @@ async fn main() -> anyhow::Result<()> {
         .context("cannot list ShardSets: is the CRD (crds/shardset.io_shardsets.yaml) installed, and may this service account list shardsets.shardset.io?")?;
 
     let identity = args.identity.clone().unwrap_or_else(default_identity);
-    let trusted_api_hosts = TrustedHosts::parse(&args.trusted_api_hosts)
-        .map_err(|e| anyhow::anyhow!("--trusted-api-hosts: {e}"))?;
     let settings = Settings {
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         cleanup_give_up: Duration::from_secs(args.cleanup_give_up_seconds),

@@ -232,6 +232,35 @@ impl World {
     }
 }
 
+impl World {
+    /// A pass that refuses the ShardSet: a status with `Degraded=True` for `reason` and no pods,
+    /// then a Warning Event with that reason. Returns the condition's message.
+    async fn expect_refused(&mut self, ss: &ShardSet, reason: &str) -> String {
+        let mut message = String::new();
+        self.expect_status(ss, |status| {
+            let degraded = degraded(status);
+            assert_eq!(
+                (&degraded["status"], &degraded["reason"]),
+                (&json!("True"), &json!(reason))
+            );
+            message = degraded["message"].as_str().unwrap_or_default().to_owned();
+            assert_eq!(status["pods"], 0);
+        })
+        .await;
+        let call = self
+            .api
+            .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/ns/events")
+            .await;
+        assert_eq!(
+            (&call.body["type"], &call.body["reason"]),
+            (&json!("Warning"), &json!(reason))
+        );
+        let event = call.body.clone();
+        reply(call, &event);
+        message
+    }
+}
+
 /// The pod as the API server would list it: the object created, Ready.
 fn running(mut pod: Value) -> Pod {
     pod["status"] = json!({
@@ -375,31 +404,9 @@ async fn an_untrusted_api_url_gets_no_token_and_no_pods() {
 
     let pass = world.start(&ss);
     world.expect_reads(&[]).await;
-    world
-        .expect_status(&ss, |status| {
-            let degraded = status["conditions"]
-                .as_array()
-                .and_then(|cs| cs.iter().find(|c| c["type"] == "Degraded"))
-                .expect("a Degraded condition");
-            assert_eq!(degraded["status"], "True");
-            assert_eq!(degraded["reason"], "UntrustedApiUrl");
-            let message = degraded["message"].as_str().unwrap_or_default();
-            assert!(message.contains("trustedApiHosts"), "{message}");
-            assert!(!message.contains(TOKEN));
-            assert_eq!(status["pods"], 0);
-        })
-        .await;
-    // A Warning Event names the problem.
-    let call = world
-        .api
-        .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/ns/events")
-        .await;
-    assert_eq!(
-        (&call.body["type"], &call.body["reason"]),
-        (&json!("Warning"), &json!("UntrustedApiUrl"))
-    );
-    let event = call.body.clone();
-    reply(call, &event);
+    let message = world.expect_refused(&ss, "UntrustedApiUrl").await;
+    assert!(message.contains("trustedApiHosts"), "{message}");
+    assert!(!message.contains(TOKEN));
     // No pod was created (the mock fails any other request) and nothing reached the spy.
     world.api.finish(pass).await;
     assert_eq!(
@@ -407,6 +414,31 @@ async fn an_untrusted_api_url_gets_no_token_and_no_pods() {
         0,
         "the token was sent to an untrusted host"
     );
+}
+
+/// The `Degraded` condition of a status.
+fn degraded(status: &Value) -> &Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Degraded"))
+        .expect("a Degraded condition")
+}
+
+/// Starts a pass of a ShardSet whose bot `ns/first` owns; returns the pass and the request for
+/// that ShardSet (made after the token was read), to be answered.
+async fn pass_with_owner(world: &mut World) -> (ShardSet, JoinHandle<Result<Action, Error>>, Call) {
+    owned_by(world, "ns/first");
+    let ss = world.shardset(true);
+    let pass = world.start(&ss);
+    world.expect_token_read().await;
+    let call = world
+        .api
+        .expect(
+            Method::GET,
+            "/apis/shardset.io/v1alpha1/namespaces/ns/shardsets/first",
+        )
+        .await;
+    (ss, pass, call)
 }
 
 /// Marks the bot of this world's Discord as run by the ShardSet `owner`.
@@ -421,42 +453,14 @@ fn owned_by(world: &World, owner: &str) {
 #[tokio::test]
 async fn a_second_shardset_for_one_bot_gets_duplicate_bot_and_no_pods() {
     let mut world = World::new().await;
-    owned_by(&world, "ns/first");
-    let ss = world.shardset(true);
-
-    let pass = world.start(&ss);
-    world.expect_token_read().await;
+    let (ss, pass, call) = pass_with_owner(&mut world).await;
     // The owner still exists.
-    let call = world
-        .api
-        .expect(
-            Method::GET,
-            "/apis/shardset.io/v1alpha1/namespaces/ns/shardsets/first",
-        )
-        .await;
     let mut first = serde_json::to_value(world.shardset(true)).expect("json");
     first["metadata"]["name"] = json!("first");
     reply(call, &first);
     world.expect_pod_list(&[]).await;
-    world
-        .expect_status(&ss, |status| {
-            let degraded = status["conditions"]
-                .as_array()
-                .and_then(|cs| cs.iter().find(|c| c["type"] == "Degraded"))
-                .expect("a Degraded condition");
-            assert_eq!(degraded["reason"], "DuplicateBot");
-            let message = degraded["message"].as_str().unwrap_or_default();
-            assert!(message.contains("ShardSet ns/first"), "{message}");
-            assert_eq!(status["pods"], 0);
-        })
-        .await;
-    let call = world
-        .api
-        .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/ns/events")
-        .await;
-    assert_eq!(call.body["reason"], "DuplicateBot");
-    let event = call.body.clone();
-    reply(call, &event);
+    let message = world.expect_refused(&ss, "DuplicateBot").await;
+    assert!(message.contains("ShardSet ns/first"), "{message}");
     // No pod was created: the mock fails any other request.
     world.api.finish(pass).await;
     world.discord.shutdown().await;
@@ -465,18 +469,7 @@ async fn a_second_shardset_for_one_bot_gets_duplicate_bot_and_no_pods() {
 #[tokio::test]
 async fn a_bot_whose_owner_is_gone_is_taken_over() {
     let mut world = World::new().await;
-    owned_by(&world, "ns/first");
-    let ss = world.shardset(true);
-
-    let pass = world.start(&ss);
-    world.expect_token_read().await;
-    let call = world
-        .api
-        .expect(
-            Method::GET,
-            "/apis/shardset.io/v1alpha1/namespaces/ns/shardsets/first",
-        )
-        .await;
+    let (ss, pass, call) = pass_with_owner(&mut world).await;
     call.reply.send_response(
         Response::builder()
             .status(404)
