@@ -116,6 +116,13 @@ impl Keys {
         format!("{}:claim:{event_key}", self.prefix)
     }
 
+    /// The ShardSet that runs the bot (`<namespace>/<name>`), claimed by the operator before it
+    /// creates pods: a second ShardSet for the same bot is refused (`DuplicateBot`) instead of
+    /// sharing the first one's gates and sessions and wiping them when it is deleted.
+    pub fn owner(&self) -> String {
+        format!("{}:owner", self.prefix)
+    }
+
     /// A `SCAN MATCH` pattern for every key of one layout kind, e.g. `pattern("session")`.
     pub fn pattern(&self, kind: &str) -> String {
         format!("{}:{kind}:*", self.prefix)

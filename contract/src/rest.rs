@@ -5,6 +5,10 @@
 //! Source: discord-api-docs `developers/events/gateway.mdx` ("Get Gateway Bot") and
 //! `developers/topics/rate-limits.mdx` (429 bodies carry `retry_after` in seconds).
 //! Errors never contain the token: it travels only in the `Authorization` header.
+//!
+//! Whatever answers at the base URL is not trusted (a ShardSet author chooses it): bodies are
+//! read up to [`MAX_BODY_BYTES`], a `retry_after` is bounded by [`MAX_RETRY_AFTER`], and numbers
+//! Discord never sends are refused ([`GatewayBot::check`]); nothing an answer holds can panic.
 
 use std::time::Duration;
 
@@ -15,6 +19,13 @@ use crate::token::Token;
 /// Discord's public REST base; `DISCORD_API_URL` / `spec.gateway.apiUrl` override it.
 pub const DEFAULT_API_URL: &str = "https://discord.com/api";
 
+/// The largest answer body read. Discord's answers to these calls are a few hundred bytes; a
+/// server that sends more is not Discord.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// The longest wait a 429 can impose: a larger (or infinite, or unparsable) `retry_after` is
+/// read as this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 /// The answer of `GET /gateway/bot`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct GatewayBot {
@@ -23,6 +34,25 @@ pub struct GatewayBot {
     /// Discord's recommended shard count.
     pub shards: u32,
     pub session_start_limit: SessionStartLimit,
+}
+
+/// The most shards a layout can have (the CRD's bound on `spec.shards`); a recommendation above
+/// it is not Discord's (Discord recommends one shard per 1,000 guilds).
+pub const MAX_SHARDS: u32 = 65_536;
+
+impl GatewayBot {
+    /// Refuses numbers Discord never sends, which would make the operator plan absurd layouts
+    /// (millions of pods) or the worker divide by them: shards and `max_concurrency` at most
+    /// [`MAX_SHARDS`].
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.shards > MAX_SHARDS {
+            return Err("the recommended shard count is above 65536");
+        }
+        if self.session_start_limit.max_concurrency > MAX_SHARDS {
+            return Err("max_concurrency is above 65536");
+        }
+        Ok(())
+    }
 }
 
 /// `session_start_limit` of `GET /gateway/bot`.
@@ -65,6 +95,10 @@ pub enum RestError {
     /// The configured base URL is not a URL.
     #[error("invalid Discord API URL {0:?}")]
     InvalidBase(String),
+    /// The answer is not what Discord sends: too large, not the expected JSON, or numbers out of
+    /// Discord's range.
+    #[error("Discord's answer to {path} is malformed: {reason}")]
+    Malformed { path: &'static str, reason: String },
 }
 
 impl RestError {
@@ -76,6 +110,7 @@ impl RestError {
             Self::Status { .. } => "status",
             Self::Unreachable { .. } => "unreachable",
             Self::InvalidBase(_) => "invalid_base",
+            Self::Malformed { .. } => "malformed",
         }
     }
 }
@@ -149,9 +184,15 @@ impl DiscordRest {
         }
     }
 
-    /// `GET /v10/gateway/bot`.
+    /// `GET /v10/gateway/bot`, its numbers checked against what Discord can answer.
     pub async fn gateway_bot(&self) -> Result<GatewayBot, RestError> {
-        self.get("/v10/gateway/bot").await
+        const PATH: &str = "/v10/gateway/bot";
+        let gateway: GatewayBot = self.get(PATH).await?;
+        gateway.check().map_err(|reason| RestError::Malformed {
+            path: PATH,
+            reason: reason.to_owned(),
+        })?;
+        Ok(gateway)
     }
 
     /// `GET /v10/users/@me`.
@@ -228,19 +269,54 @@ impl DiscordRest {
             .map_err(unreachable)?;
         let status = response.status();
         match status.as_u16() {
-            200..=299 => response.json::<T>().await.map_err(unreachable),
+            200..=299 => {
+                let body = self.bounded_body(response, path).await?;
+                serde_json::from_slice(&body).map_err(|e| RestError::Malformed {
+                    path,
+                    reason: e.to_string(),
+                })
+            }
             401 => Err(RestError::Unauthorized),
             429 => {
                 let header = retry_after_header(&response);
-                let body = response.json::<RateLimitBody>().await.ok();
+                let body = self.bounded_body(response, path).await.ok();
                 let retry_after = body
-                    .map(|b| Duration::from_secs_f64(b.retry_after.max(0.0)))
+                    .and_then(|b| serde_json::from_slice::<RateLimitBody>(&b).ok())
+                    .and_then(|b| seconds(b.retry_after))
                     .or(header)
                     .unwrap_or(Duration::from_secs(5));
                 Err(RestError::RateLimited { retry_after })
             }
             code => Err(RestError::Status { status: code, path }),
         }
+    }
+
+    /// The answer's body, at most [`MAX_BODY_BYTES`]: a larger declared length is refused before
+    /// reading, and a body that grows past the bound is dropped as soon as it does (the
+    /// connection with it), so a hostile server cannot make the client buffer without end.
+    async fn bounded_body(
+        &self,
+        mut response: reqwest::Response,
+        path: &'static str,
+    ) -> Result<Vec<u8>, RestError> {
+        let too_large = || RestError::Malformed {
+            path,
+            reason: format!("the answer is larger than {MAX_BODY_BYTES} bytes"),
+        };
+        if response
+            .content_length()
+            .is_some_and(|length| length > MAX_BODY_BYTES as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.unreachable(e))? {
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 }
 
@@ -265,8 +341,17 @@ struct RateLimitBody {
 
 fn retry_after_header(response: &reqwest::Response) -> Option<Duration> {
     let value = response.headers().get(reqwest::header::RETRY_AFTER)?;
-    let secs: f64 = value.to_str().ok()?.trim().parse().ok()?;
-    Some(Duration::from_secs_f64(secs.max(0.0)))
+    seconds(value.to_str().ok()?.trim().parse().ok()?)
+}
+
+/// A `retry_after` in seconds as a wait: negative is no wait, anything above [`MAX_RETRY_AFTER`]
+/// (infinity included) is that bound, NaN is no answer. Never panics, whatever the server sent.
+fn seconds(value: f64) -> Option<Duration> {
+    if value.is_nan() {
+        return None;
+    }
+    let bounded = value.clamp(0.0, MAX_RETRY_AFTER.as_secs_f64());
+    Some(Duration::try_from_secs_f64(bounded).unwrap_or(MAX_RETRY_AFTER))
 }
 
 /// Discord sends snowflakes as strings; accept numbers too.

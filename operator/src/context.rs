@@ -9,6 +9,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 use tracing::warn;
 
+use crate::api_trust::TrustedHosts;
 use crate::crd::ShardSet;
 use crate::discord::Discord;
 use crate::metrics::Metrics;
@@ -27,6 +28,9 @@ pub struct Settings {
     pub resync: Duration,
     /// After this long in deletion, cleanup stops retrying Redis and lets the ShardSet go.
     pub cleanup_give_up: Duration,
+    /// REST hosts besides Discord's that a ShardSet may send its token to (a fake Discord, a
+    /// proxy): [`crate::api_trust`].
+    pub trusted_api_hosts: TrustedHosts,
 }
 
 impl Default for Settings {
@@ -34,6 +38,7 @@ impl Default for Settings {
         Self {
             resync: Duration::from_secs(60),
             cleanup_give_up: Duration::from_secs(120),
+            trusted_api_hosts: TrustedHosts::default(),
         }
     }
 }

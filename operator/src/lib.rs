@@ -2,6 +2,7 @@
 //! worker pod per shard range.
 //!
 //! Pure parts (no client, unit-tested):
+//! - [`api_trust`]: which REST bases a ShardSet may send its token to.
 //! - [`crd`]: the `ShardSet` resource, its schema and CEL validation.
 //! - [`names`]: label keys, finalizer, field manager: every name we write on objects.
 //! - [`plan`]: shard ranges and the pods to create, delete or replace.
@@ -22,6 +23,7 @@
 //! - [`redis_state`]: the workers' shard status, and cleanup of the bot's keys.
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and JSON logs.
 
+pub mod api_trust;
 pub mod crd;
 pub mod names;
 pub mod node_loss;

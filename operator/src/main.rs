@@ -15,6 +15,7 @@ use clap::Parser;
 use kube::api::{Api, ListParams};
 use kube::client::ClientBuilder;
 use kube_lease_manager::LeaseManagerBuilder;
+use shardset_operator::api_trust::TrustedHosts;
 use shardset_operator::context::{Context, Settings};
 use shardset_operator::controller;
 use shardset_operator::crd::ShardSet;
@@ -62,6 +63,11 @@ struct Args {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     log_format: LogFormat,
+    /// REST hosts besides Discord's that a ShardSet's `spec.gateway.apiUrl` may name, `host` or
+    /// `host:port`, comma-separated (a fake Discord, a proxy): the token is sent there. Empty by
+    /// default: only Discord.
+    #[arg(long, env = "TRUSTED_API_HOSTS", value_delimiter = ',')]
+    trusted_api_hosts: Vec<String>,
 }
 
 #[tokio::main]
@@ -69,6 +75,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init(args.log_format);
     shardset_contract::rest::install_crypto_provider();
+    // A malformed entry stops the operator before it serves anything: better than trusting less
+    // (or more) than the chart says.
+    let trusted_api_hosts = TrustedHosts::parse(&args.trusted_api_hosts)
+        .map_err(|e| anyhow::anyhow!("--trusted-api-hosts: {e}"))?;
 
     let metrics = Arc::new(Metrics::new());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -122,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings {
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         cleanup_give_up: Duration::from_secs(args.cleanup_give_up_seconds),
+        trusted_api_hosts,
     };
     let ctx = Arc::new(Context::new(
         client.clone(),

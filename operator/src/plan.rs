@@ -83,6 +83,10 @@ pub struct ObservedPod {
     pub range: Option<ShardRange>,
     pub hash: Option<String>,
     pub ready: bool,
+    /// No container of it ever ran (image never pulled, never scheduled, config error): it never
+    /// connected to Discord, holds no session and acts on no event, so nothing waits for it
+    /// (issue 11, item 13).
+    pub never_ran: bool,
     /// Has a deletion timestamp.
     pub terminating: bool,
 }
@@ -334,6 +338,24 @@ pub fn plan(
             .collect();
     }
 
+    // Pods that never ran hold no session and act on no event: replaced all at once, without
+    // waiting for anything (a roll away from an image that cannot be pulled).
+    let (never_ran, drifted): (Vec<&ObservedPod>, Vec<&ObservedPod>) =
+        drifted.into_iter().partition(|p| p.never_ran);
+    let (never_ran_outside, mut outside_candidates): (Vec<_>, Vec<_>) = outside_candidates
+        .into_iter()
+        .partition(|(_, p)| p.never_ran);
+    delete.extend(
+        never_ran_outside
+            .iter()
+            .map(|(_, p)| (*p, DeleteReason::OutsidePlan))
+            .chain(never_ran.iter().map(|p| (*p, DeleteReason::Drifted)))
+            .map(|(p, reason)| Deletion {
+                name: p.name.clone(),
+                reason,
+            }),
+    );
+
     // One rolling replacement at a time (stray packing first, then drift), only while nothing
     // else in the target layout moves: every missing pod is waiting for a shard an outside pod
     // holds, and nothing is terminating.
@@ -411,6 +433,7 @@ mod tests {
                 range: Some(d.range),
                 hash: Some(d.hash.clone()),
                 ready: true,
+                never_ran: false,
                 terminating: false,
             })
             .collect()
@@ -501,6 +524,7 @@ mod tests {
             range: Some(r(0, 9)),
             hash: None,
             ready: true,
+            never_ran: false,
             terminating: false,
         });
         seen.push(ObservedPod {
@@ -510,6 +534,7 @@ mod tests {
             range: None,
             hash: None,
             ready: false,
+            never_ran: false,
             terminating: false,
         });
         let plan = plan("10", &want, &seen, Gates::OPEN, false);
@@ -528,6 +553,7 @@ mod tests {
             range: Some(r(20, 29)),
             hash: Some("h".into()),
             ready: true,
+            never_ran: false,
             terminating: false,
         });
         let plan = plan("10", &want, &seen, Gates::OPEN, false);
@@ -549,6 +575,7 @@ mod tests {
             range: None,
             hash: None,
             ready: false,
+            never_ran: false,
             terminating: false,
         });
         let plan = plan("4", &want, &seen, Gates::OPEN, false);
@@ -605,6 +632,36 @@ mod tests {
         seen[1].ready = false;
         let plan = plan("4", &want, &seen, Gates::OPEN, false);
         assert_eq!(names(&plan.delete), [("bot-4-0-1", DeleteReason::Drifted)]);
+    }
+
+    #[test]
+    fn drifted_pods_that_never_ran_are_replaced_all_at_once() {
+        // Every pod stuck pulling a bad image; the spec is fixed. They hold no session, so a roll
+        // has nothing to wait for (issue 11, item 13).
+        let old = desired(4, 1, "bad-image");
+        let want = desired(4, 1, "fixed");
+        let mut seen = running(&old, "4");
+        for pod in &mut seen {
+            pod.ready = false;
+            pod.never_ran = true;
+        }
+        let plan_all = plan("4", &want, &seen, Gates::OPEN, false);
+        assert_eq!(plan_all.delete.len(), 4, "{:?}", plan_all.delete);
+        assert!(
+            plan_all
+                .delete
+                .iter()
+                .all(|d| d.reason == DeleteReason::Drifted)
+        );
+
+        // One of them ran (it may hold a session): that one still waits its turn, and the
+        // one-at-a-time roll goes on beside the pods that never ran.
+        seen[0].never_ran = false;
+        seen[0].ready = true;
+        let mixed = plan("4", &want, &seen, Gates::OPEN, false);
+        let mut gone: Vec<&str> = mixed.delete.iter().map(|d| d.name.as_str()).collect();
+        gone.sort_unstable();
+        assert_eq!(gone, ["bot-4-1-1", "bot-4-2-2", "bot-4-3-3"]);
     }
 
     #[test]

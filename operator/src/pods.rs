@@ -329,8 +329,27 @@ pub fn observe(pod: &Pod, owner_uid: &str) -> ObservedPod {
         range,
         hash: labels.get(labels::SPEC_HASH).cloned(),
         ready,
+        never_ran: !ready && never_ran(pod),
         terminating: pod.metadata.deletion_timestamp.is_some(),
     }
+}
+
+/// Whether no container of `pod` ever ran: none running or exited now, none with a previous
+/// run (`lastState`), or no container status at all (not scheduled, not created). Such a pod
+/// (`ImagePullBackOff`, `CreateContainerConfigError`, `Pending`) never connected to Discord and
+/// acts on no event; a crash-looping one did run, and may have.
+pub fn never_ran(pod: &Pod) -> bool {
+    let statuses = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_deref())
+        .unwrap_or_default();
+    statuses.iter().all(|cs| {
+        let ran = |state: Option<&k8s_openapi::api::core::v1::ContainerState>| {
+            state.is_some_and(|s| s.running.is_some() || s.terminated.is_some())
+        };
+        cs.restart_count == 0 && !ran(cs.state.as_ref()) && !ran(cs.last_state.as_ref())
+    })
 }
 
 /// Why a pod is stuck (it will not become Ready without a change), or `None`.
@@ -588,6 +607,63 @@ mod tests {
         assert_ne!(a[0].0.hash, c[0].0.hash);
         // The hash label itself is not part of the hash.
         assert_eq!(spec_hash(&a[0].1), a[0].0.hash);
+    }
+
+    /// A pod with `container_statuses` as the kubelet reports them (JSON), not Ready.
+    fn with_containers(statuses: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "bot-4-0-1"},
+            "status": {"phase": "Pending", "containerStatuses": statuses},
+        }))
+        .expect("pod")
+    }
+
+    #[test]
+    fn a_pod_never_ran_until_a_container_started() {
+        let container = |state: serde_json::Value, last: serde_json::Value| {
+            serde_json::json!([{
+                "name": "worker", "image": "worker:nope", "imageID": "", "ready": false,
+                "restartCount": 0, "state": state, "lastState": last,
+            }])
+        };
+        let waiting = |reason: &str| serde_json::json!({"waiting": {"reason": reason}});
+        // Never ran: image never pulled, not scheduled yet (no statuses), bad config.
+        for never in [
+            container(waiting("ImagePullBackOff"), serde_json::json!({})),
+            container(waiting("ErrImagePull"), serde_json::json!({})),
+            container(waiting("CreateContainerConfigError"), serde_json::json!({})),
+            container(waiting("ContainerCreating"), serde_json::json!({})),
+        ] {
+            assert!(never_ran(&with_containers(never.clone())), "{never}");
+        }
+        let unscheduled: Pod = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "p"}, "status": {"phase": "Pending"}}),
+        )
+        .expect("pod");
+        assert!(never_ran(&unscheduled));
+        // Ran: running now, exited, or crash-looping after a run.
+        for ran in [
+            container(
+                serde_json::json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}}),
+                serde_json::json!({}),
+            ),
+            container(
+                serde_json::json!({"terminated": {"exitCode": 1}}),
+                serde_json::json!({}),
+            ),
+            container(
+                waiting("CrashLoopBackOff"),
+                serde_json::json!({"terminated": {"exitCode": 1}}),
+            ),
+        ] {
+            assert!(!never_ran(&with_containers(ran.clone())), "{ran}");
+        }
+        // The observed pod carries it.
+        let pod = with_containers(container(
+            waiting("ImagePullBackOff"),
+            serde_json::json!({}),
+        ));
+        assert!(observe(&pod, "uid-1").never_ran);
     }
 
     #[test]

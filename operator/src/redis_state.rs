@@ -1,7 +1,8 @@
 //! The operator's uses of the bot's Redis: reading the shard status records the workers write
 //! (`Keys::status`, for `status.guilds`, failed shards and the hand-over's acknowledgements),
 //! reading and writing the layouts' roles (`Keys::active_layout`, compare-and-set on its
-//! revision), and deleting all of the bot's keys when its ShardSet is deleted.
+//! revision), the bot's owner (`Keys::owner`: one ShardSet per bot), and deleting all of the
+//! bot's keys when its owning ShardSet is deleted.
 //!
 //! One lazy connection manager per Redis (URL and password); a Redis that failed is not tried
 //! again for [`RETRY_FIRST`], doubling while it keeps failing up to [`RETRY_AFTER_FAILURE`], so
@@ -66,6 +67,52 @@ return {1, revision}
 ",
     )
 });
+
+/// Claims the bot for `ARGV[1]` (`<namespace>/<name>` of a ShardSet) when nobody owns it, it
+/// already does, or the owner is `ARGV[2]` (a ShardSet known to be gone; empty: none). Returns
+/// the owner after the call.
+static CLAIM_BOT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local owner = redis.call('GET', KEYS[1])
+if (not owner) or owner == ARGV[1] or (ARGV[2] ~= '' and owner == ARGV[2]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return ARGV[1]
+end
+return owner
+",
+    )
+});
+
+/// Deletes the owner key only if it still names `ARGV[1]`; returns how many keys went.
+static RELEASE_BOT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+",
+    )
+});
+
+/// Who runs a bot, as [`RedisPool::claim_bot`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BotOwner {
+    /// The ShardSet that asked.
+    Ours,
+    /// Another ShardSet (`<namespace>/<name>`).
+    Other(String),
+}
+
+/// What [`RedisPool::cleanup`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cleaned {
+    /// The bot's keys were deleted: how many.
+    Deleted(u64),
+    /// Nothing: the bot belongs to another ShardSet (`<namespace>/<name>`), whose keys these are.
+    OwnedBy(String),
+}
 
 /// What a reshard decision reads from Redis, in one round trip.
 #[derive(Debug, Clone)]
@@ -343,7 +390,7 @@ impl RedisPool {
                 return Ok(0);
             }
             let deleted = match known {
-                Some(_) => unlink_matching(&mut conn, &pattern).await?,
+                Some(_) => unlink_matching(&mut conn, &pattern, None).await?,
                 None => 0,
             };
             let _: () = conn.set(&basis_key, &basis).await?;
@@ -352,29 +399,77 @@ impl RedisPool {
         .await
     }
 
-    /// Deletes every key of the bot (`shardset:{<app_id>}:*`): sessions, leases, shard status,
-    /// gates, queues, budget, active layout, and the epoch marker. Deleting the epoch is what
-    /// makes deleting gates safe: the take-gate script grants nothing for a full window after it
-    /// finds the marker missing (`docs/redis-protocol.md`, the epoch). Returns how many keys went.
-    ///
-    /// The keys belong to the bot, not to one ShardSet: run one ShardSet per bot.
+    /// Claims the bot (`Keys::owner`) for `owner` (`<namespace>/<name>`) unless another ShardSet
+    /// holds it; `gone` names a former owner known not to exist any more, which is taken over.
+    pub async fn claim_bot(
+        &self,
+        url: &str,
+        password: Option<&str>,
+        app_id: u64,
+        owner: &str,
+        gone: Option<&str>,
+    ) -> Result<BotOwner, RedisError> {
+        let key = Keys::new(app_id).owner();
+        let (asking, gone) = (owner.to_owned(), gone.unwrap_or_default().to_owned());
+        let current: String = self
+            .with(url, password, |mut conn| async move {
+                CLAIM_BOT
+                    .key(key)
+                    .arg(asking)
+                    .arg(gone)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(if current == owner {
+            BotOwner::Ours
+        } else {
+            BotOwner::Other(current)
+        })
+    }
+
+    /// Deletes every key of the bot (`shardset:{<app_id>}:*`) unless another ShardSet than
+    /// `owner` owns it: sessions, leases, shard status, gates, queues, budget, active layout, the
+    /// epoch marker, and last the claim. The epoch marker goes first: that is what makes deleting
+    /// gates safe, since the take-gate script grants nothing for a full window after it finds the
+    /// marker missing (`docs/redis-protocol.md`, the epoch), while a gate deleted before it
+    /// could be taken at once by a worker still running.
     pub async fn cleanup(
         &self,
         url: &str,
         password: Option<&str>,
         app_id: u64,
-    ) -> Result<u64, RedisError> {
-        let pattern = format!("{}:*", Keys::new(app_id).prefix());
+        owner: &str,
+    ) -> Result<Cleaned, RedisError> {
+        let keys = Keys::new(app_id);
+        let pattern = format!("{}:*", keys.prefix());
+        let owner = owner.to_owned();
         self.with(url, password, |mut conn| async move {
-            unlink_matching(&mut conn, &pattern).await
+            let owner_key = keys.owner();
+            let current: Option<String> = conn.get(&owner_key).await?;
+            if let Some(other) = current.filter(|c| *c != owner) {
+                return Ok(Cleaned::OwnedBy(other));
+            }
+            let epoch: u64 = conn.unlink(keys.epoch()).await?;
+            let rest = unlink_matching(&mut conn, &pattern, Some(&owner_key)).await?;
+            let claim: u64 = RELEASE_BOT
+                .key(&owner_key)
+                .arg(&owner)
+                .invoke_async(&mut conn)
+                .await?;
+            Ok(Cleaned::Deleted(epoch + rest + claim))
         })
         .await
     }
 }
 
 /// Deletes every key matching `pattern` (SCAN, then UNLINK a batch at a time, so a large
-/// keyspace never blocks Redis); returns how many went.
-async fn unlink_matching(conn: &mut ConnectionManager, pattern: &str) -> redis::RedisResult<u64> {
+/// keyspace never blocks Redis), except `keep`; returns how many went.
+async fn unlink_matching(
+    conn: &mut ConnectionManager,
+    pattern: &str,
+    keep: Option<&str>,
+) -> redis::RedisResult<u64> {
     let mut deleted: u64 = 0;
     let mut cursor: u64 = 0;
     loop {
@@ -386,6 +481,10 @@ async fn unlink_matching(conn: &mut ConnectionManager, pattern: &str) -> redis::
             .arg(500)
             .query_async(conn)
             .await?;
+        let batch: Vec<String> = batch
+            .into_iter()
+            .filter(|k| Some(k.as_str()) != keep)
+            .collect();
         if !batch.is_empty() {
             let n: u64 = conn.unlink(batch).await?;
             deleted += n;

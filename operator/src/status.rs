@@ -56,6 +56,11 @@ pub enum Problem {
     ShardFailed(String),
     /// Pods cannot start (image pull, crash loop, bad config).
     PodsFailing(String),
+    /// `spec.gateway.apiUrl` (or a window below 5 s with it) names a host the operator was not
+    /// installed to trust: the token is sent nowhere. Blocks pod creation.
+    UntrustedApiUrl(String),
+    /// Another ShardSet runs the same bot (same application id, same Redis). Blocks pod creation.
+    DuplicateBot(String),
 }
 
 impl Problem {
@@ -71,6 +76,8 @@ impl Problem {
             Self::RedisUnreachable(_) => "RedisUnreachable",
             Self::ShardFailed(_) => "ShardFailed",
             Self::PodsFailing(_) => "PodsFailing",
+            Self::UntrustedApiUrl(_) => "UntrustedApiUrl",
+            Self::DuplicateBot(_) => "DuplicateBot",
         }
     }
 
@@ -85,7 +92,9 @@ impl Problem {
             | Self::DiscordRateLimited(m)
             | Self::RedisUnreachable(m)
             | Self::ShardFailed(m)
-            | Self::PodsFailing(m) => m,
+            | Self::PodsFailing(m)
+            | Self::UntrustedApiUrl(m)
+            | Self::DuplicateBot(m) => m,
         }
     }
 
@@ -98,6 +107,8 @@ impl Problem {
                 | Self::InvalidToken(_)
                 | Self::RedisSecretMissing(_)
                 | Self::ShardCountUnknown(_)
+                | Self::UntrustedApiUrl(_)
+                | Self::DuplicateBot(_)
         )
     }
 }

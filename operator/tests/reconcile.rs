@@ -5,7 +5,10 @@
 //!
 //! Scenarios: a new ShardSet gets the finalizer and nothing else; its first pass reads the token
 //! Secret, lists the pods, creates them (with their Event) and applies the status; the next pass
-//! applies the new counts; a steady state writes nothing and waits for the resync.
+//! applies the new counts; a steady state writes nothing and waits for the resync; a ShardSet
+//! whose `gateway.apiUrl` names a host the operator does not trust sends its token nowhere and
+//! gets no pods, only the `UntrustedApiUrl` condition; a second ShardSet for a bot another one
+//! runs gets `DuplicateBot` and no pods, and takes the bot over once the first is gone.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +22,8 @@ use kube::runtime::controller::Action;
 use kube::{Client, Resource};
 use redis_test_server::RedisServer;
 use serde_json::{Value, json};
+use shardset_contract::Keys;
+use shardset_operator::api_trust::TrustedHosts;
 use shardset_operator::context::{Context, Settings};
 use shardset_operator::controller::reconcile;
 use shardset_operator::crd::ShardSet;
@@ -106,7 +111,16 @@ struct World {
 }
 
 impl World {
+    /// The world, with an operator that trusts the fake Discord's host.
     async fn new() -> Self {
+        Self::with(Settings {
+            trusted_api_hosts: TrustedHosts::parse(&["127.0.0.1"]).expect("hosts"),
+            ..Settings::default()
+        })
+        .await
+    }
+
+    async fn with(settings: Settings) -> Self {
         let config = Config {
             token: Some(TOKEN.into()),
             ..Config::default()
@@ -117,12 +131,7 @@ impl World {
         let redis = RedisServer::start();
         let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, NS);
-        let ctx = Context::new(
-            client,
-            Arc::new(Metrics::new()),
-            "test".into(),
-            Settings::default(),
-        );
+        let ctx = Context::new(client, Arc::new(Metrics::new()), "test".into(), settings);
         Self {
             discord,
             redis,
@@ -159,6 +168,12 @@ impl World {
 
     /// A pass reads the token Secret, then lists the ShardSet's pods (answered with `pods`).
     async fn expect_reads(&mut self, pods: &[Pod]) {
+        self.expect_token_read().await;
+        self.expect_pod_list(pods).await;
+    }
+
+    /// The token Secret is read (and found).
+    async fn expect_token_read(&mut self) {
         let call = self
             .api
             .expect(Method::GET, "/api/v1/namespaces/ns/secrets/bot-token")
@@ -170,6 +185,10 @@ impl World {
             "data": {"token": ByteString(TOKEN.as_bytes().to_vec())},
         });
         reply(call, &secret);
+    }
+
+    /// The ShardSet's pods are listed (answered with `pods`).
+    async fn expect_pod_list(&mut self, pods: &[Pod]) {
         let call = self
             .api
             .expect(Method::GET, "/api/v1/namespaces/ns/pods")
@@ -210,6 +229,35 @@ impl World {
         updated["status"] = call.body["status"].clone();
         reply(call, &updated);
         serde_json::from_value(updated).expect("shardset")
+    }
+}
+
+impl World {
+    /// A pass that refuses the ShardSet: a status with `Degraded=True` for `reason` and no pods,
+    /// then a Warning Event with that reason. Returns the condition's message.
+    async fn expect_refused(&mut self, ss: &ShardSet, reason: &str) -> String {
+        let mut message = String::new();
+        self.expect_status(ss, |status| {
+            let degraded = degraded(status);
+            assert_eq!(
+                (&degraded["status"], &degraded["reason"]),
+                (&json!("True"), &json!(reason))
+            );
+            message = degraded["message"].as_str().unwrap_or_default().to_owned();
+            assert_eq!(status["pods"], 0);
+        })
+        .await;
+        let call = self
+            .api
+            .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/ns/events")
+            .await;
+        assert_eq!(
+            (&call.body["type"], &call.body["reason"]),
+            (&json!("Warning"), &json!(reason))
+        );
+        let event = call.body.clone();
+        reply(call, &event);
+        message
     }
 }
 
@@ -332,5 +380,126 @@ async fn passes_create_the_pods_then_record_them_then_write_nothing() {
     world.expect_reads(&pods).await;
     let action = world.api.finish(pass).await;
     assert_eq!(action, Action::requeue(Settings::default().resync));
+    world.discord.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_untrusted_api_url_gets_no_token_and_no_pods() {
+    // An operator installed without trusted hosts: only Discord's own API is allowed.
+    let mut world = World::with(Settings::default()).await;
+    // Whatever listens at the ShardSet's apiUrl counts the connections it gets.
+    let spy = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let spy_url = format!("http://{}/api", spy.local_addr().expect("addr"));
+    let connections = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while spy.accept().await.is_ok() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let mut ss = world.shardset(true);
+    ss.spec.gateway = Some(serde_json::from_value(json!({"apiUrl": spy_url})).expect("gateway"));
+
+    let pass = world.start(&ss);
+    world.expect_reads(&[]).await;
+    let message = world.expect_refused(&ss, "UntrustedApiUrl").await;
+    assert!(message.contains("trustedApiHosts"), "{message}");
+    assert!(!message.contains(TOKEN));
+    // No pod was created (the mock fails any other request) and nothing reached the spy.
+    world.api.finish(pass).await;
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the token was sent to an untrusted host"
+    );
+}
+
+/// The `Degraded` condition of a status.
+fn degraded(status: &Value) -> &Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Degraded"))
+        .expect("a Degraded condition")
+}
+
+/// Starts a pass of a ShardSet whose bot `ns/first` owns; returns the pass and the request for
+/// that ShardSet (made after the token was read), to be answered.
+async fn pass_with_owner(world: &mut World) -> (ShardSet, JoinHandle<Result<Action, Error>>, Call) {
+    owned_by(world, "ns/first");
+    let ss = world.shardset(true);
+    let pass = world.start(&ss);
+    world.expect_token_read().await;
+    let call = world
+        .api
+        .expect(
+            Method::GET,
+            "/apis/shardset.io/v1alpha1/namespaces/ns/shardsets/first",
+        )
+        .await;
+    (ss, pass, call)
+}
+
+/// Marks the bot of this world's Discord as run by the ShardSet `owner`.
+fn owned_by(world: &World, owner: &str) {
+    let mut conn = redis::Client::open(world.redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("redis");
+    let key = Keys::new(Config::default().application_id).owner();
+    let _: () = redis::Commands::set(&mut conn, key, owner).expect("set");
+}
+
+#[tokio::test]
+async fn a_second_shardset_for_one_bot_gets_duplicate_bot_and_no_pods() {
+    let mut world = World::new().await;
+    let (ss, pass, call) = pass_with_owner(&mut world).await;
+    // The owner still exists.
+    let mut first = serde_json::to_value(world.shardset(true)).expect("json");
+    first["metadata"]["name"] = json!("first");
+    reply(call, &first);
+    world.expect_pod_list(&[]).await;
+    let message = world.expect_refused(&ss, "DuplicateBot").await;
+    assert!(message.contains("ShardSet ns/first"), "{message}");
+    // No pod was created: the mock fails any other request.
+    world.api.finish(pass).await;
+    world.discord.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bot_whose_owner_is_gone_is_taken_over() {
+    let mut world = World::new().await;
+    let (ss, pass, call) = pass_with_owner(&mut world).await;
+    call.reply.send_response(
+        Response::builder()
+            .status(404)
+            .body(Body::from(
+                serde_json::to_vec(&json!({
+                    "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "reason": "NotFound", "code": 404, "message": "not found",
+                }))
+                .expect("json"),
+            ))
+            .expect("response"),
+    );
+    world.expect_pod_list(&[]).await;
+    // Pods are created as for any new ShardSet.
+    for _ in 0..2 {
+        let call = world
+            .api
+            .expect(Method::POST, "/api/v1/namespaces/ns/pods")
+            .await;
+        let pod = call.body.clone();
+        reply(call, &pod);
+    }
+    let call = world
+        .api
+        .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/ns/events")
+        .await;
+    assert_eq!(call.body["reason"], "PodsCreated");
+    let event = call.body.clone();
+    reply(call, &event);
+    world.expect_status(&ss, |_| {}).await;
+    world.api.finish(pass).await;
     world.discord.shutdown().await;
 }

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use redis::Commands;
 use redis_test_server::{Options, RedisServer};
 use shardset_contract::{Keys, LayoutRoles, Role, ShardState, ShardStatus};
-use shardset_operator::redis_state::{RedisPool, summarize};
+use shardset_operator::redis_state::{BotOwner, Cleaned, RedisPool, summarize};
+
+/// The ShardSet the tests clean up for.
+const OWNER: &str = "bots/bot";
 
 /// A connection to `server`, with its password when it has one.
 fn connect(server: &RedisServer, password: Option<&str>) -> redis::Connection {
@@ -87,7 +90,7 @@ async fn uses_the_password_and_cleans_only_the_bots_keys() {
     }
 
     let pool = RedisPool::default();
-    let wrong = pool.cleanup(&server.url(), Some("wrong"), 42).await;
+    let wrong = pool.cleanup(&server.url(), Some("wrong"), 42, OWNER).await;
     assert!(wrong.is_err(), "a wrong password is an error");
     let wrong = wrong.expect_err("error");
     assert!(
@@ -98,10 +101,10 @@ async fn uses_the_password_and_cleans_only_the_bots_keys() {
     // A fresh pool: the failure above parks that connection for a while.
     let pool = RedisPool::default();
     let deleted = pool
-        .cleanup(&server.url(), Some("hunter2"), 42)
+        .cleanup(&server.url(), Some("hunter2"), 42, OWNER)
         .await
         .expect("cleanup");
-    assert_eq!(deleted, 7);
+    assert_eq!(deleted, Cleaned::Deleted(7));
     let left: Vec<String> = conn.keys("shardset:*").expect("keys");
     assert_eq!(left, vec![theirs.session(4, 1)]);
 }
@@ -252,4 +255,98 @@ async fn fatal_markers_go_when_the_basis_changes() {
             .expect("clear"),
         0
     );
+}
+
+/// The keys deleted on `server`, in the order Redis deleted them (keyspace notifications, which
+/// the server must have on: `notify-keyspace-events Eg`), until `stop` is set.
+fn deletions(server: &RedisServer) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut conn = connect(server, None);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut pubsub = conn.as_pubsub();
+        pubsub.subscribe("__keyevent@0__:del").expect("subscribe");
+        let _ = ready_tx.send(());
+        while let Ok(message) = pubsub.get_message() {
+            let Ok(key) = message.get_payload::<String>() else {
+                return;
+            };
+            if tx.send(key).is_err() {
+                return;
+            }
+        }
+    });
+    ready_rx.recv().expect("subscribed");
+    rx
+}
+
+#[tokio::test]
+async fn cleanup_deletes_the_epoch_marker_before_any_gate() {
+    // The take-gate script grants nothing for a window once the marker is gone; a gate deleted
+    // while the marker still stood could be taken at once by a worker still running (issue 11,
+    // item 14). Many gates, so that a scan order putting the marker first by chance is unlikely.
+    let server = RedisServer::start_with(Options {
+        args: vec!["--notify-keyspace-events".into(), "Eg".into()],
+        ..Options::default()
+    });
+    let mut conn = connect(&server, None);
+    let keys = Keys::new(42);
+    let mut pipe = redis::pipe();
+    for bucket in 0..2_000 {
+        pipe.set(keys.gate(bucket), "x").ignore();
+    }
+    pipe.set(keys.epoch(), "run:1").ignore();
+    let _: () = pipe.query(&mut conn).expect("set");
+    let deleted = deletions(&server);
+
+    let pool = RedisPool::default();
+    let cleaned = pool
+        .cleanup(&server.url(), None, 42, OWNER)
+        .await
+        .expect("cleanup");
+    assert_eq!(cleaned, Cleaned::Deleted(2_001));
+    let first = deleted
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a deletion");
+    assert_eq!(first, keys.epoch(), "the epoch marker goes first");
+}
+
+#[tokio::test]
+async fn one_shardset_owns_a_bot_and_only_its_cleanup_deletes_the_keys() {
+    let server = RedisServer::start();
+    let mut conn = connect(&server, None);
+    let keys = Keys::new(42);
+    let pool = RedisPool::default();
+    let url = server.url();
+
+    // The first ShardSet claims the bot; asking again changes nothing.
+    for _ in 0..2 {
+        let owner = pool.claim_bot(&url, None, 42, OWNER, None).await;
+        assert_eq!(owner.expect("claim"), BotOwner::Ours);
+    }
+    // A second one is told who owns it, and cannot take it over...
+    let second = pool.claim_bot(&url, None, 42, "other/bot", None).await;
+    assert_eq!(second.expect("claim"), BotOwner::Other(OWNER.into()));
+    let _: () = conn.set(keys.gate(0), "x").expect("set");
+    // ...nor delete the first one's keys.
+    let cleaned = pool.cleanup(&url, None, 42, "other/bot").await;
+    assert_eq!(cleaned.expect("cleanup"), Cleaned::OwnedBy(OWNER.into()));
+    let left: Vec<String> = conn.keys("shardset:*").expect("keys");
+    assert_eq!(left.len(), 2, "{left:?}");
+
+    // Unless the owner is gone (its ShardSet no longer exists): then it takes over.
+    let taken = pool
+        .claim_bot(&url, None, 42, "other/bot", Some(OWNER))
+        .await;
+    assert_eq!(taken.expect("claim"), BotOwner::Ours);
+    let first = pool.claim_bot(&url, None, 42, OWNER, None).await;
+    assert_eq!(first.expect("claim"), BotOwner::Other("other/bot".into()));
+
+    // The owner's cleanup deletes everything, its claim too: a new ShardSet may claim the bot.
+    let cleaned = pool.cleanup(&url, None, 42, "other/bot").await;
+    assert_eq!(cleaned.expect("cleanup"), Cleaned::Deleted(2));
+    let left: Vec<String> = conn.keys("shardset:*").expect("keys");
+    assert!(left.is_empty(), "{left:?}");
+    let owner = pool.claim_bot(&url, None, 42, OWNER, None).await;
+    assert_eq!(owner.expect("claim"), BotOwner::Ours);
 }

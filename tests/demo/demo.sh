@@ -29,6 +29,7 @@ kubectl create namespace "$DEMO_NS" --dry-run=client -o yaml | kubectl apply -f 
 helm upgrade --install shardset-operator charts/shardset-operator \
   --namespace "$OP_NS" --create-namespace --set watchNamespace="$DEMO_NS" \
   --set redis.enabled=true --set redis.image.repository=shardset/redis --set redis.image.tag=dev \
+  --set "trustedApiHosts={fake-discord.$DEMO_NS}" \
   --wait --timeout 5m
 # Helm installs CRDs only on first install: apply the current one, as an upgrade would.
 kubectl apply --server-side --force-conflicts -f crds/shardset.io_shardsets.yaml >/dev/null

@@ -1,5 +1,6 @@
 //! The Cleanup arm, when a ShardSet is deleted: its pods first (so workers save their sessions
-//! and stop), waited for within a bound, then every Redis key of the bot. An unreachable Redis is
+//! and stop), waited for within a bound, then every Redis key of the bot, epoch marker first,
+//! unless the bot belongs to another ShardSet (`DuplicateBot`: then the keys are that one's). An unreachable Redis is
 //! retried until `Settings::cleanup_give_up`, then left with a Warning Event rather than blocking
 //! the deletion forever (the keys expire on their own).
 
@@ -18,6 +19,7 @@ use crate::context::Context;
 use crate::crd::ShardSet;
 use crate::pods;
 use crate::reconcile::secrets::{SecretValue, read_secret_key};
+use crate::redis_state::Cleaned;
 
 /// How long cleanup waits for the ShardSet's pods to terminate before cleaning Redis anyway.
 const CLEANUP_POD_WAIT: Duration = Duration::from_secs(30);
@@ -130,10 +132,20 @@ pub async fn cleanup(
             };
             match ctx
                 .redis
-                .cleanup(&ss.spec.redis.url, password.as_deref(), app_id)
+                .cleanup(&ss.spec.redis.url, password.as_deref(), app_id, &key)
                 .await
             {
-                Ok(count) => {
+                Ok(Cleaned::OwnedBy(owner)) => {
+                    ctx.publish(
+                        ss,
+                        EventType::Normal,
+                        "CleanupSkipped",
+                        "Cleanup",
+                        format!("application {app_id} is run by ShardSet {owner}: its Redis keys are left to it"),
+                    )
+                    .await;
+                }
+                Ok(Cleaned::Deleted(count)) => {
                     info!(count, app_id, "deleted Redis keys");
                     ctx.publish(
                         ss,

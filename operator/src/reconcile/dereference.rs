@@ -1,7 +1,8 @@
 //! The first step of a pass: what the ShardSet refers to and what it owns, read before anything
 //! is decided. The token Secret (no pods without a token: they would crash-loop and could burn
 //! the Identify budget) and the Redis password Secret, Discord when a call is due (the bot's id
-//! and `/gateway/bot`), and the pods carrying the ShardSet's label. What is missing or refused
+//! and `/gateway/bot`) and only at a REST base the token may go to ([`api_trust`]), and the pods
+//! carrying the ShardSet's label. What is missing or refused
 //! becomes a [`Problem`] for the status; only a failing API call is an error.
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -9,6 +10,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use shardset_contract::token::Token;
 
+use crate::api_trust;
 use crate::apply;
 use crate::context::Context;
 use crate::crd::ShardSet;
@@ -126,14 +128,18 @@ pub async fn dereference(
     };
     let redis_usable = spec.redis.secret_ref.is_none() || redis_password.is_some();
 
-    // Discord, when a call is due.
+    // Discord, when a call is due, and only at a base the token may go to.
+    let trusted = api_trust::check(spec, &ctx.settings.trusted_api_hosts);
+    if let Err(message) = &trusted {
+        problems.push(Problem::UntrustedApiUrl(message.clone()));
+    }
     let lookup = match &token {
-        Some(token) => {
+        Some(token) if trusted.is_ok() => {
             ctx.discord
                 .lookup(key, spec.api_url(), token, &token_desc)
                 .await
         }
-        None => Lookup::default(),
+        _ => Lookup::default(),
     };
     if let Some(problem) = &lookup.problem {
         problems.push(problem.clone());

@@ -1,6 +1,7 @@
 //! The two arms of a reconcile, the Apply arm as steps with one job each (after stackable's
 //! operators), run in this order by [`apply`]:
-//! 1. [`dereference`]: the token and Redis password Secrets, Discord when a call is due, the pods.
+//! 1. [`dereference`]: the token and Redis password Secrets, Discord when a call is due, the pods;
+//!    then [`bot_owner`]: the bot is claimed for this ShardSet (one ShardSet per bot).
 //! 2. [`crate::reshard::total`]: the shard total the spec asks for now.
 //! 3. [`crate::reshard::handover`]: the reshard step (layout roles, acknowledgements, budget in
 //!    Redis), which says which layout the pods follow and what may be created or deleted.
@@ -13,6 +14,7 @@
 //! The Cleanup arm is [`cleanup`].
 
 pub mod act;
+pub mod bot_owner;
 pub mod cleanup;
 pub mod decide;
 pub mod dereference;
@@ -45,6 +47,10 @@ pub async fn apply(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result<Acti
 
     let deref = dereference::dereference(ss, namespace, &key, ctx).await?;
     let mut problems = deref.problems.clone();
+    if let (Some(app_id), true) = (deref.app_id, deref.redis_usable) {
+        let password = deref.redis_password.as_deref();
+        problems.extend(bot_owner::claim(ctx, ss, &key, app_id, password).await);
+    }
 
     let shard_total = total::shard_total(
         spec,

@@ -9,7 +9,9 @@ use kube::api::Api;
 pub enum SecretValue {
     Found(String),
     SecretMissing,
-    KeyMissing(Vec<String>),
+    /// The Secret exists without the key. Its other keys are not kept: they would end up in a
+    /// status anyone who may read the ShardSet can read (issue 11, item 18).
+    KeyMissing,
     NotUtf8,
 }
 
@@ -28,12 +30,8 @@ impl SecretValue {
             Self::SecretMissing => format!(
                 "Secret \"{secret}\" not found in namespace \"{namespace}\" ({field}): create it with {what} under key \"{key}\""
             ),
-            Self::KeyMissing(keys) if keys.is_empty() => format!(
-                "Secret \"{secret}\" in namespace \"{namespace}\" has no key \"{key}\" (it has no keys) ({field}): add {what} under that key"
-            ),
-            Self::KeyMissing(keys) => format!(
-                "Secret \"{secret}\" in namespace \"{namespace}\" has no key \"{key}\" (it has {}) ({field}): add {what} under that key or set {field}.key",
-                keys.join(", ")
+            Self::KeyMissing => format!(
+                "Secret \"{secret}\" in namespace \"{namespace}\" has no key \"{key}\" ({field}): add {what} under that key or set {field}.key"
             ),
             Self::NotUtf8 => format!(
                 "Secret \"{secret}\" key \"{key}\" in namespace \"{namespace}\" is not UTF-8 text ({field})"
@@ -51,14 +49,13 @@ pub async fn read_secret_key(
     let Some(secret) = api.get_opt(name).await? else {
         return Ok(SecretValue::SecretMissing);
     };
-    let mut data = secret.data.unwrap_or_default();
     // `stringData` is write-only; the API server folds it into `data`.
-    Ok(match data.remove(key) {
+    Ok(match secret.data.unwrap_or_default().remove(key) {
         Some(bytes) => match String::from_utf8(bytes.0) {
             Ok(value) => SecretValue::Found(value),
             Err(_) => SecretValue::NotUtf8,
         },
-        None => SecretValue::KeyMissing(data.into_keys().collect()),
+        None => SecretValue::KeyMissing,
     })
 }
 
@@ -79,13 +76,19 @@ mod tests {
             m,
             "Secret \"bot-token\" not found in namespace \"ns\" (spec.tokenSecretRef): create it with the bot token under key \"token\""
         );
-        let m = SecretValue::KeyMissing(vec!["tok".into()]).describe(
+        let m = SecretValue::KeyMissing.describe(
             "ns",
             "bot-token",
             "token",
             "spec.tokenSecretRef",
             "the bot token",
         );
-        assert!(m.contains("has no key \"token\" (it has tok)"), "{m}");
+        assert_eq!(
+            m,
+            "Secret \"bot-token\" in namespace \"ns\" has no key \"token\" (spec.tokenSecretRef): add the bot token under that key or set spec.tokenSecretRef.key"
+        );
+        // The Secret's other keys are not listed: a status is readable by whoever may read the
+        // ShardSet, who need not be allowed to read the Secret (issue 11, item 18).
+        assert!(!m.contains("tok,") && !m.contains("(it has"), "{m}");
     }
 }

@@ -597,6 +597,33 @@ mod tests {
     }
 
     #[test]
+    fn recreate_does_not_wait_for_old_pods_that_never_ran() {
+        // Layout 16's pods are all stuck in ImagePullBackOff: no shard of it ever reported.
+        use crate::plan::{ObservedPod, ShardRange};
+        let observed: Vec<ObservedPod> = (0..2)
+            .map(|i| ObservedPod {
+                name: format!("bot-16-{}-{}", i * 8, i * 8 + 7),
+                owned: true,
+                layout: Some("16".into()),
+                range: Some(ShardRange {
+                    first: i * 8,
+                    last: i * 8 + 7,
+                }),
+                hash: Some("h".into()),
+                ready: false,
+                never_ran: true,
+                terminating: false,
+            })
+            .collect();
+        let layouts = crate::reshard::views::views(&observed, &Default::default(), 32);
+        let doc1 = doc(1, &[(16, Role::Retired), (32, Role::Active)]);
+        let mut i = inputs(32, Some(&doc1), &layouts);
+        i.strategy = ReshardStrategy::Recreate;
+        let d = decide(&i);
+        assert_eq!(d.delete, ["16"], "{d:?}");
+    }
+
+    #[test]
     fn recreate_checks_the_budget_too() {
         let layouts = [view(16, 2, 16, Some(0))];
         let mut i = inputs(32, None, &layouts);

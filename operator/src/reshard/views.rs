@@ -1,6 +1,7 @@
 //! Each layout of a ShardSet as a reshard decision sees it, without a client: its owned pods
 //! (running and terminating), the shards READY in a Ready pod, and the lowest roles revision its
-//! running shards acknowledged, all from the observed pods and the shards' status records.
+//! running shards acknowledged, all from the observed pods and the shards' status records. A pod
+//! that never ran (its image never pulled) is not awaited: it never acted on anything.
 
 use std::collections::BTreeMap;
 
@@ -79,6 +80,11 @@ pub fn views(
             continue;
         }
         view.pods += 1;
+        if pod.never_ran {
+            // No worker of it ever read the roles: nothing to acknowledge, and it reads them
+            // before it acts if it ever starts.
+            continue;
+        }
         let records = statuses.get(&total);
         for shard in range.first..=range.last.min(total.saturating_sub(1)) {
             let record = records
@@ -143,6 +149,7 @@ mod tests {
             range: Some(crate::plan::ShardRange { first, last }),
             hash: Some("h".into()),
             ready,
+            never_ran: false,
             terminating: false,
         }
     }
@@ -156,6 +163,34 @@ mod tests {
             updated_at_ms: 1,
             layout_revision: revision,
         })
+    }
+
+    #[test]
+    fn pods_that_never_ran_are_not_awaited() {
+        // Layout 4's pods are stuck pulling their image: no worker ever read the roles, and none
+        // ever will act without reading them first (issue 11, item 13).
+        let never = |name: &str, first: u32, last: u32| ObservedPod {
+            never_ran: true,
+            ..pod(name, 4, first, last, false)
+        };
+        let observed = [never("bot-4-0-1", 0, 1), never("bot-4-2-3", 2, 3)];
+        let v = views(&observed, &BTreeMap::new(), 8);
+        let four = v.iter().find(|v| v.total == 4).expect("layout 4");
+        assert_eq!(four.pods, 2, "still counted: they must be deleted");
+        assert!(four.acked(7), "{four:?}");
+        assert_eq!(four.unacked, None);
+
+        // One of them ran (it reported at revision 2): that one is awaited.
+        let observed = [never("bot-4-0-1", 0, 1), pod("bot-4-2-3", 4, 2, 3, false)];
+        let statuses =
+            BTreeMap::from([(4, vec![None, None, status(ShardState::Resuming, 2), None])]);
+        let v = views(&observed, &statuses, 8);
+        let four = v.iter().find(|v| v.total == 4).expect("layout 4");
+        assert!(!four.acked(2), "shard 3 on the pod that ran never reported");
+        assert_eq!(
+            four.unacked.as_deref(),
+            Some("shard 3 on bot-4-2-3 (no status)")
+        );
     }
 
     #[test]

@@ -73,6 +73,7 @@ fn bad_values_are_refused_with_their_name() -> anyhow::Result<()> {
                 ),
                 ("redis.image.tag=", "tag"),
                 ("watchNamespaces=bots", "watchNamespaces"),
+                ("trustedApiHosts={http://evil/}", "trustedApiHosts"),
             ],
         ),
         (
@@ -229,5 +230,45 @@ fn rbac_is_exactly_what_the_operator_uses() -> anyhow::Result<()> {
         rules(&cluster, "ClusterRole")?
     );
     ensure!(rules(&cluster, "Role")? == lease, "the Lease Role");
+    Ok(())
+}
+
+/// The operator's arguments in a rendered chart.
+fn operator_args(rendered: &str) -> anyhow::Result<Vec<String>> {
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(rendered)?;
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .context("no Deployment rendered")?;
+    Ok(
+        deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str().map(String::from))
+            .collect(),
+    )
+}
+
+/// `trustedApiHosts` reaches the operator as `--trusted-api-hosts` (issue 11, item 9); by
+/// default nothing is trusted but Discord.
+#[test]
+fn trusted_api_hosts_reach_the_operator() -> anyhow::Result<()> {
+    if !cluster_configured("trusted_api_hosts_reach_the_operator") {
+        return Ok(());
+    }
+    let default = operator_args(&helm_template("shardset-operator", &[])?)?;
+    ensure!(
+        !default.iter().any(|a| a.starts_with("--trusted-api-hosts")),
+        "the default trusts a host: {default:?}"
+    );
+    let trusted = operator_args(&helm_template(
+        "shardset-operator",
+        &["trustedApiHosts={fake-discord.bots.svc,127.0.0.1:8080}"],
+    )?)?;
+    ensure!(
+        trusted.contains(&"--trusted-api-hosts=fake-discord.bots.svc,127.0.0.1:8080".to_owned()),
+        "{trusted:?}"
+    );
     Ok(())
 }

@@ -122,6 +122,8 @@ impl<'a> Stack<'a> {
             "--set=redis.image.repository=shardset/redis".into(),
             "--set=redis.image.tag=dev".into(),
             "--set=logLevel=info".into(),
+            // The ShardSets name the fake by its Service in this namespace.
+            format!("--set=trustedApiHosts={{{FAKE_RELEASE}}}"),
         ]
         .to_vec();
         let mut fake_sets: Vec<String> = [

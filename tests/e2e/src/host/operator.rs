@@ -86,6 +86,9 @@ impl Operator {
                 "json",
                 "--resync-seconds",
                 "5",
+                // The fake Discord runs in the test process, on loopback.
+                "--trusted-api-hosts",
+                "127.0.0.1",
             ])
             .args(extra)
             .env("RUST_LOG", "info")
