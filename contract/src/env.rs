@@ -30,8 +30,10 @@ pub const POD_NAME: &str = "POD_NAME";
 pub const IDENTIFY_RESERVE: &str = "IDENTIFY_RESERVE";
 /// Identify window in ms (Discord: 5000). Only shorter against a fake gateway, for tests.
 pub const IDENTIFY_WINDOW_MS: &str = "IDENTIFY_WINDOW_MS";
-/// Optional: extra hold of a used gate after the window, in ms (default: 2 % of the window,
-/// between 50 and 250 ms). Covers the time between our send and Discord's receipt.
+/// Optional: extra hold of a used gate after the window, in ms (default: 300 at Discord's window,
+/// enough for one lost segment of the Identify; 100 at a shorter window, against a fake). Covers
+/// the time between our send and Discord's receipt. Every pod of a bot must use the same: a
+/// ShardSet's `spec.pod.env` may not set it.
 pub const IDENTIFY_MARGIN_MS: &str = "IDENTIFY_MARGIN_MS";
 /// Optional: the gateway's transport compression, `zstd-stream` (default), `zlib-stream` or
 /// `none` ([`crate::GatewayCompression`]).
@@ -49,6 +51,10 @@ pub const FORWARD_URL: &str = "FORWARD_URL";
 /// REST reply `ack <message id>` (the demo's and the hand-over tests' visible action); unset,
 /// empty, `false`, `0`, `no` or `off`: it does not.
 pub const REPLY_TO_MESSAGES: &str = "REPLY_TO_MESSAGES";
+/// Optional: a bearer token the Identify queue facade (`--queue-listen`) requires of every
+/// request (`Authorization: Bearer <token>`). A secret: env only, set by `secretKeyRef` through
+/// `spec.pod.env`, never logged.
+pub const QUEUE_TOKEN: &str = "QUEUE_TOKEN";
 /// Optional: the worker's HTTP listen address (default `0.0.0.0:8080`).
 pub const WORKER_LISTEN: &str = "WORKER_LISTEN";
 /// Optional: runtime threads of the worker (default 1; raise for pods with many busy shards).

@@ -48,6 +48,14 @@ impl Keys {
         format!("{}:budget", self.prefix)
     }
 
+    /// The period [`Keys::budget`] belongs to (HASH): Discord's last word on it (`remaining`),
+    /// the period's end (`resetAt`, server ms), and the gates granted from it (gate key →
+    /// owner), so the count never rises above what Discord said and a refund returns only into
+    /// its own period.
+    pub fn budget_period(&self) -> String {
+        format!("{}:budget-period", self.prefix)
+    }
+
     /// Saved session of one shard of a layout, for the next pod (custody) and crash recovery.
     pub fn session(&self, total: u32, shard: u32) -> String {
         format!("{}:session:{total}:{shard}", self.prefix)
@@ -88,6 +96,15 @@ impl Keys {
         format!("{}:fatal:{total}:{shard}", self.prefix)
     }
 
+    /// How many Identifies of one shard of a layout in a row led to no session lasting a minute,
+    /// counted across processes (the worker's Identify-loop guard): a pod that crashes after
+    /// READY and before its first checkpoint, restarted again and again, stops at the guard's
+    /// limit instead of identifying on every restart. Deleted when a session lasts, or when the
+    /// shard is marked closed for good ([`Keys::fatal`]).
+    pub fn identify_streak(&self, total: u32, shard: u32) -> String {
+        format!("{}:identify-streak:{total}:{shard}", self.prefix)
+    }
+
     /// The roles of the layouts ([`LayoutRoles`] as JSON): which layout acts on events.
     pub fn active_layout(&self) -> String {
         format!("{}:active-layout", self.prefix)
@@ -122,6 +139,7 @@ mod tests {
             keys.epoch(),
             keys.gate(3),
             keys.budget(),
+            keys.budget_period(),
             keys.session(16, 5),
             keys.lease(16, 5),
             keys.status(16, 5),
@@ -131,6 +149,7 @@ mod tests {
             keys.max_concurrency(),
             keys.claim("00ff"),
             keys.fatal(16, 5),
+            keys.identify_streak(16, 5),
         ] {
             assert!(key.starts_with("shardset:{42}:"), "{key}");
         }
@@ -139,6 +158,10 @@ mod tests {
         assert_eq!(keys.pattern("lease"), "shardset:{42}:lease:*");
         assert_eq!(keys.fatal(16, 5), "shardset:{42}:fatal:16:5");
         assert_eq!(keys.pattern("fatal"), "shardset:{42}:fatal:*");
+        assert_eq!(
+            keys.identify_streak(16, 5),
+            "shardset:{42}:identify-streak:16:5"
+        );
     }
 
     #[test]

@@ -41,21 +41,70 @@ fn settle_epoch(redis: &RedisServer) {
         .expect("set epoch");
 }
 
-fn set_budget(redis: &RedisServer, remaining: i64) {
-    let mut conn = redis.conn();
-    let _: () = conn
-        .pset_ex(Keys::new(APP).budget(), remaining, 3_600_000)
-        .expect("set budget");
+/// A redis-server that has run for a while (no first-use hold) and holds a budget of
+/// `remaining`, as a worker stored it.
+async fn warm_redis(remaining: u32) -> RedisServer {
+    let redis = RedisServer::start();
+    settle_epoch(&redis);
+    set_budget(&redis, remaining).await;
+    redis
+}
+
+/// A redis-server that persists when told: a long-established epoch and a budget of
+/// `remaining`, saved (`SAVE`); a restart brings back that and nothing written after.
+async fn saved_redis(remaining: u32) -> RedisServer {
+    let redis = RedisServer::start_with(Options {
+        persistent: true,
+        ..Options::default()
+    });
+    settle_epoch(&redis);
+    set_budget(&redis, remaining).await;
+    let _: () = redis::cmd("SAVE").query(&mut redis.conn()).expect("save");
+    redis
+}
+
+/// Stores the budget as a worker does after `GET /gateway/bot` (`sync_budget.lua`), for an hour.
+async fn set_budget(redis: &RedisServer, remaining: u32) {
+    sync_budget(redis, remaining, 3_600_000).await;
+}
+
+/// `sync_budget.lua` with Discord's answer `remaining`, `reset_after_ms`; returns what it stored.
+async fn sync_budget(redis: &RedisServer, remaining: u32, reset_after_ms: u64) -> i64 {
+    queue(redis, gate(1, 300), "budget-reader")
+        .sync_budget(remaining, reset_after_ms)
+        .await
+        .expect("sync budget")
+}
+
+/// Shard `shard` asks `q` for its permit in a task, reporting its waits into `reasons`; the task
+/// gives the permit back unused and ends with the moment it was granted.
+fn grant_time(
+    q: Arc<RedisQueue>,
+    shard: u32,
+    reasons: Arc<Mutex<Vec<WaitReason>>>,
+) -> tokio::task::JoinHandle<Instant> {
+    tokio::spawn(async move {
+        let report = move |reason| reasons.lock().expect("lock").push(reason);
+        let permit = q.acquire(shard, &report).await;
+        let granted = Instant::now();
+        permit.release().await;
+        granted
+    })
+}
+
+fn budget(redis: &RedisServer) -> Option<i64> {
+    redis.conn().get(Keys::new(APP).budget()).expect("budget")
 }
 
 #[tokio::test]
 async fn one_identify_per_bucket_per_window_across_pods_lowest_shard_first() {
     let redis = RedisServer::start();
-    set_budget(&redis, 1000);
+    let rest = CountingRest::start(Answer::Fake).await;
     let window = 300;
-    // Three "pods" share the buckets; the epoch hold of the first use lines every waiter up.
+    // Three "pods" share the buckets; the epoch hold of the first use lines every waiter up (and
+    // then each reads the fake's budget of 1000, as a brand-new Redis has none it can trust).
     let pods: Vec<Arc<RedisQueue>> = (0..3)
-        .map(|i| Arc::new(queue(&redis, gate(2, window), &format!("pod-{i}"))))
+        .map(|i| Arc::new(rest.queue_with(&redis, gate(2, window), &format!("pod-{i}"))))
         .collect();
     let sends = Arc::new(Mutex::new(Vec::new()));
     let start = Instant::now();
@@ -101,9 +150,7 @@ async fn one_identify_per_bucket_per_window_across_pods_lowest_shard_first() {
 
 #[tokio::test]
 async fn the_gate_lasts_window_plus_margin_from_the_send() {
-    let redis = RedisServer::start();
-    settle_epoch(&redis);
-    set_budget(&redis, 10);
+    let redis = warm_redis(10).await;
     let config = gate(1, 1000);
     let hold = config.hold();
     let q = queue(&redis, config, "pod");
@@ -125,9 +172,7 @@ async fn the_gate_lasts_window_plus_margin_from_the_send() {
 
 #[tokio::test]
 async fn a_released_permit_frees_the_gate_and_returns_the_session_start() {
-    let redis = RedisServer::start();
-    settle_epoch(&redis);
-    set_budget(&redis, 10);
+    let redis = warm_redis(10).await;
     let q = queue(&redis, gate(1, 5000), "pod");
     let start = Instant::now();
     q.acquire(0, &|_| {}).await.release().await;
@@ -154,30 +199,39 @@ async fn a_released_permit_frees_the_gate_and_returns_the_session_start() {
 }
 
 #[tokio::test]
-async fn a_lost_epoch_grants_nothing_for_one_window() {
+async fn a_lost_epoch_grants_nothing_while_an_earlier_permit_may_be_used() {
     let redis = RedisServer::start();
-    set_budget(&redis, 10);
+    let rest = CountingRest::start(Answer::Fake).await;
     let config = gate(1, 400);
-    let hold = config.hold();
-    let q = queue(&redis, config, "pod");
-    // First use: the marker is created and nothing is granted for window + margin.
+    let bound = config.connect_bound;
+    let q = rest.queue_with(&redis, config, "pod");
+    // First use: the marker is created and nothing is granted for connect_bound (the longest a
+    // permit granted before may still be used, plus a window + margin).
     match q.try_take(0, "a").await.expect("take") {
         Take::Wait {
             reason: WaitReason::Epoch,
             after,
-        } => assert_eq!(after, hold),
+        } => assert_eq!(after, bound),
         other => panic!("{other:?}"),
     }
-    tokio::time::sleep(hold).await;
+    tokio::time::sleep(bound).await;
+    // The marker's creation dropped any budget it found: it is read again (here, stored).
+    assert!(matches!(
+        q.try_take(0, "b").await.expect("take"),
+        Take::Wait {
+            reason: WaitReason::BudgetUnknown,
+            ..
+        }
+    ));
+    set_budget(&redis, 10).await;
     assert!(matches!(
         q.try_take(0, "b").await.expect("take"),
         Take::Granted { remaining: 9 }
     ));
     // Redis loses everything (restart without persistence): the gate is gone, yet no Identify
-    // is granted for a window.
+    // is granted for connect_bound.
     let mut conn = redis.conn();
     let _: () = redis::cmd("FLUSHALL").query(&mut conn).expect("flush");
-    set_budget(&redis, 10);
     let reasons = Arc::new(Mutex::new(Vec::new()));
     let start = Instant::now();
     let r = Arc::clone(&reasons);
@@ -185,7 +239,7 @@ async fn a_lost_epoch_grants_nothing_for_one_window() {
         .acquire(0, &move |reason| r.lock().expect("lock").push(reason))
         .await;
     assert!(
-        start.elapsed() >= hold,
+        start.elapsed() >= bound,
         "granted after {:?}",
         start.elapsed()
     );
@@ -195,9 +249,7 @@ async fn a_lost_epoch_grants_nothing_for_one_window() {
 
 #[tokio::test]
 async fn the_budget_is_spent_atomically_and_never_below_the_reserve() {
-    let redis = RedisServer::start();
-    settle_epoch(&redis);
-    set_budget(&redis, 3);
+    let redis = warm_redis(3).await;
     let mut config = gate(4, 1000);
     config.reserve = 1;
     let q = queue(&redis, config, "pod");
@@ -218,7 +270,9 @@ async fn the_budget_is_spent_atomically_and_never_below_the_reserve() {
     }
     // Without a budget the worker must ask Discord first.
     let mut conn = redis.conn();
-    let _: () = conn.del(Keys::new(APP).budget()).expect("del");
+    let _: () = conn
+        .del(&[Keys::new(APP).budget(), Keys::new(APP).budget_period()])
+        .expect("del");
     assert!(matches!(
         q.try_take(3, "d").await.expect("take"),
         Take::Wait {
@@ -234,10 +288,9 @@ async fn the_budget_is_spent_atomically_and_never_below_the_reserve() {
 
 #[tokio::test]
 async fn no_permit_while_redis_is_away_and_one_once_it_is_back() {
-    let mut redis = RedisServer::start();
-    settle_epoch(&redis);
-    set_budget(&redis, 10);
-    let q = Arc::new(queue(&redis, gate(1, 300), "pod"));
+    let mut redis = warm_redis(10).await;
+    let rest = CountingRest::start(Answer::Fake).await;
+    let q = Arc::new(rest.queue_with(&redis, gate(1, 300), "pod"));
     q.acquire(0, &|_| {}).await.sent().await;
     redis.stop();
     let reasons = Arc::new(Mutex::new(Vec::new()));
@@ -253,10 +306,10 @@ async fn no_permit_while_redis_is_away_and_one_once_it_is_back() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!waiter.is_finished(), "no Identify without the gate");
     assert!(reasons.lock().expect("lock").contains(&WaitReason::Redis));
-    // Redis comes back empty: the epoch hold applies, then the shard gets its permit.
+    // Redis comes back empty: the epoch hold applies, the budget is read from Discord again,
+    // then the shard gets its permit.
     let back = Instant::now();
     redis.restart();
-    set_budget(&redis, 10);
     let granted = tokio::time::timeout(Duration::from_secs(20), waiter)
         .await
         .expect("a permit once Redis is back")
@@ -298,16 +351,18 @@ async fn leases_admit_one_owner_at_a_time() {
 
 #[tokio::test]
 async fn the_http_facade_answers_when_the_shard_may_identify() {
-    let redis = RedisServer::start();
-    settle_epoch(&redis);
-    set_budget(&redis, 10);
+    let redis = warm_redis(10).await;
     let q: Arc<dyn IdentifyQueue> = Arc::new(queue(&redis, gate(1, 500), "facade"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, http_facade::router(q)).await;
+        let config = http_facade::FacadeConfig {
+            total: 2,
+            token: None,
+        };
+        let _ = axum::serve(listener, http_facade::router(q, config)).await;
     });
     shardset_contract::rest::install_crypto_provider();
     let http = reqwest::Client::new();
@@ -329,17 +384,13 @@ async fn the_http_facade_answers_when_the_shard_may_identify() {
 
 #[tokio::test]
 async fn a_restart_from_disk_that_lost_a_gate_grants_nothing_for_one_window() {
-    let mut redis = RedisServer::start_with(Options {
-        persistent: true,
-        ..Options::default()
-    });
-    settle_epoch(&redis);
-    set_budget(&redis, 10);
     // The last save holds the long-established epoch and the budget, not what follows.
-    let _: () = redis::cmd("SAVE").query(&mut redis.conn()).expect("save");
+    let mut redis = saved_redis(10).await;
     let config = gate(1, 1_000);
     let hold = config.hold();
-    let q = queue(&redis, config, "pod");
+    // After the restart the budget is read from Discord again.
+    let rest = CountingRest::start(Answer::Fake).await;
+    let q = rest.queue_with(&redis, config, "pod");
     let permit = q.acquire(0, &|_| {}).await;
     permit.sent().await;
     let sent = Instant::now();
@@ -376,9 +427,7 @@ async fn a_restart_from_disk_that_lost_a_gate_grants_nothing_for_one_window() {
 
 #[tokio::test]
 async fn two_bucket_maps_are_never_live_at_once() {
-    let redis = RedisServer::start();
-    settle_epoch(&redis);
-    set_budget(&redis, 10);
+    let redis = warm_redis(10).await;
     // Discord's max_concurrency is 4; a pod rolled with an override of 2 runs beside the others.
     let config4 = gate(4, 300);
     let connect_bound = config4.connect_bound;
@@ -521,15 +570,14 @@ impl CountingRest {
     }
 
     fn queue(&self, redis: &RedisServer, max_concurrency: u32) -> RedisQueue {
+        self.queue_with(redis, gate(max_concurrency, 300), "pod")
+    }
+
+    /// A queue of `config` that reads the budget through this endpoint when Redis has none.
+    fn queue_with(&self, redis: &RedisServer, config: GateConfig, pod: &str) -> RedisQueue {
         let conn = connect(&redis.url()).expect("redis url");
         let rest = DiscordRest::new(&self.url, Token::new("t")).expect("rest");
-        RedisQueue::new(
-            conn,
-            Keys::new(APP),
-            gate(max_concurrency, 300),
-            "pod",
-            Some(rest),
-        )
+        RedisQueue::new(conn, Keys::new(APP), config, pod, Some(rest))
     }
 }
 
@@ -620,4 +668,178 @@ async fn a_refused_token_stops_budget_reads_and_says_why() {
         assert!(!w.is_finished(), "no permit with a refused token");
         w.abort();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permit_granted_just_before_redis_lost_its_data_still_gets_its_window() {
+    // A shard takes the gate, Redis loses everything, and the shard sends its Identify as late
+    // as its permit allows. Another pod's shard of the same bucket asks at once (its budget read
+    // from Discord again): its grant must leave a full window + margin after that late send.
+    let redis = warm_redis(10).await;
+    let config = gate(1, 300);
+    let hold = config.hold();
+    let old = queue(&redis, config.clone(), "old");
+    let permit = old.acquire(0, &|_| {}).await;
+    let _: () = redis::cmd("FLUSHALL")
+        .query(&mut redis.conn())
+        .expect("flush");
+    let rest = CountingRest::start(Answer::Fake).await;
+    let new = Arc::new(rest.queue_with(&redis, config, "new"));
+    let waiter = grant_time(new, 1, Arc::default());
+    tokio::time::sleep_until(permit.valid_until() - Duration::from_millis(5)).await;
+    assert!(permit.is_valid(), "sent while the permit allows it");
+    let sent = Instant::now();
+    permit.sent().await;
+    let granted = tokio::time::timeout(Duration::from_secs(20), waiter)
+        .await
+        .expect("a grant after the hold")
+        .expect("task");
+    assert!(
+        granted >= sent + hold,
+        "granted {:?} after the old permit's send (window + margin {hold:?})",
+        granted.saturating_duration_since(sent)
+    );
+}
+
+#[tokio::test]
+async fn a_restart_from_disk_forgets_the_budget_it_restored() {
+    let mut redis = saved_redis(10).await;
+    let q = queue(&redis, gate(4, 300), "pod");
+    for shard in 0..3 {
+        assert!(matches!(
+            q.try_take(shard, &format!("o{shard}")).await.expect("take"),
+            Take::Granted { .. }
+        ));
+    }
+    // The restart brings back the saved count: three session starts higher than Discord's.
+    redis.restart();
+    assert_eq!(budget(&redis), Some(10));
+    let mut answers = Vec::new();
+    for _ in 0..100 {
+        // The first call after the restart may meet the old connection (then it reconnects).
+        let Ok(take) = q.try_take(3, "after").await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        answers.push(take);
+        match take {
+            Take::Wait {
+                reason: WaitReason::Epoch,
+                after,
+            } => tokio::time::sleep(after).await,
+            _ => break,
+        }
+    }
+    assert!(
+        matches!(
+            answers.last(),
+            Some(Take::Wait {
+                reason: WaitReason::BudgetUnknown,
+                ..
+            })
+        ),
+        "the restored budget must be read from Discord again: {answers:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_budget_without_discords_word_is_read_again() {
+    // A count that sync_budget.lua did not write (by hand, an older worker, anyone who can write
+    // the bot's Redis) is not spent from.
+    let redis = RedisServer::start();
+    settle_epoch(&redis);
+    let _: () = redis
+        .conn()
+        .pset_ex(Keys::new(APP).budget(), 1_000_000, 3_600_000)
+        .expect("set");
+    let q = queue(&redis, gate(1, 300), "pod");
+    assert!(
+        matches!(
+            q.try_take(0, "a").await.expect("take"),
+            Take::Wait {
+                reason: WaitReason::BudgetUnknown,
+                ..
+            }
+        ),
+        "spent from a count Discord never gave"
+    );
+    // Read from Discord: never above what it said.
+    assert_eq!(q.sync_budget(40, 3_600_000).await.expect("sync"), 40);
+    assert!(matches!(
+        q.try_take(0, "b").await.expect("take"),
+        Take::Granted { remaining: 39 }
+    ));
+}
+
+#[tokio::test]
+async fn a_new_period_starts_from_discords_count_not_the_old_one() {
+    let redis = RedisServer::start();
+    settle_epoch(&redis);
+    // The old period's count, a second before Discord's reset.
+    assert_eq!(sync_budget(&redis, 5, 1_000).await, 5);
+    // Discord has reset (a full count, 24 h to go) before the old key expired here.
+    assert_eq!(
+        sync_budget(&redis, 1_000, 86_400_000).await,
+        1_000,
+        "the old period's count was carried into the new one"
+    );
+    let pttl: i64 = redis.conn().pttl(Keys::new(APP).budget()).expect("pttl");
+    assert!(pttl > 86_000_000, "{pttl}");
+    // Within the period Redis still counts first: a later answer never raises it.
+    let q = queue(&redis, gate(1, 300), "pod");
+    q.acquire(0, &|_| {}).await.sent().await;
+    assert_eq!(sync_budget(&redis, 1_000, 86_399_000).await, 999);
+}
+
+#[tokio::test]
+async fn a_refund_never_raises_the_budget_above_what_discord_last_said() {
+    let redis = RedisServer::start();
+    settle_epoch(&redis);
+    // The period ends in 300 ms; a shard takes the gate just before.
+    sync_budget(&redis, 10, 300).await;
+    let q = queue(&redis, gate(1, 300), "pod");
+    let permit = q.acquire(0, &|_| {}).await;
+    assert_eq!(budget(&redis), Some(9));
+    let expired = common::scenario::wait_until(Duration::from_secs(5), || async {
+        budget(&redis).is_none()
+    })
+    .await;
+    assert!(expired, "the period ended");
+    // The new period, as Discord gives it; then the old permit is given back unused.
+    sync_budget(&redis, 1_000, 86_400_000).await;
+    permit.release().await;
+    assert_eq!(
+        budget(&redis),
+        Some(1_000),
+        "a session start of the old period was returned into the new one"
+    );
+}
+
+#[tokio::test]
+async fn a_waiter_that_asked_before_the_send_gets_the_gate_a_hold_after_it() {
+    // Shard 1 asks while shard 0's gate still has its first TTL (granted, not yet sent): the
+    // send shrinks the gate to a hold from then, so shard 1 must not sleep the first TTL.
+    let redis = warm_redis(10).await;
+    let config = gate(1, 300);
+    let (hold, bound) = (config.hold(), config.connect_bound);
+    let q = Arc::new(queue(&redis, config, "pod"));
+    let permit = q.acquire(0, &|_| {}).await;
+    let reasons = Arc::new(Mutex::new(Vec::new()));
+    let waiter = grant_time(Arc::clone(&q), 1, Arc::clone(&reasons));
+    let asked = common::scenario::wait_until(Duration::from_secs(5), || async {
+        !reasons.lock().expect("lock").is_empty()
+    })
+    .await;
+    assert!(asked, "shard 1 was told to wait");
+    permit.sent().await;
+    let sent = Instant::now();
+    let granted = tokio::time::timeout(Duration::from_secs(20), waiter)
+        .await
+        .expect("granted")
+        .expect("task");
+    let after = granted.saturating_duration_since(sent);
+    assert!(
+        after < hold + (bound - hold) / 2,
+        "granted {after:?} after the send (hold {hold:?}, the gate's first TTL {bound:?})"
+    );
 }

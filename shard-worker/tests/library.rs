@@ -420,3 +420,71 @@ async fn identifies_that_never_last_stop_the_shard_and_mark_it() {
     assert_eq!(outcome.fatal, vec![(0, 0)]);
     assert_eq!(outcome.stopped, vec![1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loop_after_ready_stops_identifying_at_the_limit() {
+    // A process that dies after READY and before its first checkpoint leaves nothing to resume:
+    // each restart identifies anew. The guard's count is kept in Redis, so restarts do not
+    // reset it: after the limit the next process marks the shard instead of identifying.
+    let lab = Lab::start().await;
+    let session = SessionConfig {
+        stable_after: Duration::from_secs(5),
+        identify_backoff_base: Duration::from_millis(100),
+        identify_backoff_max: Duration::from_millis(400),
+        identify_loop_limit: 3,
+        ..SessionConfig::default()
+    };
+    let fake = lab.fake().state();
+    let accepted = |shard: u32| {
+        fake.identifies()
+            .iter()
+            .filter(|i| {
+                i.shard == shard && i.outcome == fake_discord::control::IdentifyOutcome::Accepted
+            })
+            .count()
+    };
+    let never = Duration::from_secs(3_600);
+    for start in 1..=3 {
+        let running = lab
+            .worker_with(Arc::new(Counting::default()), never, session.clone())
+            .await;
+        let identified = wait_until(Duration::from_secs(30), || async {
+            accepted(0) >= start && accepted(1) >= start
+        })
+        .await;
+        assert!(identified, "start {start}: both shards identified");
+        // The process dies (no shutdown) before its first checkpoint (the test deletes the one
+        // the bookkeeper may have written at READY), and its leases would expire in 15 s: the
+        // next process gets them at once here.
+        running.task.abort();
+        let _ = running.task.await;
+        let mut keys = Vec::new();
+        for shard in 0..TOTAL {
+            keys.extend([lab.keys.lease(TOTAL, shard), lab.keys.session(TOTAL, shard)]);
+        }
+        let _: () = lab.redis.conn().del(&keys).expect("del");
+    }
+    let running = lab
+        .worker_with(Arc::new(Counting::default()), never, session.clone())
+        .await;
+    let stopped = wait_until(Duration::from_secs(20), || async {
+        running.board.slot(0).expect("slot").state() == ShardState::Fatal
+    })
+    .await;
+    assert!(
+        stopped,
+        "the fourth process stopped shard 0; Identifies accepted: {}",
+        accepted(0)
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        accepted(0),
+        3,
+        "exactly the limit was spent across the restarts"
+    );
+    let marker: Option<String> = lab.redis.conn().get(lab.keys.fatal(TOTAL, 0)).expect("get");
+    let marker = shardset_contract::FatalMarker::parse(&marker.expect("a fatal marker"));
+    assert!(marker.reason.starts_with("IdentifyLoop"), "{marker:?}");
+    running.stop.send_replace(true);
+    let _ = tokio::time::timeout(Duration::from_secs(20), running.task).await;
+}

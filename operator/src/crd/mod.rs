@@ -28,8 +28,10 @@ pub const KNOWN_INTENTS: u64 = 0b11_0011_0001_1111_1111_1111_1111;
 /// 63 characters of a label value and a hostname, with shard ids of up to five digits.
 pub const MAX_NAME_LEN: usize = 40;
 
-/// Env names the operator sets itself; `spec.pod.env` may not override them (a literal
-/// `DISCORD_TOKEN` there would put the token into the pod spec).
+/// Env names the operator sets itself, or that every pod of a bot must share; `spec.pod.env`
+/// may not override them (a literal `DISCORD_TOKEN` there would put the token into the pod spec;
+/// a smaller `IDENTIFY_MARGIN_MS` in one ShardSet would let its Identifies land inside another's
+/// window: docs/redis-protocol.md, "Timing").
 pub const RESERVED_ENV: &[&str] = &[
     shardset_contract::env::SHARD_FIRST,
     shardset_contract::env::SHARD_LAST,
@@ -45,6 +47,7 @@ pub const RESERVED_ENV: &[&str] = &[
     shardset_contract::env::POD_NAME,
     shardset_contract::env::IDENTIFY_RESERVE,
     shardset_contract::env::IDENTIFY_WINDOW_MS,
+    shardset_contract::env::IDENTIFY_MARGIN_MS,
     shardset_contract::env::GATEWAY_COMPRESSION,
     shardset_contract::env::HANDOVER_WINDOW_MS,
     shardset_contract::env::HANDOVER_CLAIM_TTL_MS,
@@ -361,7 +364,7 @@ pub struct PodOverrides {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 128))]
     #[x_kube(validation = Rule::new(
-        "self.all(e, !(e.name in ['SHARD_FIRST', 'SHARD_LAST', 'SHARD_TOTAL', 'MAX_CONCURRENCY', 'REDIS_URL', 'REDIS_PASSWORD', 'DISCORD_API_URL', 'DISCORD_TOKEN', 'DISCORD_INTENTS', 'SHARDSET_LAYOUT', 'SHARDSET_NAME', 'POD_NAME', 'IDENTIFY_RESERVE', 'IDENTIFY_WINDOW_MS', 'GATEWAY_COMPRESSION', 'HANDOVER_WINDOW_MS', 'HANDOVER_CLAIM_TTL_MS']))"
+        "self.all(e, !(e.name in ['SHARD_FIRST', 'SHARD_LAST', 'SHARD_TOTAL', 'MAX_CONCURRENCY', 'REDIS_URL', 'REDIS_PASSWORD', 'DISCORD_API_URL', 'DISCORD_TOKEN', 'DISCORD_INTENTS', 'SHARDSET_LAYOUT', 'SHARDSET_NAME', 'POD_NAME', 'IDENTIFY_RESERVE', 'IDENTIFY_WINDOW_MS', 'IDENTIFY_MARGIN_MS', 'GATEWAY_COMPRESSION', 'HANDOVER_WINDOW_MS', 'HANDOVER_CLAIM_TTL_MS']))"
     ).message(
         "spec.pod.env must not set the variables the operator sets itself (SHARD_*, DISCORD_*, REDIS_*, SHARDSET_*, POD_NAME, MAX_CONCURRENCY, IDENTIFY_*, GATEWAY_COMPRESSION, HANDOVER_*): use the matching spec fields, and spec.tokenSecretRef for the token"
     ))]

@@ -1,6 +1,7 @@
-//! The session start budget as the gate needs it: stored in Redis by `sync_budget.lua` (never
-//! raised within a period), and read from `GET /gateway/bot` when Redis has none, once at a time
-//! per process (docs/redis-protocol.md, "The budget").
+//! The session start budget as the gate needs it: stored in Redis by `sync_budget.lua` with
+//! Discord's word for its period (never raised within a period, never above that word), and read
+//! from `GET /gateway/bot` when Redis has none, once at a time per process
+//! (docs/redis-protocol.md, "The budget").
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -10,20 +11,23 @@ use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 use tracing::{error, warn};
 
+use shardset_contract::Keys;
 use shardset_contract::rest::{DiscordRest, RestError};
 
 static SYNC_BUDGET: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("sync_budget.lua")));
 
-/// Stores the budget read from `GET /gateway/bot` (never raising a lower count).
+/// Stores the budget read from `GET /gateway/bot` with Discord's word for its period (never
+/// raising a lower count within a period; a new period starts from Discord's count).
 pub(super) async fn store(
     conn: &ConnectionManager,
-    budget_key: String,
+    keys: &Keys,
     remaining: u32,
     reset_after_ms: u64,
 ) -> redis::RedisResult<i64> {
     SYNC_BUDGET
-        .key(budget_key)
+        .key(keys.budget())
+        .key(keys.budget_period())
         .arg(remaining)
         .arg(reset_after_ms)
         .invoke_async(&mut conn.clone())
@@ -83,7 +87,7 @@ impl BudgetReads {
 
     /// Reads the budget from Discord into Redis, unless a read is in flight (then waits for
     /// it), was done moments ago, or must wait (backoff, `retry_after`, a refused token).
-    pub(super) async fn refresh(&self, conn: &ConnectionManager, budget_key: String) -> BudgetRead {
+    pub(super) async fn refresh(&self, conn: &ConnectionManager, keys: &Keys) -> BudgetRead {
         let Some(rest) = &self.rest else {
             // Another process must store it.
             return BudgetRead::Later(BUDGET_READ_SPACING);
@@ -103,7 +107,7 @@ impl BudgetReads {
                 state.failures = 0;
                 state.not_before = Some(Instant::now() + BUDGET_READ_SPACING);
                 let limit = bot.session_start_limit;
-                if let Err(e) = store(conn, budget_key, limit.remaining, limit.reset_after).await {
+                if let Err(e) = store(conn, keys, limit.remaining, limit.reset_after).await {
                     warn!(error = %e, "cannot store the session start budget in Redis");
                 }
                 BudgetRead::Stored

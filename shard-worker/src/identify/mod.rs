@@ -5,7 +5,7 @@
 //! Limit" and "Max Concurrency"). Many pods share those limits, so the permit comes from Redis:
 //! [`gate::RedisQueue`] implements the protocol of `docs/redis-protocol.md`, summarised here:
 //!
-//! 1. `take_gate.lua`: check the epoch marker (missing → nothing granted for window + margin),
+//! 1. `take_gate.lua`: check the epoch marker (missing → nothing granted for `connect_bound`),
 //!    join the bucket's waiting line (lower shard ids first), and if the gate `P:gate:<bucket>` is
 //!    free and the budget above the reserve, `SET gate owner PX connect_bound` and spend one
 //!    session start, atomically.
@@ -14,8 +14,9 @@
 //!    the session start.
 //! 3. Waiters sleep for the gate's PTTL plus jitter; Redis errors mean waiting, never
 //!    identifying (fail closed).
-//! 4. A budget Redis does not know yet is read from `GET /gateway/bot` once at a time per
-//!    process and stored with `sync_budget.lua` ([`budget`]).
+//! 4. A budget Redis does not know yet (or cannot vouch for: no record of Discord's word for its
+//!    period, or a count above it) is read from `GET /gateway/bot` once at a time per process
+//!    and stored with `sync_budget.lua` ([`budget`]), never above what Discord said.
 //!
 //! [`IdentifyQueue`] ([`queue`]) is the one-method seam so tests and single-process bots can use
 //! [`memory::MemoryQueue`], and [`http_facade`] serves the queue to bots of other libraries.

@@ -21,7 +21,8 @@ pub enum WaitReason {
     Budget,
     /// The budget is not known yet (being read from `GET /gateway/bot`).
     BudgetUnknown,
-    /// Redis lost its data (epoch marker missing): no gate is granted for one window.
+    /// Redis may have lost data (epoch marker missing, or of another server process): no gate
+    /// is granted until a permit granted before can no longer be used (`connect_bound`).
     Epoch,
     /// Redis cannot be reached: no Identify without the gate.
     Redis,
@@ -102,6 +103,11 @@ impl Permit {
     /// True while an Identify may still be sent with this permit.
     pub fn is_valid(&self) -> bool {
         Instant::now() < self.valid_until
+    }
+
+    /// The moment after which this permit's Identify must not leave any more.
+    pub fn valid_until(&self) -> Instant {
+        self.valid_until
     }
 
     /// Confirms the Identify was sent.

@@ -1,13 +1,14 @@
 //! Carrying out the session machine's actions: heartbeats within the send limit, Identify with
-//! its permit (confirmed once sent), Resume, timers, asking for the permit (after checking the
-//! fatal marker), and what a live session or a stop means for the shard.
+//! its permit (confirmed once sent, its Identify streak recorded before it leaves), Resume,
+//! timers, asking for the permit (after checking the fatal marker), and what a live session, a
+//! lasting one or a stop means for the shard.
 
 use std::sync::Arc;
 
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::custody::fatal_marker;
+use super::custody::{fatal_marker, forget_identify_streak, record_identify_streak};
 use super::runner::{Runner, Step};
 use crate::gateway::commands;
 use crate::gateway::session::{Action, Input};
@@ -60,6 +61,14 @@ impl<H: Handler> Runner<'_, H> {
                 };
                 // The send limit first: a wait there must not outlast the permit.
                 self.limiter.acquire().await;
+                // The Identify-loop guard's count goes to Redis before the Identify leaves.
+                if let Some(records) = &self.shared.records
+                    && !record_identify_streak(records, self.shard, self.machine.identify_streak())
+                        .await
+                {
+                    permit.release().await;
+                    return Step::Inputs(vec![Input::Deadline]);
+                }
                 if !permit.is_valid() {
                     // Taking the gate took so long that its TTL may not cover a window any more.
                     permit.release().await;
@@ -164,6 +173,11 @@ impl<H: Handler> Runner<'_, H> {
                     seq = self.machine.seq(),
                     "session live"
                 );
+            }
+            Action::ForgetIdentifyStreak => {
+                if let Some(records) = &self.shared.records {
+                    forget_identify_streak(records, self.shard).await;
+                }
             }
             Action::Zombie => warn!(
                 shard_id = self.shard,

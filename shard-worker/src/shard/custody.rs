@@ -1,7 +1,8 @@
 //! A shard's custody in Redis, around its sessions rather than in them (`docs/redis-protocol.md`,
 //! "Custody between pods"): taking its lease (and the saved session that comes with it), the
 //! final save and the release, its fatal marker (a shard closed for good is not identified again,
-//! by any pod), what is saved when its task dies, and which resume URLs it trusts with the token.
+//! by any pod), its Identify streak (the Identify-loop guard's count, kept across restarts), what
+//! is saved when its task dies, and which resume URLs it trusts with the token.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::config::Shared;
-use super::records::{Lease, Records, session_record_ttl};
+use super::records::{Lease, RecordError, Records, session_record_ttl};
 use crate::gateway::session::Resumable;
 use crate::gateway::trust;
 use crate::handler::Handler;
@@ -34,6 +35,68 @@ pub(super) async fn fatal_marker(records: Option<&Records>, shard: u32) -> Optio
             None
         }
         Err(_) => None,
+    }
+}
+
+/// How long an Identify streak is kept: the budget period, like the fatal marker.
+const IDENTIFY_STREAK_TTL: Duration = Duration::from_millis(FATAL_MARKER_TTL_MS);
+/// The longest wait for Redis to take the streak before an Identify (it is written between the
+/// permit and its validity check: a slower write lets the permit lapse instead).
+const IDENTIFY_STREAK_WRITE: Duration = Duration::from_secs(1);
+
+/// The Identify streak earlier processes left for `shard` (`Keys::identify_streak`), asked until
+/// Redis answers (it just gave the lease): reading 0 instead would let a crash loop start its
+/// count over on every restart. A value that is not a count reads as 0 (the next Identify
+/// overwrites it). `None`: shut down while waiting.
+pub(super) async fn recorded_identify_streak(
+    records: &Records,
+    shard: u32,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<u32> {
+    loop {
+        match records.identify_streak(shard).await {
+            Ok(streak) => return Some(streak),
+            Err(e @ RecordError::Malformed { .. }) => {
+                warn!(shard_id = shard, error = %e, "ignoring a malformed Identify streak");
+                return Some(0);
+            }
+            Err(e) => debug!(shard_id = shard, error = %e, "cannot read the Identify streak"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = shutdown.wait_for(|s| *s) => return None,
+        }
+    }
+}
+
+/// Records `streak` for `shard` before an Identify leaves, so that a process that dies right
+/// after still counts it. False when Redis did not take it in time: no Identify then.
+pub(super) async fn record_identify_streak(records: &Records, shard: u32, streak: u32) -> bool {
+    let write = records.record_identify_streak(shard, streak, IDENTIFY_STREAK_TTL);
+    match tokio::time::timeout(IDENTIFY_STREAK_WRITE, write).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            warn!(shard_id = shard, error = %e, "cannot record the Identify streak: not identifying now");
+            false
+        }
+        Err(_) => {
+            warn!(
+                shard_id = shard,
+                "Redis did not take the Identify streak in time: not identifying now"
+            );
+            false
+        }
+    }
+}
+
+/// A session of `shard` lasted: its recorded streak starts over (left to expire if Redis does
+/// not answer in time: it only makes the guard stricter).
+pub(super) async fn forget_identify_streak(records: &Records, shard: u32) {
+    let clear = records.clear_identify_streak(shard);
+    match tokio::time::timeout(IDENTIFY_STREAK_WRITE, clear).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => debug!(shard_id = shard, error = %e, "cannot clear the Identify streak"),
+        Err(_) => debug!(shard_id = shard, "cannot clear the Identify streak in time"),
     }
 }
 

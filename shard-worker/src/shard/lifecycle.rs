@@ -1,5 +1,6 @@
-//! A shard's task from start to end: take the lease (and the saved session with it), run a
-//! session, and after it ended take the lease again, wait for a fatal marker to go, or stop.
+//! A shard's task from start to end: take the lease (and the saved session and the Identify
+//! streak with it), run a session, and after it ended take the lease again, wait for a fatal
+//! marker to go, or stop.
 
 use std::sync::Arc;
 
@@ -7,10 +8,12 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::config::Shared;
-use super::custody::{marker_cleared, take_lease};
+use super::custody::{marker_cleared, recorded_identify_streak, take_lease};
+use super::records::Records;
 use super::runner::{Runner, SessionEnd};
 use crate::gateway::session::{Machine, Resumable};
 use crate::handler::Handler;
+use crate::worker::board::Slot;
 use shardset_contract::ShardState;
 
 /// How a shard's task ended.
@@ -42,6 +45,20 @@ fn newest(
     }
 }
 
+/// Waits for the shard's lease, then reads what comes with it: the saved session and the
+/// Identify streak earlier processes left. `None`: shut down while waiting.
+async fn take_custody<H: Handler>(
+    shared: &Shared<H>,
+    slot: &Slot,
+    records: &Records,
+    owner: &str,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(Option<(Resumable, u64)>, u32)> {
+    let saved = Box::pin(take_lease(shared, slot, records, owner, shutdown)).await?;
+    let streak = recorded_identify_streak(records, slot.shard, shutdown).await?;
+    Some((saved, streak))
+}
+
 /// Runs shard `shard` until `shutdown` turns true or the gateway closes it fatally.
 pub async fn run<H: Handler>(
     shared: Arc<Shared<H>>,
@@ -58,24 +75,24 @@ pub async fn run<H: Handler>(
     let mut inbox = shared.inboxes.take(shard);
     loop {
         let owner = format!("{}/{:08x}", shared.config.pod, rand::random::<u32>());
-        let saved = match &shared.records {
+        let (saved, streak) = match &shared.records {
             Some(records) => {
-                match Box::pin(take_lease(&shared, &slot, records, &owner, &mut shutdown)).await {
-                    Some(saved) => newest(saved, held.take()),
-                    None => {
-                        shared.board.set_state(shard, ShardState::Stopped, None);
-                        return Exit::Stopped;
-                    }
-                }
+                let taken = take_custody(&shared, &slot, records, &owner, &mut shutdown).await;
+                let Some((saved, streak)) = taken else {
+                    shared.board.set_state(shard, ShardState::Stopped, None);
+                    return Exit::Stopped;
+                };
+                (newest(saved, held.take()), streak)
             }
-            None => None,
+            None => (None, 0),
         };
         if let Some((_, seq)) = &saved {
             slot.set_handled_seq(*seq);
             info!(shard_id = shard, seq, "resuming the saved session");
         }
         let seed = rand::random::<u64>();
-        let machine = Machine::new(shared.config.session.clone(), saved, seed);
+        let machine =
+            Machine::new(shared.config.session.clone(), saved, seed).with_identify_streak(streak);
         let mut runner = Runner::new(&shared, &slot, shard, machine, owner, inbox.take());
         let end = runner.run(&mut shutdown).await;
         inbox = runner.inbox.take();

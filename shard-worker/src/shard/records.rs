@@ -1,6 +1,7 @@
 //! The per-shard records of the protocol besides the Identify gate (`docs/redis-protocol.md`):
 //! the shard lease (one live session per shard across pods), the saved session (custody and
-//! crash recovery), the status record (read by the operator) and the fatal marker. The lease
+//! crash recovery), the status record (read by the operator), the fatal marker and the Identify
+//! streak (the Identify-loop guard's count, kept across restarts). The lease
 //! scripts live beside this file. (The records of a reshard are in [`crate::handover::records`].)
 
 use std::sync::LazyLock;
@@ -56,6 +57,14 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
 ) -> Result<Option<T>, RecordError> {
     json.map(|j| serde_json::from_str(&j).map_err(|source| RecordError::Malformed { key, source }))
         .transpose()
+}
+
+/// `value` as the JSON stored under `key`.
+fn to_json<T: serde::Serialize>(key: &str, value: &T) -> Result<String, RecordError> {
+    serde_json::to_string(value).map_err(|source| RecordError::Malformed {
+        key: key.to_owned(),
+        source,
+    })
 }
 
 /// The answer to a lease claim.
@@ -162,15 +171,18 @@ impl Records {
         value: &T,
         ttl: Duration,
     ) -> Result<(), RecordError> {
-        let json = serde_json::to_string(value).map_err(|source| RecordError::Malformed {
-            key: key.clone(),
-            source,
-        })?;
+        let json = to_json(&key, value)?;
         let _: () = self
             .conn
             .clone()
             .pset_ex(key, json, ttl.as_millis() as u64)
             .await?;
+        Ok(())
+    }
+
+    /// `DEL key`.
+    async fn delete(&self, key: String) -> Result<(), RecordError> {
+        let _: () = self.conn.clone().del(key).await?;
         Ok(())
     }
 
@@ -183,12 +195,7 @@ impl Records {
 
     /// Forgets the saved session of `shard` (it can no longer be resumed).
     pub async fn delete_session(&self, shard: u32) -> Result<(), RecordError> {
-        let _: () = self
-            .conn
-            .clone()
-            .del(self.keys.session(self.total, shard))
-            .await?;
-        Ok(())
+        self.delete(self.keys.session(self.total, shard)).await
     }
 
     /// Writes the status record of `shard`, kept for `ttl`.
@@ -204,22 +211,53 @@ impl Records {
 
     /// Deletes the status record of `shard` (a retired layout leaves nothing behind).
     pub async fn delete_status(&self, shard: u32) -> Result<(), RecordError> {
-        let _: () = self
-            .conn
-            .clone()
-            .del(self.keys.status(self.total, shard))
-            .await?;
-        Ok(())
+        self.delete(self.keys.status(self.total, shard)).await
     }
 
     /// Marks `shard` closed for good (`Keys::fatal`) for `ttl`: no pod identifies it meanwhile.
+    /// The marker takes over from the Identify streak, which goes in the same step: once the
+    /// marker is deleted (the cause fixed) the shard starts a new count.
     pub async fn mark_fatal(
         &self,
         shard: u32,
         marker: &FatalMarker,
         ttl: Duration,
     ) -> Result<(), RecordError> {
-        self.put_json(self.keys.fatal(self.total, shard), marker, ttl)
+        let key = self.keys.fatal(self.total, shard);
+        let json = to_json(&key, marker)?;
+        let _: () = redis::pipe()
+            .atomic()
+            .pset_ex(key, json, ttl.as_millis() as u64)
+            .ignore()
+            .del(self.keys.identify_streak(self.total, shard))
+            .ignore()
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// How many Identifies of `shard` in a row led to no lasting session, across processes
+    /// (`Keys::identify_streak`; 0 when none is recorded).
+    pub async fn identify_streak(&self, shard: u32) -> Result<u32, RecordError> {
+        let key = self.keys.identify_streak(self.total, shard);
+        let value: Option<String> = self.conn.clone().get(&key).await?;
+        Ok(parse_json(key, value)?.unwrap_or(0))
+    }
+
+    /// Records `streak` Identifies of `shard` in a row without a lasting session, for `ttl`.
+    pub async fn record_identify_streak(
+        &self,
+        shard: u32,
+        streak: u32,
+        ttl: Duration,
+    ) -> Result<(), RecordError> {
+        self.put_json(self.keys.identify_streak(self.total, shard), &streak, ttl)
+            .await
+    }
+
+    /// A session of `shard` lasted: its Identify streak starts over.
+    pub async fn clear_identify_streak(&self, shard: u32) -> Result<(), RecordError> {
+        self.delete(self.keys.identify_streak(self.total, shard))
             .await
     }
 

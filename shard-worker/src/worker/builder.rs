@@ -32,7 +32,7 @@ use crate::handler::Handler;
 use crate::handover::acting::{Acting, HandoverConfig};
 use crate::handover::records::HandoverRecords;
 use crate::identify::gate::{GateConfig, RedisQueue, connect, effective_max_concurrency};
-use crate::identify::http_facade;
+use crate::identify::http_facade::{self, BearerToken, FacadeConfig};
 use crate::identify::queue::IdentifyQueue;
 use crate::shard::config::{ShardConfig, Shared};
 use crate::shard::records::Records;
@@ -92,6 +92,8 @@ pub struct Builder {
     settings: Settings,
     token: Token,
     redis_password: Option<String>,
+    /// The bearer token the Identify queue facade requires (`QUEUE_TOKEN`).
+    queue_token: Option<BearerToken>,
     nats_password: Option<String>,
     nats_token: Option<String>,
     registry: Registry,
@@ -121,6 +123,7 @@ impl Builder {
             settings,
             token,
             redis_password: None,
+            queue_token: None,
             nats_password: None,
             nats_token: None,
             registry: Registry::default(),
@@ -131,7 +134,8 @@ impl Builder {
     }
 
     /// `settings` with the secrets only the environment carries: `DISCORD_TOKEN`,
-    /// `REDIS_PASSWORD`, `NATS_PASSWORD` and `NATS_TOKEN` (when set).
+    /// `REDIS_PASSWORD`, `NATS_PASSWORD` and `NATS_TOKEN` (when set), and `QUEUE_TOKEN` (when
+    /// set: set but empty, it is refused with `--queue-listen`, never taken as no token).
     pub fn with_env_secrets(settings: Settings) -> Self {
         let token = Token::new(std::env::var(env::DISCORD_TOKEN).unwrap_or_default());
         let mut builder = Self::new(settings, token);
@@ -139,6 +143,7 @@ impl Builder {
         builder.redis_password = secret(env::REDIS_PASSWORD);
         builder.nats_password = secret(env::NATS_PASSWORD);
         builder.nats_token = secret(env::NATS_TOKEN);
+        builder.queue_token = std::env::var(env::QUEUE_TOKEN).ok().map(BearerToken::new);
         builder
     }
 
@@ -150,6 +155,12 @@ impl Builder {
     /// The password of the Redis user, added to the settings' Redis URL.
     pub fn redis_password(mut self, password: impl Into<String>) -> Self {
         self.redis_password = Some(password.into());
+        self
+    }
+
+    /// The bearer token the Identify queue facade (`--queue-listen`) requires of every request.
+    pub fn queue_token(mut self, token: BearerToken) -> Self {
+        self.queue_token = Some(token);
         self
     }
 
@@ -334,7 +345,25 @@ impl Builder {
             None => (None, None),
         };
         if let Some(queue_addr) = s.queue_listen {
-            let router = http_facade::router(Arc::clone(&queue));
+            let facade = FacadeConfig {
+                total: s.shard_total,
+                token: self.queue_token.clone(),
+            };
+            match &facade.token {
+                Some(token) if token.is_empty() => {
+                    return Err(StartError::Config(format!(
+                        "{} is set but empty",
+                        env::QUEUE_TOKEN
+                    )));
+                }
+                None if !queue_addr.ip().is_loopback() => warn!(
+                    %queue_addr,
+                    "the Identify queue facade listens beyond this host without {}: anyone who reaches it can spend session starts",
+                    env::QUEUE_TOKEN
+                ),
+                _ => {}
+            }
+            let router = http_facade::router(Arc::clone(&queue), facade);
             let (addr, _) = server::serve(queue_addr, router, started.endpoints_stopped.clone())
                 .await
                 .map_err(|source| StartError::Listen {

@@ -53,7 +53,8 @@ pub struct Settings {
     /// Identify window in ms (Discord: 5000; shorter only against a time-scaled fake).
     #[arg(long, env = env::IDENTIFY_WINDOW_MS, default_value_t = shardset_contract::DISCORD_IDENTIFY_WINDOW_MS)]
     pub identify_window_ms: u64,
-    /// Extra hold of a used gate after the window, in ms (default: 2 % of the window, 50..250 ms).
+    /// Extra hold of a used gate after the window, in ms (default: 300 at Discord's window, a
+    /// lost Identify segment resent; 100 at a shorter window, against a fake).
     #[arg(long, env = env::IDENTIFY_MARGIN_MS)]
     pub identify_margin_ms: Option<u64>,
     /// Transport compression of the gateway connections: zstd-stream, zlib-stream or none.
@@ -81,9 +82,11 @@ pub struct Settings {
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = env::WORKER_LISTEN, default_value_t = SocketAddr::from(([0, 0, 0, 0], shardset_contract::WORKER_HTTP_PORT)))]
     pub listen: SocketAddr,
-    /// Also serve the twilight-compatible Identify queue (`GET /?shard=N`) on this address. A
-    /// bare port binds to 127.0.0.1 only: the facade has no authentication and every `200`
-    /// spends a session start. Give a full address (`0.0.0.0:8081`) only behind a NetworkPolicy.
+    /// Also serve the twilight-compatible Identify queue (`GET /?shard=N`, shard ids of this
+    /// layout, one request per shard at a time) on this address. Every `200` spends a session
+    /// start: a bare port binds to 127.0.0.1 only; with `QUEUE_TOKEN` set (env only) every
+    /// request must carry it as a bearer token. Give a full address (`0.0.0.0:8081`) only with
+    /// the token, or behind a NetworkPolicy.
     #[arg(long, value_parser = parse_queue_listen)]
     pub queue_listen: Option<SocketAddr>,
     /// The bus every dispatch is published to (`NATS_URL`, `SHARDSET_STREAM`, …).

@@ -4,6 +4,7 @@
 pub mod bus;
 pub mod collector;
 pub mod cutter;
+pub mod lag;
 pub mod metrics;
 pub mod redis;
 pub mod scenario;

@@ -74,6 +74,14 @@ impl Machine {
         }
     }
 
+    /// The same machine, counting `streak` Identifies of earlier processes that led to no
+    /// lasting session (a pod that crashed after READY and restarted): the guard's wait, or its
+    /// stop, applies before this process's first Identify too.
+    pub fn with_identify_streak(mut self, streak: u32) -> Self {
+        self.identify_streak = streak;
+        self
+    }
+
     pub fn phase(&self) -> Phase {
         self.phase
     }
@@ -242,6 +250,11 @@ impl Machine {
                 ]);
                 actions
             }
+            // Nothing to resume after Identifies that did not last (in earlier processes): wait
+            // the Identify backoff first, or stop at the limit.
+            (Idle, Input::Start) if self.resumable.is_none() && self.identify_streak > 0 => {
+                self.reconnect_after(None, Duration::ZERO)
+            }
             (Idle, Input::Start) => {
                 self.phase = Connecting;
                 vec![self.connect()]
@@ -333,7 +346,7 @@ impl Machine {
             // The session lasted `stable_after`: the Identifies that led to it worked.
             (Active, Input::Deadline) => {
                 self.identify_streak = 0;
-                Vec::new()
+                vec![Action::ForgetIdentifyStreak]
             }
             (phase, Input::Reconnect) if phase.connected() => {
                 self.reconnect_with_backoff(Some(RESUMABLE_CLOSE))
@@ -749,8 +762,9 @@ mod tests {
             assert_eq!(m.identify_streak(), 1, "round {round}");
             m.step(Input::Dispatch { seq: 1 });
             m.step(Input::Ready(session()));
-            // The stability deadline passes: the Identify worked.
-            assert!(m.step(Input::Deadline).is_empty());
+            // The stability deadline passes: the Identify worked, and the count kept beyond
+            // this process is forgotten too.
+            assert_eq!(m.step(Input::Deadline), vec![Action::ForgetIdentifyStreak]);
             assert_eq!(m.identify_streak(), 0);
             // A later 4009 identifies again at once (the first reconnect after a live session).
             let actions = m.step(Input::Closed { code: Some(4009) });
@@ -772,6 +786,45 @@ mod tests {
         assert!(actions.contains(&Action::SetDeadline(SessionConfig::default().stable_after)));
         m.step(Input::Deadline);
         assert_eq!(m.identify_streak(), 0);
+    }
+
+    #[test]
+    fn identifies_of_earlier_processes_count_from_the_start() {
+        let config = SessionConfig::default();
+        let limit = config.identify_loop_limit;
+        // At the limit (a pod that crashed after READY, restarted again and again): no Identify.
+        let mut m = Machine::new(config.clone(), None, 9).with_identify_streak(limit);
+        let actions = m.step(Input::Start);
+        assert!(
+            actions.contains(&Action::Stop { code: None }),
+            "{actions:?}"
+        );
+        assert_eq!(m.phase(), Phase::IdentifyLoop);
+        // Below it: the Identify backoff of that streak before connecting.
+        let mut m = Machine::new(config.clone(), None, 9).with_identify_streak(2);
+        let actions = m.step(Input::Start);
+        assert_eq!(m.phase(), Phase::Backoff);
+        assert!(
+            matches!(actions.last(), Some(Action::SetDeadline(d)) if *d >= config.identify_backoff_base),
+            "{actions:?}"
+        );
+        m.step(Input::Deadline);
+        m.step(Input::Connected);
+        m.step(Input::Hello {
+            heartbeat_interval: INTERVAL,
+        });
+        m.step(Input::PermitGranted);
+        assert_eq!(
+            m.identify_streak(),
+            3,
+            "this process's Identify adds to the count"
+        );
+        // A saved session is resumed at once: a Resume spends nothing.
+        let mut m = Machine::new(config, Some((session(), 4)), 9).with_identify_streak(limit);
+        assert_eq!(
+            m.step(Input::Start),
+            vec![Action::Connect(Target::Resume("ws://resume".into()))]
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -135,6 +135,9 @@ pub enum Action {
     CancelPermit,
     /// The session is live (READY or RESUMED): save it, report it.
     SessionLive { resumed: bool },
+    /// The session lasted `stable_after`: the Identifies before it worked, and the count of
+    /// them kept beyond this process (`Keys::identify_streak`) starts over.
+    ForgetIdentifyStreak,
     /// The connection was declared a zombie (missed ACK).
     Zombie,
     /// Leave the loop. `code` is the close code if a connection is still open.

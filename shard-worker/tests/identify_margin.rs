@@ -1,0 +1,84 @@
+//! The gate's margin against a first Identify that reaches Discord late: real `shard-worker`
+//! processes, the fake Discord and a real redis-server. Shards 0 and 1 share one bucket and run
+//! in two pods; shard 0's pod reaches the fake through a relay that delivers what it sends late
+//! (a lost segment, resent after the RTO), so its Identify arrives after its gate's window began
+//! at the send; shard 1's pod identifies on time as soon as the gate lets it. Discord measures
+//! the window between arrivals: the margin must cover the delay.
+
+mod common;
+
+use std::time::Duration;
+
+use common::lag::Lag;
+use common::scenario::{Scenario, wait_until};
+use common::worker::WorkerProcess;
+use fake_discord::control::Violation;
+
+/// What one lost segment costs on Linux: the lone segment is resent after its RTO, at least
+/// 200 ms (`TCP_RTO_MIN`) plus the smoothed round trip, here 50 ms.
+const LOST_SEGMENT: Duration = Duration::from_millis(250);
+
+/// Shard 0 (its pod's traffic `delay` late) and shard 1 (on time), one bucket, both identifying
+/// after the first-use hold of a fresh Redis; `margin_ms` for both pods (`None`: the default).
+/// Returns the gap between the two Identifies' arrivals at the fake, and its violations.
+async fn late_first_identify(
+    window_ms: u64,
+    margin_ms: Option<u64>,
+    delay: Duration,
+) -> (Duration, Vec<Violation>) {
+    let s = Scenario::start(1, window_ms, 1_000).await;
+    let lag = Lag::start(s.fake.addr().port(), delay).await;
+    let mut late = s.spec("late", 0, 0, 2);
+    late.api_url = lag.api_url();
+    late.margin_ms = margin_ms;
+    let mut on_time = s.spec("on-time", 1, 1, 2);
+    on_time.margin_ms = margin_ms;
+    let late = WorkerProcess::start(late);
+    let on_time = WorkerProcess::start(on_time);
+    let both = wait_until(Duration::from_secs(60), || async { s.identifies() >= 2 }).await;
+    assert!(
+        both,
+        "two Identifies\nlate:\n{}\non time:\n{}",
+        late.log_text(),
+        on_time.log_text()
+    );
+    let mut identifies = s.fake.state().identifies();
+    identifies.sort_by_key(|i| i.at_us);
+    let order: Vec<u32> = identifies.iter().map(|i| i.shard).take(2).collect();
+    assert_eq!(order, [0, 1], "the lower shard id first (the late one)");
+    let gap = Duration::from_micros(identifies[1].at_us - identifies[0].at_us);
+    (gap, s.fake.state().violations())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_margin_covers_a_first_identify_resent_after_a_lost_segment() {
+    // Discord's window, the worker's default margin.
+    let (gap, violations) = late_first_identify(5_000, None, LOST_SEGMENT).await;
+    assert!(
+        violations.is_empty(),
+        "arrivals {gap:?} apart: {violations:#?}"
+    );
+    assert!(gap >= Duration::from_millis(5_000), "{gap:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand: cargo test -p shard-worker --test identify_margin -- --ignored --nocapture"]
+async fn measure_the_margin_a_late_first_identify_needs() {
+    // The gap at the fake is window + margin − delay plus the second pod's own lateness (its
+    // poll jitter and Redis round trips): a violation once the delay outgrows the margin. A
+    // 1 s window keeps each run short; the jitter it allows (0.5 %) is smaller than at 5 s.
+    let window_ms = 1_000;
+    println!("window {window_ms} ms | delay ms | margin ms | arrival gap ms | violations");
+    for delay_ms in [100u64, 200, 250, 300, 400] {
+        for margin_ms in [100u64, 200, 250, 300, 400] {
+            let (gap, violations) =
+                late_first_identify(window_ms, Some(margin_ms), Duration::from_millis(delay_ms))
+                    .await;
+            println!(
+                "| {delay_ms} | {margin_ms} | {:.1} | {} |",
+                gap.as_secs_f64() * 1_000.0,
+                violations.len()
+            );
+        }
+    }
+}
