@@ -27,6 +27,9 @@ pub struct Settings {
     pub resync: Duration,
     /// After this long in deletion, cleanup stops retrying Redis and lets the ShardSet go.
     pub cleanup_give_up: Duration,
+    /// The worker image of ShardSets without `spec.image`: the one the operator was released
+    /// with (`--worker-image`, the chart's `workerImage`).
+    pub worker_image: Option<String>,
 }
 
 impl Default for Settings {
@@ -34,6 +37,7 @@ impl Default for Settings {
         Self {
             resync: Duration::from_secs(60),
             cleanup_give_up: Duration::from_secs(120),
+            worker_image: None,
         }
     }
 }

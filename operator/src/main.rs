@@ -62,6 +62,10 @@ struct Args {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     log_format: LogFormat,
+    /// Worker image of ShardSets that do not set `spec.image`: the one released with this
+    /// operator (the chart sets it from `workerImage`). Unset: such ShardSets get no pods.
+    #[arg(long, env = "WORKER_IMAGE", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    worker_image: Option<String>,
 }
 
 #[tokio::main]
@@ -122,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings {
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         cleanup_give_up: Duration::from_secs(args.cleanup_give_up_seconds),
+        worker_image: args.worker_image.clone(),
     };
     let ctx = Arc::new(Context::new(
         client.clone(),

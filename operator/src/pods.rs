@@ -4,6 +4,8 @@
 //! `secretKeyRef`), the worker's probes, a restricted security context, our labels and owner
 //! reference, and a `spec-hash` label: a hash of everything else the operator put into it, so
 //! that a later spec change is seen as drift without comparing fields the apiserver defaults.
+//!
+//! The image is `spec.image`, or the default the operator was started with ([`worker_image`]).
 
 use std::collections::BTreeMap;
 
@@ -34,9 +36,19 @@ pub enum BuildError {
     MissingMetadata(&'static str),
 }
 
-/// The desired pods of layout `total`, each with its planning record.
-pub fn desired_pods(shardset: &ShardSet, total: u32) -> Result<Vec<(DesiredPod, Pod)>, BuildError> {
-    desired_pods_for_token(shardset, total, None)
+/// The worker image of `shardset`: `spec.image`, else `default` (the image the operator was
+/// released with, `--worker-image`); `None` when neither is set (no pod can be built).
+pub fn worker_image<'a>(shardset: &'a ShardSet, default: Option<&'a str>) -> Option<&'a str> {
+    shardset.spec.image.as_deref().or(default)
+}
+
+/// The desired pods of layout `total` running `image`, each with its planning record.
+pub fn desired_pods(
+    shardset: &ShardSet,
+    image: &str,
+    total: u32,
+) -> Result<Vec<(DesiredPod, Pod)>, BuildError> {
+    desired_pods_for_token(shardset, image, total, None)
 }
 
 /// [`desired_pods`], with `token_digest` (a digest of the bot token, never the token) folded
@@ -45,13 +57,14 @@ pub fn desired_pods(shardset: &ShardSet, total: u32) -> Result<Vec<(DesiredPod, 
 /// any other change of what the pods run with.
 pub fn desired_pods_for_token(
     shardset: &ShardSet,
+    image: &str,
     total: u32,
     token_digest: Option<&str>,
 ) -> Result<Vec<(DesiredPod, Pod)>, BuildError> {
     plan::ranges(total, shardset.spec.shards_per_pod)
         .into_iter()
         .map(|range| {
-            let mut pod = build_pod(shardset, total, range)?;
+            let mut pod = build_pod(shardset, image, total, range)?;
             if let Some(digest) = token_digest {
                 let spec = pod
                     .labels()
@@ -75,8 +88,13 @@ pub fn desired_pods_for_token(
         .collect()
 }
 
-/// The pod running `range` of the layout with `total` shards.
-pub fn build_pod(shardset: &ShardSet, total: u32, range: ShardRange) -> Result<Pod, BuildError> {
+/// The pod running `range` of the layout with `total` shards, with the worker `image`.
+pub fn build_pod(
+    shardset: &ShardSet,
+    image: &str,
+    total: u32,
+    range: ShardRange,
+) -> Result<Pod, BuildError> {
     let name = shardset
         .metadata
         .name
@@ -113,7 +131,7 @@ pub fn build_pod(shardset: &ShardSet, total: u32, range: ShardRange) -> Result<P
 
     let container = Container {
         name: CONTAINER_NAME.into(),
-        image: Some(spec.image.clone()),
+        image: Some(image.to_owned()),
         image_pull_policy: overrides.image_pull_policy.map(|p| p.as_str().to_owned()),
         env: Some(worker_env(shardset, name, total, range)),
         ports: Some(vec![ContainerPort {
@@ -410,10 +428,12 @@ mod tests {
     use super::*;
     use crate::crd::{GatewaySpec, PodOverrides, ShardSetSpec};
 
+    const IMAGE: &str = "worker:dev";
+
     #[test]
     fn a_new_token_changes_every_pods_hash_and_nothing_else() {
         let hashes = |digest: Option<&str>| -> Vec<String> {
-            desired_pods_for_token(&basic(), 10, digest)
+            desired_pods_for_token(&basic(), IMAGE, 10, digest)
                 .expect("build")
                 .into_iter()
                 .map(|(d, p)| {
@@ -425,8 +445,8 @@ mod tests {
         let (a, b) = (hashes(Some("00aa")), hashes(Some("00bb")));
         assert_eq!(a, hashes(Some("00aa")), "stable");
         assert!(a.iter().zip(&b).all(|(x, y)| x != y), "{a:?} {b:?}");
-        let without = desired_pods(&basic(), 10).expect("build");
-        let with = desired_pods_for_token(&basic(), 10, Some("00aa")).expect("build");
+        let without = desired_pods(&basic(), IMAGE, 10).expect("build");
+        let with = desired_pods_for_token(&basic(), IMAGE, 10, Some("00aa")).expect("build");
         for ((_, p), (_, q)) in without.iter().zip(&with) {
             assert_eq!(p.spec, q.spec, "the pod itself does not change");
             assert!(!serde_json::to_string(q).expect("json").contains("00aa"));
@@ -468,7 +488,7 @@ mod tests {
 
     #[test]
     fn ten_shards_at_three_per_pod_make_four_pods() {
-        let pods = desired_pods(&basic(), 10).expect("build");
+        let pods = desired_pods(&basic(), IMAGE, 10).expect("build");
         let names: Vec<_> = pods.iter().map(|(d, _)| d.name.as_str()).collect();
         assert_eq!(
             names,
@@ -494,7 +514,7 @@ mod tests {
 
     #[test]
     fn the_token_is_only_a_secret_key_ref() {
-        let (_, pod) = desired_pods(&basic(), 10).expect("build").remove(0);
+        let (_, pod) = desired_pods(&basic(), IMAGE, 10).expect("build").remove(0);
         let env = env_of(&pod);
         let token = &env[env::DISCORD_TOKEN];
         assert!(token.value.is_none());
@@ -519,7 +539,7 @@ mod tests {
 
     #[test]
     fn pods_are_restricted_and_probed() {
-        let (_, pod) = desired_pods(&basic(), 10).expect("build").remove(0);
+        let (_, pod) = desired_pods(&basic(), IMAGE, 10).expect("build").remove(0);
         let spec = pod.spec.as_ref().expect("spec");
         assert_eq!(spec.automount_service_account_token, Some(false));
         let psc = spec.security_context.as_ref().expect("pod security");
@@ -567,18 +587,33 @@ mod tests {
 
     #[test]
     fn the_hash_is_stable_and_follows_the_spec() {
-        let a = desired_pods(&basic(), 10).expect("build");
-        let b = desired_pods(&basic(), 10).expect("build");
+        let a = desired_pods(&basic(), IMAGE, 10).expect("build");
+        let b = desired_pods(&basic(), IMAGE, 10).expect("build");
         assert_eq!(a[0].0.hash, b[0].0.hash);
         assert_eq!(a[0].0.hash.len(), 16);
         assert_ne!(a[0].0.hash, a[1].0.hash, "ranges differ, so do the pods");
 
-        let mut changed = basic();
-        changed.spec.image = "worker:v2".into();
-        let c = desired_pods(&changed, 10).expect("build");
-        assert_ne!(a[0].0.hash, c[0].0.hash);
+        let c = desired_pods(&basic(), "worker:v2", 10).expect("build");
+        assert_ne!(a[0].0.hash, c[0].0.hash, "a new image is drift");
         // The hash label itself is not part of the hash.
         assert_eq!(spec_hash(&a[0].1), a[0].0.hash);
+    }
+
+    #[test]
+    fn the_image_is_the_specs_else_the_operators_default() {
+        let mut ss = basic();
+        assert_eq!(worker_image(&ss, Some("released:1.2")), Some("worker:dev"));
+        ss.spec.image = None;
+        assert_eq!(
+            worker_image(&ss, Some("released:1.2")),
+            Some("released:1.2")
+        );
+        assert_eq!(worker_image(&ss, None), None);
+        let (_, pod) = desired_pods(&ss, "released:1.2", 10)
+            .expect("build")
+            .remove(0);
+        let container = &pod.spec.as_ref().expect("spec").containers[0];
+        assert_eq!(container.image.as_deref(), Some("released:1.2"));
     }
 
     #[test]
@@ -586,7 +621,7 @@ mod tests {
         use k8s_openapi::api::core::v1::{
             ContainerState, ContainerStateWaiting, ContainerStatus, PodCondition, PodStatus,
         };
-        let (desired, mut pod) = desired_pods(&basic(), 10).expect("build").remove(1);
+        let (desired, mut pod) = desired_pods(&basic(), IMAGE, 10).expect("build").remove(1);
         let seen = observe(&pod, "uid-1");
         assert!(seen.owned && !seen.ready && !seen.terminating);
         assert_eq!(seen.range, Some(desired.range));
@@ -662,7 +697,7 @@ mod tests {
             priority_class_name: Some("high".into()),
             ..PodOverrides::default()
         });
-        let (_, pod) = desired_pods(&ss, 10).expect("build").remove(0);
+        let (_, pod) = desired_pods(&ss, IMAGE, 10).expect("build").remove(0);
         let env = env_of(&pod);
         assert_eq!(value(&env, env::MAX_CONCURRENCY), "16");
         assert_eq!(value(&env, env::IDENTIFY_WINDOW_MS), "500");

@@ -46,6 +46,8 @@ pub enum Problem {
     RedisSecretMissing(String),
     /// `autoShards` is set but Discord has not told us a shard count yet. Blocks pod creation.
     ShardCountUnknown(String),
+    /// Neither `spec.image` nor the operator's default worker image is set. Blocks pod creation.
+    WorkerImageUnknown(String),
     /// Discord's REST API cannot be reached or answers errors.
     GatewayUnreachable(String),
     /// Discord rate limited us; we wait as told.
@@ -66,6 +68,7 @@ impl Problem {
             Self::InvalidToken(_) => "InvalidToken",
             Self::RedisSecretMissing(_) => "RedisSecretMissing",
             Self::ShardCountUnknown(_) => "ShardCountUnknown",
+            Self::WorkerImageUnknown(_) => "WorkerImageUnknown",
             Self::GatewayUnreachable(_) => "GatewayUnreachable",
             Self::DiscordRateLimited(_) => "DiscordRateLimited",
             Self::RedisUnreachable(_) => "RedisUnreachable",
@@ -81,6 +84,7 @@ impl Problem {
             | Self::InvalidToken(m)
             | Self::RedisSecretMissing(m)
             | Self::ShardCountUnknown(m)
+            | Self::WorkerImageUnknown(m)
             | Self::GatewayUnreachable(m)
             | Self::DiscordRateLimited(m)
             | Self::RedisUnreachable(m)
@@ -98,6 +102,7 @@ impl Problem {
                 | Self::InvalidToken(_)
                 | Self::RedisSecretMissing(_)
                 | Self::ShardCountUnknown(_)
+                | Self::WorkerImageUnknown(_)
         )
     }
 }

@@ -31,6 +31,7 @@ use crate::context::Context;
 use crate::crd::ShardSet;
 use crate::error::Result;
 use crate::names;
+use crate::pods;
 use crate::reshard::{handover, total};
 use crate::status::{Observed, Problem};
 
@@ -45,6 +46,12 @@ pub async fn apply(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result<Acti
 
     let deref = dereference::dereference(ss, namespace, &key, ctx).await?;
     let mut problems = deref.problems.clone();
+    let image = pods::worker_image(ss, ctx.settings.worker_image.as_deref());
+    if image.is_none() {
+        problems.push(Problem::WorkerImageUnknown(
+            "spec.image is not set and the operator has no default worker image: set spec.image, or the operator chart's workerImage (the operator's --worker-image)".into(),
+        ));
+    }
 
     let shard_total = total::shard_total(
         spec,
@@ -96,6 +103,7 @@ pub async fn apply(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result<Acti
 
     let decided = decide::decide(
         ss,
+        image,
         deref.token.as_ref(),
         total,
         reshard.as_ref(),

@@ -31,6 +31,7 @@ fn charts_lint_clean() -> anyhow::Result<()> {
             "shardset-operator",
             "replicaCount=1,leaderElection.enabled=false",
         ),
+        ("shardset-operator", "workerImage.tag=v2"),
         ("fake-discord", ""),
         (
             "fake-discord",
@@ -72,6 +73,7 @@ fn bad_values_are_refused_with_their_name() -> anyhow::Result<()> {
                     "leaseDurationSeconds",
                 ),
                 ("redis.image.tag=", "tag"),
+                ("workerImage.repository=", "repository"),
                 ("watchNamespaces=bots", "watchNamespaces"),
             ],
         ),
@@ -229,5 +231,51 @@ fn rbac_is_exactly_what_the_operator_uses() -> anyhow::Result<()> {
         rules(&cluster, "ClusterRole")?
     );
     ensure!(rules(&cluster, "Role")? == lease, "the Lease Role");
+    Ok(())
+}
+
+/// The rendered objects of `kind`.
+fn objects(rendered: &str, kind: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(rendered)?;
+    Ok(docs.into_iter().filter(|d| d["kind"] == kind).collect())
+}
+
+/// The operator container's `--worker-image`.
+fn worker_image_arg(rendered: &str) -> anyhow::Result<String> {
+    let deployment = objects(rendered, "Deployment")?
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == "release-shardset-operator")
+        .context("the operator Deployment")?;
+    deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str()?.strip_prefix("--worker-image="))
+        .map(String::from)
+        .next()
+        .context("no --worker-image")
+}
+
+#[test]
+fn the_worker_image_default() -> anyhow::Result<()> {
+    if !cluster_configured("the_worker_image_default") {
+        return Ok(());
+    }
+    // The worker image released with the chart: the operator's tag unless set apart.
+    let defaults = helm_template("shardset-operator", &[])?;
+    ensure!(worker_image_arg(&defaults)? == "shardset/shard-worker:dev");
+    let tagged = helm_template("shardset-operator", &["image.tag=v1"])?;
+    ensure!(worker_image_arg(&tagged)? == "shardset/shard-worker:v1");
+    let own = helm_template(
+        "shardset-operator",
+        &[
+            "image.tag=v1",
+            "workerImage.repository=reg/bot,workerImage.tag=v2",
+        ],
+    )?;
+    ensure!(worker_image_arg(&own)? == "reg/bot:v2");
+    // Values of an older chart (`helm upgrade --reuse-values`): no workerImage at all.
+    let older = helm_template("shardset-operator", &["workerImage=null"])?;
+    ensure!(worker_image_arg(&older)? == "shardset/shard-worker:dev");
     Ok(())
 }

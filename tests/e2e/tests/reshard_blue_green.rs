@@ -11,13 +11,16 @@
 //! - the status went through the hand-over's steps (`Resharding=True`, then `False/Idle`), events
 //!   were claimed in Redis (the claim phase ran under the load), and the old layout's sessions
 //!   ended for good (closed 1000, nothing left to resume).
+//!
+//! The ShardSet leaves `spec.image` unset: its pods run the worker image the operator chart
+//! passes to the operator (`workerImage`, issue 15).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
 use shardset_e2e::charts::fake::IdentifyOutcome;
-use shardset_e2e::charts::{LOAD, Placement, Stack, now_ms};
+use shardset_e2e::charts::{LOAD, Placement, Stack, WORKER_IMAGE, now_ms};
 use shardset_e2e::recorders::{PodLog, StepLog};
 use shardset_e2e::shardsets::{application_id, layout_pods};
 use shardset_e2e::{TestNamespace, report};
@@ -36,13 +39,27 @@ async fn scale_16_to_32_under_load_acts_on_every_message_exactly_once() -> anyho
     let stack = Stack::install(&ns, Placement::Anywhere).await?;
     let bot = stack
         .shardset("bot", 16, 4)
+        .without("image")
         .replying()
         .handover_window_ms(WINDOW_MS);
-    stack.serve(&bot, READY_WITHIN).await?;
+    let live = stack.serve(&bot, READY_WITHIN).await?;
     report!(
         "16 shards / 4 pods serving {:.1} s after install began",
         started.elapsed().as_secs_f64()
     );
+    // No spec.image: the chart's default worker image.
+    for pod in &live.pods {
+        let image = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.first())
+            .and_then(|c| c.image.as_deref());
+        ensure!(
+            image == Some(WORKER_IMAGE),
+            "pod {:?} runs {image:?}",
+            pod.metadata.name
+        );
+    }
 
     // The load, and proof that the handler answers before anything changes.
     let since = stack.start_load().await?;
