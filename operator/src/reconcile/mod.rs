@@ -128,6 +128,7 @@ pub async fn apply(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result<Acti
         application_id: deref.app_id,
         guilds,
         selector: names::shardset_pods_selector(&name),
+        shards_per_pod: spec.shards_per_pod,
         reshard: reshard.as_ref().and_then(|r| r.report.clone()),
     };
     update_status::update_status(ctx, ss, namespace, &observed).await?;

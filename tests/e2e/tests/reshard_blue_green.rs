@@ -10,7 +10,9 @@
 //!   layout, the fake's budget down by 32) and the fake recorded no violation;
 //! - the status went through the hand-over's steps (`Resharding=True`, then `False/Idle`), events
 //!   were claimed in Redis (the claim phase ran under the load), and the old layout's sessions
-//!   ended for good (closed 1000, nothing left to resume).
+//!   ended for good (closed 1000, nothing left to resume);
+//! - `Available` stayed True through the whole reshard (the old layout acts until the new one
+//!   does), while `Ready` went False and back (issue 15).
 //!
 //! The ShardSet leaves `spec.image` unset: its pods run the worker image the operator chart
 //! passes to the operator (`workerImage`, issue 15).
@@ -21,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, ensure};
 use shardset_e2e::charts::fake::IdentifyOutcome;
 use shardset_e2e::charts::{LOAD, Placement, Stack, WORKER_IMAGE, now_ms};
-use shardset_e2e::recorders::{PodLog, StepLog};
+use shardset_e2e::recorders::{ConditionLog, PodLog, StepLog};
 use shardset_e2e::shardsets::{application_id, layout_pods};
 use shardset_e2e::{TestNamespace, report};
 
@@ -68,6 +70,8 @@ async fn scale_16_to_32_under_load_acts_on_every_message_exactly_once() -> anyho
     let identifies_before = stack.fake.identifies().await?.len();
     let budget_before = stack.fake.budget().await?.remaining;
     let steps = StepLog::start(&ns, "bot");
+    let available = ConditionLog::start(&ns, "bot", "Available");
+    let ready = ConditionLog::start(&ns, "bot", "Ready");
     let pods = PodLog::start(&ns);
     let scaled = Instant::now();
     ns.kubectl(&["scale", "shardset/bot", "--replicas=32"])?;
@@ -123,6 +127,19 @@ async fn scale_16_to_32_under_load_acts_on_every_message_exactly_once() -> anyho
         .fake
         .assert_no_violations("during the reshard")
         .await?;
+
+    // Available never wavered; Ready said the target was not fully up meanwhile.
+    let (available, ready) = (available.seen(), ready.seen());
+    report!("Available went {available:?}; Ready went {ready:?}");
+    ensure!(
+        available == ["True=MinimumShardsAvailable"],
+        "Available went {available:?}"
+    );
+    ensure!(
+        ready.iter().any(|r| r == "False=Resharding")
+            && ready.last().map(String::as_str) == Some("True=AllShardsReady"),
+        "Ready went {ready:?}"
+    );
 
     // The hand-over's steps, and its end.
     let seen = steps.seen();
