@@ -2,8 +2,9 @@
 //!
 //! The pod carries the env contract of `shardset_contract::env` (the token only by
 //! `secretKeyRef`), the worker's probes, a restricted security context, our labels and owner
-//! reference, and a `spec-hash` label: a hash of everything else the operator put into it, so
-//! that a later spec change is seen as drift without comparing fields the apiserver defaults.
+//! reference, its layout spread over nodes (unless `spec.pod` says otherwise), and a `spec-hash`
+//! label: a hash of everything else the operator put into it, so that a later spec change is
+//! seen as drift without comparing fields the apiserver defaults.
 //!
 //! The image is `spec.image`, or the default the operator was started with ([`worker_image`]).
 
@@ -12,8 +13,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, Probe, SeccompProfile,
-    SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    SecretKeySelector, SecurityContext, TopologySpreadConstraint, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::{api::resource::Quantity, util::intstr::IntOrString};
 use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
@@ -28,6 +30,8 @@ use crate::plan::{self, DesiredPod, ObservedPod, ShardRange};
 pub const WORKER_UID: i64 = 65532;
 /// Name of the worker container.
 pub const CONTAINER_NAME: &str = "worker";
+/// The node label the default topology spread uses: one node, one domain.
+pub const SPREAD_TOPOLOGY_KEY: &str = "kubernetes.io/hostname";
 
 /// Why a pod could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +209,13 @@ pub fn build_pod(
         // Kubernetes' default keeps pods on a lost node for 300 s; see `node_loss`.
         tolerations: Some(node_loss::tolerations(overrides.tolerations.as_deref())),
         affinity: overrides.affinity.clone(),
+        topology_spread_constraints: Some(
+            overrides
+                .topology_spread_constraints
+                .clone()
+                .unwrap_or_else(|| spread_over_nodes(name, &layout)),
+        )
+        .filter(|c| !c.is_empty()),
         image_pull_secrets: overrides.image_pull_secrets.clone(),
         priority_class_name: overrides.priority_class_name.clone(),
         ..PodSpec::default()
@@ -225,6 +236,26 @@ pub fn build_pod(
     let hash = spec_hash(&pod);
     pod.labels_mut().insert(labels::SPEC_HASH.to_owned(), hash);
     Ok(pod)
+}
+
+/// The default topology spread: each layout's pods spread over nodes (at most one more on any
+/// node than on another, where the scheduler can), so that losing or draining a node takes as
+/// few of a layout's shards as it can. `ScheduleAnyway`: a pod still starts when it cannot be
+/// placed evenly (one node left, a drain under way).
+fn spread_over_nodes(shardset: &str, layout: &str) -> Vec<TopologySpreadConstraint> {
+    vec![TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: SPREAD_TOPOLOGY_KEY.into(),
+        when_unsatisfiable: "ScheduleAnyway".into(),
+        label_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([
+                (labels::SHARDSET.to_owned(), shardset.to_owned()),
+                (labels::LAYOUT.to_owned(), layout.to_owned()),
+            ])),
+            ..LabelSelector::default()
+        }),
+        ..TopologySpreadConstraint::default()
+    }]
 }
 
 /// Labels shared by every pod of a ShardSet; the operator lists its pods by them.
@@ -614,6 +645,60 @@ mod tests {
             .remove(0);
         let container = &pod.spec.as_ref().expect("spec").containers[0];
         assert_eq!(container.image.as_deref(), Some("released:1.2"));
+    }
+
+    #[test]
+    fn each_layout_spreads_over_nodes_unless_the_spec_says_otherwise() {
+        let spread = |ss: &ShardSet| {
+            desired_pods(ss, IMAGE, 10).expect("build")[0]
+                .1
+                .spec
+                .clone()
+                .expect("spec")
+                .topology_spread_constraints
+        };
+        let ours = spread(&basic()).expect("a default spread");
+        assert_eq!(ours.len(), 1);
+        let c = &ours[0];
+        assert_eq!(
+            (
+                c.max_skew,
+                c.topology_key.as_str(),
+                c.when_unsatisfiable.as_str()
+            ),
+            (1, SPREAD_TOPOLOGY_KEY, "ScheduleAnyway")
+        );
+        let selector = c
+            .label_selector
+            .as_ref()
+            .and_then(|s| s.match_labels.clone())
+            .expect("selector");
+        assert_eq!(
+            selector,
+            BTreeMap::from([
+                (labels::SHARDSET.to_owned(), "bot".to_owned()),
+                (labels::LAYOUT.to_owned(), "10".to_owned()),
+            ])
+        );
+
+        let mut zones = basic();
+        let own = TopologySpreadConstraint {
+            max_skew: 2,
+            topology_key: "topology.kubernetes.io/zone".into(),
+            when_unsatisfiable: "DoNotSchedule".into(),
+            ..TopologySpreadConstraint::default()
+        };
+        zones.spec.pod = Some(PodOverrides {
+            topology_spread_constraints: Some(vec![own.clone()]),
+            ..PodOverrides::default()
+        });
+        assert_eq!(spread(&zones), Some(vec![own]), "the spec's replace ours");
+        let mut none = basic();
+        none.spec.pod = Some(PodOverrides {
+            topology_spread_constraints: Some(Vec::new()),
+            ..PodOverrides::default()
+        });
+        assert_eq!(spread(&none), None, "an empty list turns it off");
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub enum Problem {
     ShardFailed(String),
     /// Pods cannot start (image pull, crash loop, bad config).
     PodsFailing(String),
+    /// The pods' PodDisruptionBudget cannot be kept (RBAC, a foreign object under its name):
+    /// drains are not paced.
+    DisruptionBudgetFailed(String),
 }
 
 impl Problem {
@@ -84,6 +87,7 @@ impl Problem {
             Self::RedisUnreachable(_) => "RedisUnreachable",
             Self::ShardFailed(_) => "ShardFailed",
             Self::PodsFailing(_) => "PodsFailing",
+            Self::DisruptionBudgetFailed(_) => "DisruptionBudgetFailed",
         }
     }
 
@@ -99,7 +103,8 @@ impl Problem {
             | Self::DiscordRateLimited(m)
             | Self::RedisUnreachable(m)
             | Self::ShardFailed(m)
-            | Self::PodsFailing(m) => m,
+            | Self::PodsFailing(m)
+            | Self::DisruptionBudgetFailed(m) => m,
         }
     }
 

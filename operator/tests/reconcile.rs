@@ -4,8 +4,9 @@
 //! HTTP) and Redis a real redis-server, as in the operator's other tests.
 //!
 //! Scenarios: a new ShardSet gets the finalizer and nothing else; its first pass reads the token
-//! Secret, lists the pods, creates them (with their Event) and applies the status; the next pass
-//! applies the new counts; a steady state writes nothing and waits for the resync.
+//! Secret, lists the pods, creates them (with their Event), creates the pods' PodDisruptionBudget
+//! and applies the status; the next pass applies the new counts; a steady state writes nothing
+//! (it reads the budget, as every pass does) and waits for the resync.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,6 +86,27 @@ impl ApiServer {
             () = tokio::time::sleep(PASS_DEADLINE) => panic!("the pass did not finish"),
         }
     }
+}
+
+/// The PodDisruptionBudget of the ShardSet `bot`.
+const PDB_PATH: &str = "/apis/policy/v1/namespaces/ns/poddisruptionbudgets/bot";
+
+/// Answers with an error `Status` of `code`.
+fn reply_status(call: Call, code: u16, reason: &str) {
+    let status = json!({
+        "apiVersion": "v1",
+        "kind": "Status",
+        "status": "Failure",
+        "reason": reason,
+        "code": code,
+    });
+    let bytes = serde_json::to_vec(&status).expect("json");
+    call.reply.send_response(
+        Response::builder()
+            .status(code)
+            .body(Body::from(bytes))
+            .expect("response"),
+    );
 }
 
 fn reply(call: Call, value: &Value) {
@@ -295,6 +317,20 @@ async fn passes_create_the_pods_then_record_them_then_write_nothing() {
     assert_eq!(call.body["regarding"]["name"], "bot");
     let event = call.body.clone();
     reply(call, &event);
+    // The pods' budget: none yet, so it is created, owned by the ShardSet, for 2 pods.
+    let call = world.api.expect(Method::GET, PDB_PATH).await;
+    reply_status(call, 404, "NotFound");
+    let call = world
+        .api
+        .expect(
+            Method::POST,
+            "/apis/policy/v1/namespaces/ns/poddisruptionbudgets",
+        )
+        .await;
+    assert_eq!(call.body["spec"]["minAvailable"], 1);
+    assert_eq!(call.body["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+    let pdb = call.body.clone();
+    reply(call, &pdb);
     let ss = world
         .expect_status(&ss, |status| {
             assert_eq!(status["shards"], 4);
@@ -316,6 +352,8 @@ async fn passes_create_the_pods_then_record_them_then_write_nothing() {
     let pods: Vec<Pod> = created.into_iter().map(running).collect();
     let pass = world.start(&ss);
     world.expect_reads(&pods).await;
+    let call = world.api.expect(Method::GET, PDB_PATH).await;
+    reply(call, &pdb);
     let ss = world
         .expect_status(&ss, |status| {
             assert_eq!(
@@ -330,7 +368,65 @@ async fn passes_create_the_pods_then_record_them_then_write_nothing() {
     // Third pass: the same world. Reads only, and the resync period.
     let pass = world.start(&ss);
     world.expect_reads(&pods).await;
+    let call = world.api.expect(Method::GET, PDB_PATH).await;
+    reply(call, &pdb);
     let action = world.api.finish(pass).await;
     assert_eq!(action, Action::requeue(Settings::default().resync));
+    world.discord.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_budget_the_operator_may_not_keep_degrades_and_stops_nothing() {
+    // An operator newer than the chart's RBAC (no `poddisruptionbudgets` rule): the pods run,
+    // the status says why drains are not paced.
+    let mut world = World::new().await;
+    let ss = world.shardset(true);
+    let pass = world.start(&ss);
+    world.expect_reads(&[]).await;
+    for _ in 0..2 {
+        let call = world
+            .api
+            .expect(Method::POST, "/api/v1/namespaces/ns/pods")
+            .await;
+        let pod = call.body.clone();
+        reply(call, &pod);
+    }
+    let call = world
+        .api
+        .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/ns/events")
+        .await;
+    let event = call.body.clone();
+    reply(call, &event);
+    let call = world.api.expect(Method::GET, PDB_PATH).await;
+    reply_status(call, 403, "Forbidden");
+    world
+        .expect_status(&ss, |status| {
+            let degraded = status["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Degraded"))
+                .expect("Degraded");
+            assert_eq!(
+                (&degraded["status"], &degraded["reason"]),
+                (&json!("True"), &json!("DisruptionBudgetFailed"))
+            );
+            assert!(
+                degraded["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("cannot read the PodDisruptionBudget bot")),
+                "{degraded}"
+            );
+        })
+        .await;
+    let call = world
+        .api
+        .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/ns/events")
+        .await;
+    assert_eq!(
+        (&call.body["type"], &call.body["reason"]),
+        (&json!("Warning"), &json!("DisruptionBudgetFailed"))
+    );
+    let event = call.body.clone();
+    reply(call, &event);
+    world.api.finish(pass).await;
     world.discord.shutdown().await;
 }

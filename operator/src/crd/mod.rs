@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
+    TopologySpreadConstraint,
 };
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -378,6 +379,11 @@ pub struct PodOverrides {
     /// Affinity of the pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
+    /// Topology spread of the pods. Unset: the operator spreads each layout's pods over nodes
+    /// (`kubernetes.io/hostname`, `maxSkew` 1, `ScheduleAnyway`). Set (even to `[]`): these
+    /// replace it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
     /// Extra environment variables. The operator's own variables (the env contract) cannot be
     /// overridden here.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,7 +7,8 @@
 //! 4. [`fatal_markers`]: a new token or new intents let shards refused for good try again.
 //! 5. [`decide`]: the pods wanted and the plan to get there (no client).
 //! 6. [`act`]: pod deletes and creates, force-deletes on lost nodes, with their Events.
-//! 7. [`update_status`]: the workers' reports from Redis; the status, written only if it changed.
+//! 7. [`disruption_budget`]: the pods' PodDisruptionBudget, sized to the pods wanted now.
+//! 8. [`update_status`]: the workers' reports from Redis; the status, written only if it changed.
 //!
 //! Then [`requeue_after`] says when to look again. A pass over an unchanged world writes nothing.
 //! The Cleanup arm is [`cleanup`].
@@ -16,6 +17,7 @@ pub mod act;
 pub mod cleanup;
 pub mod decide;
 pub mod dereference;
+pub mod disruption_budget;
 pub mod fatal_markers;
 pub mod secrets;
 pub mod update_status;
@@ -113,6 +115,9 @@ pub async fn apply(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result<Acti
     problems.extend(decided.pods_failing.clone());
 
     let recheck_stuck = act::act(ss, namespace, ctx, &decided, &pods).await?;
+    if !decided.desired.is_empty() {
+        problems.extend(disruption_budget::keep(ctx, ss, namespace, &decided.plan.progress).await);
+    }
 
     let (guilds, reported) =
         update_status::shard_reports(ctx, ss, &deref, decided.plan_total, reshard.as_ref()).await;

@@ -31,7 +31,10 @@ fn charts_lint_clean() -> anyhow::Result<()> {
             "shardset-operator",
             "replicaCount=1,leaderElection.enabled=false",
         ),
-        ("shardset-operator", "workerImage.tag=v2"),
+        (
+            "shardset-operator",
+            "podDisruptionBudget.enabled=false,workerImage.tag=v2",
+        ),
         ("fake-discord", ""),
         (
             "fake-discord",
@@ -74,6 +77,7 @@ fn bad_values_are_refused_with_their_name() -> anyhow::Result<()> {
                 ),
                 ("redis.image.tag=", "tag"),
                 ("workerImage.repository=", "repository"),
+                ("podDisruptionBudget.maxUnavailable=0", "maxUnavailable"),
                 ("watchNamespaces=bots", "watchNamespaces"),
             ],
         ),
@@ -194,6 +198,9 @@ fn rbac_is_exactly_what_the_operator_uses() -> anyhow::Result<()> {
         ("", "secrets", "get"),
         ("events.k8s.io", "events", "create"),
         ("events.k8s.io", "events", "patch"),
+        ("policy", "poddisruptionbudgets", "get"),
+        ("policy", "poddisruptionbudgets", "create"),
+        ("policy", "poddisruptionbudgets", "patch"),
     ]
     .into_iter()
     .map(|(g, r, v)| (g.to_owned(), r.to_owned(), v.to_owned()))
@@ -257,8 +264,8 @@ fn worker_image_arg(rendered: &str) -> anyhow::Result<String> {
 }
 
 #[test]
-fn the_worker_image_default() -> anyhow::Result<()> {
-    if !cluster_configured("the_worker_image_default") {
+fn the_worker_image_default_and_the_operators_budget() -> anyhow::Result<()> {
+    if !cluster_configured("the_worker_image_default_and_the_operators_budget") {
         return Ok(());
     }
     // The worker image released with the chart: the operator's tag unless set apart.
@@ -277,5 +284,31 @@ fn the_worker_image_default() -> anyhow::Result<()> {
     // Values of an older chart (`helm upgrade --reuse-values`): no workerImage at all.
     let older = helm_template("shardset-operator", &["workerImage=null"])?;
     ensure!(worker_image_arg(&older)? == "shardset/shard-worker:dev");
+
+    // The operator's own budget: one replica at a time, over its pods only.
+    let budgets = objects(&defaults, "PodDisruptionBudget")?;
+    ensure!(budgets.len() == 1, "{budgets:#?}");
+    ensure!(
+        budgets[0]["spec"]["maxUnavailable"] == 1,
+        "{:#?}",
+        budgets[0]
+    );
+    ensure!(
+        budgets[0]["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "operator",
+        "{:#?}",
+        budgets[0]
+    );
+    for sets in [
+        "replicaCount=1,leaderElection.enabled=false",
+        "podDisruptionBudget.enabled=false",
+    ] {
+        let rendered = helm_template("shardset-operator", &[sets])?;
+        ensure!(
+            objects(&rendered, "PodDisruptionBudget")?.is_empty(),
+            "--set {sets} renders a budget"
+        );
+    }
+    let older = helm_template("shardset-operator", &["podDisruptionBudget=null"])?;
+    ensure!(objects(&older, "PodDisruptionBudget")?.len() == 1);
     Ok(())
 }

@@ -15,7 +15,7 @@
 //!   does), while `Ready` went False and back (issue 15).
 //!
 //! The ShardSet leaves `spec.image` unset: its pods run the worker image the operator chart
-//! passes to the operator (`workerImage`, issue 15).
+//! passes to the operator (`workerImage`), and it gets its PodDisruptionBudget (issue 15).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -62,6 +62,7 @@ async fn scale_16_to_32_under_load_acts_on_every_message_exactly_once() -> anyho
             pod.metadata.name
         );
     }
+    ensure_disruption_budget(&ns, "bot", 3)?;
 
     // The load, and proof that the handler answers before anything changes.
     let since = stack.start_load().await?;
@@ -140,6 +141,8 @@ async fn scale_16_to_32_under_load_acts_on_every_message_exactly_once() -> anyho
             && ready.last().map(String::as_str) == Some("True=AllShardsReady"),
         "Ready went {ready:?}"
     );
+    // The budget follows the pods: 8 of layout 32, one may go.
+    ensure_disruption_budget(&ns, "bot", 7)?;
 
     // The hand-over's steps, and its end.
     let seen = steps.seen();
@@ -184,5 +187,32 @@ async fn scale_16_to_32_under_load_acts_on_every_message_exactly_once() -> anyho
     stack.snapshot("after the reshard")?;
     stack.finish().await?;
     report!("whole scenario {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The ShardSet `name` has its PodDisruptionBudget: owned by it, over its pods, with
+/// `minAvailable` = `min_available` (its pods minus one).
+fn ensure_disruption_budget(
+    ns: &TestNamespace,
+    name: &str,
+    min_available: u32,
+) -> anyhow::Result<()> {
+    let pdb: serde_json::Value =
+        serde_json::from_str(&ns.kubectl(&["get", "pdb", name, "-o", "json"])?)?;
+    let owner = &pdb["metadata"]["ownerReferences"][0];
+    ensure!(
+        owner["kind"] == "ShardSet" && owner["name"] == name && owner["controller"] == true,
+        "owner: {owner}"
+    );
+    ensure!(
+        pdb["spec"]["minAvailable"] == min_available
+            && pdb["spec"]["selector"]["matchLabels"]["shardset.io/shardset"] == name,
+        "spec: {}",
+        pdb["spec"]
+    );
+    report!(
+        "PodDisruptionBudget {name}: minAvailable {min_available}, status {}",
+        pdb["status"]
+    );
     Ok(())
 }
