@@ -22,13 +22,13 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
 use kube::api::ObjectMeta;
-use kube::{Resource, ResourceExt};
 
 use crate::crd::ShardSet;
 use crate::names::{self, labels};
 use crate::plan::Progress;
-use crate::pods::BuildError;
+use crate::pods::{self, BuildError};
 
 /// `unhealthyPodEvictionPolicy`: not-Ready pods may always be evicted.
 pub const UNHEALTHY_POD_EVICTION_POLICY: &str = "AlwaysAllow";
@@ -46,19 +46,7 @@ pub fn min_available(progress: &Progress) -> i32 {
 
 /// The budget the ShardSet needs now, given where its pods stand.
 pub fn build(shardset: &ShardSet, progress: &Progress) -> Result<PodDisruptionBudget, BuildError> {
-    let name = shardset
-        .metadata
-        .name
-        .as_deref()
-        .ok_or(BuildError::MissingMetadata("name"))?;
-    let namespace = shardset
-        .metadata
-        .namespace
-        .as_deref()
-        .ok_or(BuildError::MissingMetadata("namespace"))?;
-    let owner = shardset
-        .controller_owner_ref(&())
-        .ok_or(BuildError::MissingMetadata("uid"))?;
+    let (name, namespace, owner) = pods::identity(shardset)?;
     Ok(PodDisruptionBudget {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
@@ -75,23 +63,15 @@ pub fn build(shardset: &ShardSet, progress: &Progress) -> Result<PodDisruptionBu
         },
         spec: Some(PodDisruptionBudgetSpec {
             min_available: Some(IntOrString::Int(min_available(progress))),
-            selector: Some(selector(name)),
+            selector: Some(LabelSelector {
+                match_labels: Some(pods::selector_labels(name)),
+                ..LabelSelector::default()
+            }),
             unhealthy_pod_eviction_policy: Some(UNHEALTHY_POD_EVICTION_POLICY.to_owned()),
             ..PodDisruptionBudgetSpec::default()
         }),
         status: None,
     })
-}
-
-/// The ShardSet's worker pods (the labels its pods always carry).
-fn selector(shardset: &str) -> LabelSelector {
-    LabelSelector {
-        match_labels: Some(BTreeMap::from([
-            (labels::SHARDSET.to_owned(), shardset.to_owned()),
-            (labels::MANAGED_BY.to_owned(), names::MANAGED_BY.to_owned()),
-        ])),
-        ..LabelSelector::default()
-    }
 }
 
 /// What to do about the budget.

@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{
     HTTPGetAction, ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, Probe, SeccompProfile,
     SecretKeySelector, SecurityContext, TopologySpreadConstraint, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use k8s_openapi::apimachinery::pkg::{api::resource::Quantity, util::intstr::IntOrString};
 use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
@@ -99,19 +99,7 @@ pub fn build_pod(
     total: u32,
     range: ShardRange,
 ) -> Result<Pod, BuildError> {
-    let name = shardset
-        .metadata
-        .name
-        .as_deref()
-        .ok_or(BuildError::MissingMetadata("name"))?;
-    let namespace = shardset
-        .metadata
-        .namespace
-        .as_deref()
-        .ok_or(BuildError::MissingMetadata("namespace"))?;
-    let owner = shardset
-        .controller_owner_ref(&())
-        .ok_or(BuildError::MissingMetadata("uid"))?;
+    let (name, namespace, owner) = identity(shardset)?;
     let layout = shardset_contract::layout_name(total);
     let spec = &shardset.spec;
     let overrides = spec.pod.clone().unwrap_or_default();
@@ -256,6 +244,25 @@ fn spread_over_nodes(shardset: &str, layout: &str) -> Vec<TopologySpreadConstrai
         }),
         ..TopologySpreadConstraint::default()
     }]
+}
+
+/// The ShardSet's name, namespace and controller owner reference: what every object the
+/// operator makes for it carries.
+pub fn identity(shardset: &ShardSet) -> Result<(&str, &str, OwnerReference), BuildError> {
+    let name = shardset
+        .metadata
+        .name
+        .as_deref()
+        .ok_or(BuildError::MissingMetadata("name"))?;
+    let namespace = shardset
+        .metadata
+        .namespace
+        .as_deref()
+        .ok_or(BuildError::MissingMetadata("namespace"))?;
+    let owner = shardset
+        .controller_owner_ref(&())
+        .ok_or(BuildError::MissingMetadata("uid"))?;
+    Ok((name, namespace, owner))
 }
 
 /// Labels shared by every pod of a ShardSet; the operator lists its pods by them.
