@@ -31,6 +31,9 @@ pub struct Settings {
     /// REST hosts besides Discord's that a ShardSet may send its token to (a fake Discord, a
     /// proxy): [`crate::api_trust`].
     pub trusted_api_hosts: TrustedHosts,
+    /// The worker image of ShardSets without `spec.image`: the one the operator was released
+    /// with (`--worker-image`, the chart's `workerImage`).
+    pub worker_image: Option<String>,
 }
 
 impl Default for Settings {
@@ -39,6 +42,7 @@ impl Default for Settings {
             resync: Duration::from_secs(60),
             cleanup_give_up: Duration::from_secs(120),
             trusted_api_hosts: TrustedHosts::default(),
+            worker_image: None,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! - [`names`]: label keys, finalizer, field manager: every name we write on objects.
 //! - [`plan`]: shard ranges and the pods to create, delete or replace.
 //! - [`pods`]: the worker Pod for one range.
+//! - [`disruption_budget`]: the worker pods' PodDisruptionBudget.
 //! - [`reshard`]: the shard total, and the hand-over between layouts step by step
 //!   (`docs/resharding.md`), with its I/O in [`reshard::handover`].
 //! - [`node_loss`]: when a pod on a lost node is force-deleted, and its node-loss tolerations.
@@ -16,8 +17,8 @@
 //! I/O parts:
 //! - [`context`]: what every reconcile shares (client, Events, metrics, Discord and Redis state).
 //! - [`controller`]: `reconcile` (with a finalizer) and `error_policy`.
-//! - [`reconcile`]: the Apply arm as steps (dereference, decide, act, update status) and the
-//!   Cleanup arm; [`error`]: each step's error, with a fixed metric label.
+//! - [`reconcile`]: the Apply arm as steps (dereference, decide, act, disruption budget, update
+//!   status) and the Cleanup arm; [`error`]: each step's error, with a fixed metric label.
 //! - [`apply`]: the API writes: pods created and deleted (uid preconditions), the status applied.
 //! - [`discord`]: `GET /gateway/bot` and `/users/@me`, refreshed on a period with backoff.
 //! - [`redis_state`]: the workers' shard status, and cleanup of the bot's keys.
@@ -25,6 +26,7 @@
 
 pub mod api_trust;
 pub mod crd;
+pub mod disruption_budget;
 pub mod names;
 pub mod node_loss;
 pub mod plan;

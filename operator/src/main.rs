@@ -68,6 +68,10 @@ struct Args {
     /// default: only Discord.
     #[arg(long, env = "TRUSTED_API_HOSTS", value_delimiter = ',')]
     trusted_api_hosts: Vec<String>,
+    /// Worker image of ShardSets that do not set `spec.image`: the one released with this
+    /// operator (the chart sets it from `workerImage`). Unset: such ShardSets get no pods.
+    #[arg(long, env = "WORKER_IMAGE", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    worker_image: Option<String>,
 }
 
 #[tokio::main]
@@ -133,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         cleanup_give_up: Duration::from_secs(args.cleanup_give_up_seconds),
         trusted_api_hosts,
+        worker_image: args.worker_image.clone(),
     };
     let ctx = Arc::new(Context::new(
         client.clone(),

@@ -150,6 +150,9 @@ pub struct Progress {
     pub terminating_pods: u32,
     /// Layouts of other layouts' pods that cover every shard and are all Ready.
     pub complete_old_layouts: Vec<String>,
+    /// Per layout (the target's included, with pods outside the plan): the shards covered by
+    /// Ready pods that are not terminating. What each layout could act on right now.
+    pub ready_shards_by_layout: BTreeMap<String, u32>,
 }
 
 impl Progress {
@@ -236,6 +239,7 @@ pub fn plan(
     let mut outside_candidates = Vec::new();
     let mut drifted = Vec::new();
     let mut target_terminating = false;
+    let mut ready_ranges: BTreeMap<&str, Vec<ShardRange>> = BTreeMap::new();
 
     for pod in observed.iter().filter(|o| o.owned) {
         let class = match (
@@ -264,6 +268,9 @@ pub fn plan(
         }
         progress.owned_pods += 1;
         progress.owned_ready_pods += u32::from(pod.ready);
+        if let (true, Some(layout), Some(range)) = (pod.ready, &pod.layout, pod.range) {
+            ready_ranges.entry(layout).or_default().push(range);
+        }
         match class {
             Class::Desired(d) => {
                 progress.present_pods += 1;
@@ -295,6 +302,13 @@ pub fn plan(
         .iter()
         .filter(|(layout, pods)| layout_complete(layout, pods))
         .map(|(layout, _)| (*layout).to_owned())
+        .collect();
+    progress.ready_shards_by_layout = ready_ranges
+        .into_iter()
+        .filter_map(|(layout, ranges)| {
+            let total = layout.parse::<u32>().ok()?;
+            Some((layout.to_owned(), covered_shards(ranges, total)))
+        })
         .collect();
 
     if blocked {
@@ -387,20 +401,25 @@ fn layout_complete(layout: &str, pods: &[&ObservedPod]) -> bool {
     let Ok(total) = layout.parse::<u32>() else {
         return false;
     };
-    let mut covered: Vec<ShardRange> = pods
-        .iter()
-        .filter(|p| p.ready)
-        .filter_map(|p| p.range)
-        .collect();
-    covered.sort();
+    let ready = pods.iter().filter(|p| p.ready).filter_map(|p| p.range);
+    total > 0 && covered_shards(ready, total) == total
+}
+
+/// How many of the shards `0..total` the `ranges` cover (overlaps counted once).
+pub fn covered_shards(ranges: impl IntoIterator<Item = ShardRange>, total: u32) -> u32 {
+    let mut ranges: Vec<ShardRange> = ranges.into_iter().collect();
+    ranges.sort();
+    let mut covered = 0u32;
     let mut next = 0u32;
-    for r in covered {
-        if r.first > next {
-            return false;
+    for r in ranges {
+        let first = r.first.max(next);
+        let last = r.last.min(total.saturating_sub(1));
+        if first <= last && first < total {
+            covered += last - first + 1;
         }
         next = next.max(r.last.saturating_add(1));
     }
-    next >= total
+    covered
 }
 
 #[cfg(test)]
@@ -742,6 +761,34 @@ mod tests {
         let third = plan("6", &want, &seen, Gates::OPEN, false);
         assert_eq!(third.create, ["bot-6-0-2"]);
         assert!(third.delete.is_empty(), "wait for the new pod first");
+    }
+
+    #[test]
+    fn covered_shards_count_each_shard_once_within_the_total() {
+        assert_eq!(covered_shards([r(0, 1), r(2, 3)], 4), 4);
+        assert_eq!(covered_shards([r(2, 3), r(0, 1)], 8), 4);
+        assert_eq!(covered_shards([r(0, 2), r(1, 3)], 8), 4, "overlap once");
+        assert_eq!(covered_shards([r(0, 5), r(2, 3)], 8), 6, "inside another");
+        assert_eq!(covered_shards([r(6, 9)], 8), 2, "beyond the total");
+        assert_eq!(covered_shards([], 8), 0);
+        assert_eq!(covered_shards([r(0, 0)], 0), 0);
+    }
+
+    #[test]
+    fn ready_shards_are_counted_per_layout() {
+        let old = desired(8, 2, "h");
+        let want = desired(12, 3, "h");
+        let mut seen = running(&old, "8");
+        seen[1].ready = false;
+        seen[2].terminating = true;
+        let mut new = running(&want, "12");
+        new[0].ready = false;
+        seen.extend(new);
+        let plan = plan("12", &want, &seen, Gates::OPEN, false);
+        assert_eq!(
+            plan.progress.ready_shards_by_layout,
+            BTreeMap::from([("8".to_string(), 4), ("12".to_string(), 9)])
+        );
     }
 
     #[test]

@@ -2,16 +2,20 @@
 //!
 //! The pod carries the env contract of `shardset_contract::env` (the token only by
 //! `secretKeyRef`), the worker's probes, a restricted security context, our labels and owner
-//! reference, and a `spec-hash` label: a hash of everything else the operator put into it, so
-//! that a later spec change is seen as drift without comparing fields the apiserver defaults.
+//! reference, its layout spread over nodes (unless `spec.pod` says otherwise), and a `spec-hash`
+//! label: a hash of everything else the operator put into it, so that a later spec change is
+//! seen as drift without comparing fields the apiserver defaults.
+//!
+//! The image is `spec.image`, or the default the operator was started with ([`worker_image`]).
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, Probe, SeccompProfile,
-    SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    SecretKeySelector, SecurityContext, TopologySpreadConstraint, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use k8s_openapi::apimachinery::pkg::{api::resource::Quantity, util::intstr::IntOrString};
 use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
@@ -26,6 +30,8 @@ use crate::plan::{self, DesiredPod, ObservedPod, ShardRange};
 pub const WORKER_UID: i64 = 65532;
 /// Name of the worker container.
 pub const CONTAINER_NAME: &str = "worker";
+/// The node label the default topology spread uses: one node, one domain.
+pub const SPREAD_TOPOLOGY_KEY: &str = "kubernetes.io/hostname";
 
 /// Why a pod could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -34,9 +40,19 @@ pub enum BuildError {
     MissingMetadata(&'static str),
 }
 
-/// The desired pods of layout `total`, each with its planning record.
-pub fn desired_pods(shardset: &ShardSet, total: u32) -> Result<Vec<(DesiredPod, Pod)>, BuildError> {
-    desired_pods_for_token(shardset, total, None)
+/// The worker image of `shardset`: `spec.image`, else `default` (the image the operator was
+/// released with, `--worker-image`); `None` when neither is set (no pod can be built).
+pub fn worker_image<'a>(shardset: &'a ShardSet, default: Option<&'a str>) -> Option<&'a str> {
+    shardset.spec.image.as_deref().or(default)
+}
+
+/// The desired pods of layout `total` running `image`, each with its planning record.
+pub fn desired_pods(
+    shardset: &ShardSet,
+    image: &str,
+    total: u32,
+) -> Result<Vec<(DesiredPod, Pod)>, BuildError> {
+    desired_pods_for_token(shardset, image, total, None)
 }
 
 /// [`desired_pods`], with `token_digest` (a digest of the bot token, never the token) folded
@@ -45,13 +61,14 @@ pub fn desired_pods(shardset: &ShardSet, total: u32) -> Result<Vec<(DesiredPod, 
 /// any other change of what the pods run with.
 pub fn desired_pods_for_token(
     shardset: &ShardSet,
+    image: &str,
     total: u32,
     token_digest: Option<&str>,
 ) -> Result<Vec<(DesiredPod, Pod)>, BuildError> {
     plan::ranges(total, shardset.spec.shards_per_pod)
         .into_iter()
         .map(|range| {
-            let mut pod = build_pod(shardset, total, range)?;
+            let mut pod = build_pod(shardset, image, total, range)?;
             if let Some(digest) = token_digest {
                 let spec = pod
                     .labels()
@@ -75,21 +92,14 @@ pub fn desired_pods_for_token(
         .collect()
 }
 
-/// The pod running `range` of the layout with `total` shards.
-pub fn build_pod(shardset: &ShardSet, total: u32, range: ShardRange) -> Result<Pod, BuildError> {
-    let name = shardset
-        .metadata
-        .name
-        .as_deref()
-        .ok_or(BuildError::MissingMetadata("name"))?;
-    let namespace = shardset
-        .metadata
-        .namespace
-        .as_deref()
-        .ok_or(BuildError::MissingMetadata("namespace"))?;
-    let owner = shardset
-        .controller_owner_ref(&())
-        .ok_or(BuildError::MissingMetadata("uid"))?;
+/// The pod running `range` of the layout with `total` shards, with the worker `image`.
+pub fn build_pod(
+    shardset: &ShardSet,
+    image: &str,
+    total: u32,
+    range: ShardRange,
+) -> Result<Pod, BuildError> {
+    let (name, namespace, owner) = identity(shardset)?;
     let layout = shardset_contract::layout_name(total);
     let spec = &shardset.spec;
     let overrides = spec.pod.clone().unwrap_or_default();
@@ -113,7 +123,7 @@ pub fn build_pod(shardset: &ShardSet, total: u32, range: ShardRange) -> Result<P
 
     let container = Container {
         name: CONTAINER_NAME.into(),
-        image: Some(spec.image.clone()),
+        image: Some(image.to_owned()),
         image_pull_policy: overrides.image_pull_policy.map(|p| p.as_str().to_owned()),
         env: Some(worker_env(shardset, name, total, range)),
         ports: Some(vec![ContainerPort {
@@ -187,6 +197,13 @@ pub fn build_pod(shardset: &ShardSet, total: u32, range: ShardRange) -> Result<P
         // Kubernetes' default keeps pods on a lost node for 300 s; see `node_loss`.
         tolerations: Some(node_loss::tolerations(overrides.tolerations.as_deref())),
         affinity: overrides.affinity.clone(),
+        topology_spread_constraints: Some(
+            overrides
+                .topology_spread_constraints
+                .clone()
+                .unwrap_or_else(|| spread_over_nodes(name, &layout)),
+        )
+        .filter(|c| !c.is_empty()),
         image_pull_secrets: overrides.image_pull_secrets.clone(),
         priority_class_name: overrides.priority_class_name.clone(),
         ..PodSpec::default()
@@ -207,6 +224,45 @@ pub fn build_pod(shardset: &ShardSet, total: u32, range: ShardRange) -> Result<P
     let hash = spec_hash(&pod);
     pod.labels_mut().insert(labels::SPEC_HASH.to_owned(), hash);
     Ok(pod)
+}
+
+/// The default topology spread: each layout's pods spread over nodes (at most one more on any
+/// node than on another, where the scheduler can), so that losing or draining a node takes as
+/// few of a layout's shards as it can. `ScheduleAnyway`: a pod still starts when it cannot be
+/// placed evenly (one node left, a drain under way).
+fn spread_over_nodes(shardset: &str, layout: &str) -> Vec<TopologySpreadConstraint> {
+    vec![TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: SPREAD_TOPOLOGY_KEY.into(),
+        when_unsatisfiable: "ScheduleAnyway".into(),
+        label_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([
+                (labels::SHARDSET.to_owned(), shardset.to_owned()),
+                (labels::LAYOUT.to_owned(), layout.to_owned()),
+            ])),
+            ..LabelSelector::default()
+        }),
+        ..TopologySpreadConstraint::default()
+    }]
+}
+
+/// The ShardSet's name, namespace and controller owner reference: what every object the
+/// operator makes for it carries.
+pub fn identity(shardset: &ShardSet) -> Result<(&str, &str, OwnerReference), BuildError> {
+    let name = shardset
+        .metadata
+        .name
+        .as_deref()
+        .ok_or(BuildError::MissingMetadata("name"))?;
+    let namespace = shardset
+        .metadata
+        .namespace
+        .as_deref()
+        .ok_or(BuildError::MissingMetadata("namespace"))?;
+    let owner = shardset
+        .controller_owner_ref(&())
+        .ok_or(BuildError::MissingMetadata("uid"))?;
+    Ok((name, namespace, owner))
 }
 
 /// Labels shared by every pod of a ShardSet; the operator lists its pods by them.
@@ -436,10 +492,12 @@ mod tests {
     use crate::crd::{GatewaySpec, PodOverrides, ShardSetSpec};
     use shardset_contract::GatewayCompression;
 
+    const IMAGE: &str = "worker:dev";
+
     #[test]
     fn a_new_token_changes_every_pods_hash_and_nothing_else() {
         let hashes = |digest: Option<&str>| -> Vec<String> {
-            desired_pods_for_token(&basic(), 10, digest)
+            desired_pods_for_token(&basic(), IMAGE, 10, digest)
                 .expect("build")
                 .into_iter()
                 .map(|(d, p)| {
@@ -451,8 +509,8 @@ mod tests {
         let (a, b) = (hashes(Some("00aa")), hashes(Some("00bb")));
         assert_eq!(a, hashes(Some("00aa")), "stable");
         assert!(a.iter().zip(&b).all(|(x, y)| x != y), "{a:?} {b:?}");
-        let without = desired_pods(&basic(), 10).expect("build");
-        let with = desired_pods_for_token(&basic(), 10, Some("00aa")).expect("build");
+        let without = desired_pods(&basic(), IMAGE, 10).expect("build");
+        let with = desired_pods_for_token(&basic(), IMAGE, 10, Some("00aa")).expect("build");
         for ((_, p), (_, q)) in without.iter().zip(&with) {
             assert_eq!(p.spec, q.spec, "the pod itself does not change");
             assert!(!serde_json::to_string(q).expect("json").contains("00aa"));
@@ -494,7 +552,7 @@ mod tests {
 
     #[test]
     fn ten_shards_at_three_per_pod_make_four_pods() {
-        let pods = desired_pods(&basic(), 10).expect("build");
+        let pods = desired_pods(&basic(), IMAGE, 10).expect("build");
         let names: Vec<_> = pods.iter().map(|(d, _)| d.name.as_str()).collect();
         assert_eq!(
             names,
@@ -522,7 +580,7 @@ mod tests {
 
     #[test]
     fn the_token_is_only_a_secret_key_ref() {
-        let (_, pod) = desired_pods(&basic(), 10).expect("build").remove(0);
+        let (_, pod) = desired_pods(&basic(), IMAGE, 10).expect("build").remove(0);
         let env = env_of(&pod);
         let token = &env[env::DISCORD_TOKEN];
         assert!(token.value.is_none());
@@ -547,7 +605,7 @@ mod tests {
 
     #[test]
     fn pods_are_restricted_and_probed() {
-        let (_, pod) = desired_pods(&basic(), 10).expect("build").remove(0);
+        let (_, pod) = desired_pods(&basic(), IMAGE, 10).expect("build").remove(0);
         let spec = pod.spec.as_ref().expect("spec");
         assert_eq!(spec.automount_service_account_token, Some(false));
         let psc = spec.security_context.as_ref().expect("pod security");
@@ -595,16 +653,14 @@ mod tests {
 
     #[test]
     fn the_hash_is_stable_and_follows_the_spec() {
-        let a = desired_pods(&basic(), 10).expect("build");
-        let b = desired_pods(&basic(), 10).expect("build");
+        let a = desired_pods(&basic(), IMAGE, 10).expect("build");
+        let b = desired_pods(&basic(), IMAGE, 10).expect("build");
         assert_eq!(a[0].0.hash, b[0].0.hash);
         assert_eq!(a[0].0.hash.len(), 16);
         assert_ne!(a[0].0.hash, a[1].0.hash, "ranges differ, so do the pods");
 
-        let mut changed = basic();
-        changed.spec.image = "worker:v2".into();
-        let c = desired_pods(&changed, 10).expect("build");
-        assert_ne!(a[0].0.hash, c[0].0.hash);
+        let c = desired_pods(&basic(), "worker:v2", 10).expect("build");
+        assert_ne!(a[0].0.hash, c[0].0.hash, "a new image is drift");
         // The hash label itself is not part of the hash.
         assert_eq!(spec_hash(&a[0].1), a[0].0.hash);
     }
@@ -667,11 +723,82 @@ mod tests {
     }
 
     #[test]
+    fn the_image_is_the_specs_else_the_operators_default() {
+        let mut ss = basic();
+        assert_eq!(worker_image(&ss, Some("released:1.2")), Some("worker:dev"));
+        ss.spec.image = None;
+        assert_eq!(
+            worker_image(&ss, Some("released:1.2")),
+            Some("released:1.2")
+        );
+        assert_eq!(worker_image(&ss, None), None);
+        let (_, pod) = desired_pods(&ss, "released:1.2", 10)
+            .expect("build")
+            .remove(0);
+        let container = &pod.spec.as_ref().expect("spec").containers[0];
+        assert_eq!(container.image.as_deref(), Some("released:1.2"));
+    }
+
+    #[test]
+    fn each_layout_spreads_over_nodes_unless_the_spec_says_otherwise() {
+        let spread = |ss: &ShardSet| {
+            desired_pods(ss, IMAGE, 10).expect("build")[0]
+                .1
+                .spec
+                .clone()
+                .expect("spec")
+                .topology_spread_constraints
+        };
+        let ours = spread(&basic()).expect("a default spread");
+        assert_eq!(ours.len(), 1);
+        let c = &ours[0];
+        assert_eq!(
+            (
+                c.max_skew,
+                c.topology_key.as_str(),
+                c.when_unsatisfiable.as_str()
+            ),
+            (1, SPREAD_TOPOLOGY_KEY, "ScheduleAnyway")
+        );
+        let selector = c
+            .label_selector
+            .as_ref()
+            .and_then(|s| s.match_labels.clone())
+            .expect("selector");
+        assert_eq!(
+            selector,
+            BTreeMap::from([
+                (labels::SHARDSET.to_owned(), "bot".to_owned()),
+                (labels::LAYOUT.to_owned(), "10".to_owned()),
+            ])
+        );
+
+        let mut zones = basic();
+        let own = TopologySpreadConstraint {
+            max_skew: 2,
+            topology_key: "topology.kubernetes.io/zone".into(),
+            when_unsatisfiable: "DoNotSchedule".into(),
+            ..TopologySpreadConstraint::default()
+        };
+        zones.spec.pod = Some(PodOverrides {
+            topology_spread_constraints: Some(vec![own.clone()]),
+            ..PodOverrides::default()
+        });
+        assert_eq!(spread(&zones), Some(vec![own]), "the spec's replace ours");
+        let mut none = basic();
+        none.spec.pod = Some(PodOverrides {
+            topology_spread_constraints: Some(Vec::new()),
+            ..PodOverrides::default()
+        });
+        assert_eq!(spread(&none), None, "an empty list turns it off");
+    }
+
+    #[test]
     fn observing_reads_labels_ownership_and_readiness() {
         use k8s_openapi::api::core::v1::{
             ContainerState, ContainerStateWaiting, ContainerStatus, PodCondition, PodStatus,
         };
-        let (desired, mut pod) = desired_pods(&basic(), 10).expect("build").remove(1);
+        let (desired, mut pod) = desired_pods(&basic(), IMAGE, 10).expect("build").remove(1);
         let seen = observe(&pod, "uid-1");
         assert!(seen.owned && !seen.ready && !seen.terminating);
         assert_eq!(seen.range, Some(desired.range));
@@ -748,7 +875,7 @@ mod tests {
             priority_class_name: Some("high".into()),
             ..PodOverrides::default()
         });
-        let (_, pod) = desired_pods(&ss, 10).expect("build").remove(0);
+        let (_, pod) = desired_pods(&ss, IMAGE, 10).expect("build").remove(0);
         let env = env_of(&pod);
         assert_eq!(value(&env, env::MAX_CONCURRENCY), "16");
         assert_eq!(value(&env, env::IDENTIFY_WINDOW_MS), "500");

@@ -1,6 +1,13 @@
 //! The ShardSet status, without a client: counts from the plan, facts from Discord and Redis,
-//! the reshard's step, and the `Ready` / `Progressing` / `Degraded` / `Resharding` conditions
-//! with reasons a user can act on.
+//! the reshard's step, and the conditions, with reasons a user can act on:
+//! - `Available` (the Deployment convention): the bot handles events. A layout that acts on
+//!   events has all its shards in Ready pods but at most one pod's worth (`shardsPerPod`), the
+//!   disruption a rolling update or a drain makes one pod at a time (its shards resume, and
+//!   Discord replays what they missed). It stays True through a BlueGreen reshard, whose old
+//!   layout acts until the new one does; a Recreate's gap makes it False.
+//! - `Ready`: the target layout is fully up (every pod of it exists and is Ready).
+//! - `Progressing`: what the operator is changing; `Resharding`: the reshard's step;
+//!   `Degraded`: what is wrong.
 //!
 //! A condition keeps its `lastTransitionTime` while its status does not change, and fields that
 //! drift by themselves (the budget's reset time) keep their old value within a tolerance, so that
@@ -16,6 +23,7 @@ use crate::reshard::decision::Phase;
 /// Condition types.
 pub mod condition {
     pub const READY: &str = "Ready";
+    pub const AVAILABLE: &str = "Available";
     pub const PROGRESSING: &str = "Progressing";
     pub const DEGRADED: &str = "Degraded";
     pub const RESHARDING: &str = "Resharding";
@@ -33,6 +41,8 @@ pub struct ReshardReport {
     pub revision: Option<u64>,
     /// The layout acting on events (the hand-over's source until it completes).
     pub current: Option<String>,
+    /// Every layout with pods whose role lets it act on events (two while both claim).
+    pub acting: Vec<String>,
 }
 
 /// Something the user (or the world) must fix. The variant is the condition reason.
@@ -46,6 +56,8 @@ pub enum Problem {
     RedisSecretMissing(String),
     /// `autoShards` is set but Discord has not told us a shard count yet. Blocks pod creation.
     ShardCountUnknown(String),
+    /// Neither `spec.image` nor the operator's default worker image is set. Blocks pod creation.
+    WorkerImageUnknown(String),
     /// Discord's REST API cannot be reached or answers errors.
     GatewayUnreachable(String),
     /// Discord rate limited us; we wait as told.
@@ -61,6 +73,9 @@ pub enum Problem {
     UntrustedApiUrl(String),
     /// Another ShardSet runs the same bot (same application id, same Redis). Blocks pod creation.
     DuplicateBot(String),
+    /// The pods' PodDisruptionBudget cannot be kept (RBAC, a foreign object under its name):
+    /// drains are not paced.
+    DisruptionBudgetFailed(String),
 }
 
 impl Problem {
@@ -71,6 +86,7 @@ impl Problem {
             Self::InvalidToken(_) => "InvalidToken",
             Self::RedisSecretMissing(_) => "RedisSecretMissing",
             Self::ShardCountUnknown(_) => "ShardCountUnknown",
+            Self::WorkerImageUnknown(_) => "WorkerImageUnknown",
             Self::GatewayUnreachable(_) => "GatewayUnreachable",
             Self::DiscordRateLimited(_) => "DiscordRateLimited",
             Self::RedisUnreachable(_) => "RedisUnreachable",
@@ -78,6 +94,7 @@ impl Problem {
             Self::PodsFailing(_) => "PodsFailing",
             Self::UntrustedApiUrl(_) => "UntrustedApiUrl",
             Self::DuplicateBot(_) => "DuplicateBot",
+            Self::DisruptionBudgetFailed(_) => "DisruptionBudgetFailed",
         }
     }
 
@@ -88,13 +105,15 @@ impl Problem {
             | Self::InvalidToken(m)
             | Self::RedisSecretMissing(m)
             | Self::ShardCountUnknown(m)
+            | Self::WorkerImageUnknown(m)
             | Self::GatewayUnreachable(m)
             | Self::DiscordRateLimited(m)
             | Self::RedisUnreachable(m)
             | Self::ShardFailed(m)
             | Self::PodsFailing(m)
             | Self::UntrustedApiUrl(m)
-            | Self::DuplicateBot(m) => m,
+            | Self::DuplicateBot(m)
+            | Self::DisruptionBudgetFailed(m) => m,
         }
     }
 
@@ -109,6 +128,7 @@ impl Problem {
                 | Self::ShardCountUnknown(_)
                 | Self::UntrustedApiUrl(_)
                 | Self::DuplicateBot(_)
+                | Self::WorkerImageUnknown(_)
         )
     }
 }
@@ -138,6 +158,8 @@ pub struct Observed<'a> {
     pub application_id: Option<u64>,
     pub guilds: Option<u64>,
     pub selector: String,
+    /// `spec.shardsPerPod`: one pod's worth of shards, what `Available` lets be missing.
+    pub shards_per_pod: u32,
     /// The reshard decision of this pass (`None`: the roles in Redis could not be read).
     pub reshard: Option<ReshardReport>,
 }
@@ -257,15 +279,24 @@ fn conditions(o: &Observed<'_>) -> Vec<Cond> {
             r.phase.reason(),
             r.message.clone(),
         )
-    } else if p.desired_pods > 0 && p.target_complete() && p.old_layout_pods == 0 {
+    } else if p.desired_pods > 0 && p.target_complete() {
+        let mut message = format!(
+            "{} of {} shards ready in {} pods (layout {layout})",
+            p.ready_shards, p.desired_shards, p.ready_pods
+        );
+        if p.old_layout_pods > 0 {
+            message.push_str(&format!(
+                "; {} pods of older layouts remain until the reshard ends",
+                p.old_layout_pods
+            ));
+        }
+        (condition::READY, "True", "AllShardsReady", message)
+    } else if let Some(r) = o.reshard.as_ref().filter(|r| r.phase.in_progress()) {
         (
             condition::READY,
-            "True",
-            "AllShardsReady",
-            format!(
-                "{} of {} shards ready in {} pods (layout {layout})",
-                p.ready_shards, p.desired_shards, p.ready_pods
-            ),
+            "False",
+            "Resharding",
+            starting_layout(r, layout, p),
         )
     } else if p.old_layout_pods > 0 {
         (
@@ -273,8 +304,8 @@ fn conditions(o: &Observed<'_>) -> Vec<Cond> {
             "False",
             "Resharding",
             format!(
-                "layout {layout} is starting beside the old one: {} of {} shards ready",
-                p.ready_shards, p.desired_shards
+                "layout {layout}: {} of {} shards ready, {} pods of older layouts remain",
+                p.ready_shards, p.desired_shards, p.old_layout_pods
             ),
         )
     } else {
@@ -388,7 +419,97 @@ fn conditions(o: &Observed<'_>) -> Vec<Cond> {
         }
     };
 
-    vec![ready, progressing, degraded, resharding]
+    vec![ready, available(o), progressing, degraded, resharding]
+}
+
+/// `Ready`'s message while a reshard brings the target layout up: what runs meanwhile depends
+/// on the strategy (BlueGreen: the old layout acts; Recreate: nothing does).
+fn starting_layout(r: &ReshardReport, layout: &str, p: &Progress) -> String {
+    let ready = format!("{} of {} shards ready", p.ready_shards, p.desired_shards);
+    match r.phase {
+        Phase::StartingNewLayout => {
+            let from = r
+                .handover
+                .as_ref()
+                .map(|(from, _)| from.as_str())
+                .or(r.current.as_deref())
+                .unwrap_or("?");
+            format!(
+                "layout {layout} is starting in standby beside layout {from}, which acts on events meanwhile (BlueGreen): {ready}"
+            )
+        }
+        Phase::StoppingOldLayout => format!(
+            "layout {layout} starts once the old layout's pods are gone (Recreate: no layout acts on events meanwhile): {ready}"
+        ),
+        Phase::StartingLayout => format!("layout {layout} is starting: {ready}"),
+        phase => format!("layout {layout}: {ready} (reshard step {})", phase.reason()),
+    }
+}
+
+/// The `Available` condition (see the module doc): True when a layout that acts on events has
+/// at most one pod's worth of shards outside Ready pods.
+fn available(o: &Observed<'_>) -> Cond {
+    let p = &o.progress;
+    if let Some(problem) = o.problems.iter().find(|p| p.blocks_pods()) {
+        return (
+            condition::AVAILABLE,
+            "False",
+            problem.reason(),
+            problem.message().to_owned(),
+        );
+    }
+    // The layouts that act; with the roles unknown, any layout that has Ready pods.
+    let acting: Vec<&str> = match &o.reshard {
+        Some(r) => r.acting.iter().map(String::as_str).collect(),
+        None => p
+            .ready_shards_by_layout
+            .keys()
+            .map(String::as_str)
+            .collect(),
+    };
+    let best = acting
+        .iter()
+        .filter_map(|layout| {
+            let total = layout.parse::<u32>().ok().filter(|t| *t > 0)?;
+            let ready = p.ready_shards_by_layout.get(*layout).copied().unwrap_or(0);
+            Some((*layout, ready, total))
+        })
+        .max_by_key(|(_, ready, total)| (u64::from(*ready) * 1_000_000) / u64::from(*total));
+    let Some((layout, ready, total)) = best else {
+        let mut message = "no layout acts on events yet".to_owned();
+        if let Some(r) = o.reshard.as_ref().filter(|r| r.phase.in_progress()) {
+            message.push_str(&format!(" ({}: {})", r.phase.reason(), r.message));
+        }
+        return (condition::AVAILABLE, "False", "NoLayoutActing", message);
+    };
+    let allowed_missing = o.shards_per_pod.max(1);
+    let also = if acting.len() > 1 {
+        format!(
+            " (layouts {} act during the hand-over)",
+            acting.join(" and ")
+        )
+    } else {
+        String::new()
+    };
+    if ready > 0 && ready.saturating_add(allowed_missing) >= total {
+        (
+            condition::AVAILABLE,
+            "True",
+            "MinimumShardsAvailable",
+            format!(
+                "layout {layout} acts on events with {ready} of {total} shards in Ready pods{also}"
+            ),
+        )
+    } else {
+        (
+            condition::AVAILABLE,
+            "False",
+            "MinimumShardsUnavailable",
+            format!(
+                "layout {layout} acts on events with {ready} of {total} shards in Ready pods; at most {allowed_missing} (one pod's worth) may be missing{also}"
+            ),
+        )
+    }
 }
 
 /// The `Degraded` condition's reason and message in `status`, if it is True.
@@ -417,6 +538,7 @@ mod tests {
             ready_shards: 10,
             owned_pods: 4,
             owned_ready_pods: 4,
+            ready_shards_by_layout: [("10".to_string(), 10)].into(),
             ..Progress::default()
         }
     }
@@ -429,8 +551,25 @@ mod tests {
             progress,
             problems,
             selector: "shardset.io/shardset=bot".into(),
+            shards_per_pod: 3,
+            reshard: Some(report(Phase::Idle, &["10"])),
             ..Observed::default()
         }
+    }
+
+    fn report(phase: Phase, acting: &[&str]) -> ReshardReport {
+        ReshardReport {
+            phase,
+            message: format!("step {}", phase.reason()),
+            handover: None,
+            revision: None,
+            current: None,
+            acting: acting.iter().map(|l| l.to_string()).collect(),
+        }
+    }
+
+    fn status_of(c: &Condition) -> (&str, &str) {
+        (c.status.as_str(), c.reason.as_str())
     }
 
     fn cond<'a>(status: &'a ShardSetStatus, type_: &str) -> &'a Condition {
@@ -456,6 +595,12 @@ mod tests {
         assert_eq!(ready.message, "10 of 10 shards ready in 4 pods (layout 10)");
         assert_eq!(cond(&status, condition::PROGRESSING).reason, "Stable");
         assert_eq!(cond(&status, condition::DEGRADED).status, "False");
+        let available = cond(&status, condition::AVAILABLE);
+        assert_eq!(status_of(available), ("True", "MinimumShardsAvailable"));
+        assert_eq!(
+            available.message,
+            "layout 10 acts on events with 10 of 10 shards in Ready pods"
+        );
         assert_eq!(
             status.layout,
             Some(LayoutStatus {
@@ -568,6 +713,168 @@ mod tests {
         };
         let s = build(&observed(rolling, &[]), None, t(0));
         assert_eq!(cond(&s, condition::PROGRESSING).reason, "RollingUpdate");
+    }
+
+    #[test]
+    fn available_holds_through_a_blue_green_reshard_while_ready_follows_the_target() {
+        // Layout 8 serves; layout 10 starts in standby beside it.
+        let starting = Progress {
+            present_pods: 2,
+            ready_pods: 0,
+            ready_shards: 0,
+            old_layout_pods: 4,
+            complete_old_layouts: vec!["8".into()],
+            ready_shards_by_layout: [("8".to_string(), 8)].into(),
+            ..settled()
+        };
+        let mut o = observed(starting, &[]);
+        o.reshard = Some(ReshardReport {
+            handover: Some(("8".into(), "10".into())),
+            ..report(Phase::StartingNewLayout, &["8"])
+        });
+        let s = build(&o, None, t(0));
+        let available = cond(&s, condition::AVAILABLE);
+        assert_eq!(status_of(available), ("True", "MinimumShardsAvailable"));
+        assert!(
+            available.message.contains("layout 8 acts"),
+            "{}",
+            available.message
+        );
+        let ready = cond(&s, condition::READY);
+        assert_eq!(status_of(ready), ("False", "Resharding"));
+        assert_eq!(
+            ready.message,
+            "layout 10 is starting in standby beside layout 8, which acts on events meanwhile (BlueGreen): 0 of 10 shards ready"
+        );
+
+        // Both claim: both act, the new one is whole; the target is fully up, old pods remain.
+        let claiming = Progress {
+            old_layout_pods: 4,
+            ready_shards_by_layout: [("8".to_string(), 8), ("10".to_string(), 10)].into(),
+            ..settled()
+        };
+        let mut o = observed(claiming, &[]);
+        o.reshard = Some(report(Phase::BothLayoutsClaiming, &["8", "10"]));
+        let s = build(&o, Some(&s), t(20));
+        assert_eq!(
+            status_of(cond(&s, condition::AVAILABLE)),
+            ("True", "MinimumShardsAvailable")
+        );
+        assert_eq!(
+            cond(&s, condition::AVAILABLE).last_transition_time,
+            Time(t(0)),
+            "Available never changed"
+        );
+        let ready = cond(&s, condition::READY);
+        assert_eq!(status_of(ready), ("True", "AllShardsReady"));
+        assert!(
+            ready
+                .message
+                .ends_with("4 pods of older layouts remain until the reshard ends")
+        );
+        assert_eq!(cond(&s, condition::PROGRESSING).reason, "Resharding");
+    }
+
+    #[test]
+    fn a_recreate_has_a_gap_and_says_so() {
+        let gap = Progress {
+            present_pods: 0,
+            ready_pods: 0,
+            ready_shards: 0,
+            old_layout_pods: 2,
+            ready_shards_by_layout: [("4".to_string(), 4)].into(),
+            ..settled()
+        };
+        let mut o = observed(gap, &[]);
+        o.reshard = Some(report(Phase::StoppingOldLayout, &[]));
+        let s = build(&o, None, t(0));
+        let available = cond(&s, condition::AVAILABLE);
+        assert_eq!(status_of(available), ("False", "NoLayoutActing"));
+        assert!(
+            available.message.contains("StoppingOldLayout"),
+            "{}",
+            available.message
+        );
+        let ready = cond(&s, condition::READY);
+        assert_eq!(status_of(ready), ("False", "Resharding"));
+        assert!(
+            ready.message.contains("Recreate: no layout acts") && !ready.message.contains("beside"),
+            "{}",
+            ready.message
+        );
+    }
+
+    #[test]
+    fn one_pod_down_keeps_available_and_two_do_not() {
+        // A roll (or a drain) replaces one pod of 3 shards: 7 of 10 shards in Ready pods.
+        let rolling = Progress {
+            present_pods: 3,
+            ready_pods: 3,
+            ready_shards: 7,
+            drifted_pods: 3,
+            ready_shards_by_layout: [("10".to_string(), 7)].into(),
+            ..settled()
+        };
+        let s = build(&observed(rolling, &[]), None, t(0));
+        assert_eq!(status_of(cond(&s, condition::AVAILABLE)).0, "True");
+        assert_eq!(
+            status_of(cond(&s, condition::READY)),
+            ("False", "ShardsNotReady")
+        );
+        assert_eq!(cond(&s, condition::PROGRESSING).reason, "RollingUpdate");
+
+        let two_down = Progress {
+            present_pods: 2,
+            ready_pods: 2,
+            ready_shards: 6,
+            ready_shards_by_layout: [("10".to_string(), 6)].into(),
+            ..settled()
+        };
+        let s = build(&observed(two_down, &[]), None, t(0));
+        let available = cond(&s, condition::AVAILABLE);
+        assert_eq!(status_of(available), ("False", "MinimumShardsUnavailable"));
+        assert!(
+            available.message.contains("6 of 10"),
+            "{}",
+            available.message
+        );
+
+        // A single pod is all or nothing.
+        let single = Progress {
+            desired_pods: 1,
+            desired_shards: 4,
+            present_pods: 0,
+            ready_pods: 0,
+            ready_shards: 0,
+            ready_shards_by_layout: Default::default(),
+            ..settled()
+        };
+        let mut o = observed(single, &[]);
+        o.shards_per_pod = 4;
+        o.target_layout = Some("4".into());
+        o.reshard = Some(report(Phase::Idle, &["4"]));
+        let s = build(&o, None, t(0));
+        assert_eq!(status_of(cond(&s, condition::AVAILABLE)).0, "False");
+    }
+
+    #[test]
+    fn blocked_or_roles_unknown() {
+        let problems = [Problem::WorkerImageUnknown("no image".into())];
+        let s = build(&observed(Progress::default(), &problems), None, t(0));
+        assert_eq!(
+            status_of(cond(&s, condition::AVAILABLE)),
+            ("False", "WorkerImageUnknown")
+        );
+        assert_eq!(
+            status_of(cond(&s, condition::READY)),
+            ("False", "WorkerImageUnknown")
+        );
+        // Redis unreadable: whichever layout has Ready pods counts.
+        let mut o = observed(settled(), &[]);
+        o.reshard = None;
+        let s = build(&o, None, t(0));
+        assert_eq!(status_of(cond(&s, condition::AVAILABLE)).0, "True");
+        assert_eq!(cond(&s, condition::RESHARDING).reason, "RolesUnknown");
     }
 
     #[test]

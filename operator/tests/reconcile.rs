@@ -4,11 +4,13 @@
 //! HTTP) and Redis a real redis-server, as in the operator's other tests.
 //!
 //! Scenarios: a new ShardSet gets the finalizer and nothing else; its first pass reads the token
-//! Secret, lists the pods, creates them (with their Event) and applies the status; the next pass
-//! applies the new counts; a steady state writes nothing and waits for the resync; a ShardSet
-//! whose `gateway.apiUrl` names a host the operator does not trust sends its token nowhere and
-//! gets no pods, only the `UntrustedApiUrl` condition; a second ShardSet for a bot another one
-//! runs gets `DuplicateBot` and no pods, and takes the bot over once the first is gone.
+//! Secret, lists the pods, creates them (with their Event), creates the pods' PodDisruptionBudget
+//! and applies the status; the next pass applies the new counts; a steady state writes nothing
+//! (it reads the budget, as every pass does) and waits for the resync; a ShardSet whose
+//! `gateway.apiUrl` names a host the operator does not trust sends its token nowhere and gets no
+//! pods, only the `UntrustedApiUrl` condition; a second ShardSet for a bot another one runs gets
+//! `DuplicateBot` and no pods, and takes the bot over once the first is gone; a budget the
+//! operator may not keep degrades the status and stops nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,6 +92,27 @@ impl ApiServer {
             () = tokio::time::sleep(PASS_DEADLINE) => panic!("the pass did not finish"),
         }
     }
+}
+
+/// The PodDisruptionBudget of the ShardSet `bot`.
+const PDB_PATH: &str = "/apis/policy/v1/namespaces/ns/poddisruptionbudgets/bot";
+
+/// Answers with an error `Status` of `code`.
+fn reply_status(call: Call, code: u16, reason: &str) {
+    let status = json!({
+        "apiVersion": "v1",
+        "kind": "Status",
+        "status": "Failure",
+        "reason": reason,
+        "code": code,
+    });
+    let bytes = serde_json::to_vec(&status).expect("json");
+    call.reply.send_response(
+        Response::builder()
+            .status(code)
+            .body(Body::from(bytes))
+            .expect("response"),
+    );
 }
 
 fn reply(call: Call, value: &Value) {
@@ -233,9 +256,28 @@ impl World {
 }
 
 impl World {
-    /// A pass that refuses the ShardSet: a status with `Degraded=True` for `reason` and no pods,
-    /// then a Warning Event with that reason. Returns the condition's message.
+    /// The pods' budget read, found missing and created (every pass keeps it, pods or not);
+    /// returns it.
+    async fn expect_budget_created(&mut self) -> Value {
+        let call = self.api.expect(Method::GET, PDB_PATH).await;
+        reply_status(call, 404, "NotFound");
+        let call = self
+            .api
+            .expect(
+                Method::POST,
+                "/apis/policy/v1/namespaces/ns/poddisruptionbudgets",
+            )
+            .await;
+        let pdb = call.body.clone();
+        reply(call, &pdb);
+        pdb
+    }
+
+    /// A pass that refuses the ShardSet: no pods, the budget kept, a status with
+    /// `Degraded=True` for `reason`, then a Warning Event with that reason. Returns the
+    /// condition's message.
     async fn expect_refused(&mut self, ss: &ShardSet, reason: &str) -> String {
+        self.expect_budget_created().await;
         let mut message = String::new();
         self.expect_status(ss, |status| {
             let degraded = degraded(status);
@@ -343,6 +385,20 @@ async fn passes_create_the_pods_then_record_them_then_write_nothing() {
     assert_eq!(call.body["regarding"]["name"], "bot");
     let event = call.body.clone();
     reply(call, &event);
+    // The pods' budget: none yet, so it is created, owned by the ShardSet, for 2 pods.
+    let call = world.api.expect(Method::GET, PDB_PATH).await;
+    reply_status(call, 404, "NotFound");
+    let call = world
+        .api
+        .expect(
+            Method::POST,
+            "/apis/policy/v1/namespaces/ns/poddisruptionbudgets",
+        )
+        .await;
+    assert_eq!(call.body["spec"]["minAvailable"], 1);
+    assert_eq!(call.body["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+    let pdb = call.body.clone();
+    reply(call, &pdb);
     let ss = world
         .expect_status(&ss, |status| {
             assert_eq!(status["shards"], 4);
@@ -364,6 +420,8 @@ async fn passes_create_the_pods_then_record_them_then_write_nothing() {
     let pods: Vec<Pod> = created.into_iter().map(running).collect();
     let pass = world.start(&ss);
     world.expect_reads(&pods).await;
+    let call = world.api.expect(Method::GET, PDB_PATH).await;
+    reply(call, &pdb);
     let ss = world
         .expect_status(&ss, |status| {
             assert_eq!(
@@ -378,6 +436,8 @@ async fn passes_create_the_pods_then_record_them_then_write_nothing() {
     // Third pass: the same world. Reads only, and the resync period.
     let pass = world.start(&ss);
     world.expect_reads(&pods).await;
+    let call = world.api.expect(Method::GET, PDB_PATH).await;
+    reply(call, &pdb);
     let action = world.api.finish(pass).await;
     assert_eq!(action, Action::requeue(Settings::default().resync));
     world.discord.shutdown().await;
@@ -499,7 +559,64 @@ async fn a_bot_whose_owner_is_gone_is_taken_over() {
     assert_eq!(call.body["reason"], "PodsCreated");
     let event = call.body.clone();
     reply(call, &event);
+    world.expect_budget_created().await;
     world.expect_status(&ss, |_| {}).await;
+    world.api.finish(pass).await;
+    world.discord.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_budget_the_operator_may_not_keep_degrades_and_stops_nothing() {
+    // An operator newer than the chart's RBAC (no `poddisruptionbudgets` rule): the pods run,
+    // the status says why drains are not paced.
+    let mut world = World::new().await;
+    let ss = world.shardset(true);
+    let pass = world.start(&ss);
+    world.expect_reads(&[]).await;
+    for _ in 0..2 {
+        let call = world
+            .api
+            .expect(Method::POST, "/api/v1/namespaces/ns/pods")
+            .await;
+        let pod = call.body.clone();
+        reply(call, &pod);
+    }
+    let call = world
+        .api
+        .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/ns/events")
+        .await;
+    let event = call.body.clone();
+    reply(call, &event);
+    let call = world.api.expect(Method::GET, PDB_PATH).await;
+    reply_status(call, 403, "Forbidden");
+    world
+        .expect_status(&ss, |status| {
+            let degraded = status["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Degraded"))
+                .expect("Degraded");
+            assert_eq!(
+                (&degraded["status"], &degraded["reason"]),
+                (&json!("True"), &json!("DisruptionBudgetFailed"))
+            );
+            assert!(
+                degraded["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("cannot read the PodDisruptionBudget bot")),
+                "{degraded}"
+            );
+        })
+        .await;
+    let call = world
+        .api
+        .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/ns/events")
+        .await;
+    assert_eq!(
+        (&call.body["type"], &call.body["reason"]),
+        (&json!("Warning"), &json!("DisruptionBudgetFailed"))
+    );
+    let event = call.body.clone();
+    reply(call, &event);
     world.api.finish(pass).await;
     world.discord.shutdown().await;
 }

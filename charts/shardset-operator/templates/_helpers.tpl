@@ -76,6 +76,14 @@ app.kubernetes.io/component: redis
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
 {{- end }}
 
+{{/* The worker image released with this chart (`--worker-image`). Missing values (a `helm upgrade
+--reuse-values` from a chart without `workerImage`) fall back to the defaults. */}}
+{{- define "shardset-operator.workerImage" -}}
+{{- $worker := .Values.workerImage | default dict }}
+{{- $tag := $worker.tag | default .Values.image.tag | default .Chart.AppVersion }}
+{{- printf "%s:%s" ($worker.repository | default "shardset/shard-worker") $tag }}
+{{- end }}
+
 {{- define "shardset-operator.redisName" -}}
 {{- printf "%s-redis" (include "shardset-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
+    TopologySpreadConstraint,
 };
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -121,24 +122,31 @@ pub const RESERVED_ENV: &[&str] = &[
 #[serde(rename_all = "camelCase")]
 pub struct ShardSetSpec {
     /// Total number of shards (Discord's `num_shards`). Omit it and set `autoShards` to follow
-    /// Discord's recommendation instead. The scale subresource reads and writes this field.
+    /// Discord's recommendation instead. The scale subresource reads and writes this field
+    /// (`kubectl scale --replicas`). A new total is a new layout: every shard of it identifies
+    /// once (see `reshardStrategy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65536))]
     pub shards: Option<u32>,
 
-    /// Derive the shard total from Discord's `GET /gateway/bot` recommendation.
+    /// Derive the shard total from Discord's `GET /gateway/bot` recommendation instead of
+    /// `shards` (exactly one of the two; `kubectl scale` is refused then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_shards: Option<AutoShards>,
 
-    /// Shards run by each pod. Ranges are contiguous; the last pod may run fewer.
+    /// Shards run by each pod (at most `shards`). Ranges are contiguous; the last pod may run
+    /// fewer. A new value on the same total repacks the pods one at a time.
     #[serde(default = "default_shards_per_pod")]
     #[schemars(range(min = 1, max = 65536))]
     pub shards_per_pod: u32,
 
-    /// The Secret key holding the bot token. The token reaches pods only by `secretKeyRef`.
+    /// The Secret key holding the bot token, in the ShardSet's namespace. The token reaches pods
+    /// only by `secretKeyRef`; a new token in the Secret rolls the pods one at a time.
     pub token_secret_ref: TokenSecretRef,
 
-    /// Gateway intents bitfield (e.g. 513 = GUILDS | GUILD_MESSAGES).
+    /// Gateway intents bitfield (e.g. 513 = GUILDS | GUILD_MESSAGES; default 1 = GUILDS). Only
+    /// Discord's bits 0-16, 20, 21, 24 and 25 are accepted. New intents roll the pods and let
+    /// shards refused for their intents (4013, 4014) try again.
     #[serde(default = "default_intents")]
     #[x_kube(validation = Rule::new(
         "self < 67108864 && (self / 131072) % 8 == 0 && (self / 4194304) % 4 == 0"
@@ -148,24 +156,31 @@ pub struct ShardSetSpec {
     #[schemars(range(min = 0))]
     pub intents: u64,
 
-    /// Worker container image.
+    /// Worker container image. Omit it to run the worker image the operator was released with
+    /// (the operator chart's `workerImage`, the operator's `--worker-image`); a new default then
+    /// rolls the pods one at a time, each resuming its sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
-    pub image: String,
+    pub image: Option<String>,
 
-    /// The Redis every pod of the bot shares (Identify gates, budget, sessions, shard status).
+    /// The Redis every pod of the bot shares (Identify gates, budget, leases, saved sessions,
+    /// shard status, layout roles). One bot per Redis key space: its keys are
+    /// `shardset:{<application id>}:*`.
     pub redis: RedisSpec,
 
     /// Discord REST settings; defaults talk to discord.com.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewaySpec>,
 
-    /// Override of Discord's `max_concurrency` (Identify buckets). Normally read from
-    /// `GET /gateway/bot`.
+    /// Override of Discord's `max_concurrency` (Identify buckets), normally read from
+    /// `GET /gateway/bot`. Workers accept only a divisor of Discord's value (fewer, coarser
+    /// buckets); with any other their shards do not identify.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_concurrency: Option<u32>,
 
-    /// How a change of the shard total is rolled out.
+    /// How a new shard total replaces the running layout (other changes of the pods always roll
+    /// one pod at a time, each resuming its sessions).
     #[serde(default)]
     pub reshard_strategy: ReshardStrategy,
 
@@ -173,11 +188,12 @@ pub struct ShardSetSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handover: Option<HandoverSpec>,
 
-    /// Session starts (Identifies) kept in reserve: workers never spend the daily budget below it.
+    /// Session starts (Identifies) kept in reserve: workers never spend the daily budget below
+    /// it, and a reshard that would need them is refused.
     #[serde(default)]
     pub identify_reserve: u32,
 
-    /// Pod template fields for the worker pods.
+    /// Settings of the worker pods (the operator builds the rest of each pod).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodOverrides>,
 }
@@ -194,8 +210,10 @@ fn default_intents() -> u64 {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct AutoShards {
-    /// Target guilds per shard. Discord recommends one shard per 1,000 guilds and allows at
-    /// most 2,500; a lower target runs more, smaller shards.
+    /// Target guilds per shard (default 1000). The total is Discord's recommendation (one shard
+    /// per 1,000 guilds) scaled to this target, never below the recommendation, and rounded up to
+    /// a multiple of `max_concurrency` for large bots. Discord allows at most 2,500 guilds per
+    /// shard; a lower target runs more, smaller shards.
     #[serde(default = "default_guilds_per_shard")]
     #[schemars(range(min = 100, max = 2500))]
     pub guilds_per_shard: u32,
@@ -226,7 +244,8 @@ pub struct HandoverSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 100, max = 600000))]
     pub window_ms: Option<u32>,
-    /// How long a claim on an event lives in Redis, in ms (default 600000; at least 3 × W).
+    /// How long a claim on an event lives in Redis, in ms (default 600000). Workers use at
+    /// least 3 × W whatever is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1000, max = 86400000))]
     pub claim_ttl_ms: Option<u32>,
@@ -247,7 +266,7 @@ pub struct TokenSecretRef {
     /// Secret name, in the ShardSet's namespace.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
-    /// Key within the Secret.
+    /// Key within the Secret (default `token`).
     #[serde(default = "default_token_key")]
     #[schemars(length(min = 1, max = 253))]
     pub key: String,
@@ -276,7 +295,7 @@ pub struct RedisSecretRef {
     /// Secret name, in the ShardSet's namespace.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
-    /// Key within the Secret.
+    /// Key within the Secret (default `password`).
     #[serde(default = "default_redis_key")]
     #[schemars(length(min = 1, max = 253))]
     pub key: String,
@@ -300,7 +319,8 @@ pub struct GatewaySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^https?://.+"), length(max = 2048))]
     pub api_url: Option<String>,
-    /// Identify window in milliseconds (Discord: 5000). Shorter only against a fake gateway.
+    /// Identify window in milliseconds (Discord: 5000): one Identify per bucket per window.
+    /// Below 5000 only together with `apiUrl` (a fake Discord).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 600000))]
     pub identify_window_ms: Option<u32>,
@@ -314,7 +334,9 @@ pub struct GatewaySpec {
     schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
 )]
 pub enum ReshardStrategy {
-    /// Start the new layout beside the old one; remove the old one once the new is Ready.
+    /// The new layout's pods start in standby beside the old ones; once all are READY, roles in
+    /// Redis hand the events over so that each is acted on exactly once; then the old layout's
+    /// pods are deleted. No gap (`docs/resharding.md`).
     #[default]
     BlueGreen,
     /// Stop the old layout, then start the new one (a gap in event handling).
@@ -340,7 +362,8 @@ impl ImagePullPolicy {
     }
 }
 
-/// The parts of the worker pods users may set.
+/// The parts of the worker pods users may set. Any change rolls the pods one at a time, each
+/// resuming its sessions.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct PodOverrides {
@@ -350,15 +373,25 @@ pub struct PodOverrides {
     /// Extra annotations on the pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
-    /// Container resources.
+    /// Resources of the worker container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Node selector of the pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<BTreeMap<String, String>>,
+    /// Tolerations of the pods. The operator adds its own for `node.kubernetes.io/unreachable`
+    /// and `not-ready` (30 s, so pods leave a lost node soon); one here for the same key
+    /// replaces it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerations: Option<Vec<Toleration>>,
+    /// Affinity of the pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
+    /// Topology spread of the pods. Unset: the operator spreads each layout's pods over nodes
+    /// (`kubernetes.io/hostname`, `maxSkew` 1, `ScheduleAnyway`). Set (even to `[]`): these
+    /// replace it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
     /// Extra environment variables. The operator's own variables (the env contract) cannot be
     /// overridden here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -369,10 +402,14 @@ pub struct PodOverrides {
         "spec.pod.env must not set the variables the operator sets itself (SHARD_*, DISCORD_*, REDIS_*, SHARDSET_*, POD_NAME, MAX_CONCURRENCY, IDENTIFY_*, GATEWAY_COMPRESSION, HANDOVER_*): use the matching spec fields, and spec.tokenSecretRef for the token"
     ))]
     pub env: Option<Vec<EnvVar>>,
+    /// Secrets for pulling the worker image from a private registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
+    /// `imagePullPolicy` of the worker container (default: Kubernetes', `IfNotPresent` unless
+    /// the tag is `latest`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<ImagePullPolicy>,
+    /// Priority class of the pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub priority_class_name: Option<String>,

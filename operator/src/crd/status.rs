@@ -45,7 +45,8 @@ pub struct ShardSetStatus {
     /// Label selector of this ShardSet's pods (for the scale subresource).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
-    /// `Ready`, `Progressing`, `Degraded` and `Resharding`, with reasons a user can act on.
+    /// `Ready` (the target layout is fully up), `Available` (the bot handles events: alert on
+    /// this one), `Progressing`, `Degraded` and `Resharding`, with reasons a user can act on.
     #[serde(default)]
     pub conditions: Vec<Condition>,
 }

@@ -51,10 +51,12 @@ pub struct Decided {
     pub pods_failing: Option<Problem>,
 }
 
-/// Decides the pass. `total` is the spec's shard total, `reshard` the reshard step's outcome
-/// (`None` when it did not run), `blocked` true when no pod may be created.
+/// Decides the pass. `image` is the worker image (`None`: unknown, and no pod can be built),
+/// `total` the spec's shard total, `reshard` the reshard step's outcome (`None` when it did not
+/// run), `blocked` true when no pod may be created.
 pub fn decide(
     ss: &ShardSet,
+    image: Option<&str>,
     token: Option<&Token>,
     total: Option<u32>,
     reshard: Option<&Pass>,
@@ -62,14 +64,15 @@ pub fn decide(
     blocked: bool,
 ) -> Result<Decided, DecideError> {
     let plan_total = reshard.map(|r| r.decision.layout).or(total);
-    let desired = match plan_total {
+    let desired = match (plan_total, image) {
         // A new token (or new intents) is a new pod template: the pods read it when they start.
-        Some(total) => pods::desired_pods_for_token(
+        (Some(total), Some(image)) => pods::desired_pods_for_token(
             ss,
+            image,
             total,
             token.map(|t| fatal_basis(t, ss.spec.intents)).as_deref(),
         )?,
-        None => Vec::new(),
+        _ => Vec::new(),
     };
     let records: Vec<DesiredPod> = desired.iter().map(|(d, _)| d.clone()).collect();
     let gates = match reshard {
@@ -136,6 +139,8 @@ mod tests {
         Pods { existing, observed }
     }
 
+    const IMAGE: &str = "worker:dev";
+
     fn token() -> Token {
         Token::new("a.b.c")
     }
@@ -143,8 +148,16 @@ mod tests {
     #[test]
     fn a_new_shardset_creates_every_pod_of_its_layout() {
         let ss = shardset();
-        let d =
-            decide(&ss, Some(&token()), Some(10), None, &pods_of(vec![]), false).expect("decide");
+        let d = decide(
+            &ss,
+            Some(IMAGE),
+            Some(&token()),
+            Some(10),
+            None,
+            &pods_of(vec![]),
+            false,
+        )
+        .expect("decide");
         assert_eq!(
             (d.pod_layout.as_deref(), d.plan_total),
             (Some("10"), Some(10))
@@ -160,20 +173,38 @@ mod tests {
     #[test]
     fn blocked_or_without_a_total_nothing_is_created() {
         let ss = shardset();
-        let d = decide(&ss, None, Some(10), None, &pods_of(vec![]), true).expect("decide");
+        let d = decide(
+            &ss,
+            Some(IMAGE),
+            None,
+            Some(10),
+            None,
+            &pods_of(vec![]),
+            true,
+        )
+        .expect("decide");
         assert!(d.plan.create.is_empty(), "{:?}", d.plan.create);
-        let d = decide(&ss, None, None, None, &pods_of(vec![]), true).expect("decide");
+        let d = decide(&ss, Some(IMAGE), None, None, None, &pods_of(vec![]), true).expect("decide");
         assert!(d.desired.is_empty() && d.plan_total.is_none() && d.pod_layout.is_none());
     }
 
     #[test]
     fn the_token_digest_is_in_the_hash_and_a_new_token_replaces_every_pod() {
         let ss = shardset();
-        let first =
-            decide(&ss, Some(&token()), Some(10), None, &pods_of(vec![]), false).expect("decide");
+        let first = decide(
+            &ss,
+            Some(IMAGE),
+            Some(&token()),
+            Some(10),
+            None,
+            &pods_of(vec![]),
+            false,
+        )
+        .expect("decide");
         let running: Vec<Pod> = first.desired.iter().map(|(_, p)| p.clone()).collect();
         let again = decide(
             &ss,
+            Some(IMAGE),
             Some(&token()),
             Some(10),
             None,
@@ -183,8 +214,16 @@ mod tests {
         .expect("decide");
         assert!(again.plan.is_noop(), "{:?}", again.plan);
         let new = Token::new("a.b.d");
-        let rolled =
-            decide(&ss, Some(&new), Some(10), None, &pods_of(running), false).expect("decide");
+        let rolled = decide(
+            &ss,
+            Some(IMAGE),
+            Some(&new),
+            Some(10),
+            None,
+            &pods_of(running),
+            false,
+        )
+        .expect("decide");
         assert_eq!(rolled.plan.progress.drifted_pods, 4);
     }
 
@@ -208,8 +247,16 @@ mod tests {
             requeue: None,
             problem: None,
         };
-        let d =
-            decide(&ss, None, Some(10), Some(&refused), &pods_of(vec![]), false).expect("decide");
+        let d = decide(
+            &ss,
+            Some(IMAGE),
+            None,
+            Some(10),
+            Some(&refused),
+            &pods_of(vec![]),
+            false,
+        )
+        .expect("decide");
         assert_eq!(d.pod_layout.as_deref(), Some("4"));
         assert_eq!(d.plan.create, ["bot-4-0-2", "bot-4-3-3"]);
         // A step that does not allow creating yet.
@@ -221,15 +268,24 @@ mod tests {
             },
             ..refused
         };
-        let d =
-            decide(&ss, None, Some(10), Some(&waiting), &pods_of(vec![]), false).expect("decide");
+        let d = decide(
+            &ss,
+            Some(IMAGE),
+            None,
+            Some(10),
+            Some(&waiting),
+            &pods_of(vec![]),
+            false,
+        )
+        .expect("decide");
         assert!(d.plan.create.is_empty());
     }
 
     #[test]
     fn a_pod_that_cannot_pull_its_image_is_reported() {
         let ss = shardset();
-        let mut pod = pods::build_pod(&ss, 10, ShardRange { first: 0, last: 2 }).expect("pod");
+        let mut pod =
+            pods::build_pod(&ss, IMAGE, 10, ShardRange { first: 0, last: 2 }).expect("pod");
         pod.status = Some(PodStatus {
             container_statuses: Some(vec![ContainerStatus {
                 name: "worker".into(),
@@ -245,7 +301,16 @@ mod tests {
             }]),
             ..PodStatus::default()
         });
-        let d = decide(&ss, None, Some(10), None, &pods_of(vec![pod]), false).expect("decide");
+        let d = decide(
+            &ss,
+            Some(IMAGE),
+            None,
+            Some(10),
+            None,
+            &pods_of(vec![pod]),
+            false,
+        )
+        .expect("decide");
         let problem = d.pods_failing.expect("a problem");
         assert_eq!(problem.reason(), "PodsFailing");
         assert!(

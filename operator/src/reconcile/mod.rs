@@ -8,7 +8,8 @@
 //! 4. [`fatal_markers`]: a new token or new intents let shards refused for good try again.
 //! 5. [`decide`]: the pods wanted and the plan to get there (no client).
 //! 6. [`act`]: pod deletes and creates, force-deletes on lost nodes, with their Events.
-//! 7. [`update_status`]: the workers' reports from Redis; the status, written only if it changed.
+//! 7. [`disruption_budget`]: the pods' PodDisruptionBudget, sized to the pods wanted now.
+//! 8. [`update_status`]: the workers' reports from Redis; the status, written only if it changed.
 //!
 //! Then [`requeue_after`] says when to look again. A pass over an unchanged world writes nothing.
 //! The Cleanup arm is [`cleanup`].
@@ -18,6 +19,7 @@ pub mod bot_owner;
 pub mod cleanup;
 pub mod decide;
 pub mod dereference;
+pub mod disruption_budget;
 pub mod fatal_markers;
 pub mod secrets;
 pub mod update_status;
@@ -33,6 +35,7 @@ use crate::context::Context;
 use crate::crd::ShardSet;
 use crate::error::Result;
 use crate::names;
+use crate::pods;
 use crate::reshard::{handover, total};
 use crate::status::{Observed, Problem};
 
@@ -50,6 +53,12 @@ pub async fn apply(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result<Acti
     if let (Some(app_id), true) = (deref.app_id, deref.redis_usable) {
         let password = deref.redis_password.as_deref();
         problems.extend(bot_owner::claim(ctx, ss, &key, app_id, password).await);
+    }
+    let image = pods::worker_image(ss, ctx.settings.worker_image.as_deref());
+    if image.is_none() {
+        problems.push(Problem::WorkerImageUnknown(
+            "spec.image is not set and the operator has no default worker image: set spec.image, or the operator chart's workerImage (the operator's --worker-image)".into(),
+        ));
     }
 
     let shard_total = total::shard_total(
@@ -102,6 +111,7 @@ pub async fn apply(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result<Acti
 
     let decided = decide::decide(
         ss,
+        image,
         deref.token.as_ref(),
         total,
         reshard.as_ref(),
@@ -111,6 +121,9 @@ pub async fn apply(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result<Acti
     problems.extend(decided.pods_failing.clone());
 
     let recheck_stuck = act::act(ss, namespace, ctx, &decided, &pods).await?;
+    if !decided.desired.is_empty() {
+        problems.extend(disruption_budget::keep(ctx, ss, namespace, &decided.plan.progress).await);
+    }
 
     let (guilds, reported) =
         update_status::shard_reports(ctx, ss, &deref, decided.plan_total, reshard.as_ref()).await;
@@ -126,6 +139,7 @@ pub async fn apply(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result<Acti
         application_id: deref.app_id,
         guilds,
         selector: names::shardset_pods_selector(&name),
+        shards_per_pod: spec.shards_per_pod,
         reshard: reshard.as_ref().and_then(|r| r.report.clone()),
     };
     update_status::update_status(ctx, ss, namespace, &observed).await?;

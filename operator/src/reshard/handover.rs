@@ -21,7 +21,7 @@ use crate::discord::Lookup;
 use crate::plan::ObservedPod;
 use crate::reshard::decide::decide;
 use crate::reshard::decision::{Decision, Inputs, Phase};
-use crate::reshard::views::{LayoutView, views};
+use crate::reshard::views::{LayoutView, acting, views};
 use crate::status::{Problem, ReshardReport, condition};
 
 /// Requeue while a reshard is under way: acknowledgements arrive in Redis, not as watch events.
@@ -191,6 +191,7 @@ pub async fn pass(ctx: &Context, a: Args<'_>) -> Pass {
         handover: decision.handover.clone(),
         revision: doc.as_ref().map(|d| d.revision),
         current: current_layout(doc.as_ref(), &views, a.total),
+        acting: acting(doc.as_ref(), &views),
     };
     Pass {
         decision,

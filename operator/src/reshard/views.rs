@@ -1,11 +1,12 @@
 //! Each layout of a ShardSet as a reshard decision sees it, without a client: its owned pods
 //! (running and terminating), the shards READY in a Ready pod, and the lowest roles revision its
-//! running shards acknowledged, all from the observed pods and the shards' status records. A pod
-//! that never ran (its image never pulled) is not awaited: it never acted on anything.
+//! running shards acknowledged, all from the observed pods and the shards' status records; and
+//! which of them act on events under the roles document. A pod that never ran (its image never
+//! pulled) is not awaited: it never acted on anything.
 
 use std::collections::BTreeMap;
 
-use shardset_contract::{ShardState, ShardStatus, layout_name};
+use shardset_contract::{LayoutRoles, ShardState, ShardStatus, layout_name};
 
 use crate::plan::ObservedPod;
 
@@ -121,9 +122,48 @@ pub fn views(
     by_layout.into_values().collect()
 }
 
+/// The layouts with running pods whose role lets them act on events (active, or claiming during
+/// a hand-over); every layout with pods when no roles were ever written.
+pub fn acting(doc: Option<&LayoutRoles>, views: &[LayoutView]) -> Vec<String> {
+    views
+        .iter()
+        .filter(|v| v.pods > 0)
+        .map(LayoutView::name)
+        .filter(|name| LayoutRoles::role_of(doc, name).may_act())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shardset_contract::Role;
+
+    #[test]
+    fn the_acting_layouts_follow_the_roles() {
+        let with_pods = |total, pods| LayoutView {
+            total,
+            pods,
+            ..LayoutView::default()
+        };
+        let v = [with_pods(8, 4), with_pods(12, 6), with_pods(16, 0)];
+        assert_eq!(acting(None, &v), ["8", "12"], "no roles: every layout acts");
+        let doc = |roles: &[(&str, Role)]| LayoutRoles {
+            revision: 3,
+            roles: roles.iter().map(|(l, r)| (l.to_string(), *r)).collect(),
+            ..LayoutRoles::default()
+        };
+        let standby = doc(&[("8", Role::Active), ("12", Role::Standby)]);
+        assert_eq!(acting(Some(&standby), &v), ["8"]);
+        let both = doc(&[("8", Role::Claiming), ("12", Role::Claiming)]);
+        assert_eq!(acting(Some(&both), &v), ["8", "12"]);
+        let retiring = doc(&[("8", Role::Retired), ("12", Role::Claiming)]);
+        assert_eq!(acting(Some(&retiring), &v), ["12"]);
+        let recreate = doc(&[("8", Role::Retired), ("16", Role::Active)]);
+        assert!(
+            acting(Some(&recreate), &v).is_empty(),
+            "Recreate's gap: the active layout has no pods yet"
+        );
+    }
 
     #[test]
     fn acknowledgements_of_layouts_without_running_pods_are_not_awaited() {

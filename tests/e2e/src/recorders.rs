@@ -1,6 +1,7 @@
-//! What happened during a run, recorded by watches while the test drives: the `Resharding` steps a
-//! ShardSet's status went through, the name of every pod that ever existed, and every line every
-//! container logged (deleted pods included). Each stops when dropped.
+//! What happened during a run, recorded by watches while the test drives: what a condition of a
+//! ShardSet's status went through (the `Resharding` steps, `Available`), the name of every pod
+//! that ever existed, and every line every container logged (deleted pods included). Each stops
+//! when dropped.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -30,32 +31,46 @@ where
     }
 }
 
-/// Records every distinct `(Resharding reason, status.layout.step)` a ShardSet's status goes
-/// through, in order, from a watch (the steps of a reshard last from milliseconds to `W`; a
-/// watch sees each status write).
-pub struct StepLog(Recorder<Vec<String>>);
+/// Records every distinct `status=reason` one condition of a ShardSet goes through, in order, from
+/// a watch (the steps of a reshard last from milliseconds to `W`; a watch sees each status write).
+pub struct ConditionLog(Recorder<Vec<String>>);
 
-impl StepLog {
-    /// Starts watching the ShardSet `name`.
-    pub fn start(ns: &TestNamespace, name: &str) -> Self {
+impl ConditionLog {
+    /// Starts watching condition `type_` of the ShardSet `name`.
+    pub fn start(ns: &TestNamespace, name: &str, type_: &'static str) -> Self {
         let api = ns.api::<ShardSet>();
         let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-        Self(Recorder::<Vec<String>>::start(|steps| {
+        Self(Recorder::<Vec<String>>::start(|seen| {
             each_object(api, config, move |ss: ShardSet| {
                 let Some(status) = ss.status.as_ref() else {
                     return;
                 };
-                let Some(cond) = status.conditions.iter().find(|c| c.type_ == "Resharding") else {
+                let Some(cond) = status.conditions.iter().find(|c| c.type_ == type_) else {
                     return;
                 };
                 let entry = format!("{}={}", cond.status, cond.reason);
-                if let Ok(mut steps) = steps.lock()
-                    && steps.last() != Some(&entry)
+                if let Ok(mut seen) = seen.lock()
+                    && seen.last() != Some(&entry)
                 {
-                    steps.push(entry);
+                    seen.push(entry);
                 }
             })
         }))
+    }
+
+    /// The `status=reason` entries seen so far, in order.
+    pub fn seen(&self) -> Vec<String> {
+        self.0.seen()
+    }
+}
+
+/// The `Resharding` steps of a ShardSet ([`ConditionLog`] of that condition).
+pub struct StepLog(ConditionLog);
+
+impl StepLog {
+    /// Starts watching the ShardSet `name`.
+    pub fn start(ns: &TestNamespace, name: &str) -> Self {
+        Self(ConditionLog::start(ns, name, "Resharding"))
     }
 
     /// The `status=reason` entries seen so far, in order.

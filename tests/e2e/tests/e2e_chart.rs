@@ -31,6 +31,10 @@ fn charts_lint_clean() -> anyhow::Result<()> {
             "shardset-operator",
             "replicaCount=1,leaderElection.enabled=false",
         ),
+        (
+            "shardset-operator",
+            "podDisruptionBudget.enabled=false,workerImage.tag=v2",
+        ),
         ("fake-discord", ""),
         (
             "fake-discord",
@@ -72,6 +76,8 @@ fn bad_values_are_refused_with_their_name() -> anyhow::Result<()> {
                     "leaseDurationSeconds",
                 ),
                 ("redis.image.tag=", "tag"),
+                ("workerImage.repository=", "repository"),
+                ("podDisruptionBudget.maxUnavailable=0", "maxUnavailable"),
                 ("watchNamespaces=bots", "watchNamespaces"),
                 ("trustedApiHosts={http://evil/}", "trustedApiHosts"),
             ],
@@ -193,6 +199,9 @@ fn rbac_is_exactly_what_the_operator_uses() -> anyhow::Result<()> {
         ("", "secrets", "get"),
         ("events.k8s.io", "events", "create"),
         ("events.k8s.io", "events", "patch"),
+        ("policy", "poddisruptionbudgets", "get"),
+        ("policy", "poddisruptionbudgets", "create"),
+        ("policy", "poddisruptionbudgets", "patch"),
     ]
     .into_iter()
     .map(|(g, r, v)| (g.to_owned(), r.to_owned(), v.to_owned()))
@@ -233,13 +242,18 @@ fn rbac_is_exactly_what_the_operator_uses() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The rendered objects of `kind`.
+fn objects(rendered: &str, kind: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(rendered)?;
+    Ok(docs.into_iter().filter(|d| d["kind"] == kind).collect())
+}
+
 /// The operator's arguments in a rendered chart.
 fn operator_args(rendered: &str) -> anyhow::Result<Vec<String>> {
-    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(rendered)?;
-    let deployment = docs
-        .iter()
-        .find(|d| d["kind"] == "Deployment")
-        .context("no Deployment rendered")?;
+    let deployment = objects(rendered, "Deployment")?
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == "release-shardset-operator")
+        .context("the operator Deployment")?;
     Ok(
         deployment["spec"]["template"]["spec"]["containers"][0]["args"]
             .as_array()
@@ -248,6 +262,14 @@ fn operator_args(rendered: &str) -> anyhow::Result<Vec<String>> {
             .filter_map(|a| a.as_str().map(String::from))
             .collect(),
     )
+}
+
+/// The operator container's `--worker-image`.
+fn worker_image_arg(rendered: &str) -> anyhow::Result<String> {
+    operator_args(rendered)?
+        .iter()
+        .find_map(|a| a.strip_prefix("--worker-image=").map(String::from))
+        .context("no --worker-image")
 }
 
 /// `trustedApiHosts` reaches the operator as `--trusted-api-hosts` (issue 11, item 9); by
@@ -270,5 +292,55 @@ fn trusted_api_hosts_reach_the_operator() -> anyhow::Result<()> {
         trusted.contains(&"--trusted-api-hosts=fake-discord.bots.svc,127.0.0.1:8080".to_owned()),
         "{trusted:?}"
     );
+    Ok(())
+}
+
+#[test]
+fn the_worker_image_default_and_the_operators_budget() -> anyhow::Result<()> {
+    if !cluster_configured("the_worker_image_default_and_the_operators_budget") {
+        return Ok(());
+    }
+    // The worker image released with the chart: the operator's tag unless set apart.
+    let defaults = helm_template("shardset-operator", &[])?;
+    ensure!(worker_image_arg(&defaults)? == "shardset/shard-worker:dev");
+    let tagged = helm_template("shardset-operator", &["image.tag=v1"])?;
+    ensure!(worker_image_arg(&tagged)? == "shardset/shard-worker:v1");
+    let own = helm_template(
+        "shardset-operator",
+        &[
+            "image.tag=v1",
+            "workerImage.repository=reg/bot,workerImage.tag=v2",
+        ],
+    )?;
+    ensure!(worker_image_arg(&own)? == "reg/bot:v2");
+    // Values of an older chart (`helm upgrade --reuse-values`): no workerImage at all.
+    let older = helm_template("shardset-operator", &["workerImage=null"])?;
+    ensure!(worker_image_arg(&older)? == "shardset/shard-worker:dev");
+
+    // The operator's own budget: one replica at a time, over its pods only.
+    let budgets = objects(&defaults, "PodDisruptionBudget")?;
+    ensure!(budgets.len() == 1, "{budgets:#?}");
+    ensure!(
+        budgets[0]["spec"]["maxUnavailable"] == 1,
+        "{:#?}",
+        budgets[0]
+    );
+    ensure!(
+        budgets[0]["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "operator",
+        "{:#?}",
+        budgets[0]
+    );
+    for sets in [
+        "replicaCount=1,leaderElection.enabled=false",
+        "podDisruptionBudget.enabled=false",
+    ] {
+        let rendered = helm_template("shardset-operator", &[sets])?;
+        ensure!(
+            objects(&rendered, "PodDisruptionBudget")?.is_empty(),
+            "--set {sets} renders a budget"
+        );
+    }
+    let older = helm_template("shardset-operator", &["podDisruptionBudget=null"])?;
+    ensure!(objects(&older, "PodDisruptionBudget")?.len() == 1);
     Ok(())
 }

@@ -10,15 +10,20 @@
 //!   layout, the fake's budget down by 32) and the fake recorded no violation;
 //! - the status went through the hand-over's steps (`Resharding=True`, then `False/Idle`), events
 //!   were claimed in Redis (the claim phase ran under the load), and the old layout's sessions
-//!   ended for good (closed 1000, nothing left to resume).
+//!   ended for good (closed 1000, nothing left to resume);
+//! - `Available` stayed True through the whole reshard (the old layout acts until the new one
+//!   does), while `Ready` went False and back (issue 15).
+//!
+//! The ShardSet leaves `spec.image` unset: its pods run the worker image the operator chart
+//! passes to the operator (`workerImage`), and it gets its PodDisruptionBudget (issue 15).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
 use shardset_e2e::charts::fake::IdentifyOutcome;
-use shardset_e2e::charts::{LOAD, Placement, Stack, now_ms};
-use shardset_e2e::recorders::{PodLog, StepLog};
+use shardset_e2e::charts::{LOAD, Placement, Stack, WORKER_IMAGE, now_ms};
+use shardset_e2e::recorders::{ConditionLog, PodLog, StepLog};
 use shardset_e2e::shardsets::{application_id, layout_pods};
 use shardset_e2e::{TestNamespace, report};
 
@@ -36,13 +41,28 @@ async fn scale_16_to_32_under_load_acts_on_every_message_exactly_once() -> anyho
     let stack = Stack::install(&ns, Placement::Anywhere).await?;
     let bot = stack
         .shardset("bot", 16, 4)
+        .without("image")
         .replying()
         .handover_window_ms(WINDOW_MS);
-    stack.serve(&bot, READY_WITHIN).await?;
+    let live = stack.serve(&bot, READY_WITHIN).await?;
     report!(
         "16 shards / 4 pods serving {:.1} s after install began",
         started.elapsed().as_secs_f64()
     );
+    // No spec.image: the chart's default worker image.
+    for pod in &live.pods {
+        let image = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.first())
+            .and_then(|c| c.image.as_deref());
+        ensure!(
+            image == Some(WORKER_IMAGE),
+            "pod {:?} runs {image:?}",
+            pod.metadata.name
+        );
+    }
+    ensure_disruption_budget(&ns, "bot", 3)?;
 
     // The load, and proof that the handler answers before anything changes.
     let since = stack.start_load().await?;
@@ -51,6 +71,8 @@ async fn scale_16_to_32_under_load_acts_on_every_message_exactly_once() -> anyho
     let identifies_before = stack.fake.identifies().await?.len();
     let budget_before = stack.fake.budget().await?.remaining;
     let steps = StepLog::start(&ns, "bot");
+    let available = ConditionLog::start(&ns, "bot", "Available");
+    let ready = ConditionLog::start(&ns, "bot", "Ready");
     let pods = PodLog::start(&ns);
     let scaled = Instant::now();
     ns.kubectl(&["scale", "shardset/bot", "--replicas=32"])?;
@@ -107,6 +129,21 @@ async fn scale_16_to_32_under_load_acts_on_every_message_exactly_once() -> anyho
         .assert_no_violations("during the reshard")
         .await?;
 
+    // Available never wavered; Ready said the target was not fully up meanwhile.
+    let (available, ready) = (available.seen(), ready.seen());
+    report!("Available went {available:?}; Ready went {ready:?}");
+    ensure!(
+        available == ["True=MinimumShardsAvailable"],
+        "Available went {available:?}"
+    );
+    ensure!(
+        ready.iter().any(|r| r == "False=Resharding")
+            && ready.last().map(String::as_str) == Some("True=AllShardsReady"),
+        "Ready went {ready:?}"
+    );
+    // The budget follows the pods: 8 of layout 32, one may go.
+    ensure_disruption_budget(&ns, "bot", 7)?;
+
     // The hand-over's steps, and its end.
     let seen = steps.seen();
     ensure!(
@@ -150,5 +187,32 @@ async fn scale_16_to_32_under_load_acts_on_every_message_exactly_once() -> anyho
     stack.snapshot("after the reshard")?;
     stack.finish().await?;
     report!("whole scenario {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The ShardSet `name` has its PodDisruptionBudget: owned by it, over its pods, with
+/// `minAvailable` = `min_available` (its pods minus one).
+fn ensure_disruption_budget(
+    ns: &TestNamespace,
+    name: &str,
+    min_available: u32,
+) -> anyhow::Result<()> {
+    let pdb: serde_json::Value =
+        serde_json::from_str(&ns.kubectl(&["get", "pdb", name, "-o", "json"])?)?;
+    let owner = &pdb["metadata"]["ownerReferences"][0];
+    ensure!(
+        owner["kind"] == "ShardSet" && owner["name"] == name && owner["controller"] == true,
+        "owner: {owner}"
+    );
+    ensure!(
+        pdb["spec"]["minAvailable"] == min_available
+            && pdb["spec"]["selector"]["matchLabels"]["shardset.io/shardset"] == name,
+        "spec: {}",
+        pdb["spec"]
+    );
+    report!(
+        "PodDisruptionBudget {name}: minAvailable {min_available}, status {}",
+        pdb["status"]
+    );
     Ok(())
 }
