@@ -1,7 +1,7 @@
 //! From a WebSocket frame to the machine's inputs: inflate (zlib-stream), read the envelope, and
 //! per opcode tell the machine; a dispatch goes to the handler first (in order), then is counted.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -32,11 +32,13 @@ struct HelloData {
 
 impl<H: Handler> Runner<'_, H> {
     pub(super) async fn on_frame(&mut self, frame: Option<Result<Message, WsError>>) -> Vec<Input> {
+        // A dispatch's age counts from here (`super::lag`).
+        let arrived = Instant::now();
         let bytes = match frame {
             Some(Ok(Message::Binary(bytes))) => bytes,
             Some(Ok(Message::Text(text))) => {
                 let text = text.to_string();
-                return Box::pin(self.on_payload_owned(text.into_bytes())).await;
+                return Box::pin(self.on_payload_owned(text.into_bytes(), arrived)).await;
             }
             Some(Ok(Message::Close(frame))) => {
                 self.ws = None;
@@ -66,7 +68,7 @@ impl<H: Handler> Runner<'_, H> {
             return Vec::new();
         };
         let inputs = match inflater.push(&bytes) {
-            Ok(Some(json)) => self.on_payload(json).await,
+            Ok(Some(json)) => self.on_payload(json, arrived).await,
             Ok(None) => Vec::new(),
             Err(e) => {
                 // Corrupt, or a decompression bomb stopped at the cap: the inflate context cannot
@@ -84,11 +86,11 @@ impl<H: Handler> Runner<'_, H> {
         inputs
     }
 
-    async fn on_payload_owned(&mut self, json: Vec<u8>) -> Vec<Input> {
-        self.on_payload(&json).await
+    async fn on_payload_owned(&mut self, json: Vec<u8>, arrived: Instant) -> Vec<Input> {
+        self.on_payload(&json, arrived).await
     }
 
-    async fn on_payload(&mut self, json: &[u8]) -> Vec<Input> {
+    async fn on_payload(&mut self, json: &[u8], arrived: Instant) -> Vec<Input> {
         let envelope = match envelope::parse(json) {
             Ok(e) => e,
             Err(e) => {
@@ -149,7 +151,11 @@ impl<H: Handler> Runner<'_, H> {
                     active: acting.may_act(),
                     acting,
                 };
+                self.slot.handler_took(arrived);
                 self.shared.handler.dispatch(dispatch).await;
+                self.slot.handler_done();
+                self.ages
+                    .handled(self.board(), self.slot, event, data, arrived);
                 self.slot.set_handled_seq(seq);
                 self.count(event);
                 input.into_iter().collect()

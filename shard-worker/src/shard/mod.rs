@@ -11,7 +11,8 @@
 //! - [`lifecycle`]: the task: lease, session, and what follows its end.
 //! - `runner`: one session's select loop; `actions`, `frames` and `connection` carry out the
 //!   machine's actions, decode frames and handle the socket; `ending` is how a session ends
-//!   (save, close, release, or the fatal marker).
+//!   (save, close, release, or the fatal marker); `lag` measures how late each dispatch is
+//!   handled (the age histograms, the shard's pace).
 //! - `custody`: the shard's custody in Redis around its sessions (lease, fatal marker, a dead
 //!   task's session); [`records`]: those records themselves.
 //! - [`config`]: what every shard of a worker shares.
@@ -22,6 +23,7 @@ mod connection;
 mod custody;
 mod ending;
 mod frames;
+mod lag;
 pub mod lifecycle;
 pub mod records;
 mod runner;

@@ -19,6 +19,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::config::Shared;
 use super::connection::Connection;
+use super::lag::DispatchAge;
 use crate::gateway::close_code;
 use crate::gateway::compression::ZlibStream;
 use crate::gateway::ratelimit::CommandLimiter;
@@ -88,6 +89,8 @@ pub(super) struct Runner<'a, H> {
     /// Per-event counters, looked up without allocating after the first of each kind.
     pub(super) counters: HashMap<Box<str>, Counter>,
     pub(super) labels: ShardLabels,
+    /// The layout's dispatch age histograms and the lag bound.
+    pub(super) ages: DispatchAge,
 }
 
 impl<'a, H: Handler> Runner<'a, H> {
@@ -120,6 +123,11 @@ impl<'a, H: Handler> Runner<'a, H> {
             replaying: false,
             counters: HashMap::new(),
             labels: ShardLabels { shard },
+            ages: DispatchAge::new(
+                &shared.board,
+                shared.acting.layout(),
+                shared.acting.lag_bound_ms(),
+            ),
         }
     }
 
