@@ -33,6 +33,12 @@ pub const IDENTIFY_WINDOW_MS: &str = "IDENTIFY_WINDOW_MS";
 /// Optional: extra hold of a used gate after the window, in ms (default: 2 % of the window,
 /// between 50 and 250 ms). Covers the time between our send and Discord's receipt.
 pub const IDENTIFY_MARGIN_MS: &str = "IDENTIFY_MARGIN_MS";
+/// Optional: the gateway's transport compression, `zstd-stream` (default), `zlib-stream` or
+/// `none` ([`crate::GatewayCompression`]).
+pub const GATEWAY_COMPRESSION: &str = "GATEWAY_COMPRESSION";
+/// Optional: the window of the gateway send limit (120 commands per window per connection), in
+/// ms (Discord: 60000). Only shorter against a time-scaled fake gateway.
+pub const GATEWAY_SEND_WINDOW_MS: &str = "GATEWAY_SEND_WINDOW_MS";
 /// Optional: how long a saved session stays resumable, in ms (the TTL of `Keys::session`;
 /// default 180000). Only shorter against a time-scaled fake gateway.
 pub const RESUME_WINDOW_MS: &str = "RESUME_WINDOW_MS";
@@ -54,3 +60,55 @@ pub const HANDOVER_WINDOW_MS: &str = "HANDOVER_WINDOW_MS";
 /// Optional: how long a claim (`Keys::claim`) lives, in ms. Default
 /// [`crate::DEFAULT_HANDOVER_CLAIM_TTL_MS`]; never below 3 × `HANDOVER_WINDOW_MS`.
 pub const HANDOVER_CLAIM_TTL_MS: &str = "HANDOVER_CLAIM_TTL_MS";
+
+// The bot tier's bus (`docs/bus-protocol.md`). The handler libraries read the names they share
+// with the worker (`NATS_*`, `SHARDSET_STREAM`, `SHARDSET_LEASE_TTL_MS`) from here too.
+
+/// Optional: the bus, `nats://host:4222` (several comma-separated; credentials may be in the
+/// URL). Set: the worker publishes every dispatch to NATS JetStream and checkpoints a dispatch
+/// only once the stream acknowledged it.
+pub const NATS_URL: &str = "NATS_URL";
+/// Optional: NATS user name (with [`NATS_PASSWORD`]).
+pub const NATS_USER: &str = "NATS_USER";
+/// Optional: NATS password (with [`NATS_USER`]); set by `secretKeyRef` only, never logged.
+pub const NATS_PASSWORD: &str = "NATS_PASSWORD";
+/// Optional: NATS token; set by `secretKeyRef` only, never logged.
+pub const NATS_TOKEN: &str = "NATS_TOKEN";
+/// Optional: path of a NATS credentials file (user JWT and NKey seed), e.g. a mounted Secret.
+pub const NATS_CREDS_FILE: &str = "NATS_CREDS_FILE";
+/// The bot's stream (required with [`NATS_URL`] in the worker): by default
+/// `shardset-<namespace>-<shardset>` ([`crate::bus::default_stream_name`]).
+pub const SHARDSET_STREAM: &str = "SHARDSET_STREAM";
+/// The subject prefix `S` (required with [`NATS_URL`] in the worker): by default
+/// `shardset.<namespace>.<shardset>` ([`crate::bus::default_subject_prefix`]).
+pub const SHARDSET_SUBJECT_PREFIX: &str = "SHARDSET_SUBJECT_PREFIX";
+/// Optional: the number of guild partitions `P` (default [`crate::bus::DEFAULT_PARTITIONS`]);
+/// must match the stream's metadata.
+pub const SHARDSET_PARTITIONS: &str = "SHARDSET_PARTITIONS";
+/// Optional: whether the worker creates the stream, its consumers and the handlers' bucket when
+/// missing (default `true`); `false` when the operator or a person manages them (the worker then
+/// waits for the stream and checks its metadata).
+pub const SHARDSET_BUS_CREATE_STREAM: &str = "SHARDSET_BUS_CREATE_STREAM";
+/// Optional: the handler groups whose consumers the stream's creator makes before the first
+/// publish, comma-separated (default `default`).
+pub const SHARDSET_BUS_GROUPS: &str = "SHARDSET_BUS_GROUPS";
+/// Optional: the lease TTL in ms (default 10000): the handlers' bucket `max_age` and the
+/// consumers' `ack_wait` when this process creates them.
+pub const SHARDSET_LEASE_TTL_MS: &str = "SHARDSET_LEASE_TTL_MS";
+/// Optional: the stream's `max_bytes` when the worker creates or updates it (default unlimited).
+pub const SHARDSET_BUS_MAX_BYTES: &str = "SHARDSET_BUS_MAX_BYTES";
+/// Optional: the stream's `max_msgs` (default unlimited).
+pub const SHARDSET_BUS_MAX_MESSAGES: &str = "SHARDSET_BUS_MAX_MESSAGES";
+/// Optional: the stream's `max_age` in ms (default unlimited).
+pub const SHARDSET_BUS_MAX_AGE_MS: &str = "SHARDSET_BUS_MAX_AGE_MS";
+/// Optional: the stream's `num_replicas` (default 1).
+pub const SHARDSET_BUS_REPLICAS: &str = "SHARDSET_BUS_REPLICAS";
+/// Optional: the stream's duplicate window in ms (default 120000; shorter only in tests).
+pub const SHARDSET_BUS_DUPLICATE_WINDOW_MS: &str = "SHARDSET_BUS_DUPLICATE_WINDOW_MS";
+/// Optional: dispatches of this process taken and not yet acknowledged by the stream, at most
+/// (default 4096); at the bound the shards stop reading the gateway.
+pub const SHARDSET_BUS_MAX_IN_FLIGHT: &str = "SHARDSET_BUS_MAX_IN_FLIGHT";
+/// Optional: the same bound in payload bytes (default 67108864, 64 MiB).
+pub const SHARDSET_BUS_MAX_IN_FLIGHT_BYTES: &str = "SHARDSET_BUS_MAX_IN_FLIGHT_BYTES";
+/// Optional: the same bound per shard, in dispatches (default 1024).
+pub const SHARDSET_BUS_SHARD_MAX_IN_FLIGHT: &str = "SHARDSET_BUS_SHARD_MAX_IN_FLIGHT";

@@ -9,6 +9,7 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::bus::Bus;
 use common::scenario::{Scenario, wait_until};
 use common::worker::{WorkerProcess, WorkerSpec};
 use fake_discord::control::{Fault, FaultRequest, Target};
@@ -113,12 +114,20 @@ const SKEW_MS: u64 = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hand_over_acts_on_every_message_exactly_once_with_the_new_layout_late() {
-    hand_over(Some(8)).await;
+    hand_over(Some(8), None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hand_over_acts_on_every_message_exactly_once_with_the_old_layout_late() {
-    hand_over(Some(4)).await;
+    hand_over(Some(4), None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_over_publishes_every_message_to_the_bus_exactly_once() {
+    // Publishing is acting: the standby layout publishes nothing, the claiming ones only what
+    // they claimed (with the content id), and the stream holds each message once.
+    let bus = Bus::start();
+    hand_over(Some(8), Some(&bus)).await;
 }
 
 /// Delays every frame to the sessions of layout `total` by `ms` (0 ends the delay).
@@ -138,13 +147,20 @@ fn delay_layout(s: &Scenario, total: u32, ms: u64) {
 
 /// Layout 4 (one worker) hands over to layout 8 (one worker) under load, with the frames of
 /// `late` (if any) delayed so the two layouts see each event [`SKEW_MS`] apart: the case the
-/// back-fill and the `W` waits exist for.
-async fn hand_over(late: Option<u32>) {
+/// back-fill and the `W` waits exist for. With `bus`, both layouts also publish to it.
+async fn hand_over(late: Option<u32>, bus: Option<&Bus>) {
     // Heartbeats every 3 s: a debug build answering every message through REST on a busy
     // 2-core machine can hold a shard's loop long enough to miss a 1 s heartbeat.
     let s = Scenario::start(16, 100, 3_000).await;
     let mut roles = Roles::new(&s);
-    let mut old = WorkerProcess::start(replier(&s, "old", 0, 3, 4));
+    let spec = |pod: &str, last: u32, total: u32| {
+        let mut spec = replier(&s, pod, 0, last, total);
+        if let Some(bus) = bus {
+            spec.extra_env.extend(bus.env(&[]));
+        }
+        spec
+    };
+    let mut old = WorkerProcess::start(spec("old", 3, 4));
     assert!(
         old.wait_ready(READY).await,
         "old layout:\n{}",
@@ -160,7 +176,7 @@ async fn hand_over(late: Option<u32>) {
 
     // Standby: the new layout connects beside the old one, acting on nothing.
     roles.write(&[(4, Role::Active), (8, Role::Standby)]);
-    let mut new = WorkerProcess::start(replier(&s, "new", 0, 7, 8));
+    let mut new = WorkerProcess::start(spec("new", 7, 8));
     assert!(
         new.wait_ready(READY).await,
         "new layout:\n{}",
@@ -262,6 +278,84 @@ async fn hand_over(late: Option<u32>) {
         "one Identify per shard of each layout"
     );
     s.assert_no_violations();
+    if let Some(bus) = bus {
+        assert_published_once(
+            bus,
+            since,
+            until,
+            report.messages,
+            &old_metrics,
+            &new_metrics,
+        )
+        .await;
+    }
+}
+
+/// The stream holds every user message of `[since, until)` (`messages` of them) exactly once,
+/// and no message twice; the standby layout withheld what it received, and each layout lost
+/// claims to the other.
+async fn assert_published_once(
+    bus: &Bus,
+    since: u64,
+    until: u64,
+    messages: u64,
+    old_metrics: &str,
+    new_metrics: &str,
+) {
+    #[derive(serde::Deserialize)]
+    struct Message {
+        id: String,
+        #[serde(default)]
+        author: Option<Author>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Author {
+        #[serde(default)]
+        bot: bool,
+    }
+    let stored = bus.stored().await;
+    let mut ids = std::collections::HashMap::<u64, u32>::new();
+    let mut content_ids = 0;
+    for m in &stored {
+        assert!(
+            m.msg_id.starts_with("s:") || m.msg_id.starts_with("c:"),
+            "{m:?}"
+        );
+        if m.msg_id.starts_with("c:") {
+            content_ids += 1;
+        }
+        if m.event != "MESSAGE_CREATE" {
+            continue;
+        }
+        let message: Message = serde_json::from_slice(&m.data).expect("a message");
+        if message.author.is_some_and(|a| a.bot) {
+            continue;
+        }
+        *ids.entry(message.id.parse().expect("snowflake"))
+            .or_default() += 1;
+    }
+    let twice: Vec<_> = ids.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "messages stored twice: {twice:?}");
+    let in_period = ids
+        .keys()
+        .filter(|id| (since..until).contains(&fake_discord::snowflake::timestamp_ms(**id)))
+        .count() as u64;
+    let withheld = |text: &str, reason: &str| {
+        common::metrics::total_with(
+            text,
+            "shardset_bus_withheld_total",
+            &format!("reason=\"{reason}\""),
+        )
+    };
+    let standby = withheld(new_metrics, "not_acting");
+    let lost = withheld(old_metrics, "claim_lost") + withheld(new_metrics, "claim_lost");
+    eprintln!(
+        "bus: {} events stored ({content_ids} with content ids), {in_period} of {messages} messages of the period, each once; the standby layout withheld {standby}, claims lost {lost}",
+        stored.len()
+    );
+    assert_eq!(in_period, messages, "every message of the period stored");
+    assert!(standby > 0.0, "the standby layout published nothing");
+    assert!(content_ids > 0 && lost > 0.0, "both layouts claimed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

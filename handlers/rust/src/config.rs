@@ -3,26 +3,21 @@
 //! where the publishing side wrote it (`docs/bus-protocol.md`, "Stream").
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use shardset_contract::bus;
 
-/// `nats://host:4222` (several, comma-separated); credentials may be in the URL.
-pub const NATS_URL: &str = "NATS_URL";
-/// Optional user name (with [`NATS_PASSWORD`]).
-pub const NATS_USER: &str = "NATS_USER";
-/// Optional password (with [`NATS_USER`]); never logged.
-pub const NATS_PASSWORD: &str = "NATS_PASSWORD";
-/// Optional token; never logged.
-pub const NATS_TOKEN: &str = "NATS_TOKEN";
-/// The bot's stream (`shardset-<namespace>-<shardset>` unless `spec.bus.stream` says otherwise).
-pub const SHARDSET_STREAM: &str = "SHARDSET_STREAM";
+/// The names the worker reads too (the contract's `env`): `NATS_URL` (several, comma-separated;
+/// credentials may be in the URL), `NATS_USER` with `NATS_PASSWORD`, or `NATS_TOKEN` (never
+/// logged), `SHARDSET_STREAM` (the bot's stream), `SHARDSET_LEASE_TTL_MS`.
+pub use shardset_contract::env::{
+    NATS_PASSWORD, NATS_TOKEN, NATS_URL, NATS_USER, SHARDSET_LEASE_TTL_MS, SHARDSET_STREAM,
+};
 /// The handler group: replicas of one group share the partitions; every group gets every event.
 pub const SHARDSET_HANDLER_GROUP: &str = "SHARDSET_HANDLER_GROUP";
 /// This replica's name in its group (default: `$POD_NAME` or `$HOSTNAME`, plus a random suffix).
 pub const SHARDSET_HANDLER_REPLICA: &str = "SHARDSET_HANDLER_REPLICA";
-/// Lease TTL in ms, used only by the replica that creates the ownership bucket.
-pub const SHARDSET_LEASE_TTL_MS: &str = "SHARDSET_LEASE_TTL_MS";
 /// Deliveries of an event whose handler keeps failing before it is terminated.
 pub const SHARDSET_HANDLER_MAX_ATTEMPTS: &str = "SHARDSET_HANDLER_MAX_ATTEMPTS";
 
@@ -54,15 +49,19 @@ pub enum Auth {
     None,
     UserPassword(String, String),
     Token(String),
+    /// A NATS credentials file (a user JWT and its NKey seed), e.g. mounted from a Secret.
+    CredsFile(PathBuf),
 }
 
 impl fmt::Debug for Auth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::None => "None",
-            Self::UserPassword(..) => "UserPassword(<redacted>)",
-            Self::Token(_) => "Token(<redacted>)",
-        })
+        match self {
+            Self::None => f.write_str("None"),
+            Self::UserPassword(..) => f.write_str("UserPassword(<redacted>)"),
+            Self::Token(_) => f.write_str("Token(<redacted>)"),
+            // The path is no secret; the file's content is.
+            Self::CredsFile(path) => write!(f, "CredsFile({})", path.display()),
+        }
     }
 }
 

@@ -25,7 +25,7 @@
 //! the check of the wire format; [`handler`] the trait; [`commands`] commands back; [`wire`]
 //! the JetStream configurations of the protocol; `assignment` who should own what; `lease` the
 //! ownership bucket's records; `coordinator` the ownership loop; `partition` one partition's
-//! consumption; `setup` connecting and binding; [`replica`] the running replica; [`stats`] its
+//! consumption; [`setup`] connecting and binding (shared with the publishing worker); [`replica`] the running replica; [`stats`] its
 //! counters.
 
 mod assignment;
@@ -38,7 +38,7 @@ pub mod handler;
 mod lease;
 mod partition;
 pub mod replica;
-mod setup;
+pub mod setup;
 pub mod stats;
 pub mod wire;
 

@@ -1,5 +1,7 @@
-//! Connecting a replica: the NATS connection, the stream's layout read from its metadata, the
-//! group's ownership bucket, and a partition's consumer (bound, or created when missing).
+//! Connecting to the bus: the NATS connection, the stream's layout read from its metadata, the
+//! ownership bucket, and a partition's consumer (bound, or created when missing). The
+//! connection, the layout check and the bucket are public: the publishing side (the shard
+//! worker) connects and binds the same way.
 
 use std::time::Duration;
 
@@ -15,7 +17,7 @@ use crate::wire;
 
 /// What the stream's metadata says.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Layout {
+pub struct Layout {
     pub prefix: String,
     pub partitions: u32,
 }
@@ -23,36 +25,46 @@ pub(crate) struct Layout {
 /// Connects to NATS as `config` says (retrying the first connection until it succeeds: the
 /// handler may start before the bus).
 pub(crate) async fn connect(config: &Config) -> Result<async_nats::Client, Error> {
-    let mut options = async_nats::ConnectOptions::new()
+    let options = async_nats::ConnectOptions::new()
         .name(format!("shardset-handler {}", config.replica))
         .retry_on_initial_connect();
-    options = match &config.auth {
+    connect_with(&config.nats_url, &config.auth, options).await
+}
+
+/// Connects to `nats_url` (several comma-separated) with `auth` added to `options`.
+pub async fn connect_with(
+    nats_url: &str,
+    auth: &Auth,
+    options: async_nats::ConnectOptions,
+) -> Result<async_nats::Client, Error> {
+    let failed = |reason: String| Error::Connect {
+        url: host_of(nats_url),
+        reason,
+    };
+    let options = match auth {
         Auth::None => options,
         Auth::UserPassword(user, password) => {
             options.user_and_password(user.clone(), password.clone())
         }
         Auth::Token(token) => options.token(token.clone()),
+        Auth::CredsFile(path) => options
+            .credentials_file(path)
+            .await
+            .map_err(|e| failed(format!("credentials file {}: {e}", path.display())))?,
     };
-    let addresses = config
-        .nats_url
+    let addresses = nats_url
         .split(',')
         .map(|url| url.trim().parse::<async_nats::ServerAddr>())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::Connect {
-            url: host_of(&config.nats_url),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| failed(e.to_string()))?;
     options
         .connect(addresses)
         .await
-        .map_err(|e| Error::Connect {
-            url: host_of(&config.nats_url),
-            reason: e.to_string(),
-        })
+        .map_err(|e| failed(e.to_string()))
 }
 
-/// The URL without credentials, for messages.
-fn host_of(url: &str) -> String {
+/// The URL without credentials, for messages and logs.
+pub fn host_of(url: &str) -> String {
     url.split(',')
         .map(str::trim)
         .map(|u| match u.split_once("://") {
@@ -90,8 +102,9 @@ pub(crate) async fn stream(js: &jetstream::Context, name: &str) -> Result<(Strea
     Ok((stream, layout))
 }
 
-/// Reads the protocol's metadata keys.
-fn layout_of(
+/// Reads the protocol's metadata keys (`docs/bus-protocol.md`, "Stream"): a stream without
+/// them, or of another protocol version, is not a bus stream.
+pub fn layout_of(
     stream: &str,
     meta: &std::collections::HashMap<String, String>,
 ) -> Result<Layout, Error> {
@@ -121,7 +134,8 @@ fn layout_of(
 
 /// The ownership bucket `<stream>-handlers`: bound if it exists (its `max_age` is the lease
 /// TTL), else created with `ttl` (history 1). Two replicas creating it at once: the loser binds.
-pub(crate) async fn ownership_bucket(
+/// Returns the bucket and its TTL.
+pub async fn ownership_bucket(
     js: &jetstream::Context,
     stream: &str,
     ttl: Duration,

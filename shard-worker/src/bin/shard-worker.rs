@@ -4,8 +4,10 @@
 //! library's `worker::Builder`; this file only parses, sets up logging and the runtime, and says
 //! how the worker ended. See the README's "Shard worker" section.
 //!
-//! SIGTERM: stop dispatching, save each session to Redis, close with a resumable code, release
-//! the leases, drain the forward queue, exit 0. (A retired layout ends its sessions instead.)
+//! SIGTERM: stop dispatching, save each session to Redis (up to what the handler settled and,
+//! with `NATS_URL`, the bus acknowledged), close with a resumable code, release the leases, drain
+//! the forward queue and the bus's last publishes, exit 0. (A retired layout ends its sessions
+//! instead.)
 //!
 //! A token Discord refuses (401) or shards closed for good (4004, 4010–4014) do not end the
 //! process: a restart would only call Discord again (a crash loop spends requests and, for

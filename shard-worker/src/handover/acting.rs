@@ -4,6 +4,7 @@
 //! - [`Acting::act`] is the one question a handler asks before it acts (replies, writes, ...):
 //!   `active` → yes; `standby`/`retired` → no; `claiming` → yes only if this layout wins the
 //!   event's claim (`SET P:claim:<key> <layout> NX PX <ttl>`), so across layouts exactly one acts.
+//!   [`Acting::publication`] asks the same for publishing to the bus, and says with which id.
 //! - [`watch`] polls `P:active-layout` every [`POLL`] and applies the layout's role: on going
 //!   from `active` to `claiming` it first claims what it acted on recently (the back-fill), then
 //!   acknowledges the revision in every shard's status record (through the [`Board`]).
@@ -35,6 +36,31 @@ pub const POLL: Duration = Duration::from_millis(250);
 pub const ROLE_WAIT: Duration = Duration::from_secs(10);
 /// How long a claim is retried while Redis does not answer, before the event is skipped.
 pub const CLAIM_GIVE_UP: Duration = Duration::from_secs(5);
+
+/// [`Publication::Withheld`]: the layout is `standby` or `retired`.
+pub const WITHHELD_NOT_ACTING: &str = "not_acting";
+/// [`Publication::Withheld`]: the other layout holds the event's claim.
+pub const WITHHELD_CLAIM_LOST: &str = "claim_lost";
+
+/// How a layout puts one event on the bus ([`Acting::publication`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publication {
+    /// With the session's id (`s:<session>:<seq>`): the layout is `active`.
+    BySession,
+    /// With the content id (`c:<key>`): the layout is `claiming` and holds the event's claim.
+    ByContent(ClaimKey),
+    /// Not at all, for the reason given ([`WITHHELD_NOT_ACTING`], [`WITHHELD_CLAIM_LOST`]).
+    Withheld(&'static str),
+}
+
+/// How a claim is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// Before acting: given up (not acting) after [`CLAIM_GIVE_UP`] without Redis.
+    ToAct,
+    /// Before publishing: retried until Redis answers; this layout's own claim counts as won.
+    ForTheBus,
+}
 
 /// Hand-over settings of a worker.
 #[derive(Debug, Clone)]
@@ -197,7 +223,7 @@ impl Acting {
             match decision {
                 Decision::Act => return true,
                 Decision::Skip => return false,
-                Decision::Claim => return self.claim(key).await,
+                Decision::Claim => return self.claim(key, Claim::ToAct).await,
                 Decision::Unknown if waited => {
                     self.count("role_unknown");
                     warn!(layout = %self.layout, "roles still unknown; not acting on the event");
@@ -212,7 +238,39 @@ impl Acting {
         }
     }
 
-    async fn claim(&self, key: ClaimKey) -> bool {
+    /// How this layout puts the event `event` with raw `d` `data` on the bus
+    /// (`docs/bus-protocol.md`, "`Nats-Msg-Id`"). Publishing is acting: exactly one layout
+    /// publishes each event, decided as [`Acting::act`] decides, except that nothing is given up
+    /// in doubt (withholding would lose the event): an unknown role is waited for, and a claim
+    /// is retried until Redis answers (meanwhile the shard's in-flight bound pauses it, and
+    /// self-fencing ends its session if Redis stays away). A claim this layout already holds
+    /// counts as won: a replay after a crash publishes again, and the bus drops the copy.
+    pub async fn publication(&self, event: &str, data: &[u8]) -> Publication {
+        let key = ClaimKey::of_raw(event, data);
+        loop {
+            let decision = self.roles().decide(key, self.now_ms());
+            match decision {
+                Decision::Act => return Publication::BySession,
+                Decision::Skip => return Publication::Withheld(WITHHELD_NOT_ACTING),
+                Decision::Claim => return self.claim_for_bus(key).await,
+                Decision::Unknown => {
+                    let mut known = self.known.subscribe();
+                    let _ = known.wait_for(|k| *k).await;
+                }
+            }
+        }
+    }
+
+    async fn claim_for_bus(&self, key: ClaimKey) -> Publication {
+        if self.claim(key, Claim::ForTheBus).await {
+            Publication::ByContent(key)
+        } else {
+            Publication::Withheld(WITHHELD_CLAIM_LOST)
+        }
+    }
+
+    /// Takes the claim of `key` for this layout, as `how` says; true when won.
+    async fn claim(&self, key: ClaimKey, how: Claim) -> bool {
         let Some(records) = &self.records else {
             return true;
         };
@@ -220,15 +278,17 @@ impl Acting {
         let deadline = Instant::now() + CLAIM_GIVE_UP;
         let mut pause = Duration::from_millis(20);
         loop {
-            match records
-                .claim(&hex, &self.layout, self.config.claim_ttl)
-                .await
-            {
+            let ttl = self.config.claim_ttl;
+            let claimed = match how {
+                Claim::ToAct => records.claim(&hex, &self.layout, ttl).await,
+                Claim::ForTheBus => records.claim_or_own(&hex, &self.layout, ttl).await,
+            };
+            match claimed {
                 Ok(won) => {
                     self.count(if won { "won" } else { "lost" });
                     return won;
                 }
-                Err(e) if Instant::now() + pause < deadline => {
+                Err(e) if how == Claim::ForTheBus || Instant::now() + pause < deadline => {
                     debug!(error = %e, "claim failed; retrying");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(500));

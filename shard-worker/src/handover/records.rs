@@ -55,6 +55,30 @@ impl HandoverRecords {
         Ok(set.is_some())
     }
 
+    /// Claims one event for `layout` like [`HandoverRecords::claim`], or finds it already
+    /// claimed by `layout` itself: true in both cases. A layout that replays an event after a
+    /// crash (its successor resuming from a checkpoint) publishes it again, with the same
+    /// content id, which the bus drops as a duplicate; without this it would find its own claim
+    /// and withhold the event, which may never have reached the bus.
+    pub async fn claim_or_own(
+        &self,
+        event_key: &str,
+        layout: &str,
+        ttl: Duration,
+    ) -> Result<bool, RecordError> {
+        loop {
+            if self.claim(event_key, layout, ttl).await? {
+                return Ok(true);
+            }
+            let holder: Option<String> = self.conn.clone().get(self.keys.claim(event_key)).await?;
+            match holder {
+                Some(holder) => return Ok(holder == layout),
+                // Expired between the two calls: claim again.
+                None => continue,
+            }
+        }
+    }
+
     /// Claims every event of `event_keys` for `layout` in one round trip (the back-fill of a
     /// layout going from `active` to `claiming`: it acted on them, so they are its own).
     pub async fn claim_all(

@@ -21,10 +21,15 @@ pub struct ClaimKey(pub u128);
 impl ClaimKey {
     /// The key of event `event` with payload `data` (the raw JSON of `d`).
     pub fn of(event: &str, data: &str) -> Self {
+        Self::of_raw(event, data.as_bytes())
+    }
+
+    /// [`ClaimKey::of`] on the raw bytes of `d`.
+    pub fn of_raw(event: &str, data: &[u8]) -> Self {
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
         hasher.update(event.as_bytes());
         hasher.update(&[0]);
-        hasher.update(data.as_bytes());
+        hasher.update(data);
         Self(hasher.digest128())
     }
 

@@ -21,7 +21,15 @@ impl<H: Handler> Runner<'_, H> {
     /// Carries out one action of the machine; what it leads to may be more inputs.
     pub(super) async fn execute(&mut self, action: Action) -> Step {
         match action {
-            Action::Connect(target) => return Step::Inputs(vec![self.connect(target).await]),
+            Action::Connect(target) => {
+                // No new connection while the bus has no room: it would not be read, and its
+                // Hello would go unanswered. It opens once the bus has room.
+                if self.bus_room.is_some() {
+                    self.connect_after_pause = Some(target);
+                    return Step::Continue;
+                }
+                return Step::Inputs(vec![self.connect(target).await]);
+            }
             Action::Disconnect { code } => self.close(code).await,
             Action::SendHeartbeat { seq, requested } => {
                 let payload = commands::heartbeat(seq);
@@ -69,6 +77,8 @@ impl<H: Handler> Runner<'_, H> {
                     permit.release().await;
                     return Step::Continue;
                 }
+                // A new session: what the old one owed (op 8 answers) will not come.
+                self.forget_member_requests();
                 let sent = self.send(payload).await;
                 // A failed send may still have put the Identify on the wire (a write error
                 // after some bytes left, a connection reset after the flush): count it as sent,

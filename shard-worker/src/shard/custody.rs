@@ -80,7 +80,7 @@ pub(super) async fn save_for_next_owner<H: Handler>(
     let shard = slot.shard;
     let record = SessionRecord {
         session_id,
-        seq: shared.handler.settled_seq(shard, slot.handled_seq()),
+        seq: shared.settled_seq(shard, slot.handled_seq()),
         resume_gateway_url,
         saved_at_ms: unix_ms(),
     };

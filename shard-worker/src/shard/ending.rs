@@ -47,16 +47,16 @@ impl<'a, H: Handler> Runner<'a, H> {
         }
     }
 
-    /// Before the final save: gives the handler a moment (at most [`SETTLE_WAIT`]) to settle
-    /// what it returned from (e.g. the forward queue draining), so the next owner resumes right
-    /// after the last dispatch rather than replaying the queued ones: exactly once after a
-    /// SIGTERM while the endpoint keeps up, at least once when it does not.
+    /// Before the final save: gives the handler and the bus a moment (at most [`SETTLE_WAIT`])
+    /// to settle what they took (e.g. the forward queue draining, the last acknowledgements), so
+    /// the next owner resumes right after the last dispatch rather than replaying the queued
+    /// ones: exactly once after a SIGTERM while they keep up, at least once when they do not.
     fn await_settled(&self) -> impl Future<Output = ()> + Send + 'a {
-        let (handler, slot, shard) = (&*self.shared.handler, self.slot, self.shard);
+        let (shared, slot, shard) = (self.shared, self.slot, self.shard);
         async move {
             let handled = slot.handled_seq();
             let deadline = Instant::now() + SETTLE_WAIT;
-            while handler.settled_seq(shard, handled) < handled && Instant::now() < deadline {
+            while shared.settled_seq(shard, handled) < handled && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }

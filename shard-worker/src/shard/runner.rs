@@ -16,14 +16,18 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tracing::debug;
 
+use super::commanding::WaitingMembers;
 use super::config::Shared;
 use super::connection::Connection;
 use super::lag::DispatchAge;
+use crate::bus::room::RoomWait;
+use crate::command::Inbox;
 use crate::gateway::close_code;
-use crate::gateway::compression::ZlibStream;
+use crate::gateway::compression::Decoder;
 use crate::gateway::ratelimit::CommandLimiter;
-use crate::gateway::session::{Input, Machine, Phase};
+use crate::gateway::session::{Input, Machine, Phase, Target};
 use crate::handler::Handler;
 use crate::identify::queue::Permit;
 use crate::worker::board::{Board, Slot};
@@ -57,7 +61,10 @@ enum Wake {
     Frame(Option<Result<Message, WsError>>),
     Heartbeat,
     Deadline,
+    /// A command arrived, or the head's time came (room in the limiter, or its wait ran out).
+    Command,
     Permit(Permit),
+    BusRoom,
     Shutdown,
     LeaseLost,
 }
@@ -70,8 +77,8 @@ pub(super) struct Runner<'a, H> {
     pub(super) owner: String,
     pub(super) machine: Machine,
     pub(super) ws: Option<Connection<'a>>,
-    /// The connection's inflater (taken out while a payload borrows its output).
-    pub(super) inflater: Option<ZlibStream>,
+    /// The connection's decoder (taken out while a payload borrows its output).
+    pub(super) decoder: Option<Decoder>,
     pub(super) limiter: CommandLimiter,
     pub(super) heartbeat_at: Option<Instant>,
     pub(super) heartbeat_sent: Option<Instant>,
@@ -86,11 +93,25 @@ pub(super) struct Runner<'a, H> {
     pub(super) phase: Phase,
     /// From sending Resume until RESUMED: the dispatches in between are replays.
     pub(super) replaying: bool,
+    /// Set while the bus has no room for this shard's next dispatch: the gateway is not read
+    /// until it resolves ([`Runner::pause_reading`]).
+    pub(super) bus_room: Option<RoomWait>,
+    /// A connection the machine asked for while the gateway was paused, opened on resuming.
+    pub(super) connect_after_pause: Option<Target>,
     /// Per-event counters, looked up without allocating after the first of each kind.
     pub(super) counters: HashMap<Box<str>, Counter>,
     pub(super) labels: ShardLabels,
     /// The layout's dispatch age histograms and the lag bound.
     pub(super) ages: DispatchAge,
+    /// The shard's command channel (lent by the task for this session; `None`: no commands).
+    pub(super) inbox: Option<Inbox>,
+    /// When to look at the inbox's head again.
+    pub(super) command_at: Option<Instant>,
+    pub(super) command_timer: Pin<Box<tokio::time::Sleep>>,
+    /// Look at the inbox before waiting again (liveness changed, an order arrived).
+    pub(super) commands_due: bool,
+    /// op 8 requests sent on this session, waiting for their chunks.
+    pub(super) members: WaitingMembers,
 }
 
 impl<'a, H: Handler> Runner<'a, H> {
@@ -100,6 +121,7 @@ impl<'a, H: Handler> Runner<'a, H> {
         shard: u32,
         machine: Machine,
         owner: String,
+        inbox: Option<Inbox>,
     ) -> Self {
         Self {
             shared,
@@ -108,8 +130,8 @@ impl<'a, H: Handler> Runner<'a, H> {
             owner,
             machine,
             ws: None,
-            inflater: None,
-            limiter: CommandLimiter::new(Duration::from_secs(41)),
+            decoder: None,
+            limiter: CommandLimiter::new(Duration::from_secs(41), shared.config.send_window),
             heartbeat_at: None,
             heartbeat_sent: None,
             deadline_at: None,
@@ -121,6 +143,8 @@ impl<'a, H: Handler> Runner<'a, H> {
             connections: 0,
             phase: Phase::Idle,
             replaying: false,
+            bus_room: None,
+            connect_after_pause: None,
             counters: HashMap::new(),
             labels: ShardLabels { shard },
             ages: DispatchAge::new(
@@ -128,6 +152,11 @@ impl<'a, H: Handler> Runner<'a, H> {
                 shared.acting.layout(),
                 shared.acting.lag_bound_ms(),
             ),
+            inbox,
+            command_at: None,
+            command_timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            commands_due: true,
+            members: WaitingMembers::default(),
         }
     }
 
@@ -169,6 +198,9 @@ impl<'a, H: Handler> Runner<'a, H> {
             }
             pending.clear();
             self.report_phase();
+            if self.commands_due {
+                Box::pin(self.advance_commands()).await;
+            }
 
             // Frames first: while a socket has data the other branches are not even polled.
             // A frame already in tungstenite's buffer is returned without touching the socket
@@ -181,12 +213,15 @@ impl<'a, H: Handler> Runner<'a, H> {
             } else {
                 tokio::select! {
                     biased;
-                    frame = next_frame(&mut self.ws) => Wake::Frame(frame),
+                    frame = next_frame(&mut self.ws), if self.bus_room.is_none() => Wake::Frame(frame),
+                    () = await_bus_room(&mut self.bus_room) => Wake::BusRoom,
                     () = &mut self.heartbeat_timer, if self.heartbeat_at.is_some() => Wake::Heartbeat,
                     () = &mut self.deadline_timer, if self.deadline_at.is_some() => Wake::Deadline,
                     permit = await_permit(&mut self.permit_future) => Wake::Permit(permit),
                     _ = &mut shutdown_requested => Wake::Shutdown,
                     () = &mut lease_lost => Wake::LeaseLost,
+                    () = receive_order(&mut self.inbox) => Wake::Command,
+                    () = &mut self.command_timer, if self.command_at.is_some() => Wake::Command,
                 }
             };
             let inputs = match wake {
@@ -199,6 +234,11 @@ impl<'a, H: Handler> Runner<'a, H> {
                     self.deadline_at = None;
                     vec![Input::Deadline]
                 }
+                Wake::Command => {
+                    self.command_at = None;
+                    self.commands_due = true;
+                    continue;
+                }
                 Wake::Permit(permit) => {
                     self.permit_future = None;
                     if let Some(asked) = self.permit_asked.take() {
@@ -209,6 +249,14 @@ impl<'a, H: Handler> Runner<'a, H> {
                     }
                     self.permit = Some(permit);
                     vec![Input::PermitGranted]
+                }
+                Wake::BusRoom => {
+                    self.bus_room = None;
+                    debug!(shard_id = self.shard, "the bus has room again: reading on");
+                    match self.connect_after_pause.take() {
+                        Some(target) => vec![self.connect(target).await],
+                        None => Vec::new(),
+                    }
                 }
                 Wake::Shutdown => vec![Input::Shutdown],
                 Wake::LeaseLost => {
@@ -236,6 +284,9 @@ impl<'a, H: Handler> Runner<'a, H> {
         if phase == self.phase {
             return;
         }
+        if (phase == Phase::Active) != (self.phase == Phase::Active) {
+            self.note_liveness(phase);
+        }
         self.phase = phase;
         let state = match phase {
             Phase::Idle | Phase::Connecting | Phase::AwaitingHello if self.connections <= 1 => {
@@ -262,6 +313,21 @@ impl<'a, H: Handler> Runner<'a, H> {
         }
     }
 
+    /// The bus has no room for this shard's next dispatch (in flight at its bound, or the bus
+    /// refusing): stop reading the gateway until it has (`docs/bus-protocol.md`, "What the
+    /// publisher must do", 4). Heartbeats, timers and shutdown go on; a long pause leaves the
+    /// heartbeat ACKs unread, so the connection turns zombie and closes resumably; the next
+    /// connection waits for the end of the pause, and the shard resumes (no Identify).
+    pub(super) fn pause_reading(&mut self) {
+        if let Some(bus) = &self.shared.bus {
+            debug!(
+                shard_id = self.shard,
+                "no room on the bus: pausing the gateway"
+            );
+            self.bus_room = Some(bus.wait_for_room(self.shard));
+        }
+    }
+
     pub(super) fn identify_loop_reason(&self) -> String {
         format!(
             "{IDENTIFY_LOOP}: {} Identifies in a row led to no session lasting {:?}",
@@ -281,6 +347,21 @@ pub(super) enum Step {
 async fn next_frame(ws: &mut Option<Connection<'_>>) -> Option<Result<Message, WsError>> {
     match ws {
         Some(ws) => ws.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next order of the inbox, while it has no head (pending otherwise, or without one).
+async fn receive_order(inbox: &mut Option<Inbox>) {
+    match inbox {
+        Some(inbox) if !inbox.holds_head() => inbox.receive().await,
+        _ => std::future::pending().await,
+    }
+}
+
+async fn await_bus_room(wait: &mut Option<RoomWait>) {
+    match wait {
+        Some(wait) => wait.await,
         None => std::future::pending().await,
     }
 }

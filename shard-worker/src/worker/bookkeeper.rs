@@ -43,8 +43,8 @@ pub struct BookkeeperConfig {
 /// How many guilds a shard holds, from the handler.
 pub type GuildCount = Arc<dyn Fn(u32) -> Option<u32> + Send + Sync>;
 
-/// The seq a checkpoint may save for `(shard, handled seq)`: what the handler settled
-/// ([`crate::handler::Handler::settled_seq`]).
+/// The seq a checkpoint may save for `(shard, handled seq)`: what the handler settled and the
+/// bus acknowledged ([`crate::shard::Shared::settled_seq`]).
 pub type SettledSeq = Arc<dyn Fn(u32, u64) -> u64 + Send + Sync>;
 
 #[derive(Default)]

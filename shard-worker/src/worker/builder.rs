@@ -4,8 +4,9 @@
 //! [`Builder::run`] serves the endpoints first (the pod is live, and says why it is not ready,
 //! while Discord is asked), asks Discord for the bot id and the gateway (with retries; a refused
 //! token is reported, never retried), connects the Identify queue and the records to Redis,
-//! serves the optional Identify queue facade, runs every shard until shutdown, lets the handler
-//! finish ([`Handler::finish`]), and closes the endpoints last.
+//! prepares the bus when `NATS_URL` is set (waiting while it is unreachable), serves the optional
+//! Identify queue facade, runs every shard until shutdown, lets the bus and the handler finish
+//! ([`Handler::finish`]), and closes the endpoints last.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +23,9 @@ use super::run::{Outcome, run};
 use super::server;
 use super::settings::Settings;
 use super::startup::{self, REFUSED_TOKEN, RefusalRecords, Refused};
+use crate::bus::BusMetrics;
+use crate::bus::jetstream::{self, JetStreamConfig};
+use crate::command::{Commands, Inboxes};
 use crate::gateway::session::SessionConfig;
 use crate::gateway::trust::ResumeTrust;
 use crate::handler::Handler;
@@ -35,6 +39,10 @@ use crate::shard::records::Records;
 use shardset_contract::rest::{DiscordRest, GatewayBot, RestError};
 use shardset_contract::token::Token;
 use shardset_contract::{Keys, env};
+use shardset_handler::Auth;
+
+/// The longest the publishes still in flight at shutdown may take.
+const BUS_DRAIN_WAIT: Duration = Duration::from_secs(10);
 
 /// Why a worker could not start. (Discord refusing the token is not one: the worker reports it
 /// and waits for shutdown, see [`Outcome::refused`].)
@@ -59,6 +67,8 @@ pub enum StartError {
     DiscordApi(#[from] RestError),
     #[error("{0}")]
     Config(String),
+    #[error("the bus: {0}")]
+    Bus(#[from] jetstream::StartError),
 }
 
 impl StartError {
@@ -71,6 +81,7 @@ impl StartError {
             Self::RedisUrl(_) | Self::Redis(_) => "redis_url",
             Self::DiscordApi(_) => "discord_api_url",
             Self::Config(_) => "config",
+            Self::Bus(_) => "bus",
         }
     }
 }
@@ -81,8 +92,13 @@ pub struct Builder {
     settings: Settings,
     token: Token,
     redis_password: Option<String>,
+    nats_password: Option<String>,
+    nats_token: Option<String>,
     registry: Registry,
     session: SessionConfig,
+    /// The bot's command handle, and the shards' ends of its channels.
+    commands: Commands,
+    inboxes: Inboxes,
 }
 
 impl std::fmt::Debug for Builder {
@@ -97,21 +113,32 @@ impl std::fmt::Debug for Builder {
 impl Builder {
     /// A worker of `settings` with `token` (no Redis password).
     pub fn new(settings: Settings, token: Token) -> Self {
+        let (commands, inboxes) = Commands::new(
+            settings.shard_first..=settings.shard_last,
+            settings.shard_total,
+        );
         Self {
             settings,
             token,
             redis_password: None,
+            nats_password: None,
+            nats_token: None,
             registry: Registry::default(),
             session: SessionConfig::default(),
+            commands,
+            inboxes,
         }
     }
 
-    /// `settings` with the secrets only the environment carries: `DISCORD_TOKEN` and
-    /// `REDIS_PASSWORD` (when set).
+    /// `settings` with the secrets only the environment carries: `DISCORD_TOKEN`,
+    /// `REDIS_PASSWORD`, `NATS_PASSWORD` and `NATS_TOKEN` (when set).
     pub fn with_env_secrets(settings: Settings) -> Self {
         let token = Token::new(std::env::var(env::DISCORD_TOKEN).unwrap_or_default());
         let mut builder = Self::new(settings, token);
-        builder.redis_password = std::env::var(env::REDIS_PASSWORD).ok();
+        let secret = |name| std::env::var(name).ok().filter(|v| !v.is_empty());
+        builder.redis_password = secret(env::REDIS_PASSWORD);
+        builder.nats_password = secret(env::NATS_PASSWORD);
+        builder.nats_token = secret(env::NATS_TOKEN);
         builder
     }
 
@@ -123,6 +150,18 @@ impl Builder {
     /// The password of the Redis user, added to the settings' Redis URL.
     pub fn redis_password(mut self, password: impl Into<String>) -> Self {
         self.redis_password = Some(password.into());
+        self
+    }
+
+    /// The password of the NATS user (`NATS_USER`) of the bus.
+    pub fn nats_password(mut self, password: impl Into<String>) -> Self {
+        self.nats_password = Some(password.into());
+        self
+    }
+
+    /// The token of the bus, when it authenticates by token.
+    pub fn nats_token(mut self, token: impl Into<String>) -> Self {
+        self.nats_token = Some(token.into());
         self
     }
 
@@ -141,6 +180,14 @@ impl Builder {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The handle that sends gateway commands on this worker's shards (presence, voice state,
+    /// member requests, raw opcodes): give a clone to the handler, or to any task of the bot.
+    /// Commands wait for their shard's session while the worker starts (up to
+    /// [`crate::command::CommandConfig::live_wait`]).
+    pub fn commands(&self) -> Commands {
+        self.commands.clone()
     }
 
     /// A Discord REST client with the worker's token and API base, for a handler that calls
@@ -171,7 +218,13 @@ impl Builder {
         if self.token.is_empty() {
             return Err(StartError::NoToken);
         }
+        let bus = self.bus_config()?;
         let metrics = Arc::new(Metrics::new(&mut registry));
+        // Registered before `/metrics` serves the registry.
+        let bus = bus.map(|config| {
+            let metrics = BusMetrics::new(&mut registry, &config.target.stream);
+            (config, metrics)
+        });
         let board = Arc::new(Board::new(
             s.shard_first,
             s.shard_last,
@@ -192,6 +245,8 @@ impl Builder {
             board,
             metrics,
             endpoints_stopped,
+            inboxes: std::mem::take(&mut self.inboxes),
+            bus,
         };
         let outcome = self
             .run_shards(Arc::clone(&handler), started, shutdown)
@@ -208,7 +263,7 @@ impl Builder {
     async fn run_shards<H: Handler>(
         &self,
         handler: Arc<H>,
-        started: Started,
+        mut started: Started,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<Outcome, StartError> {
         let s = &self.settings;
@@ -267,6 +322,17 @@ impl Builder {
             handover,
             Arc::clone(&started.metrics),
         ));
+        let (bus, bus_running) = match started.bus.take() {
+            Some((config, metrics)) => {
+                let total = s.shard_total;
+                let acting = Arc::clone(&acting);
+                match jetstream::start(config, total, acting, metrics, &mut shutdown).await? {
+                    Some(started) => (Some(started.bus), Some(started.running)),
+                    None => return Ok(Outcome::default()),
+                }
+            }
+            None => (None, None),
+        };
         if let Some(queue_addr) = s.queue_listen {
             let router = http_facade::router(Arc::clone(&queue));
             let (addr, _) = server::serve(queue_addr, router, started.endpoints_stopped.clone())
@@ -284,6 +350,8 @@ impl Builder {
                 total: s.shard_total,
                 intents: s.intents,
                 gateway_url: bot.url.clone(),
+                compression: s.gateway_compression,
+                send_window: Duration::from_millis(s.gateway_send_window_ms),
                 resume_trust: ResumeTrust::new(&s.discord_api_url, &bot.url),
                 session: self.session.clone(),
                 lease_ttl: Duration::from_secs(15),
@@ -295,8 +363,10 @@ impl Builder {
             queue,
             records: Some(records),
             handler,
+            bus,
             board: started.board,
             acting,
+            inboxes: started.inboxes,
         });
         let bookkeeping = BookkeeperConfig {
             tick: Duration::from_millis(500),
@@ -307,9 +377,53 @@ impl Builder {
             status_ttl: Duration::from_secs(30),
             pod,
         };
-        // `shared` (and the handler in it) is dropped when `run` returns: the handler's
-        // `finish` then holds the only reference the worker had.
-        Ok(run(shared, bookkeeping, shutdown).await)
+        // `shared` (and the handler and the bus in it) is dropped when `run` returns: the
+        // handler's `finish` then holds the only reference the worker had, and the publisher
+        // ends once what it took is published.
+        let outcome = run(shared, bookkeeping, shutdown).await;
+        if let Some(running) = bus_running {
+            running.stop(BUS_DRAIN_WAIT).await;
+        }
+        Ok(outcome)
+    }
+
+    /// The bus of the settings, with its credentials; `None` without `NATS_URL`.
+    fn bus_config(&self) -> Result<Option<JetStreamConfig>, StartError> {
+        let bus = &self.settings.bus;
+        let Some(target) = bus
+            .target()
+            .map_err(|e| StartError::Config(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        let auth = match (
+            &bus.nats_creds_file,
+            &bus.nats_user,
+            &self.nats_password,
+            &self.nats_token,
+        ) {
+            (Some(path), ..) => Auth::CredsFile(path.clone()),
+            (None, Some(user), Some(password), _) => {
+                Auth::UserPassword(user.clone(), password.clone())
+            }
+            (None, None, None, Some(token)) => Auth::Token(token.clone()),
+            (None, None, None, None) => Auth::None,
+            _ => {
+                return Err(StartError::Config(format!(
+                    "{} and {} go together",
+                    env::NATS_USER,
+                    env::NATS_PASSWORD
+                )));
+            }
+        };
+        Ok(Some(JetStreamConfig {
+            target,
+            auth,
+            limits: bus.limits(),
+            stream_limits: bus.stream_limits(),
+            manage: bus.create_stream,
+            name: self.settings.pod_name(),
+        }))
     }
 
     /// The Identify queue in Redis, with the budget Discord just gave stored.
@@ -380,19 +494,30 @@ struct Started {
     metrics: Arc<Metrics>,
     /// Turns true when the endpoints (and the queue facade) close.
     endpoints_stopped: watch::Receiver<bool>,
+    /// The shards' command channels (their senders are [`Builder::commands`]).
+    inboxes: Inboxes,
+    /// The bus to publish to, and its metrics (registered with the others).
+    bus: Option<(JetStreamConfig, BusMetrics)>,
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_readme_shows_the_example_that_ci_builds() {
-        // The README's library example is `examples/bot.rs` verbatim, so it compiles (clippy
-        // --all-targets builds examples) and cannot drift from the Builder's API.
+    fn the_readme_shows_the_examples_that_ci_builds() {
+        // The README's library examples are `examples/*.rs` verbatim, so they compile (clippy
+        // --all-targets builds examples) and cannot drift from the API.
         let readme = include_str!("../../../README.md");
-        let example = include_str!("../../examples/bot.rs");
-        assert!(
-            readme.contains(&format!("```rust\n{example}```")),
-            "README.md's \"As a library\" block differs from shard-worker/examples/bot.rs"
-        );
+        for (section, example) in [
+            ("As a library", include_str!("../../examples/bot.rs")),
+            (
+                "Commands from the bot",
+                include_str!("../../examples/commands.rs"),
+            ),
+        ] {
+            assert!(
+                readme.contains(&format!("```rust\n{example}```")),
+                "README.md's \"{section}\" block differs from its example in shard-worker/examples/"
+            );
+        }
     }
 }

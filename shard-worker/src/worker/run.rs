@@ -59,9 +59,9 @@ pub async fn run<H: Handler>(
     if let Some(records) = shared.records.clone() {
         let handler = Arc::clone(&shared.handler);
         let guilds: GuildCount = Arc::new(move |shard| handler.guilds_on(shard));
-        let handler = Arc::clone(&shared.handler);
+        let settling = Arc::clone(&shared);
         let settled: SettledSeq =
-            Arc::new(move |shard, handled| handler.settled_seq(shard, handled));
+            Arc::new(move |shard, handled| settling.settled_seq(shard, handled));
         background.spawn(bookkeeper::run(
             Arc::clone(&shared.board),
             records.clone(),

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: real processes, cleaned up on drop.
 #![allow(dead_code)]
 
+pub mod bus;
 pub mod collector;
 pub mod cutter;
 pub mod metrics;

@@ -89,10 +89,16 @@ impl Scenario {
 
     /// The fake's synthetic load: `rate` MESSAGE_CREATE a second of about 256 bytes (0 stops it).
     pub fn set_load(&self, rate: u32) {
+        self.set_load_with_dms(rate, 0);
+    }
+
+    /// [`Scenario::set_load`] with `dm_percent` of the messages direct messages (events
+    /// without a guild, for bots with the DIRECT_MESSAGES intent).
+    pub fn set_load_with_dms(&self, rate: u32, dm_percent: u8) {
         self.fake.state().load.send_replace(LoadSettings {
             rate,
             payload_bytes: 256,
-            dm_percent: 0,
+            dm_percent,
         });
     }
 
