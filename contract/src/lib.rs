@@ -31,6 +31,14 @@ pub const DEFAULT_HANDOVER_WINDOW_MS: u64 = 10_000;
 /// Default lifetime of a claim: 10 min (a claim only has to outlive `2 W`; the slack is cheap).
 pub const DEFAULT_HANDOVER_CLAIM_TTL_MS: u64 = 600_000;
 
+/// The handling lag above which a shard counts as behind (`ShardStatus::behind_ms`): `W / 2`.
+/// The hand-over's argument needs the two layouts to handle each event less than `W` apart; a
+/// layout keeping up within `W / 2` leaves the other half for Discord's delivery skew
+/// (`docs/resharding.md`, "What bounds W").
+pub fn handover_lag_bound_ms(window_ms: u64) -> u64 {
+    window_ms / 2
+}
+
 /// Port of the worker's HTTP server (`/healthz`, `/readyz`, `/metrics`).
 pub const WORKER_HTTP_PORT: u16 = 8080;
 /// Liveness path of the worker.

@@ -107,6 +107,23 @@ pub struct ShardStatus {
     /// document was unset). Every dispatch handled after this record was written follows it.
     #[serde(default)]
     pub layout_revision: u64,
+    /// How many times this shard fell behind since its pod started: it left `ready` (a
+    /// reconnect, a resume) or handled a dispatch later than the lag bound
+    /// ([`crate::handover_lag_bound_ms`]). The operator restarts a hand-over's `W` countdown when
+    /// it changes, however short the lapse was (`docs/resharding.md`, "What bounds W").
+    #[serde(default)]
+    pub lapses: u64,
+    /// Set while the shard handles dispatches later than the lag bound: the worst lag seen
+    /// since it fell behind, ms. Absent while it keeps up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behind_ms: Option<u64>,
+}
+
+impl ShardStatus {
+    /// The shard receives and keeps up: READY, and handling within the lag bound.
+    pub fn keeping_up(&self) -> bool {
+        self.state == ShardState::Ready && self.behind_ms.is_none()
+    }
 }
 
 /// What a layout does with its events during a reshard (`docs/resharding.md`, "Roles").
@@ -159,10 +176,17 @@ pub struct LayoutRoles {
     /// Operator bookkeeping: the layout a hand-over brings in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
-    /// Operator bookkeeping: Redis time (ms) when every shard concerned had acknowledged
-    /// `revision` (the `W` waits run from it, on one clock whichever operator replica leads).
+    /// Operator bookkeeping: Redis time (ms) when the step's `W` countdown started: every shard
+    /// concerned had acknowledged `revision` and every shard of both layouts kept up (the `W`
+    /// waits run from it, on one clock whichever operator replica leads). Rewritten when a shard
+    /// lapsed since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acked_at_ms: Option<u64>,
+    /// Operator bookkeeping: a digest of every running shard's `(pod, lapses)` of both layouts
+    /// when the countdown started; another digest later means a shard lapsed meanwhile (even
+    /// between two reads of the operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_mark: Option<u64>,
     /// Operator bookkeeping: Redis time (ms) when the hand-over began.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at_ms: Option<u64>,
@@ -196,11 +220,13 @@ mod tests {
             reason: None,
             updated_at_ms: 1,
             layout_revision: 3,
+            lapses: 2,
+            behind_ms: Some(6_100),
         };
         let json = serde_json::to_string(&status).expect("serialize");
         assert_eq!(
             json,
-            r#"{"state":"waitingForGate","guilds":7,"pod":"bot-16-0-3","updatedAtMs":1,"layoutRevision":3}"#
+            r#"{"state":"waitingForGate","guilds":7,"pod":"bot-16-0-3","updatedAtMs":1,"layoutRevision":3,"lapses":2,"behindMs":6100}"#
         );
         assert_eq!(
             serde_json::from_str::<ShardStatus>(&json).expect("parse"),
@@ -239,6 +265,8 @@ mod tests {
         let old = r#"{"state":"ready","guilds":1,"pod":"p","updatedAtMs":1}"#;
         let status: ShardStatus = serde_json::from_str(old).expect("parse");
         assert_eq!(status.layout_revision, 0);
+        assert_eq!((status.lapses, status.behind_ms), (0, None));
+        assert!(status.keeping_up());
     }
 
     #[test]

@@ -556,6 +556,8 @@ mod tests {
             reason: (state == ShardState::Fatal).then(|| "4014 disallowed intents".into()),
             updated_at_ms: 1,
             layout_revision: 0,
+            lapses: 0,
+            behind_ms: None,
         })
     }
 

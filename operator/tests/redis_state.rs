@@ -1,7 +1,8 @@
 //! The operator's Redis use against a real redis-server: reading the workers' shard status
 //! records, a password-protected Redis, deleting every key of a bot (and only that bot's),
 //! an unreachable Redis failing fast and staying parked instead of slowing every reconcile, the
-//! layout roles written by compare-and-set (and read with the acks), and the fatal markers
+//! layout roles written by compare-and-set (and read with the acks), a hand-over's `W` countdown
+//! held and restarted on the pace the workers' status records report, and the fatal markers
 //! cleared on a new token or new intents.
 
 use std::time::{Duration, Instant};
@@ -9,7 +10,12 @@ use std::time::{Duration, Instant};
 use redis::Commands;
 use redis_test_server::{Options, RedisServer};
 use shardset_contract::{Keys, LayoutRoles, Role, ShardState, ShardStatus};
+use shardset_operator::crd::ReshardStrategy;
+use shardset_operator::plan::{ObservedPod, ShardRange};
 use shardset_operator::redis_state::{BotOwner, Cleaned, RedisPool, summarize};
+use shardset_operator::reshard::decide::decide;
+use shardset_operator::reshard::decision::Inputs;
+use shardset_operator::reshard::views::views;
 
 /// The ShardSet the tests clean up for.
 const OWNER: &str = "bots/bot";
@@ -40,6 +46,8 @@ fn record(state: ShardState, guilds: u32) -> String {
         reason: None,
         updated_at_ms: 1,
         layout_revision: 0,
+        lapses: 0,
+        behind_ms: None,
     })
     .expect("json")
 }
@@ -200,6 +208,127 @@ async fn roles_are_written_by_compare_and_set_and_read_with_the_acks() {
     );
     let kept: String = conn.get(keys.active_layout()).expect("get");
     assert_eq!(kept, "{oops");
+}
+
+/// One running, Ready pod of `layout` with shards `first..=last`.
+fn pod(layout: u32, first: u32, last: u32) -> ObservedPod {
+    ObservedPod {
+        name: format!("bot-{layout}-{first}-{last}"),
+        owned: true,
+        layout: Some(layout.to_string()),
+        range: Some(ShardRange { first, last }),
+        hash: Some("h".into()),
+        ready: true,
+        terminating: false,
+        never_ran: false,
+    }
+}
+
+#[tokio::test]
+async fn the_w_countdown_runs_on_the_pace_the_workers_report() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let keys = Keys::new(42);
+    let mut conn = connect(&server, None);
+    // Both layouts claim and acknowledged revision 3, as the workers' records say.
+    let write = |conn: &mut redis::Connection, total: u32, shard: u32, pace: (u64, Option<u64>)| {
+        let json = serde_json::to_string(&ShardStatus {
+            state: ShardState::Ready,
+            guilds: 1,
+            pod: format!("bot-{total}-0-{}", total - 1),
+            reason: None,
+            updated_at_ms: 1,
+            layout_revision: 3,
+            lapses: pace.0,
+            behind_ms: pace.1,
+        })
+        .expect("json");
+        let _: () = conn.set(keys.status(total, shard), json).expect("set");
+    };
+    for (total, shard) in (0..2).map(|s| (2, s)).chain((0..4).map(|s| (4, s))) {
+        write(&mut conn, total, shard, (0, None));
+    }
+    // Shard 3 of the new layout handles 6 s late.
+    write(&mut conn, 4, 3, (1, Some(6_000)));
+    let both = LayoutRoles {
+        revision: 3,
+        roles: [("2".into(), Role::Claiming), ("4".into(), Role::Claiming)].into(),
+        from: Some("2".into()),
+        to: Some("4".into()),
+        started_at_ms: Some(1),
+        ..LayoutRoles::default()
+    };
+    let pool = RedisPool::default();
+    assert!(
+        pool.write_roles(&url, None, 42, 0, &both)
+            .await
+            .expect("write")
+    );
+    let observed = [pod(2, 0, 1), pod(4, 0, 3)];
+    // One reconcile pass's decision on what Redis holds now, `after_ms` past Redis time.
+    let (pool, url, observed) = (&pool, url.as_str(), &observed);
+    let pass = |after_ms: u64| async move {
+        let state = pool
+            .reshard_state(url, None, 42, &[2, 4])
+            .await
+            .expect("read");
+        let layouts = views(observed, &state.statuses, 4);
+        let doc = state.roles.expect("roles");
+        let decision = decide(&Inputs {
+            target: 4,
+            strategy: ReshardStrategy::BlueGreen,
+            doc: doc.as_ref(),
+            layouts: &layouts,
+            remaining: Some(1000),
+            reserve: 0,
+            now_ms: state.now_ms + after_ms,
+            window_ms: 2_000,
+        });
+        (doc, decision)
+    };
+
+    let (_, held) = pass(0).await;
+    assert!(held.write.is_none(), "a shard is behind: {held:?}");
+    assert!(
+        held.message
+            .contains("shard 3 on bot-4-0-3 (handling late)"),
+        "{}",
+        held.message
+    );
+
+    // Caught up: the countdown starts, and its mark is kept through the compare-and-set.
+    write(&mut conn, 4, 3, (1, None));
+    let (doc, marked) = pass(0).await;
+    let marked = marked.write.expect("mark");
+    assert!(marked.live_mark.is_some());
+    assert!(
+        pool.write_roles(url, None, 42, 3, &marked)
+            .await
+            .expect("write")
+    );
+    let (read, waiting) = pass(0).await;
+    assert_eq!(read.as_ref(), Some(&marked));
+    assert!(waiting.write.is_none(), "W has not passed: {waiting:?}");
+    assert_ne!(read, doc);
+
+    // The new layout's shard 0 reconnects and is READY again before the next pass: W passed
+    // since the mark, but the countdown restarts instead of retiring the old layout.
+    write(&mut conn, 4, 0, (1, None));
+    let (_, restarted) = pass(2_000).await;
+    let restarted = restarted.write.expect("restart");
+    assert_eq!(restarted.revision, 3);
+    assert_eq!(restarted.roles, both.roles, "not the next step");
+    assert_ne!(restarted.live_mark, marked.live_mark);
+    assert!(
+        pool.write_roles(url, None, 42, 3, &restarted)
+            .await
+            .expect("write")
+    );
+    // Nothing lapses for W: the old layout retires.
+    let (_, next) = pass(4_000).await;
+    let next = next.write.expect("next step");
+    assert_eq!(next.revision, 4);
+    assert_eq!(next.roles.get("2"), Some(&Role::Retired));
 }
 
 #[tokio::test]

@@ -278,7 +278,7 @@ mod tests {
             terminating: 0,
             ready_shards: ready,
             acked,
-            unacked: None,
+            ..LayoutView::default()
         }
     }
 
@@ -445,6 +445,115 @@ mod tests {
         let d = decide(&inputs(32, Some(&done), &layouts));
         assert_eq!(d.phase, Phase::Idle);
         assert!(!d.phase.in_progress());
+    }
+
+    /// `layout` of `layouts` with one shard behind (`reason`), or keeping up with `lapse_mark`.
+    fn pace(layouts: &mut [LayoutView], layout: u32, behind: Option<&str>, lapse_mark: u64) {
+        let v = layouts
+            .iter_mut()
+            .find(|v| v.total == layout)
+            .expect("layout");
+        v.behind = behind.map(|b| format!("shard 5 on bot-{layout}-4-7 ({b})"));
+        v.lapse_mark = lapse_mark;
+    }
+
+    #[test]
+    fn a_shard_behind_holds_every_w_countdown_and_a_lapse_restarts_it() {
+        // Each step that waits W: (document, the roles it writes after W).
+        let steps = [
+            (
+                handing(1, &[(16, Role::Active), (32, Role::Standby)], 16, 32),
+                r(&[(16, Role::Claiming), (32, Role::Standby)]),
+            ),
+            (
+                handing(3, &[(16, Role::Claiming), (32, Role::Claiming)], 16, 32),
+                r(&[(16, Role::Retired), (32, Role::Claiming)]),
+            ),
+            (
+                handing(4, &[(16, Role::Retired), (32, Role::Claiming)], 16, 32),
+                r(&[(16, Role::Retired), (32, Role::Active)]),
+            ),
+        ];
+        for (doc, after) in steps {
+            // Either layout's shard may lapse: a resume of the new one, a late handler of the
+            // old one.
+            for (lapsing, reason) in [(32, "resuming"), (16, "handling late")] {
+                let rev = doc.revision;
+                let mut layouts = vec![view(16, 2, 16, Some(rev)), view(32, 4, 32, Some(rev))];
+                let at = |now_ms: u64, doc: &LayoutRoles, layouts: &[LayoutView]| {
+                    let mut i = inputs(32, Some(doc), layouts);
+                    i.now_ms = now_ms;
+                    decide(&i)
+                };
+                // Behind before the countdown starts: nothing is marked.
+                pace(&mut layouts, lapsing, Some(reason), 0);
+                let d = at(100_000, &doc, &layouts);
+                assert!(d.write.is_none(), "{d:?}");
+                assert!(d.message.contains(reason), "{}", d.message);
+                // Every shard keeps up: the countdown starts, with the lapses seen.
+                pace(&mut layouts, lapsing, None, 1);
+                let marked = at(101_000, &doc, &layouts).write.expect("mark");
+                assert_eq!(
+                    marked.revision, rev,
+                    "bookkeeping: the workers see no change"
+                );
+                assert_eq!(marked.acked_at_ms, Some(101_000));
+                // A shard falls behind before W passed, and stays behind past it: held.
+                pace(&mut layouts, lapsing, Some(reason), 1);
+                let d = at(101_000 + W + 5_000, &marked, &layouts);
+                assert!(
+                    d.write.is_none(),
+                    "W passed, but a shard is {reason}: {d:?}"
+                );
+                // It keeps up again (one lapse more): W counts again from now, not from the
+                // first mark.
+                pace(&mut layouts, lapsing, None, 2);
+                let now = 101_000 + W + 6_000;
+                let d = at(now, &marked, &layouts);
+                let restarted = d.write.expect("restart");
+                assert_eq!(
+                    (restarted.revision, restarted.acked_at_ms),
+                    (rev, Some(now))
+                );
+                assert!(d.message.contains("W restarted"), "{}", d.message);
+                assert!(at(now + W - 1, &restarted, &layouts).write.is_none());
+                let next = at(now + W, &restarted, &layouts).write.expect("next step");
+                assert_eq!(roles_of(&next), after);
+                assert_eq!((next.acked_at_ms, next.live_mark), (None, None));
+            }
+        }
+    }
+
+    #[test]
+    fn a_lapse_between_two_reads_restarts_w_too() {
+        // The shard reconnected and was READY again before the operator looked: only its
+        // lapse count says so.
+        let both = handing(3, &[(16, Role::Claiming), (32, Role::Claiming)], 16, 32);
+        let mut layouts = vec![view(16, 2, 16, Some(3)), view(32, 4, 32, Some(3))];
+        pace(&mut layouts, 32, None, 7);
+        let marked = decide(&inputs(32, Some(&both), &layouts))
+            .write
+            .expect("mark");
+        pace(&mut layouts, 32, None, 8);
+        let mut i = inputs(32, Some(&marked), &layouts);
+        i.now_ms += W;
+        let d = decide(&i);
+        let restarted = d.write.expect("restart");
+        assert_eq!(
+            roles_of(&restarted),
+            roles_of(&both),
+            "not the next step: {}",
+            d.message
+        );
+        assert_eq!(restarted.acked_at_ms, Some(100_000 + W));
+        // Another layout's lapses, or the same ones in another layout, are not the same mark.
+        let mut swapped = layouts.clone();
+        pace(&mut swapped, 32, None, 0);
+        pace(&mut swapped, 16, None, 8);
+        assert_ne!(
+            crate::reshard::views::lapse_mark(&swapped),
+            crate::reshard::views::lapse_mark(&layouts)
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The steps of a BlueGreen hand-over under way (`from` → `to`, named by the roles document),
 //! without a client: each role change waits for the acknowledgements of the layouts concerned,
-//! and where the protocol says so for `W` after them (measured from `ackedAtMs`, Redis time); a
-//! new target abandons `to` while it has not claimed anything. Reached through `decide` (the
+//! and where the protocol says so for `W` after them (measured from `ackedAtMs`, Redis time),
+//! counted while every shard of both layouts keeps up and restarted when one lapsed; a new
+//! target abandons `to` while it has not claimed anything. Reached through `decide` (the
 //! file beside this one), whose tests walk every step.
 
 use std::collections::BTreeMap;
@@ -9,7 +10,7 @@ use std::collections::BTreeMap;
 use shardset_contract::{LayoutRoles, Role, layout_name};
 
 use crate::reshard::decision::{Decision, Inputs, Phase, next_doc};
-use crate::reshard::views::LayoutView;
+use crate::reshard::views::{LayoutView, lapse_mark};
 
 /// The next step of the hand-over from `from` to `to`; `deletable` are the retired layouts
 /// (other than these two) whose pods may go.
@@ -45,29 +46,55 @@ pub fn continue_handover(
         handover: handover.clone(),
         starts: false,
     };
-    // Marks the acknowledgements (same revision: the workers see no change) or, once `W` has
-    // passed since, writes `next`.
-    let after_window = |phase: Phase, next: LayoutRoles, what: &str| match doc.acked_at_ms {
-        None => {
-            let mut marked = doc.clone();
-            marked.acked_at_ms = Some(i.now_ms);
-            Decision {
-                write: Some(marked),
-                ..wait(
-                    phase,
-                    format!("{what}: acknowledged; waiting W ({} ms)", i.window_ms),
-                )
+    // Every shard of both layouts keeps up (READY, handling in time), and which lapses they
+    // have had: `W` only bounds how far apart the layouts handle an event while both keep up
+    // (`docs/resharding.md`, "What bounds W").
+    let behind = [from, to]
+        .into_iter()
+        .find_map(|l| view(l).and_then(|v| v.behind.clone()));
+    let mark = lapse_mark([from, to].into_iter().filter_map(view));
+    // Marks the acknowledgements and the lapses seen (same revision: the workers see no change)
+    // or, once `W` has passed since with every shard keeping up and none lapsing meanwhile,
+    // writes `next`. A shard that falls behind holds the countdown; one that lapsed since it
+    // started (even between two reads) restarts it once every shard keeps up again.
+    let after_window = |phase: Phase, next: LayoutRoles, what: &str| {
+        let waiting = format!("{what}: acknowledged; waiting W ({} ms)", i.window_ms);
+        if let Some(behind) = &behind {
+            return wait(
+                phase,
+                format!("{what}: acknowledged; W waits until {behind} keeps up again"),
+            );
+        }
+        match doc.acked_at_ms {
+            Some(at) if doc.live_mark == Some(mark) => {
+                if i.now_ms >= at.saturating_add(i.window_ms) {
+                    Decision {
+                        write: Some(next),
+                        ..wait(phase, format!("{what}: acknowledged, W passed"))
+                    }
+                } else {
+                    // No countdown in the message: it goes into the status, which must not
+                    // change per pass.
+                    wait(phase, waiting)
+                }
+            }
+            started => {
+                let mut marked = doc.clone();
+                marked.acked_at_ms = Some(i.now_ms);
+                marked.live_mark = Some(mark);
+                let message = match started {
+                    None => waiting,
+                    Some(_) => format!(
+                        "{what}: a shard fell behind meanwhile; W restarted ({} ms)",
+                        i.window_ms
+                    ),
+                };
+                Decision {
+                    write: Some(marked),
+                    ..wait(phase, message)
+                }
             }
         }
-        Some(at) if i.now_ms >= at.saturating_add(i.window_ms) => Decision {
-            write: Some(next),
-            ..wait(phase, format!("{what}: acknowledged, W passed"))
-        },
-        // No countdown in the message: it goes into the status, which must not change per pass.
-        Some(_) => wait(
-            phase,
-            format!("{what}: acknowledged; waiting W ({} ms)", i.window_ms),
-        ),
     };
     let step = |roles: [(&str, Role); 2], keep_handover: bool| {
         let mut next = next_doc(Some(&doc));

@@ -1,12 +1,14 @@
 //! Each layout of a ShardSet as a reshard decision sees it, without a client: its owned pods
-//! (running and terminating), the shards READY in a Ready pod, and the lowest roles revision its
-//! running shards acknowledged, all from the observed pods and the shards' status records; and
-//! which of them act on events under the roles document. A pod that never ran (its image never
-//! pulled) is not awaited: it never acted on anything.
+//! (running and terminating), the shards READY in a Ready pod, the lowest roles revision its
+//! running shards acknowledged, and whether they keep up (READY and handling in time, and how
+//! often they lapsed: what a hand-over's `W` countdown runs on), all from the observed pods and
+//! the shards' status records; and which of them act on events under the roles document. A pod
+//! that never ran (its image never pulled) is not awaited: it never acted on anything.
 
 use std::collections::BTreeMap;
 
 use shardset_contract::{LayoutRoles, ShardState, ShardStatus, layout_name};
+use xxhash_rust::xxh3::Xxh3;
 
 use crate::plan::ObservedPod;
 
@@ -27,6 +29,12 @@ pub struct LayoutView {
     pub acked: Option<u64>,
     /// A shard that has not acknowledged, for messages (`"shard 3 on bot-16-0-7"`).
     pub unacked: Option<String>,
+    /// A shard of the running pods that does not keep up now (not READY, handling late, or
+    /// without a status record), for messages; `None` when every one keeps up.
+    pub behind: Option<String>,
+    /// A digest of every running shard's `(pod, shard, lapses)`: it changes when a shard lapses
+    /// (or its pod is replaced), even between two reads.
+    pub lapse_mark: u64,
 }
 
 impl LayoutView {
@@ -43,6 +51,45 @@ impl LayoutView {
     pub fn acked(&self, revision: u64) -> bool {
         self.pods == 0 || self.acked.is_some_and(|a| a >= revision)
     }
+
+    /// Every shard of the running pods keeps up.
+    pub fn keeping_up(&self) -> bool {
+        self.behind.is_none()
+    }
+}
+
+/// The digest of one layout's `(shard, pod) → lapses`.
+fn digest(lapses: &BTreeMap<(u32, &str), u64>) -> u64 {
+    let mut hasher = Xxh3::new();
+    for ((shard, pod), lapses) in lapses {
+        hasher.update(&shard.to_le_bytes());
+        hasher.update(pod.as_bytes());
+        hasher.update(&[0]);
+        hasher.update(&lapses.to_le_bytes());
+    }
+    hasher.digest()
+}
+
+/// One digest of the layouts' lapse marks, in the order given: what a hand-over's `W` countdown
+/// remembers (`LayoutRoles::live_mark`) to see a lapse of any shard of either layout.
+pub fn lapse_mark<'v>(layouts: impl IntoIterator<Item = &'v LayoutView>) -> u64 {
+    let mut hasher = Xxh3::new();
+    for view in layouts {
+        hasher.update(&view.total.to_le_bytes());
+        hasher.update(&view.lapse_mark.to_le_bytes());
+    }
+    hasher.digest()
+}
+
+/// Why a shard does not keep up, for messages (no figures: the status must not change per pass).
+fn behind_reason(record: &ShardStatus) -> &'static str {
+    match (record.state, record.behind_ms) {
+        (ShardState::Ready, Some(_)) => "handling late",
+        (ShardState::Resuming, _) => "resuming",
+        (ShardState::Reconnecting, _) => "reconnecting",
+        (ShardState::Ready, None) => "keeping up",
+        _ => "not ready",
+    }
 }
 
 /// The layouts as the plan sees them: owned pods by layout, and from the shards' status records
@@ -54,6 +101,9 @@ pub fn views(
     target: u32,
 ) -> Vec<LayoutView> {
     let mut by_layout: BTreeMap<u32, LayoutView> = BTreeMap::new();
+    // Per layout, `(shard, pod) → lapses` (u64::MAX without a record), in a fixed order whatever
+    // the order of the pods listed.
+    let mut lapses: BTreeMap<u32, BTreeMap<(u32, &str), u64>> = BTreeMap::new();
     by_layout.insert(
         target,
         LayoutView {
@@ -87,12 +137,28 @@ pub fn views(
             continue;
         }
         let records = statuses.get(&total);
+        let layout_lapses = lapses.entry(total).or_default();
         for shard in range.first..=range.last.min(total.saturating_sub(1)) {
             let record = records
                 .and_then(|r| r.get(shard as usize))
                 .and_then(Option::as_ref);
             if pod.ready && record.is_some_and(|r| r.state == ShardState::Ready) {
                 view.ready_shards += 1;
+            }
+            layout_lapses.insert(
+                (shard, pod.name.as_str()),
+                record.map_or(u64::MAX, |r| r.lapses),
+            );
+            if view.behind.is_none() {
+                view.behind = match record {
+                    None => Some(format!("shard {shard} on {} (no status)", pod.name)),
+                    Some(r) if !r.keeping_up() => Some(format!(
+                        "shard {shard} on {} ({})",
+                        pod.name,
+                        behind_reason(r)
+                    )),
+                    Some(_) => None,
+                };
             }
             match record {
                 Some(r) => {
@@ -118,6 +184,7 @@ pub fn views(
             view.acked = None;
             view.unacked = None;
         }
+        view.lapse_mark = lapses.get(&view.total).map_or(0, digest);
     }
     by_layout.into_values().collect()
 }
@@ -202,6 +269,8 @@ mod tests {
             reason: None,
             updated_at_ms: 1,
             layout_revision: revision,
+            lapses: 0,
+            behind_ms: None,
         })
     }
 
@@ -281,6 +350,67 @@ mod tests {
         assert_eq!(
             four.unacked.as_deref(),
             Some("shard 1 on bot-4-0-1 (at revision 2)")
+        );
+    }
+
+    #[test]
+    fn a_layout_keeps_up_while_every_running_shard_is_ready_and_in_time() {
+        let observed = [
+            pod("bot-4-0-1", 4, 0, 1, true),
+            pod("bot-4-2-3", 4, 2, 3, true),
+        ];
+        let with = |records: Vec<Option<ShardStatus>>| {
+            let statuses = BTreeMap::from([(4, records)]);
+            views(&observed, &statuses, 4)
+                .into_iter()
+                .find(|v| v.total == 4)
+                .expect("layout 4")
+        };
+        let ready = |lapses: u64| status(ShardState::Ready, 1).map(|s| ShardStatus { lapses, ..s });
+        let steady = with(vec![ready(0), ready(1), ready(0), ready(0)]);
+        assert!(steady.keeping_up(), "{steady:?}");
+
+        for (record, reason) in [
+            (
+                status(ShardState::Resuming, 1),
+                "shard 2 on bot-4-2-3 (resuming)",
+            ),
+            (
+                status(ShardState::Reconnecting, 1),
+                "shard 2 on bot-4-2-3 (reconnecting)",
+            ),
+            (
+                ready(0).map(|s| ShardStatus {
+                    behind_ms: Some(6_000),
+                    ..s
+                }),
+                "shard 2 on bot-4-2-3 (handling late)",
+            ),
+            (None, "shard 2 on bot-4-2-3 (no status)"),
+        ] {
+            let v = with(vec![ready(0), ready(1), record, ready(0)]);
+            assert!(!v.keeping_up());
+            assert_eq!(v.behind.as_deref(), Some(reason));
+        }
+
+        // One lapse more of any shard, or a shard's pod replaced, changes the mark.
+        let lapsed = with(vec![ready(0), ready(1), ready(1), ready(0)]);
+        assert!(lapsed.keeping_up());
+        assert_ne!(lapsed.lapse_mark, steady.lapse_mark);
+        let observed = [
+            pod("bot-4-0-1", 4, 0, 1, true),
+            pod("bot-4-2-3-new", 4, 2, 3, true),
+        ];
+        let statuses = BTreeMap::from([(4, vec![ready(0), ready(1), ready(0), ready(0)])]);
+        let replaced = views(&observed, &statuses, 4)
+            .into_iter()
+            .find(|v| v.total == 4)
+            .expect("layout 4");
+        assert_ne!(replaced.lapse_mark, steady.lapse_mark);
+        // The same records read again: the same mark.
+        assert_eq!(
+            with(vec![ready(0), ready(1), ready(0), ready(0)]).lapse_mark,
+            steady.lapse_mark
         );
     }
 }

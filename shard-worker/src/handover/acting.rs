@@ -183,6 +183,11 @@ impl Acting {
         &self.layout
     }
 
+    /// The handling lag above which a shard of this layout is behind (`W / 2`).
+    pub fn lag_bound_ms(&self) -> u64 {
+        shardset_contract::handover_lag_bound_ms(self.config.window.as_millis() as u64)
+    }
+
     fn roles(&self) -> MutexGuard<'_, Roles> {
         self.roles.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -7,8 +7,11 @@
 //! - [`acting`]: the role applied from Redis ([`acting::watch`]), the claims, the
 //!   acknowledgements; [`acting::Acting::act`] is what a handler asks before acting.
 //! - [`records`]: the roles document and the event claims in Redis.
+//! - [`pace`]: whether a shard keeps up (READY, handling in time) and its lapses, which its
+//!   status record reports so the operator restarts a hand-over's `W` countdown.
 
 pub mod acting;
+pub mod pace;
 pub mod records;
 pub mod roles;
 

@@ -3,7 +3,7 @@
 //! then to the bus (if any), then is counted. The answers to the bot's op 8 are gathered on the
 //! way ([`super::commanding`]).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -36,11 +36,13 @@ struct HelloData {
 
 impl<H: Handler> Runner<'_, H> {
     pub(super) async fn on_frame(&mut self, frame: Option<Result<Message, WsError>>) -> Vec<Input> {
+        // A dispatch's age counts from here (`super::lag`).
+        let arrived = Instant::now();
         let bytes = match frame {
             Some(Ok(Message::Binary(bytes))) => bytes,
             Some(Ok(Message::Text(text))) => {
                 let text = text.to_string();
-                return Box::pin(self.on_payload_owned(text.into_bytes())).await;
+                return Box::pin(self.on_payload_owned(text.into_bytes(), arrived)).await;
             }
             Some(Ok(Message::Close(frame))) => {
                 self.ws = None;
@@ -70,7 +72,7 @@ impl<H: Handler> Runner<'_, H> {
             return Vec::new();
         };
         let inputs = match decoder.push(&bytes) {
-            Ok(Some(json)) => self.on_payload(json).await,
+            Ok(Some(json)) => self.on_payload(json, arrived).await,
             Ok(None) => Vec::new(),
             Err(e) => {
                 // Corrupt, or a decompression bomb stopped at the cap: the decoding context cannot
@@ -88,11 +90,11 @@ impl<H: Handler> Runner<'_, H> {
         inputs
     }
 
-    async fn on_payload_owned(&mut self, json: Vec<u8>) -> Vec<Input> {
-        self.on_payload(&json).await
+    async fn on_payload_owned(&mut self, json: Vec<u8>, arrived: Instant) -> Vec<Input> {
+        self.on_payload(&json, arrived).await
     }
 
-    async fn on_payload(&mut self, json: &[u8]) -> Vec<Input> {
+    async fn on_payload(&mut self, json: &[u8], arrived: Instant) -> Vec<Input> {
         let envelope = match envelope::parse(json) {
             Ok(e) => e,
             Err(e) => {
@@ -162,7 +164,11 @@ impl<H: Handler> Runner<'_, H> {
                     active: acting.may_act(),
                     acting,
                 };
+                self.slot.handler_took(arrived);
                 within_dispatch(self.shard, shared.handler.dispatch(dispatch)).await;
+                self.slot.handler_done();
+                self.ages
+                    .handled(self.board(), self.slot, event, data, arrived);
                 // Taken by the bus before it counts as handled: a checkpoint taken in between
                 // must not pass it.
                 if let Some(bus) = &self.shared.bus {

@@ -12,7 +12,8 @@
 //! - `runner`: one session's select loop; `actions`, `frames` and `connection` carry out the
 //!   machine's actions, decode frames and handle the socket; `commanding` sends the bot's
 //!   commands and delivers their answers; `ending` is how a session ends (save, close, release,
-//!   or the fatal marker).
+//!   or the fatal marker); `lag` measures how late each dispatch is handled (the age
+//!   histograms, the shard's pace).
 //! - `custody`: the shard's custody in Redis around its sessions (lease, fatal marker, a dead
 //!   task's session); [`records`]: those records themselves.
 //! - [`config`]: what every shard of a worker shares.
@@ -24,6 +25,7 @@ mod connection;
 mod custody;
 mod ending;
 mod frames;
+mod lag;
 pub mod lifecycle;
 pub mod records;
 mod runner;

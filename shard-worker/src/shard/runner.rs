@@ -21,6 +21,7 @@ use tracing::debug;
 use super::commanding::WaitingMembers;
 use super::config::Shared;
 use super::connection::Connection;
+use super::lag::DispatchAge;
 use crate::bus::room::RoomWait;
 use crate::command::Inbox;
 use crate::gateway::close_code;
@@ -100,6 +101,8 @@ pub(super) struct Runner<'a, H> {
     /// Per-event counters, looked up without allocating after the first of each kind.
     pub(super) counters: HashMap<Box<str>, Counter>,
     pub(super) labels: ShardLabels,
+    /// The layout's dispatch age histograms and the lag bound.
+    pub(super) ages: DispatchAge,
     /// The shard's command channel (lent by the task for this session; `None`: no commands).
     pub(super) inbox: Option<Inbox>,
     /// When to look at the inbox's head again.
@@ -144,6 +147,11 @@ impl<'a, H: Handler> Runner<'a, H> {
             connect_after_pause: None,
             counters: HashMap::new(),
             labels: ShardLabels { shard },
+            ages: DispatchAge::new(
+                &shared.board,
+                shared.acting.layout(),
+                shared.acting.lag_bound_ms(),
+            ),
             inbox,
             command_at: None,
             command_timer: Box::pin(tokio::time::sleep(Duration::ZERO)),

@@ -1,7 +1,7 @@
 //! The worker's shared view of its shards: each shard's state (for `/readyz`, metrics and the
 //! Redis status record), its live session (for checkpoints), its lease (owner, when it was last
 //! confirmed) and its gateway socket (so the lease's loss can close it from outside the shard's
-//! task: [`Board::lose_lease`]).
+//! task: [`Board::lose_lease`]) and its pace (whether it keeps up: [`crate::handover::pace`]).
 //!
 //! Shard loops write here and never wait on Redis; the [`crate::worker::bookkeeper`] copies the board to
 //! Redis in the background, so a slow or absent Redis never stalls a gateway connection.
@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use tokio::sync::Notify;
 
+use crate::handover::pace::Pace;
 use crate::worker::metrics::{Metrics, ShardReasonLabels};
 use shardset_contract::ShardState;
 
@@ -36,6 +37,8 @@ pub struct SlotState {
     pub lease_confirmed: Option<Instant>,
     /// Set once the shard saved its final record: checkpoints must not overwrite it.
     pub finalized: bool,
+    /// Whether it keeps up, and its lapses (reported in its status record).
+    pub pace: Pace,
     /// Bumped on every state change, so the bookkeeper writes changed statuses at once.
     pub version: u64,
 }
@@ -47,6 +50,13 @@ pub struct Slot {
     state: Mutex<SlotState>,
     /// Sequence number of the last dispatch the handler finished.
     pub handled_seq: AtomicU64,
+    /// When the dispatch now in the handler arrived, as µs since `epoch` plus one; 0 while the
+    /// handler holds none (read from outside the shard's task, which waits on the handler).
+    handling_since: AtomicU64,
+    epoch: Instant,
+    /// The pace's lateness (`Pace::late_ms` is set), readable without the lock: the shard's task
+    /// tells the board about a dispatch in time only while this is set.
+    late: AtomicBool,
     /// Serialises this shard's Redis writes (checkpoint, final save, lease renew and release),
     /// so that a background write can never land after the shard's last one.
     pub io: tokio::sync::Mutex<()>,
@@ -70,9 +80,13 @@ impl Slot {
                 lease_owner: None,
                 lease_confirmed: None,
                 finalized: false,
+                pace: Pace::new(),
                 version: 0,
             }),
             handled_seq: AtomicU64::new(0),
+            handling_since: AtomicU64::new(0),
+            epoch: Instant::now(),
+            late: AtomicBool::new(false),
             io: tokio::sync::Mutex::new(()),
             lease_lost: Notify::new(),
             lease_lost_flag: AtomicBool::new(false),
@@ -131,6 +145,31 @@ impl Slot {
 
     pub fn set_handled_seq(&self, seq: u64) {
         self.handled_seq.store(seq, Ordering::Release);
+    }
+
+    /// A dispatch that arrived at `arrived` goes to the handler (until [`Slot::handler_done`]).
+    pub fn handler_took(&self, arrived: Instant) {
+        let since = arrived.saturating_duration_since(self.epoch).as_micros() as u64;
+        self.handling_since.store(since + 1, Ordering::Release);
+    }
+
+    /// Whether the shard counts as handling late now.
+    pub fn late(&self) -> bool {
+        self.late.load(Ordering::Acquire)
+    }
+
+    /// The handler returned.
+    pub fn handler_done(&self) {
+        self.handling_since.store(0, Ordering::Release);
+    }
+
+    /// How long the dispatch now in the handler has been waiting since it arrived, if any.
+    pub fn handler_busy(&self, now: Instant) -> Option<std::time::Duration> {
+        let since = self.handling_since.load(Ordering::Acquire);
+        (since > 0).then(|| {
+            now.saturating_duration_since(self.epoch)
+                .saturating_sub(std::time::Duration::from_micros(since - 1))
+        })
     }
 }
 
@@ -200,6 +239,7 @@ impl Board {
                 return;
             }
             let old = s.state;
+            s.pace.set_live(state == ShardState::Ready);
             s.state = state;
             s.reason = reason;
             s.version += 1;
@@ -209,6 +249,40 @@ impl Board {
             self.metrics.set_state(shard, Some(old), state);
         }
         self.changed.notify_one();
+    }
+
+    /// A dispatch of `slot` returned from the handler `lag_ms` after it arrived (or was
+    /// created); the status record is rewritten at once when the shard fell behind or caught up.
+    pub fn dispatch_handled(&self, slot: &Slot, lag_ms: u64, bound_ms: u64) {
+        self.update_pace(slot, |pace| pace.handled(lag_ms, bound_ms));
+    }
+
+    /// Looks at `slot`'s handler from outside (the bookkeeper's tick): late once a dispatch has
+    /// waited in it for the bound; in time again when `idle` (nothing handled or in the handler
+    /// since the last look: nothing is waiting).
+    pub fn check_pace(&self, slot: &Slot, bound_ms: u64, idle: bool, now: Instant) {
+        if let Some(busy) = slot.handler_busy(now) {
+            let busy_ms = busy.as_millis() as u64;
+            self.update_pace(slot, |pace| pace.busy(busy_ms, bound_ms));
+        } else if idle {
+            self.update_pace(slot, Pace::idle);
+        }
+    }
+
+    fn update_pace(&self, slot: &Slot, change: impl FnOnce(&mut Pace) -> bool) {
+        let changed = {
+            let mut s = slot.lock();
+            let changed = change(&mut s.pace);
+            if changed {
+                s.version += 1;
+            }
+            slot.late
+                .store(s.pace.late_ms().is_some(), Ordering::Release);
+            changed
+        };
+        if changed {
+            self.changed.notify_one();
+        }
     }
 
     /// The shard of `slot` no longer holds its lease, if `lost` says so of its facts (checked and

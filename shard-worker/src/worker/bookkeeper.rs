@@ -191,6 +191,8 @@ async fn tend(
             reason: snapshot.reason.clone(),
             updated_at_ms: unix_ms(),
             layout_revision: board.layout_revision(),
+            lapses: snapshot.pace.lapses(),
+            behind_ms: snapshot.pace.late_ms(),
         };
         match records
             .write_status(slot.shard, &status, config.status_ttl)

@@ -106,6 +106,7 @@ mod tests {
             lease_owner: owner.then(|| "pod/1".to_owned()),
             lease_confirmed: confirmed,
             finalized: false,
+            pace: crate::handover::pace::Pace::new(),
             version: 0,
         }
     }

@@ -48,6 +48,19 @@ pub struct SourceLabels {
     pub source: &'static str,
 }
 
+/// The labels of `dispatch_age_seconds`: the worker's layout (its shard total) and what the age
+/// is counted from (`received`, `created`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DispatchAgeLabels {
+    pub layout: String,
+    pub since: &'static str,
+}
+
+/// The buckets of `dispatch_age_seconds`: 1 ms to about 65 s, doubling.
+fn dispatch_age_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CommandLabels {
     pub opcode: u8,
@@ -64,6 +77,10 @@ pub struct Metrics {
     pub heartbeat_latency: Family<ShardLabels, Gauge<f64, AtomicU64>>,
     /// Dispatches handled, by event name.
     pub events: Family<EventLabels, Counter>,
+    /// How far behind the layout runs: from a dispatch's arrival on the socket
+    /// (`since="received"`), or from its creation by Discord (`since="created"`, for events
+    /// whose `d.id` is a snowflake made with them), to the handler's return.
+    pub dispatch_age: Family<DispatchAgeLabels, Histogram, fn() -> Histogram>,
     /// Time from asking for the Identify permit to getting it.
     pub identify_wait: Histogram,
     /// Identifies sent.
@@ -110,6 +127,7 @@ impl Metrics {
             shard_state: Family::default(),
             heartbeat_latency: Family::default(),
             events: Family::default(),
+            dispatch_age: Family::new_with_constructor(dispatch_age_histogram),
             identify_wait: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
             identifies: Family::default(),
             resumes: Family::default(),
@@ -141,6 +159,11 @@ impl Metrics {
             "events",
             "Dispatches handled, by event name",
             metrics.events.clone(),
+        );
+        r.register(
+            "dispatch_age_seconds",
+            "Time from a dispatch's arrival (since=received) or creation (since=created) to the handler's return, by layout",
+            metrics.dispatch_age.clone(),
         );
         r.register(
             "identify_wait_seconds",

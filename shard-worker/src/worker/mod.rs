@@ -7,6 +7,7 @@
 //! - [`board`]: each shard's state, live session and lease, written by the shard loops.
 //! - [`bookkeeper`]: copies the board to Redis (checkpoints, status records, lease renewals).
 //! - [`fence`]: self-fencing's hard deadline, on a thread of its own.
+//! - [`pace_watch`]: whether each shard's handler keeps up, seen from outside the shard's task.
 //! - [`server`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`metrics`]: the worker's Prometheus metrics.
 //! - `startup`: Discord's answers with retries, and a refusal reported until shutdown.
@@ -16,6 +17,7 @@ pub mod bookkeeper;
 pub mod builder;
 pub mod fence;
 pub mod metrics;
+pub mod pace_watch;
 pub mod run;
 pub mod server;
 pub mod settings;

@@ -1,5 +1,5 @@
-//! Running a worker: every shard of its board, their bookkeeping and the layout-roles watcher,
-//! until shutdown or a handler's panic. [`super::builder::Builder`] sets the parts up from the
+//! Running a worker: every shard of its board, their bookkeeping, the layout-roles watcher and
+//! the pace watcher, until shutdown or a handler's panic. [`super::builder::Builder`] sets the parts up from the
 //! worker's settings; tests and other binaries can also build the [`Shared`] parts themselves.
 
 use std::collections::HashMap;
@@ -73,6 +73,11 @@ pub async fn run<H: Handler>(
         background.spawn(crate::handover::acting::watch(
             Arc::clone(&shared.acting),
             Arc::clone(&shared.board),
+            stop_rx.clone(),
+        ));
+        background.spawn(crate::worker::pace_watch::run(
+            Arc::clone(&shared.board),
+            shared.acting.lag_bound_ms(),
             stop_rx,
         ));
     }

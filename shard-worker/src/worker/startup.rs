@@ -125,6 +125,8 @@ pub(super) async fn report_refusal(
                     reason: Some(reason.to_owned()),
                     updated_at_ms: unix_ms(),
                     layout_revision: 0,
+                    lapses: 0,
+                    behind_ms: None,
                 };
                 if let Err(e) = records.write_status(shard, &status, status_ttl).await {
                     warn!(error = %e, "cannot report the refusal in Redis");

@@ -44,6 +44,8 @@ async fn ten_shards_at_three_per_pod() -> anyhow::Result<()> {
             reason: None,
             updated_at_ms: 1,
             layout_revision: 0,
+            lapses: 0,
+            behind_ms: None,
         };
         let _: () = conn.set(keys.status(10, shard), serde_json::to_string(&record)?)?;
     }

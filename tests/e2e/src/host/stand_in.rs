@@ -55,6 +55,8 @@ impl WorkerStandIn {
                             reason: None,
                             updated_at_ms: 1,
                             layout_revision: revision,
+                            lapses: 0,
+                            behind_ms: None,
                         };
                         let json = serde_json::to_string(&record).unwrap_or_default();
                         let _: Result<(), _> = conn.set(keys.status(total, shard), json).await;
