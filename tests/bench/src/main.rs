@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use fake_discord::control::LoadSettings;
+use fake_discord::control::{IdentifyOutcome, LoadSettings};
 use fake_discord::{Config, FakeDiscord, RunningFake};
 use redis_test_server::RedisServer;
 use shardset_contract::{Keys, env};
@@ -44,6 +44,14 @@ struct Args {
     /// Cold start: Identify window of the fake (twilight's queue always waits 5000 ms).
     #[arg(long, default_value_t = 5_000)]
     window_ms: u64,
+    /// Cold start: the workers' `IDENTIFY_MARGIN_MS` (default: the worker's own, 2 % of the
+    /// window, at least 50 ms).
+    #[arg(long)]
+    margin_ms: Option<u64>,
+    /// Cold start: the shard-worker side only (twilight's queue waits 5 s a round whatever the
+    /// fake's window, so at 1,024 shards it alone takes over 5 minutes).
+    #[arg(long)]
+    worker_only: bool,
     /// Memory: shards in the large run.
     #[arg(long, default_value_t = 200)]
     memory_shards: u32,
@@ -143,10 +151,15 @@ impl Worker {
         redis: &Redis,
         range: (u32, u32, u32),
         window_ms: u64,
+        margin_ms: Option<u64>,
     ) -> anyhow::Result<Self> {
         let listen = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(bin)
-            .env_clear()
+        let mut command = Command::new(bin);
+        command.env_clear();
+        if let Some(margin) = margin_ms {
+            command.env(env::IDENTIFY_MARGIN_MS, margin.to_string());
+        }
+        let child = command
             .env("RUST_LOG", "warn")
             .env(env::SHARD_FIRST, range.0.to_string())
             .env(env::SHARD_LAST, range.1.to_string())
@@ -349,22 +362,75 @@ async fn wait_ready(
     }
 }
 
-/// The smallest gap between two Identifies of one bucket, in ms.
-fn min_bucket_gap_ms(fake: &RunningFake) -> Option<f64> {
-    let mut by_bucket: HashMap<u32, Vec<u64>> = HashMap::new();
+/// The gaps between consecutive accepted Identifies of each bucket, in ms: at arrival (the
+/// kernel's receive stamps, what the fake's rules use) and as the fake got round to judging them
+/// (arrival + its lag: what a fake timing at processing would have measured).
+fn bucket_gaps_ms(fake: &RunningFake) -> (Vec<f64>, Vec<f64>) {
+    let mut by_bucket: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
     for i in fake.state().identifies() {
-        by_bucket.entry(i.bucket).or_default().push(i.at_us);
+        if i.outcome == IdentifyOutcome::Accepted {
+            by_bucket
+                .entry(i.bucket)
+                .or_default()
+                .push((i.at_us, i.at_us + i.lag_us));
+        }
     }
-    by_bucket
-        .values_mut()
-        .flat_map(|times| {
-            times.sort_unstable();
-            times
-                .windows(2)
-                .map(|w| (w[1] - w[0]) as f64 / 1000.0)
-                .collect::<Vec<_>>()
-        })
-        .min_by(|a, b| a.total_cmp(b))
+    let mut arrival = Vec::new();
+    let mut judged = Vec::new();
+    for times in by_bucket.values_mut() {
+        times.sort_unstable();
+        for w in times.windows(2) {
+            arrival.push((w[1].0 - w[0].0) as f64 / 1000.0);
+        }
+        let mut at_judging: Vec<u64> = times.iter().map(|t| t.1).collect();
+        at_judging.sort_unstable();
+        judged.extend(at_judging.windows(2).map(|w| (w[1] - w[0]) as f64 / 1000.0));
+    }
+    arrival.sort_by(f64::total_cmp);
+    judged.sort_by(f64::total_cmp);
+    (arrival, judged)
+}
+
+/// The `q` quantile (0..=1) of sorted values.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Prints the distribution of the bucket gaps and of the fake's own lag.
+fn report_gaps(fake: &RunningFake, window_ms: u64) {
+    let (arrival, judged) = bucket_gaps_ms(fake);
+    let window = window_ms as f64;
+    let over: Vec<f64> = arrival.iter().map(|g| g - window).collect();
+    println!(
+        "  bucket gaps at arrival, beyond the window (ms): min {:.1}  p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  ({} gaps)",
+        quantile(&over, 0.0),
+        quantile(&over, 0.5),
+        quantile(&over, 0.9),
+        quantile(&over, 0.99),
+        quantile(&over, 1.0),
+        over.len()
+    );
+    let short = judged.iter().filter(|&&g| g < window).count();
+    println!(
+        "  timed when judged instead (arrival + the fake's lag): min gap {:.1} ms, {short} gaps under the window",
+        quantile(&judged, 0.0)
+    );
+    let mut lag: Vec<f64> = fake
+        .state()
+        .identifies()
+        .iter()
+        .map(|i| i.lag_us as f64 / 1000.0)
+        .collect();
+    lag.sort_by(f64::total_cmp);
+    println!(
+        "  the fake's lag from arrival to judging an Identify (ms): p50 {:.2}  p99 {:.2}  max {:.2}",
+        quantile(&lag, 0.5),
+        quantile(&lag, 0.99),
+        quantile(&lag, 1.0)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -377,6 +443,8 @@ async fn cold_start(args: &Args, bins: &Binaries, redis: &mut Redis) -> anyhow::
         max_concurrency: c,
         identify_window_ms: args.window_ms,
         guilds: n * 4,
+        // Discord raises the daily limit for large bots; 1,000 would run out at 1,024 shards.
+        session_start_limit: (2 * n).max(1_000),
         ..Config::default()
     };
     let rounds = n.div_ceil(c).saturating_sub(1);
@@ -408,12 +476,17 @@ async fn cold_start(args: &Args, bins: &Binaries, redis: &mut Redis) -> anyhow::
             redis,
             (first, last, n),
             args.window_ms,
+            args.margin_ms,
         )?);
     }
     let (first, all) = wait_ready(&f, n, n as usize, start, Duration::from_secs(300)).await?;
     let ours = report_cold("shard-worker", &f, first, all, floor);
+    report_gaps(&f, args.window_ms);
     drop(workers);
     f.shutdown().await;
+    if args.worker_only {
+        return Ok(());
+    }
 
     // twilight
     let f = fake(config).await?;
@@ -436,7 +509,10 @@ fn report_cold(
 ) -> f64 {
     let minimum = floor + first;
     let ratio = all.as_secs_f64() / minimum.as_secs_f64();
-    let gap = min_bucket_gap_ms(f).map_or("-".to_owned(), |g| format!("{g:.1} ms"));
+    let (arrival, _) = bucket_gaps_ms(f);
+    let gap = arrival
+        .first()
+        .map_or("-".to_owned(), |g| format!("{g:.1} ms"));
     println!(
         "{name:<14} {:>9.3}s {:>11.3}s {:>9.3}s {:>8.3} {:>11} {:>16}",
         all.as_secs_f64(),
@@ -472,7 +548,7 @@ async fn memory(args: &Args, bins: &Binaries, redis: &mut Redis) -> anyhow::Resu
             redis.reset().await?;
             let start = Instant::now();
             let pid = if client == "shard-worker" {
-                let w = Worker::spawn(&bins.worker, &f, redis, (0, n - 1, n), 100)?;
+                let w = Worker::spawn(&bins.worker, &f, redis, (0, n - 1, n), 100, None)?;
                 wait_ready(&f, n, n as usize, start, Duration::from_secs(120)).await?;
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 let r = rss_kib(w.child.id());
@@ -522,7 +598,7 @@ async fn throughput(args: &Args, bins: &Binaries, redis: &mut Redis) -> anyhow::
     let f = fake(config).await?;
     redis.reset().await?;
     let start = Instant::now();
-    let worker = Worker::spawn(&bins.worker, &f, redis, (0, n - 1, n), 100)?;
+    let worker = Worker::spawn(&bins.worker, &f, redis, (0, n - 1, n), 100, None)?;
     let twilight = Twilight::spawn(&bins.twilight, &f, (0, n - 1, n), n)?;
     wait_ready(&f, n, 2 * n as usize, start, Duration::from_secs(60)).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -35,19 +35,17 @@ fn script(name: &str, env: &[(&str, &str)]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn containers(label_value: &str) -> Vec<String> {
-    docker(&[
-        "ps",
-        "-a",
-        "--filter",
-        &format!("label=io.x-k8s.kind.cluster={label_value}"),
-        "--format",
-        "{{.Names}}",
-    ])
-    .expect("docker ps")
-    .lines()
-    .map(str::to_owned)
-    .collect()
+/// Node containers of the kind cluster `name`, or of every kind cluster on this Docker.
+fn containers(name: Option<&str>) -> Vec<String> {
+    let filter = match name {
+        Some(name) => format!("label=io.x-k8s.kind.cluster={name}"),
+        None => "label=io.x-k8s.kind.cluster".to_owned(),
+    };
+    docker(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"])
+        .expect("docker ps")
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// SIGKILLs `root` and every process descended from it, each by its own (positive) PID: the tree
@@ -179,7 +177,7 @@ fn killed_cluster_run_recovers_and_cluster_down_leaves_nothing() {
     kill_tree(up.id());
     let _ = up.wait();
     assert!(
-        !containers(name).is_empty(),
+        !containers(Some(name)).is_empty(),
         "the killed run left its node container ({first:?})"
     );
 
@@ -246,7 +244,7 @@ fn killed_cluster_run_recovers_and_cluster_down_leaves_nothing() {
         "kind still lists {name}"
     );
     assert_eq!(
-        containers(name),
+        containers(Some(name)),
         Vec::<String>::new(),
         "node containers left"
     );
@@ -331,6 +329,12 @@ fn cluster_down_leaves_nothing_then_cluster_comes_back() {
     let dockerd = std::fs::read_to_string("/run/shardset-cluster/dockerd.pid").unwrap_or_default();
     let name = std::env::var("SHARDSET_CLUSTER_NAME").unwrap_or_else(|_| "shardset".into());
     let kubeconfig = std::env::var("KUBECONFIG").unwrap_or_default();
+    // down.sh keeps Docker up while another kind cluster lives on it (someone else's, on a shared
+    // machine), so Docker must go only when ours was the last one.
+    let others: Vec<String> = containers(None)
+        .into_iter()
+        .filter(|c| !c.starts_with(&format!("{name}-")))
+        .collect();
 
     let t = Instant::now();
     script("down.sh", &[]);
@@ -344,8 +348,18 @@ fn cluster_down_leaves_nothing_then_cluster_comes_back() {
         Vec::<String>::new(),
         "processes of the cluster left"
     );
-    if owned {
-        // No other cluster was left on it (phase 2 runs alone), so Docker itself is gone.
+    if owned && !others.is_empty() {
+        assert_eq!(
+            containers(Some(&name)),
+            Vec::<String>::new(),
+            "node containers left"
+        );
+        assert!(
+            docker(&["info"]).is_ok(),
+            "Docker stopped under the other clusters {others:?}"
+        );
+    } else if owned {
+        // No other cluster was left on it, so Docker itself is gone.
         assert!(docker(&["info"]).is_err(), "our dockerd still answers");
         let pid = dockerd.trim();
         assert!(
@@ -365,7 +379,7 @@ fn cluster_down_leaves_nothing_then_cluster_comes_back() {
         }
     } else {
         assert_eq!(
-            containers(&name),
+            containers(Some(&name)),
             Vec::<String>::new(),
             "node containers left"
         );

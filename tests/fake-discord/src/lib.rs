@@ -13,6 +13,8 @@
 //! # Ok(()) }
 //! ```
 
+/// Kernel receive timestamps: when a connection's bytes arrived.
+pub mod arrival;
 pub mod clock;
 /// The commands clients send once authenticated, read and checked.
 pub mod commands;

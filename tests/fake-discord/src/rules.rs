@@ -5,7 +5,7 @@
 //! "Rate Limiting", "Sharding", "Session Start Limit Object") and
 //! `developers/topics/opcodes-and-status-codes.mdx` ("Gateway Close Event Codes").
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use crate::control::Rule;
 use crate::world;
@@ -282,17 +282,22 @@ pub fn validate_identify(
 /// At most one accepted request per key per window, measured between arrivals: the shape of the
 /// Identify buckets (key: the bucket) and of op 8's all-members limit (key: the guild). Only
 /// accepted requests open a window; refused ones do not move it.
+///
+/// Requests are judged in the order their connections get to them, which under load is not the
+/// order they arrived in (each connection has its own task). So every accepted arrival of the
+/// last [`ArrivalWindows::KEPT`] windows is kept, and a new one is checked against both its
+/// neighbours in arrival order, wherever it falls.
 #[derive(Debug, Clone)]
 pub struct ArrivalWindows<K> {
     window: Micros,
-    /// Arrival of the last accepted request of each key.
-    last: HashMap<K, Micros>,
+    /// Arrivals of the recent accepted requests of each key.
+    accepted: HashMap<K, BTreeSet<Micros>>,
 }
 
 /// A request that arrived inside its key's window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InsideWindow {
-    /// Arrival of the key's previous accepted request.
+    /// Arrival of the key's accepted request closest to this one.
     pub previous: Micros,
     /// Distance between the two arrivals.
     pub gap: Micros,
@@ -301,33 +306,49 @@ pub struct InsideWindow {
 }
 
 impl<K: std::hash::Hash + Eq> ArrivalWindows<K> {
+    /// How many windows of arrivals are kept: a request judged this much later than a
+    /// later-arriving one is only checked against what is left (far more than any lag seen).
+    pub const KEPT: u64 = 64;
+
     pub fn new(window_ms: u64) -> Self {
         Self {
             window: window_ms * US_PER_MS,
-            last: HashMap::new(),
+            accepted: HashMap::new(),
         }
     }
 
     /// Whether a request of `key` arriving `at` keeps the key's window. The distance is taken
-    /// both ways, so two requests handled out of arrival order are still caught.
+    /// to the closest accepted arrival before and after it, so requests judged out of arrival
+    /// order are still caught.
     pub fn check(&self, key: &K, at: Micros) -> Result<(), InsideWindow> {
-        match self.last.get(key) {
-            Some(&previous) if previous.abs_diff(at) < self.window => {
-                let gap = previous.abs_diff(at);
-                Err(InsideWindow {
-                    previous,
-                    gap,
-                    retry_after: self.window - gap,
-                })
-            }
+        let Some(arrivals) = self.accepted.get(key) else {
+            return Ok(());
+        };
+        let before = arrivals.range(..=at).next_back();
+        let after = arrivals.range(at..).next();
+        match before
+            .into_iter()
+            .chain(after)
+            .map(|&other| (other, other.abs_diff(at)))
+            .min_by_key(|&(_, gap)| gap)
+        {
+            Some((previous, gap)) if gap < self.window => Err(InsideWindow {
+                previous,
+                gap,
+                retry_after: self.window - gap,
+            }),
             _ => Ok(()),
         }
     }
 
     /// Records an accepted request: its arrival opens the key's next window.
     pub fn record(&mut self, key: K, at: Micros) {
-        let slot = self.last.entry(key).or_insert(at);
-        *slot = (*slot).max(at);
+        let horizon = self.window.saturating_mul(Self::KEPT);
+        let arrivals = self.accepted.entry(key).or_default();
+        arrivals.insert(at);
+        let latest = arrivals.last().copied().unwrap_or(at);
+        let kept = arrivals.split_off(&latest.saturating_sub(horizon));
+        *arrivals = kept;
     }
 }
 
@@ -598,6 +619,37 @@ mod tests {
         );
         // A refused request does not move the window.
         assert_eq!(windows.check(&7, 30 * S), Ok(()));
+    }
+
+    #[test]
+    fn a_request_judged_late_is_checked_against_both_neighbours() {
+        // Arrivals at 0 s, 10 s and 20 s are accepted (judged in that order); one that arrived
+        // at 12 s but is judged only now is 2 s from its earlier neighbour, although the
+        // latest arrival (20 s) is 8 s away.
+        let mut windows = ArrivalWindows::new(5_000);
+        for at in [0, 10 * S, 20 * S] {
+            assert_eq!(windows.check(&0u32, at), Ok(()));
+            windows.record(0, at);
+        }
+        let inside = windows.check(&0, 12 * S).expect_err("2 s after 10 s");
+        assert_eq!((inside.previous, inside.gap), (10 * S, 2 * S));
+        let inside = windows.check(&0, 17 * S).expect_err("3 s before 20 s");
+        assert_eq!((inside.previous, inside.gap), (20 * S, 3 * S));
+        assert_eq!(windows.check(&0, 15 * S), Ok(()));
+        // Recorded out of order, it still sits between its neighbours.
+        windows.record(0, 15 * S);
+        assert!(windows.check(&0, 14 * S).is_err());
+        assert!(windows.check(&0, 16 * S).is_err());
+    }
+
+    #[test]
+    fn only_recent_windows_of_arrivals_are_kept() {
+        let mut windows = ArrivalWindows::new(1);
+        for i in 0..1_000 {
+            windows.record(0u32, i * US_PER_MS);
+        }
+        let kept = windows.accepted.get(&0).map_or(0, BTreeSet::len) as u64;
+        assert_eq!(kept, ArrivalWindows::<u32>::KEPT + 1);
     }
 
     #[test]

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::arrival::{Arrivals, StampedListener};
 use crate::config::Config;
 use crate::state::Fake;
 use crate::{control, gateway, load, rest};
@@ -37,16 +37,15 @@ impl FakeDiscord {
         let fake = Fake::new(config);
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
-        // Small frames (heartbeat ACKs) must not wait for Nagle.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
+        // Reads stamped by the kernel: Identifies are timed at arrival (arrival.rs).
+        let listener = StampedListener::new(listener, fake.clock);
         let mut stop = fake.shutdown.subscribe();
         let app = router(Arc::clone(&fake));
         let server = tokio::spawn(async move {
             let graceful = async move {
                 let _ = stop.wait_for(|stopping| *stopping).await;
             };
+            let app = app.into_make_service_with_connect_info::<Arrivals>();
             if let Err(e) = axum::serve(listener, app)
                 .with_graceful_shutdown(graceful)
                 .await

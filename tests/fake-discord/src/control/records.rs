@@ -96,8 +96,12 @@ pub enum IdentifyOutcome {
 pub struct IdentifyRecord {
     /// Unix ms of arrival.
     pub at_ms: u64,
-    /// Unix µs of arrival (the bucket window is checked at this precision).
+    /// Unix µs of arrival (the bucket window is checked at this precision): the kernel's
+    /// receive timestamp of the bytes, not when the fake got round to them.
     pub at_us: u64,
+    /// How long after arriving the fake judged it, in µs (its own lag under load).
+    #[serde(default)]
+    pub lag_us: u64,
     pub shard: u32,
     pub num_shards: u32,
     /// `shard % max_concurrency`.
@@ -270,6 +274,9 @@ pub struct Counters {
     /// Sessions closed because their client fell further behind than the replay buffer.
     pub overflows: u64,
     pub violations: u64,
+    /// The longest an Identify waited in the fake between arriving and being judged, in µs.
+    #[serde(default)]
+    pub identify_lag_max_us: u64,
     /// Commands recorded in `/control/commands`.
     #[serde(default)]
     pub commands: u64,

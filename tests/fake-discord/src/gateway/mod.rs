@@ -15,7 +15,7 @@ pub mod zstd;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
@@ -23,6 +23,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
+use crate::arrival::Arrivals;
 use crate::state::Fake;
 
 /// Gateway versions served (discord-api-docs `developers/reference.mdx`, "API Versions").
@@ -71,12 +72,18 @@ pub async fn upgrade(State(fake): State<Arc<Fake>>, mut request: Request) -> Res
         }
     };
     let base = crate::public_url::public_base(&fake, request.headers());
+    // The connection's kernel receive stamps (a router served without them times at reads).
+    let arrivals = request
+        .extensions()
+        .get::<ConnectInfo<Arrivals>>()
+        .map_or_else(|| Arrivals::new(fake.clock), |info| info.0.clone());
     let params = connection::Params {
         transport,
         bad_version: version.filter(|v| !VERSIONS.contains(&v.as_str())),
         bad_encoding: encoding.filter(|e| e != "json"),
         resume_url: format!("{base}/{RESUME_SEGMENT}"),
         on_resume_url: is_resume_path(request.uri().path()),
+        arrivals,
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {

@@ -90,9 +90,14 @@ impl Fake {
         session_id: Option<String>,
         connection: u64,
     ) {
+        let lag_us = self.clock.now_us().saturating_sub(at);
+        self.stats
+            .identify_lag_max_us
+            .fetch_max(lag_us, std::sync::atomic::Ordering::Relaxed);
         let record = IdentifyRecord {
             at_ms: at / US_PER_MS,
             at_us: at,
+            lag_us,
             shard: shard[0],
             num_shards: shard[1],
             bucket: rules::bucket(shard[0], self.config.max_concurrency),

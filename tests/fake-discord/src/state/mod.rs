@@ -116,6 +116,9 @@ pub struct Stats {
     pub events_generated: AtomicU64,
     pub overflows: AtomicU64,
     pub violations: AtomicU64,
+    /// The longest an Identify waited between arriving and being judged, in µs (the fake's own
+    /// lag under load; rules use the arrival, see `arrival.rs`).
+    pub identify_lag_max_us: AtomicU64,
     pub commands: AtomicU64,
     pub heartbeats_late: AtomicU64,
 }

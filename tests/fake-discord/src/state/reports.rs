@@ -109,6 +109,7 @@ impl Fake {
             events_generated: get(&s.events_generated),
             overflows: get(&s.overflows),
             violations: get(&s.violations),
+            identify_lag_max_us: get(&s.identify_lag_max_us),
             commands: get(&s.commands),
             heartbeats_late: get(&s.heartbeats_late),
             sessions: self.sessions_read().by_id.len() as u64,

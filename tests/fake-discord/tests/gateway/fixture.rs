@@ -55,6 +55,73 @@ pub async fn post<T: DeserializeOwned>(fake: &RunningFake, path: &str, body: Val
         .expect("JSON")
 }
 
+/// A fake on a runtime of its own (one thread) that a test can stall, as a loaded host stalls
+/// the fake's tasks: clients' bytes keep arriving in the kernel, and nothing reads them.
+pub struct Stallable {
+    pub fake: Option<RunningFake>,
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Holds the fake's thread until dropped.
+pub struct Stall {
+    _release: std::sync::mpsc::Sender<()>,
+}
+
+impl Stallable {
+    pub fn spawn(config: Config) -> Self {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let fake = runtime.block_on(spawn(config));
+            let _ = ready_tx.send((fake, runtime.handle().clone()));
+            let _ = runtime.block_on(stopped);
+        });
+        let (fake, handle) = ready_rx.recv().expect("the fake's thread starts it");
+        Self {
+            fake: Some(fake),
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn fake(&self) -> &RunningFake {
+        self.fake.as_ref().expect("running")
+    }
+
+    /// Blocks the fake's only thread (no task of it runs) until the returned guard is dropped;
+    /// returns once the stall has begun.
+    pub async fn stall(&self) -> Stall {
+        let (began_tx, began) = tokio::sync::oneshot::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        self.handle.spawn(async move {
+            let _ = began_tx.send(());
+            // Returns when the guard (the only sender) is dropped.
+            let _ = released.recv();
+        });
+        began.await.expect("the stall begins");
+        Stall { _release: release }
+    }
+}
+
+impl Drop for Stallable {
+    fn drop(&mut self) {
+        drop(self.fake.take());
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Dispatches a GUILD_UPDATE to the sessions that route `guild`: a marker that every dispatch
 /// queued for them before comes ahead of.
 pub async fn marker(fake: &RunningFake, guild: u64) {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use fake_discord::control::{IdentifyOutcome, IdentifyRecord, Rule, Violation};
+use fake_discord::control::{Counters, IdentifyOutcome, IdentifyRecord, Rule, Violation};
 use serde_json::json;
 
 use crate::client::{Client, INTENTS};
@@ -68,6 +68,74 @@ async fn identifies_spaced_by_the_window_pass() -> anyhow::Result<()> {
     let log: Vec<IdentifyRecord> = fixture::get(&fake, "identifies").await;
     assert_eq!(log.len(), 2);
     assert!(log[1].at_us - log[0].at_us >= 300_000);
+    Ok(())
+}
+
+/// Two Identifies of one bucket `gap` apart, both arriving while the fake's only thread is
+/// stalled (as on a loaded host): the fake judges them together once it runs again, and must
+/// time each at its arrival. Returns each one's answer (its op; they are judged in no set
+/// order) and the fake's reports.
+async fn identifies_while_stalled(
+    gap: Duration,
+) -> anyhow::Result<([u64; 2], Vec<Violation>, Vec<IdentifyRecord>, Counters)> {
+    let stallable = fixture::Stallable::spawn(fake_discord::Config {
+        identify_window_ms: 500,
+        ..fixture::config()
+    });
+    let fake = stallable.fake();
+    let mut a = Client::connect(&fake.gateway_url(), true).await?;
+    a.expect_op(10).await?;
+    let mut b = Client::connect(&fake.gateway_url(), true).await?;
+    b.expect_op(10).await?;
+    let stall = stallable.stall().await;
+    a.identify(TOKEN, [0, 2], INTENTS).await?;
+    // The distance under test between the two sends (not a synchronisation).
+    tokio::time::sleep(gap).await;
+    b.identify(TOKEN, [1, 2], INTENTS).await?;
+    // Both are in the fake's socket buffers; a moment later the fake runs again.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(stall);
+    let mut ops = [0; 2];
+    for (op, client) in ops.iter_mut().zip([&mut a, &mut b]) {
+        *op = client.payload().await?["op"].as_u64().unwrap_or(u64::MAX);
+    }
+    let violations = fixture::get(fake, "violations").await;
+    let log = fixture::get(fake, "identifies").await;
+    let counters = fixture::get(fake, "counters").await;
+    Ok((ops, violations, log, counters))
+}
+
+#[tokio::test]
+async fn a_stalled_fake_times_identifies_at_arrival_not_when_it_reads_them() -> anyhow::Result<()> {
+    // 600 ms apart against a 500 ms window: fine, although the fake reads both at once.
+    let (ops, violations, log, counters) =
+        identifies_while_stalled(Duration::from_millis(600)).await?;
+    assert_eq!(violations, vec![]);
+    assert_eq!(ops, [0, 0], "both READY");
+    assert_eq!(log.len(), 2);
+    let gap = log[1].at_us.abs_diff(log[0].at_us);
+    assert!(
+        (590_000..2_000_000).contains(&gap),
+        "arrivals {gap} µs apart"
+    );
+    // The fake saw its own lag: the first one waited the gap and the stall after it.
+    let first = log.iter().find(|r| r.shard == 0).expect("shard 0 logged");
+    assert!(first.lag_us >= 700_000, "{first:?}");
+    assert!(counters.identify_lag_max_us >= first.lag_us);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stalled_fake_still_catches_identifies_that_arrived_too_close() -> anyhow::Result<()> {
+    // 300 ms apart against a 500 ms window: too fast, however late the fake reads them.
+    let (mut ops, violations, log, _) =
+        identifies_while_stalled(Duration::from_millis(300)).await?;
+    ops.sort_unstable();
+    assert_eq!(ops, [0, 9], "one READY, one op 9 Invalid Session");
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_eq!(violations[0].rule, Rule::IdentifyTooFast);
+    let gap = log[1].at_us.abs_diff(log[0].at_us);
+    assert!((290_000..500_000).contains(&gap), "arrivals {gap} µs apart");
     Ok(())
 }
 

@@ -26,7 +26,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     pub(super) async fn inbound(&mut self, message: Message) -> Option<End> {
-        let at = self.fake.clock.now_us();
+        // Every rule times the frame at its arrival, not at this (possibly late) moment.
+        let at = self.params.arrivals.arrival(self.fake.clock.now_us());
         let data = match message {
             Message::Text(text) => Bytes::from(text),
             Message::Binary(data) => data,

@@ -50,6 +50,8 @@ pub struct Params {
     pub bad_encoding: Option<String>,
     /// This connection's resume URL (READY `resume_gateway_url`).
     pub resume_url: String,
+    /// When the connection's bytes arrived (kernel receive timestamps, `crate::arrival`).
+    pub arrivals: crate::arrival::Arrivals,
     /// The connection came in on a resume URL: the only place a Resume is accepted.
     pub on_resume_url: bool,
 }
