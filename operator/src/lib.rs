@@ -5,7 +5,7 @@
 //! - [`crd`]: the `ShardSet` resource, its schema and CEL validation.
 //! - [`names`]: label keys, finalizer, field manager: every name we write on objects.
 //! - [`plan`]: shard ranges and the pods to create, delete or replace.
-//! - [`pods`]: the worker Pod for one range.
+//! - [`pods`]: the worker Pod for one range; [`bus_env`]: its bus variables, from `spec.bus`.
 //! - [`reshard`]: the shard total, and the hand-over between layouts step by step
 //!   (`docs/resharding.md`), with its I/O in [`reshard::handover`].
 //! - [`node_loss`]: when a pod on a lost node is force-deleted, and its node-loss tolerations.
@@ -22,6 +22,7 @@
 //! - [`redis_state`]: the workers' shard status, and cleanup of the bot's keys.
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and JSON logs.
 
+pub mod bus_env;
 pub mod crd;
 pub mod names;
 pub mod node_loss;
