@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help test lint unit unit-python test-tools generate check-generated cluster cluster-down images e2e demo bench bench-operator bench-fake
+.PHONY: help test lint unit unit-python test-tools generate check-generated cluster cluster-down images e2e demo bench bench-bus bench-operator bench-fake
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -56,9 +56,12 @@ bench-operator: ## Benchmark on kind: kubectl apply of a 100-pod ShardSet -> all
 	SHARDSET_OPERATOR_BIN="$${CARGO_TARGET_DIR:-$(CURDIR)/target}/x86_64-unknown-linux-musl/release/shardset-operator" \
 	$(CARGO) test -q -p shardset-e2e --test operator_bench -- --nocapture
 
-bench: ## Side-by-side benchmarks vs twilight-gateway on the fake Discord (release; prints ratios). BENCH_ARGS=--help
+bench: test-tools ## Side-by-side benchmarks vs twilight-gateway on the fake Discord, and the bus path's cost (release; prints ratios). BENCH_ARGS=--help
 	$(CARGO) build --release -p shard-worker -p shardset-bench
 	"$${CARGO_TARGET_DIR:-target}/release/shardset-bench" $(BENCH_ARGS)
+
+bench-bus: ## The bus path alone: a worker's dispatches per CPU-second publishing to a local nats-server with acks, beside in-process handling (release; prints figures).
+	$(MAKE) --no-print-directory bench BENCH_ARGS="--only bus $(BENCH_ARGS)"
 
 bench-fake: ## Capacity of one fake-discord process: 2,000 zlib-stream connections, dispatches/s (release; prints figures).
 	$(CARGO) bench -p fake-discord --bench capacity

@@ -33,6 +33,12 @@ pub const IDENTIFY_WINDOW_MS: &str = "IDENTIFY_WINDOW_MS";
 /// Optional: extra hold of a used gate after the window, in ms (default: 2 % of the window,
 /// between 50 and 250 ms). Covers the time between our send and Discord's receipt.
 pub const IDENTIFY_MARGIN_MS: &str = "IDENTIFY_MARGIN_MS";
+/// Optional: the gateway's transport compression, `zstd-stream` (default), `zlib-stream` or
+/// `none` ([`crate::GatewayCompression`]).
+pub const GATEWAY_COMPRESSION: &str = "GATEWAY_COMPRESSION";
+/// Optional: the window of the gateway send limit (120 commands per window per connection), in
+/// ms (Discord: 60000). Only shorter against a time-scaled fake gateway.
+pub const GATEWAY_SEND_WINDOW_MS: &str = "GATEWAY_SEND_WINDOW_MS";
 /// Optional: how long a saved session stays resumable, in ms (the TTL of `Keys::session`;
 /// default 180000). Only shorter against a time-scaled fake gateway.
 pub const RESUME_WINDOW_MS: &str = "RESUME_WINDOW_MS";

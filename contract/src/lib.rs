@@ -1,10 +1,11 @@
 //! The contract between the operator and the worker pods, in one small crate that both depend on:
-//! the env variables the operator writes into every worker pod ([`env`]), the worker's HTTP
-//! endpoints, the Redis key layout of the Identify protocol ([`keys`], documented in
-//! `docs/redis-protocol.md`) with the records stored under those keys ([`records`]), the bot
-//! token in a type that cannot leak it ([`token`]), the Discord REST calls both sides make
-//! ([`rest`]), and the names of the bot tier's bus that the worker, the operator and the handler
-//! library share ([`bus`], documented in `docs/bus-protocol.md`), and the pod's end ([`pod`]: SIGTERM).
+//! the env variables the operator writes into every worker pod ([`env`], with the values of
+//! [`gateway`]), the worker's HTTP endpoints, the Redis key layout of the Identify protocol
+//! ([`keys`], documented in `docs/redis-protocol.md`) with the records stored under those keys
+//! ([`records`]), the bot token in a type that cannot leak it ([`token`]), the Discord REST calls
+//! both sides make ([`rest`]), the names of the bot tier's bus that the worker, the operator and
+//! the handler library share ([`bus`], documented in `docs/bus-protocol.md`), and the pod's end
+//! ([`pod`]: SIGTERM).
 //!
 //! Nothing here speaks the gateway: the operator links this crate, not the worker's WebSocket
 //! stack. Apart from [`rest`] and [`pod`], nothing does I/O, so both sides (and bots written with other
@@ -12,12 +13,14 @@
 
 pub mod bus;
 pub mod env;
+pub mod gateway;
 pub mod keys;
 pub mod pod;
 pub mod records;
 pub mod rest;
 pub mod token;
 
+pub use gateway::GatewayCompression;
 pub use keys::{Keys, bucket, layout_name};
 pub use records::{
     FATAL_MARKER_TTL_MS, FatalMarker, LayoutRoles, Role, SessionRecord, ShardState, ShardStatus,

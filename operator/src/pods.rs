@@ -263,6 +263,12 @@ fn worker_env(shardset: &ShardSet, name: &str, total: u32, range: ShardRange) ->
     if let Some(window) = spec.gateway.as_ref().and_then(|g| g.identify_window_ms) {
         vars.push(value(env::IDENTIFY_WINDOW_MS, window.to_string()));
     }
+    if let Some(compression) = spec.gateway.as_ref().and_then(|g| g.compression) {
+        vars.push(value(
+            env::GATEWAY_COMPRESSION,
+            compression.name().to_owned(),
+        ));
+    }
     // Only when set: the worker's defaults are the operator's (one constant in `contract`), and
     // a pod spec unchanged by this field keeps every running pod's hash.
     if let Some(handover) = &spec.handover {
@@ -420,6 +426,7 @@ fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> String {
 mod tests {
     use super::*;
     use crate::crd::{GatewaySpec, PodOverrides, ShardSetSpec};
+    use shardset_contract::GatewayCompression;
 
     #[test]
     fn a_new_token_changes_every_pods_hash_and_nothing_else() {
@@ -495,6 +502,8 @@ mod tests {
         assert_eq!(value(&env, env::REDIS_URL), "redis://redis:6379");
         assert_eq!(value(&env, env::DISCORD_API_URL), "https://discord.com/api");
         assert!(!env.contains_key(env::MAX_CONCURRENCY));
+        // Unset: the worker's default (zstd-stream), and the pod spec (its hash) unchanged.
+        assert!(!env.contains_key(env::GATEWAY_COMPRESSION));
         let labels = last.labels();
         assert_eq!(labels[labels::SHARDSET], "bot");
         assert_eq!(labels[labels::LAYOUT], "10");
@@ -651,6 +660,7 @@ mod tests {
         ss.spec.gateway = Some(GatewaySpec {
             api_url: Some("http://fake:8080/api".into()),
             identify_window_ms: Some(500),
+            compression: Some(GatewayCompression::ZlibStream),
         });
         ss.spec.handover = Some(crate::crd::HandoverSpec {
             window_ms: Some(2000),
@@ -677,6 +687,7 @@ mod tests {
         let env = env_of(&pod);
         assert_eq!(value(&env, env::MAX_CONCURRENCY), "16");
         assert_eq!(value(&env, env::IDENTIFY_WINDOW_MS), "500");
+        assert_eq!(value(&env, env::GATEWAY_COMPRESSION), "zlib-stream");
         assert_eq!(value(&env, env::HANDOVER_WINDOW_MS), "2000");
         assert_eq!(value(&env, env::DISCORD_API_URL), "http://fake:8080/api");
         assert_eq!(value(&env, "RUST_LOG"), "debug");

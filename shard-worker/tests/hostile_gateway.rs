@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::metrics::sample;
+use common::worker::stop_in_process;
 use fake_discord::gateway::zlib::ZlibStream;
 use futures_util::{SinkExt, StreamExt};
 use prometheus_client::registry::Registry;
@@ -24,6 +25,7 @@ use shard_worker::worker::board::Board;
 use shard_worker::worker::bookkeeper::BookkeeperConfig;
 use shard_worker::worker::metrics::Metrics;
 use shard_worker::worker::{self, Outcome};
+use shardset_contract::GatewayCompression;
 use shardset_contract::token::Token;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -162,11 +164,7 @@ impl Running {
     }
 
     async fn stop(self) -> Outcome {
-        self.stop.send_replace(true);
-        tokio::time::timeout(Duration::from_secs(20), self.task)
-            .await
-            .expect("the worker stops")
-            .expect("task")
+        stop_in_process(&self.stop, self.task).await
     }
 }
 
@@ -181,6 +179,9 @@ fn worker(gateway: &Gateway) -> Running {
             total: 1,
             intents: 513,
             gateway_url: gateway.url.clone(),
+            // This gateway compresses with zlib (the fake's compressor).
+            compression: GatewayCompression::ZlibStream,
+            send_window: Duration::from_secs(60),
             // Pointed at a fake (the gateway's own host): ws:// resumes there only.
             resume_trust: ResumeTrust::new(&format!("http{}/api", &gateway.url[2..]), &gateway.url),
             session: SessionConfig::default(),
@@ -196,6 +197,7 @@ fn worker(gateway: &Gateway) -> Running {
         bus: None,
         board,
         acting: Arc::new(Acting::always_active("1")),
+        inboxes: Default::default(),
     });
     let bookkeeping = BookkeeperConfig {
         tick: Duration::from_millis(100),

@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::Parser;
 use common::redis::RedisServer;
 use common::scenario::wait_until;
+use common::worker::stop_in_process;
 use fake_discord::control::LoadSettings;
 use fake_discord::{Config, FakeDiscord, RunningFake};
 use prometheus_client::registry::Registry;
@@ -30,7 +31,7 @@ use shard_worker::worker::metrics::Metrics;
 use shard_worker::worker::{self, Builder, Outcome, Settings};
 use shardset_contract::rest::DiscordRest;
 use shardset_contract::token::Token;
-use shardset_contract::{Keys, SessionRecord, ShardState};
+use shardset_contract::{GatewayCompression, Keys, SessionRecord, ShardState};
 use tokio::sync::watch;
 
 const TOTAL: u32 = 2;
@@ -120,6 +121,8 @@ impl Lab {
                 total: TOTAL,
                 intents: 513,
                 gateway_url: bot.url.clone(),
+                compression: GatewayCompression::default(),
+                send_window: Duration::from_secs(60),
                 resume_trust: ResumeTrust::new(&fake.api_url(), &bot.url),
                 session,
                 lease_ttl: Duration::from_secs(15),
@@ -134,6 +137,7 @@ impl Lab {
             bus: None,
             board: Arc::clone(&board),
             acting: Arc::new(Acting::always_active(TOTAL.to_string())),
+            inboxes: Default::default(),
         });
         let bookkeeping = BookkeeperConfig {
             tick: Duration::from_millis(100),
@@ -221,11 +225,8 @@ async fn the_builder_runs_a_bots_own_handler_and_saves_every_session_on_shutdown
         .await,
         "every shard's dispatches reach the bot's handler"
     );
-    stop.send_replace(true);
-    let outcome = tokio::time::timeout(Duration::from_secs(20), task)
+    let outcome = stop_in_process(&stop, task)
         .await
-        .expect("the worker stops")
-        .expect("task")
         .expect("the worker started");
     assert_eq!(outcome.stopped, vec![0, 1]);
     assert_eq!(outcome.refused, None);
@@ -273,11 +274,7 @@ async fn a_shutdown_while_reconnecting_saves_the_session_it_still_holds() {
     );
     let handled = handler.last_seq[0].load(Ordering::SeqCst);
     assert!(handled > checkpoint.seq);
-    running.stop.send_replace(true);
-    let outcome = tokio::time::timeout(Duration::from_secs(20), running.task)
-        .await
-        .expect("the worker stops")
-        .expect("task");
+    let outcome = stop_in_process(&running.stop, running.task).await;
     assert_eq!(outcome.stopped, vec![0, 1]);
     let saved = lab.saved(0).expect("a record for the next owner");
     assert_eq!(
@@ -419,11 +416,7 @@ async fn identifies_that_never_last_stop_the_shard_and_mark_it() {
         running.board.slot(1).expect("slot").state(),
         ShardState::Ready
     );
-    running.stop.send_replace(true);
-    let outcome = tokio::time::timeout(Duration::from_secs(20), running.task)
-        .await
-        .expect("the worker stops")
-        .expect("task");
+    let outcome = stop_in_process(&running.stop, running.task).await;
     assert_eq!(outcome.fatal, vec![(0, 0)]);
     assert_eq!(outcome.stopped, vec![1]);
 }

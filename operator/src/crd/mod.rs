@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
+use shardset_contract::GatewayCompression;
 
 mod bus;
 mod status;
@@ -46,6 +47,7 @@ pub const RESERVED_ENV: &[&str] = &[
     shardset_contract::env::POD_NAME,
     shardset_contract::env::IDENTIFY_RESERVE,
     shardset_contract::env::IDENTIFY_WINDOW_MS,
+    shardset_contract::env::GATEWAY_COMPRESSION,
     shardset_contract::env::HANDOVER_WINDOW_MS,
     shardset_contract::env::HANDOVER_CLAIM_TTL_MS,
     shardset_contract::env::NATS_URL,
@@ -295,7 +297,7 @@ fn default_redis_key() -> String {
     "password".into()
 }
 
-/// Discord REST settings.
+/// Discord gateway and REST settings.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[x_kube(
     validation = Rule::new("!has(self.identifyWindowMs) || self.identifyWindowMs >= 5000 || has(self.apiUrl)")
@@ -313,6 +315,9 @@ pub struct GatewaySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 600000))]
     pub identify_window_ms: Option<u32>,
+    /// Transport compression of the gateway connections (the worker's default: zstd-stream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<GatewayCompression>,
 }
 
 /// How a new shard total replaces the running layout.
@@ -370,9 +375,9 @@ pub struct PodOverrides {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 128))]
     #[x_kube(validation = Rule::new(
-        "self.all(e, !(e.name in ['SHARD_FIRST', 'SHARD_LAST', 'SHARD_TOTAL', 'MAX_CONCURRENCY', 'REDIS_URL', 'REDIS_PASSWORD', 'DISCORD_API_URL', 'DISCORD_TOKEN', 'DISCORD_INTENTS', 'SHARDSET_LAYOUT', 'SHARDSET_NAME', 'POD_NAME', 'IDENTIFY_RESERVE', 'IDENTIFY_WINDOW_MS', 'HANDOVER_WINDOW_MS', 'HANDOVER_CLAIM_TTL_MS', 'NATS_URL', 'NATS_USER', 'NATS_PASSWORD', 'NATS_TOKEN', 'SHARDSET_STREAM', 'SHARDSET_SUBJECT_PREFIX', 'SHARDSET_PARTITIONS']))"
+        "self.all(e, !(e.name in ['SHARD_FIRST', 'SHARD_LAST', 'SHARD_TOTAL', 'MAX_CONCURRENCY', 'REDIS_URL', 'REDIS_PASSWORD', 'DISCORD_API_URL', 'DISCORD_TOKEN', 'DISCORD_INTENTS', 'SHARDSET_LAYOUT', 'SHARDSET_NAME', 'POD_NAME', 'IDENTIFY_RESERVE', 'IDENTIFY_WINDOW_MS', 'GATEWAY_COMPRESSION', 'HANDOVER_WINDOW_MS', 'HANDOVER_CLAIM_TTL_MS', 'NATS_URL', 'NATS_USER', 'NATS_PASSWORD', 'NATS_TOKEN', 'SHARDSET_STREAM', 'SHARDSET_SUBJECT_PREFIX', 'SHARDSET_PARTITIONS']))"
     ).message(
-        "spec.pod.env must not set the variables the operator sets itself (SHARD_*, DISCORD_*, REDIS_*, SHARDSET_*, POD_NAME, MAX_CONCURRENCY, IDENTIFY_*, HANDOVER_*, NATS_*): use the matching spec fields (spec.bus for the bus), and spec.tokenSecretRef for the token"
+        "spec.pod.env must not set the variables the operator sets itself (SHARD_*, DISCORD_*, REDIS_*, SHARDSET_*, POD_NAME, MAX_CONCURRENCY, IDENTIFY_*, GATEWAY_COMPRESSION, HANDOVER_*, NATS_*): use the matching spec fields (spec.bus for the bus), and spec.tokenSecretRef for the token"
     ))]
     pub env: Option<Vec<EnvVar>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,5 +1,6 @@
-//! What a shard sends: the gateway URL it connects to and the command payloads (op 1 Heartbeat,
-//! op 2 Identify, op 6 Resume).
+//! What a shard sends on its own: the gateway URL it connects to and the session's command
+//! payloads (op 1 Heartbeat, op 2 Identify, op 6 Resume). What a bot asks its shards to send is
+//! [`super::bot_commands`].
 //!
 //! Source: discord-api-docs `developers/events/gateway.mdx` ("Connecting", "Sending Heartbeats")
 //! and `developers/events/gateway-events.mdx` ("Identify", "Resume"). The token goes into Identify
@@ -8,17 +9,21 @@
 use serde_json::json;
 use shardset_contract::token::Token;
 
+use super::compression::{GatewayCompression, compress_param};
 use super::opcode::Opcode;
 
-/// `url` with `?v=10&encoding=json&compress=zlib-stream`.
-pub fn gateway_query(url: &str) -> Option<String> {
+/// `url` with `?v=10&encoding=json` and `&compress=<compression>` (left out for none).
+pub fn gateway_query(url: &str, compression: GatewayCompression) -> Option<String> {
     let mut parsed = url::Url::parse(url).ok()?;
-    parsed
-        .query_pairs_mut()
+    let mut query = parsed.query_pairs_mut();
+    query
         .clear()
         .append_pair("v", "10")
-        .append_pair("encoding", "json")
-        .append_pair("compress", "zlib-stream");
+        .append_pair("encoding", "json");
+    if let Some(compress) = compress_param(compression) {
+        query.append_pair("compress", compress);
+    }
+    drop(query);
     Some(parsed.to_string())
 }
 
@@ -61,14 +66,18 @@ mod tests {
     #[test]
     fn adds_the_gateway_query() {
         assert_eq!(
-            gateway_query("wss://gateway.discord.gg").as_deref(),
-            Some("wss://gateway.discord.gg/?v=10&encoding=json&compress=zlib-stream")
+            gateway_query("wss://gateway.discord.gg", GatewayCompression::default()).as_deref(),
+            Some("wss://gateway.discord.gg/?v=10&encoding=json&compress=zstd-stream")
         );
         assert_eq!(
-            gateway_query("ws://127.0.0.1:9/gw?v=9").as_deref(),
+            gateway_query("ws://127.0.0.1:9/gw?v=9", GatewayCompression::ZlibStream).as_deref(),
             Some("ws://127.0.0.1:9/gw?v=10&encoding=json&compress=zlib-stream")
         );
-        assert!(gateway_query("not a url").is_none());
+        assert_eq!(
+            gateway_query("ws://127.0.0.1:9/resume", GatewayCompression::None).as_deref(),
+            Some("ws://127.0.0.1:9/resume?v=10&encoding=json")
+        );
+        assert!(gateway_query("not a url", GatewayCompression::None).is_none());
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub enum Opcode {
     HeartbeatAck,
     /// Send: ask for guilds' soundboard sounds.
     RequestSoundboardSounds,
+    /// Send: ask for channels' info (voice channel statuses and start times).
+    RequestChannelInfo,
 }
 
 impl Opcode {
@@ -51,6 +53,7 @@ impl Opcode {
             10 => Self::Hello,
             11 => Self::HeartbeatAck,
             31 => Self::RequestSoundboardSounds,
+            43 => Self::RequestChannelInfo,
             _ => return None,
         })
     }
@@ -70,7 +73,42 @@ impl Opcode {
             Self::Hello => 10,
             Self::HeartbeatAck => 11,
             Self::RequestSoundboardSounds => 31,
+            Self::RequestChannelInfo => 43,
         }
+    }
+
+    /// Whether a bot may send it through [`crate::command::Commands`]: the commands Discord lets
+    /// a client send, except those the session sends itself (Heartbeat, Identify, Resume: one
+    /// sent by a bot could spend a session start or break the session).
+    pub fn bot_may_send(code: u8) -> bool {
+        match Self::from_code(code) {
+            Some(
+                Self::Dispatch
+                | Self::Heartbeat
+                | Self::Identify
+                | Self::Resume
+                | Self::Reconnect
+                | Self::InvalidSession
+                | Self::Hello
+                | Self::HeartbeatAck,
+            ) => false,
+            Some(
+                Self::PresenceUpdate
+                | Self::VoiceStateUpdate
+                | Self::RequestGuildMembers
+                | Self::RequestSoundboardSounds
+                | Self::RequestChannelInfo,
+            ) => true,
+            // One Discord added after this list: a client command (the gateway sends only the
+            // receive opcodes above).
+            None => true,
+        }
+    }
+}
+
+impl From<Opcode> for u8 {
+    fn from(opcode: Opcode) -> Self {
+        opcode.code()
     }
 }
 
@@ -93,8 +131,8 @@ mod tests {
             assert_eq!(Opcode::from_code(opcode.code()), Some(opcode));
             count += 1;
         }
-        assert_eq!(count, 12);
-        for gap in [5, 12, 30, 32] {
+        assert_eq!(count, 13);
+        for gap in [5, 12, 30, 32, 42, 44] {
             assert_eq!(Opcode::from_code(gap), None, "{gap}");
         }
         assert_eq!(Opcode::Hello.code(), 10);
@@ -102,5 +140,15 @@ mod tests {
             serde_json::to_string(&Opcode::HeartbeatAck).expect("json"),
             "11"
         );
+    }
+
+    #[test]
+    fn a_bot_sends_commands_but_never_the_sessions_own() {
+        for allowed in [3, 4, 8, 31, 43, 50] {
+            assert!(Opcode::bot_may_send(allowed), "{allowed}");
+        }
+        for refused in [0, 1, 2, 6, 7, 9, 10, 11] {
+            assert!(!Opcode::bot_may_send(refused), "{refused}");
+        }
     }
 }

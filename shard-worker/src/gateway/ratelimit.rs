@@ -2,7 +2,9 @@
 //! commands in 60 s (heartbeats included). Source: discord-api-docs
 //! `developers/events/gateway.mdx`, "Rate Limiting".
 //!
-//! A sliding window of send times. Ordinary commands may use the window minus a reserve that is
+//! A sliding window of send times. Discord counts commands when they arrive, so a send holds its
+//! slot a little longer than the window ([`margin`]): two sends a window apart can arrive closer
+//! together when the first one was slowed on its way. Ordinary commands may use the window minus a reserve that is
 //! kept for heartbeats (enough for every beat a window can hold, plus one answer to a server
 //! heartbeat request), so a chatty bot can never starve its own heartbeats into a zombie close.
 //! Every heartbeat goes through [`CommandLimiter::try_heartbeat`]: a regular beat may use the
@@ -18,25 +20,37 @@ use tokio::time::Instant;
 
 /// Commands per window (Discord: 120 per 60 s).
 pub const COMMANDS_PER_WINDOW: usize = 120;
-/// The window length (Discord: 60 s).
-pub const WINDOW: Duration = Duration::from_secs(60);
+/// Discord's window length in ms (`GATEWAY_SEND_WINDOW_MS` scales it for a time-scaled fake).
+pub const DISCORD_SEND_WINDOW_MS: u64 = 60_000;
+/// Discord's window length.
+pub const WINDOW: Duration = Duration::from_millis(DISCORD_SEND_WINDOW_MS);
+
+/// How much longer than `window` a send holds its slot: 2 % of it, between 50 ms and 1 s.
+pub fn margin(window: Duration) -> Duration {
+    (window / 50).clamp(Duration::from_millis(50), Duration::from_secs(1))
+}
 
 /// Per-connection limiter; a new connection starts with a new one.
 #[derive(Debug, Clone)]
 pub struct CommandLimiter {
     sent: VecDeque<Instant>,
     reserve: usize,
+    /// How long a send holds its slot: the window plus the margin.
+    held: Duration,
 }
 
 impl CommandLimiter {
-    /// A limiter for a connection whose heartbeat interval is `heartbeat_interval`.
-    pub fn new(heartbeat_interval: Duration) -> Self {
-        let beats = WINDOW.as_millis() / heartbeat_interval.as_millis().max(1);
+    /// A limiter for a connection whose heartbeat interval is `heartbeat_interval`, under a send
+    /// limit of [`COMMANDS_PER_WINDOW`] per `window` ([`WINDOW`] on Discord).
+    pub fn new(heartbeat_interval: Duration, window: Duration) -> Self {
+        let held = window + margin(window);
+        let beats = held.as_millis() / heartbeat_interval.as_millis().max(1);
         // One more than the beats that fit for the first, jittered beat, one for a server request.
         let reserve = (beats as usize + 2).min(COMMANDS_PER_WINDOW - 1);
         Self {
             sent: VecDeque::with_capacity(8),
             reserve,
+            held,
         }
     }
 
@@ -45,11 +59,16 @@ impl CommandLimiter {
         self.reserve
     }
 
+    /// How long a send holds its slot (the window plus the margin).
+    pub fn held(&self) -> Duration {
+        self.held
+    }
+
     fn expire(&mut self, now: Instant) {
         while self
             .sent
             .front()
-            .is_some_and(|t| now.duration_since(*t) >= WINDOW)
+            .is_some_and(|t| now.duration_since(*t) >= self.held)
         {
             self.sent.pop_front();
         }
@@ -72,7 +91,7 @@ impl CommandLimiter {
         }
         // The oldest send that must leave the window before one more fits.
         let index = self.sent.len() - allowed;
-        (self.sent[index] + WINDOW).saturating_duration_since(now)
+        (self.sent[index] + self.held).saturating_duration_since(now)
     }
 
     /// A heartbeat, if it may go now: recorded and `Ok`. A regular beat (`requested` false) may
@@ -117,28 +136,29 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn ordinary_commands_leave_room_for_heartbeats() {
-        let mut limiter = CommandLimiter::new(Duration::from_millis(41_250));
+        let mut limiter = CommandLimiter::new(Duration::from_millis(41_250), WINDOW);
         assert_eq!(limiter.reserve(), 3);
+        assert_eq!(limiter.held(), WINDOW + Duration::from_secs(1));
         let start = Instant::now();
         for _ in 0..(COMMANDS_PER_WINDOW - limiter.reserve()) {
             limiter.acquire().await;
         }
         assert_eq!(Instant::now(), start, "the first 117 go at once");
         // The next ordinary command waits for the window, but a heartbeat still goes at once.
-        assert_eq!(limiter.delay(Instant::now()), WINDOW);
+        assert_eq!(limiter.delay(Instant::now()), limiter.held());
         assert_eq!(limiter.heartbeat_delay(Instant::now()), Duration::ZERO);
         limiter.acquire().await;
-        assert_eq!(Instant::now() - start, WINDOW);
+        assert_eq!(Instant::now() - start, limiter.held());
     }
 
-    /// The most sends any window of the log holds.
-    fn busiest_window(log: &[Instant]) -> usize {
+    /// The most sends (sorted times) any `window` of the log holds.
+    fn busiest_window(log: &[Instant], window: Duration) -> usize {
         log.iter()
             .enumerate()
             .map(|(i, t)| {
                 log[i..]
                     .iter()
-                    .take_while(|u| u.duration_since(*t) < WINDOW)
+                    .take_while(|u| u.duration_since(*t) < window)
                     .count()
             })
             .max()
@@ -147,7 +167,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn never_more_than_120_in_any_window() {
-        let mut limiter = CommandLimiter::new(Duration::from_millis(100));
+        let mut limiter = CommandLimiter::new(Duration::from_millis(100), WINDOW);
         let mut log = Vec::new();
         for i in 0..400 {
             if i % 3 == 0 {
@@ -160,7 +180,7 @@ mod tests {
             }
             log.push(Instant::now());
         }
-        assert!(busiest_window(&log) <= COMMANDS_PER_WINDOW);
+        assert!(busiest_window(&log, WINDOW) <= COMMANDS_PER_WINDOW);
     }
 
     #[tokio::test(start_paused = true)]
@@ -168,7 +188,7 @@ mod tests {
         // Discord's interval; the server sends op 1 every 50 ms (1,200 a minute) while the
         // shard also beats on its own and sends a few ordinary commands.
         let interval = Duration::from_millis(41_250);
-        let mut limiter = CommandLimiter::new(interval);
+        let mut limiter = CommandLimiter::new(interval, WINDOW);
         let start = Instant::now();
         let mut log = Vec::new();
         let mut regular = Vec::new();
@@ -191,9 +211,9 @@ mod tests {
             }
         }
         assert!(
-            busiest_window(&log) <= COMMANDS_PER_WINDOW,
+            busiest_window(&log, WINDOW) <= COMMANDS_PER_WINDOW,
             "{}",
-            busiest_window(&log)
+            busiest_window(&log, WINDOW)
         );
         assert!(
             answered > 100,
@@ -207,7 +227,52 @@ mod tests {
 
     #[test]
     fn a_tiny_interval_keeps_one_ordinary_slot() {
-        let limiter = CommandLimiter::new(Duration::from_millis(1));
+        let limiter = CommandLimiter::new(Duration::from_millis(1), WINDOW);
         assert_eq!(limiter.reserve(), COMMANDS_PER_WINDOW - 1);
+    }
+
+    #[test]
+    fn the_margin_is_two_percent_within_bounds() {
+        assert_eq!(margin(WINDOW), Duration::from_secs(1));
+        assert_eq!(
+            margin(Duration::from_millis(5_000)),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            margin(Duration::from_millis(500)),
+            Duration::from_millis(50)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_scaled_window_scales_the_limit_and_sends_arriving_late_stay_under_it() {
+        // Sends go out as fast as the limiter allows; each arrives after a delay that varies by
+        // up to the margin (a first send slowed, a later one not). Counted at arrival, as Discord
+        // does, no window holds more than the limit.
+        let window = Duration::from_millis(2_000);
+        let mut limiter = CommandLimiter::new(Duration::from_millis(500), window);
+        let mut arrivals = Vec::new();
+        for i in 0..600u32 {
+            if i % 20 == 0 {
+                while let Err(wait) = limiter.try_heartbeat(Instant::now(), false) {
+                    tokio::time::sleep(wait).await;
+                }
+            } else {
+                limiter.acquire().await;
+            }
+            let transit = if i % 2 == 0 {
+                margin(window)
+            } else {
+                Duration::ZERO
+            };
+            arrivals.push(Instant::now() + transit);
+        }
+        arrivals.sort();
+        let busiest = busiest_window(&arrivals, window);
+        assert!(busiest <= COMMANDS_PER_WINDOW, "{busiest} in one window");
+        assert!(
+            busiest >= COMMANDS_PER_WINDOW - 10,
+            "the limit is used: {busiest}"
+        );
     }
 }

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+pub(crate) use crate::gateway::snowflake::opt_snowflake;
 use crate::handover::acting::Acting;
 
 /// One dispatch (op 0) as it arrived, parsed only as far as routing needs.
@@ -120,23 +121,6 @@ pub fn guild_id(event: &str, data: &str) -> Option<u64> {
     } else {
         refs.guild_id
     }
-}
-
-/// Discord snowflakes are strings; accept numbers and null too.
-pub(crate) fn opt_snowflake<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<u64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw<'a> {
-        Str(&'a str),
-        Num(u64),
-    }
-    Ok(match Option::<Raw<'de>>::deserialize(d)? {
-        Some(Raw::Str(s)) => s.parse().ok(),
-        Some(Raw::Num(n)) => Some(n),
-        None => None,
-    })
 }
 
 #[cfg(test)]

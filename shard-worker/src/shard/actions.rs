@@ -77,6 +77,8 @@ impl<H: Handler> Runner<'_, H> {
                     permit.release().await;
                     return Step::Continue;
                 }
+                // A new session: what the old one owed (op 8 answers) will not come.
+                self.forget_member_requests();
                 let sent = self.send(payload).await;
                 // A failed send may still have put the Identify on the wire (a write error
                 // after some bytes left, a connection reset after the flush): count it as sent,

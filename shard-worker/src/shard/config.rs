@@ -1,11 +1,14 @@
 //! What every shard of a worker shares: its settings ([`ShardConfig`]) and its parts
-//! ([`Shared`]: token, Identify queue, records, handler, bus, board, layout role).
+//! ([`Shared`]: token, Identify queue, records, handler, bus, board, layout role, command
+//! inboxes).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::records::Records;
 use crate::bus::Bus;
+use crate::command::Inboxes;
+use crate::gateway::compression::GatewayCompression;
 use crate::gateway::session::SessionConfig;
 use crate::gateway::trust::ResumeTrust;
 use crate::handover::acting::Acting;
@@ -22,6 +25,10 @@ pub struct ShardConfig {
     pub intents: u64,
     /// The gateway URL from `GET /gateway/bot`.
     pub gateway_url: String,
+    /// Transport compression asked for on every connection (`GATEWAY_COMPRESSION`).
+    pub compression: GatewayCompression,
+    /// The send limit's window (Discord: 60 s; `GATEWAY_SEND_WINDOW_MS`).
+    pub send_window: Duration,
     /// The resume URLs the shards may send the token to (from `DISCORD_API_URL` and
     /// `gateway_url`): a saved session or a READY naming another is not resumed there.
     pub resume_trust: ResumeTrust,
@@ -50,6 +57,9 @@ pub struct Shared<H> {
     pub board: Arc<Board>,
     /// The layout's role during reshards (`P:active-layout`): whether and how it acts.
     pub acting: Arc<Acting>,
+    /// The shards' command channels ([`crate::command::Commands::new`]); each shard's task
+    /// takes its own. Empty (`Inboxes::default()`): no commands.
+    pub inboxes: Inboxes,
 }
 
 impl<H: crate::handler::Handler> Shared<H> {

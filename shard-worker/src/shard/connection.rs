@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 
 use super::runner::{Runner, Ws};
 use crate::gateway::commands::gateway_query;
-use crate::gateway::compression::{MAX_MESSAGE_BYTES, ZlibStream};
+use crate::gateway::compression::{Decoder, MAX_MESSAGE_BYTES};
 use crate::gateway::session::{Input, Target};
 use crate::handler::Handler;
 use crate::worker::board::Slot;
@@ -92,7 +92,8 @@ impl<H: Handler> Runner<'_, H> {
             Target::Gateway => self.shared.config.gateway_url.as_str(),
             Target::Resume(url) => url.as_str(),
         };
-        let Some(url) = gateway_query(base) else {
+        let compression = self.shared.config.compression;
+        let Some(url) = gateway_query(base, compression) else {
             warn!(shard_id = self.shard, url = base, "invalid gateway URL");
             return Input::ConnectFailed;
         };
@@ -115,11 +116,17 @@ impl<H: Handler> Runner<'_, H> {
         let connect =
             tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true);
         match tokio::time::timeout(self.shared.config.session.hello_timeout, connect).await {
-            Ok(Ok((ws, _))) => {
-                self.ws = Some(Connection::new(ws, self.slot));
-                self.inflater = Some(ZlibStream::new());
-                Input::Connected
-            }
+            Ok(Ok((ws, _))) => match Decoder::new(compression) {
+                Ok(decoder) => {
+                    self.ws = Some(Connection::new(ws, self.slot));
+                    self.decoder = Some(decoder);
+                    Input::Connected
+                }
+                Err(e) => {
+                    warn!(shard_id = self.shard, error = %e, "cannot set up the decoder");
+                    Input::ConnectFailed
+                }
+            },
             Ok(Err(e)) => {
                 debug!(shard_id = self.shard, error = %e, "gateway connect failed");
                 Input::ConnectFailed

@@ -1,6 +1,7 @@
-//! From a WebSocket frame to the machine's inputs: inflate (zlib-stream), read the envelope, and
-//! per opcode tell the machine; a dispatch goes to the handler first (in order), then to the bus
-//! (if any), then is counted.
+//! From a WebSocket frame to the machine's inputs: decode (zstd-stream, zlib-stream), read the
+//! envelope, and per opcode tell the machine; a dispatch goes to the handler first (in order),
+//! then to the bus (if any), then is counted. The answers to the bot's op 8 are gathered on the
+//! way ([`super::commanding`]).
 
 use std::time::Duration;
 
@@ -10,8 +11,10 @@ use tracing::{debug, info, warn};
 
 use super::custody::resume_url_trusted;
 use super::runner::Runner;
+use crate::command::within_dispatch;
 use crate::gateway::close_code;
 use crate::gateway::envelope;
+use crate::gateway::members;
 use crate::gateway::opcode::Opcode;
 use crate::gateway::ratelimit::CommandLimiter;
 use crate::gateway::session::{Input, Resumable};
@@ -63,14 +66,14 @@ impl<H: Handler> Runner<'_, H> {
                 return vec![Input::Closed { code: None }];
             }
         };
-        let Some(mut inflater) = self.inflater.take() else {
+        let Some(mut decoder) = self.decoder.take() else {
             return Vec::new();
         };
-        let inputs = match inflater.push(&bytes) {
+        let inputs = match decoder.push(&bytes) {
             Ok(Some(json)) => self.on_payload(json).await,
             Ok(None) => Vec::new(),
             Err(e) => {
-                // Corrupt, or a decompression bomb stopped at the cap: the inflate context cannot
+                // Corrupt, or a decompression bomb stopped at the cap: the decoding context cannot
                 // go on, the session can (resumed on a new connection).
                 warn!(shard_id = self.shard, error = %e, "gateway message refused; reconnecting");
                 self.count_refused(e.metric_label());
@@ -78,9 +81,9 @@ impl<H: Handler> Runner<'_, H> {
                 vec![Input::Closed { code: None }]
             }
         };
-        inflater.recycle();
-        if self.ws.is_some() && self.inflater.is_none() {
-            self.inflater = Some(inflater);
+        decoder.recycle();
+        if self.ws.is_some() && self.decoder.is_none() {
+            self.decoder = Some(decoder);
         }
         inputs
     }
@@ -138,7 +141,16 @@ impl<H: Handler> Runner<'_, H> {
                     }
                     _ => None,
                 };
-                let acting = &*self.shared.acting;
+                // An answer to the bot's own op 8 (RATE_LIMITED) is its caller's, not a
+                // dispatch: neither handled nor counted as an event.
+                if matches!(event, members::GUILD_MEMBERS_CHUNK | members::RATE_LIMITED)
+                    && self.on_member_answer(event, data)
+                {
+                    self.slot.set_handled_seq(seq);
+                    return input.into_iter().collect();
+                }
+                let shared = self.shared;
+                let acting = &*shared.acting;
                 if self.replaying && acting.reshard_under_way() {
                     self.board().metrics().handover_replays.inc();
                 }
@@ -150,7 +162,7 @@ impl<H: Handler> Runner<'_, H> {
                     active: acting.may_act(),
                     acting,
                 };
-                self.shared.handler.dispatch(dispatch).await;
+                within_dispatch(self.shard, shared.handler.dispatch(dispatch)).await;
                 // Taken by the bus before it counts as handled: a checkpoint taken in between
                 // must not pass it.
                 if let Some(bus) = &self.shared.bus {
@@ -179,7 +191,7 @@ impl<H: Handler> Runner<'_, H> {
             Some(Opcode::Hello) => match envelope.d.map(serde_json::from_str::<HelloData>) {
                 Some(Ok(hello)) => {
                     let interval = Duration::from_millis(hello.heartbeat_interval.max(1));
-                    self.limiter = CommandLimiter::new(interval);
+                    self.limiter = CommandLimiter::new(interval, self.shared.config.send_window);
                     vec![Input::Hello {
                         heartbeat_interval: interval,
                     }]

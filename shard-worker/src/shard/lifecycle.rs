@@ -54,6 +54,8 @@ pub async fn run<H: Handler>(
     };
     // The session this task held when it lost its lease (self-fencing, or another owner).
     let mut held: Option<(Resumable, u64)> = None;
+    // The shard's command channel, lent to each session (its queue outlives them).
+    let mut inbox = shared.inboxes.take(shard);
     loop {
         let owner = format!("{}/{:08x}", shared.config.pod, rand::random::<u32>());
         let saved = match &shared.records {
@@ -74,8 +76,15 @@ pub async fn run<H: Handler>(
         }
         let seed = rand::random::<u64>();
         let machine = Machine::new(shared.config.session.clone(), saved, seed);
-        let mut runner = Runner::new(&shared, &slot, shard, machine, owner);
+        let mut runner = Runner::new(&shared, &slot, shard, machine, owner, inbox.take());
         let end = runner.run(&mut shutdown).await;
+        inbox = runner.inbox.take();
+        // No session is live from now until the next one is (READY or RESUMED): the session may
+        // have ended while live (a lost lease), and the next runner must not send its commands
+        // on a connection before its Resume or Identify. Their wait counts from here.
+        if let Some(inbox) = inbox.as_mut() {
+            inbox.set_live(false, tokio::time::Instant::now());
+        }
         if matches!(end, SessionEnd::LeaseLost) {
             held = runner.machine.resumable().cloned().map(|r| {
                 let handled = slot.handled_seq();

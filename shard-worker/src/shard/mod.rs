@@ -1,5 +1,5 @@
 //! The per-shard runner: one async task per shard around its pure
-//! [`session::Machine`](crate::gateway::session::Machine). It owns the WebSocket, the inflater, the
+//! [`session::Machine`](crate::gateway::session::Machine). It owns the WebSocket, the decoder, the
 //! timers and the Identify permit, turns what happens into inputs, and carries out the machine's
 //! actions. No Discord rule is decided here.
 //!
@@ -10,13 +10,15 @@
 //!
 //! - [`lifecycle`]: the task: lease, session, and what follows its end.
 //! - `runner`: one session's select loop; `actions`, `frames` and `connection` carry out the
-//!   machine's actions, decode frames and handle the socket; `ending` is how a session ends
-//!   (save, close, release, or the fatal marker).
+//!   machine's actions, decode frames and handle the socket; `commanding` sends the bot's
+//!   commands and delivers their answers; `ending` is how a session ends (save, close, release,
+//!   or the fatal marker).
 //! - `custody`: the shard's custody in Redis around its sessions (lease, fatal marker, a dead
 //!   task's session); [`records`]: those records themselves.
 //! - [`config`]: what every shard of a worker shares.
 
 mod actions;
+mod commanding;
 pub mod config;
 mod connection;
 mod custody;

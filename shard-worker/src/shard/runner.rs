@@ -18,11 +18,13 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::debug;
 
+use super::commanding::WaitingMembers;
 use super::config::Shared;
 use super::connection::Connection;
 use crate::bus::room::RoomWait;
+use crate::command::Inbox;
 use crate::gateway::close_code;
-use crate::gateway::compression::ZlibStream;
+use crate::gateway::compression::Decoder;
 use crate::gateway::ratelimit::CommandLimiter;
 use crate::gateway::session::{Input, Machine, Phase, Target};
 use crate::handler::Handler;
@@ -58,6 +60,8 @@ enum Wake {
     Frame(Option<Result<Message, WsError>>),
     Heartbeat,
     Deadline,
+    /// A command arrived, or the head's time came (room in the limiter, or its wait ran out).
+    Command,
     Permit(Permit),
     BusRoom,
     Shutdown,
@@ -72,8 +76,8 @@ pub(super) struct Runner<'a, H> {
     pub(super) owner: String,
     pub(super) machine: Machine,
     pub(super) ws: Option<Connection<'a>>,
-    /// The connection's inflater (taken out while a payload borrows its output).
-    pub(super) inflater: Option<ZlibStream>,
+    /// The connection's decoder (taken out while a payload borrows its output).
+    pub(super) decoder: Option<Decoder>,
     pub(super) limiter: CommandLimiter,
     pub(super) heartbeat_at: Option<Instant>,
     pub(super) heartbeat_sent: Option<Instant>,
@@ -96,6 +100,15 @@ pub(super) struct Runner<'a, H> {
     /// Per-event counters, looked up without allocating after the first of each kind.
     pub(super) counters: HashMap<Box<str>, Counter>,
     pub(super) labels: ShardLabels,
+    /// The shard's command channel (lent by the task for this session; `None`: no commands).
+    pub(super) inbox: Option<Inbox>,
+    /// When to look at the inbox's head again.
+    pub(super) command_at: Option<Instant>,
+    pub(super) command_timer: Pin<Box<tokio::time::Sleep>>,
+    /// Look at the inbox before waiting again (liveness changed, an order arrived).
+    pub(super) commands_due: bool,
+    /// op 8 requests sent on this session, waiting for their chunks.
+    pub(super) members: WaitingMembers,
 }
 
 impl<'a, H: Handler> Runner<'a, H> {
@@ -105,6 +118,7 @@ impl<'a, H: Handler> Runner<'a, H> {
         shard: u32,
         machine: Machine,
         owner: String,
+        inbox: Option<Inbox>,
     ) -> Self {
         Self {
             shared,
@@ -113,8 +127,8 @@ impl<'a, H: Handler> Runner<'a, H> {
             owner,
             machine,
             ws: None,
-            inflater: None,
-            limiter: CommandLimiter::new(Duration::from_secs(41)),
+            decoder: None,
+            limiter: CommandLimiter::new(Duration::from_secs(41), shared.config.send_window),
             heartbeat_at: None,
             heartbeat_sent: None,
             deadline_at: None,
@@ -130,6 +144,11 @@ impl<'a, H: Handler> Runner<'a, H> {
             connect_after_pause: None,
             counters: HashMap::new(),
             labels: ShardLabels { shard },
+            inbox,
+            command_at: None,
+            command_timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            commands_due: true,
+            members: WaitingMembers::default(),
         }
     }
 
@@ -171,6 +190,9 @@ impl<'a, H: Handler> Runner<'a, H> {
             }
             pending.clear();
             self.report_phase();
+            if self.commands_due {
+                Box::pin(self.advance_commands()).await;
+            }
 
             // Frames first: while a socket has data the other branches are not even polled.
             // A frame already in tungstenite's buffer is returned without touching the socket
@@ -190,6 +212,8 @@ impl<'a, H: Handler> Runner<'a, H> {
                     permit = await_permit(&mut self.permit_future) => Wake::Permit(permit),
                     _ = &mut shutdown_requested => Wake::Shutdown,
                     () = &mut lease_lost => Wake::LeaseLost,
+                    () = receive_order(&mut self.inbox) => Wake::Command,
+                    () = &mut self.command_timer, if self.command_at.is_some() => Wake::Command,
                 }
             };
             let inputs = match wake {
@@ -201,6 +225,11 @@ impl<'a, H: Handler> Runner<'a, H> {
                 Wake::Deadline => {
                     self.deadline_at = None;
                     vec![Input::Deadline]
+                }
+                Wake::Command => {
+                    self.command_at = None;
+                    self.commands_due = true;
+                    continue;
                 }
                 Wake::Permit(permit) => {
                     self.permit_future = None;
@@ -246,6 +275,9 @@ impl<'a, H: Handler> Runner<'a, H> {
         let phase = self.machine.phase();
         if phase == self.phase {
             return;
+        }
+        if (phase == Phase::Active) != (self.phase == Phase::Active) {
+            self.note_liveness(phase);
         }
         self.phase = phase;
         let state = match phase {
@@ -308,6 +340,14 @@ async fn next_frame(ws: &mut Option<Connection<'_>>) -> Option<Result<Message, W
     match ws {
         Some(ws) => ws.next().await,
         None => std::future::pending().await,
+    }
+}
+
+/// The next order of the inbox, while it has no head (pending otherwise, or without one).
+async fn receive_order(inbox: &mut Option<Inbox>) {
+    match inbox {
+        Some(inbox) if !inbox.holds_head() => inbox.receive().await,
+        _ => std::future::pending().await,
     }
 }
 

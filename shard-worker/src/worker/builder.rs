@@ -25,6 +25,7 @@ use super::settings::Settings;
 use super::startup::{self, REFUSED_TOKEN, RefusalRecords, Refused};
 use crate::bus::BusMetrics;
 use crate::bus::jetstream::{self, JetStreamConfig};
+use crate::command::{Commands, Inboxes};
 use crate::gateway::session::SessionConfig;
 use crate::gateway::trust::ResumeTrust;
 use crate::handler::Handler;
@@ -95,6 +96,9 @@ pub struct Builder {
     nats_token: Option<String>,
     registry: Registry,
     session: SessionConfig,
+    /// The bot's command handle, and the shards' ends of its channels.
+    commands: Commands,
+    inboxes: Inboxes,
 }
 
 impl std::fmt::Debug for Builder {
@@ -109,6 +113,10 @@ impl std::fmt::Debug for Builder {
 impl Builder {
     /// A worker of `settings` with `token` (no Redis password).
     pub fn new(settings: Settings, token: Token) -> Self {
+        let (commands, inboxes) = Commands::new(
+            settings.shard_first..=settings.shard_last,
+            settings.shard_total,
+        );
         Self {
             settings,
             token,
@@ -117,6 +125,8 @@ impl Builder {
             nats_token: None,
             registry: Registry::default(),
             session: SessionConfig::default(),
+            commands,
+            inboxes,
         }
     }
 
@@ -170,6 +180,14 @@ impl Builder {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The handle that sends gateway commands on this worker's shards (presence, voice state,
+    /// member requests, raw opcodes): give a clone to the handler, or to any task of the bot.
+    /// Commands wait for their shard's session while the worker starts (up to
+    /// [`crate::command::CommandConfig::live_wait`]).
+    pub fn commands(&self) -> Commands {
+        self.commands.clone()
     }
 
     /// A Discord REST client with the worker's token and API base, for a handler that calls
@@ -227,6 +245,7 @@ impl Builder {
             board,
             metrics,
             endpoints_stopped,
+            inboxes: std::mem::take(&mut self.inboxes),
             bus,
         };
         let outcome = self
@@ -331,6 +350,8 @@ impl Builder {
                 total: s.shard_total,
                 intents: s.intents,
                 gateway_url: bot.url.clone(),
+                compression: s.gateway_compression,
+                send_window: Duration::from_millis(s.gateway_send_window_ms),
                 resume_trust: ResumeTrust::new(&s.discord_api_url, &bot.url),
                 session: self.session.clone(),
                 lease_ttl: Duration::from_secs(15),
@@ -345,6 +366,7 @@ impl Builder {
             bus,
             board: started.board,
             acting,
+            inboxes: started.inboxes,
         });
         let bookkeeping = BookkeeperConfig {
             tick: Duration::from_millis(500),
@@ -472,6 +494,8 @@ struct Started {
     metrics: Arc<Metrics>,
     /// Turns true when the endpoints (and the queue facade) close.
     endpoints_stopped: watch::Receiver<bool>,
+    /// The shards' command channels (their senders are [`Builder::commands`]).
+    inboxes: Inboxes,
     /// The bus to publish to, and its metrics (registered with the others).
     bus: Option<(JetStreamConfig, BusMetrics)>,
 }
@@ -479,14 +503,21 @@ struct Started {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_readme_shows_the_example_that_ci_builds() {
-        // The README's library example is `examples/bot.rs` verbatim, so it compiles (clippy
-        // --all-targets builds examples) and cannot drift from the Builder's API.
+    fn the_readme_shows_the_examples_that_ci_builds() {
+        // The README's library examples are `examples/*.rs` verbatim, so they compile (clippy
+        // --all-targets builds examples) and cannot drift from the API.
         let readme = include_str!("../../../README.md");
-        let example = include_str!("../../examples/bot.rs");
-        assert!(
-            readme.contains(&format!("```rust\n{example}```")),
-            "README.md's \"As a library\" block differs from shard-worker/examples/bot.rs"
-        );
+        for (section, example) in [
+            ("As a library", include_str!("../../examples/bot.rs")),
+            (
+                "Commands from the bot",
+                include_str!("../../examples/commands.rs"),
+            ),
+        ] {
+            assert!(
+                readme.contains(&format!("```rust\n{example}```")),
+                "README.md's \"{section}\" block differs from its example in shard-worker/examples/"
+            );
+        }
     }
 }

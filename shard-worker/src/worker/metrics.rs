@@ -48,6 +48,13 @@ pub struct SourceLabels {
     pub source: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    pub opcode: u8,
+    /// `sent`, `answered` (op 8's last chunk came), or a `CommandError::metric_label`.
+    pub outcome: &'static str,
+}
+
 /// Every metric of the worker.
 #[derive(Debug)]
 pub struct Metrics {
@@ -91,6 +98,9 @@ pub struct Metrics {
     /// Shard leases given up, by reason: `fenced` (not confirmed within the lease TTL minus the
     /// fence margin: the worker closed the connection itself), `taken` (another pod holds it).
     pub lease_lost: Family<ShardReasonLabels, Counter>,
+    /// Commands from the bot ([`crate::command::Commands`]) the shards dealt with, by opcode
+    /// and outcome (refusals before queueing are the caller's error only).
+    pub commands: Family<CommandLabels, Counter>,
 }
 
 impl Metrics {
@@ -114,6 +124,7 @@ impl Metrics {
             gateway_message_errors: Family::default(),
             untrusted_resume_urls: Family::default(),
             lease_lost: Family::default(),
+            commands: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("shardset_worker");
         r.register(
@@ -197,7 +208,19 @@ impl Metrics {
             "Shard leases given up, by reason (fenced, taken)",
             metrics.lease_lost.clone(),
         );
+        r.register(
+            "commands",
+            "Gateway commands from the bot, by opcode and outcome (sent, answered, not_live, send_failed, rate_limited, session_lost)",
+            metrics.commands.clone(),
+        );
         metrics
+    }
+
+    /// Counts one command of `opcode` that ended as `outcome`.
+    pub fn count_command(&self, opcode: u8, outcome: &'static str) {
+        self.commands
+            .get_or_create(&CommandLabels { opcode, outcome })
+            .inc();
     }
 
     /// Moves the one-hot role gauge from `old` to `new`.

@@ -6,10 +6,11 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use shardset_contract::env;
+use shardset_contract::rest::DEFAULT_API_URL;
+use shardset_contract::{GatewayCompression, env};
 
 use crate::bus::BusSettings;
-use shardset_contract::rest::DEFAULT_API_URL;
+use crate::gateway::ratelimit::DISCORD_SEND_WINDOW_MS;
 
 /// What a worker runs and how; `FORWARD_URL` and `REPLY_TO_MESSAGES` concern the default handler
 /// only. Flatten it into a binary's own arguments (`#[command(flatten)]`), or read the pod env
@@ -55,6 +56,13 @@ pub struct Settings {
     /// Extra hold of a used gate after the window, in ms (default: 2 % of the window, 50..250 ms).
     #[arg(long, env = env::IDENTIFY_MARGIN_MS)]
     pub identify_margin_ms: Option<u64>,
+    /// Transport compression of the gateway connections: zstd-stream, zlib-stream or none.
+    #[arg(long, env = env::GATEWAY_COMPRESSION, default_value_t = GatewayCompression::default())]
+    pub gateway_compression: GatewayCompression,
+    /// Window of the send limit (120 commands per window per connection), in ms (Discord:
+    /// 60000; shorter only against a time-scaled fake).
+    #[arg(long, env = env::GATEWAY_SEND_WINDOW_MS, default_value_t = DISCORD_SEND_WINDOW_MS)]
+    pub gateway_send_window_ms: u64,
     /// How long saved sessions stay resumable, in ms.
     #[arg(long, env = env::RESUME_WINDOW_MS, default_value_t = 180_000)]
     pub resume_window_ms: u64,
@@ -156,6 +164,29 @@ mod tests {
         assert_eq!(settings.layout_name(), "16");
         assert_eq!(settings.intents, 513);
         assert_eq!(settings.discord_api_url, DEFAULT_API_URL);
+        assert_eq!(settings.gateway_compression, GatewayCompression::ZstdStream);
+        assert_eq!(settings.gateway_send_window_ms, 60_000);
+        let zlib = Settings::try_parse_from([
+            "shard-worker",
+            "--shard-first=0",
+            "--shard-last=0",
+            "--shard-total=1",
+            "--redis-url=redis://r:6379",
+            "--gateway-compression=zlib-stream",
+        ])
+        .expect("settings");
+        assert_eq!(zlib.gateway_compression, GatewayCompression::ZlibStream);
+        assert!(
+            Settings::try_parse_from([
+                "shard-worker",
+                "--shard-first=0",
+                "--shard-last=0",
+                "--shard-total=1",
+                "--redis-url=redis://r:6379",
+                "--gateway-compression=gzip",
+            ])
+            .is_err()
+        );
         assert!(Settings::try_parse_from(["shard-worker", "--shard-first=1"]).is_err());
     }
 }

@@ -1,4 +1,5 @@
-//! Real `shard-worker` processes, configured by the env contract, killed on drop.
+//! Real `shard-worker` processes, configured by the env contract, killed on drop; and stopping a
+//! worker run in-process (`worker::run`, `Builder::run`).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -31,7 +32,20 @@ pub struct WorkerProcess {
     pub spec: WorkerSpec,
 }
 
-fn free_port() -> u16 {
+/// Stops a worker run in-process: tells it to stop and waits for its task, 20 s at most.
+pub async fn stop_in_process<T>(
+    stop: &tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<T>,
+) -> T {
+    stop.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("the worker stops")
+        .expect("task")
+}
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -6,10 +6,17 @@
 //!    and the fake's violation count; twilight runs the same shards in one process with its own
 //!    `InMemoryQueue` (which cannot span processes). Discord's real 5 s window by default, because
 //!    twilight's queue has it built in.
-//! 2. Memory: RSS per connected shard with zlib-stream, `(RSS(K shards) − RSS(1 shard)) / (K − 1)`.
+//! 2. Memory: RSS per connected shard, `(RSS(K shards) − RSS(1 shard)) / (K − 1)`.
+//!
+//! The worker's transport compression is `--compression` (env `GATEWAY_COMPRESSION`, default
+//! zlib-stream: what the twilight side speaks, so the two compare like for like).
 //! 3. Throughput: both clients hold the same layout on one fake, which sends every synthetic
 //!    MESSAGE_CREATE to both; dispatches handled per CPU-second of each client process (inflate +
 //!    parse + handler).
+//! 4. The bus path ([`bus`]): the worker's dispatches per CPU-second publishing to a local
+//!    `nats-server` with acks, beside the same worker handling the same load in process.
+
+mod bus;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,7 +29,7 @@ use clap::Parser;
 use fake_discord::control::{IdentifyOutcome, LoadSettings};
 use fake_discord::{Config, FakeDiscord, RunningFake};
 use redis_test_server::RedisServer;
-use shardset_contract::{Keys, env};
+use shardset_contract::{GatewayCompression, Keys, env};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -30,7 +37,11 @@ use tokio::process::{Child, Command};
 #[command(about = "Side-by-side benchmarks: shard-worker vs twilight-gateway on the fake Discord")]
 struct Args {
     /// Which benchmarks to run.
-    #[arg(long, value_delimiter = ',', default_value = "cold,memory,throughput")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "cold,memory,throughput,bus"
+    )]
     only: Vec<String>,
     /// Cold start: shards.
     #[arg(long, default_value_t = 64)]
@@ -68,10 +79,18 @@ struct Args {
     /// Throughput: bytes of each MESSAGE_CREATE's `d`.
     #[arg(long, default_value_t = 1_024)]
     payload_bytes: usize,
+    /// The bus path: synthetic MESSAGE_CREATE per second (one worker handles them in process,
+    /// then another publishes them to nats-server and waits for each acknowledgement).
+    #[arg(long, default_value_t = 5_000)]
+    bus_rate: u32,
     /// Use this shard-worker binary instead of the one beside this benchmark (e.g. a build with
     /// symbols, for perf).
     #[arg(long)]
     worker_bin: Option<PathBuf>,
+    /// The shard-worker's transport compression (zstd-stream, zlib-stream, none); twilight's
+    /// side always speaks zlib-stream.
+    #[arg(long, env = env::GATEWAY_COMPRESSION, default_value_t = GatewayCompression::ZlibStream)]
+    compression: GatewayCompression,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -97,6 +116,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.only.iter().any(|o| o == "throughput") {
         throughput(&args, &bins, &mut redis).await?;
+    }
+    if args.only.iter().any(|o| o == "bus") {
+        bus::bus_path(&args, &bins, &mut redis).await?;
     }
     redis.stop().await;
     Ok(())
@@ -129,6 +151,14 @@ impl Binaries {
         }
         Ok(bins)
     }
+
+    /// The `shard-worker` as this run starts it.
+    fn worker(&self, args: &Args) -> WorkerBin<'_> {
+        WorkerBin {
+            path: &self.worker,
+            compression: args.compression,
+        }
+    }
 }
 
 fn free_port() -> u16 {
@@ -144,23 +174,42 @@ struct Worker {
     listen: String,
 }
 
+/// What every `shard-worker` process of a run is started with.
+struct WorkerBin<'a> {
+    path: &'a Path,
+    compression: GatewayCompression,
+}
+
 impl Worker {
     fn spawn(
-        bin: &Path,
+        bin: &WorkerBin<'_>,
         fake: &RunningFake,
         redis: &Redis,
         range: (u32, u32, u32),
         window_ms: u64,
         margin_ms: Option<u64>,
     ) -> anyhow::Result<Self> {
+        let margin: Vec<_> = margin_ms
+            .map(|margin| (env::IDENTIFY_MARGIN_MS, margin.to_string()))
+            .into_iter()
+            .collect();
+        Self::spawn_with(bin, fake, redis, range, window_ms, &margin)
+    }
+
+    /// [`Worker::spawn`] with more env.
+    fn spawn_with(
+        bin: &WorkerBin<'_>,
+        fake: &RunningFake,
+        redis: &Redis,
+        range: (u32, u32, u32),
+        window_ms: u64,
+        more_env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         let listen = format!("127.0.0.1:{}", free_port());
-        let mut command = Command::new(bin);
-        command.env_clear();
-        if let Some(margin) = margin_ms {
-            command.env(env::IDENTIFY_MARGIN_MS, margin.to_string());
-        }
-        let child = command
+        let child = Command::new(bin.path)
+            .env_clear()
             .env("RUST_LOG", "warn")
+            .env(env::GATEWAY_COMPRESSION, bin.compression.name())
             .env(env::SHARD_FIRST, range.0.to_string())
             .env(env::SHARD_LAST, range.1.to_string())
             .env(env::SHARD_TOTAL, range.2.to_string())
@@ -170,6 +219,7 @@ impl Worker {
             .env(env::POD_NAME, format!("bench-{}-{}", range.0, range.1))
             .env(env::IDENTIFY_WINDOW_MS, window_ms.to_string())
             .env(env::WORKER_LISTEN, &listen)
+            .envs(more_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -178,13 +228,20 @@ impl Worker {
         Ok(Self { child, listen })
     }
 
+    /// Dispatches handled.
     async fn events(&self) -> u64 {
+        self.counter("shardset_worker_events_total").await
+    }
+
+    /// The sum of every sample of counter `name` on its `/metrics`.
+    async fn counter(&self, name: &str) -> u64 {
         let Ok(response) = reqwest::get(format!("http://{}/metrics", self.listen)).await else {
             return 0;
         };
         let text = response.text().await.unwrap_or_default();
+        let labelled = format!("{name}{{");
         text.lines()
-            .filter(|l| l.starts_with("shardset_worker_events_total{"))
+            .filter(|l| l.starts_with(&labelled))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>() as u64
     }
@@ -471,7 +528,7 @@ async fn cold_start(args: &Args, bins: &Binaries, redis: &mut Redis) -> anyhow::
         }
         let last = (first + per - 1).min(n - 1);
         workers.push(Worker::spawn(
-            &bins.worker,
+            &bins.worker(args),
             &f,
             redis,
             (first, last, n),
@@ -531,7 +588,8 @@ fn report_cold(
 async fn memory(args: &Args, bins: &Binaries, redis: &mut Redis) -> anyhow::Result<()> {
     let k = args.memory_shards.max(2);
     println!(
-        "\n== memory: RSS per connected shard (zlib-stream), (RSS({k} shards) - RSS(1 shard)) / {}",
+        "\n== memory: RSS per connected shard (shard-worker: {}, twilight: zlib-stream), (RSS({k} shards) - RSS(1 shard)) / {}",
+        args.compression,
         k - 1
     );
     let mut per_shard = Vec::new();
@@ -548,7 +606,7 @@ async fn memory(args: &Args, bins: &Binaries, redis: &mut Redis) -> anyhow::Resu
             redis.reset().await?;
             let start = Instant::now();
             let pid = if client == "shard-worker" {
-                let w = Worker::spawn(&bins.worker, &f, redis, (0, n - 1, n), 100, None)?;
+                let w = Worker::spawn(&bins.worker(args), &f, redis, (0, n - 1, n), 100, None)?;
                 wait_ready(&f, n, n as usize, start, Duration::from_secs(120)).await?;
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 let r = rss_kib(w.child.id());
@@ -598,7 +656,7 @@ async fn throughput(args: &Args, bins: &Binaries, redis: &mut Redis) -> anyhow::
     let f = fake(config).await?;
     redis.reset().await?;
     let start = Instant::now();
-    let worker = Worker::spawn(&bins.worker, &f, redis, (0, n - 1, n), 100, None)?;
+    let worker = Worker::spawn(&bins.worker(args), &f, redis, (0, n - 1, n), 100, None)?;
     let twilight = Twilight::spawn(&bins.twilight, &f, (0, n - 1, n), n)?;
     wait_ready(&f, n, 2 * n as usize, start, Duration::from_secs(60)).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -153,6 +153,11 @@ impl NatsServer {
         let _ = child.wait();
     }
 
+    /// The server's process id while it runs (for measuring its CPU and memory).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the server process is running.
     pub fn is_running(&mut self) -> bool {
         self.child.is_some() && !self.exited()

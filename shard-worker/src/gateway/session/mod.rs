@@ -9,9 +9,12 @@
 //!   heartbeat request (op 1) is answered at once.
 //! - No ACK before the next beat: a zombie connection. Close with a code other than 1000/1001
 //!   and resume.
-//! - No session: ask for the Identify permit (the bucket gate), then Identify. A session: Resume.
-//! - op 7 Reconnect and resumable close codes: reconnect and Resume. op 9 `true`: Resume;
-//!   `false`: wait 1–5 s and Identify anew (through the gate again). Fatal codes: stop for good.
+//! - No session: ask for the Identify permit (the bucket gate), then Identify on the gateway URL.
+//!   A session: Resume, only on a connection to its `resume_gateway_url`.
+//! - op 7 Reconnect (also before Hello) and resumable close codes: reconnect and Resume. op 9
+//!   `true`: Resume; `false`: wait 1–5 s and Identify anew (through the gate again). A failed
+//!   resume (op 9 `false`, 4007, 4009) forgets the session and its `resume_gateway_url`. Fatal
+//!   codes: stop for good.
 //! - Reconnects back off exponentially with jitter; the first one after a live session is
 //!   immediate. Hello and READY/RESUMED have deadlines.
 //! - Every Identify spends a session start, so Identifies that do not lead to a session lasting
@@ -36,6 +39,9 @@ pub struct Machine {
     config: SessionConfig,
     phase: Phase,
     resumable: Option<Resumable>,
+    /// Where the current (or last) connection went: a Resume is sent only on a connection to
+    /// the session's `resume_gateway_url`.
+    connection: Option<Target>,
     /// Last sequence number received (0: none yet in this session).
     seq: u64,
     heartbeat_interval: Option<Duration>,
@@ -58,6 +64,7 @@ impl Machine {
             config,
             phase: Phase::Idle,
             resumable,
+            connection: None,
             seq,
             heartbeat_interval: None,
             awaiting_ack: false,
@@ -134,6 +141,18 @@ impl Machine {
         }
     }
 
+    /// Opens a connection to where the session needs one (remembered for Hello).
+    fn connect(&mut self) -> Action {
+        let target = self.target();
+        self.connection = Some(target.clone());
+        Action::Connect(target)
+    }
+
+    /// Whether the current connection went to the session's `resume_gateway_url`.
+    fn on_resume_url(&self, session: &Resumable) -> bool {
+        matches!(&self.connection, Some(Target::Resume(url)) if *url == session.resume_gateway_url)
+    }
+
     /// Drops the connection (if any) and schedules the next one after `wait`. When the next
     /// connection must Identify after Identifies that led to no lasting session, it waits at
     /// least the Identify backoff, or the shard stops once the streak reached the limit.
@@ -160,7 +179,7 @@ impl Machine {
         if wait.is_zero() {
             self.phase = Phase::Connecting;
             actions.push(Action::ClearDeadline);
-            actions.push(Action::Connect(self.target()));
+            actions.push(self.connect());
         } else {
             self.phase = Phase::Backoff;
             actions.push(Action::SetDeadline(wait));
@@ -225,11 +244,11 @@ impl Machine {
             }
             (Idle, Input::Start) => {
                 self.phase = Connecting;
-                vec![Action::Connect(self.target())]
+                vec![self.connect()]
             }
             (Backoff, Input::Deadline) => {
                 self.phase = Connecting;
-                vec![Action::Connect(self.target())]
+                vec![self.connect()]
             }
             (Connecting, Input::Connected) => {
                 self.phase = AwaitingHello;
@@ -239,6 +258,12 @@ impl Machine {
             (AwaitingHello, Input::Hello { heartbeat_interval }) => {
                 self.heartbeat_interval = Some(heartbeat_interval);
                 self.awaiting_ack = false;
+                let resume_here = self.resumable.as_ref().map(|r| self.on_resume_url(r));
+                if resume_here == Some(false) {
+                    // A session, but this connection went elsewhere: a Resume belongs on the
+                    // session's resume URL, and an Identify would spend a session start.
+                    return self.reconnect_after(Some(RESUMABLE_CLOSE), Duration::ZERO);
+                }
                 let first = heartbeat_interval.mul_f64(self.random());
                 let mut actions = vec![Action::ArmHeartbeat(first)];
                 match &self.resumable {
@@ -804,5 +829,189 @@ mod tests {
         let actions = m.step(Input::Closed { code: None });
         assert_eq!(actions[0], Action::CancelPermit);
         assert_eq!(m.step(Input::PermitGranted), vec![Action::CancelPermit]);
+    }
+
+    /// A machine (with `saved`, if any) whose first connection just opened.
+    fn connected(saved: Option<(Resumable, u64)>) -> Machine {
+        let mut m = Machine::new(SessionConfig::default(), saved, 7);
+        m.step(Input::Start);
+        m.step(Input::Connected);
+        m
+    }
+
+    /// Hello on `m`'s connection.
+    fn hello(m: &mut Machine) -> Vec<Action> {
+        m.step(Input::Hello {
+            heartbeat_interval: INTERVAL,
+        })
+    }
+
+    #[test]
+    fn op7_before_hello_reconnects_to_where_the_session_needs() {
+        // No session: back to the gateway URL; nothing was sent, no permit was asked for.
+        let mut m = connected(None);
+        let actions = m.step(Input::Reconnect);
+        assert_eq!(
+            actions.first(),
+            Some(&Action::Disconnect {
+                code: RESUMABLE_CLOSE
+            })
+        );
+        assert_eq!(actions.last(), Some(&Action::Connect(Target::Gateway)));
+        m.step(Input::Connected);
+        let actions = m.step(Input::Hello {
+            heartbeat_interval: INTERVAL,
+        });
+        assert!(actions.contains(&Action::RequestPermit), "{actions:?}");
+        // A session: back to its resume URL, and Resume there after Hello.
+        let mut m = Machine::new(SessionConfig::default(), Some((session(), 9)), 7);
+        m.step(Input::Start);
+        m.step(Input::Connected);
+        let actions = m.step(Input::Reconnect);
+        assert_eq!(
+            actions.last(),
+            Some(&Action::Connect(Target::Resume("ws://resume".into())))
+        );
+        m.step(Input::Connected);
+        let actions = hello(&mut m);
+        assert!(actions.contains(&Action::SendResume {
+            session_id: "abc".into(),
+            seq: 9
+        }));
+    }
+
+    #[test]
+    fn a_failed_resume_forgets_the_resume_url() {
+        for failure in [
+            Input::InvalidSession { resumable: false },
+            Input::Closed { code: Some(4007) },
+            Input::Closed { code: Some(4009) },
+        ] {
+            let mut m = connected(Some((session(), 9)));
+            hello(&mut m);
+            assert_eq!(m.phase(), Phase::Resuming);
+            let mut actions = m.step(failure.clone());
+            assert!(m.resumable().is_none(), "{failure:?}");
+            if m.phase() == Phase::Backoff {
+                actions = m.step(Input::Deadline);
+            }
+            assert_eq!(
+                actions.last(),
+                Some(&Action::Connect(Target::Gateway)),
+                "{failure:?}"
+            );
+            m.step(Input::Connected);
+            let actions = hello(&mut m);
+            assert!(actions.contains(&Action::RequestPermit), "{failure:?}");
+        }
+        // A resume that may be retried keeps the URL.
+        for retry in [
+            Input::InvalidSession { resumable: true },
+            Input::Closed { code: Some(4000) },
+            Input::Deadline,
+        ] {
+            let mut m = connected(Some((session(), 9)));
+            hello(&mut m);
+            let mut actions = m.step(retry.clone());
+            if m.phase() == Phase::Backoff {
+                actions = m.step(Input::Deadline);
+            }
+            assert_eq!(
+                actions.last(),
+                Some(&Action::Connect(Target::Resume("ws://resume".into()))),
+                "{retry:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_session_is_never_resumed_on_a_connection_to_elsewhere() {
+        // A machine whose connection went to the gateway URL while it holds a session (which
+        // `connect` never does): Hello must not lead to a Resume there, nor to an Identify.
+        let mut m = Machine::new(SessionConfig::default(), Some((session(), 9)), 7);
+        m.step(Input::Start);
+        m.connection = Some(Target::Gateway);
+        m.step(Input::Connected);
+        let actions = hello(&mut m);
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, Action::SendResume { .. } | Action::RequestPermit)),
+            "{actions:?}"
+        );
+        assert_eq!(
+            actions.last(),
+            Some(&Action::Connect(Target::Resume("ws://resume".into())))
+        );
+    }
+
+    #[test]
+    fn resumes_only_on_the_resume_url_and_identifies_only_on_the_gateway() {
+        // Random inputs (deterministic per seed), with and without a saved session, READYs that
+        // bring new resume URLs: every Resume goes on a connection to the session's current
+        // resume URL, every Identify on one to the gateway URL.
+        let mut resumes = 0;
+        let mut identifies = 0;
+        for seed in 0..300u64 {
+            let saved = (seed % 2 == 0).then(|| (session(), 5));
+            let mut m = Machine::new(SessionConfig::default(), saved, seed);
+            let mut rng = splitmix(seed) | 1;
+            let mut next = move |n: u64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % n
+            };
+            let mut connection = None;
+            let mut actions = m.step(Input::Start);
+            for turn in 0..400u64 {
+                for action in &actions {
+                    match action {
+                        Action::Connect(target) => connection = Some(target.clone()),
+                        Action::SendResume { .. } => {
+                            resumes += 1;
+                            let url = &m.resumable().expect("a session").resume_gateway_url;
+                            assert_eq!(
+                                connection,
+                                Some(Target::Resume(url.clone())),
+                                "seed {seed}"
+                            );
+                        }
+                        Action::SendIdentify => {
+                            identifies += 1;
+                            assert_eq!(connection, Some(Target::Gateway), "seed {seed}");
+                        }
+                        _ => {}
+                    }
+                }
+                let input = match next(13) {
+                    0 | 1 => Input::Connected,
+                    2 => Input::ConnectFailed,
+                    3 | 4 => Input::Hello {
+                        heartbeat_interval: INTERVAL,
+                    },
+                    5 => Input::PermitGranted,
+                    6 => Input::Ready(Resumable {
+                        session_id: format!("s{turn}"),
+                        resume_gateway_url: format!("ws://resume-{turn}"),
+                    }),
+                    7 => Input::Resumed,
+                    8 => Input::Reconnect,
+                    9 => Input::InvalidSession {
+                        resumable: next(2) == 0,
+                    },
+                    10 => Input::Closed {
+                        code: [None, Some(4000), Some(4007), Some(4009)][next(4) as usize],
+                    },
+                    11 => Input::Dispatch { seq: turn + 1 },
+                    _ => Input::Deadline,
+                };
+                actions = m.step(input);
+            }
+        }
+        assert!(
+            resumes > 50 && identifies > 50,
+            "{resumes} resumes, {identifies} identifies"
+        );
     }
 }

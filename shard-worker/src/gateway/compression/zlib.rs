@@ -1,4 +1,4 @@
-//! Transport compression: `compress=zlib-stream`.
+//! `compress=zlib-stream`.
 //!
 //! The gateway compresses the whole connection as one zlib stream: one inflate context lives as
 //! long as the connection (a new connection needs a new [`ZlibStream`]), and a message is complete
@@ -8,78 +8,13 @@
 //! The stream never ends, so its adler32 trailer is never checked: the inflater reads the two
 //! zlib header bytes itself and then inflates raw deflate, which skips computing a checksum over
 //! every byte received (5 % of the worker's CPU under load).
-//!
-//! zstd-stream is not implemented: zlib-stream is what Discord recommends by default, and one
-//! codec keeps the per-connection memory small.
-//!
-//! **Size cap.** A few kilobytes on the wire can inflate to gigabytes (a decompression bomb), and
-//! nothing but the gateway decides what it sends. A message is therefore inflated only up to
-//! [`MAX_MESSAGE_BYTES`]; beyond it the stream is abandoned ([`InflateError::TooLarge`]) and the
-//! shard closes the connection resumably. The same cap bounds a message tungstenite reads
-//! uncompressed (`shard/connection.rs`), so it is the one setting for every gateway message
-//! whatever its codec.
 
 use flate2::{Decompress, FlushDecompress, Status};
 
-/// The largest gateway message a shard accepts, inflated (or as read, when not compressed).
-/// Discord documents no maximum; its largest payloads (READY, the `GUILD_CREATE` of a large
-/// guild) are a few megabytes, so 32 MiB leaves a wide margin while bounding what one
-/// connection can make the worker allocate.
-pub const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
+use super::{DecodeError, MAX_MESSAGE_BYTES, give_buffer, reserve_within, take_buffer};
 
 /// The suffix that ends every complete zlib-stream message.
 pub const ZLIB_SUFFIX: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
-
-/// Output buffers are not kept per connection (thousands of idle shards would each hold one):
-/// a message is inflated into a buffer from a small per-thread pool, and [`ZlibStream::recycle`]
-/// gives it back once the message is handled. Buffers larger than this are dropped instead.
-const POOLED_CAPACITY: usize = 256 * 1024;
-/// Buffers kept per thread (about the number of shards handling a message at the same moment).
-const POOL_SIZE: usize = 16;
-
-thread_local! {
-    static POOL: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-fn take_buffer() -> Vec<u8> {
-    POOL.with(|pool| pool.borrow_mut().pop())
-        .unwrap_or_default()
-}
-
-fn give_buffer(mut buffer: Vec<u8>) {
-    if buffer.capacity() == 0 || buffer.capacity() > POOLED_CAPACITY {
-        return;
-    }
-    buffer.clear();
-    POOL.with(|pool| {
-        let mut pool = pool.borrow_mut();
-        if pool.len() < POOL_SIZE {
-            pool.push(buffer);
-        }
-    });
-}
-
-/// Why a frame could not be inflated: the stream is corrupt, or a message outgrew the cap; either
-/// way the connection must be dropped (its inflate context cannot go on).
-#[derive(Debug, thiserror::Error)]
-pub enum InflateError {
-    #[error("zlib-stream inflate failed: {0}")]
-    Inflate(#[from] flate2::DecompressError),
-    #[error("zlib-stream does not start with a zlib header (deflate, no preset dictionary)")]
-    Header,
-    #[error("a gateway message exceeds {limit} bytes")]
-    TooLarge { limit: usize },
-}
-
-impl InflateError {
-    /// A fixed label for metrics.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Self::Inflate(_) | Self::Header => "corrupt",
-            Self::TooLarge { .. } => "too_large",
-        }
-    }
-}
 
 /// One connection's zlib-stream inflater.
 pub struct ZlibStream {
@@ -89,7 +24,7 @@ pub struct ZlibStream {
     /// Frames of a message that has not ended yet (rare: Discord sends whole messages).
     pending: Vec<u8>,
     output: Vec<u8>,
-    /// The largest message inflated ([`MAX_MESSAGE_BYTES`] unless a test asks for less).
+    /// The longest message inflated ([`MAX_MESSAGE_BYTES`] but in tests).
     limit: usize,
 }
 
@@ -109,12 +44,12 @@ impl std::fmt::Debug for ZlibStream {
 }
 
 impl ZlibStream {
-    /// A fresh inflater, for a new connection, capped at [`MAX_MESSAGE_BYTES`].
+    /// A fresh inflater, for a new connection.
     pub fn new() -> Self {
         Self::with_limit(MAX_MESSAGE_BYTES)
     }
 
-    /// A fresh inflater whose messages may inflate to at most `limit` bytes.
+    /// A fresh inflater that refuses messages longer than `limit` bytes.
     pub fn with_limit(limit: usize) -> Self {
         Self {
             // Raw deflate: the zlib header is read by hand, the trailer never comes.
@@ -128,13 +63,13 @@ impl ZlibStream {
 
     /// Feeds one binary frame. Returns the inflated message when this frame completes one, `None`
     /// when the message continues in the next frame.
-    pub fn push(&mut self, frame: &[u8]) -> Result<Option<&[u8]>, InflateError> {
+    pub fn push(&mut self, frame: &[u8]) -> Result<Option<&[u8]>, DecodeError> {
         let frame = self.skip_header(frame)?;
         if !frame.ends_with(&ZLIB_SUFFIX) {
-            // A message compresses to less than it inflates to (bar a few bytes of framing):
-            // frames piling up beyond the cap cannot end in an acceptable message.
+            // Compressed bytes of one message are never more than its inflated bytes' cap.
             if self.pending.len() + frame.len() > self.limit {
-                return Err(InflateError::TooLarge { limit: self.limit });
+                self.pending = Vec::new();
+                return Err(DecodeError::TooLarge { limit: self.limit });
             }
             self.pending.extend_from_slice(frame);
             return Ok(None);
@@ -163,7 +98,7 @@ impl ZlibStream {
 
     /// Consumes the two zlib header bytes at the start of the stream (checking them), returns
     /// the rest of the frame.
-    fn skip_header<'f>(&mut self, frame: &'f [u8]) -> Result<&'f [u8], InflateError> {
+    fn skip_header<'f>(&mut self, frame: &'f [u8]) -> Result<&'f [u8], DecodeError> {
         if self.header.len() == 2 {
             return Ok(frame);
         }
@@ -175,38 +110,31 @@ impl ZlibStream {
             let check = (u16::from(cmf) << 8 | u16::from(flg)) % 31 == 0;
             let preset_dictionary = flg & 0x20 != 0;
             if !deflate || !check || preset_dictionary {
-                return Err(InflateError::Header);
+                return Err(DecodeError::ZlibHeader);
             }
         }
         Ok(&frame[take..])
     }
 }
 
-/// Inflates `input` (one whole message) into `output`, never letting `output` grow past
-/// `limit + 1` bytes: a message that would is refused, however little input it took.
 fn inflate(
     inflater: &mut Decompress,
     input: &[u8],
     output: &mut Vec<u8>,
     limit: usize,
-) -> Result<(), InflateError> {
+) -> Result<(), DecodeError> {
     let start = inflater.total_in();
     loop {
         let consumed = (inflater.total_in() - start) as usize;
         if output.len() == output.capacity() {
-            // Compressed JSON inflates about 5–10×; the buffer at least doubles (amortised
-            // growth), but never beyond one byte past the cap (enough to tell it was passed).
-            let wanted = ((input.len() - consumed).max(1024) * 8).max(output.len());
-            output.reserve_exact(wanted.min(limit + 1 - output.len()));
+            // Compressed JSON inflates about 5–10×.
+            reserve_within(output, (input.len() - consumed).max(1024) * 8, limit)?;
         }
         let before = output.len();
         let status = inflater.decompress_vec(&input[consumed..], output, FlushDecompress::Sync)?;
         let consumed = (inflater.total_in() - start) as usize;
         let done = consumed == input.len() && output.len() < output.capacity();
         let stalled = output.len() == before && consumed == input.len();
-        if output.len() > limit {
-            return Err(InflateError::TooLarge { limit });
-        }
         if done || stalled || status == Status::StreamEnd {
             return Ok(());
         }
@@ -319,7 +247,7 @@ mod tests {
         let frames = compress_stream(&[&over]);
         let mut stream = ZlibStream::with_limit(limit);
         let error = stream.push(&frames[0]).expect_err("over the cap");
-        assert!(matches!(error, InflateError::TooLarge { limit: l } if l == limit));
+        assert!(matches!(error, DecodeError::TooLarge { limit: l } if l == limit));
         assert_eq!(error.metric_label(), "too_large");
     }
 
@@ -353,10 +281,10 @@ mod tests {
         let mut stream = ZlibStream::with_limit(limit);
         assert!(matches!(
             stream.push(&bomb),
-            Err(InflateError::TooLarge { .. })
+            Err(DecodeError::TooLarge { .. })
         ));
         assert!(
-            stream.output.capacity() <= POOLED_CAPACITY.max(limit + 1),
+            stream.output.capacity() <= super::super::POOLED_CAPACITY.max(limit + 1),
             "memory stayed bounded: {} bytes",
             stream.output.capacity()
         );
@@ -372,7 +300,7 @@ mod tests {
         assert!(stream.push(&endless).expect("pending").is_none());
         assert!(matches!(
             stream.push(&endless),
-            Err(InflateError::TooLarge { limit: 1024 })
+            Err(DecodeError::TooLarge { limit: 1024 })
         ));
     }
 
