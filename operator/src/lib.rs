@@ -6,7 +6,7 @@
 //! - [`crd`]: the `ShardSet` resource, its schema and CEL validation.
 //! - [`names`]: label keys, finalizer, field manager: every name we write on objects.
 //! - [`plan`]: shard ranges and the pods to create, delete or replace.
-//! - [`pods`]: the worker Pod for one range.
+//! - [`pods`]: the worker Pod for one range; [`bus_env`]: its bus variables, from `spec.bus`.
 //! - [`disruption_budget`]: the worker pods' PodDisruptionBudget.
 //! - [`reshard`]: the shard total, and the hand-over between layouts step by step
 //!   (`docs/resharding.md`), with its I/O in [`reshard::handover`].
@@ -25,6 +25,7 @@
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and JSON logs.
 
 pub mod api_trust;
+pub mod bus_env;
 pub mod crd;
 pub mod disruption_budget;
 pub mod names;

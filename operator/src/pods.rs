@@ -274,15 +274,18 @@ pub fn selector_labels(shardset: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// The worker's env contract for one pod, then the user's extra variables.
-fn worker_env(shardset: &ShardSet, name: &str, total: u32, range: ShardRange) -> Vec<EnvVar> {
-    let spec = &shardset.spec;
-    let value = |name: &str, value: String| EnvVar {
+/// A literal variable.
+pub(crate) fn value(name: &str, value: String) -> EnvVar {
+    EnvVar {
         name: name.to_owned(),
         value: Some(value),
         value_from: None,
-    };
-    let secret = |name: &str, secret: &str, key: &str| EnvVar {
+    }
+}
+
+/// A variable read from a Secret's key by the kubelet: the value never enters the pod spec.
+pub(crate) fn secret(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
         name: name.to_owned(),
         value: None,
         value_from: Some(EnvVarSource {
@@ -293,8 +296,12 @@ fn worker_env(shardset: &ShardSet, name: &str, total: u32, range: ShardRange) ->
             }),
             ..EnvVarSource::default()
         }),
-    };
+    }
+}
 
+/// The worker's env contract for one pod, then the user's extra variables.
+fn worker_env(shardset: &ShardSet, name: &str, total: u32, range: ShardRange) -> Vec<EnvVar> {
+    let spec = &shardset.spec;
     let mut vars = vec![
         value(env::SHARDSET_NAME, name.to_owned()),
         value(env::SHARDSET_LAYOUT, shardset_contract::layout_name(total)),
@@ -351,6 +358,10 @@ fn worker_env(shardset: &ShardSet, name: &str, total: u32, range: ShardRange) ->
             ..EnvVarSource::default()
         }),
     });
+    if let Some(bus) = &spec.bus {
+        let namespace = shardset.metadata.namespace.as_deref().unwrap_or_default();
+        vars.extend(crate::bus_env::bus_env(bus, namespace, name));
+    }
     vars.extend(
         spec.pod
             .as_ref()

@@ -17,7 +17,9 @@ IMAGE_LIST=(
   "shardset/shard-worker:$TAG|shard-worker/Dockerfile|shard-worker"
   "shardset/fake-discord:$TAG|tests/fake-discord/Dockerfile|fake-discord"
   "shardset/cluster-probe:$TAG|tests/cluster/probe/Dockerfile|cluster-probe"
+  "shardset/demo-handler:$TAG|handlers/demo/Dockerfile|demo-handler"
   "shardset/redis:$TAG|tests/cluster/redis/Dockerfile|"
+  "shardset/nats:$TAG|tests/cluster/nats/Dockerfile|"
 )
 
 cd "$REPO_DIR"
@@ -50,6 +52,14 @@ stage_redis() {
   done
 }
 
+# The static nats-server that build-go.sh builds from its Go module (`make cluster` built it).
+stage_nats() {
+  local ctx=$1 dir
+  dir=$("$CLUSTER_DIR/build-go.sh" dir nats-server) || return 1
+  cp "$dir/nats-server" "$ctx/"
+  mkdir -p "$ctx/data"
+}
+
 # Clones on one machine share Docker's image names (`shardset/*:dev`): one clone at a time tags
 # and loads, so a cluster never gets another clone's build.
 exec 9>"${TMPDIR:-/tmp}/shardset-images.lock"
@@ -65,7 +75,10 @@ for e in "${IMAGE_LIST[@]}"; do
     cp "$OUT/$bin" "$ctx/"
     cp /etc/ssl/certs/ca-certificates.crt "$ctx/"
   else
-    stage_redis "$ctx" || { failed+=("$image"); continue; }
+    case $image in
+      shardset/redis:*) stage_redis "$ctx" ;;
+      shardset/nats:*) stage_nats "$ctx" ;;
+    esac || { failed+=("$image"); continue; }
   fi
   if DOCKER_BUILDKIT=0 docker build -q --label "$PROJECT_LABEL=$TAG" -f "$dockerfile" -t "$image" "$ctx" >/dev/null 2>"$ctx.err"; then
     built+=("$image")

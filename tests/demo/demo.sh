@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `make demo`: the main job on a fresh machine, with no token and no registry.
 # Brings the kind cluster up, builds and loads the images, installs the operator chart (with its
-# optional Redis) and the fake Discord chart, applies a sample ShardSet, waits until it is Ready,
-# and prints what to look at. Idempotent: run it again to re-apply everything.
+# optional Redis and NATS) and the fake Discord chart (with a steady message load), applies a
+# sample ShardSet publishing to NATS, waits until it is Ready, starts the bot tier (the
+# `demo-handler` Deployment answering every message through the bus), waits until the fake has
+# seen replies, and prints what to look at. Idempotent: run it again to re-apply everything.
 #
 # Environment:
 #   DEMO_NAMESPACE      where the fake Discord and the ShardSet go (default shardset-demo)
@@ -16,13 +18,13 @@ OP_NS="${OPERATOR_NAMESPACE:-shardset-system}"
 TIMEOUT="${DEMO_TIMEOUT:-10m}"
 say() { printf '\n\033[1m[demo] %s\033[0m\n' "$*" >&2; }
 
-say "1/6 test cluster (make cluster)"
+say "1/7 test cluster (make cluster)"
 eval "$(tests/cluster/up.sh)"
 
-say "2/6 images (make images: static binaries, FROM scratch, kind load)"
+say "2/7 images (make images: static binaries, FROM scratch, kind load)"
 tests/cluster/images.sh
 
-say "3/6 operator chart with its optional Redis, in $OP_NS (watching $DEMO_NS)"
+say "3/7 operator chart with its optional Redis and NATS, in $OP_NS (watching $DEMO_NS)"
 # The demo's operator watches the demo namespace only, so that it never acts on the ShardSets of
 # tests sharing this cluster; drop watchNamespace to watch every namespace.
 kubectl create namespace "$DEMO_NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
@@ -30,22 +32,27 @@ helm upgrade --install shardset-operator charts/shardset-operator \
   --namespace "$OP_NS" --create-namespace --set watchNamespace="$DEMO_NS" \
   --set redis.enabled=true --set redis.image.repository=shardset/redis --set redis.image.tag=dev \
   --set "trustedApiHosts={fake-discord.$DEMO_NS}" \
+  --set nats.enabled=true --set nats.image.repository=shardset/nats --set nats.image.tag=dev \
   --wait --timeout 5m
 # Helm installs CRDs only on first install: apply the current one, as an upgrade would.
 kubectl apply --server-side --force-conflicts -f crds/shardset.io_shardsets.yaml >/dev/null
 
-say "4/6 fake Discord chart, in $DEMO_NS"
+say "4/7 fake Discord chart, in $DEMO_NS (20 messages/s over its guilds)"
 helm upgrade --install fake-discord charts/fake-discord \
   --namespace "$DEMO_NS" --create-namespace \
-  --set maxConcurrency=4 --set guilds=4000 \
+  --set maxConcurrency=4 --set guilds=4000 --set loadRate=20 \
   --wait --timeout 5m
 
-say "5/6 the sample ShardSet (tests/demo/shardset.yaml)"
-sed -e "s/shardset-operator-redis.shardset-system/shardset-operator-redis.$OP_NS/" \
-    -e "s/fake-discord.shardset-demo/fake-discord.$DEMO_NS/" tests/demo/shardset.yaml \
-  | kubectl apply -n "$DEMO_NS" -f -
+say "5/7 the sample ShardSet (tests/demo/shardset.yaml), publishing to NATS"
+# The manifests name the default namespaces; other ones are substituted.
+in_namespaces() {
+  sed -e "s/shardset-operator-\(redis\|nats\).shardset-system/shardset-operator-\1.$OP_NS/" \
+      -e "s/fake-discord.shardset-demo/fake-discord.$DEMO_NS/" \
+      -e "s/shardset-shardset-demo-demo-bot/shardset-$DEMO_NS-demo-bot/" "$1"
+}
+in_namespaces tests/demo/shardset.yaml | kubectl apply -n "$DEMO_NS" -f -
 
-say "6/6 waiting until the ShardSet is Ready (timeout $TIMEOUT)"
+say "6/7 waiting until the ShardSet is Ready (timeout $TIMEOUT)"
 if ! kubectl wait -n "$DEMO_NS" shardset/demo-bot --for=condition=Ready --timeout="$TIMEOUT"; then
   kubectl get -n "$DEMO_NS" shardsets,pods -o wide >&2 || true
   kubectl describe -n "$DEMO_NS" shardset/demo-bot >&2 || true
@@ -54,14 +61,32 @@ fi
 kubectl get -n "$DEMO_NS" shardsets
 kubectl get -n "$DEMO_NS" pods -l shardset.io/shardset=demo-bot -o wide
 
+say "7/7 the bot tier: demo-handler (tests/demo/demo-handler.yaml) answering through the bus"
+in_namespaces tests/demo/demo-handler.yaml | kubectl apply -n "$DEMO_NS" -f -
+kubectl rollout status -n "$DEMO_NS" deployment/demo-handler --timeout="$TIMEOUT"
+replies() { # the fake's report on replies, through the API server's service proxy
+  kubectl get --raw "/api/v1/namespaces/$DEMO_NS/services/fake-discord:8080/proxy/control/replies" 2>/dev/null
+}
+deadline=$((SECONDS + 120))
+answered() { local n; n=$(replies | jq -r '.replies // 0' 2>/dev/null); [[ $n =~ ^[0-9]+$ ]] && ((n > 0)); }
+until answered; do
+  ((SECONDS < deadline)) || { kubectl logs -n "$DEMO_NS" deployment/demo-handler --tail=20 >&2; echo "no replies within 120 s" >&2; exit 1; }
+  sleep 2
+done
+kubectl get -n "$DEMO_NS" pods -l app.kubernetes.io/name=demo-handler -o wide
+replies | jq -r '"fake Discord: \(.replies) replies to \(.messages) messages, \(.exactly_once) answered exactly once, \(.multiple) more than once"' 
+
 cat <<MSG
 
-The demo bot's 8 shards are connected to the fake Discord, 2 per pod. To look around:
+The demo bot's 8 shards are connected to the fake Discord, 2 per pod, and publish every event to
+NATS; the demo-handler replicas answer each message through it. To look around:
 
   eval "\$(make -s cluster)"                       # kubectl, helm, kind and the KUBECONFIG
   kubectl get shardsets -n $DEMO_NS                # Shards, Ready, Pods, Guilds
   kubectl describe shardset demo-bot -n $DEMO_NS   # conditions and Events
   kubectl scale shardset demo-bot -n $DEMO_NS --replicas=12   # reshard
+  kubectl scale deployment demo-handler -n $DEMO_NS --replicas=3   # more handlers
+  kubectl get --raw /api/v1/namespaces/$DEMO_NS/services/fake-discord:8080/proxy/control/replies
 
   # the fake Discord's control API: every Identify, violation and session
   kubectl port-forward -n $DEMO_NS svc/fake-discord 8080 &

@@ -64,6 +64,22 @@ app.kubernetes.io/component: operator
 app.kubernetes.io/component: redis
 {{- end }}
 
+{{/* Labels of the in-chart NATS objects. */}}
+{{- define "shardset-operator.natsLabels" -}}
+{{ include "shardset-operator.commonLabels" . }}
+{{ include "shardset-operator.natsSelectorLabels" . }}
+{{- end }}
+
+{{/* Selects the in-chart NATS pod. */}}
+{{- define "shardset-operator.natsSelectorLabels" -}}
+{{ include "shardset-operator.instanceLabels" . }}
+app.kubernetes.io/component: nats
+{{- end }}
+
+{{- define "shardset-operator.natsName" -}}
+{{- printf "%s-nats" (include "shardset-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "shardset-operator.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "shardset-operator.fullname" .) .Values.serviceAccount.name }}

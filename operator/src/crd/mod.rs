@@ -18,7 +18,9 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 use shardset_contract::GatewayCompression;
 
+mod bus;
 mod status;
+pub use bus::{BusLimits, BusSecretRef, BusSpec};
 pub use status::{LayoutStatus, SessionStartLimitStatus, ShardSetStatus};
 
 /// Discord's gateway intents that exist today: bits 0–16, 20, 21, 24 and 25
@@ -52,6 +54,13 @@ pub const RESERVED_ENV: &[&str] = &[
     shardset_contract::env::GATEWAY_COMPRESSION,
     shardset_contract::env::HANDOVER_WINDOW_MS,
     shardset_contract::env::HANDOVER_CLAIM_TTL_MS,
+    shardset_contract::env::NATS_URL,
+    shardset_contract::env::NATS_USER,
+    shardset_contract::env::NATS_PASSWORD,
+    shardset_contract::env::NATS_TOKEN,
+    shardset_contract::env::SHARDSET_STREAM,
+    shardset_contract::env::SHARDSET_SUBJECT_PREFIX,
+    shardset_contract::env::SHARDSET_PARTITIONS,
 ];
 
 /// A bot's gateway shards: how many, how they are packed into pods, and what the pods need.
@@ -192,6 +201,11 @@ pub struct ShardSetSpec {
     /// it, and a reshard that would need them is refused.
     #[serde(default)]
     pub identify_reserve: u32,
+
+    /// The bot tier: publish every dispatch to NATS JetStream for handler services in any
+    /// language (`docs/bus-protocol.md`). Unset: the pods handle events themselves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bus: Option<BusSpec>,
 
     /// Settings of the worker pods (the operator builds the rest of each pod).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -397,9 +411,9 @@ pub struct PodOverrides {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 128))]
     #[x_kube(validation = Rule::new(
-        "self.all(e, !(e.name in ['SHARD_FIRST', 'SHARD_LAST', 'SHARD_TOTAL', 'MAX_CONCURRENCY', 'REDIS_URL', 'REDIS_PASSWORD', 'DISCORD_API_URL', 'DISCORD_TOKEN', 'DISCORD_INTENTS', 'SHARDSET_LAYOUT', 'SHARDSET_NAME', 'POD_NAME', 'IDENTIFY_RESERVE', 'IDENTIFY_WINDOW_MS', 'IDENTIFY_MARGIN_MS', 'GATEWAY_COMPRESSION', 'HANDOVER_WINDOW_MS', 'HANDOVER_CLAIM_TTL_MS']))"
+        "self.all(e, !(e.name in ['SHARD_FIRST', 'SHARD_LAST', 'SHARD_TOTAL', 'MAX_CONCURRENCY', 'REDIS_URL', 'REDIS_PASSWORD', 'DISCORD_API_URL', 'DISCORD_TOKEN', 'DISCORD_INTENTS', 'SHARDSET_LAYOUT', 'SHARDSET_NAME', 'POD_NAME', 'IDENTIFY_RESERVE', 'IDENTIFY_WINDOW_MS', 'IDENTIFY_MARGIN_MS', 'GATEWAY_COMPRESSION', 'HANDOVER_WINDOW_MS', 'HANDOVER_CLAIM_TTL_MS', 'NATS_URL', 'NATS_USER', 'NATS_PASSWORD', 'NATS_TOKEN', 'SHARDSET_STREAM', 'SHARDSET_SUBJECT_PREFIX', 'SHARDSET_PARTITIONS']))"
     ).message(
-        "spec.pod.env must not set the variables the operator sets itself (SHARD_*, DISCORD_*, REDIS_*, SHARDSET_*, POD_NAME, MAX_CONCURRENCY, IDENTIFY_*, GATEWAY_COMPRESSION, HANDOVER_*): use the matching spec fields, and spec.tokenSecretRef for the token"
+        "spec.pod.env must not set the variables the operator sets itself (SHARD_*, DISCORD_*, REDIS_*, SHARDSET_*, POD_NAME, MAX_CONCURRENCY, IDENTIFY_*, GATEWAY_COMPRESSION, HANDOVER_*, NATS_*): use the matching spec fields (spec.bus for the bus), and spec.tokenSecretRef for the token"
     ))]
     pub env: Option<Vec<EnvVar>>,
     /// Secrets for pulling the worker image from a private registry.

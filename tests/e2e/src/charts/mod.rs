@@ -10,5 +10,5 @@ pub mod sweep;
 pub use fake::{Fake, ensure_resumed, identifies_of, live_sessions, now_ms};
 pub use stack::{
     FAKE_RELEASE, GUILDS, IDENTIFY_WINDOW_MS, LOAD, LiveLayout, MAX_CONCURRENCY, OPERATOR_RELEASE,
-    Placement, Stack, WORKER_IMAGE,
+    NATS_URL, Placement, Stack, WORKER_IMAGE,
 };

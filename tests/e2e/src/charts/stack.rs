@@ -108,9 +108,25 @@ pub struct LiveLayout {
     pub sessions: Vec<SessionInfo>,
 }
 
+/// The operator chart's NATS (`nats.enabled`), the bus of the bot tier's scenarios.
+pub const NATS_URL: &str = "nats://shardset-operator-nats:4222";
+
 impl<'a> Stack<'a> {
     /// Installs everything (see the module doc) and starts collecting logs.
     pub async fn install(ns: &'a TestNamespace, placement: Placement) -> anyhow::Result<Self> {
+        Self::install_with(ns, placement, false).await
+    }
+
+    /// [`Stack::install`] with the operator chart's NATS too ([`NATS_URL`]), built by `make images`.
+    pub async fn install_with_nats(ns: &'a TestNamespace) -> anyhow::Result<Self> {
+        Self::install_with(ns, Placement::Anywhere, true).await
+    }
+
+    async fn install_with(
+        ns: &'a TestNamespace,
+        placement: Placement,
+        nats: bool,
+    ) -> anyhow::Result<Self> {
         let logs = LogCollector::start(ns);
         let token = fresh_token();
         put_token(ns, TOKEN_SECRET, &token).await?;
@@ -126,6 +142,13 @@ impl<'a> Stack<'a> {
             format!("--set=trustedApiHosts={{{FAKE_RELEASE}}}"),
         ]
         .to_vec();
+        if nats {
+            op_sets.extend([
+                "--set=nats.enabled=true".into(),
+                "--set=nats.image.repository=shardset/nats".into(),
+                "--set=nats.image.tag=dev".into(),
+            ]);
+        }
         let mut fake_sets: Vec<String> = [
             // The fake reads the token from the same Secret as the ShardSet: it never appears in
             // helm's values.
