@@ -104,7 +104,10 @@ mod tests {
             "my-bot",
         ));
         let password = &vars[env::NATS_PASSWORD];
-        assert!(password.value.is_none(), "a password never enters the pod spec");
+        assert!(
+            password.value.is_none(),
+            "a password never enters the pod spec"
+        );
         let key = password
             .value_from
             .as_ref()

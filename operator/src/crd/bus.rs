@@ -24,7 +24,10 @@ pub struct BusSpec {
     pub stream: Option<String>,
     /// The subject prefix (default `shardset.<namespace>.<name>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"), length(min = 1, max = 200))]
+    #[schemars(
+        regex(pattern = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"),
+        length(min = 1, max = 200)
+    )]
     pub subject_prefix: Option<String>,
     /// Guild partitions: the unit of order and of handler scaling (a guild's events stay in one
     /// partition, whatever the shard count). Fixed once the stream exists: it is part of the

@@ -33,7 +33,10 @@ fn handler_manifest(ns: &str, bot: &str) -> anyhow::Result<String> {
     let demo = std::fs::read_to_string(repo_path("tests/demo/demo-handler.yaml"))
         .context("tests/demo/demo-handler.yaml")?;
     Ok(demo
-        .replace("nats://shardset-operator-nats.shardset-system:4222", NATS_URL)
+        .replace(
+            "nats://shardset-operator-nats.shardset-system:4222",
+            NATS_URL,
+        )
         .replace("fake-discord.shardset-demo", "fake-discord")
         .replace(
             "shardset-shardset-demo-demo-bot",
@@ -58,7 +61,10 @@ fn reorderings(ns: &TestNamespace, pod: &str) -> anyhow::Result<u64> {
     let text = kubectl(&[
         "get",
         "--raw",
-        &format!("/api/v1/namespaces/{}/pods/{pod}:8080/proxy/metrics", ns.name),
+        &format!(
+            "/api/v1/namespaces/{}/pods/{pod}:8080/proxy/metrics",
+            ns.name
+        ),
     ])?;
     text.lines()
         .find_map(|l| l.strip_prefix("shardset_handler_reorderings_total "))
@@ -99,7 +105,10 @@ async fn handler_services_answer_every_message_once_through_nats() -> anyhow::Re
 
     ns.kubectl(&["scale", "deployment/demo-handler", "--replicas=3"])?;
     rollout(&ns, "deployment/demo-handler")?;
-    let victim = handler_pods(&ns)?.into_iter().next().context("a handler pod")?;
+    let victim = handler_pods(&ns)?
+        .into_iter()
+        .next()
+        .context("a handler pod")?;
     reordered += reorderings(&ns, &victim)?;
     ns.kubectl(&["delete", "pod", &victim, "--wait=false"])?;
     report!("handlers scaled 1 -> 3, then {victim} deleted");
@@ -109,12 +118,7 @@ async fn handler_services_answer_every_message_once_through_nats() -> anyhow::Re
         .next()
         .context("a worker pod")?;
     ns.kubectl(&["delete", "pod", &worker])?;
-    ns.kubectl(&[
-        "delete",
-        "pod",
-        "-l",
-        "app.kubernetes.io/component=nats",
-    ])?;
+    ns.kubectl(&["delete", "pod", "-l", "app.kubernetes.io/component=nats"])?;
     rollout(&ns, "deployment/shardset-operator-nats")?;
     stack.wait_layout("bot", 16, 4, READY_WITHIN).await?;
     report!("worker pod {worker} deleted and NATS restarted: layout 16 serving again");
@@ -142,7 +146,10 @@ async fn handler_services_answer_every_message_once_through_nats() -> anyhow::Re
     for pod in handler_pods(&ns)? {
         reordered += reorderings(&ns, &pod)?;
     }
-    ensure!(reordered == 0, "{reordered} messages handled out of guild order");
+    ensure!(
+        reordered == 0,
+        "{reordered} messages handled out of guild order"
+    );
     stack.fake.assert_no_violations("the bot tier run").await?;
     report!(
         "bot tier: {} messages, each answered once, 0 reorderings, in {:.1} s",

@@ -9,6 +9,6 @@ pub mod sweep;
 
 pub use fake::{Fake, ensure_resumed, identifies_of, live_sessions, now_ms};
 pub use stack::{
-    FAKE_RELEASE, GUILDS, IDENTIFY_WINDOW_MS, LOAD, LiveLayout, MAX_CONCURRENCY, OPERATOR_RELEASE,
-    NATS_URL, Placement, Stack, WORKER_IMAGE,
+    FAKE_RELEASE, GUILDS, IDENTIFY_WINDOW_MS, LOAD, LiveLayout, MAX_CONCURRENCY, NATS_URL,
+    OPERATOR_RELEASE, Placement, Stack, WORKER_IMAGE,
 };
