@@ -251,11 +251,38 @@ impl Acting {
             let decision = self.roles().decide(key, self.now_ms());
             match decision {
                 Decision::Act => return Publication::BySession,
+                Decision::Skip if self.role() == Some(Role::Retired) => {
+                    return self.published_if_held(key).await;
+                }
                 Decision::Skip => return Publication::Withheld(WITHHELD_NOT_ACTING),
                 Decision::Claim => return self.claim_for_bus(key).await,
                 Decision::Unknown => {
                     let mut known = self.known.subscribe();
                     let _ = known.wait_for(|k| *k).await;
+                }
+            }
+        }
+    }
+
+    /// A retired layout publishes only what it holds the claim of: an event it acted on (the
+    /// back-fill of its active time, or a claim won by its handler) whose publication is
+    /// decided only now, behind the role change. The other layout lost that claim and withholds
+    /// the event, so withholding it here too would lose it. Nothing new is claimed: past `W` the
+    /// active layout acts without claims. Redis is asked until it answers, as for a claim.
+    async fn published_if_held(&self, key: ClaimKey) -> Publication {
+        let Some(records) = &self.records else {
+            return Publication::Withheld(WITHHELD_NOT_ACTING);
+        };
+        let hex = key.hex();
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match records.holds(&hex, &self.layout).await {
+                Ok(true) => return Publication::ByContent(key),
+                Ok(false) => return Publication::Withheld(WITHHELD_NOT_ACTING),
+                Err(e) => {
+                    debug!(error = %e, "cannot read an event's claim; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
                 }
             }
         }

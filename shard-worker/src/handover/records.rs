@@ -55,6 +55,12 @@ impl HandoverRecords {
         Ok(set.is_some())
     }
 
+    /// Whether `layout` holds the claim of one event (it acted on it, or claimed it for the bus).
+    pub async fn holds(&self, event_key: &str, layout: &str) -> Result<bool, RecordError> {
+        let holder: Option<String> = self.conn.clone().get(self.keys.claim(event_key)).await?;
+        Ok(holder.as_deref() == Some(layout))
+    }
+
     /// Claims one event for `layout` like [`HandoverRecords::claim`], or finds it already
     /// claimed by `layout` itself: true in both cases. A layout that replays an event after a
     /// crash (its successor resuming from a checkpoint) publishes it again, with the same
