@@ -256,6 +256,25 @@ impl World {
 }
 
 impl World {
+    /// `count` pods created, then their `PodsCreated` Event.
+    async fn expect_pods_created(&mut self, count: usize) {
+        for _ in 0..count {
+            let call = self
+                .api
+                .expect(Method::POST, "/api/v1/namespaces/ns/pods")
+                .await;
+            let pod = call.body.clone();
+            reply(call, &pod);
+        }
+        let call = self
+            .api
+            .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/ns/events")
+            .await;
+        assert_eq!(call.body["reason"], "PodsCreated");
+        let event = call.body.clone();
+        reply(call, &event);
+    }
+
     /// The pods' budget read, found missing and created (every pass keeps it, pods or not);
     /// returns it.
     async fn expect_budget_created(&mut self) -> Value {
@@ -544,21 +563,7 @@ async fn a_bot_whose_owner_is_gone_is_taken_over() {
     );
     world.expect_pod_list(&[]).await;
     // Pods are created as for any new ShardSet.
-    for _ in 0..2 {
-        let call = world
-            .api
-            .expect(Method::POST, "/api/v1/namespaces/ns/pods")
-            .await;
-        let pod = call.body.clone();
-        reply(call, &pod);
-    }
-    let call = world
-        .api
-        .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/ns/events")
-        .await;
-    assert_eq!(call.body["reason"], "PodsCreated");
-    let event = call.body.clone();
-    reply(call, &event);
+    world.expect_pods_created(2).await;
     world.expect_budget_created().await;
     world.expect_status(&ss, |_| {}).await;
     world.api.finish(pass).await;
@@ -573,20 +578,7 @@ async fn a_budget_the_operator_may_not_keep_degrades_and_stops_nothing() {
     let ss = world.shardset(true);
     let pass = world.start(&ss);
     world.expect_reads(&[]).await;
-    for _ in 0..2 {
-        let call = world
-            .api
-            .expect(Method::POST, "/api/v1/namespaces/ns/pods")
-            .await;
-        let pod = call.body.clone();
-        reply(call, &pod);
-    }
-    let call = world
-        .api
-        .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/ns/events")
-        .await;
-    let event = call.body.clone();
-    reply(call, &event);
+    world.expect_pods_created(2).await;
     let call = world.api.expect(Method::GET, PDB_PATH).await;
     reply_status(call, 403, "Forbidden");
     world
