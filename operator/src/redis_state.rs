@@ -16,8 +16,13 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, IntoConnectionInfo, Script};
-use shardset_contract::{Keys, LayoutRoles, ShardState, ShardStatus};
+use shardset_contract::{Keys, LayoutRoles, ShardStatus};
 use tokio::sync::Mutex;
+
+mod summary;
+mod unlink;
+pub use summary::{ShardSummary, redact_url, summarize};
+use unlink::unlink_matching;
 
 /// Bound on one Redis round of the operator.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
@@ -463,83 +468,10 @@ impl RedisPool {
     }
 }
 
-/// Deletes every key matching `pattern` (SCAN, then UNLINK a batch at a time, so a large
-/// keyspace never blocks Redis), except `keep`; returns how many went.
-async fn unlink_matching(
-    conn: &mut ConnectionManager,
-    pattern: &str,
-    keep: Option<&str>,
-) -> redis::RedisResult<u64> {
-    let mut deleted: u64 = 0;
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(500)
-            .query_async(conn)
-            .await?;
-        let batch: Vec<String> = batch
-            .into_iter()
-            .filter(|k| Some(k.as_str()) != keep)
-            .collect();
-        if !batch.is_empty() {
-            let n: u64 = conn.unlink(batch).await?;
-            deleted += n;
-        }
-        if next == 0 {
-            return Ok(deleted);
-        }
-        cursor = next;
-    }
-}
-
-/// What the shard records say, for the status.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ShardSummary {
-    /// Sum of guilds over the shards that reported; `None` when none did.
-    pub guilds: Option<u64>,
-    /// Shards closed for good: `(shard, pod, reason)`.
-    pub failed: Vec<(u32, String, String)>,
-}
-
-/// Sums the records of one layout.
-pub fn summarize(records: &[Option<ShardStatus>]) -> ShardSummary {
-    let mut summary = ShardSummary::default();
-    for (shard, record) in records.iter().enumerate() {
-        let Some(record) = record else { continue };
-        *summary.guilds.get_or_insert(0) += u64::from(record.guilds);
-        if record.state == ShardState::Fatal {
-            summary.failed.push((
-                shard as u32,
-                record.pod.clone(),
-                record
-                    .reason
-                    .clone()
-                    .unwrap_or_else(|| "closed for good".into()),
-            ));
-        }
-    }
-    summary
-}
-
-/// The URL without a password (`redis://:secret@host` → `redis://:***@host`).
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(_) => url.to_owned(),
-        Err(_) => "<unparsable URL>".to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shardset_contract::ShardState;
 
     #[test]
     fn a_failing_redis_is_left_alone_longer_each_time() {

@@ -8,7 +8,6 @@
 //! Identify queue facade, runs every shard until shutdown, lets the bus and the handler finish
 //! ([`Handler::finish`]), and closes the endpoints last.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +21,7 @@ use super::metrics::Metrics;
 use super::run::{Outcome, run};
 use super::server;
 use super::settings::Settings;
+use super::start_error::StartError;
 use super::startup::{self, REFUSED_TOKEN, RefusalRecords, Refused};
 use crate::bus::BusMetrics;
 use crate::bus::jetstream::{self, JetStreamConfig};
@@ -36,55 +36,13 @@ use crate::identify::http_facade::{self, BearerToken, FacadeConfig};
 use crate::identify::queue::IdentifyQueue;
 use crate::shard::config::{ShardConfig, Shared};
 use crate::shard::records::Records;
-use shardset_contract::rest::{DiscordRest, GatewayBot, RestError};
+use shardset_contract::rest::{DiscordRest, GatewayBot};
 use shardset_contract::token::Token;
 use shardset_contract::{Keys, env};
 use shardset_handler::Auth;
 
 /// The longest the publishes still in flight at shutdown may take.
 const BUS_DRAIN_WAIT: Duration = Duration::from_secs(10);
-
-/// Why a worker could not start. (Discord refusing the token is not one: the worker reports it
-/// and waits for shutdown, see [`Outcome::refused`].)
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("invalid shard range {first}..={last} of {total} (need first <= last < total)")]
-    ShardRange { first: u32, last: u32, total: u32 },
-    #[error("{} is not set", env::DISCORD_TOKEN)]
-    NoToken,
-    #[error("cannot listen on {addr}")]
-    Listen {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The Redis URL cannot take the password (no URL, or one that cannot carry a password).
-    #[error("{0}")]
-    RedisUrl(&'static str),
-    #[error("invalid REDIS_URL")]
-    Redis(#[from] redis::RedisError),
-    #[error(transparent)]
-    DiscordApi(#[from] RestError),
-    #[error("{0}")]
-    Config(String),
-    #[error("the bus: {0}")]
-    Bus(#[from] jetstream::StartError),
-}
-
-impl StartError {
-    /// A fixed label for logs and metrics.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Self::ShardRange { .. } => "shard_range",
-            Self::NoToken => "no_token",
-            Self::Listen { .. } => "listen",
-            Self::RedisUrl(_) | Self::Redis(_) => "redis_url",
-            Self::DiscordApi(_) => "discord_api_url",
-            Self::Config(_) => "config",
-            Self::Bus(_) => "bus",
-        }
-    }
-}
 
 /// Sets up and runs a worker: its settings, the secrets, and the optional parts a bot may want
 /// to bring (a metrics registry of its own, session timing).

@@ -22,10 +22,12 @@ pub mod run;
 pub mod server;
 pub mod settings;
 pub mod signal;
+mod start_error;
 mod startup;
 
-pub use builder::{Builder, StartError};
+pub use builder::Builder;
 pub use run::{HANDLER_PANICKED, Outcome, run};
 pub use settings::Settings;
 pub use signal::shutdown_on_signal;
+pub use start_error::StartError;
 pub use startup::REFUSED_TOKEN;
