@@ -442,15 +442,41 @@ impl ShardSetSpec {
 /// Where `make generate` writes the CRD, relative to the repository root.
 pub const CRD_PATH: &str = "crds/shardset.io_shardsets.yaml";
 
+/// A field's doc comment as `kubectl explain` should show it: `kubectl explain` wraps text to the
+/// terminal itself, so the hard line breaks of a `///` comment (wrapped at 100 columns in the
+/// source) come out as ragged lines. Lines of a paragraph are joined; blank lines (paragraphs) and
+/// list items (`- `) keep their breaks.
+fn reflow_description(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines().map(str::trim) {
+        let at_line_start = out.is_empty() || out.ends_with('\n');
+        if line.is_empty() {
+            if !out.is_empty() && !out.ends_with("\n\n") {
+                out.push_str(if at_line_start { "\n" } else { "\n\n" });
+            }
+            continue;
+        }
+        if !at_line_start {
+            out.push(if line.starts_with("- ") { '\n' } else { ' ' });
+        }
+        out.push_str(line);
+    }
+    out.trim_end().to_owned()
+}
+
 /// The CRD to install: the derived one, with the unsigned integer formats schemars writes
 /// (`uint32`, `uint64`) replaced by the OpenAPI ones the apiserver knows (it warns on every apply
-/// otherwise); the `minimum: 0` beside them keeps the meaning.
+/// otherwise), the `minimum: 0` beside them keeping the meaning, and descriptions reflowed for
+/// `kubectl explain` ([`reflow_description`]).
 pub fn crd()
 -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
     use kube::CustomResourceExt;
     fn fix(value: &mut serde_json::Value) {
         match value {
             serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::String(description)) = map.get_mut("description") {
+                    *description = reflow_description(description);
+                }
                 if let Some(serde_json::Value::String(format)) = map.get_mut("format") {
                     match format.as_str() {
                         "uint32" => *format = "int32".into(),
@@ -495,6 +521,21 @@ mod tests {
         assert!(
             checked_in == crd_yaml().expect("yaml"),
             "{CRD_PATH} is stale: run `make generate` and commit it"
+        );
+    }
+
+    #[test]
+    fn descriptions_are_reflowed_for_kubectl_explain() {
+        assert_eq!(
+            reflow_description(
+                "One line\nwrapped here.\n\nA second\nparagraph:\n- item one\n  goes on\n- item two"
+            ),
+            "One line wrapped here.\n\nA second paragraph:\n- item one goes on\n- item two"
+        );
+        let json = schema_json().to_string();
+        assert!(
+            !json.contains("(default\\n10000)"),
+            "a description still holds the source's hard line breaks"
         );
     }
 
