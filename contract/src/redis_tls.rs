@@ -55,7 +55,7 @@ impl RedisClientError {
 }
 
 /// A checked CA bundle: PEM certificates, each a usable trust anchor.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct CaBundle {
     pem: Vec<u8>,
 }
