@@ -42,6 +42,7 @@ pub const RESERVED_ENV: &[&str] = &[
     shardset_contract::env::MAX_CONCURRENCY,
     shardset_contract::env::REDIS_URL,
     shardset_contract::env::REDIS_PASSWORD,
+    shardset_contract::env::REDIS_CA_FILE,
     shardset_contract::env::DISCORD_API_URL,
     shardset_contract::env::DISCORD_TOKEN,
     shardset_contract::env::DISCORD_INTENTS,
@@ -292,14 +293,51 @@ fn default_token_key() -> String {
 
 /// The bot's Redis.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(
+    validation = Rule::new("!has(self.tls) || self.url.startsWith('rediss://')")
+        .message("spec.redis.tls needs a rediss:// URL in spec.redis.url")
+        .field_path(".tls")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct RedisSpec {
-    /// `redis://host:port/db` or `rediss://` for TLS.
+    /// `redis://host:port/db`, or `rediss://` for TLS: the server's certificate must match the
+    /// host and chain to a public root (the Mozilla roots built into the worker and the
+    /// operator), or to the CA of `tls.caSecretRef`.
     #[schemars(regex(pattern = r"^rediss?://.+"), length(max = 2048))]
     pub url: String,
     /// Secret key holding the Redis password, if Redis needs one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<RedisSecretRef>,
+    /// TLS settings of a `rediss://` Redis whose certificate a private CA signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RedisTlsSpec>,
+}
+
+/// How a `rediss://` Redis is trusted.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisTlsSpec {
+    /// Secret key holding the CA certificates (PEM) that signed the Redis server's
+    /// certificate. Only these are trusted (not the public roots). Mounted read-only into the
+    /// worker pods (env `REDIS_CA_FILE`) and read by the operator for its own connection.
+    pub ca_secret_ref: RedisCaSecretRef,
+}
+
+/// Where the Redis CA bundle lives.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisCaSecretRef {
+    /// Secret name, in the ShardSet's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret (default `ca.crt`, as cert-manager and the chart write it).
+    #[serde(default = "default_ca_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_ca_key() -> String {
+    "ca.crt".into()
 }
 
 /// Where the Redis password lives.
@@ -411,7 +449,7 @@ pub struct PodOverrides {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 128))]
     #[x_kube(validation = Rule::new(
-        "self.all(e, !(e.name in ['SHARD_FIRST', 'SHARD_LAST', 'SHARD_TOTAL', 'MAX_CONCURRENCY', 'REDIS_URL', 'REDIS_PASSWORD', 'DISCORD_API_URL', 'DISCORD_TOKEN', 'DISCORD_INTENTS', 'SHARDSET_LAYOUT', 'SHARDSET_NAME', 'POD_NAME', 'IDENTIFY_RESERVE', 'IDENTIFY_WINDOW_MS', 'IDENTIFY_MARGIN_MS', 'GATEWAY_COMPRESSION', 'HANDOVER_WINDOW_MS', 'HANDOVER_CLAIM_TTL_MS', 'NATS_URL', 'NATS_USER', 'NATS_PASSWORD', 'NATS_TOKEN', 'SHARDSET_STREAM', 'SHARDSET_SUBJECT_PREFIX', 'SHARDSET_PARTITIONS']))"
+        "self.all(e, !(e.name in ['SHARD_FIRST', 'SHARD_LAST', 'SHARD_TOTAL', 'MAX_CONCURRENCY', 'REDIS_URL', 'REDIS_PASSWORD', 'REDIS_CA_FILE', 'DISCORD_API_URL', 'DISCORD_TOKEN', 'DISCORD_INTENTS', 'SHARDSET_LAYOUT', 'SHARDSET_NAME', 'POD_NAME', 'IDENTIFY_RESERVE', 'IDENTIFY_WINDOW_MS', 'IDENTIFY_MARGIN_MS', 'GATEWAY_COMPRESSION', 'HANDOVER_WINDOW_MS', 'HANDOVER_CLAIM_TTL_MS', 'NATS_URL', 'NATS_USER', 'NATS_PASSWORD', 'NATS_TOKEN', 'SHARDSET_STREAM', 'SHARDSET_SUBJECT_PREFIX', 'SHARDSET_PARTITIONS']))"
     ).message(
         "spec.pod.env must not set the variables the operator sets itself (SHARD_*, DISCORD_*, REDIS_*, SHARDSET_*, POD_NAME, MAX_CONCURRENCY, IDENTIFY_*, GATEWAY_COMPRESSION, HANDOVER_*, NATS_*): use the matching spec fields (spec.bus for the bus), and spec.tokenSecretRef for the token"
     ))]
