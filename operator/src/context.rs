@@ -34,6 +34,9 @@ pub struct Settings {
     /// The worker image of ShardSets without `spec.image`: the one the operator was released
     /// with (`--worker-image`, the chart's `workerImage`).
     pub worker_image: Option<String>,
+    /// Make each ShardSet's worker NetworkPolicy ([`crate::network_policy`]); on unless
+    /// `--worker-network-policy=false` (the chart's `networkPolicy.workers`).
+    pub worker_network_policy: bool,
 }
 
 impl Default for Settings {
@@ -43,6 +46,7 @@ impl Default for Settings {
             cleanup_give_up: Duration::from_secs(120),
             trusted_api_hosts: TrustedHosts::default(),
             worker_image: None,
+            worker_network_policy: true,
         }
     }
 }

@@ -17,16 +17,13 @@
 //! `unhealthyPodEvictionPolicy: AlwaysAllow`: a pod that is not Ready handles no events, so
 //! evicting it costs nothing and a crash-looping pod never blocks a drain.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
-use kube::api::ObjectMeta;
 
 use crate::crd::ShardSet;
-use crate::names::{self, labels};
+use crate::owned;
 use crate::plan::Progress;
 use crate::pods::{self, BuildError};
 
@@ -46,25 +43,14 @@ pub fn min_available(progress: &Progress) -> i32 {
 
 /// The budget the ShardSet needs now, given where its pods stand.
 pub fn build(shardset: &ShardSet, progress: &Progress) -> Result<PodDisruptionBudget, BuildError> {
-    let (name, namespace, owner) = pods::identity(shardset)?;
+    let metadata = owned::metadata(shardset)?;
+    let name = shardset.name_any();
     Ok(PodDisruptionBudget {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some(namespace.to_owned()),
-            labels: Some(BTreeMap::from([
-                (labels::NAME.to_owned(), names::APP_NAME.to_owned()),
-                (labels::INSTANCE.to_owned(), name.to_owned()),
-                (labels::MANAGED_BY.to_owned(), names::MANAGED_BY.to_owned()),
-                (labels::PART_OF.to_owned(), names::PART_OF.to_owned()),
-                (labels::SHARDSET.to_owned(), name.to_owned()),
-            ])),
-            owner_references: Some(vec![owner]),
-            ..ObjectMeta::default()
-        },
+        metadata,
         spec: Some(PodDisruptionBudgetSpec {
             min_available: Some(IntOrString::Int(min_available(progress))),
             selector: Some(LabelSelector {
-                match_labels: Some(pods::selector_labels(name)),
+                match_labels: Some(pods::selector_labels(&name)),
                 ..LabelSelector::default()
             }),
             unhealthy_pod_eviction_policy: Some(UNHEALTHY_POD_EVICTION_POLICY.to_owned()),
@@ -75,37 +61,11 @@ pub fn build(shardset: &ShardSet, progress: &Progress) -> Result<PodDisruptionBu
 }
 
 /// What to do about the budget.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Step {
-    /// None exists: create it.
-    Create(PodDisruptionBudget),
-    /// Ours, but its spec differs: apply it.
-    Update(PodDisruptionBudget),
-    /// Ours and as wanted: nothing to write.
-    Keep,
-    /// An object the ShardSet does not control holds the name: left alone.
-    NameTaken,
-}
+pub type Step = owned::Step<PodDisruptionBudget>;
 
 /// Compares the wanted budget with the one found under its name (`None`: none).
 pub fn step(want: PodDisruptionBudget, found: Option<&PodDisruptionBudget>) -> Step {
-    let Some(found) = found else {
-        return Step::Create(want);
-    };
-    let owner_uid = want
-        .metadata
-        .owner_references
-        .as_ref()
-        .and_then(|o| o.first())
-        .map(|o| o.uid.as_str());
-    let ours = found
-        .owner_references()
-        .iter()
-        .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == owner_uid);
-    if !ours {
-        return Step::NameTaken;
-    }
-    let same = |f: &PodDisruptionBudget| {
+    owned::step(want, found, |f: &PodDisruptionBudget| {
         f.spec.as_ref().map(|s| {
             (
                 s.min_available.clone(),
@@ -114,12 +74,7 @@ pub fn step(want: PodDisruptionBudget, found: Option<&PodDisruptionBudget>) -> S
                 s.unhealthy_pod_eviction_policy.clone(),
             )
         })
-    };
-    if same(found) == same(&want) {
-        Step::Keep
-    } else {
-        Step::Update(want)
-    }
+    })
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@
 //! - [`names`]: label keys, finalizer, field manager: every name we write on objects.
 //! - [`plan`]: shard ranges and the pods to create, delete or replace.
 //! - [`pods`]: the worker Pod for one range; [`bus_env`]: its bus variables, from `spec.bus`.
-//! - [`disruption_budget`]: the worker pods' PodDisruptionBudget.
+//! - [`disruption_budget`]: the worker pods' PodDisruptionBudget; [`network_policy`]: their
+//!   NetworkPolicy (egress); [`owned`]: what both share (metadata, create/update/keep).
 //! - [`reshard`]: the shard total, and the hand-over between layouts step by step
 //!   (`docs/resharding.md`), with its I/O in [`reshard::handover`].
 //! - [`node_loss`]: when a pod on a lost node is force-deleted, and its node-loss tolerations.
@@ -29,7 +30,9 @@ pub mod bus_env;
 pub mod crd;
 pub mod disruption_budget;
 pub mod names;
+pub mod network_policy;
 pub mod node_loss;
+pub mod owned;
 pub mod plan;
 pub mod pods;
 pub mod redis_ca;

@@ -72,6 +72,11 @@ struct Args {
     /// operator (the chart sets it from `workerImage`). Unset: such ShardSets get no pods.
     #[arg(long, env = "WORKER_IMAGE", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     worker_image: Option<String>,
+    /// Make a NetworkPolicy per ShardSet that limits its worker pods' egress to DNS, Redis,
+    /// Discord (443), a trusted fake's port and the bus (`--worker-network-policy=false`: none,
+    /// for CNIs or egress proxies that need rules of their own).
+    #[arg(long, env = "WORKER_NETWORK_POLICY", default_value_t = true, action = clap::ArgAction::Set)]
+    worker_network_policy: bool,
 }
 
 #[tokio::main]
@@ -138,6 +143,7 @@ async fn main() -> anyhow::Result<()> {
         cleanup_give_up: Duration::from_secs(args.cleanup_give_up_seconds),
         trusted_api_hosts,
         worker_image: args.worker_image.clone(),
+        worker_network_policy: args.worker_network_policy,
     };
     let ctx = Arc::new(Context::new(
         client.clone(),

@@ -10,7 +10,8 @@
 //! `gateway.apiUrl` names a host the operator does not trust sends its token nowhere and gets no
 //! pods, only the `UntrustedApiUrl` condition; a second ShardSet for a bot another one runs gets
 //! `DuplicateBot` and no pods, and takes the bot over once the first is gone; a budget the
-//! operator may not keep degrades the status and stops nothing.
+//! operator may not keep degrades the status and stops nothing; the worker NetworkPolicy is
+//! created before the pods, and one the operator may not keep degrades and stops nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -134,8 +135,20 @@ struct World {
 }
 
 impl World {
-    /// The world, with an operator that trusts the fake Discord's host.
+    /// The world, with an operator that trusts the fake Discord's host. It makes no worker
+    /// NetworkPolicy (`--worker-network-policy=false`): only the scenario about it does
+    /// ([`World::with_network_policy`]).
     async fn new() -> Self {
+        Self::with(Settings {
+            trusted_api_hosts: TrustedHosts::parse(&["127.0.0.1"]).expect("hosts"),
+            worker_network_policy: false,
+            ..Settings::default()
+        })
+        .await
+    }
+
+    /// [`World::new`] with the operator's default: a worker NetworkPolicy per ShardSet.
+    async fn with_network_policy() -> Self {
         Self::with(Settings {
             trusted_api_hosts: TrustedHosts::parse(&["127.0.0.1"]).expect("hosts"),
             ..Settings::default()
@@ -290,6 +303,38 @@ impl World {
         let pdb = call.body.clone();
         reply(call, &pdb);
         pdb
+    }
+
+    /// A status with `Degraded=True` for `reason`, its message holding `says`, then a Warning
+    /// Event with that reason.
+    async fn expect_degraded(&mut self, ss: &ShardSet, reason: &str, says: &str) {
+        self.expect_status(ss, |status| {
+            let degraded = status["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Degraded"))
+                .expect("Degraded");
+            assert_eq!(
+                (&degraded["status"], &degraded["reason"]),
+                (&json!("True"), &json!(reason))
+            );
+            assert!(
+                degraded["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(says)),
+                "{degraded}"
+            );
+        })
+        .await;
+        let call = self
+            .api
+            .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/ns/events")
+            .await;
+        assert_eq!(
+            (&call.body["type"], &call.body["reason"]),
+            (&json!("Warning"), &json!(reason))
+        );
+        let event = call.body.clone();
+        reply(call, &event);
     }
 
     /// A pass that refuses the ShardSet: no pods, the budget kept, a status with
@@ -465,7 +510,11 @@ async fn passes_create_the_pods_then_record_them_then_write_nothing() {
 #[tokio::test]
 async fn an_untrusted_api_url_gets_no_token_and_no_pods() {
     // An operator installed without trusted hosts: only Discord's own API is allowed.
-    let mut world = World::with(Settings::default()).await;
+    let mut world = World::with(Settings {
+        worker_network_policy: false,
+        ..Settings::default()
+    })
+    .await;
     // Whatever listens at the ShardSet's apiUrl counts the connections it gets.
     let spy = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -582,33 +631,87 @@ async fn a_budget_the_operator_may_not_keep_degrades_and_stops_nothing() {
     let call = world.api.expect(Method::GET, PDB_PATH).await;
     reply_status(call, 403, "Forbidden");
     world
-        .expect_status(&ss, |status| {
-            let degraded = status["conditions"]
-                .as_array()
-                .and_then(|cs| cs.iter().find(|c| c["type"] == "Degraded"))
-                .expect("Degraded");
-            assert_eq!(
-                (&degraded["status"], &degraded["reason"]),
-                (&json!("True"), &json!("DisruptionBudgetFailed"))
-            );
-            assert!(
-                degraded["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("cannot read the PodDisruptionBudget bot")),
-                "{degraded}"
-            );
-        })
+        .expect_degraded(
+            &ss,
+            "DisruptionBudgetFailed",
+            "cannot read the PodDisruptionBudget bot",
+        )
         .await;
+    world.api.finish(pass).await;
+    world.discord.shutdown().await;
+}
+
+/// The worker NetworkPolicy of the ShardSet `bot`.
+const NETPOL_PATH: &str = "/apis/networking.k8s.io/v1/namespaces/ns/networkpolicies/bot";
+
+#[tokio::test]
+async fn the_worker_network_policy_is_made_before_the_pods() {
+    let mut world = World::with_network_policy().await;
+    let ss = world.shardset(true);
+    let pass = world.start(&ss);
+    world.expect_reads(&[]).await;
+    // Before any pod: none yet, so it is created, owned by the ShardSet, for its pods' egress.
+    let call = world.api.expect(Method::GET, NETPOL_PATH).await;
+    reply_status(call, 404, "NotFound");
     let call = world
         .api
-        .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/ns/events")
+        .expect(
+            Method::POST,
+            "/apis/networking.k8s.io/v1/namespaces/ns/networkpolicies",
+        )
         .await;
+    let policy = call.body.clone();
+    assert_eq!(policy["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Egress"]));
     assert_eq!(
-        (&call.body["type"], &call.body["reason"]),
-        (&json!("Warning"), &json!("DisruptionBudgetFailed"))
+        policy["spec"]["podSelector"]["matchLabels"]["shardset.io/shardset"],
+        "bot"
     );
-    let event = call.body.clone();
-    reply(call, &event);
+    let port_of = |url: &str| {
+        url.rsplit(':')
+            .next()
+            .and_then(|p| p.split('/').next())
+            .and_then(|p| p.parse::<u64>().ok())
+            .expect("port")
+    };
+    let redis_port = port_of(&world.redis.url());
+    let fake_port = port_of(&world.discord.api_url());
+    let tcp: Vec<u64> = policy["spec"]["egress"][1]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .filter_map(|p| p["port"].as_u64())
+        .collect();
+    let mut want = vec![443, redis_port, fake_port];
+    want.sort_unstable();
+    assert_eq!(tcp, want, "Discord, this Redis and the trusted fake only");
+    reply(call, &policy);
+    world.expect_pods_created(2).await;
+    world.expect_budget_created().await;
+    world.expect_status(&ss, |_| {}).await;
+    world.api.finish(pass).await;
+    world.discord.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_network_policy_the_operator_may_not_keep_degrades_and_stops_nothing() {
+    // An operator newer than the chart's RBAC (no `networkpolicies` rule): the pods run, the
+    // status says their egress is not limited.
+    let mut world = World::with_network_policy().await;
+    let ss = world.shardset(true);
+    let pass = world.start(&ss);
+    world.expect_reads(&[]).await;
+    let call = world.api.expect(Method::GET, NETPOL_PATH).await;
+    reply_status(call, 403, "Forbidden");
+    world.expect_pods_created(2).await;
+    world.expect_budget_created().await;
+    world
+        .expect_degraded(
+            &ss,
+            "NetworkPolicyFailed",
+            "cannot read the NetworkPolicy bot",
+        )
+        .await;
     world.api.finish(pass).await;
     world.discord.shutdown().await;
 }

@@ -31,7 +31,7 @@ kubectl create namespace "$DEMO_NS" --dry-run=client -o yaml | kubectl apply -f 
 helm upgrade --install shardset-operator charts/shardset-operator \
   --namespace "$OP_NS" --create-namespace --set watchNamespace="$DEMO_NS" \
   --set redis.enabled=true --set redis.image.repository=shardset/redis --set redis.image.tag=dev \
-  --set "trustedApiHosts={fake-discord.$DEMO_NS}" \
+  --set "trustedApiHosts={fake-discord.$DEMO_NS:8080}" \
   --set nats.enabled=true --set nats.image.repository=shardset/nats --set nats.image.tag=dev \
   --wait --timeout 5m
 # Helm installs CRDs only on first install: apply the current one, as an upgrade would.
@@ -50,6 +50,11 @@ in_namespaces() {
       -e "s/fake-discord.shardset-demo/fake-discord.$DEMO_NS/" \
       -e "s/shardset-shardset-demo-demo-bot/shardset-$DEMO_NS-demo-bot/" "$1"
 }
+# The chart's Redis requires the password it generated into its Secret, in $OP_NS: the ShardSet
+# reads it from a copy in its own namespace (piped, so that it is in no command line).
+kubectl get secret -n "$OP_NS" shardset-operator-redis -o jsonpath='{.data.password}' | base64 -d |
+  kubectl create secret generic shardset-operator-redis -n "$DEMO_NS" --from-file=password=/dev/stdin \
+    --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 in_namespaces tests/demo/shardset.yaml | kubectl apply -n "$DEMO_NS" -f -
 
 say "6/7 waiting until the ShardSet is Ready (timeout $TIMEOUT)"

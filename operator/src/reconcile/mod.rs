@@ -7,7 +7,8 @@
 //!    Redis), which says which layout the pods follow and what may be created or deleted.
 //! 4. [`fatal_markers`]: a new token or new intents let shards refused for good try again.
 //! 5. [`decide`]: the pods wanted and the plan to get there (no client).
-//! 6. [`act`]: pod deletes and creates, force-deletes on lost nodes, with their Events.
+//! 6. [`network_policy`]: the pods' NetworkPolicy (egress), before any pod exists to need it;
+//!    then [`act`]: pod deletes and creates, force-deletes on lost nodes, with their Events.
 //! 7. [`disruption_budget`]: the pods' PodDisruptionBudget, sized to the pods wanted now.
 //! 8. [`update_status`]: the workers' reports from Redis; the status, written only if it changed.
 //!
@@ -21,6 +22,8 @@ pub mod decide;
 pub mod dereference;
 pub mod disruption_budget;
 pub mod fatal_markers;
+pub mod network_policy;
+pub mod owned;
 pub mod redis_secrets;
 pub mod secrets;
 pub mod update_status;
@@ -115,6 +118,9 @@ pub async fn apply(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result<Acti
     )?;
     problems.extend(decided.pods_failing.clone());
 
+    if !decided.desired.is_empty() && ctx.settings.worker_network_policy {
+        problems.extend(network_policy::keep(ctx, ss, namespace).await);
+    }
     let recheck_stuck = act::act(ss, namespace, ctx, &decided, &pods).await?;
     if !decided.desired.is_empty() {
         problems.extend(disruption_budget::keep(ctx, ss, namespace, &decided.plan.progress).await);

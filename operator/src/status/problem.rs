@@ -32,6 +32,9 @@ pub enum Problem {
     /// The pods' PodDisruptionBudget cannot be kept (RBAC, a foreign object under its name):
     /// drains are not paced.
     DisruptionBudgetFailed(String),
+    /// The worker pods' NetworkPolicy cannot be kept (RBAC, a foreign object under its name):
+    /// their egress is not limited.
+    NetworkPolicyFailed(String),
 }
 
 impl Problem {
@@ -51,6 +54,7 @@ impl Problem {
             Self::UntrustedApiUrl(_) => "UntrustedApiUrl",
             Self::DuplicateBot(_) => "DuplicateBot",
             Self::DisruptionBudgetFailed(_) => "DisruptionBudgetFailed",
+            Self::NetworkPolicyFailed(_) => "NetworkPolicyFailed",
         }
     }
 
@@ -69,7 +73,8 @@ impl Problem {
             | Self::PodsFailing(m)
             | Self::UntrustedApiUrl(m)
             | Self::DuplicateBot(m)
-            | Self::DisruptionBudgetFailed(m) => m,
+            | Self::DisruptionBudgetFailed(m)
+            | Self::NetworkPolicyFailed(m) => m,
         }
     }
 

@@ -70,6 +70,11 @@ impl ShardSetManifest {
         self.set(&["redis", "url"], json!(url))
     }
 
+    /// `spec.redis.secretRef.name` (the key stays `password`): the Redis password's Secret.
+    pub fn redis_secret(self, name: &str) -> Self {
+        self.set(&["redis", "secretRef", "name"], json!(name))
+    }
+
     /// `spec.gateway.apiUrl`: where the workers and the operator find Discord (the fake).
     pub fn api_url(self, url: &str) -> Self {
         self.set(&["gateway", "apiUrl"], json!(url))

@@ -161,6 +161,19 @@ impl TestNamespace {
         if let Some(node) = node {
             pod.spec.as_mut().context("spec")?.node_name = Some(node.to_string());
         }
+        self.run_probe_pod(pod).await
+    }
+
+    /// [`TestNamespace::run_probe`] of a probe pod made by the caller (labels, env).
+    pub async fn run_probe_pod(&self, pod: Pod) -> anyhow::Result<serde_json::Value> {
+        let name = pod.metadata.name.clone().context("probe pod name")?;
+        let name = name.as_str();
+        let args = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.first())
+            .and_then(|c| c.args.clone())
+            .unwrap_or_default();
         let pods = self.api::<Pod>();
         pods.create(&PostParams::default(), &pod).await?;
         let done = waits::wait_for(

@@ -75,6 +75,7 @@ fn bad_values_are_refused_with_their_name() -> anyhow::Result<()> {
                 ("image.repository=", "repository"),
                 ("metrics.port=70000", "port"),
                 ("metrics.serviceMonitor.interval=soon", "interval"),
+                ("metrics.bindAddress=anywhere", "bindAddress"),
                 (
                     "leaderElection.leaseDurationSeconds=1",
                     "leaseDurationSeconds",
@@ -206,6 +207,9 @@ fn rbac_is_exactly_what_the_operator_uses() -> anyhow::Result<()> {
         ("policy", "poddisruptionbudgets", "get"),
         ("policy", "poddisruptionbudgets", "create"),
         ("policy", "poddisruptionbudgets", "patch"),
+        ("networking.k8s.io", "networkpolicies", "get"),
+        ("networking.k8s.io", "networkpolicies", "create"),
+        ("networking.k8s.io", "networkpolicies", "patch"),
     ]
     .into_iter()
     .map(|(g, r, v)| (g.to_owned(), r.to_owned(), v.to_owned()))
@@ -243,6 +247,16 @@ fn rbac_is_exactly_what_the_operator_uses() -> anyhow::Result<()> {
         rules(&cluster, "ClusterRole")?
     );
     ensure!(rules(&cluster, "Role")? == lease, "the Lease Role");
+
+    // Without the worker NetworkPolicies, no right to make them.
+    let no_policies = helm_template("shardset-operator", &["networkPolicy.workers=false"])?;
+    let mut without = expected.clone();
+    without.retain(|(_, resource, _)| resource != "networkpolicies");
+    ensure!(
+        rules(&no_policies, "ClusterRole")? == without,
+        "ClusterRole: {:#?}",
+        rules(&no_policies, "ClusterRole")?
+    );
     Ok(())
 }
 
@@ -351,11 +365,33 @@ fn the_worker_image_default_and_the_operators_budget() -> anyhow::Result<()> {
 
 /// The chart's Redis container in a rendered chart: its args, mounts and the pod's volumes.
 fn redis_pod(rendered: &str) -> anyhow::Result<serde_json::Value> {
-    let deployment = objects(rendered, "Deployment")?
-        .into_iter()
-        .find(|d| d["metadata"]["name"] == "release-shardset-operator-redis")
-        .context("the Redis Deployment")?;
+    let deployment = object(rendered, "Deployment", "release-shardset-operator-redis")?;
     Ok(deployment["spec"]["template"]["spec"].clone())
+}
+
+/// The names of the TLS Secrets the chart generated (the password's Secret is always there).
+fn tls_secrets(rendered: &str) -> anyhow::Result<Vec<String>> {
+    Ok(objects(rendered, "Secret")?
+        .iter()
+        .filter_map(|s| s["metadata"]["name"].as_str().map(String::from))
+        .filter(|name| name.ends_with("-redis-tls") || name.ends_with("-redis-ca"))
+        .collect())
+}
+
+/// The Redis pod's volume named `name`, and its container's mount of it.
+fn redis_volume(pod: &serde_json::Value, name: &str) -> (serde_json::Value, serde_json::Value) {
+    let find = |list: &serde_json::Value| {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"] == name)
+            .cloned()
+            .unwrap_or_default()
+    };
+    (
+        find(&pod["volumes"]),
+        find(&pod["containers"][0]["volumeMounts"]),
+    )
 }
 
 fn strings(value: &serde_json::Value) -> Vec<String> {
@@ -379,10 +415,7 @@ fn the_charts_redis_serves_tls_with_a_generated_ca_or_a_secret_of_ones_own() -> 
     let args = strings(&redis_pod(&plain)?["containers"][0]["args"]);
     ensure!(args[..2] == ["--port", "6379"], "{args:?}");
     ensure!(!args.iter().any(|a| a.starts_with("--tls")), "{args:?}");
-    ensure!(
-        objects(&plain, "Secret")?.is_empty(),
-        "no Secret without TLS"
-    );
+    ensure!(tls_secrets(&plain)?.is_empty(), "no TLS Secret without TLS");
 
     // TLS: a generated CA and server certificate, the CA alone in its own Secret.
     let tls = helm_template(
@@ -401,16 +434,17 @@ fn the_charts_redis_serves_tls_with_a_generated_ca_or_a_secret_of_ones_own() -> 
     ] {
         ensure!(args.windows(2).any(|w| w == pair), "{pair:?} in {args:?}");
     }
-    let mount = &pod["containers"][0]["volumeMounts"][1];
+    let (volume, mount) = redis_volume(&pod, "tls");
     ensure!(
         mount["mountPath"] == "/tls" && mount["readOnly"] == true,
         "{mount}"
     );
     ensure!(
-        pod["volumes"][1]["secret"]["secretName"] == "release-shardset-operator-redis-tls",
-        "{}",
-        pod["volumes"][1]
+        volume["secret"]["secretName"] == "release-shardset-operator-redis-tls",
+        "{volume}"
     );
+    // The password still comes from its Secret's redis.conf with TLS on.
+    ensure!(redis_pod(&tls)?["containers"][0]["command"][1] == "/etc/redis/auth/redis.conf");
     let secrets = objects(&tls, "Secret")?;
     let server = secrets
         .iter()
@@ -448,9 +482,172 @@ fn the_charts_redis_serves_tls_with_a_generated_ca_or_a_secret_of_ones_own() -> 
         ],
     )?;
     ensure!(
-        redis_pod(&own)?["volumes"][1]["secret"]["secretName"] == "redis-cert",
+        redis_volume(&redis_pod(&own)?, "tls").0["secret"]["secretName"] == "redis-cert",
         "the user's Secret"
     );
-    ensure!(objects(&own, "Secret")?.is_empty(), "nothing generated");
+    ensure!(tls_secrets(&own)?.is_empty(), "nothing generated");
+    Ok(())
+}
+
+/// The rendered object of `kind` named `name`.
+fn object(rendered: &str, kind: &str, name: &str) -> anyhow::Result<serde_json::Value> {
+    objects(rendered, kind)?
+        .into_iter()
+        .find(|o| o["metadata"]["name"] == name)
+        .with_context(|| format!("no {kind} {name}"))
+}
+
+/// The chart's Redis requires a password (issue 11, item 2): generated into a Secret, read by
+/// Redis from a file of that Secret (in no command line, no environment variable), protected
+/// mode left as Redis defaults it.
+#[test]
+fn the_charts_redis_requires_a_generated_password() -> anyhow::Result<()> {
+    if !cluster_configured("the_charts_redis_requires_a_generated_password") {
+        return Ok(());
+    }
+    let rendered = helm_template("shardset-operator", &["redis.enabled=true"])?;
+    let secret = object(&rendered, "Secret", "release-shardset-operator-redis")?;
+    let decode = |key: &str| -> anyhow::Result<String> {
+        use base64::Engine as _;
+        let text = secret["data"][key].as_str().context(key.to_owned())?;
+        Ok(String::from_utf8(
+            base64::engine::general_purpose::STANDARD.decode(text)?,
+        )?)
+    };
+    let password = decode("password")?;
+    ensure!(
+        password.len() == 32 && password.chars().all(|c| c.is_ascii_alphanumeric()),
+        "a 32-character password: {} characters",
+        password.len()
+    );
+    ensure!(decode("redis.conf")? == format!("requirepass {password}\n"));
+    // Each render (each install) makes a new one; an upgrade reads the installed one back
+    // (`lookup`, which only a cluster answers: seen by the e2e scenario).
+    let again = helm_template("shardset-operator", &["redis.enabled=true"])?;
+    ensure!(
+        !again.contains(&password),
+        "a password is generated, not fixed"
+    );
+
+    let deployment = object(&rendered, "Deployment", "release-shardset-operator-redis")?;
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    ensure!(
+        container["command"] == serde_json::json!(["redis-server", "/etc/redis/auth/redis.conf"]),
+        "{container:#}"
+    );
+    let text = container.to_string();
+    ensure!(
+        !text.contains("protected-mode") && !text.contains(&password) && container["env"].is_null(),
+        "no protected-mode override, the password in no argument or variable: {container:#}"
+    );
+    ensure!(
+        pod["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|v| v["secret"]["secretName"] == "release-shardset-operator-redis"),
+        "{pod:#}"
+    );
+    Ok(())
+}
+
+/// NetworkPolicies by default (issue 11, items 2 and 18): the operator's (ingress to its metrics
+/// port, egress to Redis only at the chart's Redis pod, the trusted fakes' ports), the chart's
+/// Redis's (ingress on 6379 only from this release's operator and from worker pods), and the
+/// operator told to make the workers' own.
+#[test]
+fn network_policies_are_on_by_default() -> anyhow::Result<()> {
+    if !cluster_configured("network_policies_are_on_by_default") {
+        return Ok(());
+    }
+    let rendered = helm_template(
+        "shardset-operator",
+        &[
+            "redis.enabled=true",
+            "trustedApiHosts={fake-discord:8080,other}",
+        ],
+    )?;
+    ensure!(operator_args(&rendered)?.contains(&"--worker-network-policy=true".to_owned()));
+    let operator = object(&rendered, "NetworkPolicy", "release-shardset-operator")?;
+    let spec = &operator["spec"];
+    ensure!(spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator");
+    ensure!(spec["ingress"] == serde_json::json!([{"ports": [{"port": 8080, "protocol": "TCP"}]}]));
+    let egress = spec["egress"].as_array().context("egress")?;
+    let mut open_ports = BTreeSet::new();
+    for rule in egress {
+        for port in rule["ports"].as_array().into_iter().flatten() {
+            let number = port["port"].as_u64().context("port")?;
+            if rule["to"].is_null() {
+                open_ports.insert(number);
+            } else {
+                ensure!(number == 6379, "{rule:#}");
+                ensure!(
+                    rule["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+                        == "redis",
+                    "{rule:#}"
+                );
+            }
+        }
+    }
+    ensure!(
+        open_ports == BTreeSet::from([53, 443, 6443, 8080]),
+        "to any address only DNS, the API server, Discord and the fake: {open_ports:?}"
+    );
+
+    let redis = object(
+        &rendered,
+        "NetworkPolicy",
+        "release-shardset-operator-redis",
+    )?;
+    let spec = &redis["spec"];
+    ensure!(spec["policyTypes"] == serde_json::json!(["Ingress"]));
+    ensure!(spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "redis");
+    let ingress = spec["ingress"].as_array().context("ingress")?;
+    ensure!(ingress.len() == 1, "{ingress:#?}");
+    ensure!(ingress[0]["ports"] == serde_json::json!([{"port": 6379, "protocol": "TCP"}]));
+    let from = &ingress[0]["from"];
+    ensure!(from[0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator");
+    ensure!(
+        from[1]["namespaceSelector"] == serde_json::json!({}),
+        "{from:#}"
+    );
+    ensure!(
+        from[1]["podSelector"]["matchLabels"]
+            == serde_json::json!({
+                "app.kubernetes.io/name": "shard-worker",
+                "app.kubernetes.io/managed-by": "shardset-operator",
+            }),
+        "the labels the operator puts on every worker pod: {from:#}"
+    );
+    // Watching one namespace: workers from that namespace only.
+    let scoped = helm_template(
+        "shardset-operator",
+        &["redis.enabled=true", "watchNamespace=bots"],
+    )?;
+    let redis = object(&scoped, "NetworkPolicy", "release-shardset-operator-redis")?;
+    ensure!(
+        redis["spec"]["ingress"][0]["from"][1]["namespaceSelector"]
+            == serde_json::json!({"matchLabels": {"kubernetes.io/metadata.name": "bots"}}),
+        "{redis:#}"
+    );
+
+    // Without the chart's Redis: 6379 anywhere unless narrowed; no Redis policy.
+    let own = helm_template("shardset-operator", &[])?;
+    ensure!(objects(&own, "NetworkPolicy")?.len() == 1);
+    ensure!(own.contains("port: 6379"));
+    let narrowed = helm_template("shardset-operator", &["networkPolicy.redisEgress=false"])?;
+    ensure!(!narrowed.contains("port: 6379"), "{narrowed}");
+    // Off: none, and the operator makes none for the workers.
+    let off = helm_template(
+        "shardset-operator",
+        &[
+            "redis.enabled=true",
+            "networkPolicy.enabled=false",
+            "networkPolicy.workers=false",
+        ],
+    )?;
+    ensure!(objects(&off, "NetworkPolicy")?.is_empty());
+    ensure!(operator_args(&off)?.contains(&"--worker-network-policy=false".to_owned()));
     Ok(())
 }

@@ -3,7 +3,8 @@
 //!
 //! 1. apply a ShardSet of 8 shards at 2 per pod → 4 worker pods Running and Ready, every shard
 //!    READY in the fake (one accepted Identify each), `kubectl get shardsets` shows 8/8/4 and the
-//!    guilds, zero violations;
+//!    guilds, zero violations; what guards the chart's Redis and the workers holds
+//!    ([`shardset_e2e::charts::guard`]: the password, the NetworkPolicies);
 //! 2. `kubectl edit` `spec.shards` 8 → 12, then `kubectl scale --replicas=6` → each new layout
 //!    Ready, the old one gone, zero violations;
 //! 3. delete a worker pod → replaced, and its sessions **resumed**: same session ids, one more
@@ -19,6 +20,7 @@ use anyhow::{Context as _, bail, ensure};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use shardset_e2e::charts::fake::IdentifyOutcome;
+use shardset_e2e::charts::guard::check_guards;
 use shardset_e2e::charts::{
     GUILDS, Placement, Stack, ensure_resumed, identifies_of, live_sessions,
 };
@@ -92,6 +94,12 @@ async fn install_scale_replace_delete() -> anyhow::Result<()> {
         accepted.iter().copied().collect::<BTreeSet<_>>() == (0..8).collect()
             && accepted.len() == 8,
         "expected one accepted Identify per shard, got {identifies:#?}"
+    );
+    let step = Instant::now();
+    check_guards(&stack, "bot").await?;
+    report!(
+        "Redis and worker guards checked in {:.1} s",
+        step.elapsed().as_secs_f64()
     );
     let table = ns.kubectl(&["get", "shardsets"])?;
     let rows: Vec<Vec<&str>> = table

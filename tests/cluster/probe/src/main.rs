@@ -10,6 +10,9 @@
 //! - `dns <name> [--wait S]`: resolve a name with the pod's resolver (cluster DNS), retrying for up to
 //!   S seconds, and print the addresses.
 //! - `get <host:port> <path>`: one plain HTTP/1.1 GET; print the status code.
+//! - `redis <host:port>`: connect (5 s at most), `AUTH` with `REDIS_PASSWORD` when it is set (by
+//!   `secretKeyRef`), then `PING`; print whether it connected and Redis's last reply (`PONG`, or
+//!   `NOAUTH ...` without the password). The password is never printed.
 //!
 //! One-shot modes print one JSON line on stdout and exit 0 when the operation itself ran (the
 //! tests judge the answer), non-zero when it could not run at all.
@@ -44,6 +47,8 @@ enum Mode {
     },
     /// One HTTP/1.1 GET of `path` from `addr` (host:port); report the status code.
     Get { addr: String, path: String },
+    /// Connect to Redis at `addr` (host:port), AUTH with `REDIS_PASSWORD` if set, PING; report.
+    Redis { addr: String },
 }
 
 #[derive(clap::Args, Default)]
@@ -72,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
         Mode::Api { path } => api(&path).await,
         Mode::Dns { name, wait } => dns(&name, wait).await,
         Mode::Get { addr, path } => get(&addr, &path).await,
+        Mode::Redis { addr } => redis_ping(&addr).await,
     }
 }
 
@@ -177,6 +183,74 @@ async fn get(addr: &str, path: &str) -> anyhow::Result<()> {
         }
         Ok(Err(e)) => json!({"addr": addr, "path": path, "status": 0, "error": e.to_string()}),
         Err(_) => json!({"addr": addr, "path": path, "status": 0, "error": "timed out after 10 s"}),
+    };
+    println!("{line}");
+    Ok(())
+}
+
+/// A RESP command of `args`.
+fn resp(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend(format!("${}\r\n{arg}\r\n", arg.len()).into_bytes());
+    }
+    out
+}
+
+/// Reads one reply line (`+PONG`, `-NOAUTH ...`, `+OK`), without its CRLF.
+async fn reply_line(stream: &mut tokio::net::TcpStream) -> std::io::Result<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        if stream.read(&mut byte).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        line.push(byte[0]);
+    }
+    line.truncate(line.len() - 2);
+    Ok(String::from_utf8_lossy(&line).into_owned())
+}
+
+async fn redis_ping(addr: &str) -> anyhow::Result<()> {
+    let password = std::env::var("REDIS_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
+    let connected =
+        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await;
+    let mut stream = match connected {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            println!(
+                "{}",
+                json!({"addr": addr, "connected": false, "error": e.to_string()})
+            );
+            return Ok(());
+        }
+        Err(_) => {
+            println!(
+                "{}",
+                json!({"addr": addr, "connected": false, "error": "timed out after 5 s"})
+            );
+            return Ok(());
+        }
+    };
+    let talk = async {
+        if let Some(password) = &password {
+            stream.write_all(&resp(&["AUTH", password])).await?;
+            let auth = reply_line(&mut stream).await?;
+            if auth != "+OK" {
+                return Ok(auth);
+            }
+        }
+        stream.write_all(&resp(&["PING"])).await?;
+        reply_line(&mut stream).await
+    };
+    let line = match tokio::time::timeout(Duration::from_secs(5), talk).await {
+        Ok(Ok(reply)) => {
+            json!({"addr": addr, "connected": true, "authenticated": password.is_some(), "reply": reply})
+        }
+        Ok(Err(e)) => json!({"addr": addr, "connected": true, "error": e.to_string()}),
+        Err(_) => json!({"addr": addr, "connected": true, "error": "no reply within 5 s"}),
     };
     println!("{line}");
     Ok(())

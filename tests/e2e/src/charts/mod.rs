@@ -3,6 +3,7 @@
 //! a port-forward to the chart's Redis, and the final token and RBAC sweep.
 
 pub mod fake;
+pub mod guard;
 pub mod port_forward;
 pub mod stack;
 pub mod sweep;

@@ -30,6 +30,8 @@ use crate::{TestNamespace, install_crd, kubectl};
 /// The operator chart's release name: its Redis Service is `shardset-operator-redis`, its metrics
 /// Service `shardset-operator-metrics`.
 pub const OPERATOR_RELEASE: &str = "shardset-operator";
+/// The chart's Redis password Secret (key `password`), which the chart generates on install.
+pub const REDIS_SECRET: &str = "shardset-operator-redis";
 /// The fake Discord chart's release name, also its Service name.
 pub const FAKE_RELEASE: &str = "fake-discord";
 /// The worker image `make images` builds.
@@ -138,8 +140,9 @@ impl<'a> Stack<'a> {
             "--set=redis.image.repository=shardset/redis".into(),
             "--set=redis.image.tag=dev".into(),
             "--set=logLevel=info".into(),
-            // The ShardSets name the fake by its Service in this namespace.
-            format!("--set=trustedApiHosts={{{FAKE_RELEASE}}}"),
+            // The ShardSets name the fake by its Service in this namespace; with its port, the
+            // operator's NetworkPolicy lets it reach the fake.
+            format!("--set=trustedApiHosts={{{FAKE_RELEASE}:8080}}"),
         ]
         .to_vec();
         if nats {
@@ -200,6 +203,7 @@ impl<'a> Stack<'a> {
             .per_pod(per_pod)
             .intents(513)
             .redis_url(&format!("redis://{OPERATOR_RELEASE}-redis:6379"))
+            .redis_secret(REDIS_SECRET)
             .api_url(&format!("http://{FAKE_RELEASE}:8080/api"))
             .identify_window_ms(IDENTIFY_WINDOW_MS)
     }
@@ -309,14 +313,42 @@ impl<'a> Stack<'a> {
             .map(ResourceExt::name_any)
             .context("no Redis pod")?;
         let forward = PortForward::start(pods, pod, 6379).await?;
-        let client = redis::Client::open(format!("redis://{}/", forward.addr))?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
+        let mut conn = self.redis_connection(&forward).await?;
         let mut keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("shardset:{{{app_id}}}:*"))
             .query_async(&mut conn)
             .await?;
         keys.sort();
         Ok(keys)
+    }
+
+    /// The chart's Redis password, from its Secret.
+    pub async fn redis_password(&self) -> anyhow::Result<String> {
+        let secret = self
+            .ns
+            .api::<k8s_openapi::api::core::v1::Secret>()
+            .get(REDIS_SECRET)
+            .await?;
+        let bytes = secret
+            .data
+            .and_then(|mut d| d.remove("password"))
+            .context("the chart's Redis Secret has no password")?;
+        Ok(String::from_utf8(bytes.0)?)
+    }
+
+    /// A connection to the chart's Redis through `forward`, authenticated with its password.
+    pub async fn redis_connection(
+        &self,
+        forward: &PortForward,
+    ) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+        use redis::IntoConnectionInfo as _;
+        let info = format!("redis://{}/", forward.addr).into_connection_info()?;
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_password(self.redis_password().await?);
+        let client = redis::Client::open(info.set_redis_settings(settings))?;
+        Ok(client.get_multiplexed_async_connection().await?)
     }
 
     /// The leading operator replica's metrics (the holder of the chart's Lease), through the
