@@ -56,8 +56,10 @@ bench-operator: ## Benchmark on kind: kubectl apply of a 100-pod ShardSet -> all
 	SHARDSET_OPERATOR_BIN="$${CARGO_TARGET_DIR:-$(CURDIR)/target}/x86_64-unknown-linux-musl/release/shardset-operator" \
 	$(CARGO) test -q -p shardset-e2e --test operator_bench -- --nocapture
 
-bench: test-tools ## Side-by-side benchmarks vs twilight-gateway on the fake Discord, and the bus path's cost (release; prints ratios). BENCH_ARGS=--help
+bench: test-tools ## Side-by-side benchmarks vs twilight-gateway on the fake Discord (zstd-stream and zlib-stream), and the bus path's cost (release; prints ratios). BENCH_ARGS=--help
 	$(CARGO) build --release -p shard-worker -p shardset-bench
+	@# twilight's zstd-stream client on its own: in one build its feature would reach every twilight.
+	$(CARGO) build --release -p twilight-shards-zstd --features zstd
 	"$${CARGO_TARGET_DIR:-target}/release/shardset-bench" $(BENCH_ARGS)
 
 bench-bus: ## The bus path alone: a worker's dispatches per CPU-second publishing to a local nats-server with acks, beside in-process handling (release; prints figures).

@@ -14,6 +14,9 @@ pub const MAX_CONCURRENCY: &str = "MAX_CONCURRENCY";
 pub const REDIS_URL: &str = "REDIS_URL";
 /// Optional Redis password, set by the operator from `spec.redis.secretRef` by `secretKeyRef`.
 pub const REDIS_PASSWORD: &str = "REDIS_PASSWORD";
+/// Optional: a PEM file of the CA certificates a `rediss://` Redis is trusted by (instead of
+/// the Mozilla roots compiled in); the operator mounts it from `spec.redis.tls.caSecretRef`.
+pub const REDIS_CA_FILE: &str = "REDIS_CA_FILE";
 /// Discord REST base (`https://discord.com/api`); the gateway URL comes from `/gateway/bot`.
 pub const DISCORD_API_URL: &str = "DISCORD_API_URL";
 /// The bot token. Set only by `secretKeyRef`, never as a literal, never logged.

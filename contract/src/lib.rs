@@ -4,11 +4,11 @@
 //! ([`keys`], documented in `docs/redis-protocol.md`) with the records stored under those keys
 //! ([`records`]), the bot token in a type that cannot leak it ([`token`]), the Discord REST calls
 //! both sides make ([`rest`]), the names of the bot tier's bus that the worker, the operator and
-//! the handler library share ([`bus`], documented in `docs/bus-protocol.md`), and the pod's end
-//! ([`pod`]: SIGTERM).
+//! the handler library share ([`bus`], documented in `docs/bus-protocol.md`), the pod's end
+//! ([`pod`]: SIGTERM), and the client of the bot's Redis with its TLS trust ([`redis_tls`]).
 //!
 //! Nothing here speaks the gateway: the operator links this crate, not the worker's WebSocket
-//! stack. Apart from [`rest`] and [`pod`], nothing does I/O, so both sides (and bots written with other
+//! stack. Apart from [`rest`], [`pod`] and reading a CA file ([`redis_tls`]), nothing does I/O, so both sides (and bots written with other
 //! libraries, following the protocol document) agree by construction.
 
 pub mod bus;
@@ -17,6 +17,7 @@ pub mod gateway;
 pub mod keys;
 pub mod pod;
 pub mod records;
+pub mod redis_tls;
 pub mod rest;
 pub mod token;
 

@@ -32,6 +32,7 @@ pub mod names;
 pub mod node_loss;
 pub mod plan;
 pub mod pods;
+pub mod redis_ca;
 pub mod reshard;
 pub mod status;
 pub mod text;

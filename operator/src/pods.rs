@@ -25,6 +25,7 @@ use crate::crd::ShardSet;
 use crate::names::{self, labels};
 use crate::node_loss;
 use crate::plan::{self, DesiredPod, ObservedPod, ShardRange};
+use crate::redis_ca;
 
 /// UID and GID the worker runs as (the distroless "nonroot" user; images are `FROM scratch`).
 pub const WORKER_UID: i64 = 65532;
@@ -121,11 +122,31 @@ pub fn build_pod(
         ..HTTPGetAction::default()
     };
 
+    let mut env = worker_env(shardset, name, total, range);
+    let mut volume_mounts = vec![VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..VolumeMount::default()
+    }];
+    let mut volumes = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity("16Mi".into())),
+            ..EmptyDirVolumeSource::default()
+        }),
+        ..Volume::default()
+    }];
+    if let Some((volume, mount, var)) = redis_ca::pod_parts(&spec.redis) {
+        volumes.push(volume);
+        volume_mounts.push(mount);
+        env.push(var);
+    }
+
     let container = Container {
         name: CONTAINER_NAME.into(),
         image: Some(image.to_owned()),
         image_pull_policy: overrides.image_pull_policy.map(|p| p.as_str().to_owned()),
-        env: Some(worker_env(shardset, name, total, range)),
+        env: Some(env),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
             container_port: i32::from(shardset_contract::WORKER_HTTP_PORT),
@@ -158,11 +179,7 @@ pub fn build_pod(
             }),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tmp".into(),
-            mount_path: "/tmp".into(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(volume_mounts),
         ..Container::default()
     };
 
@@ -185,14 +202,7 @@ pub fn build_pod(
             }),
             ..PodSecurityContext::default()
         }),
-        volumes: Some(vec![Volume {
-            name: "tmp".into(),
-            empty_dir: Some(EmptyDirVolumeSource {
-                size_limit: Some(Quantity("16Mi".into())),
-                ..EmptyDirVolumeSource::default()
-            }),
-            ..Volume::default()
-        }]),
+        volumes: Some(volumes),
         node_selector: overrides.node_selector.clone(),
         // Kubernetes' default keeps pods on a lost node for 300 s; see `node_loss`.
         tolerations: Some(node_loss::tolerations(overrides.tolerations.as_deref())),
@@ -854,6 +864,50 @@ mod tests {
             });
         }
         assert_eq!(stuck_reason(&pod), stuck);
+    }
+
+    #[test]
+    fn a_redis_ca_bundle_is_mounted_read_only_and_named_by_redis_ca_file() {
+        let plain = basic();
+        let (_, pod) = desired_pods(&plain, IMAGE, 10).expect("build").remove(0);
+        assert!(!env_of(&pod).contains_key(env::REDIS_CA_FILE));
+
+        let mut ss = basic();
+        ss.spec.redis.url = "rediss://redis:6379".into();
+        ss.spec.redis.tls = Some(crate::crd::RedisTlsSpec {
+            ca_secret_ref: crate::crd::RedisCaSecretRef {
+                name: "redis-tls".into(),
+                key: "ca.pem".into(),
+            },
+        });
+        let (_, pod) = desired_pods(&ss, IMAGE, 10).expect("build").remove(0);
+        let env = env_of(&pod);
+        assert_eq!(
+            value(&env, env::REDIS_CA_FILE),
+            "/etc/shardset/redis-ca/ca.crt"
+        );
+        let spec = pod.spec.as_ref().expect("spec");
+        let volume = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "redis-ca")
+            .expect("the CA volume");
+        let secret = volume.secret.as_ref().expect("a Secret volume");
+        assert_eq!(secret.secret_name.as_deref(), Some("redis-tls"));
+        let items = secret.items.as_ref().expect("one key only");
+        assert_eq!(
+            (items.len(), items[0].key.as_str(), items[0].path.as_str()),
+            (1, "ca.pem", "ca.crt")
+        );
+        let mount = spec.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == "redis-ca")
+            .expect("mounted");
+        assert_eq!(mount.mount_path, "/etc/shardset/redis-ca");
+        assert_eq!(mount.read_only, Some(true));
     }
 
     #[test]

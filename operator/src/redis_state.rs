@@ -4,7 +4,7 @@
 //! revision), the bot's owner (`Keys::owner`: one ShardSet per bot), and deleting all of the
 //! bot's keys when its owning ShardSet is deleted.
 //!
-//! One lazy connection manager per Redis (URL and password); a Redis that failed is not tried
+//! One lazy connection manager per Redis ([`RedisTarget`]: URL, password and CA bundle); a Redis that failed is not tried
 //! again for [`RETRY_FIRST`], doubling while it keeps failing up to [`RETRY_AFTER_FAILURE`], so
 //! an unreachable Redis never slows every reconcile, and one slow answer (a busy node) holds a
 //! reshard back for a second, not for the whole period.
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, IntoConnectionInfo, Script};
+use shardset_contract::redis_tls::{self, CaBundle};
 use shardset_contract::{Keys, LayoutRoles, ShardStatus};
 use tokio::sync::Mutex;
 
@@ -36,6 +37,28 @@ fn parked_for(failures: u32) -> Duration {
     RETRY_FIRST
         .saturating_mul(1 << failures.saturating_sub(1).min(16))
         .min(RETRY_AFTER_FAILURE)
+}
+
+/// Where a bot's Redis is and how to reach it: `spec.redis.url`, the password of
+/// `spec.redis.secretRef` and the CA bundle of `spec.redis.tls.caSecretRef` (as read this pass).
+/// (No `Debug`: it holds the password.)
+#[derive(Clone, Copy, Hash)]
+pub struct RedisTarget<'a> {
+    pub url: &'a str,
+    pub password: Option<&'a str>,
+    /// The CA a `rediss://` server is trusted by (else the compiled-in public roots).
+    pub ca: Option<&'a CaBundle>,
+}
+
+impl<'a> RedisTarget<'a> {
+    /// A Redis without a password or a CA bundle of its own.
+    pub fn plain(url: &'a str) -> Self {
+        Self {
+            url,
+            password: None,
+            ca: None,
+        }
+    }
 }
 
 /// Why Redis could not be used. Messages carry the URL (as the user wrote it, minus any
@@ -159,12 +182,11 @@ enum Slot {
 impl RedisPool {
     async fn connection(
         &self,
-        url: &str,
-        password: Option<&str>,
+        target: RedisTarget<'_>,
     ) -> Result<(u64, ConnectionManager, u32), RedisError> {
         let key = {
             let mut h = DefaultHasher::new();
-            (url, password).hash(&mut h);
+            target.hash(&mut h);
             h.finish()
         };
         let mut connections = self.connections.lock().await;
@@ -183,17 +205,18 @@ impl RedisPool {
             None => 0,
         };
         let error = |reason: String| RedisError {
-            url: redact_url(url),
+            url: redact_url(target.url),
             reason,
         };
-        let mut info = url
+        let mut info = target
+            .url
             .into_connection_info()
             .map_err(|e| error(e.to_string()))?;
-        if let Some(password) = password {
+        if let Some(password) = target.password {
             let settings = info.redis_settings().clone().set_password(password);
             info = info.set_redis_settings(settings);
         }
-        let client = redis::Client::open(info).map_err(|e| error(e.to_string()))?;
+        let client = redis_tls::client(info, target.ca).map_err(|e| error(e.to_string()))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
@@ -224,17 +247,12 @@ impl RedisPool {
 
     /// Runs `op` on the connection for `url`, bounded by [`TIMEOUT`]; a failure parks the
     /// connection (see the module documentation).
-    async fn with<T, F, Fut>(
-        &self,
-        url: &str,
-        password: Option<&str>,
-        op: F,
-    ) -> Result<T, RedisError>
+    async fn with<T, F, Fut>(&self, target: RedisTarget<'_>, op: F) -> Result<T, RedisError>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let (key, conn, failures) = self.connection(url, password).await?;
+        let (key, conn, failures) = self.connection(target).await?;
         let result = match tokio::time::timeout(TIMEOUT, op(conn)).await {
             Ok(Ok(value)) => {
                 if failures > 0 {
@@ -246,7 +264,7 @@ impl RedisPool {
             Err(_) => format!("no answer within {}s", TIMEOUT.as_secs()),
         };
         let error = RedisError {
-            url: redact_url(url),
+            url: redact_url(target.url),
             reason: result,
         };
         self.failed(key, &error, failures).await;
@@ -256,8 +274,7 @@ impl RedisPool {
     /// The status records of shards `0..total` of layout `total`.
     pub async fn shard_statuses(
         &self,
-        url: &str,
-        password: Option<&str>,
+        target: RedisTarget<'_>,
         app_id: u64,
         total: u32,
     ) -> Result<Vec<Option<ShardStatus>>, RedisError> {
@@ -267,11 +284,7 @@ impl RedisPool {
             return Ok(Vec::new());
         }
         let raw: Vec<Option<String>> = self
-            .with(
-                url,
-                password,
-                |mut conn| async move { conn.mget(names).await },
-            )
+            .with(target, |mut conn| async move { conn.mget(names).await })
             .await?;
         Ok(raw
             .into_iter()
@@ -283,15 +296,14 @@ impl RedisPool {
     /// every layout in `totals` (one `MGET` each).
     pub async fn reshard_state(
         &self,
-        url: &str,
-        password: Option<&str>,
+        target: RedisTarget<'_>,
         app_id: u64,
         totals: &[u32],
     ) -> Result<ReshardState, RedisError> {
         let keys = Keys::new(app_id);
         let totals = totals.to_vec();
         let (roles, budget, time, raw): RawReshardState = self
-            .with(url, password, |mut conn| {
+            .with(target, |mut conn| {
                 let keys = keys.clone();
                 let totals = totals.clone();
                 async move {
@@ -349,19 +361,18 @@ impl RedisPool {
     /// someone else wrote first; decide again on what is there now.
     pub async fn write_roles(
         &self,
-        url: &str,
-        password: Option<&str>,
+        target: RedisTarget<'_>,
         app_id: u64,
         expected: u64,
         doc: &LayoutRoles,
     ) -> Result<bool, RedisError> {
         let key = Keys::new(app_id).active_layout();
         let json = serde_json::to_string(doc).map_err(|e| RedisError {
-            url: redact_url(url),
+            url: redact_url(target.url),
             reason: e.to_string(),
         })?;
         let (written, _): (i64, i64) = self
-            .with(url, password, |mut conn| async move {
+            .with(target, |mut conn| async move {
                 WRITE_ROLES
                     .key(key)
                     .arg(expected)
@@ -380,8 +391,7 @@ impl RedisPool {
     /// Returns how many markers went.
     pub async fn clear_fatal_on_new_basis(
         &self,
-        url: &str,
-        password: Option<&str>,
+        target: RedisTarget<'_>,
         app_id: u64,
         basis: &str,
     ) -> Result<u64, RedisError> {
@@ -389,7 +399,7 @@ impl RedisPool {
         let basis_key = format!("{}:fatal-basis", keys.prefix());
         let pattern = keys.pattern("fatal");
         let basis = basis.to_owned();
-        self.with(url, password, |mut conn| async move {
+        self.with(target, |mut conn| async move {
             let known: Option<String> = conn.get(&basis_key).await?;
             if known.as_deref() == Some(basis.as_str()) {
                 return Ok(0);
@@ -408,8 +418,7 @@ impl RedisPool {
     /// holds it; `gone` names a former owner known not to exist any more, which is taken over.
     pub async fn claim_bot(
         &self,
-        url: &str,
-        password: Option<&str>,
+        target: RedisTarget<'_>,
         app_id: u64,
         owner: &str,
         gone: Option<&str>,
@@ -417,7 +426,7 @@ impl RedisPool {
         let key = Keys::new(app_id).owner();
         let (asking, gone) = (owner.to_owned(), gone.unwrap_or_default().to_owned());
         let current: String = self
-            .with(url, password, |mut conn| async move {
+            .with(target, |mut conn| async move {
                 CLAIM_BOT
                     .key(key)
                     .arg(asking)
@@ -441,15 +450,14 @@ impl RedisPool {
     /// could be taken at once by a worker still running.
     pub async fn cleanup(
         &self,
-        url: &str,
-        password: Option<&str>,
+        target: RedisTarget<'_>,
         app_id: u64,
         owner: &str,
     ) -> Result<Cleaned, RedisError> {
         let keys = Keys::new(app_id);
         let pattern = format!("{}:*", keys.prefix());
         let owner = owner.to_owned();
-        self.with(url, password, |mut conn| async move {
+        self.with(target, |mut conn| async move {
             let owner_key = keys.owner();
             let current: Option<String> = conn.get(&owner_key).await?;
             if let Some(other) = current.filter(|c| *c != owner) {

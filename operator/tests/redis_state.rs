@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use redis::Commands;
 use redis_test_server::{Options, RedisServer};
+use shardset_contract::redis_tls::CaBundle;
 use shardset_contract::{Keys, LayoutRoles, Role, ShardState, ShardStatus};
 use shardset_operator::crd::ReshardStrategy;
 use shardset_operator::plan::{ObservedPod, ShardRange};
-use shardset_operator::redis_state::{BotOwner, Cleaned, RedisPool, summarize};
+use shardset_operator::redis_state::{BotOwner, Cleaned, RedisPool, RedisTarget, summarize};
 use shardset_operator::reshard::decide::decide;
 use shardset_operator::reshard::decision::Inputs;
 use shardset_operator::reshard::views::views;
@@ -29,6 +30,15 @@ fn connect(server: &RedisServer, password: Option<&str>) -> redis::Connection {
     redis::Client::open(url)
         .and_then(|c| c.get_connection())
         .expect("connect")
+}
+
+/// `url` with `password`, no CA bundle.
+fn password_target<'a>(url: &'a str, password: &'a str) -> RedisTarget<'a> {
+    RedisTarget {
+        url,
+        password: Some(password),
+        ca: None,
+    }
 }
 
 fn with_password(password: &str) -> RedisServer {
@@ -70,7 +80,7 @@ async fn reads_shard_status_records_of_one_layout() {
 
     let pool = RedisPool::default();
     let records = pool
-        .shard_statuses(&server.url(), None, 42, 4)
+        .shard_statuses(RedisTarget::plain(&server.url()), 42, 4)
         .await
         .expect("read");
     assert_eq!(records.len(), 4);
@@ -98,7 +108,9 @@ async fn uses_the_password_and_cleans_only_the_bots_keys() {
     }
 
     let pool = RedisPool::default();
-    let wrong = pool.cleanup(&server.url(), Some("wrong"), 42, OWNER).await;
+    let wrong = pool
+        .cleanup(password_target(&server.url(), "wrong"), 42, OWNER)
+        .await;
     assert!(wrong.is_err(), "a wrong password is an error");
     let wrong = wrong.expect_err("error");
     assert!(
@@ -109,7 +121,7 @@ async fn uses_the_password_and_cleans_only_the_bots_keys() {
     // A fresh pool: the failure above parks that connection for a while.
     let pool = RedisPool::default();
     let deleted = pool
-        .cleanup(&server.url(), Some("hunter2"), 42, OWNER)
+        .cleanup(password_target(&server.url(), "hunter2"), 42, OWNER)
         .await
         .expect("cleanup");
     assert_eq!(deleted, Cleaned::Deleted(7));
@@ -125,14 +137,18 @@ async fn an_unreachable_redis_fails_fast_and_is_not_retried_at_once() {
     let url = server.url();
     let pool = RedisPool::default();
     let started = Instant::now();
-    let first = pool.shard_statuses(&url, None, 1, 2).await;
+    let first = pool.shard_statuses(RedisTarget::plain(&url), 1, 2).await;
     assert!(first.is_err());
     assert!(started.elapsed() < Duration::from_secs(5), "bounded");
 
     // Now start a server on that port: the pool still answers from its parked failure.
     server.restart();
     let again = Instant::now();
-    assert!(pool.shard_statuses(&url, None, 1, 2).await.is_err());
+    assert!(
+        pool.shard_statuses(RedisTarget::plain(&url), 1, 2)
+            .await
+            .is_err()
+    );
     assert!(
         again.elapsed() < Duration::from_millis(100),
         "no new attempt"
@@ -157,7 +173,7 @@ async fn roles_are_written_by_compare_and_set_and_read_with_the_acks() {
     };
 
     let empty = pool
-        .reshard_state(&server.url(), None, 42, &[2, 4])
+        .reshard_state(RedisTarget::plain(&server.url()), 42, &[2, 4])
         .await
         .expect("read");
     assert_eq!(empty.roles, Ok(None));
@@ -170,25 +186,30 @@ async fn roles_are_written_by_compare_and_set_and_read_with_the_acks() {
     // Written on the revision read (0: none); a write made on a stale read fails.
     let first = doc(1, Role::Active);
     assert!(
-        pool.write_roles(&server.url(), None, 42, 0, &first)
+        pool.write_roles(RedisTarget::plain(&server.url()), 42, 0, &first)
             .await
             .expect("write")
     );
     assert!(
         !pool
-            .write_roles(&server.url(), None, 42, 0, &doc(1, Role::Retired))
+            .write_roles(
+                RedisTarget::plain(&server.url()),
+                42,
+                0,
+                &doc(1, Role::Retired)
+            )
             .await
             .expect("write"),
         "a second writer on the same read loses"
     );
     let second = doc(2, Role::Claiming);
     assert!(
-        pool.write_roles(&server.url(), None, 42, 1, &second)
+        pool.write_roles(RedisTarget::plain(&server.url()), 42, 1, &second)
             .await
             .expect("write")
     );
     let read = pool
-        .reshard_state(&server.url(), None, 42, &[2])
+        .reshard_state(RedisTarget::plain(&server.url()), 42, &[2])
         .await
         .expect("read");
     assert_eq!(read.roles, Ok(Some(second)));
@@ -196,13 +217,18 @@ async fn roles_are_written_by_compare_and_set_and_read_with_the_acks() {
     // Something else under the key is reported, never overwritten.
     let _: () = conn.set(keys.active_layout(), "{oops").expect("set");
     let bad = pool
-        .reshard_state(&server.url(), None, 42, &[2])
+        .reshard_state(RedisTarget::plain(&server.url()), 42, &[2])
         .await
         .expect("read");
     assert!(bad.roles.is_err());
     assert!(
         !pool
-            .write_roles(&server.url(), None, 42, 2, &doc(3, Role::Active))
+            .write_roles(
+                RedisTarget::plain(&server.url()),
+                42,
+                2,
+                &doc(3, Role::Active)
+            )
             .await
             .expect("write")
     );
@@ -260,7 +286,7 @@ async fn the_w_countdown_runs_on_the_pace_the_workers_report() {
     };
     let pool = RedisPool::default();
     assert!(
-        pool.write_roles(&url, None, 42, 0, &both)
+        pool.write_roles(RedisTarget::plain(&url), 42, 0, &both)
             .await
             .expect("write")
     );
@@ -269,7 +295,7 @@ async fn the_w_countdown_runs_on_the_pace_the_workers_report() {
     let (pool, url, observed) = (&pool, url.as_str(), &observed);
     let pass = |after_ms: u64| async move {
         let state = pool
-            .reshard_state(url, None, 42, &[2, 4])
+            .reshard_state(RedisTarget::plain(url), 42, &[2, 4])
             .await
             .expect("read");
         let layouts = views(observed, &state.statuses, 4);
@@ -302,7 +328,7 @@ async fn the_w_countdown_runs_on_the_pace_the_workers_report() {
     let marked = marked.write.expect("mark");
     assert!(marked.live_mark.is_some());
     assert!(
-        pool.write_roles(url, None, 42, 3, &marked)
+        pool.write_roles(RedisTarget::plain(url), 42, 3, &marked)
             .await
             .expect("write")
     );
@@ -320,7 +346,7 @@ async fn the_w_countdown_runs_on_the_pace_the_workers_report() {
     assert_eq!(restarted.roles, both.roles, "not the next step");
     assert_ne!(restarted.live_mark, marked.live_mark);
     assert!(
-        pool.write_roles(url, None, 42, 3, &restarted)
+        pool.write_roles(RedisTarget::plain(url), 42, 3, &restarted)
             .await
             .expect("write")
     );
@@ -348,13 +374,13 @@ async fn fatal_markers_go_when_the_basis_changes() {
 
     // The first basis seen deletes nothing (the markers may be right).
     assert_eq!(
-        pool.clear_fatal_on_new_basis(&url, None, 42, "aaaa")
+        pool.clear_fatal_on_new_basis(RedisTarget::plain(&url), 42, "aaaa")
             .await
             .expect("clear"),
         0
     );
     assert_eq!(
-        pool.clear_fatal_on_new_basis(&url, None, 42, "aaaa")
+        pool.clear_fatal_on_new_basis(RedisTarget::plain(&url), 42, "aaaa")
             .await
             .expect("clear"),
         0
@@ -364,7 +390,7 @@ async fn fatal_markers_go_when_the_basis_changes() {
 
     // A new token or intents: every marker of the bot goes, and only once.
     assert_eq!(
-        pool.clear_fatal_on_new_basis(&url, None, 42, "bbbb")
+        pool.clear_fatal_on_new_basis(RedisTarget::plain(&url), 42, "bbbb")
             .await
             .expect("clear"),
         2
@@ -379,7 +405,7 @@ async fn fatal_markers_go_when_the_basis_changes() {
     );
     set_markers(&mut conn);
     assert_eq!(
-        pool.clear_fatal_on_new_basis(&url, None, 42, "bbbb")
+        pool.clear_fatal_on_new_basis(RedisTarget::plain(&url), 42, "bbbb")
             .await
             .expect("clear"),
         0
@@ -430,7 +456,7 @@ async fn cleanup_deletes_the_epoch_marker_before_any_gate() {
 
     let pool = RedisPool::default();
     let cleaned = pool
-        .cleanup(&server.url(), None, 42, OWNER)
+        .cleanup(RedisTarget::plain(&server.url()), 42, OWNER)
         .await
         .expect("cleanup");
     assert_eq!(cleaned, Cleaned::Deleted(2_001));
@@ -450,32 +476,80 @@ async fn one_shardset_owns_a_bot_and_only_its_cleanup_deletes_the_keys() {
 
     // The first ShardSet claims the bot; asking again changes nothing.
     for _ in 0..2 {
-        let owner = pool.claim_bot(&url, None, 42, OWNER, None).await;
+        let owner = pool
+            .claim_bot(RedisTarget::plain(&url), 42, OWNER, None)
+            .await;
         assert_eq!(owner.expect("claim"), BotOwner::Ours);
     }
     // A second one is told who owns it, and cannot take it over...
-    let second = pool.claim_bot(&url, None, 42, "other/bot", None).await;
+    let second = pool
+        .claim_bot(RedisTarget::plain(&url), 42, "other/bot", None)
+        .await;
     assert_eq!(second.expect("claim"), BotOwner::Other(OWNER.into()));
     let _: () = conn.set(keys.gate(0), "x").expect("set");
     // ...nor delete the first one's keys.
-    let cleaned = pool.cleanup(&url, None, 42, "other/bot").await;
+    let cleaned = pool
+        .cleanup(RedisTarget::plain(&url), 42, "other/bot")
+        .await;
     assert_eq!(cleaned.expect("cleanup"), Cleaned::OwnedBy(OWNER.into()));
     let left: Vec<String> = conn.keys("shardset:*").expect("keys");
     assert_eq!(left.len(), 2, "{left:?}");
 
     // Unless the owner is gone (its ShardSet no longer exists): then it takes over.
     let taken = pool
-        .claim_bot(&url, None, 42, "other/bot", Some(OWNER))
+        .claim_bot(RedisTarget::plain(&url), 42, "other/bot", Some(OWNER))
         .await;
     assert_eq!(taken.expect("claim"), BotOwner::Ours);
-    let first = pool.claim_bot(&url, None, 42, OWNER, None).await;
+    let first = pool
+        .claim_bot(RedisTarget::plain(&url), 42, OWNER, None)
+        .await;
     assert_eq!(first.expect("claim"), BotOwner::Other("other/bot".into()));
 
     // The owner's cleanup deletes everything, its claim too: a new ShardSet may claim the bot.
-    let cleaned = pool.cleanup(&url, None, 42, "other/bot").await;
+    let cleaned = pool
+        .cleanup(RedisTarget::plain(&url), 42, "other/bot")
+        .await;
     assert_eq!(cleaned.expect("cleanup"), Cleaned::Deleted(2));
     let left: Vec<String> = conn.keys("shardset:*").expect("keys");
     assert!(left.is_empty(), "{left:?}");
-    let owner = pool.claim_bot(&url, None, 42, OWNER, None).await;
+    let owner = pool
+        .claim_bot(RedisTarget::plain(&url), 42, OWNER, None)
+        .await;
     assert_eq!(owner.expect("claim"), BotOwner::Ours);
+}
+
+#[tokio::test]
+async fn the_operator_reaches_a_tls_redis_with_the_ca_bundle_and_refuses_it_without() {
+    shardset_contract::rest::install_crypto_provider();
+    let server = RedisServer::start_with(Options {
+        tls: true,
+        args: vec!["--requirepass".into(), "hunter2".into()],
+        ..Options::default()
+    });
+    let url = server.url();
+    assert!(url.starts_with("rediss://"));
+    let ca = CaBundle::from_pem(
+        server.ca_pem().expect("TLS").as_bytes().to_vec(),
+        "Secret \"redis-tls\" key \"ca.crt\"",
+    )
+    .expect("the fixture's CA");
+    let trusted = RedisTarget {
+        url: &url,
+        password: Some("hunter2"),
+        ca: Some(&ca),
+    };
+    let statuses = RedisPool::default()
+        .shard_statuses(trusted, 42, 2)
+        .await
+        .expect("read over TLS");
+    assert_eq!(statuses, vec![None, None]);
+
+    // Without the CA: the public roots do not know it; the error says so, without the password.
+    let error = RedisPool::default()
+        .shard_statuses(password_target(&url, "hunter2"), 42, 2)
+        .await
+        .expect_err("an unknown CA is refused")
+        .to_string();
+    assert!(error.contains("invalid peer certificate"), "{error}");
+    assert!(!error.contains("hunter2"), "{error}");
 }

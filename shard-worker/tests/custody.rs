@@ -184,7 +184,7 @@ async fn a_stale_owners_checkpoint_never_overwrites_its_successors_record() {
     let redis = common::redis::RedisServer::start();
     let keys = Keys::new(42);
     let records = Records::new(
-        shard_worker::identify::connect(&redis.url()).expect("redis"),
+        shard_worker::identify::connect(&redis.url(), None).expect("redis"),
         keys.clone(),
         1,
     );

@@ -27,7 +27,7 @@ fn gate(max_concurrency: u32, window_ms: u64) -> GateConfig {
 }
 
 fn queue(redis: &RedisServer, config: GateConfig, pod: &str) -> RedisQueue {
-    let conn = connect(&redis.url()).expect("redis url");
+    let conn = connect(&redis.url(), None).expect("redis url");
     RedisQueue::new(conn, Keys::new(APP), config, pod, None)
 }
 
@@ -324,7 +324,7 @@ async fn no_permit_while_redis_is_away_and_one_once_it_is_back() {
 #[tokio::test]
 async fn leases_admit_one_owner_at_a_time() {
     let redis = RedisServer::start();
-    let conn = connect(&redis.url()).expect("url");
+    let conn = connect(&redis.url(), None).expect("url");
     let records = Records::new(conn, Keys::new(APP), 16);
     let ttl = Duration::from_secs(10);
     assert_eq!(
@@ -575,7 +575,7 @@ impl CountingRest {
 
     /// A queue of `config` that reads the budget through this endpoint when Redis has none.
     fn queue_with(&self, redis: &RedisServer, config: GateConfig, pod: &str) -> RedisQueue {
-        let conn = connect(&redis.url()).expect("redis url");
+        let conn = connect(&redis.url(), None).expect("redis url");
         let rest = DiscordRest::new(&self.url, Token::new("t")).expect("rest");
         RedisQueue::new(conn, Keys::new(APP), config, pod, Some(rest))
     }

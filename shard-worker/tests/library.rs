@@ -98,7 +98,7 @@ impl Lab {
         let token = Token::new("t");
         let rest = DiscordRest::new(&fake.api_url(), token.clone()).expect("rest");
         let bot = rest.gateway_bot().await.expect("gateway/bot");
-        let conn = connect(&self.redis.url()).expect("redis");
+        let conn = connect(&self.redis.url(), None).expect("redis");
         let gate = GateConfig::new(
             bot.session_start_limit.max_concurrency,
             Duration::from_millis(200),

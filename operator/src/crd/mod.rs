@@ -42,6 +42,7 @@ pub const RESERVED_ENV: &[&str] = &[
     shardset_contract::env::MAX_CONCURRENCY,
     shardset_contract::env::REDIS_URL,
     shardset_contract::env::REDIS_PASSWORD,
+    shardset_contract::env::REDIS_CA_FILE,
     shardset_contract::env::DISCORD_API_URL,
     shardset_contract::env::DISCORD_TOKEN,
     shardset_contract::env::DISCORD_INTENTS,
@@ -292,14 +293,51 @@ fn default_token_key() -> String {
 
 /// The bot's Redis.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(
+    validation = Rule::new("!has(self.tls) || self.url.startsWith('rediss://')")
+        .message("spec.redis.tls needs a rediss:// URL in spec.redis.url")
+        .field_path(".tls")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct RedisSpec {
-    /// `redis://host:port/db` or `rediss://` for TLS.
+    /// `redis://host:port/db`, or `rediss://` for TLS: the server's certificate must match the
+    /// host and chain to a public root (the Mozilla roots built into the worker and the
+    /// operator), or to the CA of `tls.caSecretRef`.
     #[schemars(regex(pattern = r"^rediss?://.+"), length(max = 2048))]
     pub url: String,
     /// Secret key holding the Redis password, if Redis needs one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<RedisSecretRef>,
+    /// TLS settings of a `rediss://` Redis whose certificate a private CA signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RedisTlsSpec>,
+}
+
+/// How a `rediss://` Redis is trusted.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisTlsSpec {
+    /// Secret key holding the CA certificates (PEM) that signed the Redis server's
+    /// certificate. Only these are trusted (not the public roots). Mounted read-only into the
+    /// worker pods (env `REDIS_CA_FILE`) and read by the operator for its own connection.
+    pub ca_secret_ref: RedisCaSecretRef,
+}
+
+/// Where the Redis CA bundle lives.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisCaSecretRef {
+    /// Secret name, in the ShardSet's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret (default `ca.crt`, as cert-manager and the chart write it).
+    #[serde(default = "default_ca_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_ca_key() -> String {
+    "ca.crt".into()
 }
 
 /// Where the Redis password lives.
@@ -411,7 +449,7 @@ pub struct PodOverrides {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 128))]
     #[x_kube(validation = Rule::new(
-        "self.all(e, !(e.name in ['SHARD_FIRST', 'SHARD_LAST', 'SHARD_TOTAL', 'MAX_CONCURRENCY', 'REDIS_URL', 'REDIS_PASSWORD', 'DISCORD_API_URL', 'DISCORD_TOKEN', 'DISCORD_INTENTS', 'SHARDSET_LAYOUT', 'SHARDSET_NAME', 'POD_NAME', 'IDENTIFY_RESERVE', 'IDENTIFY_WINDOW_MS', 'IDENTIFY_MARGIN_MS', 'GATEWAY_COMPRESSION', 'HANDOVER_WINDOW_MS', 'HANDOVER_CLAIM_TTL_MS', 'NATS_URL', 'NATS_USER', 'NATS_PASSWORD', 'NATS_TOKEN', 'SHARDSET_STREAM', 'SHARDSET_SUBJECT_PREFIX', 'SHARDSET_PARTITIONS']))"
+        "self.all(e, !(e.name in ['SHARD_FIRST', 'SHARD_LAST', 'SHARD_TOTAL', 'MAX_CONCURRENCY', 'REDIS_URL', 'REDIS_PASSWORD', 'REDIS_CA_FILE', 'DISCORD_API_URL', 'DISCORD_TOKEN', 'DISCORD_INTENTS', 'SHARDSET_LAYOUT', 'SHARDSET_NAME', 'POD_NAME', 'IDENTIFY_RESERVE', 'IDENTIFY_WINDOW_MS', 'IDENTIFY_MARGIN_MS', 'GATEWAY_COMPRESSION', 'HANDOVER_WINDOW_MS', 'HANDOVER_CLAIM_TTL_MS', 'NATS_URL', 'NATS_USER', 'NATS_PASSWORD', 'NATS_TOKEN', 'SHARDSET_STREAM', 'SHARDSET_SUBJECT_PREFIX', 'SHARDSET_PARTITIONS']))"
     ).message(
         "spec.pod.env must not set the variables the operator sets itself (SHARD_*, DISCORD_*, REDIS_*, SHARDSET_*, POD_NAME, MAX_CONCURRENCY, IDENTIFY_*, GATEWAY_COMPRESSION, HANDOVER_*, NATS_*): use the matching spec fields (spec.bus for the bus), and spec.tokenSecretRef for the token"
     ))]
@@ -442,15 +480,41 @@ impl ShardSetSpec {
 /// Where `make generate` writes the CRD, relative to the repository root.
 pub const CRD_PATH: &str = "crds/shardset.io_shardsets.yaml";
 
+/// A field's doc comment as `kubectl explain` should show it: `kubectl explain` wraps text to the
+/// terminal itself, so the hard line breaks of a `///` comment (wrapped at 100 columns in the
+/// source) come out as ragged lines. Lines of a paragraph are joined; blank lines (paragraphs) and
+/// list items (`- `) keep their breaks.
+fn reflow_description(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines().map(str::trim) {
+        let at_line_start = out.is_empty() || out.ends_with('\n');
+        if line.is_empty() {
+            if !out.is_empty() && !out.ends_with("\n\n") {
+                out.push_str(if at_line_start { "\n" } else { "\n\n" });
+            }
+            continue;
+        }
+        if !at_line_start {
+            out.push(if line.starts_with("- ") { '\n' } else { ' ' });
+        }
+        out.push_str(line);
+    }
+    out.trim_end().to_owned()
+}
+
 /// The CRD to install: the derived one, with the unsigned integer formats schemars writes
 /// (`uint32`, `uint64`) replaced by the OpenAPI ones the apiserver knows (it warns on every apply
-/// otherwise); the `minimum: 0` beside them keeps the meaning.
+/// otherwise), the `minimum: 0` beside them keeping the meaning, and descriptions reflowed for
+/// `kubectl explain` ([`reflow_description`]).
 pub fn crd()
 -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
     use kube::CustomResourceExt;
     fn fix(value: &mut serde_json::Value) {
         match value {
             serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::String(description)) = map.get_mut("description") {
+                    *description = reflow_description(description);
+                }
                 if let Some(serde_json::Value::String(format)) = map.get_mut("format") {
                     match format.as_str() {
                         "uint32" => *format = "int32".into(),
@@ -495,6 +559,21 @@ mod tests {
         assert!(
             checked_in == crd_yaml().expect("yaml"),
             "{CRD_PATH} is stale: run `make generate` and commit it"
+        );
+    }
+
+    #[test]
+    fn descriptions_are_reflowed_for_kubectl_explain() {
+        assert_eq!(
+            reflow_description(
+                "One line\nwrapped here.\n\nA second\nparagraph:\n- item one\n  goes on\n- item two"
+            ),
+            "One line wrapped here.\n\nA second paragraph:\n- item one goes on\n- item two"
+        );
+        let json = schema_json().to_string();
+        assert!(
+            !json.contains("(default\\n10000)"),
+            "a description still holds the source's hard line breaks"
         );
     }
 

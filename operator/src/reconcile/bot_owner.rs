@@ -11,20 +11,18 @@ use tracing::warn;
 
 use crate::context::Context;
 use crate::crd::ShardSet;
-use crate::redis_state::BotOwner;
+use crate::redis_state::{BotOwner, RedisTarget};
 use crate::status::Problem;
 
 /// Claims bot `app_id` for the ShardSet `key` (`<namespace>/<name>`): `None` when it owns it (or
 /// Redis cannot say: that is reported on its own), else `DuplicateBot` naming the owner.
 pub async fn claim(
     ctx: &Context,
-    ss: &ShardSet,
     key: &str,
     app_id: u64,
-    password: Option<&str>,
+    redis: RedisTarget<'_>,
 ) -> Option<Problem> {
-    let url = &ss.spec.redis.url;
-    let owner = match ctx.redis.claim_bot(url, password, app_id, key, None).await {
+    let owner = match ctx.redis.claim_bot(redis, app_id, key, None).await {
         Ok(BotOwner::Ours) => return None,
         Ok(BotOwner::Other(owner)) => owner,
         Err(error) => {
@@ -33,11 +31,7 @@ pub async fn claim(
         }
     };
     if !owner_exists(ctx, &owner).await {
-        match ctx
-            .redis
-            .claim_bot(url, password, app_id, key, Some(&owner))
-            .await
-        {
+        match ctx.redis.claim_bot(redis, app_id, key, Some(&owner)).await {
             Ok(BotOwner::Ours) => return None,
             Ok(BotOwner::Other(_)) | Err(_) => {}
         }

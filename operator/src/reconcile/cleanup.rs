@@ -18,8 +18,9 @@ use crate::apply;
 use crate::context::Context;
 use crate::crd::ShardSet;
 use crate::pods;
-use crate::reconcile::secrets::{SecretValue, read_secret_key};
-use crate::redis_state::Cleaned;
+use crate::reconcile::dereference::DereferenceError;
+use crate::reconcile::redis_secrets;
+use crate::redis_state::{Cleaned, RedisTarget};
 
 /// How long cleanup waits for the ShardSet's pods to terminate before cleaning Redis anyway.
 const CLEANUP_POD_WAIT: Duration = Duration::from_secs(30);
@@ -29,8 +30,8 @@ const CLEANUP_POD_WAIT: Duration = Duration::from_secs(30);
 pub enum CleanupError {
     #[error("cannot delete the ShardSet's pods: {0}")]
     Pods(#[source] kube::Error),
-    #[error("cannot read the Redis password Secret: {0}")]
-    ReadSecret(#[source] kube::Error),
+    #[error("cannot read the Redis Secrets: {0}")]
+    ReadSecret(#[from] DereferenceError),
     #[error("cleanup of the bot's Redis keys failed (will retry): {0}")]
     Redis(String),
 }
@@ -117,24 +118,17 @@ pub async fn cleanup(
             .await;
         }
         Some(app_id) => {
-            let password = match &ss.spec.redis.secret_ref {
-                Some(r) => {
-                    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-                    match read_secret_key(&secrets, &r.name, &r.key)
-                        .await
-                        .map_err(CleanupError::ReadSecret)?
-                    {
-                        SecretValue::Found(p) => Some(p),
-                        _ => None,
-                    }
-                }
-                None => None,
+            // A missing Secret is tried without it: the attempt fails, and is retried until
+            // the give-up bound like an unreachable Redis.
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+            let redis =
+                redis_secrets::read(&secrets, namespace, &ss.spec.redis, &mut Vec::new()).await?;
+            let target = RedisTarget {
+                url: &ss.spec.redis.url,
+                password: redis.password.as_deref(),
+                ca: redis.ca.as_ref(),
             };
-            match ctx
-                .redis
-                .cleanup(&ss.spec.redis.url, password.as_deref(), app_id, &key)
-                .await
-            {
+            match ctx.redis.cleanup(target, app_id, &key).await {
                 Ok(Cleaned::OwnedBy(owner)) => {
                     ctx.publish(
                         ss,

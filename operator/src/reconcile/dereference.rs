@@ -1,6 +1,6 @@
 //! The first step of a pass: what the ShardSet refers to and what it owns, read before anything
 //! is decided. The token Secret (no pods without a token: they would crash-loop and could burn
-//! the Identify budget) and the Redis password Secret, Discord when a call is due (the bot's id
+//! the Identify budget) and the Redis password and CA Secrets ([`redis_secrets`]), Discord when a call is due (the bot's id
 //! and `/gateway/bot`) and only at a REST base the token may go to ([`api_trust`]), and the pods
 //! carrying the ShardSet's label. What is missing or refused
 //! becomes a [`Problem`] for the status; only a failing API call is an error.
@@ -17,7 +17,9 @@ use crate::crd::ShardSet;
 use crate::discord::Lookup;
 use crate::plan::ObservedPod;
 use crate::pods;
+use crate::reconcile::redis_secrets::{self, RedisSecrets};
 use crate::reconcile::secrets::{SecretValue, read_secret_key};
+use crate::redis_state::RedisTarget;
 use crate::status::Problem;
 
 /// Why the ShardSet's references or pods could not be read.
@@ -46,16 +48,25 @@ pub struct Dereferenced {
     pub token: Option<Token>,
     /// Where the token lives, for messages (`Secret "bot-token" key "token"`), never the token.
     pub token_desc: String,
-    /// The Redis password, when `spec.redis.secretRef` is set and could be read.
-    pub redis_password: Option<String>,
-    /// Redis can be used: it needs no password, or the password was read.
-    pub redis_usable: bool,
+    /// The Redis password and CA bundle, and whether Redis can be used (all it needs was read).
+    pub redis: RedisSecrets,
     /// What is known from Discord (called only when a call is due).
     pub lookup: Lookup,
     /// The bot's id: from Discord, else from the last status.
     pub app_id: Option<u64>,
     /// What is missing or refused, in the order found.
     pub problems: Vec<Problem>,
+}
+
+impl Dereferenced {
+    /// Where the bot's Redis is and how to reach it; `None` when a Secret it needs is missing.
+    pub fn redis_target<'a>(&'a self, ss: &'a ShardSet) -> Option<RedisTarget<'a>> {
+        self.redis.usable.then(|| RedisTarget {
+            url: &ss.spec.redis.url,
+            password: self.redis.password.as_deref(),
+            ca: self.redis.ca.as_ref(),
+        })
+    }
 }
 
 /// The pods carrying the ShardSet's label, as listed and as the planners see them.
@@ -110,23 +121,7 @@ pub async fn dereference(
         }
     };
 
-    let redis_password = match &spec.redis.secret_ref {
-        None => None,
-        Some(r) => match read(r.name.clone(), r.key.clone()).await? {
-            SecretValue::Found(password) => Some(password),
-            missing => {
-                problems.push(Problem::RedisSecretMissing(missing.describe(
-                    namespace,
-                    &r.name,
-                    &r.key,
-                    "spec.redis.secretRef",
-                    "the Redis password",
-                )));
-                None
-            }
-        },
-    };
-    let redis_usable = spec.redis.secret_ref.is_none() || redis_password.is_some();
+    let redis = redis_secrets::read(&secrets, namespace, &spec.redis, &mut problems).await?;
 
     // Discord, when a call is due, and only at a base the token may go to.
     let trusted = api_trust::check(spec, &ctx.settings.trusted_api_hosts);
@@ -154,8 +149,7 @@ pub async fn dereference(
     Ok(Dereferenced {
         token,
         token_desc,
-        redis_password,
-        redis_usable,
+        redis,
         lookup,
         app_id,
         problems,

@@ -9,6 +9,7 @@ use tracing::{info, warn};
 
 use crate::context::Context;
 use crate::crd::ShardSet;
+use crate::redis_state::RedisTarget;
 
 /// What the fatal markers were written under: a digest of the token and the intents (64 bits
 /// of xxh3: stable across builds, and nothing of the token can be read back from it).
@@ -26,12 +27,12 @@ pub async fn clear_on_new_basis(
     ss: &ShardSet,
     app_id: u64,
     token: &Token,
-    password: Option<&str>,
+    redis: RedisTarget<'_>,
 ) {
     let basis = fatal_basis(token, ss.spec.intents);
     match ctx
         .redis
-        .clear_fatal_on_new_basis(&ss.spec.redis.url, password, app_id, &basis)
+        .clear_fatal_on_new_basis(redis, app_id, &basis)
         .await
     {
         Ok(0) => {}

@@ -21,6 +21,7 @@ pub mod decide;
 pub mod dereference;
 pub mod disruption_budget;
 pub mod fatal_markers;
+pub mod redis_secrets;
 pub mod secrets;
 pub mod update_status;
 
@@ -50,9 +51,8 @@ pub async fn apply(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result<Acti
 
     let deref = dereference::dereference(ss, namespace, &key, ctx).await?;
     let mut problems = deref.problems.clone();
-    if let (Some(app_id), true) = (deref.app_id, deref.redis_usable) {
-        let password = deref.redis_password.as_deref();
-        problems.extend(bot_owner::claim(ctx, ss, &key, app_id, password).await);
+    if let (Some(app_id), Some(redis)) = (deref.app_id, deref.redis_target(ss)) {
+        problems.extend(bot_owner::claim(ctx, &key, app_id, redis).await);
     }
     let image = pods::worker_image(ss, ctx.settings.worker_image.as_deref());
     if image.is_none() {
@@ -85,11 +85,7 @@ pub async fn apply(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result<Acti
                     total,
                     observed: &pods.observed,
                     app_id: deref.app_id,
-                    redis_password: if deref.redis_usable {
-                        Ok(deref.redis_password.as_deref())
-                    } else {
-                        Err(())
-                    },
+                    redis: deref.redis_target(ss),
                     token: deref.token.as_ref(),
                     token_desc: &deref.token_desc,
                     lookup: &deref.lookup,
@@ -102,11 +98,10 @@ pub async fn apply(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result<Acti
     };
     problems.extend(reshard.as_ref().and_then(|r| r.problem.clone()));
 
-    if let (Some(app_id), Some(token), true) =
-        (deref.app_id, deref.token.as_ref(), deref.redis_usable)
+    if let (Some(app_id), Some(token), Some(redis)) =
+        (deref.app_id, deref.token.as_ref(), deref.redis_target(ss))
     {
-        fatal_markers::clear_on_new_basis(ctx, ss, app_id, token, deref.redis_password.as_deref())
-            .await;
+        fatal_markers::clear_on_new_basis(ctx, ss, app_id, token, redis).await;
     }
 
     let decided = decide::decide(

@@ -42,7 +42,8 @@ pub async fn shard_reports(
     total: Option<u32>,
     reshard: Option<&Pass>,
 ) -> (Option<u64>, Option<Problem>) {
-    let (Some(app_id), Some(total), true) = (deref.app_id, total, deref.redis_usable) else {
+    let (Some(app_id), Some(total), Some(redis)) = (deref.app_id, total, deref.redis_target(ss))
+    else {
         return (None, None);
     };
     let read = reshard
@@ -50,16 +51,7 @@ pub async fn shard_reports(
         .and_then(|statuses| statuses.get(&total).cloned());
     let records = match read {
         Some(records) => Ok(records),
-        None => {
-            ctx.redis
-                .shard_statuses(
-                    &ss.spec.redis.url,
-                    deref.redis_password.as_deref(),
-                    app_id,
-                    total,
-                )
-                .await
-        }
+        None => ctx.redis.shard_statuses(redis, app_id, total).await,
     };
     match records {
         Ok(records) => {

@@ -19,6 +19,7 @@ use crate::context::Context;
 use crate::crd::{HandoverSpec, ShardSet};
 use crate::discord::Lookup;
 use crate::plan::ObservedPod;
+use crate::redis_state::RedisTarget;
 use crate::reshard::decide::decide;
 use crate::reshard::decision::{Decision, Inputs, Phase};
 use crate::reshard::views::{LayoutView, acting, views};
@@ -39,9 +40,8 @@ pub struct Args<'a> {
     pub total: u32,
     pub observed: &'a [ObservedPod],
     pub app_id: Option<u64>,
-    /// The Redis password when `spec.redis.secretRef` is set and was read; `Err` when it is set
-    /// but missing (Redis cannot be used).
-    pub redis_password: Result<Option<&'a str>, ()>,
+    /// The bot's Redis; `None` when a Secret it needs is missing (Redis cannot be used).
+    pub redis: Option<RedisTarget<'a>>,
     pub token: Option<&'a Token>,
     pub token_desc: &'a str,
     pub lookup: &'a Lookup,
@@ -71,15 +71,11 @@ pub async fn pass(ctx: &Context, a: Args<'_>) -> Pass {
         .chain([a.total])
         .collect();
     let others = layouts.iter().any(|l| *l != a.total);
-    let (Some(app_id), Ok(password)) = (a.app_id, a.redis_password) else {
+    let (Some(app_id), Some(redis)) = (a.app_id, a.redis) else {
         return fallback(a.total, others, None);
     };
     let totals: Vec<u32> = layouts.iter().copied().collect();
-    let state = match ctx
-        .redis
-        .reshard_state(&spec.redis.url, password, app_id, &totals)
-        .await
-    {
+    let state = match ctx.redis.reshard_state(redis, app_id, &totals).await {
         Ok(state) => state,
         Err(error) => {
             return fallback(
@@ -142,11 +138,7 @@ pub async fn pass(ctx: &Context, a: Args<'_>) -> Pass {
     let mut problem = None;
     if let Some(next) = &decision.write {
         let expected = doc.as_ref().map_or(0, |d| d.revision);
-        match ctx
-            .redis
-            .write_roles(&spec.redis.url, password, app_id, expected, next)
-            .await
-        {
+        match ctx.redis.write_roles(redis, app_id, expected, next).await {
             Ok(true) => {
                 requeue = Some(REQUEUE_AFTER_WRITE);
                 if next.revision != expected {

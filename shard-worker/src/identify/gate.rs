@@ -7,8 +7,8 @@
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use redis::Script;
 use redis::aio::ConnectionManager;
+use redis::{IntoConnectionInfo, Script};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -17,6 +17,7 @@ use super::queue::{
     BoxFuture, IdentifyQueue, Permit, PermitHandle, WaitReason, WaitReporter, jitter,
 };
 use shardset_contract::Keys;
+use shardset_contract::redis_tls::{self, CaBundle, RedisClientError};
 use shardset_contract::rest::DiscordRest;
 
 static TAKE_GATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("take_gate.lua")));
@@ -402,16 +403,18 @@ impl IdentifyQueue for RedisQueue {
     }
 }
 
-/// Opens the shared Redis connection: reconnects with backoff on its own, and answers errors
+/// Opens the shared Redis connection (`rediss://` trusting `ca` when given, see
+/// [`shardset_contract::redis_tls`]): reconnects with backoff on its own, and answers errors
 /// quickly (rather than hanging) while Redis is away, so callers can fail closed.
-pub fn connect(url: &str) -> redis::RedisResult<ConnectionManager> {
-    let client = redis::Client::open(url)?;
+pub fn connect(url: &str, ca: Option<&CaBundle>) -> Result<ConnectionManager, RedisClientError> {
+    let info = url.into_connection_info().map_err(RedisClientError::Url)?;
+    let client = redis_tls::client(info, ca)?;
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(Duration::from_secs(2)))
         .set_number_of_retries(1)
         .set_max_delay(Duration::from_secs(2));
-    ConnectionManager::new_lazy_with_config(client, config)
+    ConnectionManager::new_lazy_with_config(client, config).map_err(RedisClientError::Url)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
+use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -37,6 +38,7 @@ use crate::identify::http_facade::{self, BearerToken, FacadeConfig};
 use crate::identify::queue::IdentifyQueue;
 use crate::shard::config::{ShardConfig, Shared};
 use crate::shard::records::Records;
+use shardset_contract::redis_tls::CaBundle;
 use shardset_contract::rest::{DiscordRest, GatewayBot};
 use shardset_contract::token::Token;
 use shardset_contract::{Keys, env};
@@ -270,7 +272,7 @@ impl Builder {
             "starting shards"
         );
 
-        let conn = connect(&self.redis_url()?)?;
+        let conn = self.connect_redis()?;
         let queue = self
             .identify_queue(
                 conn.clone(),
@@ -467,10 +469,9 @@ impl Builder {
         pod: &str,
         shutdown: watch::Receiver<bool>,
     ) -> Outcome {
-        let redis_url = self.redis_url().ok();
         let to = RefusalRecords {
             bot_id,
-            redis_url: redis_url.as_deref(),
+            redis: self.connect_redis().ok(),
             shard_total: self.settings.shard_total,
             pod,
         };
@@ -479,6 +480,17 @@ impl Builder {
             refused: Some(reason.to_owned()),
             ..Outcome::default()
         }
+    }
+
+    /// The (lazy) connection to the bot's Redis: the URL with the password, trusting the CA
+    /// bundle of `REDIS_CA_FILE` when set (read and checked here, so a wrong file stops the
+    /// start with its path).
+    fn connect_redis(&self) -> Result<ConnectionManager, StartError> {
+        let ca = match &self.settings.redis_ca_file {
+            Some(path) => Some(CaBundle::read(path)?),
+            None => None,
+        };
+        Ok(connect(&self.redis_url()?, ca.as_ref())?)
     }
 
     /// The settings' Redis URL with the password, if one was given.

@@ -32,6 +32,9 @@ pub struct Settings {
     /// Redis shared by every pod of the bot.
     #[arg(long, env = env::REDIS_URL)]
     pub redis_url: String,
+    /// CA certificates (PEM) a `rediss://` Redis is trusted by (default: the public roots).
+    #[arg(long, env = env::REDIS_CA_FILE)]
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// Discord REST base; the gateway URL comes from GET /gateway/bot.
     #[arg(long, env = env::DISCORD_API_URL, default_value = DEFAULT_API_URL)]
     pub discord_api_url: String,

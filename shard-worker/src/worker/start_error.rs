@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use shardset_contract::env;
+use shardset_contract::redis_tls::RedisClientError;
 use shardset_contract::rest::RestError;
 
 use crate::bus::jetstream;
@@ -24,8 +25,9 @@ pub enum StartError {
     /// The Redis URL cannot take the password (no URL, or one that cannot carry a password).
     #[error("{0}")]
     RedisUrl(&'static str),
-    #[error("invalid REDIS_URL")]
-    Redis(#[from] redis::RedisError),
+    /// The Redis client: a CA bundle that cannot be read or used, or a URL that does not parse.
+    #[error(transparent)]
+    RedisClient(#[from] RedisClientError),
     #[error(transparent)]
     DiscordApi(#[from] RestError),
     #[error("{0}")]
@@ -41,7 +43,8 @@ impl StartError {
             Self::ShardRange { .. } => "shard_range",
             Self::NoToken => "no_token",
             Self::Listen { .. } => "listen",
-            Self::RedisUrl(_) | Self::Redis(_) => "redis_url",
+            Self::RedisUrl(_) => "redis_url",
+            Self::RedisClient(e) => e.metric_label(),
             Self::DiscordApi(_) => "discord_api_url",
             Self::Config(_) => "config",
             Self::Bus(_) => "bus",

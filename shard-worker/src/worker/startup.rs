@@ -13,8 +13,8 @@ use tracing::{error, warn};
 
 use super::board::Board;
 use super::bookkeeper::unix_ms;
-use crate::identify::gate::connect;
 use crate::shard::records::Records;
+use redis::aio::ConnectionManager;
 use shardset_contract::rest::{CurrentUser, DiscordRest, GatewayBot, RestError};
 use shardset_contract::{Keys, ShardState, ShardStatus};
 
@@ -86,7 +86,8 @@ where
 /// from `/users/@me`, or read from the token) and the layout's shard total.
 pub(super) struct RefusalRecords<'a> {
     pub bot_id: Option<u64>,
-    pub redis_url: Option<&'a str>,
+    /// The bot's Redis, when a connection could be made.
+    pub redis: Option<ConnectionManager>,
     pub shard_total: u32,
     pub pod: &'a str,
 }
@@ -108,10 +109,8 @@ pub(super) async fn report_refusal(
         reason,
         "every shard stays down until the pod is replaced with a working configuration (no retries)"
     );
-    let records = match (to.bot_id, to.redis_url) {
-        (Some(id), Some(url)) => connect(url)
-            .ok()
-            .map(|conn| Records::new(conn, Keys::new(id), to.shard_total)),
+    let records = match (to.bot_id, to.redis) {
+        (Some(id), Some(conn)) => Some(Records::new(conn, Keys::new(id), to.shard_total)),
         _ => None,
     };
     let status_ttl = Duration::from_secs(30);

@@ -6,7 +6,7 @@ use std::time::Duration;
 use fake_discord::control::{IdentifyOutcome, LoadSettings, SessionInfo};
 use fake_discord::{Config, FakeDiscord, RunningFake};
 
-use super::redis::RedisServer;
+use super::redis::{Options, RedisServer};
 use super::worker::WorkerSpec;
 
 pub struct Scenario {
@@ -38,8 +38,13 @@ impl Scenario {
 
     /// Redis and a fake with `config`.
     pub async fn start_with(config: Config) -> Self {
+        Self::start_with_redis(config, Options::default()).await
+    }
+
+    /// A redis-server started as `redis` says (e.g. TLS) and a fake with `config`.
+    pub async fn start_with_redis(config: Config, redis: Options) -> Self {
         shardset_contract::rest::install_crypto_provider();
-        let redis = RedisServer::start();
+        let redis = RedisServer::start_with(redis);
         let fake = FakeDiscord::spawn(config, "127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("fake Discord");

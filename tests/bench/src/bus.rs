@@ -26,8 +26,11 @@ struct Measured {
 pub async fn bus_path(args: &Args, bins: &Binaries, redis: &mut Redis) -> anyhow::Result<()> {
     let n = args.load_shards;
     println!(
-        "\n== bus: {} MESSAGE_CREATE/s of ~{} B for {} s on {n} shards: handled in process, then published to a local nats-server with acks",
-        args.bus_rate, args.payload_bytes, args.load_seconds
+        "\n== bus: {} MESSAGE_CREATE/s of ~{} B for {} s on {n} shards, {}: handled in process, then published to a local nats-server with acks",
+        args.bus_rate,
+        args.payload_bytes,
+        args.load_seconds,
+        args.first_compression()
     );
     let in_process = measure(args, bins, redis, None).await?;
     let nats = tokio::task::spawn_blocking(NatsServer::start)
@@ -86,7 +89,7 @@ async fn measure(
         ]
     });
     let worker = Worker::spawn_with(
-        &bins.worker(args),
+        &bins.worker(args.first_compression()),
         &f,
         redis,
         (0, n - 1, n),

@@ -29,6 +29,10 @@ fn charts_lint_clean() -> anyhow::Result<()> {
         ),
         (
             "shardset-operator",
+            "redis.enabled=true,redis.tls.enabled=true",
+        ),
+        (
+            "shardset-operator",
             "replicaCount=1,leaderElection.enabled=false",
         ),
         (
@@ -342,5 +346,111 @@ fn the_worker_image_default_and_the_operators_budget() -> anyhow::Result<()> {
     }
     let older = helm_template("shardset-operator", &["podDisruptionBudget=null"])?;
     ensure!(objects(&older, "PodDisruptionBudget")?.len() == 1);
+    Ok(())
+}
+
+/// The chart's Redis container in a rendered chart: its args, mounts and the pod's volumes.
+fn redis_pod(rendered: &str) -> anyhow::Result<serde_json::Value> {
+    let deployment = objects(rendered, "Deployment")?
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == "release-shardset-operator-redis")
+        .context("the Redis Deployment")?;
+    Ok(deployment["spec"]["template"]["spec"].clone())
+}
+
+fn strings(value: &serde_json::Value) -> Vec<String> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn the_charts_redis_serves_tls_with_a_generated_ca_or_a_secret_of_ones_own() -> anyhow::Result<()> {
+    if !cluster_configured(
+        "the_charts_redis_serves_tls_with_a_generated_ca_or_a_secret_of_ones_own",
+    ) {
+        return Ok(());
+    }
+    // Default: plain on 6379, no TLS Secret.
+    let plain = helm_template("shardset-operator", &["redis.enabled=true"])?;
+    let args = strings(&redis_pod(&plain)?["containers"][0]["args"]);
+    ensure!(args[..2] == ["--port", "6379"], "{args:?}");
+    ensure!(!args.iter().any(|a| a.starts_with("--tls")), "{args:?}");
+    ensure!(
+        objects(&plain, "Secret")?.is_empty(),
+        "no Secret without TLS"
+    );
+
+    // TLS: a generated CA and server certificate, the CA alone in its own Secret.
+    let tls = helm_template(
+        "shardset-operator",
+        &["redis.enabled=true", "redis.tls.enabled=true"],
+    )?;
+    let pod = redis_pod(&tls)?;
+    let args = strings(&pod["containers"][0]["args"]);
+    for pair in [
+        ["--port", "0"],
+        ["--tls-port", "6379"],
+        ["--tls-cert-file", "/tls/tls.crt"],
+        ["--tls-key-file", "/tls/tls.key"],
+        ["--tls-ca-cert-file", "/tls/ca.crt"],
+        ["--tls-auth-clients", "no"],
+    ] {
+        ensure!(args.windows(2).any(|w| w == pair), "{pair:?} in {args:?}");
+    }
+    let mount = &pod["containers"][0]["volumeMounts"][1];
+    ensure!(
+        mount["mountPath"] == "/tls" && mount["readOnly"] == true,
+        "{mount}"
+    );
+    ensure!(
+        pod["volumes"][1]["secret"]["secretName"] == "release-shardset-operator-redis-tls",
+        "{}",
+        pod["volumes"][1]
+    );
+    let secrets = objects(&tls, "Secret")?;
+    let server = secrets
+        .iter()
+        .find(|s| s["metadata"]["name"] == "release-shardset-operator-redis-tls")
+        .context("the server's Secret")?;
+    let ca = secrets
+        .iter()
+        .find(|s| s["metadata"]["name"] == "release-shardset-operator-redis-ca")
+        .context("the CA's Secret")?;
+    let pem = |secret: &serde_json::Value, key: &str| -> anyhow::Result<String> {
+        let b64 = secret["data"][key].as_str().context("a key")?;
+        Ok(String::from_utf8(base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            b64,
+        )?)?)
+    };
+    ensure!(pem(server, "tls.crt")?.starts_with("-----BEGIN CERTIFICATE-----"));
+    ensure!(pem(server, "tls.key")?.contains("PRIVATE KEY-----"));
+    ensure!(pem(server, "ca.crt")? == pem(ca, "ca.crt")?, "one CA");
+    let ca_keys: Vec<&String> = ca["data"].as_object().context("data")?.keys().collect();
+    ensure!(
+        ca_keys == ["ca.crt"],
+        "the CA Secret holds no key: {ca_keys:?}"
+    );
+    // A ShardSet can take the CA as the worker and the operator read it.
+    shardset_contract::redis_tls::CaBundle::from_pem(pem(ca, "ca.crt")?.into_bytes(), "chart")?;
+
+    // A Secret of one's own: mounted, nothing generated.
+    let own = helm_template(
+        "shardset-operator",
+        &[
+            "redis.enabled=true",
+            "redis.tls.enabled=true",
+            "redis.tls.existingSecret=redis-cert",
+        ],
+    )?;
+    ensure!(
+        redis_pod(&own)?["volumes"][1]["secret"]["secretName"] == "redis-cert",
+        "the user's Secret"
+    );
+    ensure!(objects(&own, "Secret")?.is_empty(), "nothing generated");
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! A real `redis-server` for tests and benchmarks: one process per fixture, on a free loopback
 //! port, killed when dropped (also when the test panics). Needs `redis-server` on `PATH`
-//! (Debian: `apt-get install redis-server`).
+//! (Debian: `apt-get install redis-server`). With [`Options::tls`] it listens for TLS only, on a
+//! certificate of a CA made for it ([`RedisServer::ca_file`]), and [`RedisServer::url`] is
+//! `rediss://`.
 //!
 //! ```no_run
 //! let redis = redis_test_server::RedisServer::start();
@@ -13,6 +15,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod tls;
+use tls::TlsFiles;
+
 /// How a server is started.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -23,6 +28,9 @@ pub struct Options {
     pub persistent: bool,
     /// More `redis-server` arguments, e.g. `["--requirepass", "secret"]`.
     pub args: Vec<String>,
+    /// TLS only (`--port 0 --tls-port`), clients not asked for a certificate: the way to test a
+    /// `rediss://` URL with a CA bundle.
+    pub tls: bool,
 }
 
 /// A running `redis-server` (see the crate documentation).
@@ -33,6 +41,7 @@ pub struct RedisServer {
     pub port: u16,
     options: Options,
     dir: Option<PathBuf>,
+    tls: Option<TlsFiles>,
 }
 
 /// The port was taken by another process (see [`RedisServer::start_with`]).
@@ -73,6 +82,7 @@ impl RedisServer {
                 port,
                 options: options.clone(),
                 dir,
+                tls: options.tls.then(TlsFiles::generate),
             };
             match server.launch() {
                 Ok(()) => return server,
@@ -82,9 +92,43 @@ impl RedisServer {
         panic!("redis-server could not get a free port in 10 attempts");
     }
 
-    /// `redis://127.0.0.1:<port>/`.
+    /// `redis://127.0.0.1:<port>/`, or `rediss://` with TLS.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
+    }
+
+    /// With TLS: the PEM file of the CA that signed the server's certificate (`REDIS_CA_FILE`).
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.tls.as_ref().map(|t| t.ca.as_path())
+    }
+
+    /// With TLS: that CA's certificate, PEM.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(|t| t.ca_pem.as_str())
+    }
+
+    /// A client of this server (trusting its CA with TLS), without a password.
+    pub fn client(&self) -> redis::Client {
+        match &self.tls {
+            None => redis::Client::open(self.url()),
+            Some(tls) => {
+                // redis builds its rustls config on the process's provider: ring, as everywhere.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                redis::Client::build_with_tls(
+                    self.url(),
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(tls.ca_pem.clone().into_bytes()),
+                    },
+                )
+            }
+        }
+        .expect("a client of the test redis-server")
     }
 
     /// Stops the server (without persistence its data is lost).
@@ -110,16 +154,31 @@ impl RedisServer {
     /// process answers.
     fn launch(&mut self) -> Result<(), PortTaken> {
         self.stop();
-        let mut args: Vec<String> = vec![
-            "--port".into(),
-            self.port.to_string(),
+        let mut args: Vec<String> = match &self.tls {
+            None => vec!["--port".into(), self.port.to_string()],
+            Some(tls) => vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                self.port.to_string(),
+                "--tls-cert-file".into(),
+                tls.cert.display().to_string(),
+                "--tls-key-file".into(),
+                tls.key.display().to_string(),
+                "--tls-ca-cert-file".into(),
+                tls.ca.display().to_string(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+        };
+        args.extend([
             "--bind".into(),
             "127.0.0.1".into(),
             "--save".into(),
             String::new(),
             "--appendonly".into(),
             "no".into(),
-        ];
+        ]);
         if let Some(dir) = &self.dir {
             args.extend(["--dir".into(), dir.display().to_string()]);
         }
@@ -139,9 +198,7 @@ impl RedisServer {
                 self.child = None;
                 return Err(PortTaken);
             }
-            if let Ok(client) = redis::Client::open(self.url())
-                && let Ok(mut conn) = client.get_connection()
-            {
+            if let Ok(mut conn) = self.client().get_connection() {
                 match redis::cmd("INFO").arg("server").query::<String>(&mut conn) {
                     Ok(info) if info.contains(&format!("process_id:{pid}\r")) => return Ok(()),
                     // Someone else's server on our port.
@@ -176,8 +233,8 @@ impl RedisServer {
 
     /// A blocking connection (without a password).
     pub fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .and_then(|c| c.get_connection())
+        self.client()
+            .get_connection()
             .expect("connect to the test redis-server")
     }
 }
@@ -241,6 +298,7 @@ mod tests {
             port: first.port,
             options: Options::default(),
             dir: None,
+            tls: None,
         };
         assert!(second.launch().is_err(), "the port is the first server's");
         // `start` takes another port instead, and reaches its own process.
@@ -257,5 +315,32 @@ mod tests {
         let mut conn = server.conn();
         let refused = redis::cmd("PING").query::<String>(&mut conn);
         assert!(refused.is_err(), "a password is required");
+    }
+
+    #[test]
+    fn a_tls_server_answers_rediss_with_its_ca_and_refuses_plain_clients() {
+        let server = RedisServer::start_with(Options {
+            tls: true,
+            ..Options::default()
+        });
+        assert!(server.url().starts_with("rediss://127.0.0.1:"));
+        let ca = std::fs::read_to_string(server.ca_file().expect("a CA file")).expect("read");
+        assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+        let pong: String = redis::cmd("PING")
+            .query(&mut server.conn())
+            .expect("PING over TLS");
+        assert_eq!(pong, "PONG");
+        // Not trusted without the CA (the compiled-in public roots do not know it).
+        let untrusted = redis::Client::open(server.url())
+            .expect("client")
+            .get_connection();
+        let error = untrusted.err().expect("refused").to_string();
+        assert!(error.contains("certificate"), "{error}");
+        // No plain listener on its port.
+        let plain = redis::Client::open(format!("redis://127.0.0.1:{}/", server.port))
+            .expect("client")
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+        assert!(plain.is_err(), "plain PING on the TLS port");
     }
 }

@@ -1,9 +1,13 @@
-//! The reference client of the benchmarks: twilight-gateway 0.18 (zlib-stream, its own
-//! `InMemoryQueue`), running shards `first..=last` of `total` against `--gateway-url`.
+//! The reference client of the benchmarks: twilight-gateway 0.18 (its own `InMemoryQueue`),
+//! running shards `first..=last` of `total` against `--gateway-url`. Its transport compression is
+//! fixed when twilight-gateway is compiled (the `zstd` feature wins over `zlib`), so this client is
+//! built twice: `twilight-shards` (zlib-stream, like every other twilight user of the workspace)
+//! and `twilight-shards-zstd` (its own package, `tests/bench/twilight-zstd`).
 //!
 //! Each shard reads typed events with `next_event(EventTypeFlags::all())` (inflate + parse into
-//! twilight-model) and counts them, the way a twilight bot's event loop does. Prints one line per
-//! READY (`ready <shard> <ms since start>`) and `events <total>` every 200 ms, on stdout.
+//! twilight-model) and counts them, the way a twilight bot's event loop does. Prints
+//! `compression <name>` first (the benchmark checks it), then one line per READY
+//! (`ready <shard> <ms since start>`) and `events <total>` every 200 ms, on stdout.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,8 +34,10 @@ struct Args {
     token: String,
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs the client; `compression` is what the calling binary was built with (printed first).
+pub fn main(compression: &'static str) -> anyhow::Result<()> {
     let args = Args::parse();
+    println!("compression {compression}");
     shardset_contract::rest::install_crypto_provider();
     // One thread, like the shard-worker's default: the same runtime on both sides.
     tokio::runtime::Builder::new_current_thread()
