@@ -130,6 +130,10 @@ pub fn events_filter(prefix: &str) -> String {
     format!("{prefix}.events.>")
 }
 
+/// The queue group the workers take commands in: of two pods overlapping during a session's
+/// move between them, one answers.
+pub const COMMAND_QUEUE_GROUP: &str = "shardset-worker";
+
 /// Where the worker holding shard `shard` of layout `total` takes commands: `S.commands.<total>.<shard>`.
 pub fn command_subject(prefix: &str, total: u32, shard: u32) -> String {
     format!("{prefix}.commands.{total}.{shard}")

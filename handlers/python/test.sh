@@ -24,8 +24,10 @@ if [[ ! -f $venv/.complete ]]; then
     [[ $old == "$venv" || $old == *.tmp.* ]] || rm -rf "$old"
   done
 fi
-# The other replica of the interop tests, and the fake Discord the demo handler answers.
+# The other replica of the interop tests, the fake Discord the demo handler answers, and the
+# worker the commands are sent to.
 cargo build -q -p shardset-handler --example recorder
 cargo build -q -p fake-discord --bin fake-discord
+cargo build -q -p shard-worker --bin shard-worker
 # No bytecode or pytest cache in the work tree; `python -m` works from a moved venv.
 PYTHONDONTWRITEBYTECODE=1 "$venv/bin/python" -m pytest -p no:cacheprovider -q tests "$@"

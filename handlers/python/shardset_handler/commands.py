@@ -1,4 +1,4 @@
-"""Gateway commands back to the workers (docs/bus-protocol.md, "Commands"): a core NATS request on
+"""Gateway commands back to the workers (docs/bus-protocol.md, "Commands back"): a core NATS request on
 S.commands.<total>.<shard> with {"op":N,"d":{...}}; replies {"ok":true[,"chunks":[...]]} or
 {"ok":false,"error":{"kind":..,"message":..,"retryAfterMs":..}}."""
 

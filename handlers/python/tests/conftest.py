@@ -1,7 +1,8 @@
 """Fixtures of the Python library's tests: a real nats-server per test (the one make test-tools
 builds, found as tests/nats-server finds it), the bot's stream and the default group's consumers
-as the publishing worker creates them, events published with the protocol's headers, and the
-Rust library's recorder example for the interop tests."""
+as the publishing worker creates them, events published with the protocol's headers, the
+Rust library's recorder example for the interop tests, and the fake Discord (its binary) with
+its control API."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Optional
 
@@ -52,6 +54,46 @@ def recorder_binary() -> str:
     if not os.path.exists(path):
         pytest.fail(f"{path} missing: cargo build -p shardset-handler --example recorder")
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cargo_binary(name: str) -> str:
+    """A binary of the workspace's debug build."""
+    target = os.environ.get("CARGO_TARGET_DIR") or str(REPO / "target")
+    path = os.path.join(target, "debug", name)
+    if not os.path.exists(path):
+        pytest.fail(f"{path} missing: cargo build --bin {name}")
+    return path
+
+
+def start_fake(*args: str):
+    """The fake Discord on a free loopback port, with `args`: (its base URL, its process)."""
+    port = free_port()
+    proc = subprocess.Popen([cargo_binary("fake-discord"), "--listen", f"127.0.0.1:{port}", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc.stdout.readline()  # "fake-discord listening on ...": it accepts connections now
+    return f"http://127.0.0.1:{port}", proc
+
+
+@pytest.fixture
+def fake():
+    base, proc = start_fake()
+    yield base
+    proc.kill()
+    proc.wait()
+
+
+def control(base, path, body=None):
+    request = urllib.request.Request(f"{base}/control/{path}", method="POST" if body is not None else "GET",
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
 
 
 class NatsServer:

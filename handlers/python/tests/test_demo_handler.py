@@ -4,50 +4,15 @@ synthetic message published as the worker publishes it is answered exactly once
 
 import asyncio
 import json
-import os
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-import pytest
-
-from conftest import REPO, Bus
+from conftest import Bus, control
 from shardset_handler import Config, Replica
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from demo_handler import Replier, reply_to  # noqa: E402
-
-
-def fake_discord_binary() -> str:
-    target = os.environ.get("CARGO_TARGET_DIR") or str(REPO / "target")
-    path = os.path.join(target, "debug", "fake-discord")
-    if not os.path.exists(path):
-        pytest.fail(f"{path} missing: cargo build -p fake-discord")
-    return path
-
-
-@pytest.fixture
-def fake():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([fake_discord_binary(), "--listen", f"127.0.0.1:{port}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    proc.stdout.readline()  # "fake-discord listening on ...": it accepts connections now
-    yield f"http://127.0.0.1:{port}"
-    proc.kill()
-    proc.wait()
-
-
-def control(base, path, body=None):
-    request = urllib.request.Request(f"{base}/control/{path}", method="POST" if body is not None else "GET",
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return json.loads(response.read())
 
 
 def test_reply_to_answers_users_messages_only():

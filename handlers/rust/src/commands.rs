@@ -1,4 +1,4 @@
-//! Gateway commands back to the workers (`docs/bus-protocol.md`, "Commands"): a core NATS request
+//! Gateway commands back to the workers (`docs/bus-protocol.md`, "Commands back"): a core NATS request
 //! on `S.commands.<total>.<shard>` with `{"op":N,"d":{...}}`; the worker holding that shard's live
 //! session in layout `<total>` sends it within the connection's send limits and replies
 //! `{"ok":true}` (op 8 with a nonce: `{"ok":true,"chunks":[...]}`) or

@@ -43,6 +43,12 @@ pub struct BusMetrics {
     pub paused_shards: Gauge,
     /// 1 while the bus accepts publishes, 0 from a failure until the next acknowledgement.
     pub accepting: Gauge,
+    /// Commands back answered, by `result`: `ok` or the reply's error kind (`rate_limited`,
+    /// `refused`, `invalid`, `not_connected`, `timed_out`, `too_large`), and `no_reply` for a
+    /// request without a reply subject (dropped).
+    pub commands: Family<ResultLabels, Counter>,
+    /// Shards taking commands back now (live, in an acting layout).
+    pub command_shards: Gauge,
 }
 
 impl BusMetrics {
@@ -59,6 +65,8 @@ impl BusMetrics {
             in_flight_bytes: Gauge::default(),
             paused_shards: Gauge::default(),
             accepting: Gauge::default(),
+            commands: Family::default(),
+            command_shards: Gauge::default(),
         };
         metrics.accepting.set(1);
         let r = registry
@@ -113,6 +121,16 @@ impl BusMetrics {
             "accepting",
             "1 while the bus accepts publishes, 0 from a failure until the next acknowledgement",
             metrics.accepting.clone(),
+        );
+        r.register(
+            "commands",
+            "Commands back answered, by result (ok, rate_limited, refused, invalid, not_connected, timed_out, too_large, no_reply)",
+            metrics.commands.clone(),
+        );
+        r.register(
+            "command_shards",
+            "Shards taking commands back now (live, in an acting layout)",
+            metrics.command_shards.clone(),
         );
         metrics
     }

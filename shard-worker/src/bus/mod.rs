@@ -13,10 +13,11 @@
 //!   with the stream, its consumers and the handlers' `layout` key.
 //! - [`settings`]: the env (`NATS_URL`, `SHARDSET_STREAM`, …); [`metrics`]: `shardset_bus_*`.
 //!
-//! Commands back (a handler's request on `S.commands.<total>.<shard>`, answered by the worker
-//! holding the shard's live session) travel on the same NATS connection
-//! ([`jetstream::Connection::client`]); they are not handled here yet.
+//! - [`commands`]: commands back, a handler's request on `S.commands.<total>.<shard>` answered
+//!   by the worker holding the shard's live session, on the same NATS connection
+//!   ([`jetstream::Connection::client`]).
 
+pub mod commands;
 pub mod jetstream;
 pub mod message;
 pub mod metrics;

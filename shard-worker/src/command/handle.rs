@@ -184,13 +184,38 @@ impl Commands {
         shard: u32,
         mut request: MemberRequest,
     ) -> Result<Members, CommandError> {
-        if inside_dispatch_of(shard) {
-            return Err(CommandError::InsideDispatch { shard });
-        }
         let nonce = new_nonce();
         request.nonce = Some(nonce.clone());
         let guild_id = request.guild_id;
         let command = BotCommand::RequestGuildMembers(request);
+        self.members(shard, &command, nonce, guild_id, false).await
+    }
+
+    /// op 8 exactly as the caller wrote its `d` (a request from another process: commands
+    /// back over the bus), answered by the chunks carrying `nonce` for `guild_id`, each chunk's
+    /// raw `d` kept ([`Members::chunk_data`]). The caller chose `nonce`: it must be unique
+    /// among the shard's requests waiting for an answer.
+    pub async fn request_guild_members_as_written(
+        &self,
+        shard: u32,
+        command: &BotCommand,
+        guild_id: u64,
+        nonce: String,
+    ) -> Result<Members, CommandError> {
+        self.members(shard, command, nonce, guild_id, true).await
+    }
+
+    async fn members(
+        &self,
+        shard: u32,
+        command: &BotCommand,
+        nonce: String,
+        guild_id: u64,
+        keep_chunks: bool,
+    ) -> Result<Members, CommandError> {
+        if inside_dispatch_of(shard) {
+            return Err(CommandError::InsideDispatch { shard });
+        }
         let payload = command.encode()?;
         let deadline = Instant::now() + self.config.queue_timeout;
         let (answer, answered) = oneshot::channel();
@@ -198,6 +223,7 @@ impl Commands {
             nonce,
             guild_id,
             answer,
+            keep_chunks,
         };
         let (order, sent) = self.order(shard, payload, command.opcode(), Some(members));
         self.enqueue(shard, order, deadline).await?;

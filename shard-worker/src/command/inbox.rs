@@ -25,6 +25,8 @@ pub(crate) struct MemberOrder {
     pub nonce: String,
     pub guild_id: u64,
     pub answer: oneshot::Sender<Result<Members, CommandError>>,
+    /// Keep each chunk's raw `d` in the answer ([`Members::chunk_data`]).
+    pub keep_chunks: bool,
 }
 
 /// A command on its way to a shard.

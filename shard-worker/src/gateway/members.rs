@@ -32,6 +32,10 @@ pub struct Members {
     pub not_found: Vec<u64>,
     /// How many chunks the answer came in.
     pub chunks: u32,
+    /// The raw `d` of every chunk, in `chunk_index` order: only for a request inserted with
+    /// [`MemberRequests::insert_keeping_chunks`] (commands back over the bus answer with them,
+    /// `docs/bus-protocol.md`, "Commands back"); empty otherwise.
+    pub chunk_data: Vec<Box<RawValue>>,
 }
 
 /// Discord refused the request for now: try again after `retry_after`.
@@ -106,6 +110,8 @@ struct Waiting<R> {
     members: Members,
     /// Chunk indexes seen (a chunk replayed by a resume is not counted twice).
     seen: Vec<u32>,
+    /// Each chunk's raw `d` with its index, when the caller wants them.
+    kept: Option<Vec<(u32, Box<RawValue>)>>,
 }
 
 /// The op 8 requests of one shard waiting for their answers, by nonce. `R` is how the answer
@@ -133,6 +139,22 @@ impl<R> MemberRequests<R> {
 
     /// A request sent with `nonce` for `guild_id`, whose answer goes to `reply`.
     pub fn insert(&mut self, nonce: String, guild_id: u64, reply: R) {
+        self.insert_with(nonce, guild_id, reply, None);
+    }
+
+    /// [`MemberRequests::insert`], and the answer also keeps each chunk's raw `d`
+    /// ([`Members::chunk_data`]).
+    pub fn insert_keeping_chunks(&mut self, nonce: String, guild_id: u64, reply: R) {
+        self.insert_with(nonce, guild_id, reply, Some(Vec::new()));
+    }
+
+    fn insert_with(
+        &mut self,
+        nonce: String,
+        guild_id: u64,
+        reply: R,
+        kept: Option<Vec<(u32, Box<RawValue>)>>,
+    ) {
         let members = Members {
             guild_id,
             ..Members::default()
@@ -143,6 +165,7 @@ impl<R> MemberRequests<R> {
                 reply,
                 members,
                 seen: Vec::new(),
+                kept,
             },
         );
     }
@@ -197,12 +220,23 @@ impl<R> MemberRequests<R> {
             members.presences.extend(chunk.presences);
             members.not_found.extend(chunk.not_found);
             members.chunks = waiting.seen.len() as u32;
+            if let Some(kept) = &mut waiting.kept
+                && let Ok(raw) = RawValue::from_string(data.to_owned())
+            {
+                kept.push((chunk.chunk_index, raw));
+            }
         }
         if waiting.seen.len() < chunk.chunk_count as usize {
             return Progress::Chunk;
         }
         match self.waiting.remove(nonce) {
-            Some(done) => Progress::Done(done.reply, done.members),
+            Some(mut done) => {
+                if let Some(mut kept) = done.kept.take() {
+                    kept.sort_by_key(|(index, _)| *index);
+                    done.members.chunk_data = kept.into_iter().map(|(_, d)| d).collect();
+                }
+                Progress::Done(done.reply, done.members)
+            }
             None => Progress::Unrelated,
         }
     }
@@ -252,7 +286,22 @@ mod tests {
         assert_eq!(reply, "caller a");
         assert_eq!((a.guild_id, a.members.len(), a.chunks), (7, 5, 3));
         assert!(a.members[0].get().contains(r#""id":"1""#));
+        assert!(a.chunk_data.is_empty(), "not asked for");
         assert!(requests.is_empty());
+    }
+
+    #[test]
+    fn kept_chunks_come_back_raw_in_index_order() {
+        let mut requests = MemberRequests::default();
+        requests.insert_keeping_chunks("k".into(), 7, ());
+        let (first, second) = (chunk("k", 0, 2, &[1]), chunk("k", 1, 2, &[2]));
+        requests.on_dispatch(GUILD_MEMBERS_CHUNK, &second);
+        requests.on_dispatch(GUILD_MEMBERS_CHUNK, &second);
+        let Progress::Done((), members) = requests.on_dispatch(GUILD_MEMBERS_CHUNK, &first) else {
+            panic!("complete");
+        };
+        let raw: Vec<&str> = members.chunk_data.iter().map(|d| d.get()).collect();
+        assert_eq!(raw, vec![first.as_str(), second.as_str()]);
     }
 
     #[test]

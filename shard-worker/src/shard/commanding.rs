@@ -110,8 +110,13 @@ impl<H: Handler> Runner<'_, H> {
         if let Some(members) = members {
             // Callers that gave up waiting do not keep their entries.
             self.members.retain(|answer| !answer.is_closed());
-            self.members
-                .insert(members.nonce, members.guild_id, members.answer);
+            if members.keep_chunks {
+                self.members
+                    .insert_keeping_chunks(members.nonce, members.guild_id, members.answer);
+            } else {
+                self.members
+                    .insert(members.nonce, members.guild_id, members.answer);
+            }
         }
         let _ = sent.send(Ok(()));
         true

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::handover::pace::Pace;
 use crate::worker::metrics::{Metrics, ShardReasonLabels};
@@ -182,6 +182,9 @@ pub struct Board {
     layout_revision: AtomicU64,
     /// Wakes the bookkeeper for a write now rather than at its next tick.
     pub changed: Notify,
+    /// Bumped when a shard's state or the layout's role changes: what answers commands back
+    /// over the bus follows it ([`Board::watch_states`]).
+    states: watch::Sender<u64>,
 }
 
 impl Board {
@@ -198,7 +201,19 @@ impl Board {
             metrics,
             layout_revision: AtomicU64::new(0),
             changed: Notify::new(),
+            states: watch::Sender::new(0),
         }
+    }
+
+    /// Changes whenever a shard's state or the layout's role may have changed (a shard became
+    /// live or stopped being live, a new role was applied).
+    pub fn watch_states(&self) -> watch::Receiver<u64> {
+        self.states.subscribe()
+    }
+
+    fn states_changed(&self) {
+        self.states
+            .send_modify(|version| *version = version.wrapping_add(1));
     }
 
     /// The roles revision every shard acknowledges in its status record.
@@ -214,6 +229,7 @@ impl Board {
             slot.lock().version += 1;
         }
         self.changed.notify_one();
+        self.states_changed();
     }
 
     pub fn slot(&self, shard: u32) -> Option<&Arc<Slot>> {
@@ -247,6 +263,7 @@ impl Board {
         };
         if old != state {
             self.metrics.set_state(shard, Some(old), state);
+            self.states_changed();
         }
         self.changed.notify_one();
     }

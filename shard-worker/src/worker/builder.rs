@@ -25,6 +25,7 @@ use super::settings::Settings;
 use super::start_error::StartError;
 use super::startup::{self, REFUSED_TOKEN, RefusalRecords, Refused};
 use crate::bus::BusMetrics;
+use crate::bus::commands::Responder;
 use crate::bus::jetstream::{self, JetStreamConfig};
 use crate::command::{Commands, Inboxes};
 use crate::gateway::session::SessionConfig;
@@ -297,8 +298,10 @@ impl Builder {
             Some((config, metrics)) => {
                 let total = s.shard_total;
                 let acting = Arc::clone(&acting);
+                let prefix = config.target.prefix.clone();
+                let kept = metrics.clone();
                 match jetstream::start(config, total, acting, metrics, &mut shutdown).await? {
-                    Some(started) => (Some(started.bus), Some(started.running)),
+                    Some(started) => (Some(started.bus), Some((started.running, prefix, kept))),
                     None => return Ok(Outcome::default()),
                 }
             }
@@ -366,11 +369,29 @@ impl Builder {
             status_ttl: Duration::from_secs(30),
             pod,
         };
+        // Commands back follow the shards' liveness and the layout's role on the bus.
+        let (stop_commands, commands_stopped) = watch::channel(false);
+        let commands_back = bus_running.as_ref().map(|(running, prefix, metrics)| {
+            Responder {
+                client: running.connection.client().clone(),
+                prefix: prefix.clone(),
+                total: s.shard_total,
+                commands: self.commands.clone(),
+                board: Arc::clone(&shared.board),
+                acting: Arc::clone(&shared.acting),
+                metrics: metrics.clone(),
+            }
+            .spawn(commands_stopped)
+        });
         // `shared` (and the handler and the bus in it) is dropped when `run` returns: the
         // handler's `finish` then holds the only reference the worker had, and the publisher
         // ends once what it took is published.
         let outcome = run(shared, bookkeeping, shutdown).await;
-        if let Some(running) = bus_running {
+        let _ = stop_commands.send(true);
+        if let Some(responder) = commands_back {
+            let _ = responder.await;
+        }
+        if let Some((running, ..)) = bus_running {
             running.stop(BUS_DRAIN_WAIT).await;
         }
         Ok(outcome)
