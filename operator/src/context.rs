@@ -14,6 +14,7 @@ use crate::crd::ShardSet;
 use crate::discord::Discord;
 use crate::metrics::Metrics;
 use crate::names;
+use crate::reconcile::redis_secrets::Remembered;
 use crate::redis_state::RedisPool;
 use crate::text::truncate;
 
@@ -58,6 +59,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub discord: Discord,
     pub redis: RedisPool,
+    /// The last usable Redis Secrets of each ShardSet, for its cleanup.
+    pub redis_secrets: Remembered,
     pub settings: Settings,
 }
 
@@ -78,6 +81,7 @@ impl Context {
             client,
             discord: Discord::new(metrics.clone()),
             redis: RedisPool::default(),
+            redis_secrets: Remembered::default(),
             metrics,
             settings,
         }

@@ -118,11 +118,13 @@ pub async fn cleanup(
             .await;
         }
         Some(app_id) => {
-            // A missing Secret is tried without it: the attempt fails, and is retried until
-            // the give-up bound like an unreachable Redis.
+            // A Secret already gone (a deleted namespace takes it with the ShardSet) is replaced
+            // by the last one read; with none kept the attempt fails, and is retried until the
+            // give-up bound like an unreachable Redis.
             let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-            let redis =
+            let read =
                 redis_secrets::read(&secrets, namespace, &ss.spec.redis, &mut Vec::new()).await?;
+            let redis = ctx.redis_secrets.or_last(&key, read);
             let target = RedisTarget {
                 url: &ss.spec.redis.url,
                 password: redis.password.as_deref(),
@@ -169,5 +171,6 @@ pub async fn cleanup(
         }
     }
     ctx.discord.forget(&key);
+    ctx.redis_secrets.forget(&key);
     Ok(Action::await_change())
 }

@@ -122,6 +122,7 @@ pub async fn dereference(
     };
 
     let redis = redis_secrets::read(&secrets, namespace, &spec.redis, &mut problems).await?;
+    ctx.redis_secrets.keep(key, &redis);
 
     // Discord, when a call is due, and only at a base the token may go to.
     let trusted = api_trust::check(spec, &ctx.settings.trusted_api_hosts);

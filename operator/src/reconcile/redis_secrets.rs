@@ -1,6 +1,11 @@
 //! Reading what the bot's Redis needs from Secrets: the password (`spec.redis.secretRef`) and the
 //! CA bundle (`spec.redis.tls.caSecretRef`, checked as the worker checks its `REDIS_CA_FILE`).
 //! What is missing or unusable becomes a [`Problem`]; Redis is then not used this pass.
+//! The last usable read of each ShardSet is remembered ([`Remembered`]) for its cleanup: deleting a
+//! namespace deletes the Secrets beside the ShardSet, usually before its finalizer runs.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -11,8 +16,8 @@ use crate::reconcile::dereference::DereferenceError;
 use crate::reconcile::secrets::{SecretValue, read_secret_key};
 use crate::status::Problem;
 
-/// The Redis Secrets as read this pass.
-#[derive(Debug, Default)]
+/// The Redis Secrets as read this pass. Its `Debug` never shows the password.
+#[derive(Clone, Default)]
 pub struct RedisSecrets {
     /// The password, when `spec.redis.secretRef` is set and was read.
     pub password: Option<String>,
@@ -20,6 +25,49 @@ pub struct RedisSecrets {
     pub ca: Option<CaBundle>,
     /// Everything the spec names was read: Redis can be used.
     pub usable: bool,
+}
+
+impl std::fmt::Debug for RedisSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSecrets")
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ca", &self.ca)
+            .field("usable", &self.usable)
+            .finish()
+    }
+}
+
+/// The last usable [`RedisSecrets`] of each ShardSet (`namespace/name`), kept in memory only, so
+/// that cleanup can still reach a password-protected Redis after the Secrets went first (a deleted
+/// namespace). An operator restarted in between has none: cleanup then retries until its give-up.
+#[derive(Default)]
+pub struct Remembered {
+    entries: Mutex<HashMap<String, RedisSecrets>>,
+}
+
+impl Remembered {
+    /// Keeps `read` for `key` when it was usable.
+    pub fn keep(&self, key: &str, read: &RedisSecrets) {
+        if read.usable {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            entries.insert(key.to_owned(), read.clone());
+        }
+    }
+
+    /// `read` when usable, else the last usable read kept for `key`, else `read`.
+    pub fn or_last(&self, key: &str, read: RedisSecrets) -> RedisSecrets {
+        if read.usable {
+            return read;
+        }
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get(key).cloned().unwrap_or(read)
+    }
+
+    /// Drops what was kept for a deleted ShardSet.
+    pub fn forget(&self, key: &str) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.remove(key);
+    }
 }
 
 /// Reads the Secrets `redis` names in `namespace`, adding a problem for each one missing.
@@ -89,4 +137,43 @@ pub async fn read(
         ca,
         usable,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(password: Option<&str>, usable: bool) -> RedisSecrets {
+        RedisSecrets {
+            password: password.map(str::to_owned),
+            ca: None,
+            usable,
+        }
+    }
+
+    #[test]
+    fn a_missing_secret_falls_back_to_the_last_usable_read() {
+        let kept = Remembered::default();
+        kept.keep("ns/bot", &read(Some("first"), true));
+        kept.keep("ns/bot", &read(None, false));
+        let recalled = kept.or_last("ns/bot", read(None, false));
+        assert!(recalled.usable);
+        assert_eq!(recalled.password.as_deref(), Some("first"));
+        assert_eq!(
+            kept.or_last("ns/bot", read(Some("second"), true))
+                .password
+                .as_deref(),
+            Some("second"),
+            "a usable read wins over what was kept"
+        );
+        assert!(!kept.or_last("ns/other", read(None, false)).usable);
+        kept.forget("ns/bot");
+        assert!(!kept.or_last("ns/bot", read(None, false)).usable);
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let text = format!("{:?}", read(Some("hunter2"), true));
+        assert!(!text.contains("hunter2"), "{text}");
+    }
 }

@@ -3,16 +3,20 @@
 //! 1. With Redis reachable: the pods go, every key of the bot (`shardset:{<app_id>}:*`) is
 //!    deleted and another bot's keys are not, the ShardSet is gone, and a `RedisKeysDeleted`
 //!    Event says so.
-//! 2. With Redis unreachable: deletion is not blocked forever: after the give-up period the
+//! 2. With a password-protected Redis whose password Secret is deleted first (as deleting the
+//!    namespace does): the password last read still reaches Redis, and the keys go.
+//! 3. With Redis unreachable: deletion is not blocked forever: after the give-up period the
 //!    finalizer is removed anyway, with a `CleanupSkipped` Warning.
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::ListParams;
 use redis::Commands;
+use redis_test_server::{Options, RedisServer};
 use shardset_contract::Keys;
 use shardset_e2e::host::{Operator, Stage, fake_application_id};
+use shardset_e2e::secrets::put_secret;
 use shardset_e2e::shardsets::{ShardSet, exactly_ready, pods_of, wait_pods, wait_shardset};
 use shardset_e2e::{TestNamespace, delete_and_wait};
 
@@ -66,7 +70,41 @@ async fn deletion_cleans_redis_and_never_hangs() -> anyhow::Result<()> {
     );
     assert!(ns.events_yaml().contains("RedisKeysDeleted"));
 
-    // 2. Unreachable Redis: deletion completes after the give-up period.
+    // 2. The password's Secret deleted before the ShardSet.
+    let password = "cleanup-pw-5d1e";
+    let guarded = RedisServer::start_with(Options {
+        args: vec!["--requirepass".into(), password.into()],
+        ..Options::default()
+    });
+    put_secret(&ns, "redis-auth", &[("password", password)]).await?;
+    stage
+        .shardset("guarded")
+        .redis_url(&guarded.url())
+        .redis_secret("redis-auth")
+        .shards(1)
+        .apply(&ns)?;
+    wait_shardset(&ns, "guarded", Duration::from_secs(60), |s| {
+        s.status
+            .as_ref()
+            .is_some_and(|st| st.application_id.is_some())
+    })
+    .await?;
+    let mut authed =
+        redis::Client::open(format!("redis://:{password}@127.0.0.1:{}/", guarded.port))?
+            .get_connection()?;
+    for key in [ours.epoch(), ours.session(1, 0), ours.status(1, 0)] {
+        let _: () = authed.set(&key, "x")?;
+    }
+    delete_and_wait(&ns.api::<Secret>(), "redis-auth", Duration::from_secs(30)).await?;
+    delete_and_wait(&shardsets, "guarded", Duration::from_secs(90)).await?;
+    let keys: Vec<String> = authed.keys("shardset:*")?;
+    assert!(keys.is_empty(), "keys left behind: {keys:?}");
+    assert!(
+        !ns.events_yaml().contains("CleanupSkipped"),
+        "cleanup gave up instead of using the password last read"
+    );
+
+    // 3. Unreachable Redis: deletion completes after the give-up period.
     let closed = format!("redis://127.0.0.1:{}/", redis_test_server::free_port());
     stage
         .shardset("lost")
