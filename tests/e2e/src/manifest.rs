@@ -75,6 +75,12 @@ impl ShardSetManifest {
         self.set(&["redis", "secretRef", "name"], json!(name))
     }
 
+    /// `spec.redis.tls.caSecretRef.name` (the key stays `ca.crt`): the CA the Redis server's
+    /// certificate is checked against.
+    pub fn redis_ca_secret(self, name: &str) -> Self {
+        self.set(&["redis", "tls", "caSecretRef", "name"], json!(name))
+    }
+
     /// `spec.gateway.apiUrl`: where the workers and the operator find Discord (the fake).
     pub fn api_url(self, url: &str) -> Self {
         self.set(&["gateway", "apiUrl"], json!(url))

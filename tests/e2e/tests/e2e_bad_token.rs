@@ -10,11 +10,14 @@
 //!    one Identify per shard and zero violations;
 //! 4. neither token appears in any log, Event, status or `kubectl get -o yaml`, and the operator's
 //!    log has no `forbidden`.
+//!
+//! The chart's Redis serves TLS only here (`redis.tls.enabled`, its CA made by the chart): the
+//! operator and the workers reach it over `rediss://`, trusting `spec.redis.tls.caSecretRef`.
 
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
-use shardset_e2e::charts::{Placement, Stack};
+use shardset_e2e::charts::Stack;
 use shardset_e2e::metrics::Metrics;
 use shardset_e2e::recorders::PodLog;
 use shardset_e2e::secrets::{fresh_token, put_token};
@@ -39,7 +42,7 @@ async fn refused_token_is_a_condition_and_costs_nothing() -> anyhow::Result<()> 
         return Ok(());
     };
     let started = Instant::now();
-    let stack = Stack::install(&ns, Placement::Anywhere).await?;
+    let stack = Stack::install_with_redis_tls(&ns).await?;
     let wrong = format!("{}x", fresh_token());
     stack.sweep_for(&wrong);
     put_token(&ns, "wrong-token", &wrong).await?;
