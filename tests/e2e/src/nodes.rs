@@ -1,6 +1,7 @@
 //! A lost node: a kind node's container stopped with `docker stop`, and started again (by the
-//! scenario, or on drop when it fails half-way) so that later tests find the cluster whole.
-//! Scenarios that stop a node run alone in their test binary.
+//! scenario, or on drop when it fails half-way) so that later tests find the cluster whole; and a
+//! drained node, uncordoned the same way. Scenarios that stop or drain a node run alone in their
+//! test binary.
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use anyhow::ensure;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 
-use crate::{TestNamespace, conditions, docker, wait_for};
+use crate::{TestNamespace, conditions, docker, kubectl, wait_for};
 
 /// How long a node may take to change its Ready condition: the node-monitor grace period (~50 s)
 /// and, coming back, the kubelet's start.
@@ -80,5 +81,51 @@ impl Drop for StoppedNode {
     fn drop(&mut self) {
         // Also after `start_whole`: starting a running container changes nothing.
         let _ = docker(&["start", &self.name]);
+    }
+}
+
+/// A node drained with `kubectl drain` (cordoned, its pods evicted through the Eviction API, so
+/// PodDisruptionBudgets hold); uncordoned by [`DrainedNode::uncordon`] or on drop.
+pub struct DrainedNode {
+    /// The node's name.
+    pub name: String,
+    uncordoned: bool,
+}
+
+impl DrainedNode {
+    /// `kubectl drain` of `name`, evicting only the pods `selector` matches (the scenario's own;
+    /// the cluster's DNS and storage pods stay), waiting up to `timeout` for every eviction (a
+    /// budget that refuses one is retried by kubectl every 5 s).
+    pub fn drain(name: &str, selector: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let node = Self {
+            name: name.to_owned(),
+            uncordoned: false,
+        };
+        kubectl(&[
+            "drain",
+            name,
+            "--ignore-daemonsets",
+            "--delete-emptydir-data",
+            "--pod-selector",
+            selector,
+            "--timeout",
+            &format!("{}s", timeout.as_secs()),
+        ])?;
+        Ok(node)
+    }
+
+    /// `kubectl uncordon`: the node takes pods again.
+    pub fn uncordon(mut self) -> anyhow::Result<()> {
+        self.uncordoned = true;
+        kubectl(&["uncordon", &self.name])?;
+        Ok(())
+    }
+}
+
+impl Drop for DrainedNode {
+    fn drop(&mut self) {
+        if !self.uncordoned {
+            let _ = kubectl(&["uncordon", &self.name]);
+        }
     }
 }

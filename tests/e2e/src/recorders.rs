@@ -1,7 +1,7 @@
 //! What happened during a run, recorded by watches while the test drives: what a condition of a
 //! ShardSet's status went through (the `Resharding` steps, `Available`), the name of every pod
-//! that ever existed, and every line every container logged (deleted pods included). Each stops
-//! when dropped.
+//! that ever existed, how many of a ShardSet's pods were unavailable at once, and every line every
+//! container logged (deleted pods included). Each stops when dropped.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use crate::TestNamespace;
 use crate::background::Recorder;
+use crate::conditions::is_pod_ready;
 use crate::shardsets::{ShardSet, pods_of};
 
 /// Calls `seen` with every object the watch reports (as listed or as changed) until the watch
@@ -106,6 +107,61 @@ impl PodLog {
 
     /// Every pod name seen so far.
     pub fn seen(&self) -> BTreeSet<String> {
+        self.0.seen()
+    }
+}
+
+/// The most pods of a ShardSet that were unavailable at the same time (not Ready, terminating, or
+/// absent from the expected names), from a watch of its pods: each change is one observation.
+pub struct MostUnavailable(Recorder<usize>);
+
+impl MostUnavailable {
+    /// Starts watching the pods of `shardset`, expecting `expected` (its layout's pod names).
+    pub fn start(ns: &TestNamespace, shardset: &str, expected: &[String]) -> Self {
+        let api = ns.api::<Pod>();
+        let config = watcher::Config::default().labels(&pods_of(shardset));
+        let expected: BTreeSet<String> = expected.iter().cloned().collect();
+        Self(Recorder::<usize>::start(|most| async move {
+            let is_available =
+                |pod: &Pod| pod.metadata.deletion_timestamp.is_none() && is_pod_ready(pod);
+            // A (re)list is counted only once whole: its pods arrive one by one.
+            let mut available: BTreeSet<String> = BTreeSet::new();
+            let mut listing: BTreeSet<String> = BTreeSet::new();
+            let mut events = std::pin::pin!(watcher(api, config));
+            while let Ok(Some(event)) = events.try_next().await {
+                match event {
+                    watcher::Event::Init => {
+                        listing.clear();
+                        continue;
+                    }
+                    watcher::Event::InitApply(pod) => {
+                        if is_available(&pod) {
+                            listing.insert(pod.name_any());
+                        }
+                        continue;
+                    }
+                    watcher::Event::InitDone => available = std::mem::take(&mut listing),
+                    watcher::Event::Apply(pod) => {
+                        if is_available(&pod) {
+                            available.insert(pod.name_any());
+                        } else {
+                            available.remove(&pod.name_any());
+                        }
+                    }
+                    watcher::Event::Delete(pod) => {
+                        available.remove(&pod.name_any());
+                    }
+                }
+                let unavailable = expected.difference(&available).count();
+                if let Ok(mut most) = most.lock() {
+                    *most = (*most).max(unavailable);
+                }
+            }
+        }))
+    }
+
+    /// The most seen so far.
+    pub fn seen(&self) -> usize {
         self.0.seen()
     }
 }
