@@ -22,7 +22,9 @@ use crate::manifest::ShardSetManifest;
 use crate::metrics::Metrics;
 use crate::recorders::LogCollector;
 use crate::secrets::{TOKEN_SECRET, fresh_token, put_token};
-use crate::shardsets::{SettledLayout, ShardSet, release_finalizers, wait_settled_layout};
+use crate::shardsets::{
+    SHARDSET_LABEL, SettledLayout, ShardSet, release_finalizers, wait_settled_layout,
+};
 use crate::tools::{helm_async, repo_path};
 use crate::waits::{Look, poll};
 use crate::{TestNamespace, install_crd, kubectl};
@@ -94,6 +96,8 @@ pub struct Stack<'a> {
     /// The bot token the fake accepts (in the Secret [`TOKEN_SECRET`]).
     pub token: String,
     pub fake: Fake,
+    /// The fake's Identify window (ms), which [`Stack::shardset`] gives the ShardSets.
+    pub identify_window_ms: u32,
     pub logs: LogCollector,
     /// Objects seen during the run (ShardSet statuses, ...), swept for the token at the end.
     pub(super) seen: Mutex<Vec<(String, String)>>,
@@ -113,23 +117,74 @@ pub struct LiveLayout {
 /// The operator chart's NATS (`nats.enabled`), the bus of the bot tier's scenarios.
 pub const NATS_URL: &str = "nats://shardset-operator-nats:4222";
 
+/// What a stack is made of beyond its defaults: where its pods go, the fake's timing and size,
+/// and whose logs are followed. [`Stack::install`] takes the defaults above; a benchmark at
+/// scale sets its own ([`Stack::install_with`]).
+#[derive(Debug, Clone)]
+pub struct StackSettings {
+    pub placement: Placement,
+    /// The operator chart's NATS too ([`NATS_URL`]).
+    pub nats: bool,
+    /// The fake's Identify window, also [`Stack::shardset`]'s `identifyWindowMs`.
+    pub identify_window_ms: u32,
+    /// The fake's `max_concurrency`.
+    pub max_concurrency: u32,
+    /// Guilds the fake's bot is in.
+    pub guilds: u32,
+    /// The fake's heartbeat interval (ms).
+    pub heartbeat_interval_ms: u32,
+    /// More `--set` arguments for the fake's chart (after the ones above, so they win).
+    pub fake_values: Vec<String>,
+    /// Follow the logs of every pod of the namespace (the sweep reads them); `false`: only the
+    /// stack's own pods (operator, Redis, fake), not the workers': hundreds of log streams
+    /// through the API server would load what a benchmark measures.
+    pub worker_logs: bool,
+}
+
+impl Default for StackSettings {
+    fn default() -> Self {
+        Self {
+            placement: Placement::Anywhere,
+            nats: false,
+            identify_window_ms: IDENTIFY_WINDOW_MS,
+            max_concurrency: MAX_CONCURRENCY,
+            guilds: GUILDS,
+            heartbeat_interval_ms: 5000,
+            fake_values: Vec::new(),
+            worker_logs: true,
+        }
+    }
+}
+
 impl<'a> Stack<'a> {
     /// Installs everything (see the module doc) and starts collecting logs.
     pub async fn install(ns: &'a TestNamespace, placement: Placement) -> anyhow::Result<Self> {
-        Self::install_with(ns, placement, false).await
+        let settings = StackSettings {
+            placement,
+            ..StackSettings::default()
+        };
+        Self::install_with(ns, &settings).await
     }
 
     /// [`Stack::install`] with the operator chart's NATS too ([`NATS_URL`]), built by `make images`.
     pub async fn install_with_nats(ns: &'a TestNamespace) -> anyhow::Result<Self> {
-        Self::install_with(ns, Placement::Anywhere, true).await
+        let settings = StackSettings {
+            nats: true,
+            ..StackSettings::default()
+        };
+        Self::install_with(ns, &settings).await
     }
 
-    async fn install_with(
+    /// Installs everything as `settings` say and starts collecting logs.
+    pub async fn install_with(
         ns: &'a TestNamespace,
-        placement: Placement,
-        nats: bool,
+        settings: &StackSettings,
     ) -> anyhow::Result<Self> {
-        let logs = LogCollector::start(ns);
+        let logs = if settings.worker_logs {
+            LogCollector::start(ns)
+        } else {
+            LogCollector::start_matching(ns, &format!("!{SHARDSET_LABEL}"))
+        };
         let token = fresh_token();
         put_token(ns, TOKEN_SECRET, &token).await?;
         install_crd()?;
@@ -145,7 +200,7 @@ impl<'a> Stack<'a> {
             format!("--set=trustedApiHosts={{{FAKE_RELEASE}:8080}}"),
         ]
         .to_vec();
-        if nats {
+        if settings.nats {
             op_sets.extend([
                 "--set=nats.enabled=true".into(),
                 "--set=nats.image.repository=shardset/nats".into(),
@@ -157,13 +212,17 @@ impl<'a> Stack<'a> {
             // helm's values.
             "--set=token=".into(),
             format!("--set=existingSecret={TOKEN_SECRET}"),
-            format!("--set=guilds={GUILDS}"),
-            format!("--set=maxConcurrency={MAX_CONCURRENCY}"),
-            format!("--set=identifyWindowMs={IDENTIFY_WINDOW_MS}"),
-            "--set=heartbeatIntervalMs=5000".into(),
+            format!("--set=guilds={}", settings.guilds),
+            format!("--set=maxConcurrency={}", settings.max_concurrency),
+            format!("--set=identifyWindowMs={}", settings.identify_window_ms),
+            format!(
+                "--set=heartbeatIntervalMs={}",
+                settings.heartbeat_interval_ms
+            ),
         ]
         .to_vec();
-        if placement == Placement::ControlPlane {
+        fake_sets.extend(settings.fake_values.iter().cloned());
+        if settings.placement == Placement::ControlPlane {
             op_sets.extend(control_plane_values(""));
             op_sets.extend(control_plane_values("redis."));
             fake_sets.extend(control_plane_values(""));
@@ -189,6 +248,7 @@ impl<'a> Stack<'a> {
             ns,
             token,
             fake: Fake::new(ns.client.clone(), &ns.name, FAKE_RELEASE),
+            identify_window_ms: settings.identify_window_ms,
             logs,
             seen: Mutex::new(Vec::new()),
             also_secret: Mutex::new(Vec::new()),
@@ -205,7 +265,7 @@ impl<'a> Stack<'a> {
             .redis_url(&format!("redis://{OPERATOR_RELEASE}-redis:6379"))
             .redis_secret(REDIS_SECRET)
             .api_url(&format!("http://{FAKE_RELEASE}:8080/api"))
-            .identify_window_ms(IDENTIFY_WINDOW_MS)
+            .identify_window_ms(self.identify_window_ms)
     }
 
     /// Applies `shardset` and waits until its layout serves alone ([`Stack::wait_layout`]).
@@ -301,6 +361,18 @@ impl<'a> Stack<'a> {
 
     /// The keys of the bot `app_id` in the chart's Redis (through a port-forward to its pod).
     pub async fn redis_keys(&self, app_id: &str) -> anyhow::Result<Vec<String>> {
+        let forward = self.redis_forward().await?;
+        let mut conn = self.redis_connection(&forward).await?;
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("shardset:{{{app_id}}}:*"))
+            .query_async(&mut conn)
+            .await?;
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// A port-forward to the chart's Redis pod (for [`Stack::redis_connection`]).
+    pub async fn redis_forward(&self) -> anyhow::Result<PortForward> {
         let pods = self.ns.api::<Pod>();
         let list = pods
             .list(&kube::api::ListParams::default().labels(&format!(
@@ -312,14 +384,7 @@ impl<'a> Stack<'a> {
             .first()
             .map(ResourceExt::name_any)
             .context("no Redis pod")?;
-        let forward = PortForward::start(pods, pod, 6379).await?;
-        let mut conn = self.redis_connection(&forward).await?;
-        let mut keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("shardset:{{{app_id}}}:*"))
-            .query_async(&mut conn)
-            .await?;
-        keys.sort();
-        Ok(keys)
+        PortForward::start(pods, pod, 6379).await
     }
 
     /// The chart's Redis password, from its Secret.
