@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help test lint unit unit-python test-tools generate check-generated cluster cluster-down images e2e demo bench bench-bus bench-operator bench-fake
+.PHONY: help test lint unit unit-python test-tools generate check-generated cluster cluster-down images e2e demo bench bench-bus bench-operator bench-scale bench-fake
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -55,6 +55,13 @@ bench-operator: ## Benchmark on kind: kubectl apply of a 100-pod ShardSet -> all
 	SHARDSET_E2E=1 SHARDSET_BENCH=1 \
 	SHARDSET_OPERATOR_BIN="$${CARGO_TARGET_DIR:-$(CURDIR)/target}/x86_64-unknown-linux-musl/release/shardset-operator" \
 	$(CARGO) test -q -p shardset-e2e --test operator_bench -- --nocapture
+
+bench-scale: ## Benchmark on kind: fresh operator chart + Redis, the fake at a 1 s Identify window; a 1,024-shard ShardSet at 8 per pod -> all READY against the minimum (last line: bench-scale: ...). SHARDSET_SCALE_WINDOW_MS=250 etc.
+	@set -e; eval "$$(tests/cluster/up.sh)"; tests/cluster/images.sh; \
+	line=$$(mktemp); trap 'rm -f "$$line"' EXIT; \
+	SHARDSET_E2E=1 SHARDSET_BENCH=1 SHARDSET_BENCH_LINE_FILE="$$line" \
+	$(CARGO) test -q -p shardset-e2e --test scale_bench -- --nocapture bench_scale; \
+	cat "$$line"
 
 bench: test-tools ## Side-by-side benchmarks vs twilight-gateway on the fake Discord (zstd-stream and zlib-stream), and the bus path's cost (release; prints ratios). BENCH_ARGS=--help
 	$(CARGO) build --release -p shard-worker -p shardset-bench

@@ -3,10 +3,9 @@
 //! the fake's violations and the gaps between a bucket's Identifies (at arrival, and as the fake
 //! judged them).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use fake_discord::control::IdentifyOutcome;
+use fake_discord::control::{bucket_gaps_ms, quantile, spread};
 use fake_discord::{Config, RunningFake};
 
 use crate::clients::{Binaries, Twilight, Worker};
@@ -15,52 +14,22 @@ use crate::{Args, Redis, fake, wait_ready};
 /// The gaps between consecutive accepted Identifies of each bucket, in ms: at arrival (the
 /// kernel's receive stamps, what the fake's rules use) and as the fake got round to judging them
 /// (arrival + its lag: what a fake timing at processing would have measured).
-fn bucket_gaps_ms(fake: &RunningFake) -> (Vec<f64>, Vec<f64>) {
-    let mut by_bucket: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
-    for i in fake.state().identifies() {
-        if i.outcome == IdentifyOutcome::Accepted {
-            by_bucket
-                .entry(i.bucket)
-                .or_default()
-                .push((i.at_us, i.at_us + i.lag_us));
-        }
-    }
-    let mut arrival = Vec::new();
-    let mut judged = Vec::new();
-    for times in by_bucket.values_mut() {
-        times.sort_unstable();
-        for w in times.windows(2) {
-            arrival.push((w[1].0 - w[0].0) as f64 / 1000.0);
-        }
-        let mut at_judging: Vec<u64> = times.iter().map(|t| t.1).collect();
-        at_judging.sort_unstable();
-        judged.extend(at_judging.windows(2).map(|w| (w[1] - w[0]) as f64 / 1000.0));
-    }
-    arrival.sort_by(f64::total_cmp);
-    judged.sort_by(f64::total_cmp);
-    (arrival, judged)
-}
-
-/// The `q` quantile (0..=1) of sorted values.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+fn gaps_arrival_and_judged(fake: &RunningFake) -> (Vec<f64>, Vec<f64>) {
+    let records = fake.state().identifies();
+    (
+        bucket_gaps_ms(&records, |i| i.at_us),
+        bucket_gaps_ms(&records, |i| i.at_us + i.lag_us),
+    )
 }
 
 /// Prints the distribution of the bucket gaps and of the fake's own lag.
 fn report_gaps(fake: &RunningFake, window_ms: u64) {
-    let (arrival, judged) = bucket_gaps_ms(fake);
+    let (arrival, judged) = gaps_arrival_and_judged(fake);
     let window = window_ms as f64;
     let over: Vec<f64> = arrival.iter().map(|g| g - window).collect();
     println!(
-        "  bucket gaps at arrival, beyond the window (ms): min {:.1}  p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  ({} gaps)",
-        quantile(&over, 0.0),
-        quantile(&over, 0.5),
-        quantile(&over, 0.9),
-        quantile(&over, 0.99),
-        quantile(&over, 1.0),
+        "  bucket gaps at arrival, beyond the window (ms): {}  ({} gaps)",
+        spread(&over),
         over.len()
     );
     let short = judged.iter().filter(|&&g| g < window).count();
@@ -159,7 +128,7 @@ fn report_cold(
 ) -> f64 {
     let minimum = floor + first;
     let ratio = all.as_secs_f64() / minimum.as_secs_f64();
-    let (arrival, _) = bucket_gaps_ms(f);
+    let (arrival, _) = gaps_arrival_and_judged(f);
     let gap = arrival
         .first()
         .map_or("-".to_owned(), |g| format!("{g:.1} ms"));

@@ -55,6 +55,7 @@
 //!   `reshard_*`); [`host`]: the operator binary on the host with the fake in-process and a
 //!   redis-server (`operator_*`).
 //! - [`background`]: the tasks those fixtures run beside the test, stopped on drop.
+//! - [`usage`]: containers' CPU and memory from the kubelets' Summary API (benchmarks).
 //!
 //! No sleeps as synchronisation: waits watch the API, or poll what has no watch, until the
 //! condition holds or the timeout ends.
@@ -75,6 +76,7 @@ pub mod report;
 pub mod secrets;
 pub mod shardsets;
 pub mod tools;
+pub mod usage;
 pub mod waits;
 
 pub use crd::install_crd;

@@ -173,11 +173,20 @@ pub struct LogCollector(Recorder<BTreeMap<String, String>>);
 impl LogCollector {
     /// Starts following the namespace's pods.
     pub fn start(ns: &TestNamespace) -> Self {
+        Self::following(ns, watcher::Config::default())
+    }
+
+    /// Starts following the namespace's pods that match the label selector `labels`.
+    pub fn start_matching(ns: &TestNamespace, labels: &str) -> Self {
+        Self::following(ns, watcher::Config::default().labels(labels))
+    }
+
+    fn following(ns: &TestNamespace, config: watcher::Config) -> Self {
         let api = ns.api::<Pod>();
         Self(Recorder::<BTreeMap<String, String>>::start(
             |logs| async move {
                 let mut following: BTreeSet<String> = BTreeSet::new();
-                each_object(api.clone(), watcher::Config::default(), |pod: Pod| {
+                each_object(api.clone(), config, |pod: Pod| {
                     let uid = pod.uid().unwrap_or_default();
                     for (container, restarts) in started_containers(&pod) {
                         // A pod replaced under the same name is another pod: the uid tells them apart.

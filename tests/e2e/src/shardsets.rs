@@ -19,9 +19,12 @@ pub use shardset_operator::crd::ShardSet;
 
 use crate::{TestNamespace, conditions, kubectl, wait_for};
 
+/// The label the operator puts on every worker pod: the name of its ShardSet.
+pub use shardset_operator::names::labels::SHARDSET as SHARDSET_LABEL;
+
 /// The label selector of the pods of ShardSet `shardset`.
 pub fn pods_of(shardset: &str) -> String {
-    format!("shardset.io/shardset={shardset}")
+    format!("{SHARDSET_LABEL}={shardset}")
 }
 
 /// The pod names of layout `total` at `per_pod` shards per pod (`<name>-<total>-<first>-<last>`).

@@ -1,10 +1,14 @@
 //! The control API (`/control/...`): how tests and users read what the fake saw (identifies,
 //! violations, sessions, commands, late heartbeats, counters, replies) and steer it (faults,
 //! load, messages, dispatches, budget, reset). `records.rs` holds its public JSON records,
-//! re-exported here; `api.rs` its routes, which the server mounts.
+//! re-exported here; `api.rs` its routes, which the server mounts; `gaps.rs` the bucket gaps
+//! that benchmarks report.
 
 pub(crate) mod api;
+mod gaps;
 mod records;
+
+pub use self::gaps::{bucket_gaps_ms, quantile, spread};
 
 pub use self::records::{
     BudgetInfo, BudgetUpdate, CommandOutcome, CommandRecord, Counters, DispatchRequest,
