@@ -44,6 +44,11 @@ pub const GATEWAY_COMPRESSION: &str = "GATEWAY_COMPRESSION";
 /// Optional: the window of the gateway send limit (120 commands per window per connection), in
 /// ms (Discord: 60000). Only shorter against a time-scaled fake gateway.
 pub const GATEWAY_SEND_WINDOW_MS: &str = "GATEWAY_SEND_WINDOW_MS";
+/// Optional: heartbeats in a row that may go without an ACK before the connection counts as
+/// silent (a zombie connection) and is closed and resumed in place, no Identify spent. Default 1
+/// (Discord's rule: the previous heartbeat not ACKed when the next is due), at most 3; a silent
+/// shard is closed within `(n + 1)` heartbeat intervals of its last ACK.
+pub const GATEWAY_SILENT_BEATS: &str = "GATEWAY_SILENT_BEATS";
 /// Optional: how long a saved session stays resumable, in ms (the TTL of `Keys::session`;
 /// default 180000). Only shorter against a time-scaled fake gateway.
 pub const RESUME_WINDOW_MS: &str = "RESUME_WINDOW_MS";

@@ -24,7 +24,8 @@ pub mod token;
 pub use gateway::GatewayCompression;
 pub use keys::{Keys, bucket, layout_name};
 pub use records::{
-    FATAL_MARKER_TTL_MS, FatalMarker, LayoutRoles, Role, SessionRecord, ShardState, ShardStatus,
+    FATAL_MARKER_TTL_MS, FatalMarker, LayoutRoles, Role, SILENT_REASON, SessionRecord, ShardState,
+    ShardStatus,
 };
 
 /// Default `W` of the hand-over protocol: 10 s.

@@ -90,6 +90,11 @@ pub enum ShardState {
     Stopped,
 }
 
+/// The first word of a shard's status `reason` from the moment the worker found its connection
+/// silent (heartbeats without ACK: a zombie connection) until its session is live again; the
+/// operator lists such shards in the `Ready` condition's message.
+pub const SILENT_REASON: &str = "Silent";
+
 /// One shard's status record (`Keys::status`), refreshed by the worker with a TTL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -120,6 +125,15 @@ pub struct ShardStatus {
 }
 
 impl ShardStatus {
+    /// The shard is healing a silent connection (reason [`SILENT_REASON`]).
+    pub fn healing_silence(&self) -> bool {
+        self.state != ShardState::Ready
+            && self
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with(SILENT_REASON))
+    }
+
     /// The shard receives and keeps up: READY, and handling within the lag bound.
     pub fn keeping_up(&self) -> bool {
         self.state == ShardState::Ready && self.behind_ms.is_none()

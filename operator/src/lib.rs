@@ -23,7 +23,8 @@
 //! - [`apply`]: the API writes: pods created and deleted (uid preconditions), the status applied.
 //! - [`discord`]: `GET /gateway/bot` and `/users/@me`, refreshed on a period with backoff.
 //! - [`redis_state`]: the workers' shard status, and cleanup of the bot's keys.
-//! - [`metrics`], [`telemetry`]: Prometheus metrics and JSON logs.
+//! - [`metrics`], [`telemetry`]: Prometheus metrics and JSON logs; [`shardset_gauges`]: the
+//!   per-ShardSet gauges the chart's alerts read.
 
 pub mod api_trust;
 pub mod bus_env;
@@ -37,6 +38,7 @@ pub mod plan;
 pub mod pods;
 pub mod redis_ca;
 pub mod reshard;
+pub mod shardset_gauges;
 pub mod status;
 pub mod text;
 

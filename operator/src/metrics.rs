@@ -5,7 +5,8 @@
 //! `reconcile_duration_seconds`, `kube_requests_total{verb,resource}`, `pod_actions_total{action}`,
 //! `discord_requests_total{endpoint,result}`, `leader` (1 while this replica holds the Lease),
 //! `reshard_steps_total{step}` (roles written and refusals, by step), `reshard_duration_seconds`
-//! (a BlueGreen hand-over, from its start to the new layout acting alone).
+//! (a BlueGreen hand-over, from its start to the new layout acting alone), and the per-ShardSet
+//! gauges of [`crate::shardset_gauges`].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,6 +16,8 @@ use prometheus_client::metrics::{
     counter::Counter, family::Family, gauge::Gauge, histogram::Histogram,
 };
 use prometheus_client::registry::Registry;
+
+use crate::shardset_gauges::ShardSetGauges;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
@@ -55,6 +58,7 @@ pub struct Metrics {
     leader: Gauge,
     reshard_steps: Family<StepLabels, Counter>,
     reshard_duration: Histogram,
+    shardsets: ShardSetGauges,
 }
 
 impl Default for Metrics {
@@ -119,8 +123,10 @@ impl Metrics {
             "Duration of a BlueGreen hand-over, from its start to the new layout acting alone",
             reshard_duration.clone(),
         );
+        let shardsets = ShardSetGauges::register(&mut registry);
         Self {
             registry,
+            shardsets,
             reshard_steps,
             reshard_duration,
             reconciles,
@@ -168,8 +174,18 @@ impl Metrics {
             .inc();
     }
 
+    /// Whether this replica leads; one that stops leading drops its per-ShardSet gauges (the
+    /// new leader exports them).
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
+        if !leader {
+            self.shardsets.forget_all();
+        }
+    }
+
+    /// The per-ShardSet gauges, set by the leader's reconciles.
+    pub fn shardsets(&self) -> &ShardSetGauges {
+        &self.shardsets
     }
 
     fn kube_request(&self, verb: &'static str, resource: String) {
@@ -325,5 +341,32 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }
+    }
+
+    #[test]
+    fn a_replica_that_stops_leading_drops_the_shardset_gauges() {
+        let m = Metrics::new();
+        m.set_leader(true);
+        m.shardsets().set(
+            "bots",
+            "alpha",
+            &crate::shardset_gauges::ShardSetValues {
+                shards: Some(4),
+                ready_shards: 3,
+                session_starts_remaining: Some(900),
+                identify_reserve: 10,
+            },
+        );
+        let text = m.encode();
+        assert!(
+            text.contains(
+                r#"shardset_operator_shardset_ready_shards{namespace="bots",shardset="alpha"} 3"#
+            ),
+            "{text}"
+        );
+        m.set_leader(false);
+        let text = m.encode();
+        assert!(!text.contains(r#"shardset="alpha""#), "{text}");
+        assert!(text.contains("shardset_operator_leader 0"), "{text}");
     }
 }

@@ -479,7 +479,7 @@ impl RedisPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shardset_contract::ShardState;
+    use shardset_contract::{SILENT_REASON, ShardState};
 
     #[test]
     fn a_failing_redis_is_left_alone_longer_each_time() {
@@ -519,6 +519,28 @@ mod tests {
             )]
         );
         assert_eq!(summarize(&[None, None]).guilds, None);
+        assert!(s.healing.is_empty());
+    }
+
+    #[test]
+    fn lists_shards_healing_a_silent_connection() {
+        let silent = |state| {
+            record(state, 3).map(|r| ShardStatus {
+                reason: Some(format!("{SILENT_REASON}: 1 heartbeats in a row got no ACK")),
+                ..r
+            })
+        };
+        let s = summarize(&[
+            silent(ShardState::Resuming),
+            record(ShardState::Resuming, 3),
+            silent(ShardState::Reconnecting),
+            // Live again: the reason no longer counts (the worker clears it anyway).
+            silent(ShardState::Ready),
+        ]);
+        assert_eq!(
+            s.healing,
+            vec![(0, "bot-4-0-1".to_string()), (2, "bot-4-0-1".to_string())]
+        );
     }
 
     #[test]

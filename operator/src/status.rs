@@ -19,6 +19,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use crate::crd::{LayoutStatus, SessionStartLimitStatus, ShardSetStatus};
 use crate::plan::Progress;
 use crate::reshard::decision::Phase;
+use crate::text::summarize_list;
 
 mod problem;
 pub use problem::Problem;
@@ -72,6 +73,9 @@ pub struct Observed<'a> {
     pub max_concurrency_override: Option<u32>,
     pub application_id: Option<u64>,
     pub guilds: Option<u64>,
+    /// Shards the workers report resuming after a silent (zombie) connection, as `shard 3 on
+    /// <pod>`: named in `Ready`'s message while they heal.
+    pub healing_shards: Vec<String>,
     pub selector: String,
     /// `spec.shardsPerPod`: one pod's worth of shards, what `Available` lets be missing.
     pub shards_per_pod: u32,
@@ -235,6 +239,8 @@ fn conditions(o: &Observed<'_>) -> Vec<Cond> {
         )
     };
 
+    let ready = with_healing(ready, &o.healing_shards);
+
     let progressing: Cond = if let Some(problem) = blocking {
         (
             condition::PROGRESSING,
@@ -335,6 +341,20 @@ fn conditions(o: &Observed<'_>) -> Vec<Cond> {
     };
 
     vec![ready, available(o), progressing, degraded, resharding]
+}
+
+/// `ready` with the shards healing a silent connection named in its message (their pods may
+/// still count as Ready: a resume takes moments, the readiness probe several failures).
+fn with_healing(ready: Cond, healing: &[String]) -> Cond {
+    if healing.is_empty() {
+        return ready;
+    }
+    let (type_, status, reason, mut message) = ready;
+    message.push_str(&format!(
+        "; resuming after a silent connection (no heartbeat ACK): {}",
+        summarize_list(healing, 3)
+    ));
+    (type_, status, reason, message)
 }
 
 /// `Ready`'s message while a reshard brings the target layout up: what runs meanwhile depends
@@ -597,6 +617,30 @@ mod tests {
             super::degraded(Some(&status)).map(|d| d.0),
             Some("GatewayUnreachable")
         );
+    }
+
+    #[test]
+    fn shards_healing_a_silent_connection_are_named_in_ready() {
+        let healing = Observed {
+            healing_shards: vec!["shard 3 on bot-10-3-5".into()],
+            ..observed(settled(), &[])
+        };
+        let s = build(&healing, None, t(0));
+        let ready = cond(&s, condition::READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "AllShardsReady")
+        );
+        assert!(
+            ready.message.ends_with(
+                "; resuming after a silent connection (no heartbeat ACK): shard 3 on bot-10-3-5"
+            ),
+            "{}",
+            ready.message
+        );
+        // Healed: the message is as before, so the next pass writes it back.
+        let s = build(&observed(settled(), &[]), Some(&s), t(1));
+        assert!(!cond(&s, condition::READY).message.contains("silent"));
     }
 
     #[test]

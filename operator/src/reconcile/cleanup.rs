@@ -53,6 +53,8 @@ pub async fn cleanup(
     ctx: &Context,
 ) -> Result<Action, CleanupError> {
     let name = ss.name_any();
+    // The ShardSet goes: its gauges go first (they would otherwise show its last status).
+    ctx.metrics.shardsets().forget(namespace, &name);
     let key = format!("{namespace}/{name}");
     let uid = ss.uid().unwrap_or_default();
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);

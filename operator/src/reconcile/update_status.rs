@@ -1,7 +1,8 @@
-//! The last step of a pass: what the workers report in Redis (guilds, shards closed for good),
+//! The last step of a pass: what the workers report in Redis (guilds, shards closed for good,
+//! shards healing a silent connection),
 //! then the status built from everything the pass saw, applied only when it differs from the
 //! stored one (an unchanged world writes nothing), with an Event when the `Degraded` reason
-//! changes.
+//! changes; the per-ShardSet gauges follow the status built, written or not.
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -15,6 +16,7 @@ use crate::crd::{ShardSet, ShardSetStatus};
 use crate::reconcile::dereference::Dereferenced;
 use crate::redis_state;
 use crate::reshard::handover::Pass;
+use crate::shardset_gauges;
 use crate::status::{self, Observed, Problem};
 use crate::text::summarize_list;
 
@@ -32,19 +34,29 @@ impl StatusError {
     }
 }
 
-/// What the workers report for the layout of `total`: the guilds its shards hold, and a problem
-/// when shards are closed for good or Redis cannot be read. Uses the records the reshard step
-/// already read when it has them.
+/// What the workers report for the layout of `total`.
+#[derive(Debug, Default)]
+pub struct ShardReports {
+    /// The guilds its shards hold.
+    pub guilds: Option<u64>,
+    /// Shards closed for good, or Redis that cannot be read.
+    pub problem: Option<Problem>,
+    /// Shards resuming after a silent connection, as `shard 3 on <pod>`.
+    pub healing: Vec<String>,
+}
+
+/// What the workers report for the layout of `total` ([`ShardReports`]). Uses the records the
+/// reshard step already read when it has them.
 pub async fn shard_reports(
     ctx: &Context,
     ss: &ShardSet,
     deref: &Dereferenced,
     total: Option<u32>,
     reshard: Option<&Pass>,
-) -> (Option<u64>, Option<Problem>) {
+) -> ShardReports {
     let (Some(app_id), Some(total), Some(redis)) = (deref.app_id, total, deref.redis_target(ss))
     else {
-        return (None, None);
+        return ShardReports::default();
     };
     let read = reshard
         .and_then(|r| r.statuses.as_ref())
@@ -68,9 +80,20 @@ pub async fn shard_reports(
                     summarize_list(&failed, 3)
                 ))
             });
-            (summary.guilds, failed)
+            ShardReports {
+                guilds: summary.guilds,
+                problem: failed,
+                healing: summary
+                    .healing
+                    .iter()
+                    .map(|(shard, pod)| format!("shard {shard} on {pod}"))
+                    .collect(),
+            }
         }
-        Err(error) => (None, Some(Problem::RedisUnreachable(error.to_string()))),
+        Err(error) => ShardReports {
+            problem: Some(Problem::RedisUnreachable(error.to_string())),
+            ..ShardReports::default()
+        },
     }
 }
 
@@ -82,6 +105,11 @@ pub async fn update_status(
     observed: &Observed<'_>,
 ) -> Result<(), StatusError> {
     let new_status = status::build(observed, ss.status.as_ref(), Timestamp::now());
+    ctx.metrics.shardsets().set(
+        namespace,
+        &ss.name_any(),
+        &shardset_gauges::values(&new_status, ss.spec.identify_reserve),
+    );
     if ss.status.as_ref() == Some(&new_status) {
         return Ok(());
     }

@@ -10,6 +10,8 @@ pub struct ShardSummary {
     pub guilds: Option<u64>,
     /// Shards closed for good: `(shard, pod, reason)`.
     pub failed: Vec<(u32, String, String)>,
+    /// Shards whose connection fell silent and that are resuming on a new one: `(shard, pod)`.
+    pub healing: Vec<(u32, String)>,
 }
 
 /// Sums the records of one layout.
@@ -18,6 +20,9 @@ pub fn summarize(records: &[Option<ShardStatus>]) -> ShardSummary {
     for (shard, record) in records.iter().enumerate() {
         let Some(record) = record else { continue };
         *summary.guilds.get_or_insert(0) += u64::from(record.guilds);
+        if record.healing_silence() {
+            summary.healing.push((shard as u32, record.pod.clone()));
+        }
         if record.state == ShardState::Fatal {
             summary.failed.push((
                 shard as u32,

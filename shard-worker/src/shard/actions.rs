@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::custody::{fatal_marker, forget_identify_streak, record_identify_streak};
-use super::runner::{Runner, Step};
+use super::runner::{Runner, Step, silent_reason};
 use crate::gateway::commands;
 use crate::gateway::session::{Action, Input};
 use crate::handler::Handler;
@@ -31,6 +31,8 @@ impl<H: Handler> Runner<'_, H> {
                 }
                 return Step::Inputs(vec![self.connect(target).await]);
             }
+            // A silent connection's peer does not answer: no close handshake to wait for.
+            Action::Disconnect { code } if self.silent.is_some() => self.abandon(code).await,
             Action::Disconnect { code } => self.close(code).await,
             Action::SendHeartbeat { seq, requested } => {
                 let payload = commands::heartbeat(seq);
@@ -179,10 +181,20 @@ impl<H: Handler> Runner<'_, H> {
                     forget_identify_streak(records, self.shard).await;
                 }
             }
-            Action::Zombie => warn!(
-                shard_id = self.shard,
-                "no heartbeat ACK: zombie connection, reconnecting"
-            ),
+            Action::Zombie { unacked, interval } => {
+                warn!(
+                    shard_id = self.shard,
+                    unacked,
+                    ?interval,
+                    "silent connection: no heartbeat ACK (a zombie connection); closing and resuming"
+                );
+                self.board()
+                    .metrics()
+                    .silent_connections
+                    .get_or_create(&self.labels)
+                    .inc();
+                self.silent = Some(silent_reason(unacked));
+            }
             Action::Stop { code } => return Step::End(Box::pin(self.stop(code)).await),
         }
         Step::Continue

@@ -31,6 +31,12 @@ pub(super) struct Connection<'a> {
 /// every handle on it is gone).
 struct Registered<'a>(&'a Slot);
 
+/// How long a close waits for the gateway's answer to our close frame.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
+/// How long closing a silent connection may take: enough to hand our close frame to the
+/// socket, not to wait for an answer.
+const ABANDON_SEND: Duration = Duration::from_millis(100);
+
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
         self.0.forget_socket();
@@ -136,6 +142,19 @@ impl<H: Handler> Runner<'_, H> {
     }
 
     pub(super) async fn close(&mut self, code: u16) {
+        self.close_within(code, CLOSE_HANDSHAKE).await;
+    }
+
+    /// Closes a connection whose peer has stopped answering (a silent one): our close frame
+    /// goes out if the socket takes it at once, and the connection is dropped without waiting
+    /// for an answer that will not come. The code is resumable, so whether the gateway sees it
+    /// does not matter (discord-api-docs, "Heartbeat Interval": terminate the zombie, then
+    /// resume).
+    pub(super) async fn abandon(&mut self, code: u16) {
+        self.close_within(code, ABANDON_SEND).await;
+    }
+
+    async fn close_within(&mut self, code: u16, linger: Duration) {
         if let Some(mut ws) = self.ws.take() {
             let frame = CloseFrame {
                 code: CloseCode::from(code),
@@ -145,7 +164,7 @@ impl<H: Handler> Runner<'_, H> {
             // answer. Exiting right after sending could reset the connection with frames unread,
             // and the gateway might never see our code (1000 would then not end the session).
             // Boxed: rare, and large next to an idle shard's state.
-            let closing = Box::pin(tokio::time::timeout(Duration::from_secs(2), async move {
+            let closing = Box::pin(tokio::time::timeout(linger, async move {
                 if ws.close(Some(frame)).await.is_ok() {
                     while let Some(Ok(message)) = ws.next().await {
                         if message.is_close() {

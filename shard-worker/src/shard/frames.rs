@@ -19,7 +19,8 @@ use crate::gateway::opcode::Opcode;
 use crate::gateway::ratelimit::CommandLimiter;
 use crate::gateway::session::{Input, Resumable};
 use crate::handler::{Dispatch, Handler};
-use crate::worker::metrics::{EventLabels, ReasonLabels};
+use crate::worker::bookkeeper::unix_ms;
+use crate::worker::metrics::{EventLabels, ReasonLabels, ShardAfterLabels, ShardCodeLabels};
 
 /// The gateway's `READY` fields we keep.
 #[derive(Deserialize)]
@@ -48,6 +49,16 @@ impl<H: Handler> Runner<'_, H> {
                 self.ws = None;
                 let code = frame.map(|f| u16::from(f.code));
                 info!(shard_id = self.shard, code, "gateway closed the connection");
+                if let Some(code) = code {
+                    self.board()
+                        .metrics()
+                        .gateway_closes
+                        .get_or_create(&ShardCodeLabels {
+                            shard: self.shard,
+                            code,
+                        })
+                        .inc();
+                }
                 return vec![Input::Closed { code }];
             }
             Some(Ok(_)) => return Vec::new(),
@@ -108,6 +119,7 @@ impl<H: Handler> Runner<'_, H> {
                     return Vec::new();
                 };
                 let data = envelope.d.unwrap_or("null");
+                self.last_dispatch.set(unix_seconds());
                 // The machine learns the seq first (heartbeats carry it), then the handler runs.
                 let actions = self.machine.step(Input::Dispatch { seq });
                 debug_assert!(actions.is_empty());
@@ -191,7 +203,19 @@ impl<H: Handler> Runner<'_, H> {
             }
             Some(Opcode::InvalidSession) => {
                 let resumable = envelope.d.is_some_and(|d| d.trim() == "true");
-                info!(shard_id = self.shard, resumable, "invalid session (op 9)");
+                let after = self.machine.phase().invalid_session_after();
+                info!(
+                    shard_id = self.shard,
+                    resumable, after, "invalid session (op 9)"
+                );
+                self.board()
+                    .metrics()
+                    .invalid_sessions
+                    .get_or_create(&ShardAfterLabels {
+                        shard: self.shard,
+                        after,
+                    })
+                    .inc();
                 vec![Input::InvalidSession { resumable }]
             }
             Some(Opcode::Hello) => match envelope.d.map(serde_json::from_str::<HelloData>) {
@@ -208,13 +232,18 @@ impl<H: Handler> Runner<'_, H> {
                 }
             },
             Some(Opcode::HeartbeatAck) => {
-                if let Some(sent) = self.heartbeat_sent.take() {
-                    self.board()
-                        .metrics()
+                let sent = self.heartbeat_sent.take();
+                let metrics = self.board().metrics();
+                if let Some(sent) = sent {
+                    metrics
                         .heartbeat_latency
                         .get_or_create(&self.labels)
                         .set(sent.elapsed().as_secs_f64());
                 }
+                metrics
+                    .last_heartbeat_ack
+                    .get_or_create(&self.labels)
+                    .set(unix_seconds());
                 vec![Input::HeartbeatAck]
             }
             _ => Vec::new(),
@@ -245,4 +274,9 @@ impl<H: Handler> Runner<'_, H> {
         counter.inc();
         self.counters.insert(event.into(), counter);
     }
+}
+
+/// Now as Unix seconds (ms precision), the unit of the `*_timestamp_seconds` gauges.
+fn unix_seconds() -> f64 {
+    unix_ms() as f64 / 1_000.0
 }

@@ -6,11 +6,12 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -32,13 +33,52 @@ use crate::handler::Handler;
 use crate::identify::queue::Permit;
 use crate::worker::board::{Board, Slot};
 use crate::worker::metrics::ShardLabels;
-use shardset_contract::{FatalMarker, ShardState};
+use shardset_contract::{FatalMarker, SILENT_REASON, ShardState};
 
 pub(super) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub(super) type PermitFuture = Pin<Box<dyn Future<Output = Permit> + Send>>;
 
 /// The reason (prefix) a shard stopped by the Identify-loop guard reports (`P:status`, `/readyz`).
 pub const IDENTIFY_LOOP: &str = "IdentifyLoop";
+
+/// The reason a shard whose connection fell silent after `unacked` heartbeats reports while it
+/// heals (`P:status`, `/readyz`), starting with [`SILENT_REASON`] until its session is live
+/// again.
+pub(super) fn silent_reason(unacked: u32) -> String {
+    format!(
+        "{SILENT_REASON}: {unacked} heartbeats in a row got no ACK (a zombie connection); reconnecting to resume"
+    )
+}
+
+/// What the board shows for a shard in `phase` on its `connections`-th connection, with the
+/// reason of a silent connection it heals from, if any: a silent shard says so until its session
+/// is live again (or the shard stops for good, which says why instead).
+pub(super) fn shard_report(
+    phase: Phase,
+    connections: u64,
+    silent: Option<&str>,
+) -> (ShardState, Option<String>) {
+    let state = match phase {
+        Phase::Idle | Phase::Connecting | Phase::AwaitingHello if connections <= 1 => {
+            ShardState::Connecting
+        }
+        Phase::Idle | Phase::Connecting | Phase::AwaitingHello | Phase::Backoff => {
+            ShardState::Reconnecting
+        }
+        Phase::AwaitingPermit => ShardState::WaitingForGate,
+        Phase::Identifying => ShardState::Identifying,
+        Phase::Resuming => ShardState::Resuming,
+        Phase::Active => ShardState::Ready,
+        Phase::Fatal(_) | Phase::IdentifyLoop => ShardState::Fatal,
+        Phase::Stopped => ShardState::Stopped,
+    };
+    let reason = match phase {
+        Phase::Fatal(code) => Some(close_code::fatal_reason(code).to_owned()),
+        Phase::Active | Phase::Stopped | Phase::IdentifyLoop => None,
+        _ => silent.map(str::to_owned),
+    };
+    (state, reason)
+}
 
 /// How one session (one lease held) ended.
 pub(super) enum SessionEnd {
@@ -101,6 +141,8 @@ pub(super) struct Runner<'a, H> {
     /// Per-event counters, looked up without allocating after the first of each kind.
     pub(super) counters: HashMap<Box<str>, Counter>,
     pub(super) labels: ShardLabels,
+    /// The shard's `last_dispatch_timestamp_seconds`, set on every dispatch (looked up once).
+    pub(super) last_dispatch: Gauge<f64, AtomicU64>,
     /// The layout's dispatch age histograms and the lag bound.
     pub(super) ages: DispatchAge,
     /// The shard's command channel (lent by the task for this session; `None`: no commands).
@@ -112,6 +154,9 @@ pub(super) struct Runner<'a, H> {
     pub(super) commands_due: bool,
     /// op 8 requests sent on this session, waiting for their chunks.
     pub(super) members: WaitingMembers,
+    /// Set when the connection was found silent ([`silent_reason`]), until the session is live
+    /// again: the board's reason meanwhile.
+    pub(super) silent: Option<String>,
 }
 
 impl<'a, H: Handler> Runner<'a, H> {
@@ -147,6 +192,12 @@ impl<'a, H: Handler> Runner<'a, H> {
             connect_after_pause: None,
             counters: HashMap::new(),
             labels: ShardLabels { shard },
+            last_dispatch: shared
+                .board
+                .metrics()
+                .last_dispatch
+                .get_or_create(&ShardLabels { shard })
+                .clone(),
             ages: DispatchAge::new(
                 &shared.board,
                 shared.acting.layout(),
@@ -157,6 +208,7 @@ impl<'a, H: Handler> Runner<'a, H> {
             command_timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             commands_due: true,
             members: WaitingMembers::default(),
+            silent: None,
         }
     }
 
@@ -288,25 +340,13 @@ impl<'a, H: Handler> Runner<'a, H> {
             self.note_liveness(phase);
         }
         self.phase = phase;
-        let state = match phase {
-            Phase::Idle | Phase::Connecting | Phase::AwaitingHello if self.connections <= 1 => {
-                ShardState::Connecting
-            }
-            Phase::Idle | Phase::Connecting | Phase::AwaitingHello | Phase::Backoff => {
-                ShardState::Reconnecting
-            }
-            Phase::AwaitingPermit => ShardState::WaitingForGate,
-            Phase::Identifying => ShardState::Identifying,
-            Phase::Resuming => ShardState::Resuming,
-            Phase::Active => ShardState::Ready,
-            Phase::Fatal(_) | Phase::IdentifyLoop => ShardState::Fatal,
-            Phase::Stopped => ShardState::Stopped,
-        };
-        let reason = match phase {
-            Phase::Fatal(code) => Some(close_code::fatal_reason(code).to_owned()),
-            Phase::IdentifyLoop => Some(self.identify_loop_reason()),
-            _ => None,
-        };
+        if phase == Phase::Active {
+            self.silent = None;
+        }
+        let (state, mut reason) = shard_report(phase, self.connections, self.silent.as_deref());
+        if phase == Phase::IdentifyLoop {
+            reason = Some(self.identify_loop_reason());
+        }
         self.board().set_state(self.shard, state, reason);
         if self.machine.resumable().is_none() {
             self.slot.lock().session = None;
@@ -370,5 +410,48 @@ async fn await_permit(future: &mut Option<PermitFuture>) -> Permit {
     match future {
         Some(f) => f.await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_silent_shard_says_so_until_its_session_is_live_again() {
+        let silent = silent_reason(1);
+        assert!(silent.starts_with(SILENT_REASON), "{silent}");
+        for (phase, state) in [
+            (Phase::Connecting, ShardState::Reconnecting),
+            (Phase::AwaitingHello, ShardState::Reconnecting),
+            (Phase::Backoff, ShardState::Reconnecting),
+            (Phase::Resuming, ShardState::Resuming),
+            // A resume that failed: the Identify that follows heals it too.
+            (Phase::AwaitingPermit, ShardState::WaitingForGate),
+            (Phase::Identifying, ShardState::Identifying),
+        ] {
+            assert_eq!(
+                shard_report(phase, 2, Some(&silent)),
+                (state, Some(silent.clone())),
+                "{phase:?}"
+            );
+        }
+        assert_eq!(
+            shard_report(Phase::Active, 2, Some(&silent)),
+            (ShardState::Ready, None)
+        );
+        assert_eq!(
+            shard_report(Phase::Fatal(4004), 2, Some(&silent)).0,
+            ShardState::Fatal
+        );
+        assert_ne!(
+            shard_report(Phase::Fatal(4004), 2, Some(&silent)).1,
+            Some(silent.clone()),
+            "a fatal close says why instead"
+        );
+        assert_eq!(
+            shard_report(Phase::Connecting, 1, None),
+            (ShardState::Connecting, None)
+        );
     }
 }

@@ -345,7 +345,10 @@ impl Builder {
                 compression: s.gateway_compression,
                 send_window: Duration::from_millis(s.gateway_send_window_ms),
                 resume_trust: ResumeTrust::new(&s.discord_api_url, &bot.url),
-                session: self.session.clone(),
+                session: SessionConfig {
+                    silent_beats: s.gateway_silent_beats,
+                    ..self.session.clone()
+                },
                 lease_ttl: Duration::from_secs(15),
                 resume_window,
                 pod: pod.clone(),

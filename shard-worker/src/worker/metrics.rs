@@ -43,6 +43,21 @@ pub struct ShardReasonLabels {
     pub reason: &'static str,
 }
 
+/// The labels of `gateway_closes_total`: the shard and the close code, in decimal.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardCodeLabels {
+    pub shard: u32,
+    pub code: u16,
+}
+
+/// The labels of `invalid_sessions_total`: the shard and what the op 9 answered
+/// ([`crate::gateway::session::Phase::invalid_session_after`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardAfterLabels {
+    pub shard: u32,
+    pub after: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
     pub source: &'static str,
@@ -75,6 +90,17 @@ pub struct Metrics {
     pub shard_state: Family<ShardStateLabels, Gauge>,
     /// Last heartbeat round trip per shard, in seconds.
     pub heartbeat_latency: Family<ShardLabels, Gauge<f64, AtomicU64>>,
+    /// Unix time of each shard's last heartbeat ACK (with the next one, what tells a silent
+    /// shard: the chart's `ShardsetShardSilent`).
+    pub last_heartbeat_ack: Family<ShardLabels, Gauge<f64, AtomicU64>>,
+    /// Unix time of each shard's last dispatch received.
+    pub last_dispatch: Family<ShardLabels, Gauge<f64, AtomicU64>>,
+    /// Connections found silent (heartbeats without ACK: zombies), closed and resumed.
+    pub silent_connections: Family<ShardLabels, Counter>,
+    /// Close frames received from the gateway, by shard and code.
+    pub gateway_closes: Family<ShardCodeLabels, Counter>,
+    /// op 9 Invalid Session received, by shard and what it answered.
+    pub invalid_sessions: Family<ShardAfterLabels, Counter>,
     /// Dispatches handled, by event name.
     pub events: Family<EventLabels, Counter>,
     /// How far behind the layout runs: from a dispatch's arrival on the socket
@@ -126,6 +152,11 @@ impl Metrics {
         let metrics = Self {
             shard_state: Family::default(),
             heartbeat_latency: Family::default(),
+            last_heartbeat_ack: Family::default(),
+            last_dispatch: Family::default(),
+            silent_connections: Family::default(),
+            gateway_closes: Family::default(),
+            invalid_sessions: Family::default(),
             events: Family::default(),
             dispatch_age: Family::new_with_constructor(dispatch_age_histogram),
             identify_wait: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
@@ -154,6 +185,31 @@ impl Metrics {
             "heartbeat_latency_seconds",
             "Last heartbeat round trip per shard",
             metrics.heartbeat_latency.clone(),
+        );
+        r.register(
+            "last_heartbeat_ack_timestamp_seconds",
+            "Unix time of the shard's last heartbeat ACK",
+            metrics.last_heartbeat_ack.clone(),
+        );
+        r.register(
+            "last_dispatch_timestamp_seconds",
+            "Unix time of the shard's last dispatch received",
+            metrics.last_dispatch.clone(),
+        );
+        r.register(
+            "silent_connections",
+            "Connections found silent (heartbeats without ACK: zombies), closed and resumed",
+            metrics.silent_connections.clone(),
+        );
+        r.register(
+            "gateway_closes",
+            "Close frames received from the gateway, by shard and close code",
+            metrics.gateway_closes.clone(),
+        );
+        r.register(
+            "invalid_sessions",
+            "op 9 Invalid Session received, by shard and what it answered (identify, resume, session)",
+            metrics.invalid_sessions.clone(),
         );
         r.register(
             "events",

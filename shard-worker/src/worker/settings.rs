@@ -11,6 +11,7 @@ use shardset_contract::{GatewayCompression, env};
 
 use crate::bus::BusSettings;
 use crate::gateway::ratelimit::DISCORD_SEND_WINDOW_MS;
+use crate::gateway::session::{DEFAULT_SILENT_BEATS, MAX_SILENT_BEATS};
 
 /// What a worker runs and how; `FORWARD_URL` and `REPLY_TO_MESSAGES` concern the default handler
 /// only. Flatten it into a binary's own arguments (`#[command(flatten)]`), or read the pod env
@@ -67,6 +68,15 @@ pub struct Settings {
     /// 60000; shorter only against a time-scaled fake).
     #[arg(long, env = env::GATEWAY_SEND_WINDOW_MS, default_value_t = DISCORD_SEND_WINDOW_MS)]
     pub gateway_send_window_ms: u64,
+    /// Heartbeats in a row that may go without an ACK before the connection counts as silent
+    /// (a zombie) and is closed and resumed: 1 (Discord's rule) to 3.
+    #[arg(
+        long,
+        env = env::GATEWAY_SILENT_BEATS,
+        default_value_t = DEFAULT_SILENT_BEATS,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SILENT_BEATS))
+    )]
+    pub gateway_silent_beats: u32,
     /// How long saved sessions stay resumable, in ms.
     #[arg(long, env = env::RESUME_WINDOW_MS, default_value_t = 180_000)]
     pub resume_window_ms: u64,
@@ -172,6 +182,7 @@ mod tests {
         assert_eq!(settings.discord_api_url, DEFAULT_API_URL);
         assert_eq!(settings.gateway_compression, GatewayCompression::ZstdStream);
         assert_eq!(settings.gateway_send_window_ms, 60_000);
+        assert_eq!(settings.gateway_silent_beats, 1, "Discord's rule");
         let zlib = Settings::try_parse_from([
             "shard-worker",
             "--shard-first=0",
@@ -182,6 +193,21 @@ mod tests {
         ])
         .expect("settings");
         assert_eq!(zlib.gateway_compression, GatewayCompression::ZlibStream);
+        let with_silent_beats = |beats: &str| {
+            Settings::try_parse_from([
+                "shard-worker",
+                "--shard-first=0",
+                "--shard-last=0",
+                "--shard-total=1",
+                "--redis-url=redis://r:6379",
+                &format!("--gateway-silent-beats={beats}"),
+            ])
+            .map(|s| s.gateway_silent_beats)
+        };
+        assert_eq!(with_silent_beats("3").ok(), Some(3));
+        for refused in ["0", "4", "-1", "x"] {
+            assert!(with_silent_beats(refused).is_err(), "{refused}");
+        }
         assert!(
             Settings::try_parse_from([
                 "shard-worker",

@@ -3,6 +3,12 @@
 
 use std::time::Duration;
 
+/// [`SessionConfig::silent_beats`] by default: Discord's rule.
+pub const DEFAULT_SILENT_BEATS: u32 = 1;
+/// The most [`SessionConfig::silent_beats`] the worker accepts: at Discord's 41.25 s interval a
+/// silent shard is then closed within 165 s, before the chart's `ShardsetShardSilent` (3 min).
+pub const MAX_SILENT_BEATS: u32 = 3;
+
 /// Timing of one shard's session.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -27,6 +33,11 @@ pub struct SessionConfig {
     /// Identifies in a row without a lasting session after which the shard stops for good
     /// ([`Phase::IdentifyLoop`](super::Phase::IdentifyLoop)); at least 1.
     pub identify_loop_limit: u32,
+    /// Heartbeats in a row that may go without an ACK: when the next one is due, the
+    /// connection is silent (a zombie) and is closed and resumed. At least 1, Discord's rule
+    /// (the previous heartbeat not ACKed when the next is due); the worker's
+    /// `GATEWAY_SILENT_BEATS`.
+    pub silent_beats: u32,
 }
 
 impl Default for SessionConfig {
@@ -41,6 +52,7 @@ impl Default for SessionConfig {
             identify_backoff_base: Duration::from_secs(5),
             identify_backoff_max: Duration::from_secs(300),
             identify_loop_limit: 5,
+            silent_beats: DEFAULT_SILENT_BEATS,
         }
     }
 }

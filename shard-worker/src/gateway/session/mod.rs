@@ -7,8 +7,12 @@
 //!
 //! - Hello → first heartbeat after `interval × random(0..1)`, then every interval; a server
 //!   heartbeat request (op 1) is answered at once.
-//! - No ACK before the next beat: a zombie connection. Close with a code other than 1000/1001
-//!   and resume.
+//! - No ACK before the next beat: a zombie connection ("Heartbeat Interval": "If a client does
+//!   not receive a heartbeat ACK between its attempts at sending heartbeats, this may be due to
+//!   a failed or 'zombied' connection"). Close with a code other than 1000/1001 and resume.
+//!   [`SessionConfig::silent_beats`] lets a connection miss that many ACKs in a row first (the
+//!   default, 1, is Discord's rule); dispatches do not excuse a missing ACK. So a connection that
+//!   falls silent is closed at most `(silent_beats + 1) × interval` after its last ACK.
 //! - No session: ask for the Identify permit (the bucket gate), then Identify on the gateway URL.
 //!   A session: Resume, only on a connection to its `resume_gateway_url`.
 //! - op 7 Reconnect (also before Hello) and resumable close codes: reconnect and Resume. op 9
@@ -28,7 +32,7 @@ mod vocabulary;
 
 use std::time::Duration;
 
-pub use config::SessionConfig;
+pub use config::{DEFAULT_SILENT_BEATS, MAX_SILENT_BEATS, SessionConfig};
 pub use vocabulary::{Action, Input, Phase, Resumable, Target};
 
 use super::close_code::{self, CloseAction, RESUMABLE_CLOSE};
@@ -45,7 +49,8 @@ pub struct Machine {
     /// Last sequence number received (0: none yet in this session).
     seq: u64,
     heartbeat_interval: Option<Duration>,
-    awaiting_ack: bool,
+    /// Heartbeats sent on this connection since its last ACK.
+    unacked_beats: u32,
     /// Connection attempts since the last live session.
     attempt: u32,
     /// Identifies sent since the last session that lasted `stable_after`.
@@ -67,7 +72,7 @@ impl Machine {
             connection: None,
             seq,
             heartbeat_interval: None,
-            awaiting_ack: false,
+            unacked_beats: 0,
             attempt: 0,
             identify_streak: 0,
             rng: splitmix(seed) | 1,
@@ -174,7 +179,7 @@ impl Machine {
         }
         actions.push(Action::DisarmHeartbeat);
         self.heartbeat_interval = None;
-        self.awaiting_ack = false;
+        self.unacked_beats = 0;
         if self.resumable.is_none() && self.identify_streak > 0 {
             if self.identify_streak >= self.config.identify_loop_limit.max(1) {
                 self.phase = Phase::IdentifyLoop;
@@ -270,7 +275,7 @@ impl Machine {
             (Connecting, Input::ConnectFailed) => self.reconnect_with_backoff(None),
             (AwaitingHello, Input::Hello { heartbeat_interval }) => {
                 self.heartbeat_interval = Some(heartbeat_interval);
-                self.awaiting_ack = false;
+                self.unacked_beats = 0;
                 let resume_here = self.resumable.as_ref().map(|r| self.on_resume_url(r));
                 if resume_here == Some(false) {
                     // A session, but this connection went elsewhere: a Resume belongs on the
@@ -309,12 +314,15 @@ impl Machine {
             }
             (_, Input::PermitGranted) => vec![Action::CancelPermit],
             (phase, Input::HeartbeatDue) if phase.heartbeating() => {
-                if self.awaiting_ack {
-                    let mut actions = vec![Action::Zombie];
+                if self.unacked_beats >= self.config.silent_beats.max(1) {
+                    let mut actions = vec![Action::Zombie {
+                        unacked: self.unacked_beats,
+                        interval: self.heartbeat_interval.unwrap_or_default(),
+                    }];
                     actions.extend(self.reconnect_with_backoff(Some(RESUMABLE_CLOSE)));
                     return actions;
                 }
-                self.awaiting_ack = true;
+                self.unacked_beats = self.unacked_beats.saturating_add(1);
                 let interval = self.heartbeat_interval.unwrap_or(Duration::from_secs(41));
                 vec![
                     Action::SendHeartbeat {
@@ -331,7 +339,7 @@ impl Machine {
                 }]
             }
             (_, Input::HeartbeatAck) => {
-                self.awaiting_ack = false;
+                self.unacked_beats = 0;
                 Vec::new()
             }
             (phase, Input::Dispatch { seq }) if phase.connected() => {
@@ -505,7 +513,13 @@ mod tests {
         let mut m = active();
         m.step(Input::HeartbeatDue);
         let actions = m.step(Input::HeartbeatDue);
-        assert_eq!(actions[0], Action::Zombie);
+        assert_eq!(
+            actions[0],
+            Action::Zombie {
+                unacked: 1,
+                interval: INTERVAL
+            }
+        );
         assert!(actions.contains(&Action::Disconnect {
             code: RESUMABLE_CLOSE
         }));
@@ -517,6 +531,75 @@ mod tests {
         assert!(matches!(
             m.step(Input::HeartbeatDue)[0],
             Action::SendHeartbeat { .. }
+        ));
+    }
+
+    #[test]
+    fn silent_beats_lets_that_many_acks_go_missing_and_dispatches_do_not_excuse_them() {
+        let config = SessionConfig {
+            silent_beats: 3,
+            ..SessionConfig::default()
+        };
+        let mut m = Machine::new(config, Some((session(), 5)), 7);
+        m.step(Input::Start);
+        m.step(Input::Connected);
+        m.step(Input::Hello {
+            heartbeat_interval: INTERVAL,
+        });
+        m.step(Input::Resumed);
+        assert_eq!(m.phase(), Phase::Active);
+        for beat in 1..=3 {
+            let actions = m.step(Input::HeartbeatDue);
+            assert!(
+                matches!(actions[0], Action::SendHeartbeat { .. }),
+                "beat {beat}: {actions:?}"
+            );
+            // Dispatches keep flowing: the connection is not silent for them, Discord's rule
+            // is about ACKs.
+            m.step(Input::Dispatch { seq: 5 + beat });
+        }
+        let actions = m.step(Input::HeartbeatDue);
+        assert_eq!(
+            actions[0],
+            Action::Zombie {
+                unacked: 3,
+                interval: INTERVAL
+            }
+        );
+        assert!(actions.contains(&Action::Disconnect {
+            code: RESUMABLE_CLOSE
+        }));
+        // The first reconnect after a live session is immediate, to the resume URL.
+        assert!(actions.contains(&Action::Connect(Target::Resume("ws://resume".into()))));
+
+        // An ACK starts the count over.
+        let mut m = Machine::new(
+            SessionConfig {
+                silent_beats: 2,
+                ..SessionConfig::default()
+            },
+            Some((session(), 5)),
+            7,
+        );
+        m.step(Input::Start);
+        m.step(Input::Connected);
+        m.step(Input::Hello {
+            heartbeat_interval: INTERVAL,
+        });
+        m.step(Input::Resumed);
+        for _ in 0..2 {
+            m.step(Input::HeartbeatDue);
+        }
+        m.step(Input::HeartbeatAck);
+        for _ in 0..2 {
+            assert!(matches!(
+                m.step(Input::HeartbeatDue)[0],
+                Action::SendHeartbeat { .. }
+            ));
+        }
+        assert!(matches!(
+            m.step(Input::HeartbeatDue)[0],
+            Action::Zombie { unacked: 2, .. }
         ));
     }
 

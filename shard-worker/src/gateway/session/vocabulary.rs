@@ -52,6 +52,18 @@ impl Phase {
         )
     }
 
+    /// What an op 9 Invalid Session received in this phase answered, as the fixed label of
+    /// `shardset_worker_invalid_sessions_total{after}`: `identify` (Discord refused an Identify,
+    /// e.g. one too many in its bucket's window), `resume` (a failed resume), `session` (on an
+    /// established session, or before either was sent).
+    pub fn invalid_session_after(self) -> &'static str {
+        match self {
+            Self::Identifying => "identify",
+            Self::Resuming => "resume",
+            _ => "session",
+        }
+    }
+
     /// True while heartbeats run (from Hello until the connection ends).
     pub(super) fn heartbeating(self) -> bool {
         matches!(
@@ -138,8 +150,23 @@ pub enum Action {
     /// The session lasted `stable_after`: the Identifies before it worked, and the count of
     /// them kept beyond this process (`Keys::identify_streak`) starts over.
     ForgetIdentifyStreak,
-    /// The connection was declared a zombie (missed ACK).
-    Zombie,
+    /// The connection fell silent: `unacked` heartbeats in a row, `interval` apart, got no
+    /// ACK (a zombie connection); it is closed and resumed.
+    Zombie { unacked: u32, interval: Duration },
     /// Leave the loop. `code` is the close code if a connection is still open.
     Stop { code: Option<u16> },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_session_is_labelled_by_what_it_answered() {
+        assert_eq!(Phase::Identifying.invalid_session_after(), "identify");
+        assert_eq!(Phase::Resuming.invalid_session_after(), "resume");
+        for phase in [Phase::Active, Phase::AwaitingPermit, Phase::AwaitingHello] {
+            assert_eq!(phase.invalid_session_after(), "session", "{phase:?}");
+        }
+    }
 }
