@@ -126,9 +126,9 @@ pub async fn apply(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result<Acti
         problems.extend(disruption_budget::keep(ctx, ss, namespace, &decided.plan.progress).await);
     }
 
-    let (guilds, reported) =
+    let reports =
         update_status::shard_reports(ctx, ss, &deref, decided.plan_total, reshard.as_ref()).await;
-    problems.extend(reported);
+    problems.extend(reports.problem);
     let observed = Observed {
         generation: ss.metadata.generation,
         total,
@@ -138,10 +138,11 @@ pub async fn apply(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result<Acti
         gateway: deref.lookup.facts.as_ref(),
         max_concurrency_override: spec.max_concurrency,
         application_id: deref.app_id,
-        guilds,
+        guilds: reports.guilds,
         selector: names::shardset_pods_selector(&name),
         shards_per_pod: spec.shards_per_pod,
         reshard: reshard.as_ref().and_then(|r| r.report.clone()),
+        bus: reports.bus,
     };
     update_status::update_status(ctx, ss, namespace, &observed).await?;
 

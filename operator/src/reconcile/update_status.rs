@@ -15,7 +15,7 @@ use crate::crd::{ShardSet, ShardSetStatus};
 use crate::reconcile::dereference::Dereferenced;
 use crate::redis_state;
 use crate::reshard::handover::Pass;
-use crate::status::{self, Observed, Problem};
+use crate::status::{self, BusReport, Observed, Problem};
 use crate::text::summarize_list;
 
 /// Why the status could not be written.
@@ -32,8 +32,18 @@ impl StatusError {
     }
 }
 
-/// What the workers report for the layout of `total`: the guilds its shards hold, and a problem
-/// when shards are closed for good or Redis cannot be read. Uses the records the reshard step
+/// What the workers report for a layout.
+#[derive(Debug, Default)]
+pub struct ShardReports {
+    /// The guilds its shards hold.
+    pub guilds: Option<u64>,
+    /// Shards closed for good, or Redis unreadable.
+    pub problem: Option<Problem>,
+    /// With `spec.bus`: whether its pods can publish.
+    pub bus: Option<BusReport>,
+}
+
+/// What the workers report for the layout of `total`. Uses the records the reshard step
 /// already read when it has them.
 pub async fn shard_reports(
     ctx: &Context,
@@ -41,10 +51,10 @@ pub async fn shard_reports(
     deref: &Dereferenced,
     total: Option<u32>,
     reshard: Option<&Pass>,
-) -> (Option<u64>, Option<Problem>) {
+) -> ShardReports {
     let (Some(app_id), Some(total), Some(redis)) = (deref.app_id, total, deref.redis_target(ss))
     else {
-        return (None, None);
+        return ShardReports::default();
     };
     let read = reshard
         .and_then(|r| r.statuses.as_ref())
@@ -68,9 +78,16 @@ pub async fn shard_reports(
                     summarize_list(&failed, 3)
                 ))
             });
-            (summary.guilds, failed)
+            ShardReports {
+                guilds: summary.guilds,
+                problem: failed,
+                bus: ss.spec.bus.is_some().then_some(summary.bus),
+            }
         }
-        Err(error) => (None, Some(Problem::RedisUnreachable(error.to_string()))),
+        Err(error) => ShardReports {
+            problem: Some(Problem::RedisUnreachable(error.to_string())),
+            ..ShardReports::default()
+        },
     }
 }
 
@@ -90,7 +107,27 @@ pub async fn update_status(
         .await
         .map_err(StatusError::Apply)?;
     announce_problems(ss, &new_status, ctx).await;
+    announce_bus(ss, &new_status, ctx).await;
     Ok(())
+}
+
+/// A Warning Event when the pods cannot publish to the bus any more, a Normal one when they can
+/// again (`status::bus`).
+async fn announce_bus(ss: &ShardSet, new: &ShardSetStatus, ctx: &Context) {
+    let change = status::bus::transition(
+        status::bus_available(ss.status.as_ref()),
+        status::bus_available(Some(new)),
+    );
+    if let Some((warning, reason, note)) = change {
+        let type_ = if warning {
+            warn!(reason, note, "the bus is unreachable");
+            EventType::Warning
+        } else {
+            info!(reason, note, "the bus is reachable again");
+            EventType::Normal
+        };
+        ctx.publish(ss, type_, reason, "Reconcile", note).await;
+    }
 }
 
 /// A Warning Event when the Degraded reason changes to a problem, a Normal one when it clears.

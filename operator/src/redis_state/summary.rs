@@ -3,6 +3,8 @@
 
 use shardset_contract::{ShardState, ShardStatus};
 
+use crate::status::BusReport;
+
 /// What the shard records say, for the status.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShardSummary {
@@ -10,6 +12,8 @@ pub struct ShardSummary {
     pub guilds: Option<u64>,
     /// Shards closed for good: `(shard, pod, reason)`.
     pub failed: Vec<(u32, String, String)>,
+    /// What the records with `busAccepting` say (workers with a bus).
+    pub bus: BusReport,
 }
 
 /// Sums the records of one layout.
@@ -18,6 +22,15 @@ pub fn summarize(records: &[Option<ShardStatus>]) -> ShardSummary {
     for (shard, record) in records.iter().enumerate() {
         let Some(record) = record else { continue };
         *summary.guilds.get_or_insert(0) += u64::from(record.guilds);
+        if let Some(accepting) = record.bus_accepting {
+            summary.bus.reporting += 1;
+            if !accepting {
+                summary
+                    .bus
+                    .unreachable
+                    .push((shard as u32, record.pod.clone()));
+            }
+        }
         if record.state == ShardState::Fatal {
             summary.failed.push((
                 shard as u32,
