@@ -331,11 +331,20 @@ async fn standby_and_retired_layouts_stop_taking_commands() {
     let (s, _bus, worker, replica) = started("roles", TOTAL - 1).await;
     let commands = replica.commands().with_total(TOTAL);
     let presence = json!({"since": null, "activities": [], "status": "idle", "afk": false});
-    let no_responders = |shard| {
-        Err(CommandError::NoResponders {
-            total: TOTAL,
-            shard,
-        })
+    // Requests to every shard of the layout find no responders.
+    let none_answers = async |commands: &shardset_handler::Commands, role: &str| {
+        for shard in 0..TOTAL {
+            assert_eq!(
+                commands
+                    .send_to_shard(TOTAL, shard, op::PRESENCE_UPDATE, &presence)
+                    .await,
+                Err(CommandError::NoResponders {
+                    total: TOTAL,
+                    shard
+                }),
+                "{role} shard {shard}"
+            );
+        }
     };
     let mut roles = Roles::new(&s);
 
@@ -345,15 +354,7 @@ async fn standby_and_retired_layouts_stop_taking_commands() {
         answering(&worker, 0.0).await,
         "a standby layout unsubscribes"
     );
-    for shard in 0..TOTAL {
-        assert_eq!(
-            commands
-                .send_to_shard(TOTAL, shard, op::PRESENCE_UPDATE, &presence)
-                .await,
-            no_responders(shard),
-            "standby shard {shard}"
-        );
-    }
+    none_answers(&commands, "standby").await;
 
     roles.write(&[(TOTAL, Role::Active)]);
     assert!(roles.acked(TOTAL).await, "active acknowledged");
@@ -373,15 +374,7 @@ async fn standby_and_retired_layouts_stop_taking_commands() {
         answering(&worker, 0.0).await,
         "a retired layout unsubscribes"
     );
-    for shard in 0..TOTAL {
-        assert_eq!(
-            commands
-                .send_to_shard(TOTAL, shard, op::PRESENCE_UPDATE, &presence)
-                .await,
-            no_responders(shard),
-            "retired shard {shard}"
-        );
-    }
+    none_answers(&commands, "retired").await;
     // Only the command sent while acting reached Discord.
     assert_eq!(commands_seen(&s, 0, 3).len(), 1);
     assert!(commands_seen(&s, 1, 3).is_empty());

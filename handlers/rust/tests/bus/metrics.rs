@@ -74,13 +74,7 @@ async fn lag_pending_redeliveries_and_partitions_owned_are_exported() {
                 }
                 started.notify_one();
                 permits.acquire().await.expect("open").forget();
-                record.push(Seen {
-                    replica: "r".into(),
-                    partition: event.partition,
-                    seq: event.seq,
-                    stream_seq: event.stream_seq,
-                    delivered: event.delivered,
-                });
+                record.push(Seen::of("r", &event));
                 Ok(())
             }
         }
