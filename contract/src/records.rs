@@ -122,6 +122,12 @@ pub struct ShardStatus {
     /// since it fell behind, ms. Absent while it keeps up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub behind_ms: Option<u64>,
+    /// With a bus (`spec.bus`): whether the pod's publisher can publish now (its
+    /// `shardset_bus_accepting`): `false` from a failed publish or a lost connection until the
+    /// next acknowledgement, while the shard stops reading the gateway. Absent without a bus
+    /// (and in records of workers older than this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bus_accepting: Option<bool>,
 }
 
 impl ShardStatus {
@@ -236,16 +242,27 @@ mod tests {
             layout_revision: 3,
             lapses: 2,
             behind_ms: Some(6_100),
+            bus_accepting: Some(false),
         };
         let json = serde_json::to_string(&status).expect("serialize");
         assert_eq!(
             json,
-            r#"{"state":"waitingForGate","guilds":7,"pod":"bot-16-0-3","updatedAtMs":1,"layoutRevision":3,"lapses":2,"behindMs":6100}"#
+            r#"{"state":"waitingForGate","guilds":7,"pod":"bot-16-0-3","updatedAtMs":1,"layoutRevision":3,"lapses":2,"behindMs":6100,"busAccepting":false}"#
         );
         assert_eq!(
             serde_json::from_str::<ShardStatus>(&json).expect("parse"),
             status
         );
+    }
+
+    #[test]
+    fn records_without_the_bus_field_still_parse() {
+        // A worker without a bus, or older than `busAccepting`, writes none.
+        let old = r#"{"state":"ready","guilds":1,"pod":"p","updatedAtMs":1}"#;
+        let status = serde_json::from_str::<ShardStatus>(old).expect("parse");
+        assert_eq!(status.bus_accepting, None);
+        let json = serde_json::to_string(&status).expect("serialize");
+        assert!(!json.contains("busAccepting"), "{json}");
     }
 
     #[test]

@@ -498,6 +498,7 @@ mod tests {
             layout_revision: 0,
             lapses: 0,
             behind_ms: None,
+            bus_accepting: None,
         })
     }
 
@@ -541,6 +542,22 @@ mod tests {
             s.healing,
             vec![(0, "bot-4-0-1".to_string()), (2, "bot-4-0-1".to_string())]
         );
+    }
+
+    #[test]
+    fn counts_the_shards_whose_pod_cannot_publish() {
+        let bus = |accepting| {
+            record(ShardState::Ready, 1).map(|r| ShardStatus {
+                bus_accepting: accepting,
+                ..r
+            })
+        };
+        let s = summarize(&[bus(Some(true)), bus(Some(false)), bus(None), None]);
+        assert_eq!(
+            s.bus.reporting, 2,
+            "records without busAccepting do not count"
+        );
+        assert_eq!(s.bus.unreachable, vec![(1, "bot-4-0-1".to_string())]);
     }
 
     #[test]

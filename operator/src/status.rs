@@ -8,6 +8,7 @@
 //! - `Ready`: the target layout is fully up (every pod of it exists and is Ready).
 //! - `Progressing`: what the operator is changing; `Resharding`: the reshard's step;
 //!   `Degraded`: what is wrong.
+//! - `BusAvailable` (with `spec.bus`): whether the worker pods can publish to the bus (`bus`).
 //!
 //! A condition keeps its `lastTransitionTime` while its status does not change, and fields that
 //! drift by themselves (the budget's reset time) keep their old value within a tolerance, so that
@@ -21,7 +22,9 @@ use crate::plan::Progress;
 use crate::reshard::decision::Phase;
 use crate::text::summarize_list;
 
+pub mod bus;
 mod problem;
+pub use bus::BusReport;
 pub use problem::Problem;
 
 /// Condition types.
@@ -31,6 +34,7 @@ pub mod condition {
     pub const PROGRESSING: &str = "Progressing";
     pub const DEGRADED: &str = "Degraded";
     pub const RESHARDING: &str = "Resharding";
+    pub const BUS_AVAILABLE: &str = super::bus::BUS_AVAILABLE;
 }
 
 /// Where the reshard stands, as the status shows it.
@@ -81,6 +85,8 @@ pub struct Observed<'a> {
     pub shards_per_pod: u32,
     /// The reshard decision of this pass (`None`: the roles in Redis could not be read).
     pub reshard: Option<ReshardReport>,
+    /// With `spec.bus`: what the target layout's records say about publishing.
+    pub bus: Option<BusReport>,
 }
 
 /// A budget reset time that moved less than this is not rewritten (each read of `reset_after`
@@ -340,7 +346,12 @@ fn conditions(o: &Observed<'_>) -> Vec<Cond> {
         }
     };
 
-    vec![ready, available(o), progressing, degraded, resharding]
+    let mut all = vec![ready, available(o), progressing, degraded, resharding];
+    all.extend(
+        bus::condition(o.bus.as_ref())
+            .map(|(status, reason, message)| (condition::BUS_AVAILABLE, status, reason, message)),
+    );
+    all
 }
 
 /// `ready` with the shards healing a silent connection named in its message (their pods may
@@ -448,6 +459,15 @@ fn available(o: &Observed<'_>) -> Cond {
 }
 
 /// The `Degraded` condition's reason and message in `status`, if it is True.
+/// `(status, message)` of the `BusAvailable` condition, if there is one.
+pub fn bus_available(status: Option<&ShardSetStatus>) -> Option<(&str, &str)> {
+    status?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::BUS_AVAILABLE)
+        .map(|c| (c.status.as_str(), c.message.as_str()))
+}
+
 pub fn degraded(status: Option<&ShardSetStatus>) -> Option<(&str, &str)> {
     status?
         .conditions

@@ -58,6 +58,7 @@ fn record(state: ShardState, guilds: u32) -> String {
         layout_revision: 0,
         lapses: 0,
         behind_ms: None,
+        bus_accepting: None,
     })
     .expect("json")
 }
@@ -267,6 +268,7 @@ async fn the_w_countdown_runs_on_the_pace_the_workers_report() {
             layout_revision: 3,
             lapses: pace.0,
             behind_ms: pace.1,
+            bus_accepting: None,
         })
         .expect("json");
         let _: () = conn.set(keys.status(total, shard), json).expect("set");

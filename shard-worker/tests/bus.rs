@@ -2,7 +2,8 @@
 //! fake Discord over real WebSockets, a real redis-server and a real nats-server. What reaches
 //! the stream is read back and checked against what the fake's sessions were given: every
 //! dispatch exactly once, with the protocol's headers and ids, each guild in gateway order;
-//! through a `kill -9` of the worker, a 30 s outage of the bus and a full stream.
+//! through a `kill -9` of the worker, a 30 s outage of the bus and a full stream. The shard
+//! status records say when the bus cannot be published to (the operator's `BusAvailable`).
 
 mod common;
 
@@ -14,6 +15,7 @@ use common::bus::{
     Bus, PARTITIONS, STREAM, assert_every_dispatch_once, dispatched, rss_kib, wait_count,
 };
 use common::metrics::{total, total_with};
+use common::roles::Roles;
 use common::scenario::{Scenario, wait_until};
 use common::worker::{WorkerProcess, WorkerSpec};
 use fake_discord::control::SessionInfo;
@@ -380,4 +382,55 @@ async fn a_full_stream_pauses_the_shards_until_a_handler_makes_room() {
     assert_eq!(unique.len(), handled.len(), "each handled once");
     assert_eq!(s.identifies(), 1);
     s.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_records_say_when_the_bus_cannot_be_published_to() {
+    let s = Scenario::start(2, 200, 1_000).await;
+    let mut bus = Bus::start();
+    let _worker = ready(publisher(&s, &bus, "pub", (0, 1, 2), &[])).await;
+    s.set_load(20);
+    let mut records = Roles::new(&s);
+    assert!(
+        records_say(&mut records, true, Duration::from_secs(10)).await,
+        "publishing: true"
+    );
+    bus.nats.stop();
+    let down = Instant::now();
+    assert!(
+        records_say(&mut records, false, Duration::from_secs(10)).await,
+        "the bus gone: false on every shard"
+    );
+    eprintln!(
+        "records said the bus was unreachable {:?} after it stopped",
+        down.elapsed()
+    );
+    bus.nats.restart();
+    let up = Instant::now();
+    assert!(
+        records_say(&mut records, true, Duration::from_secs(60)).await,
+        "publishing again: true"
+    );
+    eprintln!("and that it was back {:?} after its restart", up.elapsed());
+    s.set_load(0);
+    s.assert_no_violations();
+}
+
+/// Waits (at most `within`) until the status records of both shards of layout 2 say
+/// `busAccepting: accepting`: what the operator reads for its `BusAvailable` condition.
+async fn records_say(records: &mut Roles, accepting: bool, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if (0..2).all(|shard| {
+            records
+                .status(2, shard)
+                .is_some_and(|r| r.bus_accepting == Some(accepting))
+        }) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use common::bus::{Bus, PREFIX, STREAM};
 use common::metrics::{total, total_with};
+use common::roles::Roles;
 use common::scenario::{Scenario, wait_until};
 use common::worker::{WorkerProcess, WorkerSpec};
 use fake_discord::control::{CommandOutcome, CommandRecord, RecordFilter, Rule};
 use fake_discord::world;
 use serde_json::{Value, json};
 use shardset_contract::bus as protocol;
-use shardset_contract::env;
+use shardset_contract::{Role, env};
 use shardset_handler::commands::op;
 use shardset_handler::{CommandError, Config, Event, HandlerError, Replica};
 
@@ -317,6 +318,66 @@ async fn only_live_sessions_take_commands() {
         })
     );
     assert_eq!(commands_seen(&s, 0, 3).len(), 1);
+    replica.shutdown().await;
+    s.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_and_retired_layouts_stop_taking_commands() {
+    // `docs/bus-protocol.md`, "Commands back": only a layout that acts (active or claiming)
+    // answers `S.commands.<total>.<shard>`; a standby (the new layout during a BlueGreen
+    // hand-over) or retired one (the old layout after it) unsubscribes, so the request goes to
+    // the acting layout only, or finds no responders.
+    let (s, _bus, worker, replica) = started("roles", TOTAL - 1).await;
+    let commands = replica.commands().with_total(TOTAL);
+    let presence = json!({"since": null, "activities": [], "status": "idle", "afk": false});
+    // Requests to every shard of the layout find no responders.
+    let none_answers = async |commands: &shardset_handler::Commands, role: &str| {
+        for shard in 0..TOTAL {
+            assert_eq!(
+                commands
+                    .send_to_shard(TOTAL, shard, op::PRESENCE_UPDATE, &presence)
+                    .await,
+                Err(CommandError::NoResponders {
+                    total: TOTAL,
+                    shard
+                }),
+                "{role} shard {shard}"
+            );
+        }
+    };
+    let mut roles = Roles::new(&s);
+
+    roles.write(&[(TOTAL, Role::Standby)]);
+    assert!(roles.acked(TOTAL).await, "standby acknowledged");
+    assert!(
+        answering(&worker, 0.0).await,
+        "a standby layout unsubscribes"
+    );
+    none_answers(&commands, "standby").await;
+
+    roles.write(&[(TOTAL, Role::Active)]);
+    assert!(roles.acked(TOTAL).await, "active acknowledged");
+    assert!(
+        answering(&worker, f64::from(TOTAL)).await,
+        "acting again: subscribed"
+    );
+    commands
+        .send_to_shard(TOTAL, 0, op::PRESENCE_UPDATE, &presence)
+        .await
+        .expect("the acting layout answers");
+    assert_eq!(wait_seen(&s, 0, 3, 1).await.len(), 1);
+
+    roles.write(&[(TOTAL, Role::Retired)]);
+    assert!(roles.acked(TOTAL).await, "retired acknowledged");
+    assert!(
+        answering(&worker, 0.0).await,
+        "a retired layout unsubscribes"
+    );
+    none_answers(&commands, "retired").await;
+    // Only the command sent while acting reached Discord.
+    assert_eq!(commands_seen(&s, 0, 3).len(), 1);
+    assert!(commands_seen(&s, 1, 3).is_empty());
     replica.shutdown().await;
     s.assert_no_violations();
 }

@@ -233,7 +233,10 @@ async fn a_stale_owners_checkpoint_never_overwrites_its_successors_record() {
         Arc::clone(&board),
         records,
         config,
-        Arc::new(|_| None),
+        bookkeeper::Reported {
+            guilds: Arc::new(|_| None),
+            bus: Arc::new(|| None),
+        },
         Arc::new(|_, handled| handled),
         stop_rx,
     ));

@@ -10,14 +10,14 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::bus::Bus;
+use common::roles::Roles;
 use common::scenario::{Scenario, wait_until};
 use common::worker::{WorkerProcess, WorkerSpec};
 use fake_discord::control::{Fault, FaultRequest, Target};
 use redis::Commands;
-use shardset_contract::{Keys, LayoutRoles, Role, ShardState, ShardStatus, env};
+use shardset_contract::{Keys, Role, ShardState, ShardStatus, env};
 
 const READY: Duration = Duration::from_secs(30);
-const ACKS: Duration = Duration::from_secs(10);
 /// `W` of these scenarios. The fake delivers an event to both layouts within milliseconds, but a
 /// debug build answering every message through REST on a busy 2-core machine lags behind the
 /// load by up to a second; `W` must cover the whole difference between the two layouts'
@@ -38,62 +38,6 @@ fn replier(s: &Scenario, pod: &str, first: u32, last: u32, total: u32) -> Worker
     spec.extra_env
         .push((env::HANDOVER_WINDOW_MS.into(), WINDOW_MS.to_string()));
     spec
-}
-
-/// The operator's side: writes the roles document and waits for acknowledgements.
-struct Roles {
-    conn: redis::Connection,
-    keys: Keys,
-    revision: u64,
-}
-
-impl Roles {
-    fn new(s: &Scenario) -> Self {
-        Self {
-            conn: s.redis.conn(),
-            keys: Keys::new(s.fake.state().config.application_id),
-            revision: 0,
-        }
-    }
-
-    fn write(&mut self, roles: &[(u32, Role)]) -> u64 {
-        self.revision += 1;
-        let doc = LayoutRoles {
-            revision: self.revision,
-            roles: roles.iter().map(|(l, r)| (l.to_string(), *r)).collect(),
-            ..LayoutRoles::default()
-        };
-        let json = serde_json::to_string(&doc).expect("json");
-        let _: () = self
-            .conn
-            .set(self.keys.active_layout(), json)
-            .expect("write roles");
-        self.revision
-    }
-
-    fn status(&mut self, total: u32, shard: u32) -> Option<ShardStatus> {
-        let json: Option<String> = self
-            .conn
-            .get(self.keys.status(total, shard))
-            .expect("read status");
-        json.and_then(|j| serde_json::from_str(&j).ok())
-    }
-
-    /// Waits until every shard of layout `total` acknowledged the current revision.
-    async fn acked(&mut self, total: u32) -> bool {
-        let revision = self.revision;
-        let deadline = tokio::time::Instant::now() + ACKS;
-        while tokio::time::Instant::now() < deadline {
-            if (0..total).all(|shard| {
-                self.status(total, shard)
-                    .is_some_and(|s| s.layout_revision >= revision)
-            }) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
-    }
 }
 
 /// The protocol's own wait (not a synchronisation): `W` after the acknowledgements.

@@ -41,7 +41,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let listen: SocketAddr = std::env::var(DEMO_HANDLER_LISTEN)
         .unwrap_or_else(|_| "0.0.0.0:8080".to_owned())
         .parse()?;
-    let (metrics, registry) = Metrics::registered();
+    let (metrics, bus_metrics, registry) = Metrics::registered(&config.stream, &config.group);
     tokio::spawn(async move {
         if let Err(e) = metrics::serve(listen, registry).await {
             error!(error = %e, %listen, "cannot serve /metrics");
@@ -49,22 +49,16 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     });
     info!(api = %rest.base(), config = ?config, "starting");
     let replier = Arc::new(Replier::new(rest, metrics.clone()));
-    let replica = Replica::start(config, move |event: Event| {
+    let handler = move |event: Event| {
         let replier = replier.clone();
         async move { replier.handle(event).await }
-    })
-    .await?;
+    };
+    let replica = Replica::start_with_metrics(config, handler, bus_metrics).await?;
     let mut ownership = replica.ownership();
-    let terminated = shardset_contract::pod::terminated();
-    tokio::pin!(terminated);
-    loop {
-        metrics
-            .owned
-            .set(ownership.borrow_and_update().len() as i64);
-        tokio::select! {
-            changed = ownership.changed() => if changed.is_err() { break },
-            () = &mut terminated => break,
-        }
+    // Until SIGTERM, or the replica's loop ending (its ownership channel closes).
+    tokio::select! {
+        () = shardset_contract::pod::terminated() => {}
+        () = async { while ownership.changed().await.is_ok() {} } => {}
     }
     info!("shutting down: handing the partitions over");
     let stats = replica.shutdown().await;

@@ -1,5 +1,6 @@
 //! The demo handler's `/healthz` and `/metrics` (Prometheus text): events handled (and
-//! redelivered), replies by result, reorderings, and the partitions this replica owns.
+//! redelivered), replies by result, reorderings; beside them, the handler library's bus
+//! metrics (`shardset_bus_*`: lag, pending, redeliveries, partitions owned) in the same registry.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,10 +13,9 @@ use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use shardset_contract::{HEALTHZ_PATH, METRICS_PATH};
-use shardset_handler::Event;
+use shardset_handler::{Event, Metrics as BusMetrics};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
@@ -29,15 +29,16 @@ pub struct Metrics {
     redelivered: Counter,
     replies: Family<ResultLabel, Counter>,
     reorderings: Counter,
-    /// Partitions owned by this replica.
-    pub owned: Gauge,
 }
 
 impl Metrics {
-    /// The counters, registered in a new registry.
-    pub fn registered() -> (Self, Registry) {
+    /// The counters, registered in a new registry beside the handler library's bus metrics of
+    /// a replica of `group` consuming `stream` (handed to `Replica::start_with_metrics`).
+    pub fn registered(stream: &str, group: &str) -> (Self, BusMetrics, Registry) {
         let metrics = Self::default();
-        let mut registry = Registry::with_prefix("shardset_handler");
+        let mut root = Registry::default();
+        // The demo's own series under `shardset_handler_`, the library's under `shardset_bus_`.
+        let registry = root.sub_registry_with_prefix("shardset_handler");
         registry.register("events", "Events handled", metrics.events.clone());
         registry.register(
             "redelivered_events",
@@ -54,12 +55,8 @@ impl Metrics {
             "Messages of a guild handled before an earlier one (first deliveries)",
             metrics.reorderings.clone(),
         );
-        registry.register(
-            "owned_partitions",
-            "Partitions this replica consumes",
-            metrics.owned.clone(),
-        );
-        (metrics, registry)
+        let bus = BusMetrics::register(&mut root, stream, group);
+        (metrics, bus, root)
     }
 
     pub fn event(&self, event: &Event) {
@@ -114,10 +111,9 @@ mod tests {
 
     #[test]
     fn metric_names_are_the_documented_ones() {
-        let (metrics, registry) = Metrics::registered();
+        let (metrics, _bus, registry) = Metrics::registered("shardset-ns-bot", "default");
         metrics.reply("ok");
         metrics.reordering();
-        metrics.owned.set(3);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
         for line in [
@@ -125,9 +121,9 @@ mod tests {
             "shardset_handler_redelivered_events_total 0",
             "shardset_handler_replies_total{result=\"ok\"} 1",
             "shardset_handler_reorderings_total 1",
-            "shardset_handler_owned_partitions 3",
+            r#"shardset_bus_partitions_owned{stream="shardset-ns-bot",group="default"} 0"#,
         ] {
-            assert!(text.contains(line), "{line} in\n{text}");
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }
     }
 }

@@ -40,6 +40,9 @@ pub struct Config {
     pub fetch_expires: Duration,
     /// How long a command waits for the worker's reply.
     pub command_timeout: Duration,
+    /// How often an owned partition's backlog (pending messages, lag) is read for the metrics:
+    /// two JetStream API requests per partition each time.
+    pub backlog_every: Duration,
 }
 
 /// Credentials besides those in the URL.
@@ -110,6 +113,7 @@ impl Config {
             retry_delay: Duration::from_secs(1),
             fetch_expires: Duration::from_secs(1),
             command_timeout: Duration::from_secs(10),
+            backlog_every: Duration::from_secs(5),
         }
     }
 

@@ -19,10 +19,12 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::assignment::assigned;
+use crate::backlog::Backlog;
 use crate::commands::Commands;
 use crate::config::Config;
 use crate::handler::Handler;
 use crate::lease::Leases;
+use crate::metrics::Metrics;
 use crate::partition::PartitionRun;
 use crate::setup::{self, Layout};
 use crate::stats::Stats;
@@ -49,6 +51,7 @@ pub(crate) struct Coordinator<H> {
     pub handler: Arc<H>,
     pub commands: Commands,
     pub stats: Arc<Stats>,
+    pub metrics: Metrics,
     pub owned: watch::Sender<BTreeSet<Partition>>,
     held: BTreeMap<Partition, Held>,
     tasks: JoinSet<Partition>,
@@ -79,6 +82,7 @@ impl<H: Handler> Coordinator<H> {
         handler: Arc<H>,
         commands: Commands,
         stats: Arc<Stats>,
+        metrics: Metrics,
         owned: watch::Sender<BTreeSet<Partition>>,
     ) -> Self {
         Self {
@@ -91,6 +95,7 @@ impl<H: Handler> Coordinator<H> {
             handler,
             commands,
             stats,
+            metrics,
             owned,
             held: BTreeMap::new(),
             tasks: JoinSet::new(),
@@ -148,6 +153,7 @@ impl<H: Handler> Coordinator<H> {
             }
         }
         self.owned.send_replace(BTreeSet::new());
+        self.metrics.owned(0);
         info!(replica = %self.config.replica, "left the group, every lease released");
     }
 
@@ -278,6 +284,14 @@ impl<H: Handler> Coordinator<H> {
         };
         let ack_wait = consumer.cached_info().config.ack_wait;
         let (stop, stop_rx) = watch::channel(false);
+        let backlog = Backlog {
+            partition,
+            stream: self.stream.clone(),
+            consumer: bus::consumer_name(&self.config.stream, &self.config.group, partition),
+            subject: bus::event_subject(&self.layout.prefix, partition),
+            metrics: self.metrics.clone(),
+            every: self.config.backlog_every,
+        };
         let run = PartitionRun {
             partition,
             consumer,
@@ -285,6 +299,7 @@ impl<H: Handler> Coordinator<H> {
             handler: self.handler.clone(),
             commands: self.commands.clone(),
             stats: self.stats.clone(),
+            metrics: self.metrics.clone(),
             max_attempts: self.config.max_attempts,
             retry_delay: self.config.retry_delay,
             fetch_expires: self.config.fetch_expires,
@@ -293,7 +308,8 @@ impl<H: Handler> Coordinator<H> {
         let task = self
             .tasks
             .spawn(async move {
-                run.run(stop_rx).await;
+                // The backlog watch ends with the partition's loop, told by the same `stop`.
+                tokio::join!(run.run(stop_rx.clone()), backlog.run(stop_rx));
                 partition
             })
             .id();
@@ -334,6 +350,7 @@ impl<H: Handler> Coordinator<H> {
             .filter(|(_, h)| h.running)
             .map(|(p, _)| *p)
             .collect();
+        self.metrics.owned(owned.len());
         self.owned.send_if_modified(|current| {
             let changed = *current != owned;
             *current = owned;

@@ -25,10 +25,12 @@
 //! the check of the wire format; [`handler`] the trait; [`commands`] commands back; [`wire`]
 //! the JetStream configurations of the protocol; `assignment` who should own what; `lease` the
 //! ownership bucket's records; `coordinator` the ownership loop; `partition` one partition's
-//! consumption; [`setup`] connecting and binding (shared with the publishing worker); [`replica`] the running replica; [`stats`] its
-//! counters.
+//! consumption; `backlog` an owned partition's backlog for the metrics; [`setup`] connecting and
+//! binding (shared with the publishing worker); [`replica`] the running replica; [`stats`] its
+//! counters; [`metrics`] its Prometheus metrics (`shardset_bus_consumer_lag_seconds`, ...).
 
 mod assignment;
+mod backlog;
 pub mod commands;
 pub mod config;
 mod coordinator;
@@ -36,6 +38,7 @@ pub mod error;
 pub mod event;
 pub mod handler;
 mod lease;
+pub mod metrics;
 mod partition;
 pub mod replica;
 pub mod setup;
@@ -47,6 +50,7 @@ pub use config::{Auth, Config, ConfigError};
 pub use error::Error;
 pub use event::{BadMessage, Event};
 pub use handler::{Handler, HandlerError};
+pub use metrics::Metrics;
 pub use replica::Replica;
 pub use shardset_contract::bus::Partition;
 pub use stats::StatsSnapshot;

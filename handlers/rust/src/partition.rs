@@ -18,6 +18,7 @@ use tracing::{debug, error, warn};
 use crate::commands::Commands;
 use crate::event::{Event, parse_head};
 use crate::handler::Handler;
+use crate::metrics::Metrics;
 use crate::stats::Stats;
 
 /// Events requested per pull; the consumer still delivers one at a time.
@@ -33,6 +34,7 @@ pub(crate) struct PartitionRun<H> {
     pub handler: Arc<H>,
     pub commands: Commands,
     pub stats: Arc<Stats>,
+    pub metrics: Metrics,
     pub max_attempts: u64,
     pub retry_delay: Duration,
     pub fetch_expires: Duration,
@@ -91,6 +93,7 @@ impl<H: Handler> PartitionRun<H> {
             Ok(info) => (info.stream_sequence, info.delivered.max(1) as u64),
             Err(_) => (0, 1),
         };
+        self.metrics.delivered(self.partition, delivered);
         let headers = message.headers.as_ref();
         let head = parse_head(
             |name| headers.and_then(|h| h.get(name)).map(|v| v.as_str()),

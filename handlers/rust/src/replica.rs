@@ -17,6 +17,7 @@ use crate::coordinator::Coordinator;
 use crate::error::Error;
 use crate::handler::Handler;
 use crate::lease::Leases;
+use crate::metrics::Metrics;
 use crate::setup;
 use crate::stats::{Stats, StatsSnapshot};
 
@@ -42,8 +43,19 @@ impl std::fmt::Debug for Replica {
 
 impl Replica {
     /// Connects as `config` says (waiting for the bus and for the stream if needed), joins the
-    /// group and starts consuming what it is assigned. Returns once it is a member.
+    /// group and starts consuming what it is assigned. Returns once it is a member. Its bus
+    /// metrics are kept nowhere: see [`Replica::start_with_metrics`].
     pub async fn start<H: Handler>(config: Config, handler: H) -> Result<Self, Error> {
+        Self::start_with_metrics(config, handler, Metrics::default()).await
+    }
+
+    /// As [`Replica::start`], exporting its bus metrics through `metrics` (made with
+    /// [`Metrics::register`] in the registry the service serves at `/metrics`).
+    pub async fn start_with_metrics<H: Handler>(
+        config: Config,
+        handler: H,
+        metrics: Metrics,
+    ) -> Result<Self, Error> {
         config.validate()?;
         let client = setup::connect(&config).await?;
         let js = jetstream::new(client.clone());
@@ -77,6 +89,7 @@ impl Replica {
             Arc::new(handler),
             commands.clone(),
             stats.clone(),
+            metrics,
             owned_tx,
         );
         let task = tokio::spawn(coordinator.run(shutdown_rx));

@@ -143,6 +143,7 @@ pub async fn apply(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result<Acti
         selector: names::shardset_pods_selector(&name),
         shards_per_pod: spec.shards_per_pod,
         reshard: reshard.as_ref().and_then(|r| r.report.clone()),
+        bus: reports.bus,
     };
     update_status::update_status(ctx, ss, namespace, &observed).await?;
 

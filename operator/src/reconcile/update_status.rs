@@ -17,7 +17,7 @@ use crate::reconcile::dereference::Dereferenced;
 use crate::redis_state;
 use crate::reshard::handover::Pass;
 use crate::shardset_gauges;
-use crate::status::{self, Observed, Problem};
+use crate::status::{self, BusReport, Observed, Problem};
 use crate::text::summarize_list;
 
 /// Why the status could not be written.
@@ -43,6 +43,8 @@ pub struct ShardReports {
     pub problem: Option<Problem>,
     /// Shards resuming after a silent connection, as `shard 3 on <pod>`.
     pub healing: Vec<String>,
+    /// With `spec.bus`: whether its pods can publish.
+    pub bus: Option<BusReport>,
 }
 
 /// What the workers report for the layout of `total` ([`ShardReports`]). Uses the records the
@@ -88,6 +90,7 @@ pub async fn shard_reports(
                     .iter()
                     .map(|(shard, pod)| format!("shard {shard} on {pod}"))
                     .collect(),
+                bus: ss.spec.bus.is_some().then_some(summary.bus),
             }
         }
         Err(error) => ShardReports {
@@ -118,7 +121,27 @@ pub async fn update_status(
         .await
         .map_err(StatusError::Apply)?;
     announce_problems(ss, &new_status, ctx).await;
+    announce_bus(ss, &new_status, ctx).await;
     Ok(())
+}
+
+/// A Warning Event when the pods cannot publish to the bus any more, a Normal one when they can
+/// again (`status::bus`).
+async fn announce_bus(ss: &ShardSet, new: &ShardSetStatus, ctx: &Context) {
+    let change = status::bus::transition(
+        status::bus_available(ss.status.as_ref()),
+        status::bus_available(Some(new)),
+    );
+    if let Some((warning, reason, note)) = change {
+        let type_ = if warning {
+            warn!(reason, note, "the bus is unreachable");
+            EventType::Warning
+        } else {
+            info!(reason, note, "the bus is reachable again");
+            EventType::Normal
+        };
+        ctx.publish(ss, type_, reason, "Reconcile", note).await;
+    }
 }
 
 /// A Warning Event when the Degraded reason changes to a problem, a Normal one when it clears.

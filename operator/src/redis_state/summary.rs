@@ -3,6 +3,8 @@
 
 use shardset_contract::{ShardState, ShardStatus};
 
+use crate::status::BusReport;
+
 /// What the shard records say, for the status.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShardSummary {
@@ -12,6 +14,8 @@ pub struct ShardSummary {
     pub failed: Vec<(u32, String, String)>,
     /// Shards whose connection fell silent and that are resuming on a new one: `(shard, pod)`.
     pub healing: Vec<(u32, String)>,
+    /// What the records with `busAccepting` say (workers with a bus).
+    pub bus: BusReport,
 }
 
 /// Sums the records of one layout.
@@ -22,6 +26,15 @@ pub fn summarize(records: &[Option<ShardStatus>]) -> ShardSummary {
         *summary.guilds.get_or_insert(0) += u64::from(record.guilds);
         if record.healing_silence() {
             summary.healing.push((shard as u32, record.pod.clone()));
+        }
+        if let Some(accepting) = record.bus_accepting {
+            summary.bus.reporting += 1;
+            if !accepting {
+                summary
+                    .bus
+                    .unreachable
+                    .push((shard as u32, record.pod.clone()));
+            }
         }
         if record.state == ShardState::Fatal {
             summary.failed.push((

@@ -271,6 +271,7 @@ mod tests {
             layout_revision: revision,
             lapses: 0,
             behind_ms: None,
+            bus_accepting: None,
         })
     }
 

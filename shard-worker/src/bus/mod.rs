@@ -109,6 +109,12 @@ impl Bus {
         room
     }
 
+    /// Whether the bus takes publishes now (`shardset_bus_accepting`): false from a failed
+    /// publish or a lost connection until the next acknowledgement.
+    pub fn accepting(&self) -> bool {
+        self.room.accepting()
+    }
+
     /// Resolves once `shard` may read its next dispatch.
     pub fn wait_for_room(&self, shard: u32) -> RoomWait {
         self.room.wait(shard)

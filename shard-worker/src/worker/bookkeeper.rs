@@ -47,12 +47,25 @@ pub type GuildCount = Arc<dyn Fn(u32) -> Option<u32> + Send + Sync>;
 /// bus acknowledged ([`crate::shard::Shared::settled_seq`]).
 pub type SettledSeq = Arc<dyn Fn(u32, u64) -> u64 + Send + Sync>;
 
+/// Whether the pod's bus publisher can publish now (`None`: no bus), for the status records:
+/// the operator's `BusAvailable` condition reads it.
+pub type BusAccepting = Arc<dyn Fn() -> Option<bool> + Send + Sync>;
+
+/// What the status record reports from outside the shard's own state.
+#[derive(Clone)]
+pub struct Reported {
+    pub guilds: GuildCount,
+    pub bus: BusAccepting,
+}
+
 #[derive(Default)]
 struct Written {
     session: Option<(LiveSession, u64)>,
     checkpoint_at: Option<Instant>,
     status_version: Option<u64>,
     status_at: Option<Instant>,
+    /// The bus state the last status record written said.
+    status_bus: Option<bool>,
     lease_at: Option<Instant>,
     /// The owner whose lease `lease_at` is about.
     lease_owner: Option<String>,
@@ -63,7 +76,7 @@ pub async fn run(
     board: Arc<Board>,
     records: Records,
     config: BookkeeperConfig,
-    guilds: GuildCount,
+    reported: Reported,
     settled: SettledSeq,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -81,7 +94,7 @@ pub async fn run(
         for slot in board.slots() {
             let w = written.entry(slot.shard).or_default();
             track_owner(slot, w);
-            tend(&board, slot, &records, &config, &guilds, &settled, w).await;
+            tend(&board, slot, &records, &config, &reported, &settled, w).await;
         }
     }
 }
@@ -100,7 +113,7 @@ async fn tend(
     slot: &Slot,
     records: &Records,
     config: &BookkeeperConfig,
-    guilds: &GuildCount,
+    reported: &Reported,
     settled: &SettledSeq,
     w: &mut Written,
 ) {
@@ -183,16 +196,23 @@ async fn tend(
         }
     }
 
-    if w.status_version != Some(snapshot.version) || due(w.status_at, config.status_ttl / 3) {
+    // The bus's state is not the shard's (no version of it changes): a flip is written at once
+    // too, so the operator sees an outage within a tick.
+    let bus_accepting = (reported.bus)();
+    if w.status_version != Some(snapshot.version)
+        || w.status_bus != bus_accepting
+        || due(w.status_at, config.status_ttl / 3)
+    {
         let status = ShardStatus {
             state: snapshot.state,
-            guilds: guilds(slot.shard).unwrap_or(0),
+            guilds: (reported.guilds)(slot.shard).unwrap_or(0),
             pod: config.pod.clone(),
             reason: snapshot.reason.clone(),
             updated_at_ms: unix_ms(),
             layout_revision: board.layout_revision(),
             lapses: snapshot.pace.lapses(),
             behind_ms: snapshot.pace.late_ms(),
+            bus_accepting,
         };
         match records
             .write_status(slot.shard, &status, config.status_ttl)
@@ -200,6 +220,7 @@ async fn tend(
         {
             Ok(()) => {
                 w.status_version = Some(snapshot.version);
+                w.status_bus = bus_accepting;
                 w.status_at = Some(now);
             }
             Err(e) => {

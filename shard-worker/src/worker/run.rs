@@ -11,7 +11,9 @@ use tracing::{error, info, warn};
 
 use crate::handler::Handler;
 use crate::shard::{self, Exit, Shared};
-use crate::worker::bookkeeper::{self, BookkeeperConfig, GuildCount, SettledSeq};
+use crate::worker::bookkeeper::{
+    self, BookkeeperConfig, BusAccepting, GuildCount, Reported, SettledSeq,
+};
 use crate::worker::fence;
 
 /// How a worker's shards ended.
@@ -59,6 +61,8 @@ pub async fn run<H: Handler>(
     if let Some(records) = shared.records.clone() {
         let handler = Arc::clone(&shared.handler);
         let guilds: GuildCount = Arc::new(move |shard| handler.guilds_on(shard));
+        let publishing = Arc::clone(&shared);
+        let bus: BusAccepting = Arc::new(move || publishing.bus.as_ref().map(|b| b.accepting()));
         let settling = Arc::clone(&shared);
         let settled: SettledSeq =
             Arc::new(move |shard, handled| settling.settled_seq(shard, handled));
@@ -66,7 +70,7 @@ pub async fn run<H: Handler>(
             Arc::clone(&shared.board),
             records.clone(),
             bookkeeping,
-            guilds,
+            Reported { guilds, bus },
             settled,
             stop_rx.clone(),
         ));

@@ -126,6 +126,7 @@ pub(super) async fn report_refusal(
                     layout_revision: 0,
                     lapses: 0,
                     behind_ms: None,
+                    bus_accepting: None,
                 };
                 if let Err(e) = records.write_status(shard, &status, status_ttl).await {
                     warn!(error = %e, "cannot report the refusal in Redis");

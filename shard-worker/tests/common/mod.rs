@@ -7,5 +7,6 @@ pub mod cutter;
 pub mod lag;
 pub mod metrics;
 pub mod redis;
+pub mod roles;
 pub mod scenario;
 pub mod worker;

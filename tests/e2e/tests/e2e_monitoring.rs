@@ -47,6 +47,25 @@ fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
     docs.iter().filter(|d| d["kind"] == kind).collect()
 }
 
+/// The one object of `kind` whose name ends with `suffix` (the chart makes two PodMonitors).
+fn named<'a>(docs: &'a [Value], kind: &str, suffix: &str) -> anyhow::Result<&'a Value> {
+    let found: Vec<_> = of_kind(docs, kind)
+        .into_iter()
+        .filter(|d| {
+            d["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with(suffix))
+        })
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one),
+        other => bail!(
+            "expected one {kind} named *{suffix}, rendered {}",
+            other.len()
+        ),
+    }
+}
+
 fn one_of_kind<'a>(docs: &'a [Value], kind: &str) -> anyhow::Result<&'a Value> {
     match of_kind(docs, kind).as_slice() {
         [one] => Ok(one),
@@ -145,7 +164,7 @@ fn monitoring_renders_and_its_rules_pass_promtool() -> anyhow::Result<()> {
     let docs = render(&[MONITORING_ON])?;
 
     // The PodMonitor selects what the operator puts on worker pods (operator/src/names.rs).
-    let pod_monitor = one_of_kind(&docs, "PodMonitor")?;
+    let pod_monitor = named(&docs, "PodMonitor", "-workers")?;
     let spec = &pod_monitor["spec"];
     ensure!(
         spec["selector"]["matchLabels"]
@@ -190,6 +209,24 @@ fn monitoring_renders_and_its_rules_pass_promtool() -> anyhow::Result<()> {
         names::APP_NAME
     );
     one_of_kind(&docs, "ServiceMonitor")?;
+    // The handler pods opt in by label; the demo handler's Deployment wears it.
+    let handlers = named(&docs, "PodMonitor", "-handlers")?;
+    ensure!(
+        handlers["spec"]["selector"]["matchLabels"]
+            == json!({"app.kubernetes.io/component": "bus-handler"}),
+        "handler PodMonitor selector: {}",
+        handlers["spec"]["selector"]
+    );
+    let endpoint = &handlers["spec"]["podMetricsEndpoints"][0];
+    ensure!(
+        endpoint["port"] == "metrics" && endpoint["path"] == "/metrics",
+        "the handlers' metrics endpoint: {endpoint}"
+    );
+    let demo = std::fs::read_to_string(format!("{ROOT}/tests/demo/demo-handler.yaml"))?;
+    ensure!(
+        demo.contains("app.kubernetes.io/component: bus-handler") && demo.contains("name: metrics"),
+        "the demo handler's pods are scraped by the handler PodMonitor"
+    );
 
     // The PrometheusRule: the alerts asked for, each with a severity and a runbook entry.
     let rule = one_of_kind(&docs, "PrometheusRule")?;
@@ -318,14 +355,15 @@ fn monitoring_values_shape_what_renders() -> anyhow::Result<()> {
         "a ConfigMap rendered by default"
     );
 
-    // One watched namespace: the PodMonitor looks there only.
+    // One watched namespace: the PodMonitors look there only.
     let docs = render(&[MONITORING_ON, "watchNamespace=bots"])?;
-    let pod_monitor = one_of_kind(&docs, "PodMonitor")?;
-    ensure!(
-        pod_monitor["spec"]["namespaceSelector"] == json!({"matchNames": ["bots"]}),
-        "{}",
-        pod_monitor["spec"]["namespaceSelector"]
-    );
+    for pod_monitor in of_kind(&docs, "PodMonitor") {
+        ensure!(
+            pod_monitor["spec"]["namespaceSelector"] == json!({"matchNames": ["bots"]}),
+            "{}",
+            pod_monitor["spec"]["namespaceSelector"]
+        );
+    }
 
     // Alerts left out by name, labels added to every alert (its own severity wins), the
     // dashboard in Grafana's namespace.

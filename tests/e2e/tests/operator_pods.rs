@@ -46,6 +46,7 @@ async fn ten_shards_at_three_per_pod() -> anyhow::Result<()> {
             layout_revision: 0,
             lapses: 0,
             behind_ms: None,
+            bus_accepting: None,
         };
         let _: () = conn.set(keys.status(10, shard), serde_json::to_string(&record)?)?;
     }

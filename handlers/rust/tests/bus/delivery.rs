@@ -142,13 +142,7 @@ async fn a_failing_handler_is_retried_in_order_then_given_up_on() {
             let record = record.clone();
             let attempts = attempts.clone();
             async move {
-                record.push(Seen {
-                    replica: "r".into(),
-                    partition: event.partition,
-                    seq: event.seq,
-                    stream_seq: event.stream_seq,
-                    delivered: event.delivered,
-                });
+                record.push(Seen::of("r", &event));
                 if event.seq == flaky && event.delivered < 3 {
                     return Err(HandlerError::from("not yet"));
                 }

@@ -4,5 +4,6 @@
 
 mod commands;
 mod delivery;
+mod metrics;
 mod ownership;
 mod support;

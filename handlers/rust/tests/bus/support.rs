@@ -156,6 +156,19 @@ pub struct Seen {
     pub delivered: u64,
 }
 
+impl Seen {
+    /// What replica `replica` saw of `event`.
+    pub fn of(replica: &str, event: &Event) -> Self {
+        Self {
+            replica: replica.to_owned(),
+            partition: event.partition,
+            seq: event.seq,
+            stream_seq: event.stream_seq,
+            delivered: event.delivered,
+        }
+    }
+}
+
 /// The shared record of every handled event, and a way to await a count.
 #[derive(Clone, Default)]
 pub struct Record {
@@ -203,13 +216,7 @@ impl Record {
         let record = self.clone();
         let replica = replica.to_owned();
         move |event: Event| {
-            record.push(Seen {
-                replica: replica.clone(),
-                partition: event.partition,
-                seq: event.seq,
-                stream_seq: event.stream_seq,
-                delivered: event.delivered,
-            });
+            record.push(Seen::of(&replica, &event));
             std::future::ready(Ok(()))
         }
     }

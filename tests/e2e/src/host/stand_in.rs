@@ -57,6 +57,7 @@ impl WorkerStandIn {
                             layout_revision: revision,
                             lapses: 0,
                             behind_ms: None,
+                            bus_accepting: None,
                         };
                         let json = serde_json::to_string(&record).unwrap_or_default();
                         let _: Result<(), _> = conn.set(keys.status(total, shard), json).await;
