@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::bus::Bus;
 use common::roles::Roles;
+use common::cutter::Cutter;
 use common::scenario::{Scenario, wait_until};
 use common::worker::{WorkerProcess, WorkerSpec};
 use fake_discord::control::{Fault, FaultRequest, Target};
@@ -45,6 +46,49 @@ async fn wait_window() {
     tokio::time::sleep(Duration::from_millis(WINDOW_MS)).await;
 }
 
+/// The operator's `W` wait as `docs/resharding.md` ("What bounds W") has it: `W` during which
+/// every shard of `layouts` keeps up (its status record READY, not behind) and none lapsed; the
+/// countdown does not run while one does not, and starts again when one lapsed. Returns how many
+/// times the countdown started again.
+async fn wait_window_kept_up(roles: &mut Roles, layouts: &[u32]) -> u32 {
+    let window = Duration::from_millis(WINDOW_MS);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let mut restarts = 0;
+    let mut counting: Option<(tokio::time::Instant, Vec<u64>)> = None;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "every shard keeps up for W within 90 s"
+        );
+        let records: Vec<Option<ShardStatus>> = layouts
+            .iter()
+            .flat_map(|&total| (0..total).map(move |shard| (total, shard)))
+            .map(|(total, shard)| roles.status(total, shard))
+            .collect();
+        let all_keep_up = records
+            .iter()
+            .all(|r| r.as_ref().is_some_and(ShardStatus::keeping_up));
+        let lapses: Vec<u64> = records
+            .iter()
+            .map(|r| r.as_ref().map_or(0, |r| r.lapses))
+            .collect();
+        counting = match counting {
+            Some((since, mark)) if all_keep_up && mark == lapses => {
+                if since.elapsed() >= window {
+                    return restarts;
+                }
+                Some((since, mark))
+            }
+            Some(_) => {
+                restarts += 1;
+                all_keep_up.then(|| (tokio::time::Instant::now(), lapses))
+            }
+            None => all_keep_up.then(|| (tokio::time::Instant::now(), lapses)),
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name))
@@ -58,12 +102,19 @@ const SKEW_MS: u64 = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hand_over_acts_on_every_message_exactly_once_with_the_new_layout_late() {
-    hand_over(Some(8), None).await;
+    hand_over(Some(8), None, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_over_acts_on_every_message_exactly_once_with_a_new_layout_shard_held_off_for_2_w() {
+    // Issue 11, item 8: one shard of the new layout is closed with 4000 while both layouts claim,
+    // and cannot reconnect for 2 W; the W countdown waits for it and starts again.
+    hand_over(None, None, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hand_over_acts_on_every_message_exactly_once_with_the_old_layout_late() {
-    hand_over(Some(4), None).await;
+    hand_over(Some(4), None, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,7 +122,7 @@ async fn hand_over_publishes_every_message_to_the_bus_exactly_once() {
     // Publishing is acting: the standby layout publishes nothing, the claiming ones only what
     // they claimed (with the content id), and the stream holds each message once.
     let bus = Bus::start();
-    hand_over(Some(8), Some(&bus)).await;
+    hand_over(Some(8), Some(&bus), false).await;
 }
 
 /// Delays every frame to the sessions of layout `total` by `ms` (0 ends the delay).
@@ -91,8 +142,11 @@ fn delay_layout(s: &Scenario, total: u32, ms: u64) {
 
 /// Layout 4 (one worker) hands over to layout 8 (one worker) under load, with the frames of
 /// `late` (if any) delayed so the two layouts see each event [`SKEW_MS`] apart: the case the
-/// back-fill and the `W` waits exist for. With `bus`, both layouts also publish to it.
-async fn hand_over(late: Option<u32>, bus: Option<&Bus>) {
+/// back-fill and the `W` waits exist for. With `bus`, both layouts also publish to it. With
+/// `hold_off`, the new layout's shard 7 runs in a process of its own behind a relay, and once both
+/// layouts claim it is closed with 4000 and its reconnects refused for 2 W; the `W` waits are then
+/// the operator's (they wait for every shard to keep up).
+async fn hand_over(late: Option<u32>, bus: Option<&Bus>, hold_off: bool) {
     // Heartbeats every 3 s: a debug build answering every message through REST on a busy
     // 2-core machine can hold a shard's loop long enough to miss a 1 s heartbeat.
     let s = Scenario::start(16, 100, 3_000).await;
@@ -120,12 +174,24 @@ async fn hand_over(late: Option<u32>, bus: Option<&Bus>) {
 
     // Standby: the new layout connects beside the old one, acting on nothing.
     roles.write(&[(4, Role::Active), (8, Role::Standby)]);
-    let mut new = WorkerProcess::start(spec("new", 7, 8));
+    let relay = Cutter::start(s.fake.addr().port()).await;
+    let mut relay_kept = None;
+    let mut held = hold_off.then(|| {
+        let mut held = spec("new-held", 7, 8);
+        held.first = 7;
+        // The fake answers with a gateway URL on the host it was asked at: the relay's.
+        held.api_url = format!("http://127.0.0.1:{}/api", relay.port);
+        WorkerProcess::start(held)
+    });
+    let mut new = WorkerProcess::start(spec("new", if hold_off { 6 } else { 7 }, 8));
     assert!(
         new.wait_ready(READY).await,
         "new layout:\n{}",
         new.log_text()
     );
+    if let Some(held) = &held {
+        assert!(held.wait_ready(READY).await, "{}", held.log_text());
+    }
     if late == Some(8) {
         delay_layout(&s, 8, SKEW_MS);
     }
@@ -139,10 +205,45 @@ async fn hand_over(late: Option<u32>, bus: Option<&Bus>) {
     assert!(roles.acked(4).await, "old layout claiming");
     roles.write(&[(4, Role::Claiming), (8, Role::Claiming)]);
     assert!(roles.acked(8).await, "new layout claiming");
-    wait_window().await;
-    roles.write(&[(4, Role::Retired), (8, Role::Claiming)]);
-    assert!(roles.acked(4).await, "old layout retired");
-    wait_window().await;
+    if hold_off {
+        let held_for = Duration::from_millis(2 * WINDOW_MS);
+        relay.refuse();
+        let closed = s.fake.state().inject(&FaultRequest {
+            fault: Fault::Close {
+                code: 4000,
+                reason: None,
+            },
+            target: Target {
+                shard: Some(7),
+                num_shards: Some(8),
+                ..Target::default()
+            },
+        });
+        assert_eq!(closed, 1, "shard 7 of layout 8 closed with 4000");
+        let started = tokio::time::Instant::now();
+        let heal = tokio::spawn(async move {
+            tokio::time::sleep(held_for).await;
+            relay.heal();
+            relay
+        });
+        let restarts = wait_window_kept_up(&mut roles, &[4, 8]).await;
+        let waited = started.elapsed();
+        eprintln!("W waited {waited:?} for the held shard, restarted {restarts} times");
+        assert!(
+            waited >= held_for + Duration::from_millis(WINDOW_MS),
+            "W ran only once the held shard kept up again: {waited:?}"
+        );
+        // Kept until the end: dropping the relay would cut the held shard's connection again.
+        relay_kept = Some(heal.await.expect("relay"));
+        roles.write(&[(4, Role::Retired), (8, Role::Claiming)]);
+        assert!(roles.acked(4).await, "old layout retired");
+        wait_window_kept_up(&mut roles, &[4, 8]).await;
+    } else {
+        wait_window().await;
+        roles.write(&[(4, Role::Retired), (8, Role::Claiming)]);
+        assert!(roles.acked(4).await, "old layout retired");
+        wait_window().await;
+    }
     roles.write(&[(4, Role::Retired), (8, Role::Active)]);
     assert!(roles.acked(8).await, "new layout active");
 
@@ -164,6 +265,10 @@ async fn hand_over(late: Option<u32>, bus: Option<&Bus>) {
     // ...and once the new layout stopped, nothing more can arrive: the counts are final.
     let new_metrics = new.metrics().await;
     assert_eq!(new.terminate(Duration::from_secs(20)).await, Some(0));
+    if let Some(held) = &mut held {
+        assert_eq!(held.terminate(Duration::from_secs(20)).await, Some(0));
+    }
+    drop(relay_kept);
     let report = s.fake.state().replies_report(since, until);
     eprintln!("replies: {report:?}");
     assert!(answered, "unanswered messages: {report:?}");

@@ -96,6 +96,8 @@ pub fn forward_body(dispatch: &Dispatch<'_>) -> Vec<u8> {
     struct Head<'a> {
         shard: u32,
         seq: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        session_id: Option<&'a str>,
         event: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         guild_id: Option<String>,
@@ -104,6 +106,7 @@ pub fn forward_body(dispatch: &Dispatch<'_>) -> Vec<u8> {
     let head = Head {
         shard: dispatch.shard,
         seq: dispatch.seq,
+        session_id: dispatch.session_id,
         event: dispatch.event,
         guild_id: dispatch.guild_id().map(|g| g.to_string()),
         active: dispatch.active,
@@ -187,6 +190,7 @@ mod tests {
         let body = forward_body(&Dispatch {
             shard: 3,
             seq: 9,
+            session_id: Some("abc"),
             event: "MESSAGE_CREATE",
             data,
             active: true,
@@ -194,7 +198,7 @@ mod tests {
         });
         assert_eq!(
             String::from_utf8(body).expect("utf8"),
-            r#"{"shard":3,"seq":9,"event":"MESSAGE_CREATE","guildId":"77","active":true,"d":{"id":"1","guild_id":"77","content":"hi"}}"#
+            r#"{"shard":3,"seq":9,"sessionId":"abc","event":"MESSAGE_CREATE","guildId":"77","active":true,"d":{"id":"1","guild_id":"77","content":"hi"}}"#
         );
     }
 }

@@ -33,6 +33,9 @@ pub struct Dispatch<'a> {
     pub shard: u32,
     /// Its sequence number in the shard's session.
     pub seq: u64,
+    /// Discord's id of the session it arrived on (READY's `session_id`): with `seq`, a key no
+    /// other dispatch has, so an endpoint can tell a replayed dispatch from a new one.
+    pub session_id: Option<&'a str>,
     /// The event name (`t`), e.g. `MESSAGE_CREATE`.
     pub event: &'a str,
     /// The raw JSON text of `d` (`null` when absent), parsed by whoever needs its fields.

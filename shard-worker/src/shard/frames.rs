@@ -168,9 +168,15 @@ impl<H: Handler> Runner<'_, H> {
                 if self.replaying && acting.reshard_under_way() {
                     self.board().metrics().handover_replays.inc();
                 }
+                // The session it arrived on: READY's own, or the one being resumed.
+                let session = match &input {
+                    Some(Input::Ready(ready)) => Some(ready.session_id.as_str()),
+                    _ => self.machine.resumable().map(|r| r.session_id.as_str()),
+                };
                 let dispatch = Dispatch {
                     shard: self.shard,
                     seq,
+                    session_id: session,
                     event,
                     data,
                     active: acting.may_act(),
@@ -183,14 +189,10 @@ impl<H: Handler> Runner<'_, H> {
                     .handled(self.board(), self.slot, event, data, arrived);
                 // Taken by the bus before it counts as handled: a checkpoint taken in between
                 // must not pass it.
-                if let Some(bus) = &self.shared.bus {
-                    let session = match &input {
-                        Some(Input::Ready(ready)) => Some(ready.session_id.as_str()),
-                        _ => self.machine.resumable().map(|r| r.session_id.as_str()),
-                    };
-                    if !bus.take(self.shard, seq, event, data, session) {
-                        self.pause_reading();
-                    }
+                if let Some(bus) = &self.shared.bus
+                    && !bus.take(self.shard, seq, event, data, session)
+                {
+                    self.pause_reading();
                 }
                 self.slot.set_handled_seq(seq);
                 self.count(event);

@@ -14,6 +14,9 @@ use serde::Deserialize;
 pub struct Forwarded {
     pub shard: u32,
     pub seq: u64,
+    /// The session it arrived on: with `seq`, the dispatch's name.
+    #[serde(default, rename = "sessionId")]
+    pub session_id: Option<String>,
     pub event: String,
 }
 

@@ -83,6 +83,11 @@ impl Cutter {
         self.closing.send_modify(|n| *n += 1);
     }
 
+    /// Refuses new connections; the relayed ones go on.
+    pub fn refuse(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+    }
+
     /// Keeps every connection open but relays nothing any more (nor on new connections).
     pub fn black_hole(&self) {
         self.black_hole.send_replace(true);

@@ -2,7 +2,7 @@
 //! worker run in-process (`worker::run`, `Builder::run`).
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use shardset_contract::env;
@@ -78,7 +78,8 @@ impl WorkerProcess {
             .env(env::WORKER_LISTEN, &listen)
             .args(&spec.extra_args)
             .envs(spec.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
+            // Both streams, so a test can read everything the process wrote (the token check).
+            .stdout(file.try_clone().expect("log file"))
             .stderr(file);
         if let Some(c) = spec.max_concurrency {
             command.env(env::MAX_CONCURRENCY, c.to_string());
@@ -160,6 +161,14 @@ impl WorkerProcess {
         let _ = child.kill();
         let _ = child.wait();
         None
+    }
+
+    /// SIGKILL, and waits for the exit: no chance to save or close anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     pub fn log_text(&self) -> String {

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+use crate::control::SessionEnd;
 use crate::rules::Micros;
 
 /// An event the world created once and shares with every session that receives it.
@@ -73,8 +74,13 @@ pub struct SessionState {
     pub link: Link,
     /// The last sequence number written to a connection.
     pub sent_seq: u64,
+    /// The highest sequence number ever written to any connection (a Resume moves `sent_seq`
+    /// back to the client's seq; this never goes back).
+    pub written_seq: u64,
     pub ready_sent: bool,
     pub resumes: u32,
+    /// Why it ended, once `link` is `Ended`.
+    pub end: Option<SessionEnd>,
 }
 
 impl SessionState {
@@ -137,8 +143,10 @@ impl Session {
                 buffer: VecDeque::new(),
                 link: Link::Attached(connection),
                 sent_seq: 0,
+                written_seq: 0,
                 ready_sent: false,
                 resumes: 0,
+                end: None,
             }),
             wake: Notify::new(),
         }
@@ -228,6 +236,7 @@ impl Session {
     pub fn mark_sent(&self, seq: u64, ready: bool) {
         let mut state = self.state();
         state.sent_seq = state.sent_seq.max(seq);
+        state.written_seq = state.written_seq.max(seq);
         state.ready_sent |= ready;
     }
 }

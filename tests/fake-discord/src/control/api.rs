@@ -27,6 +27,8 @@ pub(crate) fn routes() -> Router<Arc<Fake>> {
         .route("/identifies", get(identifies))
         .route("/violations", get(violations))
         .route("/sessions", get(sessions))
+        .route("/session_history", get(session_history))
+        .route("/overlaps", get(overlaps))
         .route("/commands", get(commands))
         .route("/late_heartbeats", get(late_heartbeats))
         .route("/counters", get(counters))
@@ -48,6 +50,7 @@ fn bad_request(message: impl Into<String>) -> Response {
 async fn index() -> Json<serde_json::Value> {
     Json(json!({
         "GET": ["/control/identifies", "/control/violations", "/control/sessions",
+                "/control/session_history", "/control/overlaps",
                 "/control/commands?session_id=&shard=&num_shards=&op=",
                 "/control/late_heartbeats?session_id=&shard=&num_shards=",
                 "/control/counters", "/control/replies?since_ms=&until_ms=",
@@ -68,6 +71,14 @@ async fn violations(State(fake): State<Arc<Fake>>) -> Response {
 
 async fn sessions(State(fake): State<Arc<Fake>>) -> Response {
     Json(fake.sessions()).into_response()
+}
+
+async fn session_history(State(fake): State<Arc<Fake>>) -> Response {
+    Json(fake.session_history()).into_response()
+}
+
+async fn overlaps(State(fake): State<Arc<Fake>>) -> Response {
+    Json(fake.overlaps()).into_response()
 }
 
 async fn commands(State(fake): State<Arc<Fake>>, Query(filter): Query<RecordFilter>) -> Response {

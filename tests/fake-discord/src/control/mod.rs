@@ -1,5 +1,6 @@
 //! The control API (`/control/...`): how tests and users read what the fake saw (identifies,
-//! violations, sessions, commands, late heartbeats, counters, replies) and steer it (faults,
+//! violations, sessions and their history, overlapping sessions, commands, late heartbeats,
+//! counters, replies) and steer it (faults,
 //! load, messages, dispatches, budget, reset). `records.rs` holds its public JSON records,
 //! re-exported here; `api.rs` its routes, which the server mounts; `gaps.rs` the bucket gaps
 //! that benchmarks report.
@@ -14,5 +15,6 @@ pub use self::records::{
     BudgetInfo, BudgetUpdate, CommandOutcome, CommandRecord, Counters, DispatchRequest,
     DispatchResult, Fault, FaultRequest, FaultResult, GuildList, IdentifyOutcome, IdentifyRecord,
     LateHeartbeat, LoadSettings, LoadStatus, MessageRequest, MessagesCreated, RecordFilter,
-    RepliesReport, Rule, SessionInfo, Target, Violation, opt_snowflake,
+    RepliesReport, Rule, SessionEnd, SessionHistory, SessionInfo, SessionOverlap, Target,
+    Violation, opt_snowflake,
 };

@@ -145,6 +145,75 @@ pub struct SessionInfo {
     pub created_at_ms: u64,
 }
 
+/// Why a session ended (it can never be resumed again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SessionEnd {
+    /// op 9 Invalid Session `false` (the fault): Discord invalidated it.
+    InvalidSession,
+    /// Its connection closed (by either side) with a code that ends a session (1000, 1001,
+    /// 4007, 4009, ...); `None`: no code.
+    Closed {
+        #[serde(default)]
+        code: Option<u16>,
+    },
+    /// Nobody resumed it within the resume window.
+    Expired,
+    /// Its client fell further behind than the replay buffer.
+    Overflow,
+    /// The token was reset (budget exhausted) or the fake was reset.
+    Terminated,
+}
+
+impl SessionEnd {
+    /// Discord invalidated the session itself (op 9 `false`, close 4007 or 4009): what was
+    /// written to its socket and not read when it ended is not replayed to anyone. Every other
+    /// end is the client's doing (or the test's reset).
+    pub fn invalidated_by_gateway(self) -> bool {
+        matches!(
+            self,
+            Self::InvalidSession
+                | Self::Closed {
+                    code: Some(4007 | 4009)
+                }
+        )
+    }
+}
+
+/// Every session the fake ever started (`GET /control/session_history`), ended or not: how far
+/// its dispatches were written to a socket, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionHistory {
+    pub session_id: String,
+    pub shard: u32,
+    pub num_shards: u32,
+    pub created_at_ms: u64,
+    /// The highest sequence number written to any of its connections: every dispatch
+    /// `1..=written_seq` went out on a socket at least once.
+    pub written_seq: u64,
+    pub resumes: u32,
+    /// `None` while it is live or resumable.
+    #[serde(default)]
+    pub ended: Option<SessionEnd>,
+}
+
+/// Two sessions of one shard (same `shard` and `num_shards`) live at once
+/// (`GET /control/overlaps`): both attached to a connection, so the bot would receive (and act
+/// on) that shard's events twice. Recorded when the second one attaches (Identify or Resume).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionOverlap {
+    /// Unix ms when the second session attached.
+    pub at_ms: u64,
+    pub shard: u32,
+    pub num_shards: u32,
+    /// The session that attached, and its connection.
+    pub session_id: String,
+    pub connection: u64,
+    /// The session that was already live, and its connection.
+    pub live_session_id: String,
+    pub live_connection: u64,
+}
+
 /// What the fake did with a command (`CommandRecord.outcome`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -283,6 +352,10 @@ pub struct Counters {
     /// Heartbeats recorded in `/control/late_heartbeats`.
     #[serde(default)]
     pub heartbeats_late: u64,
+    /// Times a session attached while another session of its shard was live
+    /// (`/control/overlaps`).
+    #[serde(default)]
+    pub session_overlaps: u64,
     pub sessions: u64,
     pub token_reset: bool,
     pub budget: Option<BudgetInfo>,

@@ -9,7 +9,7 @@ use rand::RngExt;
 
 use super::logs::Origin;
 use super::{Command, Fake, add, lock};
-use crate::control::{BudgetInfo, IdentifyOutcome, Rule};
+use crate::control::{BudgetInfo, IdentifyOutcome, Rule, SessionEnd};
 use crate::payloads;
 use crate::rules::{
     self, CloseCode, IdentifyFields, IdentifyPolicy, Micros, ResumeVerdict, Spend, US_PER_MS,
@@ -205,6 +205,8 @@ impl Fake {
             .map(Payload::GuildCreate);
         session.push_all(std::iter::once(Payload::Ready(Bytes::from(ready))).chain(guild_creates));
         self.sessions_write().insert(Arc::clone(&session));
+        self.record_session(&session);
+        self.check_overlap(&session, connection);
         self.set_connection_session(connection, Some(Arc::clone(&session)));
         add(&self.stats.identifies_accepted, 1);
         self.log_identify(
@@ -222,7 +224,7 @@ impl Fake {
     fn terminate_everything(&self, except: u64) {
         let sessions: Vec<Arc<Session>> = self.sessions_read().by_id.values().cloned().collect();
         for session in &sessions {
-            self.end_session(session);
+            self.end_session(session, SessionEnd::Terminated);
         }
         for (id, handle) in lock(&self.connections).iter() {
             if *id != except {
@@ -276,7 +278,7 @@ impl Fake {
             Link::Ended => return fail(ResumeOutcome::Invalid),
             Link::Detached(at) if now.saturating_sub(at) > window => {
                 drop(state);
-                self.end_session(&session);
+                self.end_session(&session, SessionEnd::Expired);
                 return fail(ResumeOutcome::Invalid);
             }
             Link::Detached(_) => None,
@@ -310,6 +312,7 @@ impl Fake {
         {
             let _ = handle.commands.send(Command::Superseded);
         }
+        self.check_overlap(&session, connection);
         self.set_connection_session(connection, Some(Arc::clone(&session)));
         add(&self.stats.resumes, 1);
         ResumeOutcome::Resumed {

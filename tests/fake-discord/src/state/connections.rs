@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
 
 use super::{Command, ConnectionHandle, Fake, add, lock};
+use crate::control::SessionEnd;
 use crate::rules::{self, US_PER_MS};
 use crate::session::{Link, Session};
 
@@ -59,6 +60,7 @@ impl Fake {
                 false
             } else {
                 state.link = Link::Ended;
+                state.end = Some(SessionEnd::Closed { code });
                 true
             }
         };
@@ -67,9 +69,13 @@ impl Fake {
         }
     }
 
-    /// Ends a session at once (op 9 `false`, expiry, reset).
-    pub fn end_session(&self, session: &Session) {
-        session.state().link = Link::Ended;
+    /// Ends a session at once (op 9 `false`, expiry, reset), for the reason `end`.
+    pub fn end_session(&self, session: &Session, end: SessionEnd) {
+        {
+            let mut state = session.state();
+            state.link = Link::Ended;
+            state.end.get_or_insert(end);
+        }
         self.sessions_write().remove(session);
     }
 
@@ -87,7 +93,7 @@ impl Fake {
             .cloned()
             .collect();
         for session in &expired {
-            self.end_session(session);
+            self.end_session(session, SessionEnd::Expired);
         }
         expired.len()
     }

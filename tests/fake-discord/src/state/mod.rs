@@ -13,12 +13,14 @@
 //!   messages the bot creates (replies, nonces);
 //! - `member_requests.rs`: op 8's answers and its bot-wide all-members limit;
 //! - `faults.rs`: fault injection;
+//! - `history.rs`: every session started and how it ended, and two live sessions of one shard;
 //! - `reports.rs`: what the control API reports.
 
 pub mod admission;
 mod connections;
 pub mod events;
 mod faults;
+mod history;
 pub mod logs;
 pub mod member_requests;
 mod registry;
@@ -34,7 +36,8 @@ use self::registry::Sessions;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::control::{
-    CommandRecord, Fault, IdentifyRecord, LateHeartbeat, LoadSettings, Violation,
+    CommandRecord, Fault, IdentifyRecord, LateHeartbeat, LoadSettings, SessionEnd, SessionOverlap,
+    Violation,
 };
 use crate::nonces::Nonces;
 use crate::payloads::Bot;
@@ -98,6 +101,9 @@ struct Logs {
     violations: Vec<Violation>,
     commands: Vec<CommandRecord>,
     late_heartbeats: Vec<LateHeartbeat>,
+    /// Every session started, in order (`/control/session_history`).
+    sessions: Vec<Arc<Session>>,
+    overlaps: Vec<SessionOverlap>,
 }
 
 /// Counters updated from many tasks.
@@ -121,6 +127,9 @@ pub struct Stats {
     pub identify_lag_max_us: AtomicU64,
     pub commands: AtomicU64,
     pub heartbeats_late: AtomicU64,
+    pub session_overlaps: AtomicU64,
+    /// Sessions started (the history's length, beyond its cap).
+    pub sessions_started: AtomicU64,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -214,7 +223,7 @@ impl Fake {
         }
         let sessions: Vec<Arc<Session>> = self.sessions_read().by_id.values().cloned().collect();
         for session in &sessions {
-            self.end_session(session);
+            self.end_session(session, SessionEnd::Terminated);
         }
         *lock(&self.rules) = RuleState::fresh(&self.config, self.clock.now_us());
         *lock(&self.logs) = Logs::default();
@@ -235,6 +244,8 @@ impl Fake {
             &s.violations,
             &s.commands,
             &s.heartbeats_late,
+            &s.session_overlaps,
+            &s.sessions_started,
             &self.load_generated,
         ] {
             counter.store(0, Ordering::Relaxed);

@@ -112,6 +112,7 @@ impl Fake {
             identify_lag_max_us: get(&s.identify_lag_max_us),
             commands: get(&s.commands),
             heartbeats_late: get(&s.heartbeats_late),
+            session_overlaps: get(&s.session_overlaps),
             sessions: self.sessions_read().by_id.len() as u64,
             token_reset: self.token_reset(),
             budget: Some(self.budget()),

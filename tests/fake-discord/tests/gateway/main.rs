@@ -5,6 +5,7 @@ mod commands;
 mod events;
 mod faults;
 mod fixture;
+mod history;
 
 mod identify;
 mod lifecycle;

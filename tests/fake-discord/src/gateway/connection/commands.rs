@@ -8,7 +8,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, sleep_until};
 
 use super::{Connection, End};
-use crate::control::Fault;
+use crate::control::{Fault, SessionEnd};
 use crate::payloads;
 use crate::rules::CloseCode;
 use crate::state::Command;
@@ -44,7 +44,7 @@ where
             }
             Fault::InvalidSession { resumable } => {
                 if !resumable && let Some(session) = self.session.take() {
-                    self.fake.end_session(&session);
+                    self.fake.end_session(&session, SessionEnd::InvalidSession);
                 }
                 if self
                     .send_raw(payloads::invalid_session(resumable))

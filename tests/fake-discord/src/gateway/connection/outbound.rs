@@ -7,6 +7,7 @@ use futures_util::SinkExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{BATCH, Connection, End};
+use crate::control::SessionEnd;
 use crate::payloads;
 use crate::rules::CloseCode;
 use crate::session::Payload;
@@ -50,7 +51,7 @@ where
                 "client fell behind the replay buffer; closing"
             );
             self.fake.stats.overflows.fetch_add(1, Ordering::Relaxed);
-            self.fake.end_session(&session);
+            self.fake.end_session(&session, SessionEnd::Overflow);
             return Some(
                 self.close(
                     CloseCode::UnknownError.code(),
