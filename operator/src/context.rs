@@ -14,6 +14,7 @@ use crate::crd::ShardSet;
 use crate::discord::Discord;
 use crate::metrics::Metrics;
 use crate::names;
+use crate::reconcile::fresh_epoch::FirstPods;
 use crate::redis_state::RedisPool;
 use crate::text::truncate;
 
@@ -59,6 +60,8 @@ pub struct Context {
     pub discord: Discord,
     pub redis: RedisPool,
     pub settings: Settings,
+    /// What the fresh-epoch step remembers (`reconcile::fresh_epoch`).
+    pub first_pods: FirstPods,
 }
 
 impl Context {
@@ -78,6 +81,7 @@ impl Context {
             client,
             discord: Discord::new(metrics.clone()),
             redis: RedisPool::default(),
+            first_pods: FirstPods::default(),
             metrics,
             settings,
         }
