@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help test lint unit unit-python test-tools generate check-generated cluster cluster-down images e2e demo bench bench-bus bench-operator bench-scale bench-fake
+.PHONY: help test lint unit unit-python test-tools generate check-generated cluster cluster-down images e2e demo bench bench-bus bench-gate bench-operator bench-scale bench-fake
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -71,6 +71,13 @@ bench: test-tools ## Side-by-side benchmarks vs twilight-gateway on the fake Dis
 
 bench-bus: ## The bus path alone: a worker's dispatches per CPU-second publishing to a local nats-server with acks, beside in-process handling (release; prints figures).
 	$(MAKE) --no-print-directory bench BENCH_ARGS="--only bus $(BENCH_ARGS)"
+
+# The Identify gate's hand-offs at scale: shards, processes and max_concurrency of the run.
+GATE_ARGS ?= --shards 1024 --processes 16 --concurrency 16
+
+bench-gate: ## The Identify gate at scale: cold start of 1,024 shards in 16 worker processes (C=16) at 1,000 and 250 ms windows; bucket gaps beyond window + margin (release; prints figures). GATE_ARGS=...
+	$(MAKE) --no-print-directory bench BENCH_ARGS="--only cold --worker-only --window-ms 1000 $(GATE_ARGS)"
+	"$${CARGO_TARGET_DIR:-target}/release/shardset-bench" --only cold --worker-only --window-ms 250 $(GATE_ARGS)
 
 bench-fake: ## Capacity of one fake-discord process: 2,000 zlib-stream connections, dispatches/s (release; prints figures).
 	$(CARGO) bench -p fake-discord --bench capacity

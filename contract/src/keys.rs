@@ -43,6 +43,13 @@ impl Keys {
         format!("{}:gate:{bucket}", self.prefix)
     }
 
+    /// The pub/sub channel on which `release_gate.lua` announces that a bucket's gate is free
+    /// (`<bucket> <ms>`), so waiters ask again then instead of polling. Not a key: it holds
+    /// nothing, and losing a message only costs a waiter its old PTTL sleep.
+    pub fn gate_events(&self) -> String {
+        format!("{}:gate-events", self.prefix)
+    }
+
     /// Remaining session starts (from `/gateway/bot`), expiring at Discord's `reset_after`.
     pub fn budget(&self) -> String {
         format!("{}:budget", self.prefix)

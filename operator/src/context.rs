@@ -14,6 +14,7 @@ use crate::crd::ShardSet;
 use crate::discord::Discord;
 use crate::metrics::Metrics;
 use crate::names;
+use crate::reconcile::fresh_epoch::FirstPods;
 use crate::reconcile::redis_secrets::Remembered;
 use crate::redis_state::RedisPool;
 use crate::text::truncate;
@@ -62,6 +63,8 @@ pub struct Context {
     /// The last usable Redis Secrets of each ShardSet, for its cleanup.
     pub redis_secrets: Remembered,
     pub settings: Settings,
+    /// What the fresh-epoch step remembers (`reconcile::fresh_epoch`).
+    pub first_pods: FirstPods,
 }
 
 impl Context {
@@ -82,6 +85,7 @@ impl Context {
             discord: Discord::new(metrics.clone()),
             redis: RedisPool::default(),
             redis_secrets: Remembered::default(),
+            first_pods: FirstPods::default(),
             metrics,
             settings,
         }

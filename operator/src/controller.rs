@@ -26,6 +26,7 @@ pub async fn run(
     namespace: Option<&str>,
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    ctx.first_pods.leading_from_now();
     let client = ctx.client.clone();
     let (shardsets, pods): (Api<ShardSet>, Api<Pod>) = match namespace {
         Some(ns) => (

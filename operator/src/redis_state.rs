@@ -1,8 +1,9 @@
 //! The operator's uses of the bot's Redis: reading the shard status records the workers write
 //! (`Keys::status`, for `status.guilds`, failed shards and the hand-over's acknowledgements),
 //! reading and writing the layouts' roles (`Keys::active_layout`, compare-and-set on its
-//! revision), the bot's owner (`Keys::owner`: one ShardSet per bot), and deleting all of the
-//! bot's keys when its owning ShardSet is deleted.
+//! revision), the bot's owner (`Keys::owner`: one ShardSet per bot), a fresh bot's epoch settled
+//! before its first pods ([`fresh`]), and deleting all of the bot's keys when its owning ShardSet
+//! is deleted.
 //!
 //! One lazy connection manager per Redis ([`RedisTarget`]: URL, password and CA bundle); a Redis that failed is not tried
 //! again for [`RETRY_FIRST`], doubling while it keeps failing up to [`RETRY_AFTER_FAILURE`], so
@@ -20,8 +21,10 @@ use shardset_contract::redis_tls::{self, CaBundle};
 use shardset_contract::{Keys, LayoutRoles, ShardStatus};
 use tokio::sync::Mutex;
 
+mod fresh;
 mod summary;
 mod unlink;
+pub use fresh::FreshEpoch;
 pub use summary::{ShardSummary, redact_url, summarize};
 use unlink::unlink_matching;
 
@@ -31,6 +34,11 @@ pub const TIMEOUT: Duration = Duration::from_secs(3);
 pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(20);
 /// How long a Redis is left alone after a first failure (then doubled per failure in a row).
 pub const RETRY_FIRST: Duration = Duration::from_secs(1);
+
+/// The operator's record of the token and intents the fatal markers were written under.
+fn fatal_basis_key(keys: &Keys) -> String {
+    format!("{}:fatal-basis", keys.prefix())
+}
 
 /// How long a Redis that failed `failures` times in a row is left alone.
 fn parked_for(failures: u32) -> Duration {
@@ -396,7 +404,7 @@ impl RedisPool {
         basis: &str,
     ) -> Result<u64, RedisError> {
         let keys = Keys::new(app_id);
-        let basis_key = format!("{}:fatal-basis", keys.prefix());
+        let basis_key = fatal_basis_key(&keys);
         let pattern = keys.pattern("fatal");
         let basis = basis.to_owned();
         self.with(target, |mut conn| async move {

@@ -3,7 +3,8 @@
 //! an unreachable Redis failing fast and staying parked instead of slowing every reconcile, the
 //! layout roles written by compare-and-set (and read with the acks), a hand-over's `W` countdown
 //! held and restarted on the pace the workers' status records report, and the fatal markers
-//! cleared on a new token or new intents.
+//! cleared on a new token or new intents, and a fresh bot's epoch settled before its first pods
+//! (and left to the workers' hold when any key of theirs exists).
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,9 @@ use shardset_contract::redis_tls::CaBundle;
 use shardset_contract::{Keys, LayoutRoles, Role, ShardState, ShardStatus};
 use shardset_operator::crd::ReshardStrategy;
 use shardset_operator::plan::{ObservedPod, ShardRange};
-use shardset_operator::redis_state::{BotOwner, Cleaned, RedisPool, RedisTarget, summarize};
+use shardset_operator::redis_state::{
+    BotOwner, Cleaned, FreshEpoch, RedisPool, RedisTarget, summarize,
+};
 use shardset_operator::reshard::decide::decide;
 use shardset_operator::reshard::decision::Inputs;
 use shardset_operator::reshard::views::views;
@@ -554,4 +557,95 @@ async fn the_operator_reaches_a_tls_redis_with_the_ca_bundle_and_refuses_it_with
         .to_string();
     assert!(error.contains("invalid peer certificate"), "{error}");
     assert!(!error.contains("hunter2"), "{error}");
+}
+
+/// The workers' `take_gate.lua` (the protocol's normative script) for bucket 0 of a one-bucket
+/// map, as shard 0 with a 1 s window: `{code, n}` (`{0, _}` granted, `{2, ms}` epoch hold).
+fn take_gate(conn: &mut redis::Connection, keys: &Keys) -> (i64, i64) {
+    redis::Script::new(include_str!(
+        "../../shard-worker/src/identify/take_gate.lua"
+    ))
+    .key(keys.epoch())
+    .key(keys.gate(0))
+    .key(keys.budget())
+    .key(keys.queue(0))
+    .key(keys.seen(0))
+    .key(keys.max_concurrency())
+    .key(keys.budget_period())
+    .arg("pod/1/0/1")
+    .arg(3_100)
+    .arg(1_100)
+    .arg(0)
+    .arg(0)
+    .arg(7_200)
+    .arg(1)
+    .invoke(conn)
+    .expect("take_gate.lua")
+}
+
+/// The budget as a worker stores it at start (`sync_budget.lua`'s result).
+fn store_budget(conn: &mut redis::Connection, keys: &Keys) {
+    let _: () = conn.set_ex(keys.budget(), 10, 3_600).expect("budget");
+    let _: () = conn
+        .hset(keys.budget_period(), "remaining", 10)
+        .expect("period");
+}
+
+#[tokio::test]
+async fn a_fresh_bot_identifies_without_the_epoch_hold_and_any_key_keeps_it() {
+    let server = RedisServer::start();
+    let mut conn = connect(&server, None);
+    let pool = RedisPool::default();
+    let url = server.url();
+
+    // A fresh bot: claimed, the operator's own keys written, nothing of a worker.
+    let fresh = Keys::new(42);
+    let claim = pool.claim_bot(RedisTarget::plain(&url), 42, OWNER, None);
+    assert_eq!(claim.await.expect("claim"), BotOwner::Ours);
+    let _: () = conn
+        .set(format!("{}:fatal-basis", fresh.prefix()), "basis")
+        .expect("basis");
+    let settled = pool
+        .settle_fresh_epoch(RedisTarget::plain(&url), 42, OWNER)
+        .await;
+    assert_eq!(settled.expect("settle"), FreshEpoch::Settled);
+    // The first worker stores the budget and takes the gate at once: no hold.
+    store_budget(&mut conn, &fresh);
+    assert_eq!(take_gate(&mut conn, &fresh), (0, 9));
+    // Settling again finds keys of the workers and changes nothing.
+    let again = pool
+        .settle_fresh_epoch(RedisTarget::plain(&url), 42, OWNER)
+        .await;
+    assert!(
+        matches!(again.expect("settle"), FreshEpoch::KeyFound(_)),
+        "the bot has keys now"
+    );
+
+    // Any key of a worker keeps the hold: here a lease left by a pod (Redis kept it, so a
+    // permit granted before may have lost only its gate and epoch).
+    let used = Keys::new(43);
+    let claim = pool.claim_bot(RedisTarget::plain(&url), 43, OWNER, None);
+    assert_eq!(claim.await.expect("claim"), BotOwner::Ours);
+    let _: () = conn.set(used.lease(4, 0), "old-pod").expect("lease");
+    let kept = pool
+        .settle_fresh_epoch(RedisTarget::plain(&url), 43, OWNER)
+        .await;
+    assert_eq!(
+        kept.expect("settle"),
+        FreshEpoch::KeyFound(used.lease(4, 0))
+    );
+    store_budget(&mut conn, &used);
+    let (code, hold) = take_gate(&mut conn, &used);
+    assert_eq!((code, hold), (2, 3_100), "the epoch hold of the first use");
+
+    // A claim that is not this ShardSet's settles nothing either.
+    let other = Keys::new(44);
+    let claim = pool.claim_bot(RedisTarget::plain(&url), 44, "other/bot", None);
+    assert_eq!(claim.await.expect("claim"), BotOwner::Ours);
+    let refused = pool
+        .settle_fresh_epoch(RedisTarget::plain(&url), 44, OWNER)
+        .await;
+    assert_eq!(refused.expect("settle"), FreshEpoch::NotSettled);
+    let epoch: bool = conn.exists(other.epoch()).expect("exists");
+    assert!(!epoch, "no marker written for another owner");
 }

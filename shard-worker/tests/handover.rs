@@ -10,8 +10,8 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::bus::Bus;
-use common::roles::Roles;
 use common::cutter::Cutter;
+use common::roles::Roles;
 use common::scenario::{Scenario, wait_until};
 use common::worker::{WorkerProcess, WorkerSpec};
 use fake_discord::control::{Fault, FaultRequest, Target};

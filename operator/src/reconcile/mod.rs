@@ -8,6 +8,7 @@
 //! 4. [`fatal_markers`]: a new token or new intents let shards refused for good try again.
 //! 5. [`decide`]: the pods wanted and the plan to get there (no client).
 //! 6. [`network_policy`]: the pods' NetworkPolicy (egress), before any pod exists to need it;
+//!    [`fresh_epoch`]: a fresh bot's epoch settled before its first pods, when provably safe;
 //!    then [`act`]: pod deletes and creates, force-deletes on lost nodes, with their Events.
 //! 7. [`disruption_budget`]: the pods' PodDisruptionBudget, sized to the pods wanted now.
 //! 8. [`update_status`]: the workers' reports from Redis; the status, written only if it changed.
@@ -22,6 +23,7 @@ pub mod decide;
 pub mod dereference;
 pub mod disruption_budget;
 pub mod fatal_markers;
+pub mod fresh_epoch;
 pub mod network_policy;
 pub mod owned;
 pub mod redis_secrets;
@@ -121,6 +123,16 @@ pub async fn apply(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result<Acti
     if !decided.desired.is_empty() && ctx.settings.worker_network_policy {
         problems.extend(network_policy::keep(ctx, ss, namespace).await);
     }
+    fresh_epoch::settle_before_first_pods(
+        ctx,
+        ss,
+        &key,
+        deref.app_id,
+        deref.redis_target(ss),
+        &pods,
+        !decided.desired.is_empty(),
+    )
+    .await;
     let recheck_stuck = act::act(ss, namespace, ctx, &decided, &pods).await?;
     if !decided.desired.is_empty() {
         problems.extend(disruption_budget::keep(ctx, ss, namespace, &decided.plan.progress).await);

@@ -16,6 +16,7 @@ use super::budget::{self, BudgetRead, BudgetReads};
 use super::queue::{
     BoxFuture, IdentifyQueue, Permit, PermitHandle, WaitReason, WaitReporter, jitter,
 };
+use super::wakeups::{GateWakeups, Subscription};
 use shardset_contract::Keys;
 use shardset_contract::redis_tls::{self, CaBundle, RedisClientError};
 use shardset_contract::rest::DiscordRest;
@@ -172,6 +173,9 @@ pub struct RedisQueue {
     owner: String,
     /// Reads the budget from Discord when Redis has none (shared by every clone).
     reads: Arc<BudgetReads>,
+    /// Hand-offs heard on `P:gate-events` (one subscription per process); `None`: waiters
+    /// only sleep for the PTTL they saw.
+    wakeups: Option<Arc<GateWakeups>>,
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -200,7 +204,20 @@ impl RedisQueue {
             config,
             owner: format!("{owner}/{:016x}", rand::random::<u64>()),
             reads: Arc::new(BudgetReads::new(rest)),
+            wakeups: None,
         }
+    }
+
+    /// Waiters of this queue (and its clones) ask again as soon as a bucket's gate is heard to
+    /// be released on `P:gate-events`: one subscription on `client`, kept until the last clone goes.
+    /// Needs a Tokio runtime.
+    pub fn with_wakeups(mut self, client: redis::Client) -> Self {
+        self.wakeups = Some(Arc::new(GateWakeups::listen(
+            client,
+            self.keys.gate_events(),
+            self.config.max_concurrency,
+        )));
+        self
     }
 
     /// Stores the budget read from `GET /gateway/bot` (never raising a lower count within a
@@ -283,6 +300,9 @@ struct RedisPermit {
     budget_period: String,
     owner: String,
     hold: Duration,
+    /// `P:gate-events` and the bucket, for the hand-off message of a release.
+    events: String,
+    bucket: u32,
 }
 
 impl PermitHandle for RedisPermit {
@@ -314,6 +334,8 @@ impl PermitHandle for RedisPermit {
                 .key(&self.budget)
                 .key(&self.budget_period)
                 .arg(&self.owner)
+                .arg(&self.events)
+                .arg(self.bucket)
                 .invoke_async(&mut self.conn.clone())
                 .await;
             if let Err(e) = result {
@@ -339,9 +361,13 @@ impl IdentifyQueue for RedisQueue {
             loop {
                 attempt += 1;
                 let owner = format!("{}/{shard}/{attempt}", self.owner);
+                // Taken before asking: a hand-off heard between the answer and the sleep counts.
+                let mut handoffs = self.subscribe(bucket);
                 // The permit's deadline counts from before the request: conservative.
                 let asked_at = Instant::now();
                 let outcome = self.try_take(shard, &owner).await;
+                // How long after a heard hand-off to ask: a Gate or Line wait only.
+                let mut after_handoff = None;
                 let pause = match outcome {
                     Ok(Take::Granted { remaining }) => {
                         // The script already took the shard out of the line.
@@ -354,6 +380,8 @@ impl IdentifyQueue for RedisQueue {
                             budget_period: self.keys.budget_period(),
                             owner,
                             hold: self.config.hold(),
+                            events: self.keys.gate_events(),
+                            bucket,
                         };
                         // Half of the slack the gate leaves: a process stalled between this
                         // check and the send still sends while the gate is held.
@@ -378,9 +406,13 @@ impl IdentifyQueue for RedisQueue {
                             // A gate between its grant and the send still has its first TTL
                             // (connect_bound), but the send leaves it a hold from then: ask
                             // again after a hold at most, never sleep through the next turn.
-                            WaitReason::Gate => after.min(self.config.hold()),
+                            WaitReason::Gate => {
+                                after_handoff = Some(Duration::ZERO);
+                                after.min(self.config.hold())
+                            }
                             // Let the lower shard id (asking at the same moment) go first.
                             WaitReason::Line => {
+                                after_handoff = Some(self.config.jitter * 2);
                                 after.min(self.config.hold()) + self.config.jitter * 2
                             }
                             // A budget at the reserve: ask again now and then, not only at reset.
@@ -397,18 +429,43 @@ impl IdentifyQueue for RedisQueue {
                         Duration::from_millis(250 * u64::from(redis_failures.min(20)))
                     }
                 };
-                tokio::time::sleep(pause + jitter(self.config.jitter)).await;
+                let spread = jitter(self.config.jitter);
+                let deadline = Instant::now() + pause + spread;
+                match after_handoff {
+                    // Woken when the gate frees (heard), else at the deadline.
+                    Some(after) => handoffs.sleep(deadline, after + spread).await,
+                    None => tokio::time::sleep_until(deadline).await,
+                }
             }
         })
     }
+}
+
+impl RedisQueue {
+    /// The hand-offs of `bucket`, if this queue listens for them.
+    fn subscribe(&self, bucket: u32) -> Subscription {
+        self.wakeups
+            .as_ref()
+            .map_or_else(Subscription::none, |w| w.subscribe(bucket))
+    }
+}
+
+/// The Redis client for `url` (`rediss://` trusting `ca` when given): for [`connect`], and for
+/// the gate hand-off subscription ([`RedisQueue::with_wakeups`]).
+pub fn client(url: &str, ca: Option<&CaBundle>) -> Result<redis::Client, RedisClientError> {
+    let info = url.into_connection_info().map_err(RedisClientError::Url)?;
+    redis_tls::client(info, ca)
 }
 
 /// Opens the shared Redis connection (`rediss://` trusting `ca` when given, see
 /// [`shardset_contract::redis_tls`]): reconnects with backoff on its own, and answers errors
 /// quickly (rather than hanging) while Redis is away, so callers can fail closed.
 pub fn connect(url: &str, ca: Option<&CaBundle>) -> Result<ConnectionManager, RedisClientError> {
-    let info = url.into_connection_info().map_err(RedisClientError::Url)?;
-    let client = redis_tls::client(info, ca)?;
+    manage(client(url, ca)?)
+}
+
+/// [`connect`] on a client already made.
+pub fn manage(client: redis::Client) -> Result<ConnectionManager, RedisClientError> {
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(Duration::from_secs(2)))

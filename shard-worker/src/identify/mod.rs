@@ -12,8 +12,9 @@
 //! 2. The shard sends Identify, then `confirm_gate.lua` shrinks the gate (if still ours) to
 //!    window + margin **from the send**. Nothing sent → `release_gate.lua` deletes it and returns
 //!    the session start.
-//! 3. Waiters sleep for the gate's PTTL plus jitter; Redis errors mean waiting, never
-//!    identifying (fail closed).
+//! 3. Waiters sleep for the gate's PTTL plus jitter, and ask again at once when the gate is
+//!    released unused ([`wakeups`]: `release_gate.lua` publishes on `P:gate-events`, one
+//!    subscription per process); Redis errors mean waiting, never identifying (fail closed).
 //! 4. A budget Redis does not know yet (or cannot vouch for: no record of Discord's word for its
 //!    period, or a count above it) is read from `GET /gateway/bot` once at a time per process
 //!    and stored with `sync_budget.lua` ([`budget`]), never above what Discord said.
@@ -29,6 +30,7 @@ pub mod gate;
 pub mod http_facade;
 pub mod memory;
 pub mod queue;
+pub mod wakeups;
 
 pub use gate::{GateConfig, RedisQueue, connect};
 pub use queue::{IdentifyQueue, Permit, PermitHandle, WaitReason, WaitReporter};

@@ -33,7 +33,7 @@ use crate::gateway::trust::ResumeTrust;
 use crate::handler::Handler;
 use crate::handover::acting::{Acting, HandoverConfig};
 use crate::handover::records::HandoverRecords;
-use crate::identify::gate::{GateConfig, RedisQueue, connect, effective_max_concurrency};
+use crate::identify::gate::{GateConfig, RedisQueue, client, effective_max_concurrency, manage};
 use crate::identify::http_facade::{self, BearerToken, FacadeConfig};
 use crate::identify::queue::IdentifyQueue;
 use crate::shard::config::{ShardConfig, Shared};
@@ -272,10 +272,11 @@ impl Builder {
             "starting shards"
         );
 
-        let conn = self.connect_redis()?;
+        let client = self.redis_client()?;
+        let conn = manage(client.clone())?;
         let queue = self
             .identify_queue(
-                conn.clone(),
+                (client, conn.clone()),
                 keys.clone(),
                 &bot,
                 max_concurrency,
@@ -440,9 +441,10 @@ impl Builder {
     }
 
     /// The Identify queue in Redis, with the budget Discord just gave stored.
+    /// `redis`: the client (for the hand-off subscription) and the process's shared connection.
     async fn identify_queue(
         &self,
-        conn: redis::aio::ConnectionManager,
+        (client, conn): (redis::Client, ConnectionManager),
         keys: Keys,
         bot: &GatewayBot,
         max_concurrency: u32,
@@ -455,7 +457,8 @@ impl Builder {
         if let Some(margin) = s.identify_margin_ms {
             gate = gate.with_margin(Duration::from_millis(margin));
         }
-        let queue = RedisQueue::new(conn, keys, gate, pod, Some(rest));
+        // One subscription to the gate hand-offs for every shard of the process.
+        let queue = RedisQueue::new(conn, keys, gate, pod, Some(rest)).with_wakeups(client);
         let limit = &bot.session_start_limit;
         if let Err(e) = queue.sync_budget(limit.remaining, limit.reset_after).await {
             warn!(error = %e, "cannot store the session start budget yet; it is read again when needed");
@@ -489,11 +492,16 @@ impl Builder {
     /// bundle of `REDIS_CA_FILE` when set (read and checked here, so a wrong file stops the
     /// start with its path).
     fn connect_redis(&self) -> Result<ConnectionManager, StartError> {
+        Ok(manage(self.redis_client()?)?)
+    }
+
+    /// The client [`Self::connect_redis`] connects with (also the gate hand-offs' subscriber).
+    fn redis_client(&self) -> Result<redis::Client, StartError> {
         let ca = match &self.settings.redis_ca_file {
             Some(path) => Some(CaBundle::read(path)?),
             None => None,
         };
-        Ok(connect(&self.redis_url()?, ca.as_ref())?)
+        Ok(client(&self.redis_url()?, ca.as_ref())?)
     }
 
     /// The settings' Redis URL with the password, if one was given.
