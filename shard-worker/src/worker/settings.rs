@@ -183,42 +183,28 @@ mod tests {
         assert_eq!(settings.gateway_compression, GatewayCompression::ZstdStream);
         assert_eq!(settings.gateway_send_window_ms, 60_000);
         assert_eq!(settings.gateway_silent_beats, 1, "Discord's rule");
-        let zlib = Settings::try_parse_from([
-            "shard-worker",
-            "--shard-first=0",
-            "--shard-last=0",
-            "--shard-total=1",
-            "--redis-url=redis://r:6379",
-            "--gateway-compression=zlib-stream",
-        ])
-        .expect("settings");
-        assert_eq!(zlib.gateway_compression, GatewayCompression::ZlibStream);
-        let with_silent_beats = |beats: &str| {
+        // One shard of one, with one more flag.
+        let one_shard_with = |flag: &str| {
             Settings::try_parse_from([
                 "shard-worker",
                 "--shard-first=0",
                 "--shard-last=0",
                 "--shard-total=1",
                 "--redis-url=redis://r:6379",
-                &format!("--gateway-silent-beats={beats}"),
+                flag,
             ])
-            .map(|s| s.gateway_silent_beats)
+        };
+        let zlib = one_shard_with("--gateway-compression=zlib-stream").expect("settings");
+        assert_eq!(zlib.gateway_compression, GatewayCompression::ZlibStream);
+        let with_silent_beats = |beats: &str| {
+            one_shard_with(&format!("--gateway-silent-beats={beats}"))
+                .map(|s| s.gateway_silent_beats)
         };
         assert_eq!(with_silent_beats("3").ok(), Some(3));
         for refused in ["0", "4", "-1", "x"] {
             assert!(with_silent_beats(refused).is_err(), "{refused}");
         }
-        assert!(
-            Settings::try_parse_from([
-                "shard-worker",
-                "--shard-first=0",
-                "--shard-last=0",
-                "--shard-total=1",
-                "--redis-url=redis://r:6379",
-                "--gateway-compression=gzip",
-            ])
-            .is_err()
-        );
+        assert!(one_shard_with("--gateway-compression=gzip").is_err());
         assert!(Settings::try_parse_from(["shard-worker", "--shard-first=1"]).is_err());
     }
 }
