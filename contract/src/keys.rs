@@ -13,6 +13,10 @@ pub fn layout_name(total: u32) -> String {
     total.to_string()
 }
 
+/// How long [`Keys::cleaned`] stands after a cleanup: well past any worker's epoch hold (the
+/// connect bound, 10.6 s at Discord's 5 s window) and the old pods' last Identify.
+pub const CLEANED_TTL_MS: u64 = 60_000;
+
 /// The Redis keys of one bot. Every key shares the hash tag `{<app_id>}` so that the Lua scripts
 /// of the protocol run on Redis Cluster too.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +40,16 @@ impl Keys {
     /// Marker with no TTL; its absence means Redis lost data and no gate is granted for a window.
     pub fn epoch(&self) -> String {
         format!("{}:epoch", self.prefix)
+    }
+
+    /// Left by the operator's cleanup after it deleted the bot's keys, expiring after
+    /// [`CLEANED_TTL_MS`]: a bot deleted and created again within it may still have an Identify
+    /// of its old pods within the window, so its epoch is not settled early (the hold stays).
+    /// Outside the `shardset:{<app_id>}:*` pattern on purpose (same hash tag; inside the ACL's
+    /// `~shardset:*`): "no key of the bot left" stays true after a cleanup.
+    pub fn cleaned(&self) -> String {
+        let tag = self.prefix.trim_start_matches("shardset:");
+        format!("shardset:cleaned:{tag}")
     }
 
     /// The Identify gate of one bucket (`shard_id % max_concurrency`).

@@ -22,7 +22,7 @@ pub mod rest;
 pub mod token;
 
 pub use gateway::GatewayCompression;
-pub use keys::{Keys, bucket, layout_name};
+pub use keys::{CLEANED_TTL_MS, Keys, bucket, layout_name};
 pub use records::{
     FATAL_MARKER_TTL_MS, FatalMarker, LayoutRoles, Role, SILENT_REASON, SessionRecord, ShardState,
     ShardStatus,

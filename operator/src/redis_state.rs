@@ -478,6 +478,11 @@ impl RedisPool {
                 .arg(&owner)
                 .invoke_async(&mut conn)
                 .await?;
+            // The bot's old pods may have identified moments ago: a ShardSet of it created
+            // again soon keeps the epoch hold (`fresh.rs`).
+            let _: () = conn
+                .pset_ex(keys.cleaned(), &owner, shardset_contract::CLEANED_TTL_MS)
+                .await?;
             Ok(Cleaned::Deleted(epoch + rest + claim))
         })
         .await

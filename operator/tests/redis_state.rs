@@ -129,7 +129,7 @@ async fn uses_the_password_and_cleans_only_the_bots_keys() {
         .await
         .expect("cleanup");
     assert_eq!(deleted, Cleaned::Deleted(7));
-    let left: Vec<String> = conn.keys("shardset:*").expect("keys");
+    let left: Vec<String> = conn.keys("shardset:{*").expect("keys");
     assert_eq!(left, vec![theirs.session(4, 1)]);
 }
 
@@ -497,7 +497,7 @@ async fn one_shardset_owns_a_bot_and_only_its_cleanup_deletes_the_keys() {
         .cleanup(RedisTarget::plain(&url), 42, "other/bot")
         .await;
     assert_eq!(cleaned.expect("cleanup"), Cleaned::OwnedBy(OWNER.into()));
-    let left: Vec<String> = conn.keys("shardset:*").expect("keys");
+    let left: Vec<String> = conn.keys("shardset:{*").expect("keys");
     assert_eq!(left.len(), 2, "{left:?}");
 
     // Unless the owner is gone (its ShardSet no longer exists): then it takes over.
@@ -515,7 +515,7 @@ async fn one_shardset_owns_a_bot_and_only_its_cleanup_deletes_the_keys() {
         .cleanup(RedisTarget::plain(&url), 42, "other/bot")
         .await;
     assert_eq!(cleaned.expect("cleanup"), Cleaned::Deleted(2));
-    let left: Vec<String> = conn.keys("shardset:*").expect("keys");
+    let left: Vec<String> = conn.keys("shardset:{*").expect("keys");
     assert!(left.is_empty(), "{left:?}");
     let owner = pool
         .claim_bot(RedisTarget::plain(&url), 42, OWNER, None)
@@ -648,4 +648,38 @@ async fn a_fresh_bot_identifies_without_the_epoch_hold_and_any_key_keeps_it() {
     assert_eq!(refused.expect("settle"), FreshEpoch::NotSettled);
     let epoch: bool = conn.exists(other.epoch()).expect("exists");
     assert!(!epoch, "no marker written for another owner");
+}
+
+#[tokio::test]
+async fn a_bot_deleted_moments_ago_keeps_the_epoch_hold_when_created_again() {
+    // `kubectl delete` then `kubectl apply` of the same bot: the old pods may have sent an
+    // Identify seconds before they went, and cleanup deleted its gate with the rest. The new
+    // ShardSet has no pods and finds no worker key, yet its first Identify must wait the hold.
+    let server = RedisServer::start();
+    let mut conn = connect(&server, None);
+    let pool = RedisPool::default();
+    let url = server.url();
+    let keys = Keys::new(45);
+    let claim = pool.claim_bot(RedisTarget::plain(&url), 45, "ns/old", None);
+    assert_eq!(claim.await.expect("claim"), BotOwner::Ours);
+    let _: () = conn.set(keys.epoch(), "run:0").expect("epoch");
+    let _: () = conn
+        .set(keys.gate(3), "old-pod/3/1")
+        .expect("gate just taken");
+    let cleaned = pool
+        .cleanup(RedisTarget::plain(&url), 45, "ns/old")
+        .await
+        .expect("cleanup");
+    assert!(matches!(cleaned, Cleaned::Deleted(_)));
+
+    let claim = pool.claim_bot(RedisTarget::plain(&url), 45, OWNER, None);
+    assert_eq!(claim.await.expect("claim"), BotOwner::Ours);
+    let settled = pool
+        .settle_fresh_epoch(RedisTarget::plain(&url), 45, OWNER)
+        .await
+        .expect("settle");
+    assert_eq!(settled, FreshEpoch::KeyFound(keys.cleaned()));
+    store_budget(&mut conn, &keys);
+    let (code, hold) = take_gate(&mut conn, &keys);
+    assert_eq!((code, hold), (2, 3_100), "the epoch hold after a cleanup");
 }

@@ -7,19 +7,21 @@
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use redis::{AsyncCommands, Script};
 use shardset_contract::Keys;
 
 use super::{RedisError, RedisPool, RedisTarget, fatal_basis_key};
 
-/// Writes the epoch marker as a long-established one (`<run_id>:0`) only while none exists and
-/// the bot's owner is `ARGV[1]`; returns 1 when written. A worker grants a gate only after it
+/// Writes the epoch marker as a long-established one (`<run_id>:0`) only while none exists, no
+/// cleanup of the bot is recent (`KEYS[3]`) and the bot's owner is `ARGV[1]`; returns 1 when
+/// written. A worker grants a gate only after it
 /// found (or wrote) a marker, so a marker missing here means no gate was granted since the bot's
 /// keys were last lost or deleted.
 static SETTLE_FRESH_EPOCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('GET', KEYS[2]) ~= ARGV[1] then
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[3]) == 1
+  or redis.call('GET', KEYS[2]) ~= ARGV[1] then
   return 0
 end
 local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''
@@ -61,6 +63,12 @@ impl RedisPool {
                 fatal_basis_key(&keys),
                 keys.active_layout(),
             ];
+            // A cleanup of the bot moments ago: its old pods may have identified within the
+            // window (its tombstone lies outside the pattern below).
+            let cleaned = keys.cleaned();
+            if conn.exists(&cleaned).await? {
+                return Ok(FreshEpoch::KeyFound(cleaned));
+            }
             let pattern = format!("{}:*", keys.prefix());
             let mut cursor: u64 = 0;
             loop {
@@ -83,6 +91,7 @@ impl RedisPool {
             let written: i64 = SETTLE_FRESH_EPOCH
                 .key(keys.epoch())
                 .key(&owner_key)
+                .key(&cleaned)
                 .arg(&owner)
                 .invoke_async(&mut conn)
                 .await?;

@@ -62,7 +62,7 @@ async fn deletion_cleans_redis_and_never_hangs() -> anyhow::Result<()> {
         .list(&ListParams::default().labels(&pods_of("bot")))
         .await?;
     assert!(left.items.is_empty(), "pods left: {}", left.items.len());
-    let keys: Vec<String> = conn.keys("shardset:*")?;
+    let keys: Vec<String> = conn.keys("shardset:{*")?;
     assert_eq!(
         keys,
         vec![theirs.session(2, 1)],
@@ -97,7 +97,7 @@ async fn deletion_cleans_redis_and_never_hangs() -> anyhow::Result<()> {
     }
     delete_and_wait(&ns.api::<Secret>(), "redis-auth", Duration::from_secs(30)).await?;
     delete_and_wait(&shardsets, "guarded", Duration::from_secs(90)).await?;
-    let keys: Vec<String> = authed.keys("shardset:*")?;
+    let keys: Vec<String> = authed.keys("shardset:{*")?;
     assert!(keys.is_empty(), "keys left behind: {keys:?}");
     assert!(
         !ns.events_yaml().contains("CleanupSkipped"),
