@@ -9,8 +9,13 @@
 //!    Ready, the old one gone, zero violations;
 //! 3. delete a worker pod → replaced, and its sessions **resumed**: same session ids, one more
 //!    resume each, no new Identify in the fake's log;
-//! 4. delete the ShardSet → its pods gone and its Redis keys deleted;
-//! 5. the token appears in no log, Event, status or `kubectl get -o yaml`, and the operator's log
+//! 4. under the synthetic message load, the fake's `delay` fault holds shard 0's connection still
+//!    (no dispatch, no heartbeat ACK): the worker notices the silent connection
+//!    (`silent_connections_total`) and resumes it in place within the README's bound,
+//!    (`GATEWAY_SILENT_BEATS` + 1) heartbeat intervals of its last ACK, no Identify, and every
+//!    message of the load is answered exactly once;
+//! 5. delete the ShardSet → its pods gone and its Redis keys deleted;
+//! 6. the token appears in no log, Event, status or `kubectl get -o yaml`, and the operator's log
 //!    has no `forbidden`.
 
 use std::collections::BTreeSet;
@@ -19,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail, ensure};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use shardset_e2e::charts::fake::IdentifyOutcome;
+use shardset_e2e::charts::fake::{Fault, IdentifyOutcome, Target};
 use shardset_e2e::charts::guard::check_guards;
 use shardset_e2e::charts::{
     GUILDS, Placement, Stack, ensure_resumed, identifies_of, live_sessions,
@@ -28,9 +33,15 @@ use shardset_e2e::conditions::is_pod_ready;
 use shardset_e2e::shardsets::{
     application_id, exactly_ready, settled_at, wait_pods, wait_shardset,
 };
+use shardset_e2e::waits::{Look, poll};
 use shardset_e2e::{TestNamespace, report};
 
 const READY_WITHIN: Duration = Duration::from_secs(180);
+
+/// The stack's fake asks for a heartbeat every 5 s ([`shardset_e2e::charts::StackSettings`]): a
+/// silent connection is closed within (1 + 1) intervals of its last ACK at the default
+/// `GATEWAY_SILENT_BEATS`, then resumed; plus 5 s for a reconnect on a loaded kind node.
+const SILENT_BOUND: Duration = Duration::from_secs(2 * 5 + 5);
 
 /// Waits until layout `total` (at `per_pod`) serves alone ([`Stack::wait_layout`]) and the status
 /// counts the fake's guilds; no pod restarted, no violation.
@@ -78,7 +89,7 @@ async fn install_scale_replace_delete() -> anyhow::Result<()> {
 
     // 1. The first layout.
     let step = Instant::now();
-    stack.shardset("bot", 8, 2).apply(&ns)?;
+    stack.shardset("bot", 8, 2).replying().apply(&ns)?;
     wait_layout(&stack, 8, 2).await?;
     report!(
         "8 shards / 4 pods Ready and live in the fake {:.1} s after kubectl apply",
@@ -170,7 +181,75 @@ async fn install_scale_replace_delete() -> anyhow::Result<()> {
         .assert_no_violations("after the pod was replaced")
         .await?;
 
-    // 4. Delete: pods gone, Redis keys cleaned.
+    // 4. A silent shard: under load, the fake holds every frame to shard 0 for a minute (the
+    // delay starts with its next dispatch: no dispatch, no heartbeat ACK from then); its worker
+    // closes the connection and resumes in place.
+    let since = stack.start_load().await?;
+    let silent_pod = "bot-6-0-1";
+    let silent_series = r#"shardset_worker_silent_connections_total{shard="0"}"#;
+    let silent_before = stack.pod_metrics(silent_pod).await?.get(silent_series);
+    let before = live_sessions(&stack.fake.sessions().await?, 6);
+    let before_identifies = stack.fake.identifies().await?;
+    let shard_0 = Target {
+        shard: Some(0),
+        num_shards: Some(6),
+        ..Target::default()
+    };
+    let step = Instant::now();
+    let affected = stack
+        .fake
+        .inject(Fault::Delay { ms: 60_000 }, shard_0)
+        .await?;
+    ensure!(affected == 1, "the delay reached {affected} connections");
+    let resumes = before.get(&0).context("shard 0 live")?.resumes;
+    poll(
+        "shard 0 resumed after its silence",
+        READY_WITHIN,
+        Duration::from_millis(250),
+        || async {
+            let live = live_sessions(&stack.fake.sessions().await?, 6);
+            Ok(match live.get(&0) {
+                Some(now) if now.resumes > resumes => Look::Done(()),
+                _ => Look::NotYet("shard 0 not resumed yet".into()),
+            })
+        },
+    )
+    .await?;
+    let took = step.elapsed();
+    report!(
+        "shard 0 silenced by the fake's delay: resumed in place after {:.1} s (bound {:.0} s)",
+        took.as_secs_f64(),
+        SILENT_BOUND.as_secs_f64()
+    );
+    ensure!(
+        took <= SILENT_BOUND,
+        "shard 0 was resumed {took:?} after it fell silent, beyond {SILENT_BOUND:?}"
+    );
+    ensure_resumed(&before, &stack.fake.sessions().await?, [0])?;
+    let silent_after = stack.pod_metrics(silent_pod).await?.get(silent_series);
+    ensure!(
+        silent_after == silent_before + 1.0,
+        "{silent_pod} counted {silent_before} then {silent_after} silent connections of shard 0"
+    );
+    ensure!(
+        stack.fake.identifies().await?.len() == before_identifies.len(),
+        "an Identify was spent on the silent shard"
+    );
+    let until = stack
+        .stop_load_after_tail("layout 6 after the silence", READY_WITHIN)
+        .await?;
+    let replies = stack.fake.replies(since, until).await?;
+    report!("replies across the silence: {replies:?}");
+    stack
+        .fake
+        .ensure_each_answered_once(&replies, since, until)
+        .await?;
+    stack
+        .fake
+        .assert_no_violations("after the silent shard resumed")
+        .await?;
+
+    // 5. Delete: pods gone, Redis keys cleaned.
     let app_id = application_id(&ns, "bot").await?;
     let keys = stack.redis_keys(&app_id).await?;
     ensure!(
@@ -192,7 +271,7 @@ async fn install_scale_replace_delete() -> anyhow::Result<()> {
         step.elapsed().as_secs_f64()
     );
 
-    // 5. What a user could see holds no token, and RBAC never refused the operator.
+    // 6. What a user could see holds no token, and RBAC never refused the operator.
     stack.finish().await?;
     report!("whole scenario {:.1} s", started.elapsed().as_secs_f64());
     Ok(())

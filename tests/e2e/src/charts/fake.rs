@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 /// The fake's records, as its control API answers them.
 pub use fake_discord::control::{
-    BudgetInfo, Counters, IdentifyOutcome, IdentifyRecord, RepliesReport, SessionInfo, Violation,
+    BudgetInfo, Counters, Fault, FaultRequest, FaultResult, IdentifyOutcome, IdentifyRecord,
+    RepliesReport, SessionInfo, Target, Violation,
 };
 use kube::Client;
 use serde::de::DeserializeOwned;
@@ -59,6 +60,15 @@ impl Fake {
             .header("content-type", "application/json")
             .body(serde_json::to_vec(body)?)?;
         Ok(self.client.request_text(req).await?)
+    }
+
+    /// Injects `fault` into the connections `target` selects; how many it reached.
+    pub async fn inject(&self, fault: Fault, target: Target) -> anyhow::Result<u32> {
+        let body = serde_json::to_value(FaultRequest { fault, target })?;
+        let text = self.send(http::Method::POST, "faults", &body).await?;
+        let result: FaultResult =
+            serde_json::from_str(&text).with_context(|| format!("/control/faults: {text}"))?;
+        Ok(result.affected)
     }
 
     /// Every Identify the fake received, in order.

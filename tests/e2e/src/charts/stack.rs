@@ -455,8 +455,14 @@ impl<'a> Stack<'a> {
             .and_then(|s| s.holder_identity)
             .filter(|h| !h.is_empty())
             .context("no operator replica holds the Lease")?;
+        self.pod_metrics(&holder).await
+    }
+
+    /// The metrics of pod `pod` (an operator replica or a worker: both serve `/metrics` on 8080),
+    /// through the API server's pod proxy.
+    pub async fn pod_metrics(&self, pod: &str) -> anyhow::Result<Metrics> {
         let path = format!(
-            "/api/v1/namespaces/{}/pods/{holder}:8080/proxy/metrics",
+            "/api/v1/namespaces/{}/pods/{pod}:8080/proxy/metrics",
             self.ns.name
         );
         let req = http::Request::get(path).body(Vec::new())?;
