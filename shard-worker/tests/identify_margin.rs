@@ -62,6 +62,19 @@ async fn the_default_margin_covers_a_first_identify_resent_after_a_lost_segment(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identify_later_than_the_margin_breaks_no_window() {
+    // A scaled window, the short margin (100 ms) and a first Identify 400 ms late (a lost
+    // segment and its resend under a loaded host): the window runs from Discord's answer, not
+    // from the send, so the margin does not have to cover the delay.
+    let (gap, violations) = late_first_identify(1_000, Some(100), Duration::from_millis(400)).await;
+    assert!(
+        violations.is_empty(),
+        "arrivals {gap:?} apart: {violations:#?}"
+    );
+    assert!(gap >= Duration::from_millis(1_000), "{gap:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, run by hand: cargo test -p shard-worker --test identify_margin -- --ignored --nocapture"]
 async fn measure_the_margin_a_late_first_identify_needs() {
     // The gap at the fake is window + margin − delay plus the second pod's own lateness (its

@@ -1,4 +1,6 @@
--- After the Identify was SENT: make the gate last window + margin from now (owner-checked).
+-- After the gateway ANSWERED the Identify (READY, op 9, its close: the shards), or after it was
+-- sent (the twilight-compatible facade): make the gate last window + margin from now
+-- (owner-checked).
 -- KEYS[1] P:gate:<bucket>; ARGV[1] owner; ARGV[2] hold_ms (window + margin)
 -- Returns 1 when shrunk, 0 when the gate is no longer ours (it expired or Redis lost it;
 -- the epoch marker covers the second case).

@@ -69,7 +69,8 @@ pub type WaitReporter<'a> = &'a (dyn Fn(WaitReason) + Send + Sync);
 
 /// What a queue does with a permit once the shard has used it or given it up.
 pub trait PermitHandle: Send {
-    /// The Identify was sent: the window runs from now.
+    /// The Identify was used: the window runs from now (called once the gateway answered it,
+    /// see [`InFlight`], or right after the send by a client that cannot tell).
     fn sent(self: Box<Self>) -> BoxFuture<'static, ()>;
     /// Nothing was sent: give the window back.
     fn release(self: Box<Self>) -> BoxFuture<'static, ()>;
@@ -110,10 +111,19 @@ impl Permit {
         self.valid_until
     }
 
-    /// Confirms the Identify was sent.
+    /// Confirms the Identify was sent: its window runs from now. For a client that cannot see
+    /// the gateway's answer (the twilight-compatible facade); a shard uses [`Permit::in_flight`].
     pub async fn sent(mut self) {
         if let Some(handle) = self.handle.take() {
             handle.sent().await;
+        }
+    }
+
+    /// The Identify left: the gate keeps its first TTL until the gateway answers
+    /// ([`InFlight::answered`]). Never given back from here on.
+    pub fn in_flight(mut self) -> InFlight {
+        InFlight {
+            handle: self.handle.take(),
         }
     }
 
@@ -131,6 +141,35 @@ impl Drop for Permit {
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             runtime.spawn(handle.release());
+        }
+    }
+}
+
+/// An Identify sent and not answered yet. Discord times the window between the Identifies'
+/// *arrivals* (discord-api-docs, "Identifying": one per bucket per 5 s), and an Identify can
+/// arrive long after its send (a lost segment is resent after at least 200 ms, a busy host
+/// delays both). Its answer (READY, op 9, the gateway's close or the connection's end) comes
+/// after the gateway read it or once it never will, so a window started at the answer covers
+/// any such delay, where one started at the send covers only the margin. Until then the gate
+/// keeps the TTL it was granted with (`connect_bound`, the hold plus at least 2 s); dropped
+/// unanswered (we closed the connection, whose kernel may still be resending it; the task
+/// ended), it keeps that TTL too: a lost answer costs time, never a window.
+pub struct InFlight {
+    handle: Option<Box<dyn PermitHandle>>,
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight").finish_non_exhaustive()
+    }
+}
+
+impl InFlight {
+    /// The gateway answered the Identify (or ended the connection it went on, so it was read
+    /// before or never will be): the window runs from now.
+    pub async fn answered(mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.sent().await;
         }
     }
 }

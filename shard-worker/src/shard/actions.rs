@@ -1,5 +1,6 @@
 //! Carrying out the session machine's actions: heartbeats within the send limit, Identify with
-//! its permit (confirmed once sent, its Identify streak recorded before it leaves), Resume,
+//! its permit (confirmed once the gateway answers it, its Identify streak recorded before it
+//! leaves), Resume,
 //! timers, asking for the permit (after checking the fatal marker), and what a live session, a
 //! lasting one or a stop means for the shard.
 
@@ -94,8 +95,14 @@ impl<H: Handler> Runner<'_, H> {
                 // A failed send may still have put the Identify on the wire (a write error
                 // after some bytes left, a connection reset after the flush): count it as sent,
                 // so the window runs and the session start stays spent. Giving the gate back
-                // could let a second Identify into the bucket within 5 s.
-                permit.sent().await;
+                // could let a second Identify into the bucket within 5 s. A sent one's window
+                // starts at the gateway's answer (`InFlight`); a failed one's now, as the
+                // connection it was on is broken (what had left arrived or never will).
+                if sent {
+                    self.identify_in_flight = Some(permit.in_flight());
+                } else {
+                    permit.sent().await;
+                }
                 self.board()
                     .metrics()
                     .identifies
@@ -200,7 +207,21 @@ impl<H: Handler> Runner<'_, H> {
         Step::Continue
     }
 
+    /// The gateway answered the Identify in flight (READY, op 9), or closed or dropped its
+    /// connection: the bucket's window runs from now.
+    pub(super) async fn identify_answered(&mut self) {
+        if let Some(in_flight) = self.identify_in_flight.take() {
+            in_flight.answered().await;
+            debug!(
+                shard_id = self.shard,
+                "Identify answered: its window runs from now"
+            );
+        }
+    }
+
     pub(super) async fn drop_permit(&mut self) {
+        // Unanswered: the gate keeps its first TTL (`InFlight`).
+        self.identify_in_flight = None;
         self.permit_future = None;
         self.permit_asked = None;
         if let Some(permit) = self.permit.take() {

@@ -155,6 +155,9 @@ impl<H: Handler> Runner<'_, H> {
     }
 
     async fn close_within(&mut self, code: u16, linger: Duration) {
+        // An Identify still unanswered on it keeps its gate's first TTL: our kernel may go on
+        // resending it after the close.
+        self.identify_in_flight = None;
         if let Some(mut ws) = self.ws.take() {
             let frame = CloseFrame {
                 code: CloseCode::from(code),

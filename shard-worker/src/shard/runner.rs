@@ -30,7 +30,7 @@ use crate::gateway::compression::Decoder;
 use crate::gateway::ratelimit::CommandLimiter;
 use crate::gateway::session::{Input, Machine, Phase, Target};
 use crate::handler::Handler;
-use crate::identify::queue::Permit;
+use crate::identify::queue::{InFlight, Permit};
 use crate::worker::board::{Board, Slot};
 use crate::worker::metrics::ShardLabels;
 use shardset_contract::{FatalMarker, SILENT_REASON, ShardState};
@@ -129,6 +129,9 @@ pub(super) struct Runner<'a, H> {
     pub(super) permit_future: Option<PermitFuture>,
     pub(super) permit: Option<Permit>,
     pub(super) permit_asked: Option<Instant>,
+    /// The Identify sent on this connection and not answered yet: its window starts at the
+    /// answer ([`crate::identify::queue::InFlight`]).
+    pub(super) identify_in_flight: Option<InFlight>,
     pub(super) connections: u64,
     pub(super) phase: Phase,
     /// From sending Resume until RESUMED: the dispatches in between are replays.
@@ -185,6 +188,7 @@ impl<'a, H: Handler> Runner<'a, H> {
             permit_future: None,
             permit: None,
             permit_asked: None,
+            identify_in_flight: None,
             connections: 0,
             phase: Phase::Idle,
             replaying: false,
@@ -318,6 +322,12 @@ impl<'a, H: Handler> Runner<'a, H> {
                 }
             };
             for input in inputs {
+                if matches!(
+                    input,
+                    Input::Ready(_) | Input::InvalidSession { .. } | Input::Closed { .. }
+                ) {
+                    self.identify_answered().await;
+                }
                 pending.extend(self.machine.step(input));
             }
         }
