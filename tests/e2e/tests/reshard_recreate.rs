@@ -5,13 +5,21 @@
 //! fake's reply log shows it) and prints it. It also checks what Recreate must still guarantee:
 //! nothing answered twice, the gap is one interval (everything after it is answered), one
 //! Identify per new shard, no violation.
+//!
+//! Then issue 11 item 13: a layout one of whose pods never ran does not hold a reshard. The image
+//! is changed to one that is not there (the roll replaces one pod, which stays in
+//! `ErrImageNeverPull` while the others serve), then `kubectl patch` asks for 4
+//! shards and the right image at once: the Recreate stops the old layout without waiting for an
+//! acknowledgement from the pod that never ran, and layout 4 serves.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
+use k8s_openapi::api::core::v1::Pod;
 use shardset_e2e::charts::fake::IdentifyOutcome;
-use shardset_e2e::charts::{Placement, Stack, now_ms};
+use shardset_e2e::charts::{Placement, Stack, WORKER_IMAGE, now_ms};
 use shardset_e2e::recorders::StepLog;
+use shardset_e2e::shardsets::wait_pods;
 use shardset_e2e::{TestNamespace, report};
 
 const READY_WITHIN: Duration = Duration::from_secs(180);
@@ -84,13 +92,72 @@ async fn recreate_leaves_a_measured_gap_and_nothing_twice() -> anyhow::Result<()
         "expected one accepted Identify per shard of layout 8: {spent:#?}"
     );
     stack.fake.assert_no_violations("during Recreate").await?;
-    ensure!(
-        steps.seen().iter().any(|s| s == "True=StoppingOldLayout")
-            && steps.seen().last().map(String::as_str) == Some("False=Idle"),
-        "Resharding condition went {:?}",
+    ensure_went_through_stopping(&steps)?;
+
+    // Item 13: a pod that never ran holds no session and acknowledges nothing.
+    let step = Instant::now();
+    ns.kubectl(&[
+        "patch",
+        "shardset/bot",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"image":"shardset/never-pulled:dev"}}"#,
+    ])?;
+    let stuck = wait_pods(&ns, "bot", READY_WITHIN, |pods| {
+        pods.iter().any(|p| image_pull_failing(p).is_some())
+    })
+    .await?;
+    let stuck: Vec<String> = stuck
+        .iter()
+        .filter_map(|p| {
+            image_pull_failing(p)
+                .map(|r| format!("{} ({r})", p.metadata.name.as_deref().unwrap_or_default()))
+        })
+        .collect();
+    report!(
+        "image changed to one that cannot be pulled: {stuck:?} after {:.1} s",
+        step.elapsed().as_secs_f64()
+    );
+    let steps = StepLog::start(&ns, "bot");
+    let step = Instant::now();
+    let fix = format!(r#"{{"spec":{{"shards":4,"image":"{WORKER_IMAGE}"}}}}"#);
+    ns.kubectl(&["patch", "shardset/bot", "--type=merge", "-p", &fix])?;
+    stack.wait_layout("bot", 4, 2, READY_WITHIN).await?;
+    report!(
+        "kubectl patch 8 -> 4 shards and the right image, with {} pod(s) of layout 8 that never ran: layout 4 Ready in {:.1} s; Resharding went {:?}",
+        stuck.len(),
+        step.elapsed().as_secs_f64(),
         steps.seen()
     );
+    ensure_went_through_stopping(&steps)?;
+    stack
+        .fake
+        .assert_no_violations("after the reshard past pods that never ran")
+        .await?;
     stack.finish().await?;
     report!("whole scenario {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The Resharding condition went through `StoppingOldLayout` and ended `Idle`.
+fn ensure_went_through_stopping(steps: &StepLog) -> anyhow::Result<()> {
+    let seen = steps.seen();
+    ensure!(
+        seen.iter().any(|s| s == "True=StoppingOldLayout")
+            && seen.last().map(String::as_str) == Some("False=Idle"),
+        "Resharding condition went {seen:?}"
+    );
+    Ok(())
+}
+
+/// The reason a container of `pod` waits on its image (`ErrImageNeverPull` under the chart's
+/// `Never` pull policy, `ErrImagePull`, `ImagePullBackOff`).
+fn image_pull_failing(pod: &Pod) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .filter_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
+        .find(|r| ["ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff"].contains(&r.as_str()))
 }
