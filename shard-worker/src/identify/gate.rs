@@ -316,9 +316,11 @@ impl PermitHandle for RedisPermit {
                 .await;
             match result {
                 Ok(1) => {}
-                // The gate outlives the send by connect_bound ≥ hold either way: never unsafe.
+                // Gone: it lived connect_bound from the grant (the hold plus at least 2 s), so
+                // only an Identify that took longer than that to reach Discord could share its
+                // window with the next (the residual docs/redis-protocol.md names).
                 Ok(_) => {
-                    warn!(gate = %self.gate, "the Identify gate was gone when confirming the send")
+                    warn!(gate = %self.gate, "the Identify gate was gone when its Identify was confirmed")
                 }
                 Err(e) => {
                     warn!(gate = %self.gate, error = %e, "cannot shrink the Identify gate; it expires on its own")
