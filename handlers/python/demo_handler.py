@@ -5,8 +5,10 @@ replying and acknowledging) gets back Discord's first reply instead of a second 
 (discord-api-docs developers/resources/message.mdx, "Create Message").
 
 Environment: the library's (NATS_URL, SHARDSET_STREAM, ...; docs/bus-protocol.md), DISCORD_TOKEN
-(required, never logged) and DISCORD_API_URL (default https://discord.com/api; the fake's in the
-demo). Plain HTTP with the standard library, so nats-py is the only dependency.
+(required, never logged), DISCORD_API_URL (default https://discord.com/api; the fake's in the
+demo) and DEMO_HANDLER_LISTEN (host:port of `/metrics`, the library's `shardset_bus_*`; default
+0.0.0.0:8080, as the Rust demo-handler). Plain HTTP with the standard library, so the library's
+(nats-py, prometheus-client) are the only dependencies.
 
     python demo_handler.py
 """
@@ -22,10 +24,15 @@ import urllib.error
 import urllib.request
 from typing import Optional, Tuple
 
-from shardset_handler import Config, Replica
+import prometheus_client
+
+from shardset_handler import Config, Replica, serve_metrics
 
 log = logging.getLogger("demo_handler")
 DEFAULT_API_URL = "https://discord.com/api"
+# Where /metrics is served: the Rust demo-handler's variable and default.
+DEMO_HANDLER_LISTEN = "DEMO_HANDLER_LISTEN"
+DEFAULT_LISTEN = "0.0.0.0:8080"
 
 
 def reply_to(name: str, data: bytes) -> Optional[Tuple[str, str]]:
@@ -86,7 +93,13 @@ async def main() -> None:
     if not token:
         raise SystemExit("DISCORD_TOKEN is not set")
     replier = Replier(os.environ.get("DISCORD_API_URL") or DEFAULT_API_URL, token)
-    replica = await Replica.start(Config.from_env(), replier.handle)
+    config = Config.from_env()
+    listen = os.environ.get(DEMO_HANDLER_LISTEN) or DEFAULT_LISTEN
+    # The families exactly as the Rust demo-handler serves them: no `_created` beside the counter.
+    prometheus_client.disable_created_metrics()
+    serve_metrics(listen)  # the global registry, where the replica's metrics go by default
+    log.info("serving /metrics on %s", listen)
+    replica = await Replica.start(config, replier.handle)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)

@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # `make unit-python`: the Python library's tests and its demo handler's (pytest) against a real
 # nats-server (built by `make test-tools`), with the Rust library's recorder example as the other
-# replica of the interop tests and the fake Discord as the REST API the demo answers through. The venv holds what requirements-test.txt pins (nats-py, pytest); it is cached in
-# ~/.cache/shardset/python/venv-<hash of the requirements and the Python version>, built aside
-# and renamed into place, so an interrupted install leaves nothing half-made.
+# replica of the interop tests and the fake Discord as the REST API the demo answers through.
+# The venv holds what requirements-test.txt pins (the library's requirements.txt: nats-py,
+# prometheus-client; and pytest); it is cached in ~/.cache/shardset/python/venv-<hash of both
+# requirement files and the Python version>, built aside and renamed into place, so an
+# interrupted install leaves nothing half-made.
 set -euo pipefail
 cd "$(dirname "$0")"
 cache="${SHARDSET_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/shardset}"
 python=${PYTHON:-python3}
-key=$( { cat requirements-test.txt; "$python" --version; } | sha256sum | cut -c1-12)
+key=$( { cat requirements.txt requirements-test.txt; "$python" --version; } | sha256sum | cut -c1-12)
 venv="$cache/python/venv-$key"
 if [[ ! -f $venv/.complete ]]; then
   mkdir -p "$cache/python"
   tmp=$(mktemp -d "$venv.tmp.XXXX")
-  echo "[unit-python] creating $venv (nats-py, pytest)" >&2
+  echo "[unit-python] creating $venv (nats-py, prometheus-client, pytest)" >&2
   "$python" -m venv "$tmp"
   "$tmp/bin/python" -m pip install -q --disable-pip-version-check -r requirements-test.txt
   touch "$tmp/.complete"

@@ -16,12 +16,15 @@ replicas (Python or Rust, the same ownership protocol), and send gateway command
         await replica.shutdown()            # hand the partitions over cleanly
 
 Files: protocol (names of the wire format), assignment, event, config, commands, leases (the
-ownership bucket's records), partition (one partition's consumption), replica (the loop).
+ownership bucket's records), partition (one partition's consumption), backlog (an owned
+partition's backlog for the metrics), metrics (the Prometheus metrics, the Rust library's
+names), replica (the loop).
 """
 
 from .commands import CommandError, Commands
 from .config import Config, ConfigError
 from .event import BadMessage, Event
+from .metrics import Metrics, serve_metrics
 from .protocol import Partition
 from .replica import NotABusStream, Replica
 
@@ -32,7 +35,9 @@ __all__ = [
     "Config",
     "ConfigError",
     "Event",
+    "Metrics",
     "NotABusStream",
     "Partition",
     "Replica",
+    "serve_metrics",
 ]

@@ -45,6 +45,9 @@ class Config:
     retry_delay_s: float = 1.0
     fetch_expires_s: float = 1.0
     command_timeout_s: float = 10.0
+    # How often an owned partition's backlog (pending, lag) is read for the metrics: two
+    # JetStream API requests per partition each time (the Rust library's backlog_every).
+    backlog_every_s: float = 5.0
 
     def __repr__(self) -> str:  # the URL may hold a password
         host = self.nats_url.rsplit("@", 1)[-1]

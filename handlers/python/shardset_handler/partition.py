@@ -24,9 +24,9 @@ def retry_delay(base_s: float, delivered: int) -> float:
 
 
 class PartitionRun:
-    def __init__(self, partition: Partition, psub, handler, commands, stats, config, ack_wait_s: float):
+    def __init__(self, partition: Partition, psub, handler, commands, stats, metrics, config, ack_wait_s: float):
         self.partition, self.psub, self.handler = partition, psub, handler
-        self.commands, self.stats, self.config = commands, stats, config
+        self.commands, self.stats, self.metrics, self.config = commands, stats, metrics, config
         self.progress_every = max(ack_wait_s / 3, 0.1)
         self.stop = asyncio.Event()
 
@@ -79,6 +79,7 @@ class PartitionRun:
             stream_seq, delivered = meta.sequence.stream, max(meta.num_delivered, 1)
         except Exception:
             stream_seq, delivered = 0, 1
+        self.metrics.delivered(self.partition, delivered)
         try:
             head = parse_head(message.headers, message.data)
         except BadMessage as bad:

@@ -2,7 +2,9 @@
 ownership"): on every tick (a third of the lease TTL) and whenever a member joins or leaves or a
 lease is released, it heartbeats its member key, computes its assignment from the live members,
 renews its leases, stops the partitions that moved away (releasing each lease once its event in
-hand is settled) and takes the free leases of its partitions. kill() stops without releasing."""
+hand is settled) and takes the free leases of its partitions. kill() stops without releasing.
+Each owned partition runs with its backlog watch beside it (backlog.py); the bus metrics
+(metrics.py) go to the registry given to start()."""
 
 from __future__ import annotations
 
@@ -15,12 +17,15 @@ from typing import Callable, Dict, Optional, Set
 import nats
 import nats.js.errors
 from nats.js import api
+from prometheus_client import CollectorRegistry
 
 from . import protocol
 from .assignment import assigned
+from .backlog import Backlog
 from .commands import Commands
 from .config import Config
 from .leases import Leases
+from .metrics import Metrics
 from .partition import PartitionRun
 from .protocol import Partition
 
@@ -52,8 +57,20 @@ def layout_of(metadata: Optional[dict]) -> tuple:
     return prefix, int(partitions)
 
 
+async def _consume(run: PartitionRun, backlog: Backlog) -> None:
+    """A partition's loop with its backlog watch beside it; the watch ends with the loop (told
+    by the same ``stop``), however the loop ends."""
+    watch = asyncio.create_task(backlog.run(run.stop))
+    try:
+        await run.run()
+    finally:
+        run.stop.set()
+        await asyncio.gather(watch, return_exceptions=True)
+
+
 class Replica:
-    """One replica of a handler service. Use ``await Replica.start(config, handler)``."""
+    """One replica of a handler service. Use ``await Replica.start(config, handler)``; its bus
+    metrics go to ``registry=`` (default: prometheus-client's global registry)."""
 
     def __init__(self):
         self.owned: Set[Partition] = set()
@@ -64,10 +81,12 @@ class Replica:
         self._leaving = False
 
     @classmethod
-    async def start(cls, config: Config, handler: Callable) -> "Replica":
+    async def start(cls, config: Config, handler: Callable,
+                    registry: Optional[CollectorRegistry] = None) -> "Replica":
         config.validate()
         self = cls()
         self.config, self.handler, self.id = config, handler, config.replica
+        self.metrics = Metrics(registry, config.stream, config.group)
         options = dict(servers=config.nats_url.split(","), name=f"shardset-handler {config.replica}",
                        max_reconnect_attempts=-1)
         if config.user:
@@ -81,6 +100,7 @@ class Replica:
         self.kv, self.ttl = await self._ownership_bucket()
         self.leases = Leases(self.kv, config.group, config.replica)
         await self.leases.heartbeat()
+        self.metrics.owned(0)  # a live replica exports its series from the start
         self.commands = Commands(self.nc, self.prefix, self.kv, config.command_timeout_s)
         log.info("joined handler group %s of %s as %s (%d partitions, lease TTL %.1fs)",
                  config.group, config.stream, config.replica, self.partitions, self.ttl)
@@ -217,8 +237,13 @@ class Replica:
             log.warning("partition %s: cannot bind its consumer (%s); releasing", partition, e)
             await self.leases.release(partition, revision)
             return
-        run = PartitionRun(partition, psub, self.handler, self.commands, self.stats, self.config, ack_wait)
-        task = asyncio.create_task(run.run())
+        run = PartitionRun(partition, psub, self.handler, self.commands, self.stats, self.metrics,
+                           self.config, ack_wait)
+        backlog = Backlog(partition, self.js, self.config.stream,
+                          protocol.consumer_name(self.config.stream, self.config.group, partition),
+                          protocol.event_subject(self.prefix, partition), self.metrics,
+                          self.config.backlog_every_s)
+        task = asyncio.create_task(_consume(run, backlog))
         task.add_done_callback(lambda _: self._wakes.put_nowait(("finished", partition)))
         self._held[partition] = _Held(revision=revision, run=run, task=task)
         log.info("partition %s owned (revision %d)", partition, revision)
@@ -245,6 +270,7 @@ class Replica:
             log.warning("partition %s: release failed (%s); the lease will expire", partition, e)
 
     async def _set_owned(self, owned: Set[Partition]) -> None:
+        self.metrics.owned(len(owned))
         async with self._owned_changed:
             if owned != self.owned:
                 self.owned = owned

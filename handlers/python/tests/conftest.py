@@ -20,6 +20,7 @@ from typing import Optional
 
 import nats
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from shardset_handler import protocol
 from shardset_handler.protocol import Partition
@@ -236,3 +237,19 @@ class Recorder:
         self.proc.kill()
         await self.proc.wait()
         await self.reader
+
+
+def series_of(name: str, **labels):
+    """A series of the bus metrics, as (name, labels), for value_in."""
+    return f"shardset_bus_{name}", labels
+
+
+def value_in(text: str, series):
+    """The value of the series (name, labels) in Prometheus text, if present (the label order of
+    the text is the client's: prometheus-client sorts them)."""
+    name, labels = series
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return None

@@ -1,14 +1,18 @@
 """The Python demo handler against the fake Discord (its binary) and a real nats-server: every
 synthetic message published as the worker publishes it is answered exactly once
-(/control/replies)."""
+(/control/replies); run as a process, it serves the library's bus metrics on DEMO_HANDLER_LISTEN."""
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
-from conftest import Bus, control
+from conftest import PARTITIONS, STREAM, Bus, control, free_port, series_of, value_in
 from shardset_handler import Config, Replica
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -48,5 +52,41 @@ def test_every_message_is_answered_once(server, fake):
         assert (report["messages"], report["exactly_once"], report["multiple"]) == (4, 4, 0), report
         await replica.shutdown()
         await bus.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_demo_process_serves_the_bus_metrics_on_demo_handler_listen(server, fake):
+    async def scenario():
+        bus = await Bus.create(server.url, 1.5)
+        port = free_port()
+        env = dict(os.environ, NATS_URL=server.url, SHARDSET_STREAM=STREAM, SHARDSET_LEASE_TTL_MS="1500",
+                   DISCORD_TOKEN="demo-token", DISCORD_API_URL=f"{fake}/api",
+                   DEMO_HANDLER_LISTEN=f"127.0.0.1:{port}")
+        demo = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parents[1] / "demo_handler.py")],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        expected = [  # every partition owned, and partition 0's backlog sampled (empty)
+            (series_of("partitions_owned", stream=STREAM, group="default"), PARTITIONS + 1),
+            (series_of("consumer_pending_messages", stream=STREAM, partition="0"), 0),
+        ]
+
+        def scrape():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+                    return response.read().decode()
+            except OSError:
+                return ""  # not listening yet
+
+        try:
+            # Nothing announces the replica's ownership outside the process: scrape until it shows.
+            deadline = time.monotonic() + 20
+            while not all(value_in(scrape(), series) == v for series, v in expected):
+                assert demo.poll() is None, "demo_handler.py exited"
+                assert time.monotonic() < deadline, f"{expected} not served:\n{scrape()}"
+                await asyncio.sleep(0.1)
+        finally:
+            demo.send_signal(signal.SIGTERM)
+            assert demo.wait(20) == 0, "SIGTERM hands the partitions over and exits cleanly"
+            await bus.close()
 
     asyncio.run(scenario())
