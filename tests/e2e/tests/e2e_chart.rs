@@ -552,6 +552,50 @@ fn the_charts_redis_requires_a_generated_password() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `redis.auth.enabled=false` (issue 15, upgrades): chart 0.1.0's password-less Redis container
+/// exactly (its command, its arguments, no Secret, no auth volume), so that `helm upgrade` from
+/// 0.1.0 leaves the Redis pod and the sessions it holds alone (`make test-upgrade` runs it).
+#[test]
+fn redis_without_auth_is_the_previous_releases_redis() -> anyhow::Result<()> {
+    if !cluster_configured("redis_without_auth_is_the_previous_releases_redis") {
+        return Ok(());
+    }
+    let rendered = helm_template(
+        "shardset-operator",
+        &["redis.enabled=true", "redis.auth.enabled=false"],
+    )?;
+    ensure!(
+        object(&rendered, "Secret", "release-shardset-operator-redis").is_err(),
+        "no password Secret without auth"
+    );
+    let pod = redis_pod(&rendered)?;
+    let container = &pod["containers"][0];
+    // Chart 0.1.0's templates/redis.yaml.
+    ensure!(
+        container["command"] == serde_json::json!(["redis-server"]),
+        "{container:#}"
+    );
+    ensure!(
+        strings(&container["args"])
+            == [
+                "--port",
+                "6379",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+                "--dir",
+                "/data"
+            ],
+        "{container:#}"
+    );
+    let (volume, mount) = redis_volume(&pod, "auth");
+    ensure!(volume.is_null() && mount.is_null(), "{pod:#}");
+    Ok(())
+}
+
 /// NetworkPolicies by default (issue 11, items 2 and 18): the operator's (ingress to its metrics
 /// port, egress to Redis only at the chart's Redis pod, the trusted fakes' ports), the chart's
 /// Redis's (ingress on 6379 only from this release's operator and from worker pods), and the
