@@ -17,6 +17,7 @@ pub mod gateway;
 pub mod keys;
 pub mod pod;
 pub mod records;
+pub mod redis_link;
 pub mod redis_tls;
 pub mod rest;
 pub mod token;

@@ -101,6 +101,17 @@ impl CaBundle {
         }
         Ok(Self { pem })
     }
+
+    /// The checked PEM, for a client the redis crate builds (the sentinel one).
+    pub(crate) fn pem(&self) -> &[u8] {
+        &self.pem
+    }
+
+    /// A bundle that skips the checks, for tests of what refuses one.
+    #[cfg(test)]
+    pub(crate) fn test_only() -> Self {
+        Self { pem: Vec::new() }
+    }
 }
 
 /// The client for `info`: plain or TLS as its scheme says, trusting `ca` when given (else the
@@ -132,7 +143,7 @@ pub fn client(
 
 /// redis builds its rustls config with the process's default provider (at the first connect):
 /// make it ring, as for kube and reqwest, whatever else the binary links.
-fn tls_provider() {
+pub(crate) fn tls_provider() {
     crate::rest::install_crypto_provider();
 }
 

@@ -326,11 +326,7 @@ async fn chaos_loses_nothing_breaks_no_rule_and_never_runs_a_shard_twice() {
     }
 
     s.assert_no_violations();
-    let overlaps = s.fake.state().overlaps();
-    assert!(
-        overlaps.is_empty(),
-        "two live sessions of a shard: {overlaps:#?}"
-    );
+    s.assert_no_overlaps();
     assert!(
         caught_up && missing.is_empty(),
         "seed {seed}: {} dispatches lost, e.g. {:?}",

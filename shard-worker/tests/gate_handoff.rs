@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::redis::RedisServer;
-use shard_worker::identify::gate::{GateConfig, RedisQueue, connect, settle_epoch_script};
+use shard_worker::identify::gate::{GateConfig, RedisQueue, client, connect, settle_epoch_script};
 use shard_worker::identify::{IdentifyQueue, WaitReason};
 use shardset_contract::Keys;
 use tokio::time::Instant;
@@ -38,7 +38,7 @@ fn pod(redis: &RedisServer, name: &str, listening: bool) -> RedisQueue {
     let conn = connect(&redis.url(), None).expect("redis url");
     let queue = RedisQueue::new(conn, Keys::new(APP), config, name, None);
     if listening {
-        queue.with_wakeups(redis.client())
+        queue.with_wakeups(client(&redis.url(), None).expect("redis url"))
     } else {
         queue
     }

@@ -4,15 +4,15 @@
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 
 use crate::shard::records::{RecordError, parse_json};
+use shardset_contract::redis_link::RedisLink;
 use shardset_contract::{Keys, LayoutRoles};
 
 /// The reshard records of one bot (every layout shares them).
 #[derive(Clone)]
 pub struct HandoverRecords {
-    conn: ConnectionManager,
+    conn: RedisLink,
     keys: Keys,
 }
 
@@ -25,7 +25,7 @@ impl std::fmt::Debug for HandoverRecords {
 }
 
 impl HandoverRecords {
-    pub fn new(conn: ConnectionManager, keys: Keys) -> Self {
+    pub fn new(conn: RedisLink, keys: Keys) -> Self {
         Self { conn, keys }
     }
 

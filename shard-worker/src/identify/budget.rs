@@ -7,11 +7,11 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::Script;
-use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 use tracing::{error, warn};
 
 use shardset_contract::Keys;
+use shardset_contract::redis_link::RedisLink;
 use shardset_contract::rest::{DiscordRest, RestError};
 
 static SYNC_BUDGET: LazyLock<Script> =
@@ -20,7 +20,7 @@ static SYNC_BUDGET: LazyLock<Script> =
 /// Stores the budget read from `GET /gateway/bot` with Discord's word for its period (never
 /// raising a lower count within a period; a new period starts from Discord's count).
 pub(super) async fn store(
-    conn: &ConnectionManager,
+    conn: &RedisLink,
     keys: &Keys,
     remaining: u32,
     reset_after_ms: u64,
@@ -87,7 +87,7 @@ impl BudgetReads {
 
     /// Reads the budget from Discord into Redis, unless a read is in flight (then waits for
     /// it), was done moments ago, or must wait (backoff, `retry_after`, a refused token).
-    pub(super) async fn refresh(&self, conn: &ConnectionManager, keys: &Keys) -> BudgetRead {
+    pub(super) async fn refresh(&self, conn: &RedisLink, keys: &Keys) -> BudgetRead {
         let Some(rest) = &self.rest else {
             // Another process must store it.
             return BudgetRead::Later(BUDGET_READ_SPACING);

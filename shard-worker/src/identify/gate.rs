@@ -7,8 +7,7 @@
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-use redis::{IntoConnectionInfo, Script};
+use redis::Script;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -18,7 +17,8 @@ use super::queue::{
 };
 use super::wakeups::{GateWakeups, Subscription};
 use shardset_contract::Keys;
-use shardset_contract::redis_tls::{self, CaBundle, RedisClientError};
+use shardset_contract::redis_link::{RedisEndpoint, RedisLink};
+use shardset_contract::redis_tls::{CaBundle, RedisClientError};
 use shardset_contract::rest::DiscordRest;
 
 static TAKE_GATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("take_gate.lua")));
@@ -166,7 +166,7 @@ impl Take {
 /// Identify permits from Redis, shared by every pod of the bot.
 #[derive(Clone)]
 pub struct RedisQueue {
-    conn: ConnectionManager,
+    conn: RedisLink,
     keys: Keys,
     config: GateConfig,
     /// Identifies this process in gate owners (`<pod>/<nonce>`).
@@ -192,7 +192,7 @@ impl RedisQueue {
     /// A queue on `conn` for the bot's `keys`. `owner` names this process (e.g. the pod name);
     /// `rest` reads the budget from `GET /gateway/bot` when Redis has none.
     pub fn new(
-        conn: ConnectionManager,
+        conn: RedisLink,
         keys: Keys,
         config: GateConfig,
         owner: &str,
@@ -209,11 +209,11 @@ impl RedisQueue {
     }
 
     /// Waiters of this queue (and its clones) ask again as soon as a bucket's gate is heard to
-    /// be released on `P:gate-events`: one subscription on `client`, kept until the last clone goes.
-    /// Needs a Tokio runtime.
-    pub fn with_wakeups(mut self, client: redis::Client) -> Self {
+    /// be released on `P:gate-events`: one subscription on `endpoint`'s primary, kept until the last
+    /// clone goes. Needs a Tokio runtime.
+    pub fn with_wakeups(mut self, endpoint: RedisEndpoint) -> Self {
         self.wakeups = Some(Arc::new(GateWakeups::listen(
-            client,
+            endpoint,
             self.keys.gate_events(),
             self.config.max_concurrency,
         )));
@@ -261,7 +261,7 @@ impl RedisQueue {
 /// Takes a shard out of its bucket's waiting line when its wait is abandoned (the acquire future
 /// dropped: shutdown, lost connection), so it does not hold up higher shard ids until it is stale.
 struct LineGuard {
-    conn: ConnectionManager,
+    conn: RedisLink,
     queue: String,
     seen: String,
     shard: u32,
@@ -294,7 +294,7 @@ impl Drop for LineGuard {
 }
 
 struct RedisPermit {
-    conn: ConnectionManager,
+    conn: RedisLink,
     gate: String,
     budget: String,
     budget_period: String,
@@ -452,28 +452,28 @@ impl RedisQueue {
     }
 }
 
-/// The Redis client for `url` (`rediss://` trusting `ca` when given): for [`connect`], and for
-/// the gate hand-off subscription ([`RedisQueue::with_wakeups`]).
-pub fn client(url: &str, ca: Option<&CaBundle>) -> Result<redis::Client, RedisClientError> {
-    let info = url.into_connection_info().map_err(RedisClientError::Url)?;
-    redis_tls::client(info, ca)
+/// Where the Redis of `url` is (`rediss://` trusting `ca` when given; `redis+sentinel://`, see
+/// [`shardset_contract::redis_link`]): for [`connect`], and for the gate hand-off subscription
+/// ([`RedisQueue::with_wakeups`]).
+pub fn client(url: &str, ca: Option<&CaBundle>) -> Result<RedisEndpoint, RedisClientError> {
+    RedisEndpoint::open(url, None, ca)
 }
 
 /// Opens the shared Redis connection (`rediss://` trusting `ca` when given, see
 /// [`shardset_contract::redis_tls`]): reconnects with backoff on its own, and answers errors
 /// quickly (rather than hanging) while Redis is away, so callers can fail closed.
-pub fn connect(url: &str, ca: Option<&CaBundle>) -> Result<ConnectionManager, RedisClientError> {
-    manage(client(url, ca)?)
+pub fn connect(url: &str, ca: Option<&CaBundle>) -> Result<RedisLink, RedisClientError> {
+    manage(&client(url, ca)?)
 }
 
-/// [`connect`] on a client already made.
-pub fn manage(client: redis::Client) -> Result<ConnectionManager, RedisClientError> {
+/// [`connect`] on an endpoint already made.
+pub fn manage(endpoint: &RedisEndpoint) -> Result<RedisLink, RedisClientError> {
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(Duration::from_secs(2)))
         .set_number_of_retries(1)
         .set_max_delay(Duration::from_secs(2));
-    ConnectionManager::new_lazy_with_config(client, config).map_err(RedisClientError::Url)
+    endpoint.link(config)
 }
 
 #[cfg(test)]

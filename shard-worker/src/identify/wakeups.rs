@@ -11,6 +11,7 @@
 //! re-arming every waiter to a message's arrival measured later than the PTTL timers, by the
 //! delivery through busy processes: README "Performance", `make bench-gate`.)
 
+use shardset_contract::redis_link::RedisEndpoint;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -97,12 +98,13 @@ impl GateWakeups {
         }
     }
 
-    /// Wake-ups fed by a subscription to `channel` on `client`'s Redis, kept (reconnecting with
-    /// backoff) until the returned value is dropped. Needs a Tokio runtime.
-    pub fn listen(client: redis::Client, channel: String, max_concurrency: u32) -> Self {
+    /// Wake-ups fed by a subscription to `channel` on `endpoint`'s primary, kept (subscribing again,
+    /// to the primary found then, with backoff) until the returned value is dropped. Needs a
+    /// Tokio runtime.
+    pub fn listen(endpoint: RedisEndpoint, channel: String, max_concurrency: u32) -> Self {
         let mut wakeups = Self::new(max_concurrency);
         let senders = wakeups.buckets.clone();
-        wakeups.listener = Some(tokio::spawn(listen(client, channel, senders)));
+        wakeups.listener = Some(tokio::spawn(listen(endpoint, channel, senders)));
         wakeups
     }
 
@@ -140,13 +142,17 @@ fn heard(buckets: &[watch::Sender<Option<Instant>>], event: GateFreed, now: Inst
 /// The subscriber: subscribe, forward every event, and on any error subscribe again after a
 /// backoff (250 ms more per failure, at most 5 s). Waiters keep their timers meanwhile.
 async fn listen(
-    client: redis::Client,
+    endpoint: RedisEndpoint,
     channel: String,
     buckets: Vec<watch::Sender<Option<Instant>>>,
 ) {
     let mut failures = 0u32;
     loop {
-        match client.get_async_pubsub().await {
+        let pubsub = match endpoint.client().await {
+            Ok(client) => client.get_async_pubsub().await,
+            Err(e) => Err(e),
+        };
+        match pubsub {
             Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
                 Ok(()) => {
                     failures = 0;

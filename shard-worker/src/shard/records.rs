@@ -7,9 +7,9 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
+use shardset_contract::redis_link::RedisLink;
 use shardset_contract::{FatalMarker, Keys, SessionRecord, ShardStatus};
 
 static CLAIM_LEASE: LazyLock<Script> =
@@ -79,7 +79,7 @@ pub enum Lease {
 /// Records of one layout (`total`) of one bot.
 #[derive(Clone)]
 pub struct Records {
-    conn: ConnectionManager,
+    conn: RedisLink,
     keys: Keys,
     total: u32,
 }
@@ -94,7 +94,7 @@ impl std::fmt::Debug for Records {
 }
 
 impl Records {
-    pub fn new(conn: ConnectionManager, keys: Keys, total: u32) -> Self {
+    pub fn new(conn: RedisLink, keys: Keys, total: u32) -> Self {
         Self { conn, keys, total }
     }
 

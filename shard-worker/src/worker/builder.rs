@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -33,11 +32,12 @@ use crate::gateway::trust::ResumeTrust;
 use crate::handler::Handler;
 use crate::handover::acting::{Acting, HandoverConfig};
 use crate::handover::records::HandoverRecords;
-use crate::identify::gate::{GateConfig, RedisQueue, client, effective_max_concurrency, manage};
+use crate::identify::gate::{GateConfig, RedisQueue, effective_max_concurrency, manage};
 use crate::identify::http_facade::{self, BearerToken, FacadeConfig};
 use crate::identify::queue::IdentifyQueue;
 use crate::shard::config::{ShardConfig, Shared};
 use crate::shard::records::Records;
+use shardset_contract::redis_link::{RedisEndpoint, RedisLink};
 use shardset_contract::redis_tls::CaBundle;
 use shardset_contract::rest::{DiscordRest, GatewayBot};
 use shardset_contract::token::Token;
@@ -273,7 +273,7 @@ impl Builder {
         );
 
         let client = self.redis_client()?;
-        let conn = manage(client.clone())?;
+        let conn = manage(&client)?;
         let queue = self
             .identify_queue(
                 (client, conn.clone()),
@@ -444,7 +444,7 @@ impl Builder {
     /// `redis`: the client (for the hand-off subscription) and the process's shared connection.
     async fn identify_queue(
         &self,
-        (client, conn): (redis::Client, ConnectionManager),
+        (client, conn): (RedisEndpoint, RedisLink),
         keys: Keys,
         bot: &GatewayBot,
         max_concurrency: u32,
@@ -491,31 +491,21 @@ impl Builder {
     /// The (lazy) connection to the bot's Redis: the URL with the password, trusting the CA
     /// bundle of `REDIS_CA_FILE` when set (read and checked here, so a wrong file stops the
     /// start with its path).
-    fn connect_redis(&self) -> Result<ConnectionManager, StartError> {
-        Ok(manage(self.redis_client()?)?)
+    fn connect_redis(&self) -> Result<RedisLink, StartError> {
+        Ok(manage(&self.redis_client()?)?)
     }
 
     /// The client [`Self::connect_redis`] connects with (also the gate hand-offs' subscriber).
-    fn redis_client(&self) -> Result<redis::Client, StartError> {
+    fn redis_client(&self) -> Result<RedisEndpoint, StartError> {
         let ca = match &self.settings.redis_ca_file {
             Some(path) => Some(CaBundle::read(path)?),
             None => None,
         };
-        Ok(client(&self.redis_url()?, ca.as_ref())?)
-    }
-
-    /// The settings' Redis URL with the password, if one was given.
-    fn redis_url(&self) -> Result<String, StartError> {
-        let url = &self.settings.redis_url;
-        let Some(password) = &self.redis_password else {
-            return Ok(url.clone());
-        };
-        let mut parsed =
-            url::Url::parse(url).map_err(|_| StartError::RedisUrl("REDIS_URL is not a URL"))?;
-        parsed
-            .set_password(Some(password))
-            .map_err(|()| StartError::RedisUrl("REDIS_URL cannot carry a password"))?;
-        Ok(parsed.to_string())
+        Ok(RedisEndpoint::open(
+            &self.settings.redis_url,
+            self.redis_password.as_deref(),
+            ca.as_ref(),
+        )?)
     }
 }
 

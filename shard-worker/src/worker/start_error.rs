@@ -22,9 +22,6 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    /// The Redis URL cannot take the password (no URL, or one that cannot carry a password).
-    #[error("{0}")]
-    RedisUrl(&'static str),
     /// The Redis client: a CA bundle that cannot be read or used, or a URL that does not parse.
     #[error(transparent)]
     RedisClient(#[from] RedisClientError),
@@ -43,7 +40,6 @@ impl StartError {
             Self::ShardRange { .. } => "shard_range",
             Self::NoToken => "no_token",
             Self::Listen { .. } => "listen",
-            Self::RedisUrl(_) => "redis_url",
             Self::RedisClient(e) => e.metric_label(),
             Self::DiscordApi(_) => "discord_api_url",
             Self::Config(_) => "config",

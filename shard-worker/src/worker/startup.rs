@@ -14,7 +14,7 @@ use tracing::{error, warn};
 use super::board::Board;
 use super::bookkeeper::unix_ms;
 use crate::shard::records::Records;
-use redis::aio::ConnectionManager;
+use shardset_contract::redis_link::RedisLink;
 use shardset_contract::rest::{CurrentUser, DiscordRest, GatewayBot, RestError};
 use shardset_contract::{Keys, ShardState, ShardStatus};
 
@@ -87,7 +87,7 @@ where
 pub(super) struct RefusalRecords<'a> {
     pub bot_id: Option<u64>,
     /// The bot's Redis, when a connection could be made.
-    pub redis: Option<ConnectionManager>,
+    pub redis: Option<RedisLink>,
     pub shard_total: u32,
     pub pod: &'a str,
 }

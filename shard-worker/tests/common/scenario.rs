@@ -125,6 +125,15 @@ impl Scenario {
         let violations = self.fake.state().violations();
         assert!(violations.is_empty(), "violations: {violations:#?}");
     }
+
+    /// Never two live sessions of one shard (the fake's `overlaps`).
+    pub fn assert_no_overlaps(&self) {
+        let overlaps = self.fake.state().overlaps();
+        assert!(
+            overlaps.is_empty(),
+            "two live sessions of a shard: {overlaps:#?}"
+        );
+    }
 }
 
 /// Polls `check` every 25 ms until it holds or `timeout` passes.

@@ -2,7 +2,7 @@
 //! port, killed when dropped (also when the test panics). Needs `redis-server` on `PATH`
 //! (Debian: `apt-get install redis-server`). With [`Options::tls`] it listens for TLS only, on a
 //! certificate of a CA made for it ([`RedisServer::ca_file`]), and [`RedisServer::url`] is
-//! `rediss://`.
+//! `rediss://`. [`sentinel::SentinelTopology`]: a primary, a replica and three sentinels.
 //!
 //! ```no_run
 //! let redis = redis_test_server::RedisServer::start();
@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod sentinel;
 mod tls;
 use tls::TlsFiles;
 
