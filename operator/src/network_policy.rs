@@ -14,7 +14,9 @@
 //! Redis's own password and, for the chart's Redis, its ingress policy. The port is the URL's,
 //! which is the pod's port when a Service maps a port to the same target port (the chart's Redis,
 //! NATS and the fake do); a Service that maps to another target port needs a policy of the
-//! user's own (policies add up).
+//! user's own (policies add up). A `redis+sentinel://` URL names the sentinels' ports; the
+//! primary and replicas they name are reached on Redis's 6379 (the chart's topology), another
+//! port needs a policy of the user's own.
 //!
 //! Ingress is not restricted: a worker serves only `/metrics` and health (no secrets), and
 //! Prometheus and the kubelet's probes reach it. The operator makes it unless started with
@@ -29,6 +31,7 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
+use shardset_contract::redis_link::SentinelUrl;
 use url::Url;
 
 use crate::crd::{ShardSet, ShardSetSpec};
@@ -58,14 +61,26 @@ fn port_of(url: &str, default: u16) -> u16 {
         .unwrap_or(default)
 }
 
+/// The ports of the bot's Redis: the URL's, or under Sentinel the sentinels' and Redis's own.
+fn redis_ports(url: &str) -> Vec<u16> {
+    match SentinelUrl::parse(url.trim()) {
+        Some(Ok(sentinel)) => sentinel
+            .sentinels
+            .iter()
+            .map(|(_, port)| *port)
+            .chain([REDIS_DEFAULT_PORT])
+            .collect(),
+        // The worker will say why it cannot connect.
+        Some(Err(_)) => vec![REDIS_DEFAULT_PORT],
+        None => vec![port_of(url, REDIS_DEFAULT_PORT)],
+    }
+}
+
 /// The TCP ports a worker pod of `spec` may open connections to, besides DNS: 443, Redis's,
 /// the REST base's (Discord's or a trusted fake's), and each bus URL's.
 pub fn egress_ports(spec: &ShardSetSpec) -> BTreeSet<u16> {
-    let mut ports = BTreeSet::from([
-        HTTPS_PORT,
-        port_of(&spec.redis.url, REDIS_DEFAULT_PORT),
-        port_of(spec.api_url(), HTTPS_PORT),
-    ]);
+    let mut ports = BTreeSet::from([HTTPS_PORT, port_of(spec.api_url(), HTTPS_PORT)]);
+    ports.extend(redis_ports(&spec.redis.url));
     if let Some(bus) = &spec.bus {
         ports.extend(
             bus.url
@@ -153,6 +168,14 @@ mod tests {
         assert_eq!(ports(&shardset(serde_json::json!({}))), [443, 6380]);
         let no_port = shardset(serde_json::json!({"redis": {"url": "rediss://redis.example"}}));
         assert_eq!(ports(&no_port), [443, 6379]);
+    }
+
+    #[test]
+    fn sentinel_urls_open_the_sentinels_ports_and_redis_s_own() {
+        let ss = shardset(serde_json::json!({"redis": {
+            "url": "redis+sentinel://:pw@s-0:26380,s-1,s-2:26381/shardset"
+        }}));
+        assert_eq!(ports(&ss), [443, 6379, 26379, 26380, 26381]);
     }
 
     #[test]

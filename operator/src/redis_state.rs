@@ -15,9 +15,9 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, IntoConnectionInfo, Script};
-use shardset_contract::redis_tls::{self, CaBundle};
+use redis::{AsyncCommands, Script};
+use shardset_contract::redis_link::{RedisEndpoint, RedisLink};
+use shardset_contract::redis_tls::CaBundle;
 use shardset_contract::{Keys, LayoutRoles, ShardStatus};
 use tokio::sync::Mutex;
 
@@ -179,7 +179,7 @@ pub struct RedisPool {
 
 enum Slot {
     /// The connection, and how many rounds failed in a row before it (0 once one succeeded).
-    Ready(ConnectionManager, u32),
+    Ready(RedisLink, u32),
     Failed {
         at: Instant,
         error: RedisError,
@@ -191,7 +191,7 @@ impl RedisPool {
     async fn connection(
         &self,
         target: RedisTarget<'_>,
-    ) -> Result<(u64, ConnectionManager, u32), RedisError> {
+    ) -> Result<(u64, RedisLink, u32), RedisError> {
         let key = {
             let mut h = DefaultHasher::new();
             target.hash(&mut h);
@@ -216,21 +216,14 @@ impl RedisPool {
             url: redact_url(target.url),
             reason,
         };
-        let mut info = target
-            .url
-            .into_connection_info()
+        // `redis+sentinel://` asks the sentinels for the primary at every reconnect.
+        let endpoint = RedisEndpoint::open(target.url, target.password, target.ca)
             .map_err(|e| error(e.to_string()))?;
-        if let Some(password) = target.password {
-            let settings = info.redis_settings().clone().set_password(password);
-            info = info.set_redis_settings(settings);
-        }
-        let client = redis_tls::client(info, target.ca).map_err(|e| error(e.to_string()))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(1);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| error(e.to_string()))?;
+        let conn = endpoint.link(config).map_err(|e| error(e.to_string()))?;
         connections.insert(key, Slot::Ready(conn.clone(), failures));
         Ok((key, conn, failures))
     }
@@ -257,7 +250,7 @@ impl RedisPool {
     /// connection (see the module documentation).
     async fn with<T, F, Fut>(&self, target: RedisTarget<'_>, op: F) -> Result<T, RedisError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(RedisLink) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let (key, conn, failures) = self.connection(target).await?;

@@ -294,16 +294,23 @@ fn default_token_key() -> String {
 /// The bot's Redis.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[x_kube(
-    validation = Rule::new("!has(self.tls) || self.url.startsWith('rediss://')")
-        .message("spec.redis.tls needs a rediss:// URL in spec.redis.url")
+    validation = Rule::new(
+        "!has(self.tls) || self.url.startsWith('rediss://') || self.url.startsWith('rediss+sentinel://')"
+    )
+    .message("spec.redis.tls needs a rediss:// or rediss+sentinel:// URL in spec.redis.url")
         .field_path(".tls")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RedisSpec {
     /// `redis://host:port/db`, or `rediss://` for TLS: the server's certificate must match the
     /// host and chain to a public root (the Mozilla roots built into the worker and the
-    /// operator), or to the CA of `tls.caSecretRef`.
-    #[schemars(regex(pattern = r"^rediss?://.+"), length(max = 2048))]
+    /// operator), or to the CA of `tls.caSecretRef`. Under Redis Sentinel,
+    /// `redis+sentinel://[:password@]sentinel-0:26379,sentinel-1,…/<master group>[/db]` (or
+    /// `rediss+sentinel://` for TLS to the sentinels and the servers): the primary is asked of
+    /// the sentinels at every reconnect, so a failover moves the workers and the operator to the
+    /// promoted replica. The sentinels' own password, if they have one, goes in
+    /// `?sentinel_password=`; the servers' in `secretRef`.
+    #[schemars(regex(pattern = r"^rediss?(\+sentinel)?://.+"), length(max = 2048))]
     pub url: String,
     /// Secret key holding the Redis password, if Redis needs one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,6 +1,7 @@
 //! The pure parts beside the Redis I/O: the shard records summed for the status, and a Redis URL
 //! fit to show (without its password).
 
+use shardset_contract::redis_link::SentinelUrl;
 use shardset_contract::{ShardState, ShardStatus};
 
 use crate::status::BusReport;
@@ -50,8 +51,12 @@ pub fn summarize(records: &[Option<ShardStatus>]) -> ShardSummary {
     summary
 }
 
-/// The URL without a password (`redis://:secret@host` → `redis://:***@host`).
+/// The URL without a password (`redis://:secret@host` → `redis://:***@host`; a sentinel URL's
+/// daemons' password too).
 pub fn redact_url(url: &str) -> String {
+    if let Some(sentinel) = SentinelUrl::parse(url) {
+        return sentinel.map_or_else(|_| "<unparsable URL>".to_owned(), |s| s.redacted());
+    }
     match url::Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {
             let _ = parsed.set_password(Some("***"));

@@ -1,12 +1,12 @@
 //! Removing many keys without blocking Redis: SCAN, then UNLINK a batch at a time.
 
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
+use shardset_contract::redis_link::RedisLink;
 
 /// Deletes every key matching `pattern` (SCAN, then UNLINK a batch at a time, so a large
 /// keyspace never blocks Redis), except `keep`; returns how many went.
 pub(super) async fn unlink_matching(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisLink,
     pattern: &str,
     keep: Option<&str>,
 ) -> redis::RedisResult<u64> {
