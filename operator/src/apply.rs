@@ -7,6 +7,8 @@
 //! pod's uid as a precondition, so a pod recreated under the same name is never hit by a stale
 //! delete.
 
+use std::collections::BTreeMap;
+
 use futures_util::{StreamExt, stream};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
@@ -29,6 +31,8 @@ pub async fn list_pods(api: &Api<Pod>, shardset: &str) -> Result<Vec<Pod>, kube:
 #[derive(Debug, Default)]
 pub struct Created {
     pub created: Vec<String>,
+    /// The uid the API server gave each created pod (by name), for [`crate::pod_cache`].
+    pub uids: BTreeMap<String, String>,
     /// Names another object already holds (`AlreadyExists`).
     pub taken: Vec<String>,
     pub errors: Vec<kube::Error>,
@@ -54,7 +58,12 @@ pub async fn create_pods(api: &Api<Pod>, pods: Vec<Pod>) -> Created {
     let mut out = Created::default();
     for (name, result) in results {
         match result {
-            Ok(_) => out.created.push(name),
+            Ok(pod) => {
+                if let Some(uid) = pod.metadata.uid {
+                    out.uids.insert(name.clone(), uid);
+                }
+                out.created.push(name);
+            }
             Err(kube::Error::Api(status)) if status.code == 409 => out.taken.push(name),
             Err(e) => out.errors.push(e),
         }

@@ -14,6 +14,7 @@ use crate::crd::ShardSet;
 use crate::discord::Discord;
 use crate::metrics::Metrics;
 use crate::names;
+use crate::pod_cache::PodCache;
 use crate::reconcile::fresh_epoch::FirstPods;
 use crate::reconcile::redis_secrets::Remembered;
 use crate::redis_state::RedisPool;
@@ -65,6 +66,9 @@ pub struct Context {
     pub settings: Settings,
     /// What the fresh-epoch step remembers (`reconcile::fresh_epoch`).
     pub first_pods: FirstPods,
+    /// The worker pods as the controller's watch saw them, and the pod writes it must show
+    /// before a pass reads them there ([`crate::pod_cache`]).
+    pub pod_cache: PodCache,
 }
 
 impl Context {
@@ -86,6 +90,7 @@ impl Context {
             redis: RedisPool::default(),
             redis_secrets: Remembered::default(),
             first_pods: FirstPods::default(),
+            pod_cache: PodCache::default(),
             metrics,
             settings,
         }

@@ -1,6 +1,7 @@
 //! The controller: a kube-rs `Controller` on ShardSets owning Pods, `reconcile` wrapped in kube's
 //! `finalizer()` (its Apply and Cleanup arms are [`crate::reconcile::apply`] and
-//! [`crate::reconcile::cleanup::cleanup`]), and `error_policy`.
+//! [`crate::reconcile::cleanup::cleanup`]), and `error_policy`. The pod watch that triggers
+//! reconciles also fills the pod store the passes read ([`crate::pod_cache`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::finalizer::{Event, finalizer};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::context::Context;
@@ -35,11 +36,17 @@ pub async fn run(
         ),
         None => (Api::all(client.clone()), Api::all(client)),
     };
+    // Every pod wearing a ShardSet's label (ours, and foreign ones a pass must see), in one
+    // store; the same events trigger the owners' reconciles.
+    let pod_events = watcher(
+        pods,
+        watcher::Config::default().labels(&names::any_shardset_pods_selector()),
+    )
+    .default_backoff()
+    .reflect(ctx.pod_cache.renew())
+    .touched_objects();
     Controller::new(shardsets, watcher::Config::default())
-        .owns(
-            pods,
-            watcher::Config::default().labels(&names::managed_pods_selector()),
-        )
+        .owns_stream(pod_events)
         // Coalesce the burst of pod events while many pods start.
         .with_config(controller::Config::default().debounce(Duration::from_millis(300)))
         .graceful_shutdown_on(stop)

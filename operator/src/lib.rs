@@ -48,6 +48,7 @@ pub mod controller;
 pub mod discord;
 pub mod error;
 pub mod metrics;
+pub mod pod_cache;
 pub mod reconcile;
 pub mod redis_state;
 pub mod telemetry;

@@ -52,9 +52,14 @@ pub const MANAGED_BY: &str = "shardset-operator";
 /// Value of `app.kubernetes.io/part-of` on worker pods.
 pub const PART_OF: &str = "shardset";
 
-/// Label selector of every pod this operator manages (its pod watch).
+/// Label selector of every pod this operator manages.
 pub fn managed_pods_selector() -> String {
     format!("{}={}", labels::MANAGED_BY, MANAGED_BY)
+}
+
+/// Label selector of the pods of every ShardSet (the controller's pod watch and store).
+pub fn any_shardset_pods_selector() -> String {
+    labels::SHARDSET.to_owned()
 }
 
 /// Label selector of the pods of one ShardSet (also `status.selector`, for the scale subresource).

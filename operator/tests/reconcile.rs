@@ -3,10 +3,15 @@
 //! style of kube-rs's controller-rs), while Discord is the fake Discord in-process (REST over real
 //! HTTP) and Redis a real redis-server, as in the operator's other tests.
 //!
+//! The pods come from the controller's pod store (`pod_cache`), which a scenario fills as the
+//! watch would; a pass lists them only while the store does not show its own creates and deletes.
+//!
 //! Scenarios: a new ShardSet gets the finalizer and nothing else; its first pass reads the token
-//! Secret, lists the pods, creates them (with their Event), creates the pods' PodDisruptionBudget
-//! and applies the status; the next pass applies the new counts; a steady state writes nothing
-//! (it reads the budget, as every pass does) and waits for the resync; a ShardSet whose
+//! Secret, finds no pod in the store, creates them (with their Event), creates the pods'
+//! PodDisruptionBudget and applies the status; the next pass, before the store shows the new pods,
+//! lists them and applies the new counts; a steady state, with the pods in the store, lists
+//! nothing, writes nothing (it reads the budget, as every pass does) and waits for the resync; a
+//! ShardSet whose
 //! `gateway.apiUrl` names a host the operator does not trust sends its token nowhere and gets no
 //! pods, only the `UntrustedApiUrl` condition; a second ShardSet for a bot another one runs gets
 //! `DuplicateBot` and no pods, and takes the bot over once the first is gone; a budget the
@@ -22,6 +27,8 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Pod;
 use kube::client::Body;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::watcher;
 use kube::{Client, Resource};
 use redis_test_server::RedisServer;
 use serde_json::{Value, json};
@@ -132,6 +139,8 @@ struct World {
     redis: RedisServer,
     api: ApiServer,
     ctx: Arc<Context>,
+    /// What the controller's pod watch would write into the context's pod store.
+    pod_watch: Writer<Pod>,
 }
 
 impl World {
@@ -168,12 +177,27 @@ impl World {
         let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, NS);
         let ctx = Context::new(client, Arc::new(Metrics::new()), "test".into(), settings);
-        Self {
+        let pod_watch = ctx.pod_cache.renew();
+        let mut world = Self {
             discord,
             redis,
             api: ApiServer(handle),
             ctx: Arc::new(ctx),
+            pod_watch,
+        };
+        world.watch_shows(&[]);
+        world
+    }
+
+    /// The pod watch (re)lists: the store holds exactly `pods`.
+    fn watch_shows(&mut self, pods: &[Pod]) {
+        self.pod_watch.apply_watcher_event(&watcher::Event::Init);
+        for pod in pods {
+            self.pod_watch
+                .apply_watcher_event(&watcher::Event::InitApply(pod.clone()));
         }
+        self.pod_watch
+            .apply_watcher_event(&watcher::Event::InitDone);
     }
 
     /// A ShardSet of 4 shards at 2 per pod, talking to this world's Discord and Redis.
@@ -200,12 +224,6 @@ impl World {
 
     fn start(&self, ss: &ShardSet) -> JoinHandle<Result<Action, Error>> {
         tokio::spawn(reconcile(Arc::new(ss.clone()), self.ctx.clone()))
-    }
-
-    /// A pass reads the token Secret, then lists the ShardSet's pods (answered with `pods`).
-    async fn expect_reads(&mut self, pods: &[Pod]) {
-        self.expect_token_read().await;
-        self.expect_pod_list(pods).await;
     }
 
     /// The token Secret is read (and found).
@@ -412,9 +430,9 @@ async fn passes_create_the_pods_then_record_them_then_write_nothing() {
 
     // First pass: no pods yet. Both are created, one Event says so, the status follows.
     let pass = world.start(&ss);
-    world.expect_reads(&[]).await;
+    world.expect_token_read().await;
     let mut created = Vec::new();
-    for _ in 0..2 {
+    for n in 0..2 {
         let call = world
             .api
             .expect(Method::POST, "/api/v1/namespaces/ns/pods")
@@ -424,7 +442,8 @@ async fn passes_create_the_pods_then_record_them_then_write_nothing() {
             "{}",
             call.query
         );
-        let pod = call.body.clone();
+        let mut pod = call.body.clone();
+        pod["metadata"]["uid"] = json!(format!("pod-uid-{n}"));
         reply(call, &pod);
         created.push(pod);
     }
@@ -480,10 +499,12 @@ async fn passes_create_the_pods_then_record_them_then_write_nothing() {
     let action = world.api.finish(pass).await;
     assert_eq!(action, Action::requeue(Duration::from_secs(10)), "busy");
 
-    // Second pass: the pods are listed, Ready. Nothing to create; the status counts them.
+    // Second pass: the store does not show the new pods yet (their watch events are late), so
+    // the pass lists them: Ready. Nothing to create; the status counts them.
     let pods: Vec<Pod> = created.into_iter().map(running).collect();
     let pass = world.start(&ss);
-    world.expect_reads(&pods).await;
+    world.expect_token_read().await;
+    world.expect_pod_list(&pods).await;
     let call = world.api.expect(Method::GET, PDB_PATH).await;
     reply(call, &pdb);
     let ss = world
@@ -497,9 +518,10 @@ async fn passes_create_the_pods_then_record_them_then_write_nothing() {
         .await;
     world.api.finish(pass).await;
 
-    // Third pass: the same world. Reads only, and the resync period.
+    // Third pass: the same world, now in the store. No LIST, no write, and the resync period.
+    world.watch_shows(&pods);
     let pass = world.start(&ss);
-    world.expect_reads(&pods).await;
+    world.expect_token_read().await;
     let call = world.api.expect(Method::GET, PDB_PATH).await;
     reply(call, &pdb);
     let action = world.api.finish(pass).await;
@@ -531,7 +553,7 @@ async fn an_untrusted_api_url_gets_no_token_and_no_pods() {
     ss.spec.gateway = Some(serde_json::from_value(json!({"apiUrl": spy_url})).expect("gateway"));
 
     let pass = world.start(&ss);
-    world.expect_reads(&[]).await;
+    world.expect_token_read().await;
     let message = world.expect_refused(&ss, "UntrustedApiUrl").await;
     assert!(message.contains("trustedApiHosts"), "{message}");
     assert!(!message.contains(TOKEN));
@@ -586,7 +608,6 @@ async fn a_second_shardset_for_one_bot_gets_duplicate_bot_and_no_pods() {
     let mut first = serde_json::to_value(world.shardset(true)).expect("json");
     first["metadata"]["name"] = json!("first");
     reply(call, &first);
-    world.expect_pod_list(&[]).await;
     let message = world.expect_refused(&ss, "DuplicateBot").await;
     assert!(message.contains("ShardSet ns/first"), "{message}");
     // No pod was created: the mock fails any other request.
@@ -610,7 +631,6 @@ async fn a_bot_whose_owner_is_gone_is_taken_over() {
             ))
             .expect("response"),
     );
-    world.expect_pod_list(&[]).await;
     // Pods are created as for any new ShardSet.
     world.expect_pods_created(2).await;
     world.expect_budget_created().await;
@@ -626,7 +646,7 @@ async fn a_budget_the_operator_may_not_keep_degrades_and_stops_nothing() {
     let mut world = World::new().await;
     let ss = world.shardset(true);
     let pass = world.start(&ss);
-    world.expect_reads(&[]).await;
+    world.expect_token_read().await;
     world.expect_pods_created(2).await;
     let call = world.api.expect(Method::GET, PDB_PATH).await;
     reply_status(call, 403, "Forbidden");
@@ -649,7 +669,7 @@ async fn the_worker_network_policy_is_made_before_the_pods() {
     let mut world = World::with_network_policy().await;
     let ss = world.shardset(true);
     let pass = world.start(&ss);
-    world.expect_reads(&[]).await;
+    world.expect_token_read().await;
     // Before any pod: none yet, so it is created, owned by the ShardSet, for its pods' egress.
     let call = world.api.expect(Method::GET, NETPOL_PATH).await;
     reply_status(call, 404, "NotFound");
@@ -700,7 +720,7 @@ async fn a_network_policy_the_operator_may_not_keep_degrades_and_stops_nothing()
     let mut world = World::with_network_policy().await;
     let ss = world.shardset(true);
     let pass = world.start(&ss);
-    world.expect_reads(&[]).await;
+    world.expect_token_read().await;
     let call = world.api.expect(Method::GET, NETPOL_PATH).await;
     reply_status(call, 403, "Forbidden");
     world.expect_pods_created(2).await;

@@ -16,6 +16,7 @@ use crate::context::Context;
 use crate::crd::ShardSet;
 use crate::node_loss;
 use crate::plan::DeleteReason;
+use crate::pod_cache::Expectation;
 use crate::reconcile::decide::Decided;
 use crate::reconcile::dereference::Pods;
 use crate::text::summarize_list;
@@ -48,10 +49,28 @@ pub async fn act(
     pods: &Pods,
 ) -> Result<Option<Duration>, ActError> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    delete(ss, &api, ctx, decided, pods).await?;
-    create(ss, &api, ctx, decided).await?;
+    let key = format!("{namespace}/{}", ss.name_any());
+    delete(ss, &api, ctx, decided, pods, &key).await?;
+    create(ss, &api, ctx, decided, &key).await?;
     // Pods stuck on a lost node: their replacements can only start once they are gone.
-    force_delete_lost_pods(ss, &api, pods, ctx).await
+    force_delete_lost_pods(ss, &api, pods, ctx, &key).await
+}
+
+/// The pass reads `key`'s pods from the store again only once it shows these deletes.
+fn expect_deleted(ctx: &Context, key: &str, pods: &Pods, deleted: &[String]) {
+    let at = std::time::Instant::now();
+    ctx.pod_cache.expect(
+        key,
+        deleted.iter().map(|name| Expectation::Deleted {
+            name: name.clone(),
+            uid: pods
+                .existing
+                .iter()
+                .find(|p| p.metadata.name.as_ref() == Some(name))
+                .and_then(|p| p.metadata.uid.clone()),
+            at,
+        }),
+    );
 }
 
 /// Deletes the pods the plan removes; one Event names them and why.
@@ -61,6 +80,7 @@ async fn delete(
     ctx: &Context,
     decided: &Decided,
     pods: &Pods,
+    key: &str,
 ) -> Result<(), ActError> {
     let plan = &decided.plan;
     if plan.delete.is_empty() {
@@ -70,6 +90,7 @@ async fn delete(
     let deleted = apply::delete_pods(api, &pods.existing, &targets)
         .await
         .map_err(ActError::DeletePods)?;
+    expect_deleted(ctx, key, pods, &deleted);
     ctx.metrics.pod_action("delete", deleted.len());
     if deleted.is_empty() {
         return Ok(());
@@ -111,6 +132,7 @@ async fn create(
     api: &Api<Pod>,
     ctx: &Context,
     decided: &Decided,
+    key: &str,
 ) -> Result<(), ActError> {
     let plan = &decided.plan;
     if plan.create.is_empty() {
@@ -124,6 +146,15 @@ async fn create(
         .map(|(_, pod)| pod.clone())
         .collect();
     let created = apply::create_pods(api, batch).await;
+    let at = std::time::Instant::now();
+    ctx.pod_cache.expect(
+        key,
+        created.created.iter().map(|name| Expectation::Created {
+            name: name.clone(),
+            uid: created.uids.get(name).cloned(),
+            at,
+        }),
+    );
     ctx.metrics.pod_action("create", created.created.len());
     if !created.created.is_empty() {
         info!(count = created.created.len(), layout, "created pods");
@@ -166,6 +197,7 @@ async fn force_delete_lost_pods(
     api: &Api<Pod>,
     pods: &Pods,
     ctx: &Context,
+    key: &str,
 ) -> Result<Option<Duration>, ActError> {
     let now = Timestamp::now();
     let mut recheck: Option<Duration> = None;
@@ -191,6 +223,7 @@ async fn force_delete_lost_pods(
     let deleted = apply::force_delete_pods(api, &pods.existing, &targets)
         .await
         .map_err(ActError::ForceDeletePods)?;
+    expect_deleted(ctx, key, pods, &deleted);
     ctx.metrics.pod_action("force_delete", deleted.len());
     if !deleted.is_empty() {
         let described: Vec<String> = stuck

@@ -56,6 +56,7 @@ pub async fn cleanup(
     // The ShardSet goes: its gauges go first (they would otherwise show its last status).
     ctx.metrics.shardsets().forget(namespace, &name);
     let key = format!("{namespace}/{name}");
+    ctx.pod_cache.forget(&key);
     let uid = ss.uid().unwrap_or_default();
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
 
@@ -65,6 +66,9 @@ pub async fn cleanup(
             .cloned()
             .collect()
     };
+    // Listed, not read from the pod store: cleanup runs once per ShardSet, and before the bot's
+    // Redis keys go every pod must be known gone, including one created a moment ago that the
+    // store may not show yet.
     let existing = owned(
         &apply::list_pods(&pods_api, &name)
             .await

@@ -2,8 +2,13 @@
 //! is decided. The token Secret (no pods without a token: they would crash-loop and could burn
 //! the Identify budget) and the Redis password and CA Secrets ([`redis_secrets`]), Discord when a call is due (the bot's id
 //! and `/gateway/bot`) and only at a REST base the token may go to ([`api_trust`]), and the pods
-//! carrying the ShardSet's label. What is missing or refused
-//! becomes a [`Problem`] for the status; only a failing API call is an error.
+//! carrying the ShardSet's label (from the controller's pod store, [`crate::pod_cache`]). What is
+//! missing or refused becomes a [`Problem`] for the status; only a failing API call is an error.
+//!
+//! The Secrets are read by name (a GET each, never a LIST) on every pass, not cached: a watch
+//! would keep every Secret of the watched namespaces (Helm releases, other apps' credentials) in
+//! the operator's memory and need `list`/`watch` on them all, and a Secret's change would still
+//! wait for the next resync to be acted on. A GET is always fresh.
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::ResourceExt;
@@ -157,16 +162,26 @@ pub async fn dereference(
     })
 }
 
-/// Lists the pods carrying the ShardSet's label (ours, and foreign ones wearing it).
+/// The pods carrying the ShardSet's label (ours, and foreign ones wearing it): from the
+/// controller's pod store when it can be trusted for this ShardSet, else listed
+/// ([`crate::pod_cache`] says why a stale store read is safe, and when it is not). `key` is
+/// `namespace/name`.
 pub async fn list_pods(
     ss: &ShardSet,
     namespace: &str,
+    key: &str,
     ctx: &Context,
 ) -> Result<Pods, DereferenceError> {
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let existing = apply::list_pods(&api, &ss.name_any())
-        .await
-        .map_err(DereferenceError::ListPods)?;
+    let name = ss.name_any();
+    let existing = match ctx.pod_cache.shardset_pods(key, namespace, &name) {
+        Some(cached) => cached,
+        None => {
+            let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+            apply::list_pods(&api, &name)
+                .await
+                .map_err(DereferenceError::ListPods)?
+        }
+    };
     let uid = ss.uid().unwrap_or_default();
     let observed = existing.iter().map(|p| pods::observe(p, &uid)).collect();
     Ok(Pods { existing, observed })

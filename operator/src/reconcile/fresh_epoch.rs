@@ -104,6 +104,9 @@ fn uses_redis(pod: &Pod, url: &str) -> bool {
 }
 
 /// Condition 3: no worker pod in the cluster on this Redis (a list that fails is doubt).
+/// Listed, not read from the pod store: a pod this process created a moment ago for another
+/// ShardSet on the same Redis may not be in the store yet, and missing it would skip a hold
+/// that protects a real Identify. It runs once in a ShardSet's life, before its first pods.
 async fn no_worker_on(ctx: &Context, url: &str) -> bool {
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let params = ListParams::default().labels(&names::managed_pods_selector());

@@ -1,6 +1,7 @@
 //! The two arms of a reconcile, the Apply arm as steps with one job each (after stackable's
 //! operators), run in this order by [`apply`]:
-//! 1. [`dereference`]: the token and Redis password Secrets, Discord when a call is due, the pods;
+//! 1. [`dereference`]: the token and Redis password Secrets, Discord when a call is due, the pods
+//!    (from the controller's pod store, [`crate::pod_cache`]);
 //!    then [`bot_owner`]: the bot is claimed for this ShardSet (one ShardSet per bot).
 //! 2. [`crate::reshard::total`]: the shard total the spec asks for now.
 //! 3. [`crate::reshard::handover`]: the reshard step (layout roles, acknowledgements, budget in
@@ -75,7 +76,7 @@ pub async fn apply(ss: &ShardSet, namespace: &str, ctx: &Context) -> Result<Acti
     problems.extend(total::unknown_total(&shard_total, spec, &problems));
     let total = shard_total.total;
 
-    let pods = dereference::list_pods(ss, namespace, ctx).await?;
+    let pods = dereference::list_pods(ss, namespace, &key, ctx).await?;
     let blocked = total.is_none() || problems.iter().any(Problem::blocks_pods);
 
     // The reshard (docs/resharding.md): which layout the pods follow, what may be created or

@@ -62,6 +62,14 @@ impl Metrics {
         })
     }
 
+    /// LIST requests the operator sent to the API server (reads that bypass the controller's
+    /// caches; a watch is counted apart, as `watch`).
+    pub fn lists(&self) -> f64 {
+        self.sum_where(|k| {
+            k.starts_with("shardset_operator_kube_requests_total{") && k.contains("verb=\"list\"")
+        })
+    }
+
     /// Every `kube_requests_total` series, for messages.
     pub fn requests(&self) -> Vec<(String, f64)> {
         self.series_where(|k| k.starts_with("shardset_operator_kube_requests_total{"))
@@ -73,7 +81,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn writes_count_write_verbs_but_not_lease_renewals() {
+    fn writes_count_write_verbs_but_not_lease_renewals_and_lists_apart() {
         let m = Metrics::parse(
             "# HELP shardset_operator_kube_requests_total requests\n\
              shardset_operator_kube_requests_total{verb=\"patch\",resource=\"pods\"} 2\n\
@@ -83,6 +91,7 @@ mod tests {
              shardset_operator_leader 1\n",
         );
         assert_eq!(m.writes(), 3.0);
+        assert_eq!(m.lists(), 9.0);
         assert_eq!(m.requests().len(), 4);
         assert!(m.leader());
         assert_eq!(m.reconciles(), 0.0);
