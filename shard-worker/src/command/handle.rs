@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::error::CommandError;
-use super::inbox::{Inboxes, MemberOrder, Order, channels};
+use super::inbox::{Inboxes, MemberOrder, Order, Queued, channels};
 use crate::gateway::bot_commands::{BotCommand, MemberRequest, Presence, VoiceState};
 use crate::gateway::members::Members;
 
@@ -70,7 +70,7 @@ pub const QUEUE_PER_SHARD: usize = 512;
 /// counted (`shardset_worker_commands_total`).
 #[derive(Clone)]
 pub struct Commands {
-    shards: Arc<BTreeMap<u32, mpsc::Sender<Order>>>,
+    shards: Arc<BTreeMap<u32, mpsc::Sender<Queued>>>,
     total: u32,
     config: CommandConfig,
 }
@@ -266,6 +266,7 @@ impl Commands {
             .shards
             .get(&shard)
             .ok_or(CommandError::UnknownShard { shard })?;
+        let order = Box::new(order);
         if order.detached {
             // The shard drains its queue only after this dispatch: no waiting for room.
             return sender.try_send(order).map_err(|e| match e {

@@ -233,7 +233,9 @@ impl<'a, H: Handler> Runner<'a, H> {
             // (`worker/fence.rs`), and the machine, seeing it closed, would reconnect and resume
             // without the lease.
             if self.slot.lease_lost_flag.load(Ordering::Acquire) {
-                return self.give_up_session().await;
+                // Boxed, as every rare future here: inline, the largest of them sets the size
+                // of every shard's task for its whole life.
+                return Box::pin(self.give_up_session()).await;
             }
             // Carry out the actions; they may produce more inputs (connect results).
             let mut i = 0;
@@ -310,7 +312,8 @@ impl<'a, H: Handler> Runner<'a, H> {
                     self.bus_room = None;
                     debug!(shard_id = self.shard, "the bus has room again: reading on");
                     match self.connect_after_pause.take() {
-                        Some(target) => vec![self.connect(target).await],
+                        // Boxed: a WebSocket handshake's state is kilobytes.
+                        Some(target) => vec![Box::pin(self.connect(target)).await],
                         None => Vec::new(),
                     }
                 }
