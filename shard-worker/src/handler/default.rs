@@ -126,7 +126,12 @@ impl Handler for DefaultHandler {
             .apply(dispatch.shard, dispatch.event, dispatch.data);
         if let Some(forwarder) = &self.forwarder {
             forwarder
-                .forward(dispatch.shard, dispatch.seq, forward_body(&dispatch))
+                .forward(
+                    dispatch.shard,
+                    dispatch.session_id,
+                    dispatch.seq,
+                    forward_body(&dispatch),
+                )
                 .await;
         }
         if dispatch.active

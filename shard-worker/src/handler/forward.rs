@@ -6,13 +6,13 @@
 //! is tried again with backoff ([`FIRST_RETRY`] doubling to [`LONGEST_RETRY`]), for as long as it
 //! takes, and the ones behind it wait (order is kept); every retry is counted
 //! (`shardset_worker_forward_retries_total`). A dispatch counts as settled only once the endpoint
-//! answered it: [`Forwarder::settled`] tells checkpoints how far a shard may be saved, so a pod
-//! that dies with dispatches still queued resumes from before them and the endpoint gets them all.
+//! answered it: [`Forwarder::settled`] tells checkpoints how far a shard's current session may be
+//! saved (what is queued is kept by session and seq: `pending.rs`), so a pod that dies with
+//! dispatches still queued resumes from before them and the endpoint gets them all.
 //! Only shutdown ends the retries: a dispatch that then fails, and every one behind it, is left
 //! unsettled (the final save stops before it, so the next owner replays it) and the queue is
 //! emptied without sending, so that no shard stays blocked on it.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +21,8 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::warn;
+
+use super::pending::{Pending as Queued, Ticket};
 
 /// Dispatches waiting to be sent.
 const QUEUE: usize = 1024;
@@ -31,13 +33,12 @@ pub const LONGEST_RETRY: Duration = Duration::from_secs(5);
 
 /// One queued dispatch.
 struct Item {
-    shard: u32,
-    seq: u64,
+    ticket: Ticket,
     body: Vec<u8>,
 }
 
-/// Seqs queued but not yet answered, per shard, in order.
-type Pending = Arc<Mutex<HashMap<u32, VecDeque<u64>>>>;
+/// Dispatches queued but not yet answered, per shard and session.
+type Pending = Arc<Mutex<Queued>>;
 
 /// The sending half and its task; clone-free, shared by the handler.
 #[derive(Debug)]
@@ -54,8 +55,7 @@ pub struct Forwarder {
 impl std::fmt::Debug for Item {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Item")
-            .field("shard", &self.shard)
-            .field("seq", &self.seq)
+            .field("ticket", &self.ticket)
             .finish_non_exhaustive()
     }
 }
@@ -106,39 +106,26 @@ impl Forwarder {
         }
     }
 
-    /// Queues the body of dispatch `seq` of `shard`, waiting while the queue is full
-    /// (backpressure).
-    pub async fn forward(&self, shard: u32, seq: u64, body: Vec<u8>) {
-        lock(&self.pending).entry(shard).or_default().push_back(seq);
+    /// Queues the body of dispatch `seq` of `shard`'s session `session`, waiting while the
+    /// queue is full (backpressure).
+    pub async fn forward(&self, shard: u32, session: Option<&str>, seq: u64, body: Vec<u8>) {
+        let ticket = lock(&self.pending).push(shard, session, seq);
         // An error means the task is gone (shutdown): the dispatch stays unsettled.
-        let _ = self.tx.send(Item { shard, seq, body }).await;
+        let _ = self.tx.send(Item { ticket, body }).await;
     }
 
-    /// The seq up to which `shard`'s dispatches reached the endpoint, given that the handler
-    /// finished up to `handled`: just before the oldest one still queued or in flight.
+    /// The seq up to which `shard`'s current session reached the endpoint, given that the
+    /// handler finished up to `handled`: just before its oldest dispatch still queued or in
+    /// flight (`pending.rs`).
     pub fn settled(&self, shard: u32, handled: u64) -> u64 {
-        match lock(&self.pending).get(&shard).and_then(|q| q.front()) {
-            Some(&oldest) => handled.min(oldest.saturating_sub(1)),
-            None => handled,
-        }
+        lock(&self.pending).settled(shard, handled)
     }
 }
 
-fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, HashMap<u32, VecDeque<u64>>> {
+fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, Queued> {
     pending
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// `seq` of `shard` reached the endpoint.
-fn settle(pending: &Pending, shard: u32, seq: u64) {
-    let mut pending = lock(pending);
-    if let Some(queue) = pending.get_mut(&shard) {
-        queue.retain(|&s| s != seq);
-        if queue.is_empty() {
-            pending.remove(&shard);
-        }
-    }
 }
 
 /// The wait before try number `tries + 1` of one dispatch: [`FIRST_RETRY`] doubling, at most
@@ -168,7 +155,7 @@ impl Sender {
             .unwrap_or_default();
         let mut undelivered = 0;
         let mut given_up = false;
-        while let Some(Item { shard, seq, body }) = rx.recv().await {
+        while let Some(Item { ticket, body }) = rx.recv().await {
             if given_up || !self.deliver(&http, body).await {
                 // Shutdown: left unsettled (replayed by the next owner), and so is every
                 // dispatch behind it (order); the queue still empties, so no shard stays blocked.
@@ -176,7 +163,7 @@ impl Sender {
                 undelivered += 1;
                 continue;
             }
-            settle(&self.pending, shard, seq);
+            lock(&self.pending).settle(ticket);
         }
         undelivered
     }
@@ -231,14 +218,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_new_sessions_dispatches_queued_behind_the_old_ones_are_not_settled() {
+        // Nothing listens: nothing is delivered. Session one's 11 and 12 are queued, then the
+        // shard identified again (op 9 `false`) and session two's READY (seq 1) is queued.
+        let (_shutdown, shutdown_rx) = watch::channel(false);
+        let forwarder = Forwarder::spawn("http://127.0.0.1:9/none".into(), shutdown_rx);
+        forwarder.forward(0, Some("one"), 11, b"{}".to_vec()).await;
+        forwarder.forward(0, Some("one"), 12, b"{}".to_vec()).await;
+        forwarder.forward(0, Some("two"), 1, b"{}".to_vec()).await;
+        assert_eq!(
+            forwarder.settled(0, 1),
+            0,
+            "session two's seq 1 did not reach the endpoint: a checkpoint must not claim it"
+        );
+    }
+
+    #[tokio::test]
     async fn only_answered_dispatches_are_settled_and_shutdown_ends_the_retries() {
         // Nothing listens there: every post fails, and is retried until shutdown.
         let (shutdown, shutdown_rx) = watch::channel(false);
         let forwarder = Forwarder::spawn("http://127.0.0.1:9/none".into(), shutdown_rx);
         assert_eq!(forwarder.settled(0, 10), 10, "nothing queued: all handled");
-        forwarder.forward(0, 11, b"{}".to_vec()).await;
-        forwarder.forward(0, 12, b"{}".to_vec()).await;
-        forwarder.forward(1, 5, b"{}".to_vec()).await;
+        forwarder.forward(0, Some("a"), 11, b"{}".to_vec()).await;
+        forwarder.forward(0, Some("a"), 12, b"{}".to_vec()).await;
+        forwarder.forward(1, Some("b"), 5, b"{}".to_vec()).await;
         assert_eq!(forwarder.settled(0, 12), 10, "before the oldest in flight");
         assert_eq!(forwarder.settled(1, 5), 4);
         assert_eq!(forwarder.settled(2, 7), 7, "another shard is not held back");

@@ -17,6 +17,7 @@
 pub mod default;
 pub mod forward;
 pub mod guild_cache;
+mod pending;
 
 use std::future::Future;
 use std::sync::Arc;

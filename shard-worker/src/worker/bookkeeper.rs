@@ -136,8 +136,13 @@ async fn tend(
         (&snapshot.session, &snapshot.lease_owner, snapshot.finalized)
     {
         let seq = settled(slot.shard, slot.handled_seq());
-        let changed = w.session.as_ref() != Some(&(session.clone(), seq));
-        if changed && due(w.checkpoint_at, config.checkpoint_every) {
+        if checkpoint_due(
+            w.session.as_ref(),
+            (session, seq),
+            w.checkpoint_at,
+            now,
+            config.checkpoint_every,
+        ) {
             let record = SessionRecord {
                 session_id: session.session_id.clone(),
                 seq,
@@ -231,6 +236,30 @@ async fn tend(
     }
 }
 
+/// Whether to checkpoint `session` at `seq` now, given what was last written (`written`) and
+/// when (`written_at`). The same session moved on waits for `every` since the last write. A
+/// session not written yet goes at once: until its record exists, the record still names the
+/// session before it (ended by Discord: op 9, 4007, 4009, or a Resume refused), so a crash would
+/// leave the successor resuming a dead session, then identifying, and nobody could ever resume
+/// the new one: everything written to it and not yet handled would be lost. So does a session
+/// written at seq 0 once its seq moved: a Resume replays what followed the seq, never the READY
+/// (gateway.mdx, "Resuming"), so until a record passes the READY a crash loses it.
+fn checkpoint_due(
+    written: Option<&(LiveSession, u64)>,
+    (session, seq): (&LiveSession, u64),
+    written_at: Option<Instant>,
+    now: Instant,
+    every: Duration,
+) -> bool {
+    match written {
+        Some((written, written_seq)) if written == session => {
+            *written_seq != seq
+                && (*written_seq == 0 || written_at.is_none_or(|t| now.duration_since(t) >= every))
+        }
+        _ => true,
+    }
+}
+
 /// The lease `owner` held is another's now: the shard gives its session up.
 fn give_up(board: &Board, slot: &Slot, owner: &str) {
     board.lose_lease(slot, "taken", |s| s.lease_owner.as_deref() == Some(owner));
@@ -242,4 +271,72 @@ pub fn unix_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(id: &str) -> LiveSession {
+        LiveSession {
+            session_id: id.into(),
+            resume_gateway_url: "wss://resume".into(),
+        }
+    }
+
+    #[test]
+    fn a_new_sessions_first_record_is_written_at_once() {
+        let every = Duration::from_secs(2);
+        let now = Instant::now();
+        let just_now = Some(now - Duration::from_millis(300));
+        let one = (session("one"), 480);
+        // Session one was checkpointed 300 ms ago; op 9 (not resumable), an Identify, and
+        // session two is live: its record cannot wait for the interval.
+        assert!(checkpoint_due(
+            Some(&one),
+            (&session("two"), 0),
+            just_now,
+            now,
+            every
+        ));
+        assert!(checkpoint_due(None, (&session("one"), 0), None, now, every));
+        // Written at 0 (its READY still on the way to the endpoint): the first seq past it goes
+        // at once too.
+        let two = (session("two"), 0);
+        let now_written = Some(now);
+        assert!(checkpoint_due(
+            Some(&two),
+            (&session("two"), 1),
+            now_written,
+            now,
+            every
+        ));
+    }
+
+    #[test]
+    fn the_same_session_is_checkpointed_once_per_interval_when_its_seq_moved() {
+        let every = Duration::from_secs(2);
+        let now = Instant::now();
+        let one = (session("one"), 480);
+        let recent = Some(now - Duration::from_millis(300));
+        let old = Some(now - every);
+        assert!(!checkpoint_due(
+            Some(&one),
+            (&session("one"), 490),
+            recent,
+            now,
+            every
+        ));
+        assert!(checkpoint_due(
+            Some(&one),
+            (&session("one"), 490),
+            old,
+            now,
+            every
+        ));
+        assert!(
+            !checkpoint_due(Some(&one), (&session("one"), 480), old, now, every),
+            "nothing moved"
+        );
+    }
 }
