@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help test lint unit unit-python test-tools generate check-generated cluster cluster-down images e2e demo bench bench-bus bench-gate bench-operator bench-scale bench-fake
+.PHONY: help test lint unit unit-python test-tools generate check-generated cluster cluster-down images e2e test-upgrade demo bench bench-bus bench-gate bench-operator bench-scale bench-fake
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ images: ## Build the project's images (static, FROM scratch) and kind-load them 
 
 e2e: ## Cluster tests on kind: make cluster, make images, then tests/e2e (SHARDSET_E2E=1).
 	@tests/cluster/e2e.sh
+
+test-upgrade: ## helm upgrade from the previous chart version (0.1.0, its images built once and cached) to this one on a running bot: sessions resumed, no Identify, 0 violations.
+	@tests/cluster/upgrade.sh
 
 demo: ## The no-token demo: cluster, images, operator chart + Redis, fake Discord, a ShardSet reaching Ready.
 	@tests/demo/demo.sh

@@ -79,7 +79,7 @@ pub mod tools;
 pub mod usage;
 pub mod waits;
 
-pub use crd::install_crd;
+pub use crd::{apply_crd_dir, install_crd};
 pub use namespace::{E2E_ENV, E2E_LABEL, KEEP_ENV, TestNamespace, cluster_configured};
 pub use probe::{PROBE_IMAGE, probe_pod, probe_pod_spec};
 pub use tools::{BIN_DIR_ENV, docker, helm, kubectl, tool};

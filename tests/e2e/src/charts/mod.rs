@@ -11,5 +11,5 @@ pub mod sweep;
 pub use fake::{Fake, ensure_resumed, identifies_of, live_sessions, now_ms};
 pub use stack::{
     FAKE_RELEASE, GUILDS, IDENTIFY_WINDOW_MS, LOAD, LiveLayout, MAX_CONCURRENCY, NATS_URL,
-    OPERATOR_RELEASE, Placement, Stack, StackSettings, WORKER_IMAGE,
+    OPERATOR_RELEASE, OperatorChart, Placement, Stack, StackSettings, WORKER_IMAGE, helm_install,
 };

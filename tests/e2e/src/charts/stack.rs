@@ -9,6 +9,7 @@
 //! On drop, [`Stack`] deletes the ShardSets while the operator still runs (so the finalizer can
 //! finish), then removes any finalizer left, so the namespace can always go.
 
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use crate::shardsets::{
 };
 use crate::tools::{helm_async, repo_path};
 use crate::waits::{Look, poll};
-use crate::{TestNamespace, install_crd, kubectl};
+use crate::{TestNamespace, apply_crd_dir, install_crd, kubectl};
 
 /// The operator chart's release name: its Redis Service is `shardset-operator-redis`, its metrics
 /// Service `shardset-operator-metrics`.
@@ -72,15 +73,15 @@ fn control_plane_values(prefix: &str) -> Vec<String> {
     ]
 }
 
-/// `helm upgrade --install <release> charts/<chart> --wait` in `ns`, then `sets`.
-fn helm_install(ns: &str, release: &str, chart: &str, sets: &[String]) -> Vec<String> {
+/// `helm upgrade --install <release> <chart dir> --wait` in `ns`, then `sets`.
+pub fn helm_install(ns: &str, release: &str, chart: &str, sets: &[String]) -> Vec<String> {
     let mut args: Vec<String> = [
         "--namespace",
         ns,
         "upgrade",
         "--install",
         release,
-        &repo_path(&format!("charts/{chart}")).to_string_lossy(),
+        chart,
         "--wait",
         "--timeout=3m",
     ]
@@ -88,6 +89,45 @@ fn helm_install(ns: &str, release: &str, chart: &str, sets: &[String]) -> Vec<St
     .to_vec();
     args.extend_from_slice(sets);
     args
+}
+
+/// `--set` arguments of today's operator chart for a stack in `ns`.
+fn current_operator_values(ns: &TestNamespace, settings: &StackSettings) -> Vec<String> {
+    let mut op_sets: Vec<String> = [
+        format!("--set=watchNamespace={}", ns.name),
+        "--set=redis.enabled=true".into(),
+        "--set=redis.image.repository=shardset/redis".into(),
+        "--set=redis.image.tag=dev".into(),
+        "--set=logLevel=info".into(),
+        // The ShardSets name the fake by its Service in this namespace; with its port, the
+        // operator's NetworkPolicy lets it reach the fake.
+        format!("--set=trustedApiHosts={{{FAKE_RELEASE}:8080}}"),
+    ]
+    .to_vec();
+    if settings.redis_tls {
+        op_sets.push("--set=redis.tls.enabled=true".into());
+    }
+    if settings.nats {
+        op_sets.extend([
+            "--set=nats.enabled=true".into(),
+            "--set=nats.image.repository=shardset/nats".into(),
+            "--set=nats.image.tag=dev".into(),
+        ]);
+    }
+    op_sets
+}
+
+/// `--set` arguments of a previous release's operator chart (`tag` of its images) for a stack in
+/// `ns`: what that release's demo installed (its chart's Redis, no password; no fake host to trust).
+fn previous_operator_values(ns: &TestNamespace, tag: &str) -> Vec<String> {
+    vec![
+        format!("--set=watchNamespace={}", ns.name),
+        format!("--set=image.tag={tag}"),
+        "--set=redis.enabled=true".into(),
+        "--set=redis.image.repository=shardset/redis".into(),
+        format!("--set=redis.image.tag={tag}"),
+        "--set=logLevel=info".into(),
+    ]
 }
 
 /// The operator chart, its Redis and the fake Discord chart, installed in one test namespace.
@@ -120,12 +160,39 @@ pub struct LiveLayout {
 /// The operator chart's NATS (`nats.enabled`), the bus of the bot tier's scenarios.
 pub const NATS_URL: &str = "nats://shardset-operator-nats:4222";
 
+/// Which operator chart a stack installs.
+#[derive(Debug, Clone, Default)]
+pub enum OperatorChart {
+    /// This tree's `charts/shardset-operator`, its CRD and the images `make images` built.
+    #[default]
+    Current,
+    /// A previous release (`make test-upgrade`): its chart directory (CRD included) and the tag
+    /// of its images, with the values that release knew (its schema refuses today's).
+    Previous { chart: PathBuf, tag: String },
+}
+
+impl OperatorChart {
+    /// The previous release `make test-upgrade` built and loaded (`tests/cluster/previous-release.sh`
+    /// exports `SHARDSET_PREVIOUS_CHART` and `SHARDSET_PREVIOUS_TAG`).
+    pub fn previous_from_env() -> anyhow::Result<Self> {
+        let var = |name: &str| {
+            std::env::var(name).with_context(|| format!("{name} is unset: run make test-upgrade"))
+        };
+        Ok(Self::Previous {
+            chart: PathBuf::from(var("SHARDSET_PREVIOUS_CHART")?),
+            tag: var("SHARDSET_PREVIOUS_TAG")?,
+        })
+    }
+}
+
 /// What a stack is made of beyond its defaults: where its pods go, the fake's timing and size,
 /// and whose logs are followed. [`Stack::install`] takes the defaults above; a benchmark at
 /// scale sets its own ([`Stack::install_with`]).
 #[derive(Debug, Clone)]
 pub struct StackSettings {
     pub placement: Placement,
+    /// Today's operator chart, or a previous release's.
+    pub operator_chart: OperatorChart,
     /// The operator chart's NATS too ([`NATS_URL`]).
     pub nats: bool,
     /// The chart's Redis serves TLS only (`redis.tls.enabled`, its CA generated by the chart);
@@ -151,6 +218,7 @@ impl Default for StackSettings {
     fn default() -> Self {
         Self {
             placement: Placement::Anywhere,
+            operator_chart: OperatorChart::Current,
             nats: false,
             redis_tls: false,
             identify_window_ms: IDENTIFY_WINDOW_MS,
@@ -203,29 +271,18 @@ impl<'a> Stack<'a> {
         };
         let token = fresh_token();
         put_token(ns, TOKEN_SECRET, &token).await?;
-        install_crd()?;
-
-        let mut op_sets: Vec<String> = [
-            format!("--set=watchNamespace={}", ns.name),
-            "--set=redis.enabled=true".into(),
-            "--set=redis.image.repository=shardset/redis".into(),
-            "--set=redis.image.tag=dev".into(),
-            "--set=logLevel=info".into(),
-            // The ShardSets name the fake by its Service in this namespace; with its port, the
-            // operator's NetworkPolicy lets it reach the fake.
-            format!("--set=trustedApiHosts={{{FAKE_RELEASE}:8080}}"),
-        ]
-        .to_vec();
-        if settings.redis_tls {
-            op_sets.push("--set=redis.tls.enabled=true".into());
-        }
-        if settings.nats {
-            op_sets.extend([
-                "--set=nats.enabled=true".into(),
-                "--set=nats.image.repository=shardset/nats".into(),
-                "--set=nats.image.tag=dev".into(),
-            ]);
-        }
+        let (operator_chart, mut op_sets) = match &settings.operator_chart {
+            OperatorChart::Current => {
+                install_crd()?;
+                let chart = repo_path("charts/shardset-operator");
+                (chart, current_operator_values(ns, settings))
+            }
+            OperatorChart::Previous { chart, tag } => {
+                // That release's CRD, as its first `helm install` would have put it.
+                apply_crd_dir(&chart.join("crds"))?;
+                (chart.clone(), previous_operator_values(ns, tag))
+            }
+        };
         let mut fake_sets: Vec<String> = [
             // The fake reads the token from the same Secret as the ShardSet: it never appears in
             // helm's values.
@@ -250,13 +307,13 @@ impl<'a> Stack<'a> {
             helm_async(helm_install(
                 &ns.name,
                 OPERATOR_RELEASE,
-                "shardset-operator",
+                &operator_chart.to_string_lossy(),
                 &op_sets
             )),
             helm_async(helm_install(
                 &ns.name,
                 FAKE_RELEASE,
-                "fake-discord",
+                &repo_path("charts/fake-discord").to_string_lossy(),
                 &fake_sets
             ))
         );
