@@ -130,15 +130,13 @@ fn records_live_session(
 
 /// Worker `index`'s spec: shards `index * PER_WORKER ..` of [`SHARDS`], forwarding to `url`.
 fn spec(s: &Scenario, index: u32, generation: u32, url: &str) -> common::worker::WorkerSpec {
-    let first = index * PER_WORKER;
-    let mut spec = s.spec(
+    s.forwarding_worker(
         &format!("chaos-{index}-{generation}"),
-        first,
-        first + PER_WORKER - 1,
+        index,
+        PER_WORKER,
         SHARDS,
-    );
-    spec.forward_url = Some(url.to_owned());
-    spec
+        url,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

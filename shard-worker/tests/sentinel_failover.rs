@@ -68,15 +68,14 @@ fn invalidate(s: &Scenario, shards: &[u32]) {
 }
 
 fn spec(s: &Scenario, index: u32, redis_url: &str, forward_url: &str) -> WorkerSpec {
-    let first = index * PER_WORKER;
-    let mut spec = s.spec(
+    let mut spec = s.forwarding_worker(
         &format!("sentinel-{index}"),
-        first,
-        first + PER_WORKER - 1,
+        index,
+        PER_WORKER,
         SHARDS,
+        forward_url,
     );
     redis_url.clone_into(&mut spec.redis_url);
-    spec.forward_url = Some(forward_url.to_owned());
     spec
 }
 

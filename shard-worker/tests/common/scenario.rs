@@ -69,6 +69,22 @@ impl Scenario {
         }
     }
 
+    /// Worker `index` of equal workers of `per_worker` shards each (shards `index * per_worker..`
+    /// of `total`), forwarding its dispatches to `forward_url`.
+    pub fn forwarding_worker(
+        &self,
+        pod: &str,
+        index: u32,
+        per_worker: u32,
+        total: u32,
+        forward_url: &str,
+    ) -> WorkerSpec {
+        let first = index * per_worker;
+        let mut spec = self.spec(pod, first, first + per_worker - 1, total);
+        spec.forward_url = Some(forward_url.to_owned());
+        spec
+    }
+
     /// Identifies the fake accepted for `shard`.
     pub fn accepted_identifies(&self, shard: u32) -> usize {
         self.fake
