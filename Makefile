@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help test lint unit unit-python test-tools generate check-generated cluster cluster-down images e2e test-upgrade demo bench bench-bus bench-gate bench-operator bench-scale bench-fake
+.PHONY: help test lint unit unit-python test-tools generate check-generated cluster cluster-down images e2e test-upgrade demo bench bench-bus bench-gate bench-operator bench-operator-scale bench-scale bench-fake
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -58,6 +58,11 @@ bench-operator: ## Benchmark on kind: kubectl apply of a 100-pod ShardSet -> all
 	SHARDSET_E2E=1 SHARDSET_BENCH=1 \
 	SHARDSET_OPERATOR_BIN="$${CARGO_TARGET_DIR:-$(CURDIR)/target}/x86_64-unknown-linux-musl/release/shardset-operator" \
 	$(CARGO) test -q -p shardset-e2e --test operator_bench -- --nocapture
+
+bench-operator-scale: ## Benchmark on kind: the operator at scale, 20 ShardSets x 64 shards at 16 per pod (80 pods), one fake per bot, the chart's Redis -> reconcile p50/p99, operator memory, API requests/min at rest (lines operator-scale: ...). SHARDSET_OPSCALE_SHARDSETS=20 etc.
+	@set -e; eval "$$(tests/cluster/up.sh)"; tests/cluster/images.sh; \
+	SHARDSET_E2E=1 SHARDSET_BENCH=1 \
+	$(CARGO) test -q -p shardset-e2e --test scale_bench -- --nocapture bench_operator_scale
 
 bench-scale: ## Benchmark on kind: fresh operator chart + Redis, the fake at a 1 s Identify window; a 1,024-shard ShardSet at 8 per pod -> all READY against the minimum (last line: bench-scale: ...). SHARDSET_SCALE_WINDOW_MS=250 etc.
 	@set -e; eval "$$(tests/cluster/up.sh)"; tests/cluster/images.sh; \

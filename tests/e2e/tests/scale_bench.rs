@@ -10,6 +10,11 @@
 //! the workers. Prints the figures, then one line (see [`summary_line`]); asserts nothing about
 //! them.
 //!
+//! `make bench-operator-scale` ([`bench_operator_scale`]) is the operator at scale (issue 16): many
+//! ShardSets in one namespace, each its own bot on its own fake (a fake serves one bot), all on
+//! the chart's Redis; it prints the operator's reconcile latency (p50/p99), memory and API
+//! requests per minute at rest, one line per figure (`operator-scale: ...`).
+//!
 //! Settings (environment): `SHARDSET_SCALE_SHARDS` (1024), `SHARDSET_SCALE_PER_POD` (8),
 //! `SHARDSET_SCALE_WINDOW_MS` (1000), `SHARDSET_SCALE_CONCURRENCY` (16), `SHARDSET_SCALE_STEADY_S`
 //! (30: how long steady state is watched). `SHARDSET_BENCH_LINE_FILE`: write the final line there
@@ -20,6 +25,7 @@
 //! bot must share it), so the bench measures what users get.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -31,6 +37,7 @@ use shardset_e2e::TestNamespace;
 use shardset_e2e::background::Recorder;
 use shardset_e2e::charts::{Stack, StackSettings, live_sessions, now_ms};
 use shardset_e2e::metrics::Metrics;
+use shardset_e2e::shardsets::ShardSet;
 use shardset_e2e::shardsets::{has_condition, pods_of, wait_pods, wait_shardset};
 use shardset_e2e::usage::{self, ContainerUsage};
 use shardset_e2e::waits::{Look, poll};
@@ -279,6 +286,33 @@ fn load_average() -> String {
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// Waits for an operator replica of `stack` to lead; its metrics then, and its pod's name (the
+/// Lease's holder).
+async fn leading(stack: &Stack<'_>) -> anyhow::Result<(Metrics, String)> {
+    let metrics = poll(
+        "an operator replica leading",
+        Duration::from_secs(120),
+        Duration::from_millis(500),
+        || async {
+            Ok(match stack.leader_metrics().await {
+                Ok(m) if m.leader() => Look::Done(m),
+                Ok(_) => Look::NotYet("no leader yet".into()),
+                Err(e) => Look::NotYet(format!("{e:#}")),
+            })
+        },
+    )
+    .await?;
+    let leader = stack
+        .ns
+        .api::<k8s_openapi::api::coordination::v1::Lease>()
+        .get(shardset_e2e::charts::OPERATOR_RELEASE)
+        .await?
+        .spec
+        .and_then(|s| s.holder_identity)
+        .context("the Lease has no holder")?;
+    Ok((metrics, leader))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_scale() -> anyhow::Result<()> {
     if std::env::var("SHARDSET_BENCH").as_deref() != Ok("1") {
@@ -309,26 +343,7 @@ async fn bench_scale() -> anyhow::Result<()> {
         ..StackSettings::default()
     };
     let stack = Stack::install_with(&ns, &settings).await?;
-    let operator_before = poll(
-        "an operator replica leading",
-        Duration::from_secs(120),
-        Duration::from_millis(500),
-        || async {
-            Ok(match stack.leader_metrics().await {
-                Ok(m) if m.leader() => Look::Done(m),
-                Ok(_) => Look::NotYet("no leader yet".into()),
-                Err(e) => Look::NotYet(format!("{e:#}")),
-            })
-        },
-    )
-    .await?;
-    let leader = ns
-        .api::<k8s_openapi::api::coordination::v1::Lease>()
-        .get(shardset_e2e::charts::OPERATOR_RELEASE)
-        .await?
-        .spec
-        .and_then(|s| s.holder_identity)
-        .context("the Lease has no holder")?;
+    let (operator_before, leader) = leading(&stack).await?;
     let redis_forward = stack.redis_forward().await?;
     let mut redis = stack.redis_connection(&redis_forward).await?;
     let redis_before = redis_reading(&mut redis).await?;
@@ -627,6 +642,218 @@ async fn bench_scale() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `q` quantile (0..1) of the reconciles between two readings of the operator's
+/// `reconcile_duration_seconds` histogram, in ms, interpolated within its bucket as Prometheus's
+/// `histogram_quantile` does (so no finer than the buckets: 5, 10, 25, 50, 100, 250 ms...).
+fn reconcile_quantile_ms(from: &Metrics, to: &Metrics, q: f64) -> f64 {
+    let prefix = "shardset_operator_reconcile_duration_seconds_bucket{le=\"";
+    let mut buckets: Vec<(f64, f64)> = to
+        .series_where(|k| k.starts_with(prefix))
+        .into_iter()
+        .filter_map(|(series, n)| {
+            let le = series.strip_prefix(prefix)?.strip_suffix("\"}")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, n - from.get(&series)))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let Some(&(_, total)) = buckets.last() else {
+        return f64::NAN;
+    };
+    if total <= 0.0 {
+        return f64::NAN;
+    }
+    let rank = q * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for (le, count) in buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return 1000.0 * lower;
+            }
+            let within = (count - below).max(f64::MIN_POSITIVE);
+            return 1000.0 * (lower + (le - lower) * (rank - below) / within);
+        }
+        (lower, below) = (le, count);
+    }
+    f64::NAN
+}
+
+/// Benchmark (`make bench-operator-scale`): the operator at scale (issue 16). A fresh operator
+/// chart with its Redis, `SHARDSET_OPSCALE_SHARDSETS` (20) fakes, then `kubectl apply` of as many
+/// ShardSets of `SHARDSET_OPSCALE_SHARDS` (64) shards at `SHARDSET_OPSCALE_PER_POD` (16) per pod,
+/// one per fake (80 pods in all). It waits for all pods created and every ShardSet
+/// `Ready=True`, then watches the operator at rest for `SHARDSET_OPSCALE_REST_S` (120 s, two
+/// resyncs of the chart's 60 s). Prints one line per figure; asserts nothing about them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_operator_scale() -> anyhow::Result<()> {
+    if std::env::var("SHARDSET_BENCH").as_deref() != Ok("1") {
+        eprintln!(
+            "SKIPPED bench_operator_scale: a benchmark; run `make bench-operator-scale` (SHARDSET_BENCH=1)"
+        );
+        return Ok(());
+    }
+    let shardsets = env_u32("SHARDSET_OPSCALE_SHARDSETS", 20);
+    let shards = env_u32("SHARDSET_OPSCALE_SHARDS", 64);
+    let per_pod = env_u32("SHARDSET_OPSCALE_PER_POD", 16);
+    let at_rest = Duration::from_secs(env_u32("SHARDSET_OPSCALE_REST_S", 120).into());
+    let pods = shardsets * shards.div_ceil(per_pod);
+    let Some(ns) = TestNamespace::new("opscale-bench").await else {
+        return Ok(());
+    };
+    ensure_room(&ns.client, pods + STACK_PODS + shardsets - 1).await?;
+    let load_before = load_average();
+    let settings = StackSettings {
+        identify_window_ms: 1000,
+        max_concurrency: 16,
+        guilds: shards * 4,
+        heartbeat_interval_ms: 41_250,
+        fake_values: vec!["--set=resources.requests.cpu=5m".into()],
+        worker_logs: false,
+        extra_fakes: shardsets - 1,
+        ..StackSettings::default()
+    };
+    let stack = Stack::install_with(&ns, &settings).await?;
+    let (before, leader) = leading(&stack).await?;
+    let leader_prefix = format!("{leader}/");
+
+    let applied_at = Instant::now();
+    for n in 0..shardsets {
+        stack
+            .shardset(&format!("bot{n}"), shards, per_pod)
+            .api_url(&Stack::fake_api_url(n))
+            .pod(
+                "resources",
+                json!({"requests": {"cpu": "5m", "memory": "24Mi"}}),
+            )
+            .apply(&ns)?;
+    }
+    let peak_memory = AtomicU64::new(0);
+    let pods_api = ns.api::<Pod>();
+    let workers = ListParams::default().labels("shardset.io/shardset");
+    poll(
+        "every worker pod created",
+        Duration::from_secs(600),
+        Duration::from_millis(250),
+        || async {
+            let n = pods_api.list_metadata(&workers).await?.items.len() as u32;
+            Ok(if n >= pods {
+                Look::Done(())
+            } else {
+                Look::NotYet(format!("{n} of {pods} pods"))
+            })
+        },
+    )
+    .await?;
+    let pods_created_s = applied_at.elapsed().as_secs_f64();
+    let shardset_api = ns.api::<ShardSet>();
+    poll(
+        "every ShardSet Ready",
+        Duration::from_secs(900),
+        Duration::from_secs(1),
+        || async {
+            if let Ok(usage) = usage::containers(&ns.client, &ns.name).await {
+                let reading = UsageReading {
+                    at_s: 0.0,
+                    containers: usage,
+                };
+                peak_memory.fetch_max(
+                    reading.of(&leader_prefix).working_set_bytes,
+                    Ordering::Relaxed,
+                );
+            }
+            let ready = shardset_api
+                .list(&ListParams::default())
+                .await?
+                .items
+                .iter()
+                .filter(|ss| has_condition(ss, "Ready", "True", "AllShardsReady"))
+                .count() as u32;
+            Ok(if ready >= shardsets {
+                Look::Done(())
+            } else {
+                Look::NotYet(format!("{ready} of {shardsets} ShardSets Ready"))
+            })
+        },
+    )
+    .await?;
+    let all_ready_s = applied_at.elapsed().as_secs_f64();
+    let ready = stack.leader_metrics().await?;
+
+    // At rest: every ShardSet Ready, nothing to change; the operator only resyncs.
+    let rest_from = (
+        stack.leader_metrics().await?,
+        UsageReading {
+            at_s: applied_at.elapsed().as_secs_f64(),
+            containers: usage::containers(&ns.client, &ns.name).await?,
+        },
+    );
+    tokio::time::sleep(at_rest).await; // the measuring window itself, not a wait for an event
+    let rest_to = stack.leader_metrics().await?;
+    let usage_rest = UsageReading {
+        at_s: applied_at.elapsed().as_secs_f64(),
+        containers: usage::containers(&ns.client, &ns.name).await?,
+    };
+    let load_after = load_average();
+
+    let start = OperatorSpan {
+        from: &before,
+        to: &ready,
+    };
+    let rest = OperatorSpan {
+        from: &rest_from.0,
+        to: &rest_to,
+    };
+    let rest_s = at_rest.as_secs_f64();
+    let rest_requests = rest.requests_by_verb();
+    let memory = usage_rest.of(&leader_prefix).working_set_bytes;
+    println!();
+    println!(
+        "operator-scale: shape {shardsets} ShardSets x {shards} shards at {per_pod} per pod = {pods} pods, one fake Discord per bot (1,000 ms window, max_concurrency 16), the chart's Redis; load average before {load_before}, after {load_after} ({} cores)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("operator-scale: pods_created_s={pods_created_s:.2}");
+    println!("operator-scale: all_ready_s={all_ready_s:.2}");
+    println!(
+        "operator-scale: reconcile_start_p50_ms={:.1} reconcile_start_p99_ms={:.1} ({:.0} reconciles, apply to all Ready)",
+        reconcile_quantile_ms(&before, &ready, 0.5),
+        reconcile_quantile_ms(&before, &ready, 0.99),
+        start.reconciles()
+    );
+    println!(
+        "operator-scale: reconcile_rest_p50_ms={:.1} reconcile_rest_p99_ms={:.1} ({:.0} reconciles in {rest_s:.0} s at rest)",
+        reconcile_quantile_ms(&rest_from.0, &rest_to, 0.5),
+        reconcile_quantile_ms(&rest_from.0, &rest_to, 0.99),
+        rest.reconciles()
+    );
+    println!(
+        "operator-scale: operator_memory_mib={:.1} (peak while starting {:.1})",
+        memory as f64 / MIB,
+        peak_memory.load(Ordering::Relaxed).max(memory) as f64 / MIB
+    );
+    println!(
+        "operator-scale: api_requests_per_min_at_rest={:.1} ({}; leases apart)",
+        60.0 * rest_requests.values().sum::<f64>() / rest_s,
+        verbs(&rest_requests)
+    );
+    println!(
+        "operator-scale: lists_at_rest={:.0} writes_at_rest={:.0} (per reconcile: {:.2} LISTs, {:.2} writes)",
+        rest.delta(Metrics::lists),
+        rest.writes(),
+        rest.delta(Metrics::lists) / rest.reconciles().max(1.0),
+        rest.writes() / rest.reconciles().max(1.0)
+    );
+    println!(
+        "operator-scale: operator_cpu_at_rest_percent={:.2}",
+        usage_rest.cpu_percent_since(&rest_from.1, &leader_prefix)
+    );
+    drop(stack);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -646,6 +873,25 @@ mod tests {
             summary_line(&s, 74.0, 63.4, 0, 6.5),
             "bench-scale: shards=1024 pods=128 window_ms=1000 all_ready_s=74.00 minimum_s=63.40 ratio=1.167 violations=0 pods_created_s=6.50"
         );
+    }
+
+    #[test]
+    fn reconcile_quantiles_interpolate_within_the_buckets() {
+        let at = |counts: [u32; 4]| {
+            Metrics::parse(&format!(
+                "shardset_operator_reconcile_duration_seconds_bucket{{le=\"0.01\"}} {}\n\
+                 shardset_operator_reconcile_duration_seconds_bucket{{le=\"0.05\"}} {}\n\
+                 shardset_operator_reconcile_duration_seconds_bucket{{le=\"0.1\"}} {}\n\
+                 shardset_operator_reconcile_duration_seconds_bucket{{le=\"+Inf\"}} {}\n",
+                counts[0], counts[1], counts[2], counts[3]
+            ))
+        };
+        let (from, to) = (at([5, 5, 5, 5]), at([5, 105, 205, 205]));
+        // 200 new reconciles: 100 in (10, 50] ms, 100 in (50, 100] ms.
+        assert!((reconcile_quantile_ms(&from, &to, 0.5) - 50.0).abs() < 1e-9);
+        assert!((reconcile_quantile_ms(&from, &to, 0.25) - 30.0).abs() < 1e-9);
+        assert!((reconcile_quantile_ms(&from, &to, 0.99) - 99.0).abs() < 1e-9);
+        assert!(reconcile_quantile_ms(&from, &from, 0.5).is_nan(), "none");
     }
 
     #[test]

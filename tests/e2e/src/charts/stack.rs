@@ -37,6 +37,8 @@ pub const OPERATOR_RELEASE: &str = "shardset-operator";
 pub const REDIS_SECRET: &str = "shardset-operator-redis";
 /// The fake Discord chart's release name, also its Service name.
 pub const FAKE_RELEASE: &str = "fake-discord";
+/// The fake chart's default application id; the extra fakes' bots follow it.
+const FAKE_APPLICATION_ID: u64 = 1_311_000_000_000_000_000;
 /// The worker image `make images` builds.
 pub const WORKER_IMAGE: &str = "shardset/shard-worker:dev";
 /// Guilds the fake's bot is in.
@@ -99,9 +101,15 @@ fn current_operator_values(ns: &TestNamespace, settings: &StackSettings) -> Vec<
         "--set=redis.image.repository=shardset/redis".into(),
         "--set=redis.image.tag=dev".into(),
         "--set=logLevel=info".into(),
-        // The ShardSets name the fake by its Service in this namespace; with its port, the
-        // operator's NetworkPolicy lets it reach the fake.
-        format!("--set=trustedApiHosts={{{FAKE_RELEASE}:8080}}"),
+        // The ShardSets name the fakes by their Services in this namespace; with their port, the
+        // operator's NetworkPolicy lets the workers reach them.
+        format!(
+            "--set=trustedApiHosts={{{}}}",
+            (0..=settings.extra_fakes)
+                .map(|n| format!("{}:8080", fake_release(n)))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
     ]
     .to_vec();
     if settings.redis_tls {
@@ -212,6 +220,19 @@ pub struct StackSettings {
     /// stack's own pods (operator, Redis, fake), not the workers': hundreds of log streams
     /// through the API server would load what a benchmark measures.
     pub worker_logs: bool,
+    /// Fake Discords besides [`FAKE_RELEASE`], each another bot (one ShardSet per bot, and a fake
+    /// serves one bot: its buckets and budget are that bot's): `fake-discord-<n>` for n from 1,
+    /// with the same token and settings, trusted by the operator ([`Stack::fake_api_url`]).
+    pub extra_fakes: u32,
+}
+
+/// The release of the extra fake `n` (0: the stack's own).
+pub fn fake_release(n: u32) -> String {
+    if n == 0 {
+        FAKE_RELEASE.to_owned()
+    } else {
+        format!("{FAKE_RELEASE}-{n}")
+    }
 }
 
 impl Default for StackSettings {
@@ -227,6 +248,7 @@ impl Default for StackSettings {
             heartbeat_interval_ms: 5000,
             fake_values: Vec::new(),
             worker_logs: true,
+            extra_fakes: 0,
         }
     }
 }
@@ -319,6 +341,22 @@ impl<'a> Stack<'a> {
         );
         op.context("helm install charts/shardset-operator")?;
         fake.context("helm install charts/fake-discord")?;
+        let extra = (1..=settings.extra_fakes).map(|n| {
+            let mut sets = fake_sets.clone();
+            sets.push(format!(
+                "--set-string=applicationId={}",
+                FAKE_APPLICATION_ID + u64::from(n)
+            ));
+            let release = fake_release(n);
+            async move {
+                helm_async(helm_install(&ns.name, &release, "fake-discord", &sets))
+                    .await
+                    .with_context(|| format!("helm install charts/fake-discord as {release}"))
+            }
+        });
+        for installed in futures_util::future::join_all(extra).await {
+            installed?;
+        }
 
         Ok(Self {
             ns,
@@ -349,6 +387,11 @@ impl<'a> Stack<'a> {
         } else {
             manifest
         }
+    }
+
+    /// The REST base of fake `n` ([`StackSettings::extra_fakes`]; 0: the stack's own).
+    pub fn fake_api_url(n: u32) -> String {
+        format!("http://{}:8080/api", fake_release(n))
     }
 
     /// Applies `shardset` and waits until its layout serves alone ([`Stack::wait_layout`]).
