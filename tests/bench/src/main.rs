@@ -13,6 +13,8 @@
 //!    parse + handler), at each `--load-rate`.
 //! 4. [`bus`]: the worker's dispatches per CPU-second publishing to a local `nats-server` with
 //!    acks, beside the same worker handling the same load in process.
+//! 5. [`scaling`]: one process of each client at 1, 64, 256 and 1,024 shards: RSS, CPU to READY
+//!    and CPU at rest (the scaling curve).
 //!
 //! **Compression.** `--compression` (env `GATEWAY_COMPRESSION`) lists the transport compressions
 //! to compare, `zstd-stream,zlib-stream` by default: memory and throughput run once for each, the
@@ -23,8 +25,10 @@
 mod bus;
 mod clients;
 mod cold;
+mod held;
 mod memory;
 mod report;
+mod scaling;
 mod throughput;
 
 use std::path::PathBuf;
@@ -45,7 +49,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "cold,memory,throughput,bus"
+        default_value = "cold,memory,throughput,bus,scaling"
     )]
     only: Vec<String>,
     /// Cold start: shards.
@@ -88,6 +92,12 @@ struct Args {
     /// then another publishes them to nats-server and waits for each acknowledgement).
     #[arg(long, default_value_t = 5_000)]
     bus_rate: u32,
+    /// Scaling curve: the shard counts of one process.
+    #[arg(long, value_delimiter = ',', default_value = "1,64,256,1024")]
+    scaling_shards: Vec<u32>,
+    /// Scaling curve: seconds at rest over which the CPU share is measured.
+    #[arg(long, default_value_t = 10)]
+    scaling_rest_s: u64,
     /// Use this shard-worker binary instead of the one beside this benchmark (e.g. a build with
     /// symbols, for perf).
     #[arg(long)]
@@ -157,6 +167,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.runs("bus") {
         bus::bus_path(&args, &bins, &mut redis).await?;
+    }
+    if args.runs("scaling") {
+        summary.scaling = scaling::scaling(&args, &bins, &mut redis).await?;
     }
     redis.stop().await;
     summary.print();

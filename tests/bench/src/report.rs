@@ -4,6 +4,8 @@
 
 use shardset_contract::GatewayCompression;
 
+use crate::held::Held;
+
 /// RSS per connected shard of both clients at one compression.
 pub struct Memory {
     pub compression: GatewayCompression,
@@ -36,16 +38,25 @@ impl Throughput {
     }
 }
 
+/// One point of the scaling curve: both clients holding `shards` in one process.
+pub struct Scaling {
+    pub compression: GatewayCompression,
+    pub shards: u32,
+    pub worker: Held,
+    pub twilight: Held,
+}
+
 /// Every side-by-side figure of a run.
 #[derive(Default)]
 pub struct Summary {
     pub memory: Vec<Memory>,
     pub throughput: Vec<Throughput>,
+    pub scaling: Vec<Scaling>,
 }
 
 impl Summary {
     pub fn print(&self) {
-        if self.memory.is_empty() && self.throughput.is_empty() {
+        if self.memory.is_empty() && self.throughput.is_empty() && self.scaling.is_empty() {
             return;
         }
         println!("\n== summary");
@@ -71,6 +82,32 @@ impl Summary {
                 t.ratio()
             );
         }
+        for c in &self.scaling {
+            let (w, t) = (&c.worker, &c.twilight);
+            println!(
+                "| one process, {} shards, {}: RSS / CPU to READY / CPU at rest | {:.1} MiB / {:.2} s / {:.2} % | {:.1} MiB / {:.2} s / {:.2} % | {} / {} / {} |",
+                c.shards,
+                c.compression,
+                w.rss_kib as f64 / 1024.0,
+                w.start_cpu_s,
+                w.rest_cpu_share * 100.0,
+                t.rss_kib as f64 / 1024.0,
+                t.start_cpu_s,
+                t.rest_cpu_share * 100.0,
+                ratio(w.rss_kib as f64, t.rss_kib as f64),
+                ratio(w.start_cpu_s, t.start_cpu_s),
+                ratio(w.rest_cpu_share, t.rest_cpu_share)
+            );
+        }
+    }
+}
+
+/// `a / b` with two decimals, or "—" when `b` is below what `/proc` resolves (a clock tick).
+fn ratio(a: f64, b: f64) -> String {
+    if b > 1e-6 {
+        format!("{:.2}", a / b)
+    } else {
+        "—".to_owned()
     }
 }
 
