@@ -170,6 +170,38 @@ async fn the_gate_lasts_window_plus_margin_from_the_send() {
     );
 }
 
+/// The PTTL of bucket 0's gate, in ms.
+fn gate_pttl(redis: &RedisServer) -> i64 {
+    redis.conn().pttl(Keys::new(APP).gate(0)).expect("pttl")
+}
+
+#[tokio::test]
+async fn a_gate_confirmed_at_the_answer_holds_the_small_margin_one_confirmed_at_the_send_the_send_margin()
+ {
+    // Window 1,000 ms: the send margin is 100 ms, the answer margin 25 ms.
+    let redis = warm_redis(10).await;
+    let q = queue(&redis, gate(1, 1000), "pod");
+    let in_flight = q.acquire(0, &|_| {}).await.in_flight();
+    assert!(gate_pttl(&redis) > 1_100, "in flight: connect_bound");
+    in_flight.answered().await;
+    let answered = gate_pttl(&redis);
+    assert!(
+        (1_000..=1_025).contains(&answered),
+        "answered: window + 25 ms ({answered} ms)"
+    );
+    redis
+        .conn()
+        .del::<_, ()>(Keys::new(APP).gate(0))
+        .expect("free the gate");
+    // The facade's confirm (and a failed send's): the send margin.
+    q.acquire(0, &|_| {}).await.sent().await;
+    let sent = gate_pttl(&redis);
+    assert!(
+        (1_050..=1_100).contains(&sent),
+        "sent: window + 100 ms ({sent} ms)"
+    );
+}
+
 #[tokio::test]
 async fn a_released_permit_frees_the_gate_and_returns_the_session_start() {
     let redis = warm_redis(10).await;

@@ -63,6 +63,18 @@ pub const LOST_SEGMENT_MARGIN: Duration = Duration::from_millis(300);
 /// machine the in-process fake has recorded an Identify 55 ms after the worker's send.
 pub const BUSY_HOST_MARGIN: Duration = Duration::from_millis(100);
 
+/// The margin after the gateway ANSWERED an Identify (READY, op 9, its close or drop). Discord
+/// had read the Identify by then (or never will), so the hold from that moment is already a
+/// window after its arrival, whatever delayed it on the way; what is left to cover is the gate's
+/// own timing. Redis expires keys at millisecond resolution and never early on its own clock, but
+/// after a Sentinel failover the new primary expires by ITS clock (`PEXPIRE` reaches replicas as
+/// an absolute `PEXPIREAT`), so a replica whose clock runs ahead ends the hold early by the skew:
+/// NTP-synced hosts of one cluster or region stay within a few ms (chrony's usual offset is well
+/// under 1 ms; 10 ms is a badly served host). 25 ms covers such a skew with room for timer and
+/// millisecond rounding (`TIME` in the scripts, `as_millis` here), and never exceeds the send
+/// margin (an override of [`GateConfig::with_margin`] below it lowers this too).
+pub const ANSWER_MARGIN: Duration = Duration::from_millis(25);
+
 /// The default margin for `window`: [`LOST_SEGMENT_MARGIN`] at Discord's window (and longer
 /// ones), [`BUSY_HOST_MARGIN`] at the shorter ones of a fake.
 pub fn default_margin(window: Duration) -> Duration {
@@ -80,9 +92,13 @@ pub struct GateConfig {
     pub max_concurrency: u32,
     /// Discord's Identify window (5 s; shorter only against a time-scaled fake).
     pub window: Duration,
-    /// Extra hold after the window, covering what delays an Identify between its send and its
-    /// arrival (a lost segment resent, scheduling): [`default_margin`].
+    /// Extra hold after the window for a gate confirmed at the send (the facade, a failed
+    /// send), covering what delays an Identify between its send and its arrival (a lost segment
+    /// resent, scheduling): [`default_margin`].
     pub margin: Duration,
+    /// Extra hold after the window for a gate confirmed at the gateway's answer (a shard):
+    /// [`ANSWER_MARGIN`], never above `margin`.
+    pub answer_margin: Duration,
     /// The gate's first TTL, from take to send. Kept at least `window + margin` so that losing
     /// Redis right after the send still leaves a full window.
     pub connect_bound: Duration,
@@ -103,6 +119,7 @@ impl GateConfig {
             max_concurrency: max_concurrency.max(1),
             window,
             margin,
+            answer_margin: ANSWER_MARGIN.min(margin),
             connect_bound: Self::bound_for(hold),
             reserve,
             jitter: (window / 200).max(Duration::from_millis(2)),
@@ -110,9 +127,10 @@ impl GateConfig {
     }
 
     /// The same timing with another `margin` (`IDENTIFY_MARGIN_MS`): `connect_bound` grows
-    /// with the hold if it must, and never shrinks.
+    /// with the hold if it must, and never shrinks; the answer margin follows it down only.
     pub fn with_margin(mut self, margin: Duration) -> Self {
         self.margin = margin;
+        self.answer_margin = ANSWER_MARGIN.min(margin);
         self.connect_bound = self.connect_bound.max(Self::bound_for(self.hold()));
         self
     }
@@ -122,9 +140,15 @@ impl GateConfig {
         hold + hold.max(Duration::from_secs(2))
     }
 
-    /// How long a used gate is held: window + margin.
+    /// How long a gate confirmed at the send is held: window + margin. The longest hold a used
+    /// gate gets, so waiters never sleep longer than this.
     pub fn hold(&self) -> Duration {
         self.window + self.margin
+    }
+
+    /// How long a gate confirmed at the gateway's answer is held: window + answer margin.
+    pub fn answer_hold(&self) -> Duration {
+        self.window + self.answer_margin
     }
 
     fn connect_bound(&self) -> Duration {
@@ -299,19 +323,23 @@ struct RedisPermit {
     budget: String,
     budget_period: String,
     owner: String,
-    hold: Duration,
+    /// Window + margin: the hold of a gate confirmed at the send.
+    send_hold: Duration,
+    /// Window + answer margin: the hold of a gate confirmed at the gateway's answer.
+    answer_hold: Duration,
     /// `P:gate-events` and the bucket, for the hand-off message of a release.
     events: String,
     bucket: u32,
 }
 
-impl PermitHandle for RedisPermit {
-    fn sent(self: Box<Self>) -> BoxFuture<'static, ()> {
+impl RedisPermit {
+    /// Makes the gate last `hold` from now (`confirm_gate.lua`, owner-checked).
+    fn confirm(self: Box<Self>, hold: Duration) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             let result: redis::RedisResult<i64> = CONFIRM_GATE
                 .key(&self.gate)
                 .arg(&self.owner)
-                .arg(self.hold.as_millis() as u64)
+                .arg(hold.as_millis() as u64)
                 .invoke_async(&mut self.conn.clone())
                 .await;
             match result {
@@ -327,6 +355,18 @@ impl PermitHandle for RedisPermit {
                 }
             }
         })
+    }
+}
+
+impl PermitHandle for RedisPermit {
+    fn sent(self: Box<Self>) -> BoxFuture<'static, ()> {
+        let hold = self.send_hold;
+        self.confirm(hold)
+    }
+
+    fn answered(self: Box<Self>) -> BoxFuture<'static, ()> {
+        let hold = self.answer_hold;
+        self.confirm(hold)
     }
 
     fn release(self: Box<Self>) -> BoxFuture<'static, ()> {
@@ -381,7 +421,8 @@ impl IdentifyQueue for RedisQueue {
                             budget: self.keys.budget(),
                             budget_period: self.keys.budget_period(),
                             owner,
-                            hold: self.config.hold(),
+                            send_hold: self.config.hold(),
+                            answer_hold: self.config.answer_hold(),
                             events: self.keys.gate_events(),
                             bucket,
                         };
@@ -493,8 +534,22 @@ mod tests {
             BUSY_HOST_MARGIN
         );
         // An override (IDENTIFY_MARGIN_MS) grows connect_bound with the hold.
-        let wide = discord.with_margin(Duration::from_secs(1));
+        let wide = discord.clone().with_margin(Duration::from_secs(1));
         assert_eq!(wide.connect_bound, Duration::from_millis(12_000));
+        assert_eq!(wide.answer_margin, ANSWER_MARGIN);
+    }
+
+    #[test]
+    fn an_answered_gate_holds_the_answer_margin_never_above_the_send_margin() {
+        let discord = GateConfig::new(16, Duration::from_secs(5), 0);
+        assert_eq!(discord.answer_hold(), Duration::from_millis(5_025));
+        let scaled = GateConfig::new(16, Duration::from_millis(250), 0);
+        assert_eq!(scaled.answer_hold(), Duration::from_millis(275));
+        assert_eq!(scaled.hold(), Duration::from_millis(350));
+        // An IDENTIFY_MARGIN_MS below the answer margin lowers both holds.
+        let tight = scaled.with_margin(Duration::from_millis(10));
+        assert_eq!(tight.answer_hold(), Duration::from_millis(260));
+        assert_eq!(tight.hold(), Duration::from_millis(260));
     }
 
     #[test]

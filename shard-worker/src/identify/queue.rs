@@ -69,9 +69,15 @@ pub type WaitReporter<'a> = &'a (dyn Fn(WaitReason) + Send + Sync);
 
 /// What a queue does with a permit once the shard has used it or given it up.
 pub trait PermitHandle: Send {
-    /// The Identify was used: the window runs from now (called once the gateway answered it,
-    /// see [`InFlight`], or right after the send by a client that cannot tell).
+    /// The Identify was used and sent moments ago: the window runs from now (a client that
+    /// cannot see the gateway's answer, a failed send). The hold must also cover the Identify's
+    /// trip, which may still be under way (the send margin).
     fn sent(self: Box<Self>) -> BoxFuture<'static, ()>;
+    /// The gateway answered the Identify ([`InFlight`]): it has arrived, so the hold from now
+    /// only has to cover the queue's own timing (the answer margin). Default: as [`Self::sent`].
+    fn answered(self: Box<Self>) -> BoxFuture<'static, ()> {
+        self.sent()
+    }
     /// Nothing was sent: give the window back.
     fn release(self: Box<Self>) -> BoxFuture<'static, ()>;
 }
@@ -169,7 +175,7 @@ impl InFlight {
     /// before or never will be): the window runs from now.
     pub async fn answered(mut self) {
         if let Some(handle) = self.handle.take() {
-            handle.sent().await;
+            handle.answered().await;
         }
     }
 }

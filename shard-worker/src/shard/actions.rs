@@ -96,8 +96,9 @@ impl<H: Handler> Runner<'_, H> {
                 // after some bytes left, a connection reset after the flush): count it as sent,
                 // so the window runs and the session start stays spent. Giving the gate back
                 // could let a second Identify into the bucket within 5 s. A sent one's window
-                // starts at the gateway's answer (`InFlight`); a failed one's now, as the
-                // connection it was on is broken (what had left arrived or never will).
+                // starts at the gateway's answer (`InFlight`, held window + the answer margin);
+                // a failed one's now, as the connection it was on is broken (what had left
+                // arrived or never will), held window + the send margin as no answer says so.
                 if sent {
                     self.identify_in_flight = Some(permit.in_flight());
                 } else {

@@ -64,8 +64,9 @@ struct Args {
     /// Cold start: Identify window of the fake (twilight's queue always waits 5000 ms).
     #[arg(long, default_value_t = 5_000)]
     window_ms: u64,
-    /// Cold start: the workers' `IDENTIFY_MARGIN_MS` (default: the worker's own, 2 % of the
-    /// window, at least 50 ms).
+    /// Cold start: the workers' `IDENTIFY_MARGIN_MS` (default: the worker's own, 100 ms below
+    /// 5 s; the shards hold a gate the answer margin, 25 ms, beyond the window, or this when
+    /// lower).
     #[arg(long)]
     margin_ms: Option<u64>,
     /// Cold start: the shard-worker side only (twilight's queue waits 5 s a round whatever the
