@@ -3,6 +3,7 @@
 //! - [`session`]: one shard's lifecycle as a state machine, `step(input) -> actions`.
 //! - [`opcode`]: the gateway opcodes, by name.
 //! - [`envelope`]: `op`/`s`/`t` of a payload, `d` left raw (read once, by whoever needs it).
+//! - [`field_scan`]: one top-level string field of `d` (its `id`), the rest unread.
 //! - [`commands`]: the payloads a shard sends (Heartbeat, Identify, Resume) and its gateway URL.
 //! - [`bot_commands`]: the commands a bot sends through its shards (op 3, 4, 8, raw), checked.
 //! - [`members`]: op 8's answers (GUILD_MEMBERS_CHUNK, RATE_LIMITED) gathered by nonce.
@@ -19,6 +20,7 @@ pub mod close_code;
 pub mod commands;
 pub mod compression;
 pub mod envelope;
+pub mod field_scan;
 pub mod members;
 pub mod opcode;
 pub mod ratelimit;
