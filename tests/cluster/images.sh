@@ -41,14 +41,18 @@ if ! cargo build --release --target "$TARGET" "${bins[@]}" >&2; then
   done
 fi
 
+# redis-server, and coreutils' cp: the chart's Sentinel pods copy their config into a writable
+# emptyDir with it (Sentinel rewrites its config file and will not start on a read-only one).
 stage_redis() {
-  local ctx=$1 lib
+  local ctx=$1 lib program
   command -v redis-server >/dev/null || { log "redis-server is not installed (deps.sh installs it)"; return 1; }
   mkdir -p "$ctx/rootfs/usr/bin" "$ctx/data"
-  cp "$(readlink -f "$(command -v redis-server)")" "$ctx/rootfs/usr/bin/redis-server"
-  for lib in $(ldd "$(command -v redis-server)" | grep -oE '/[^ ]+'); do
-    mkdir -p "$ctx/rootfs$(dirname "$lib")"
-    cp -L "$lib" "$ctx/rootfs$lib"
+  for program in redis-server cp; do
+    cp "$(readlink -f "$(command -v "$program")")" "$ctx/rootfs/usr/bin/$program"
+    for lib in $(ldd "$(command -v "$program")" | grep -oE '/[^ ]+'); do
+      mkdir -p "$ctx/rootfs$(dirname "$lib")"
+      cp -L "$lib" "$ctx/rootfs$lib"
+    done
   done
 }
 

@@ -64,6 +64,18 @@ app.kubernetes.io/component: operator
 app.kubernetes.io/component: redis
 {{- end }}
 
+{{/* Labels of the in-chart Redis Sentinel objects (`redis.sentinel.enabled`). */}}
+{{- define "shardset-operator.redisSentinelLabels" -}}
+{{ include "shardset-operator.commonLabels" . }}
+{{ include "shardset-operator.redisSentinelSelectorLabels" . }}
+{{- end }}
+
+{{/* Selects the in-chart Redis Sentinel pods (the Redis nodes beside them keep `redis`). */}}
+{{- define "shardset-operator.redisSentinelSelectorLabels" -}}
+{{ include "shardset-operator.instanceLabels" . }}
+app.kubernetes.io/component: redis-sentinel
+{{- end }}
+
 {{/* Labels of the in-chart NATS objects. */}}
 {{- define "shardset-operator.natsLabels" -}}
 {{ include "shardset-operator.commonLabels" . }}

@@ -33,6 +33,10 @@ fn charts_lint_clean() -> anyhow::Result<()> {
         ),
         (
             "shardset-operator",
+            "redis.enabled=true,redis.sentinel.enabled=true",
+        ),
+        (
+            "shardset-operator",
             "replicaCount=1,leaderElection.enabled=false",
         ),
         (
@@ -507,13 +511,7 @@ fn the_charts_redis_requires_a_generated_password() -> anyhow::Result<()> {
     }
     let rendered = helm_template("shardset-operator", &["redis.enabled=true"])?;
     let secret = object(&rendered, "Secret", "release-shardset-operator-redis")?;
-    let decode = |key: &str| -> anyhow::Result<String> {
-        use base64::Engine as _;
-        let text = secret["data"][key].as_str().context(key.to_owned())?;
-        Ok(String::from_utf8(
-            base64::engine::general_purpose::STANDARD.decode(text)?,
-        )?)
-    };
+    let decode = |key: &str| secret_text(&secret, key);
     let password = decode("password")?;
     ensure!(
         password.len() == 32 && password.chars().all(|c| c.is_ascii_alphanumeric()),
@@ -693,5 +691,291 @@ fn network_policies_are_on_by_default() -> anyhow::Result<()> {
     )?;
     ensure!(objects(&off, "NetworkPolicy")?.is_empty());
     ensure!(operator_args(&off)?.contains(&"--worker-network-policy=false".to_owned()));
+    Ok(())
+}
+
+/// The decoded text of `key` in a rendered Secret.
+fn secret_text(secret: &serde_json::Value, key: &str) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    let text = secret["data"][key]
+        .as_str()
+        .with_context(|| format!("no key {key} in {}", secret["metadata"]["name"]))?;
+    Ok(String::from_utf8(
+        base64::engine::general_purpose::STANDARD.decode(text)?,
+    )?)
+}
+
+/// `redis.sentinel.enabled` (issue 15, "the chart can run that topology"): a primary and
+/// `replicas` replicas, `sentinels` Sentinels at the majority quorum, each pod with a stable name
+/// (StatefulSet and headless Service), password auth on the servers, a writable copy of each
+/// pod's config (Sentinel rewrites its own), a budget for each group, the NetworkPolicy letting
+/// workers, the operator, the nodes and the sentinels reach 6379 and 26379 only; TLS refused.
+#[test]
+fn the_charts_redis_runs_sentinel() -> anyhow::Result<()> {
+    if !cluster_configured("the_charts_redis_runs_sentinel") {
+        return Ok(());
+    }
+    let rendered = helm_template(
+        "shardset-operator",
+        &[
+            "redis.enabled=true",
+            "redis.sentinel.enabled=true",
+            "--namespace=bots",
+        ],
+    )?;
+    let base = "release-shardset-operator-redis";
+    let node_host = |i: u32| format!("{base}-node-{i}.{base}-node.bots.svc.cluster.local");
+    let sentinel_host =
+        |i: u32| format!("{base}-sentinel-{i}.{base}-sentinel.bots.svc.cluster.local");
+    // No single Redis beside them.
+    ensure!(
+        object(&rendered, "Deployment", base).is_err()
+            && object(&rendered, "Service", base).is_err(),
+        "the single Redis is not rendered with Sentinel"
+    );
+    // Two nodes (the primary and one replica) and three sentinels, each with a stable name.
+    for (name, replicas, port, component) in [
+        (format!("{base}-node"), 2, 6379, "redis"),
+        (format!("{base}-sentinel"), 3, 26379, "redis-sentinel"),
+    ] {
+        let set = object(&rendered, "StatefulSet", &name)?;
+        ensure!(set["spec"]["replicas"] == replicas, "{set:#}");
+        ensure!(set["spec"]["serviceName"] == name.as_str(), "{set:#}");
+        ensure!(
+            set["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == component,
+            "{set:#}"
+        );
+        let service = object(&rendered, "Service", &name)?;
+        ensure!(
+            service["spec"]["clusterIP"] == "None"
+                && service["spec"]["publishNotReadyAddresses"] == true
+                && service["spec"]["ports"][0]["port"] == port
+                && service["spec"]["selector"]["app.kubernetes.io/component"] == component,
+            "a headless Service naming each pod, also before it is ready: {service:#}"
+        );
+        // Each pod copies its own config (named after the pod) into a writable emptyDir.
+        let pod = &set["spec"]["template"]["spec"];
+        let init = &pod["initContainers"][0];
+        ensure!(
+            strings(&init["command"]) == ["cp", "/config/$(POD_NAME).conf", "/data/redis.conf"],
+            "{init:#}"
+        );
+        ensure!(
+            init["env"][0]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name",
+            "{init:#}"
+        );
+        let volumes = pod["volumes"].as_array().context("volumes")?;
+        ensure!(
+            volumes
+                .iter()
+                .any(|v| v["name"] == "data" && v["emptyDir"].is_object())
+                && volumes
+                    .iter()
+                    .any(|v| v["name"] == "config" && v["secret"]["secretName"] == base),
+            "{pod:#}"
+        );
+        let command = strings(&pod["containers"][0]["command"]);
+        if component == "redis" {
+            ensure!(
+                command == ["redis-server", "/data/redis.conf"],
+                "{command:?}"
+            );
+        } else {
+            ensure!(
+                command == ["redis-server", "/data/redis.conf", "--sentinel"],
+                "{command:?}"
+            );
+        }
+        // A budget: one pod at a time (the sentinels keep their majority).
+        let budget = object(&rendered, "PodDisruptionBudget", &name)?;
+        ensure!(
+            budget["spec"]["maxUnavailable"] == 1
+                && budget["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"]
+                    == component,
+            "{budget:#}"
+        );
+    }
+
+    // The configs, in the password's Secret.
+    let secret = object(&rendered, "Secret", base)?;
+    let password = secret_text(&secret, "password")?;
+    let primary = secret_text(&secret, &format!("{base}-node-0.conf"))?;
+    let replica = secret_text(&secret, &format!("{base}-node-1.conf"))?;
+    for (conf, host) in [(&primary, node_host(0)), (&replica, node_host(1))] {
+        for line in [
+            format!("requirepass {password}"),
+            format!("masterauth {password}"),
+            format!("replica-announce-ip {host}"),
+            "port 6379".to_owned(),
+        ] {
+            ensure!(conf.lines().any(|l| l == line), "{line:?} in\n{conf}");
+        }
+    }
+    ensure!(
+        !primary.contains("replicaof"),
+        "node 0 starts as the primary:\n{primary}"
+    );
+    ensure!(
+        replica
+            .lines()
+            .any(|l| l == format!("replicaof {} 6379", node_host(0))),
+        "{replica}"
+    );
+    ensure!(
+        secret_text(&secret, &format!("{base}-node-2.conf")).is_err(),
+        "one replica by default"
+    );
+    for i in 0..3 {
+        let conf = secret_text(&secret, &format!("{base}-sentinel-{i}.conf"))?;
+        for line in [
+            "port 26379".to_owned(),
+            "sentinel resolve-hostnames yes".to_owned(),
+            "sentinel announce-hostnames yes".to_owned(),
+            format!("sentinel announce-ip {}", sentinel_host(i)),
+            format!("sentinel monitor shardset {} 6379 2", node_host(0)),
+            format!("sentinel auth-pass shardset {password}"),
+        ] {
+            ensure!(conf.lines().any(|l| l == line), "{line:?} in\n{conf}");
+        }
+        // Hostnames resolve before the monitor line names one.
+        let position = |needle: &str| conf.find(needle).unwrap_or(usize::MAX);
+        ensure!(
+            position("sentinel resolve-hostnames yes") < position("sentinel monitor"),
+            "{conf}"
+        );
+        ensure!(!conf.contains("requirepass"), "sentinels have no password");
+    }
+    ensure!(secret_text(&secret, &format!("{base}-sentinel-3.conf")).is_err());
+
+    // Quorum is the majority; a budget keeps it.
+    let five = helm_template(
+        "shardset-operator",
+        &[
+            "redis.enabled=true",
+            "redis.sentinel.enabled=true",
+            "redis.sentinel.sentinels=5",
+            "redis.sentinel.replicas=2",
+            "redis.sentinel.masterName=bot",
+            "clusterDomain=k8s.example",
+        ],
+    )?;
+    let secret = object(&five, "Secret", base)?;
+    let conf = secret_text(&secret, &format!("{base}-sentinel-4.conf"))?;
+    ensure!(
+        conf.contains(&format!(
+            "sentinel monitor bot {base}-node-0.{base}-node.default.svc.k8s.example 6379 3\n"
+        )),
+        "{conf}"
+    );
+    ensure!(secret_text(&secret, &format!("{base}-node-2.conf"))?.contains("replicaof"));
+    ensure!(object(&five, "StatefulSet", &format!("{base}-node"))?["spec"]["replicas"] == 3);
+    ensure!(
+        object(&five, "PodDisruptionBudget", &format!("{base}-sentinel"))?["spec"]["maxUnavailable"]
+            == 2
+    );
+
+    // The NetworkPolicies: the nodes take 6379 from workers, the operator, each other and the
+    // sentinels; the sentinels take 26379 from workers, the operator and each other; the operator
+    // may reach both.
+    let from_components = |rule: &serde_json::Value| -> BTreeSet<String> {
+        rule["from"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| {
+                f["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .collect()
+    };
+    for (name, port, peers) in [
+        (
+            base.to_owned(),
+            6379,
+            ["operator", "redis", "redis-sentinel"],
+        ),
+        (
+            format!("{base}-sentinel"),
+            26379,
+            ["operator", "redis-sentinel", "redis-sentinel"],
+        ),
+    ] {
+        let policy = object(&rendered, "NetworkPolicy", &name)?;
+        let ingress = policy["spec"]["ingress"].as_array().context("ingress")?;
+        ensure!(ingress.len() == 1, "{policy:#}");
+        ensure!(
+            ingress[0]["ports"] == serde_json::json!([{"port": port, "protocol": "TCP"}]),
+            "{policy:#}"
+        );
+        let from = from_components(&ingress[0]);
+        ensure!(
+            peers.iter().all(|p| from.contains(*p)),
+            "{name} from {from:?}"
+        );
+        ensure!(
+            ingress[0]["from"].as_array().into_iter().flatten().any(
+                |f| f["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "shard-worker"
+            ),
+            "workers reach {name}: {policy:#}"
+        );
+    }
+    let operator = object(&rendered, "NetworkPolicy", "release-shardset-operator")?;
+    let egress = operator["spec"]["egress"].to_string();
+    ensure!(
+        egress.contains("\"port\":26379") && egress.contains("\"port\":6379"),
+        "{egress}"
+    );
+
+    // What the release prints: the ShardSet's URL, through the three sentinels.
+    let notes = helm(&[
+        "install",
+        "release",
+        &chart("shardset-operator"),
+        "--dry-run=client",
+        "--namespace=bots",
+        "--set=redis.enabled=true,redis.sentinel.enabled=true",
+    ])?;
+    let url = format!(
+        "redis+sentinel://{},{},{}/shardset",
+        sentinel_host(0) + ":26379",
+        sentinel_host(1) + ":26379",
+        sentinel_host(2) + ":26379"
+    );
+    ensure!(notes.contains(&format!("url: {url}")), "{url} in\n{notes}");
+
+    // Refused with a reason: TLS (not supported with Sentinel yet), no password.
+    for (set, reason) in [
+        (
+            "redis.tls.enabled=true",
+            "redis.sentinel.enabled does not support redis.tls.enabled",
+        ),
+        (
+            "redis.auth.enabled=false",
+            "redis.sentinel.enabled needs redis.auth.enabled",
+        ),
+    ] {
+        match helm_template(
+            "shardset-operator",
+            &["redis.enabled=true", "redis.sentinel.enabled=true", set],
+        ) {
+            Ok(_) => bail!("--set {set} with Sentinel was accepted"),
+            Err(e) => ensure!(format!("{e:#}").contains(reason), "--set {set}: {e:#}"),
+        }
+    }
+    for set in [
+        "redis.sentinel.sentinels=2",
+        "redis.sentinel.replicas=0",
+        "redis.sentinel.masterName=a b",
+    ] {
+        ensure!(
+            helm_template(
+                "shardset-operator",
+                &["redis.enabled=true", "redis.sentinel.enabled=true", set]
+            )
+            .is_err(),
+            "--set {set} was accepted"
+        );
+    }
     Ok(())
 }
