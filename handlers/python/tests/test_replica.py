@@ -46,19 +46,46 @@ def assert_in_order(events):
         last[e["partition"]] = e["streamSeq"]
 
 
-async def until_both(python, rust, predicate, timeout=WITHIN):
-    """Waits until predicate() holds, re-checking whenever either replica's ownership changes."""
+async def until(predicate, changes, timeout=WITHIN):
+    """Waits until predicate() holds, re-checking whenever one of `changes` fires: each is a
+    function returning a coroutine that ends at the next change of what it watches (it takes its
+    snapshot when called, right after the check, with no await in between)."""
     async def loop():
         while not predicate():
-            python_before, rust_before = set(python.owned), set(rust.owned)
-            changes = {
-                asyncio.create_task(python.wait_owned(lambda owned: owned != python_before, None)),
-                asyncio.create_task(rust.wait(lambda: rust.owned != rust_before, None)),
-            }
-            _, pending = await asyncio.wait(changes, return_when=asyncio.FIRST_COMPLETED)
+            waits = {asyncio.create_task(change()) for change in changes}
+            _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
                 task.cancel()
     await asyncio.wait_for(loop(), timeout)
+
+
+def owned_changes(python, rust):
+    """The next change of either replica's ownership."""
+    def python_changes():
+        before = set(python.owned)
+        return python.wait_owned(lambda owned: owned != before, None)
+
+    def rust_changes():
+        before = set(rust.owned)
+        return rust.wait(lambda: rust.owned != before, None)
+    return [python_changes, rust_changes]
+
+
+def handled_changes(seen, rust):
+    """The next event either replica handles."""
+    def python_handles():
+        before = len(seen.events)
+        return seen.wait(lambda events: len(events) != before, None)
+
+    def rust_handles():
+        before = len(rust.handled)
+        return rust.wait(lambda: len(rust.handled) != before, None)
+    return [python_handles, rust_handles]
+
+
+async def until_both(python, rust, predicate, timeout=WITHIN):
+    """Waits until predicate() holds, re-checking whenever either replica's ownership changes."""
+    await until(predicate, owned_changes(python, rust), timeout)
 
 
 async def publish_round(bus, k):
@@ -102,8 +129,9 @@ def test_python_and_rust_replicas_share_the_partitions(server):
                              and not (rust.owned & python.owned) and (rust.owned | python.owned) == ALL)
         await balanced()
         published = await publish_round(bus, 0)
-        await rust.wait(lambda: len(rust.handled) + len(seen.events) >= len(published), WITHIN)
-        await seen.wait(lambda events: len(rust.handled) + len(events) >= len(published))
+        # Together: the last event may be either's, so a wait on one side alone could miss it.
+        await until(lambda: len(rust.handled) + len(seen.events) >= len(published),
+                    handled_changes(seen, rust))
         # Each partition handled by its owner only; every event once; in order on both sides.
         assert {e["partition"] for e in seen.events} <= {str(p) for p in python.owned}
         assert {e["partition"] for e in rust.handled} <= {str(p) for p in rust.owned}
