@@ -71,7 +71,7 @@ bench-scale: ## Benchmark on kind: fresh operator chart + Redis, the fake at a 1
 	$(CARGO) test -q -p shardset-e2e --test scale_bench -- --nocapture bench_scale; \
 	cat "$$line"
 
-bench: test-tools ## Side-by-side benchmarks vs twilight-gateway on the fake Discord (zstd-stream and zlib-stream), and the bus path's cost (release; prints ratios). BENCH_ARGS=--help
+bench: test-tools ## Side-by-side benchmarks vs twilight-gateway on the fake Discord (zstd-stream and zlib-stream), the bus path's cost and the scaling curve at 1-1,024 shards (release; prints ratios). BENCH_ARGS=--help
 	$(CARGO) build --release -p shard-worker -p shardset-bench
 	@# twilight's zstd-stream client on its own: in one build its feature would reach every twilight.
 	$(CARGO) build --release -p twilight-shards-zstd --features zstd

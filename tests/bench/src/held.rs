@@ -40,8 +40,8 @@ pub struct Held {
 }
 
 /// Starts `client` with shards `0..n` of `n` at `compression` on a fresh fake (all in one bucket
-/// round: `max_concurrency` n, a 100 ms window, 4 guilds per shard), waits for every READY, and
-/// measures it; then stops the process and the fake.
+/// round: `max_concurrency` n, a 100 ms window, 4 guilds per shard, a budget of at least 2 n),
+/// waits for every READY and measures it; then stops the process and the fake.
 pub async fn hold(
     client: Client,
     bins: &Binaries,
@@ -54,6 +54,8 @@ pub async fn hold(
         max_concurrency: n,
         identify_window_ms: 100,
         guilds: n * 4,
+        // Discord's default daily budget is 1,000 session starts: the 1,024-shard point needs more.
+        session_start_limit: (2 * n).max(1_000),
         ..Config::default()
     };
     let f = fake(config).await?;

@@ -325,6 +325,8 @@ impl<'a> Stack<'a> {
             op_sets.extend(control_plane_values("redis."));
             fake_sets.extend(control_plane_values(""));
         }
+        let fake_chart = repo_path("charts/fake-discord");
+        let fake_chart = fake_chart.to_string_lossy();
         let (op, fake) = tokio::join!(
             helm_async(helm_install(
                 &ns.name,
@@ -335,7 +337,7 @@ impl<'a> Stack<'a> {
             helm_async(helm_install(
                 &ns.name,
                 FAKE_RELEASE,
-                &repo_path("charts/fake-discord").to_string_lossy(),
+                &fake_chart,
                 &fake_sets
             ))
         );
@@ -348,8 +350,9 @@ impl<'a> Stack<'a> {
                 FAKE_APPLICATION_ID + u64::from(n)
             ));
             let release = fake_release(n);
+            let chart = &fake_chart;
             async move {
-                helm_async(helm_install(&ns.name, &release, "fake-discord", &sets))
+                helm_async(helm_install(&ns.name, &release, chart, &sets))
                     .await
                     .with_context(|| format!("helm install charts/fake-discord as {release}"))
             }
