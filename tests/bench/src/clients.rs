@@ -107,6 +107,17 @@ impl Worker {
         Self::spawn_with(bin, fake, redis, range, window_ms, &margin)
     }
 
+    /// A worker holding every shard of an `n`-shard layout, at the 100 ms Identify window the
+    /// memory, throughput and scaling runs give their fakes.
+    pub fn spawn_layout(
+        bin: &WorkerBin<'_>,
+        fake: &RunningFake,
+        redis: &Redis,
+        n: u32,
+    ) -> anyhow::Result<Self> {
+        Self::spawn(bin, fake, redis, (0, n - 1, n), 100, None)
+    }
+
     /// [`Worker::spawn`] with more env.
     pub fn spawn_with(
         bin: &WorkerBin<'_>,

@@ -65,14 +65,7 @@ pub async fn hold(
     // Either process is killed on drop (at the end of this function).
     let (_worker, _twilight, pid) = match client {
         Client::Worker => {
-            let w = Worker::spawn(
-                &bins.worker(compression),
-                &f,
-                redis,
-                (0, n - 1, n),
-                100,
-                None,
-            )?;
+            let w = Worker::spawn_layout(&bins.worker(compression), &f, redis, n)?;
             let pid = w.child.id();
             (Some(w), None, pid)
         }

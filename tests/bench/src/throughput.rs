@@ -35,14 +35,7 @@ pub async fn throughput(
     let f = fake(config).await?;
     redis.reset().await?;
     let start = Instant::now();
-    let worker = Worker::spawn(
-        &bins.worker(compression),
-        &f,
-        redis,
-        (0, n - 1, n),
-        100,
-        None,
-    )?;
+    let worker = Worker::spawn_layout(&bins.worker(compression), &f, redis, n)?;
     let twilight = Twilight::spawn(&twilight_bin, &f, (0, n - 1, n), n).await?;
     wait_ready(&f, n, 2 * n as usize, start, Duration::from_secs(60)).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
