@@ -154,7 +154,7 @@ impl Drop for Permit {
 /// An Identify sent and not answered yet. Discord times the window between the Identifies'
 /// *arrivals* (discord-api-docs, "Identifying": one per bucket per 5 s), and an Identify can
 /// arrive long after its send (a lost segment is resent after at least 200 ms, a busy host
-/// delays both). Its answer (READY, op 9, the gateway's close or the connection's end) comes
+/// delays both). Its answer (READY, op 9, the gateway's Close frame) comes
 /// after the gateway read it or once it never will, so a window started at the answer covers
 /// any such delay, where one started at the send covers only the margin. Until then the gate
 /// keeps the TTL it was granted with (`connect_bound`, the hold plus at least 2 s); dropped

@@ -208,8 +208,8 @@ impl<H: Handler> Runner<'_, H> {
         Step::Continue
     }
 
-    /// The gateway answered the Identify in flight (READY, op 9), or closed or dropped its
-    /// connection: the bucket's window runs from now.
+    /// The gateway answered the Identify in flight (READY, op 9, or its Close frame; a
+    /// connection lost otherwise has cleared it first): the bucket's window runs from now.
     pub(super) async fn identify_answered(&mut self) {
         if let Some(in_flight) = self.identify_in_flight.take() {
             in_flight.answered().await;

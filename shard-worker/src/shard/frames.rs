@@ -36,6 +36,16 @@ struct HelloData {
 }
 
 impl<H: Handler> Runner<'_, H> {
+    /// The connection ended without the gateway's Close frame (a read error, a reset, the end of
+    /// the stream). An Identify unanswered on it keeps its gate's first TTL: the error may be
+    /// ours (a frame we refuse, a middlebox's reset) while the gateway goes on reading, and
+    /// what our kernel or the network still carries could reach it later. Only READY, op 9 and
+    /// the gateway's Close frame say it was read or never will be.
+    fn lost_connection(&mut self) {
+        self.ws = None;
+        self.identify_in_flight = None;
+    }
+
     pub(super) async fn on_frame(&mut self, frame: Option<Result<Message, WsError>>) -> Vec<Input> {
         // A dispatch's age counts from here (`super::lag`).
         let arrived = Instant::now();
@@ -71,11 +81,11 @@ impl<H: Handler> Runner<'_, H> {
             }
             Some(Err(e)) => {
                 debug!(shard_id = self.shard, error = %e, "gateway connection lost");
-                self.ws = None;
+                self.lost_connection();
                 return vec![Input::Closed { code: None }];
             }
             None => {
-                self.ws = None;
+                self.lost_connection();
                 return vec![Input::Closed { code: None }];
             }
         };
