@@ -76,6 +76,43 @@ async fn an_identify_later_than_the_margin_breaks_no_window() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identify_whose_connection_is_lost_unanswered_breaks_no_window() {
+    // Shard 0's connection ends on its side, without the gateway's Close, right after its
+    // Identify left; the Identify still reaches the fake 400 ms later. No answer came, so the
+    // gate must keep its first TTL: a window started at the loss (window + the 25 ms answer
+    // margin) would let shard 1 of the same bucket arrive ~375 ms inside the window.
+    let s = Scenario::start(1, 1_000, 1_000).await;
+    let lag = Lag::start_cutting_identify(s.fake.addr().port(), Duration::from_millis(400)).await;
+    let mut cut = s.spec("cut", 0, 0, 2);
+    cut.api_url = lag.api_url();
+    cut.margin_ms = Some(100);
+    let mut on_time = s.spec("on-time", 1, 1, 2);
+    on_time.margin_ms = Some(100);
+    let cut = WorkerProcess::start(cut);
+    let on_time = WorkerProcess::start(on_time);
+    // Shard 0's first Identify (cut), then its second and shard 1's, in some order.
+    let all = wait_until(Duration::from_secs(60), || async { s.identifies() >= 3 }).await;
+    assert!(
+        all,
+        "three Identifies\ncut:\n{}\non time:\n{}",
+        cut.log_text(),
+        on_time.log_text()
+    );
+    let mut identifies = s.fake.state().identifies();
+    identifies.sort_by_key(|i| i.at_us);
+    let gaps: Vec<Duration> = identifies
+        .windows(2)
+        .map(|w| Duration::from_micros(w[1].at_us - w[0].at_us))
+        .collect();
+    assert_eq!(identifies[0].shard, 0, "the cut Identify first");
+    let violations = s.fake.state().violations();
+    assert!(
+        violations.is_empty(),
+        "arrivals {gaps:?} apart: {violations:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, run by hand: cargo test -p shard-worker --test identify_margin -- --ignored --nocapture"]
 async fn measure_the_margin_a_late_first_identify_needs() {
     // The shards confirm the gate at the gateway's answer, so they hold window + the answer
