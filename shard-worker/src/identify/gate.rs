@@ -63,7 +63,7 @@ pub const LOST_SEGMENT_MARGIN: Duration = Duration::from_millis(300);
 /// machine the in-process fake has recorded an Identify 55 ms after the worker's send.
 pub const BUSY_HOST_MARGIN: Duration = Duration::from_millis(100);
 
-/// The margin after the gateway ANSWERED an Identify (READY, op 9, its Close frame). Discord
+/// The margin after the gateway ANSWERED an Identify (READY or op 9). Discord
 /// had read the Identify by then (or never will), so the hold from that moment is already a
 /// window after its arrival, whatever delayed it on the way; what is left to cover is the gate's
 /// own timing. Redis expires keys at millisecond resolution and never early on its own clock, but

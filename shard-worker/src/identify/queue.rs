@@ -154,7 +154,7 @@ impl Drop for Permit {
 /// An Identify sent and not answered yet. Discord times the window between the Identifies'
 /// *arrivals* (discord-api-docs, "Identifying": one per bucket per 5 s), and an Identify can
 /// arrive long after its send (a lost segment is resent after at least 200 ms, a busy host
-/// delays both). Its answer (READY, op 9, the gateway's Close frame) comes
+/// delays both). Its answer (READY, op 9; its Close frame with the send margin) comes
 /// after the gateway read it or once it never will, so a window started at the answer covers
 /// any such delay, where one started at the send covers only the margin. Until then the gate
 /// keeps the TTL it was granted with (`connect_bound`, the hold plus at least 2 s); dropped
@@ -176,6 +176,15 @@ impl InFlight {
     pub async fn answered(mut self) {
         if let Some(handle) = self.handle.take() {
             handle.answered().await;
+        }
+    }
+
+    /// The gateway closed the connection (its Close frame) before READY or op 9: it reads no
+    /// more, but its Close may have crossed our Identify on the way, so whether it was read is
+    /// not known: the window runs from now with the send margin, as for an Identify just sent.
+    pub async fn closed(mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.sent().await;
         }
     }
 }

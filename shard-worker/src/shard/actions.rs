@@ -208,14 +208,26 @@ impl<H: Handler> Runner<'_, H> {
         Step::Continue
     }
 
-    /// The gateway answered the Identify in flight (READY, op 9, or its Close frame; a
-    /// connection lost otherwise has cleared it first): the bucket's window runs from now.
+    /// The gateway answered the Identify in flight (READY, op 9): the bucket's window runs
+    /// from now, held window + the answer margin.
     pub(super) async fn identify_answered(&mut self) {
         if let Some(in_flight) = self.identify_in_flight.take() {
             in_flight.answered().await;
             debug!(
                 shard_id = self.shard,
                 "Identify answered: its window runs from now"
+            );
+        }
+    }
+
+    /// The gateway's Close frame came before an answer (a connection lost otherwise has
+    /// cleared the Identify in flight first): held window + the send margin from now.
+    pub(super) async fn identify_closed(&mut self) {
+        if let Some(in_flight) = self.identify_in_flight.take() {
+            in_flight.closed().await;
+            debug!(
+                shard_id = self.shard,
+                "gateway closed before answering the Identify: its window runs from now"
             );
         }
     }

@@ -325,11 +325,12 @@ impl<'a, H: Handler> Runner<'a, H> {
                 }
             };
             for input in inputs {
-                if matches!(
-                    input,
-                    Input::Ready(_) | Input::InvalidSession { .. } | Input::Closed { .. }
-                ) {
-                    self.identify_answered().await;
+                match input {
+                    Input::Ready(_) | Input::InvalidSession { .. } => {
+                        self.identify_answered().await;
+                    }
+                    Input::Closed { .. } => self.identify_closed().await,
+                    _ => {}
                 }
                 pending.extend(self.machine.step(input));
             }
