@@ -12,6 +12,20 @@ pub fn bucket_gaps_ms(
     records: &[IdentifyRecord],
     stamp: impl Fn(&IdentifyRecord) -> u64,
 ) -> Vec<f64> {
+    let mut gaps: Vec<f64> = timed_bucket_gaps(records, stamp)
+        .into_iter()
+        .map(|(_, gap_ms)| gap_ms)
+        .collect();
+    gaps.sort_by(f64::total_cmp);
+    gaps
+}
+
+/// Each gap of [`bucket_gaps_ms`] with the stamp (µs) of the Identify that ends it, so a report
+/// can tell the gaps of one phase of a run from another's; in no particular order.
+pub fn timed_bucket_gaps(
+    records: &[IdentifyRecord],
+    stamp: impl Fn(&IdentifyRecord) -> u64,
+) -> Vec<(u64, f64)> {
     let mut by_bucket: HashMap<u32, Vec<u64>> = HashMap::new();
     for r in records
         .iter()
@@ -19,18 +33,16 @@ pub fn bucket_gaps_ms(
     {
         by_bucket.entry(r.bucket).or_default().push(stamp(r));
     }
-    let mut gaps: Vec<f64> = by_bucket
+    by_bucket
         .into_values()
         .flat_map(|mut times| {
             times.sort_unstable();
             times
                 .windows(2)
-                .map(|w| (w[1] - w[0]) as f64 / 1000.0)
+                .map(|w| (w[1], (w[1] - w[0]) as f64 / 1000.0))
                 .collect::<Vec<_>>()
         })
-        .collect();
-    gaps.sort_by(f64::total_cmp);
-    gaps
+        .collect()
 }
 
 /// The `q` quantile (0..=1) of sorted values (NaN when there are none).
@@ -83,6 +95,9 @@ mod tests {
             identify(0, 2_100_000, IdentifyOutcome::Accepted),
         ];
         assert_eq!(bucket_gaps_ms(&records, |r| r.at_us), vec![1100.0, 1200.0]);
+        let mut timed = timed_bucket_gaps(&records, |r| r.at_us);
+        timed.sort_by_key(|(end, _)| *end);
+        assert_eq!(timed, vec![(2_100_000, 1100.0), (2_200_500, 1200.0)]);
         assert_eq!(
             bucket_gaps_ms(&records[..1], |r| r.at_us),
             Vec::<f64>::new()

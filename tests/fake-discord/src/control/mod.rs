@@ -9,7 +9,7 @@ pub(crate) mod api;
 mod gaps;
 mod records;
 
-pub use self::gaps::{bucket_gaps_ms, quantile, spread};
+pub use self::gaps::{bucket_gaps_ms, quantile, spread, timed_bucket_gaps};
 
 pub use self::records::{
     BudgetInfo, BudgetUpdate, CommandOutcome, CommandRecord, Counters, DispatchRequest,
