@@ -3,13 +3,15 @@
 //! then to the bus (if any), then is counted. The answers to the bot's op 8 are gathered on the
 //! way ([`super::commanding`]).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{debug, info, warn};
 
 use super::custody::resume_url_trusted;
+use super::lag::HandledAt;
 use super::runner::Runner;
 use crate::command::within_dispatch;
 use crate::gateway::close_code;
@@ -47,7 +49,8 @@ impl<H: Handler> Runner<'_, H> {
     }
 
     pub(super) async fn on_frame(&mut self, frame: Option<Result<Message, WsError>>) -> Vec<Input> {
-        // A dispatch's age counts from here (`super::lag`).
+        // A dispatch's age counts from here (`super::lag`). The runtime's clock, the one the
+        // heartbeat deadline is on (`Runner::turn_clock`).
         let arrived = Instant::now();
         let bytes = match frame {
             Some(Ok(Message::Binary(bytes))) => bytes,
@@ -129,7 +132,6 @@ impl<H: Handler> Runner<'_, H> {
                     return Vec::new();
                 };
                 let data = envelope.d.unwrap_or("null");
-                self.last_dispatch.set(unix_seconds());
                 // The machine learns the seq first (heartbeats carry it), then the handler runs.
                 let actions = self.machine.step(Input::Dispatch { seq });
                 debug_assert!(actions.is_empty());
@@ -192,11 +194,15 @@ impl<H: Handler> Runner<'_, H> {
                     active: acting.may_act(),
                     acting,
                 };
-                self.slot.handler_took(arrived);
+                self.slot.handler_took(arrived.into_std());
                 within_dispatch(self.shard, shared.handler.dispatch(dispatch)).await;
                 self.slot.handler_done();
+                let now = HandledAt::now();
+                self.last_dispatch
+                    .set(now.unix_ms_at(arrived) as f64 / 1_000.0);
                 self.ages
-                    .handled(self.board(), self.slot, event, data, arrived);
+                    .handled(self.board(), self.slot, event, data, arrived, &now);
+                self.turn_clock = Some(now.instant);
                 // Taken by the bus before it counts as handled: a checkpoint taken in between
                 // must not pass it.
                 if let Some(bus) = &self.shared.bus

@@ -121,6 +121,10 @@ pub(super) struct Runner<'a, H> {
     pub(super) decoder: Option<Decoder>,
     pub(super) limiter: CommandLimiter,
     pub(super) heartbeat_at: Option<Instant>,
+    /// A clock read taken this turn once the last dispatch's handler returned: the next turn's
+    /// heartbeat check uses it instead of reading the clock again (none when an action ran in
+    /// between: an action may wait).
+    pub(super) turn_clock: Option<Instant>,
     pub(super) heartbeat_sent: Option<Instant>,
     pub(super) deadline_at: Option<Instant>,
     /// Timers kept across loop turns (re-registering two timers per dispatch is measurable).
@@ -181,6 +185,7 @@ impl<'a, H: Handler> Runner<'a, H> {
             decoder: None,
             limiter: CommandLimiter::new(Duration::from_secs(41), shared.config.send_window),
             heartbeat_at: None,
+            turn_clock: None,
             heartbeat_sent: None,
             deadline_at: None,
             heartbeat_timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
@@ -237,6 +242,12 @@ impl<'a, H: Handler> Runner<'a, H> {
                 // of every shard's task for its whole life.
                 return Box::pin(self.give_up_session()).await;
             }
+            // The last handler's clock read stands for now only if nothing can wait before the
+            // heartbeat check (no action, no command).
+            let turn_clock = self
+                .turn_clock
+                .take()
+                .filter(|_| pending.is_empty() && !self.commands_due);
             // Carry out the actions; they may produce more inputs (connect results).
             let mut i = 0;
             while i < pending.len() {
@@ -264,8 +275,11 @@ impl<'a, H: Handler> Runner<'a, H> {
             // A frame already in tungstenite's buffer is returned without touching the socket
             // (no cooperative budget spent), so a shard that is behind always has a frame ready
             // and would never see its heartbeat timer: check that deadline by hand first (one
-            // clock read per turn), or a slow handler turns into a zombie connection.
-            let heartbeat_due = self.heartbeat_at.is_some_and(|at| Instant::now() >= at);
+            // clock read per turn, the last handler's when it stands: `turn_clock`), or a slow
+            // handler turns into a zombie connection.
+            let heartbeat_due = self
+                .heartbeat_at
+                .is_some_and(|at| turn_clock.unwrap_or_else(Instant::now) >= at);
             let wake = if heartbeat_due {
                 Wake::Heartbeat
             } else {
@@ -327,9 +341,13 @@ impl<'a, H: Handler> Runner<'a, H> {
             for input in inputs {
                 match input {
                     Input::Ready(_) | Input::InvalidSession { .. } => {
+                        self.turn_clock = None;
                         self.identify_answered().await;
                     }
-                    Input::Closed { .. } => self.identify_closed().await,
+                    Input::Closed { .. } => {
+                        self.turn_clock = None;
+                        self.identify_closed().await;
+                    }
                     _ => {}
                 }
                 pending.extend(self.machine.step(input));
