@@ -64,7 +64,7 @@ fn fast(json: &[u8]) -> Option<Envelope<'_>> {
     let (mut op, mut s, mut t) = (None, None, None);
     loop {
         rest = rest.trim_start().strip_prefix('"')?;
-        let end = rest.find('"')?;
+        let end = find_byte(rest, |b| b == b'"')?;
         let key = &rest[..end];
         rest = rest[end + 1..].trim_start().strip_prefix(':')?.trim_start();
         if key == "d" {
@@ -73,7 +73,7 @@ fn fast(json: &[u8]) -> Option<Envelope<'_>> {
             return Some(Envelope { op: op?, s, t, d });
         }
         let value_end = if let Some(quoted) = rest.strip_prefix('"') {
-            let close = quoted.find('"')?;
+            let close = find_byte(quoted, |b| b == b'"')?;
             let value = &quoted[..close];
             if value.contains('\\') {
                 return None;
@@ -84,7 +84,7 @@ fn fast(json: &[u8]) -> Option<Envelope<'_>> {
             }
             close + 2
         } else {
-            let end = rest.find([',', '}']).unwrap_or(rest.len());
+            let end = find_byte(rest, |b| b == b',' || b == b'}').unwrap_or(rest.len());
             let value = rest[..end].trim_end();
             match (key, value) {
                 (_, "null") => {}
@@ -107,6 +107,14 @@ fn fast(json: &[u8]) -> Option<Envelope<'_>> {
             });
         }
     }
+}
+
+/// The index of the first byte of `text` that `is` an ASCII delimiter. A byte loop, not
+/// `str::find`: its char searcher (memchr, then a memcmp to confirm each match) cost more than
+/// the short fields it searched, 3 % of the worker's CPU at 5,000 dispatches/s. An ASCII byte
+/// never occurs inside a UTF-8 sequence, so the index is a char boundary.
+fn find_byte(text: &str, is: impl Fn(u8) -> bool) -> Option<usize> {
+    text.bytes().position(is)
 }
 
 #[cfg(test)]
