@@ -141,7 +141,7 @@ impl GateConfig {
     }
 
     /// How long a gate confirmed at the send is held: window + margin. The longest hold a used
-    /// gate gets, so waiters never sleep longer than this.
+    /// gate gets.
     pub fn hold(&self) -> Duration {
         self.window + self.margin
     }
@@ -153,6 +153,17 @@ impl GateConfig {
 
     fn connect_bound(&self) -> Duration {
         self.connect_bound.max(self.hold())
+    }
+
+    /// How long a waiter that found the gate held, `pttl` left, sleeps before it asks again (a
+    /// heard hand-off wakes it sooner). A gate whose PTTL is beyond the answer hold is either
+    /// still in flight (its first TTL: the Identify sent or about to be, not yet answered) or
+    /// confirmed at the send: in flight, it frees no sooner than the answer hold from now (READY
+    /// or op 9 could come at once, `confirm_gate.lua`), so ask again then rather than after a
+    /// whole send hold; the question finds the exact PTTL once it is confirmed. Only when to
+    /// ask: the scripts alone grant.
+    fn recheck_after(&self, pttl: Duration) -> Duration {
+        pttl.min(self.answer_hold())
     }
 
     /// A waiter that has not asked for this long has left its bucket's line.
@@ -446,17 +457,17 @@ impl IdentifyQueue for RedisQueue {
                                     }
                                 }
                             }
-                            // A gate between its grant and the send still has its first TTL
-                            // (connect_bound), but the send leaves it a hold from then: ask
-                            // again after a hold at most, never sleep through the next turn.
+                            // A gate between its grant and the answer still has its first TTL
+                            // (connect_bound), but an answer leaves it the answer hold from
+                            // then: ask again after that at most (`recheck_after`).
                             WaitReason::Gate => {
                                 after_handoff = Some(Duration::ZERO);
-                                after.min(self.config.hold())
+                                self.config.recheck_after(after)
                             }
                             // Let the lower shard id (asking at the same moment) go first.
                             WaitReason::Line => {
                                 after_handoff = Some(self.config.jitter * 2);
-                                after.min(self.config.hold()) + self.config.jitter * 2
+                                self.config.recheck_after(after) + self.config.jitter * 2
                             }
                             // A budget at the reserve: ask again now and then, not only at reset.
                             WaitReason::Budget => after.min(Duration::from_secs(30)),
@@ -550,6 +561,23 @@ mod tests {
         let tight = scaled.with_margin(Duration::from_millis(10));
         assert_eq!(tight.answer_hold(), Duration::from_millis(260));
         assert_eq!(tight.hold(), Duration::from_millis(260));
+    }
+
+    #[test]
+    fn a_waiter_asks_again_when_an_unanswered_gate_can_first_free() {
+        let discord = GateConfig::new(16, Duration::from_secs(5), 0);
+        // In flight (its first TTL, beyond every hold): READY may come at once, and the gate
+        // then frees the answer hold later; a whole send hold would oversleep by the margins.
+        let in_flight = discord.connect_bound - Duration::from_millis(40);
+        assert_eq!(
+            discord.recheck_after(in_flight),
+            Duration::from_millis(5_025)
+        );
+        // Confirmed at the send (window + send margin): asked once early, never late.
+        assert_eq!(discord.recheck_after(discord.hold()), discord.answer_hold());
+        // Confirmed at the answer: its PTTL is exact.
+        let left = Duration::from_millis(1_234);
+        assert_eq!(discord.recheck_after(left), left);
     }
 
     #[test]
